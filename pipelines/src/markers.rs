@@ -1,0 +1,64 @@
+//! A/V sync markers of synthetic participants: once a second, at the same instant, a white flash on the
+//! video and a tone burst on the audio. Each participant has its own colour and tone so a checker can tell
+//! them apart. Applied as pad probes keyed on buffer timestamps, so markers sit exactly on whole seconds.
+
+use gstreamer as gst;
+
+/// How long each flash and beep lasts.
+pub const MARKER_NS: u64 = 100_000_000;
+
+/// Background colours (ARGB) and tone frequencies per participant index.
+const COLOURS: [u32; 9] =
+    [0xffc0392b, 0xff27ae60, 0xff2e86c1, 0xfff1c40f, 0xff8e44ad, 0xff16a085, 0xffe67e22, 0xff7f8c8d, 0xffd35400];
+
+pub fn colour(index: usize) -> u32 {
+    COLOURS[index % COLOURS.len()]
+}
+
+pub fn tone_hz(index: usize) -> f64 {
+    440.0 + 110.0 * (index % 9) as f64
+}
+
+fn in_marker(ns: u64) -> bool {
+    ns % 1_000_000_000 < MARKER_NS
+}
+
+/// Paints I420 frames white (Y=235, U=V=128) while a marker is on.
+pub fn add_flash_probe(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            if buffer.pts().is_some_and(|pts| in_marker(pts.nseconds())) {
+                let buffer = buffer.make_mut();
+                if let Ok(mut map) = buffer.map_writable() {
+                    let data = map.as_mut_slice();
+                    // I420: the luma plane is 2/3 of the frame, chroma the rest.
+                    let luma = data.len() * 2 / 3;
+                    data[..luma].fill(235);
+                    data[luma..].fill(128);
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Silences S16 interleaved audio outside the markers, leaving a tone burst at each whole second.
+pub fn add_beep_probe(pad: &gst::Pad, rate: u32, channels: u32) {
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+            let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+            let start_ns = pts.nseconds();
+            let buffer = buffer.make_mut();
+            if let Ok(mut map) = buffer.map_writable() {
+                let frame_bytes = 2 * channels as usize;
+                for (i, frame) in map.as_mut_slice().chunks_exact_mut(frame_bytes).enumerate() {
+                    let t = start_ns + i as u64 * 1_000_000_000 / rate as u64;
+                    if !in_marker(t) {
+                        frame.fill(0);
+                    }
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+}

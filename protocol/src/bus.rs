@@ -1,0 +1,374 @@
+//! The NATS side of the contract (DESIGN.md section 4): connection, the streams/consumers/buckets created
+//! idempotently by whichever process starts first, the job store with compare-and-set updates, events,
+//! and node heartbeats.
+
+use crate::config::NatsConfig;
+use crate::events::{EventKind, JobEvent};
+use crate::ids::SafeId;
+use crate::job::{JobRecord, Progress};
+use crate::names::FleetNames;
+use crate::node::NodeInfo;
+use crate::time::now_ms;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("job {0} not found")]
+    NotFound(SafeId),
+    #[error("job {0} already exists")]
+    AlreadyExists(SafeId),
+    #[error("update refused: {0}")]
+    Refused(String),
+    #[error("job record {0} is not valid JSON: {1}")]
+    Corrupt(String, String),
+    #[error("too many concurrent writers on job {0}")]
+    Contention(SafeId),
+}
+
+fn nats_err(err: impl std::fmt::Display) -> BusError {
+    BusError::Nats(err.to_string())
+}
+
+/// Queue timing shared by every role: whichever process creates the consumers uses these.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// A recorder that stops sending AckProgress for this long loses its job to another recorder.
+    pub record_ack_wait_s: u64,
+    pub record_max_deliver: i64,
+    pub transcode_ack_wait_s: u64,
+    pub transcode_max_deliver: i64,
+    /// How long events are kept for a controller that was down.
+    pub events_max_age_s: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            record_ack_wait_s: 5,
+            record_max_deliver: 20,
+            transcode_ack_wait_s: 30,
+            transcode_max_deliver: 3,
+            events_max_age_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// A connected process's view of the fleet's NATS resources.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub names: FleetNames,
+    pub jobs: JobStore,
+    pub nodes: kv::Store,
+    pub record_consumer: consumer::PullConsumer,
+    pub transcode_consumer: consumer::PullConsumer,
+}
+
+impl Bus {
+    /// Connects (retrying until the server answers) and makes sure every stream, consumer and bucket exists.
+    pub async fn connect(config: &NatsConfig, queues: &QueueSettings, client_name: &str) -> Result<Self, BusError> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .retry_on_initial_connect()
+            .require_tls(config.tls_required)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => tracing::info!("nats connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
+                    other => tracing::info!(event = %other, "nats event"),
+                }
+            });
+        if let Some(file) = &config.credentials_file {
+            options = options.credentials_file(file).await.map_err(nats_err)?;
+        }
+        if let (Some(user), Some(password)) = (&config.user, &config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &config.token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        let urls: Vec<&str> = config.url.split(',').map(str::trim).collect();
+        let client = options.connect(urls).await.map_err(nats_err)?;
+        let js = jetstream::new(client.clone());
+        let names = config.names.clone();
+
+        let mut attempt = 0u32;
+        let (jobs_kv, nodes, record_consumer, transcode_consumer) = loop {
+            match ensure_topology(&js, &names, queues).await {
+                Ok(parts) => break parts,
+                Err(err) if attempt < 60 => {
+                    attempt += 1;
+                    tracing::warn!(%err, attempt, "nats topology not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let jobs = JobStore { kv: jobs_kv, js: js.clone(), names: names.clone() };
+        Ok(Self { client, js, names, jobs, nodes, record_consumer, transcode_consumer })
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Publishes a job message on a work queue, de-duplicated by `message_id` within the stream's window.
+    pub async fn enqueue(&self, subject: &str, message_id: &str, body: &impl Serialize) -> Result<(), BusError> {
+        let payload = serde_json::to_vec(body).expect("job messages serialize");
+        let publish = jetstream::message::PublishMessage::build().message_id(message_id).payload(payload.into());
+        self.js.send_publish(subject.to_string(), publish).await.map_err(nats_err)?.await.map_err(nats_err)?;
+        Ok(())
+    }
+
+    pub async fn publish_progress(&self, job_id: &SafeId, node: &str, progress: Progress) {
+        let event = JobEvent {
+            job_id: job_id.clone(),
+            at_ms: now_ms(),
+            node: Some(node.to_string()),
+            kind: EventKind::Progress { progress },
+        };
+        publish_event(&self.js, &self.names, &event).await;
+    }
+
+    /// Writes this node's registry entry.
+    pub async fn heartbeat(&self, info: &NodeInfo) -> Result<(), BusError> {
+        let value = serde_json::to_vec(info).expect("node info serializes");
+        self.nodes.put(&info.id, value.into()).await.map_err(nats_err)?;
+        Ok(())
+    }
+
+    pub async fn remove_node(&self, node_id: &str) {
+        if let Err(err) = self.nodes.delete(node_id).await {
+            tracing::warn!(%err, node_id, "could not remove node entry");
+        }
+    }
+
+    pub async fn list_nodes(&self) -> Result<Vec<NodeInfo>, BusError> {
+        let keys: Vec<String> = self.nodes.keys().await.map_err(nats_err)?.try_collect().await.map_err(nats_err)?;
+        let mut nodes = Vec::new();
+        for key in keys {
+            if let Some(value) = self.nodes.get(&key).await.map_err(nats_err)? {
+                match serde_json::from_slice(&value) {
+                    Ok(node) => nodes.push(node),
+                    Err(err) => tracing::warn!(%err, key, "ignoring malformed node entry"),
+                }
+            }
+        }
+        nodes.sort_by(|a: &NodeInfo, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+}
+
+async fn ensure_topology(
+    js: &jetstream::Context,
+    names: &FleetNames,
+    queues: &QueueSettings,
+) -> Result<(kv::Store, kv::Store, consumer::PullConsumer, consumer::PullConsumer), BusError> {
+    let work_queue = |name: &str, subject: &str| stream::Config {
+        name: name.to_string(),
+        subjects: vec![subject.to_string()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let record = js.get_or_create_stream(work_queue(&names.record_stream, &names.record_subject)).await.map_err(nats_err)?;
+    let transcode =
+        js.get_or_create_stream(work_queue(&names.transcode_stream, &names.transcode_subject)).await.map_err(nats_err)?;
+    js.get_or_create_stream(stream::Config {
+        name: names.events_stream.clone(),
+        subjects: vec![names.events_wildcard()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: Duration::from_secs(queues.events_max_age_s),
+        max_messages: 1_000_000,
+        ..Default::default()
+    })
+    .await
+    .map_err(nats_err)?;
+
+    let pull = |name: &str, ack_wait_s: u64, max_deliver: i64| consumer::pull::Config {
+        durable_name: Some(name.to_string()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(ack_wait_s),
+        max_deliver,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    };
+    let record_consumer = record
+        .get_or_create_consumer(
+            &names.recorder_consumer,
+            pull(&names.recorder_consumer, queues.record_ack_wait_s, queues.record_max_deliver),
+        )
+        .await
+        .map_err(nats_err)?;
+    let transcode_consumer = transcode
+        .get_or_create_consumer(
+            &names.transcoder_consumer,
+            pull(&names.transcoder_consumer, queues.transcode_ack_wait_s, queues.transcode_max_deliver),
+        )
+        .await
+        .map_err(nats_err)?;
+
+    let jobs = get_or_create_bucket(
+        js,
+        kv::Config { bucket: names.jobs_bucket.clone(), history: 10, storage: stream::StorageType::File, ..Default::default() },
+    )
+    .await?;
+    let nodes = get_or_create_bucket(
+        js,
+        kv::Config {
+            bucket: names.nodes_bucket.clone(),
+            history: 1,
+            max_age: Duration::from_secs(10),
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok((jobs, nodes, record_consumer, transcode_consumer))
+}
+
+/// Opens a bucket, creating it when missing; an existing bucket is used as it is.
+async fn get_or_create_bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, BusError> {
+    match js.get_key_value(config.bucket.clone()).await {
+        Ok(store) => Ok(store),
+        Err(_) => match js.create_key_value(config.clone()).await {
+            Ok(store) => Ok(store),
+            // Another process created it between our get and create.
+            Err(_) => js.get_key_value(config.bucket).await.map_err(nats_err),
+        },
+    }
+}
+
+async fn publish_event(js: &jetstream::Context, names: &FleetNames, event: &JobEvent) {
+    let payload = serde_json::to_vec(event).expect("events serialize");
+    let subject = names.event_subject(event.job_id.as_str());
+    let result = async { js.publish(subject, payload.into()).await.map_err(nats_err)?.await.map_err(nats_err) };
+    if let Err(err) = tokio::time::timeout(Duration::from_secs(5), result).await.unwrap_or_else(|_| Err(nats_err("timed out"))) {
+        tracing::warn!(job_id = %event.job_id, %err, "event not stored");
+    }
+}
+
+/// Job records in the `fleet-jobs` bucket. Every write is a compare-and-set on the revision, and every
+/// state change is published as an event by the writer.
+#[derive(Clone)]
+pub struct JobStore {
+    kv: kv::Store,
+    js: jetstream::Context,
+    names: FleetNames,
+}
+
+/// What an update closure decided.
+pub enum Change {
+    Write,
+    Keep,
+}
+
+impl JobStore {
+    pub async fn create(&self, record: &JobRecord) -> Result<u64, BusError> {
+        let value = serde_json::to_vec(record).expect("records serialize");
+        match self.kv.create(record.id.as_str(), value.into()).await {
+            Ok(revision) => {
+                self.publish_state(record, revision, None).await;
+                Ok(revision)
+            }
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Err(BusError::AlreadyExists(record.id.clone())),
+            Err(err) => Err(nats_err(err)),
+        }
+    }
+
+    pub async fn get(&self, id: &SafeId) -> Result<Option<(JobRecord, u64)>, BusError> {
+        let Some(entry) = self.kv.entry(id.as_str()).await.map_err(nats_err)? else { return Ok(None) };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let record =
+            serde_json::from_slice(&entry.value).map_err(|e| BusError::Corrupt(id.to_string(), e.to_string()))?;
+        Ok(Some((record, entry.revision)))
+    }
+
+    /// Reads, applies `change`, and writes back only if nobody wrote in between (retrying on races).
+    /// The closure may refuse with a reason. Returns the record as stored afterwards.
+    pub async fn update<F>(&self, id: &SafeId, node: Option<&str>, mut change: F) -> Result<JobRecord, BusError>
+    where
+        F: FnMut(&mut JobRecord) -> Result<Change, String>,
+    {
+        for _ in 0..50 {
+            let (current, revision) = self.get(id).await?.ok_or_else(|| BusError::NotFound(id.clone()))?;
+            let mut next = current.clone();
+            match change(&mut next).map_err(BusError::Refused)? {
+                Change::Keep => return Ok(current),
+                Change::Write => {}
+            }
+            next.updated_at_ms = now_ms();
+            let value = serde_json::to_vec(&next).expect("records serialize");
+            match self.kv.update(id.as_str(), value.into(), revision).await {
+                Ok(new_revision) => {
+                    if next.state != current.state {
+                        self.publish_state(&next, new_revision, node).await;
+                    }
+                    return Ok(next);
+                }
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tokio::time::sleep(Duration::from_millis(5 + rand::random::<u64>() % 20)).await;
+                }
+                Err(err) => return Err(nats_err(err)),
+            }
+        }
+        Err(BusError::Contention(id.clone()))
+    }
+
+    /// Every job record (optionally only those passing `keep`), newest first.
+    pub async fn list(&self, keep: impl Fn(&JobRecord) -> bool) -> Result<Vec<JobRecord>, BusError> {
+        let keys: Vec<String> = match self.kv.keys().await {
+            Ok(keys) => keys.try_collect().await.map_err(nats_err)?,
+            Err(err) => return Err(nats_err(err)),
+        };
+        let mut records = Vec::new();
+        for key in keys {
+            let Ok(id) = SafeId::parse(key) else { continue };
+            if let Some((record, _)) = self.get(&id).await? {
+                if keep(&record) {
+                    records.push(record);
+                }
+            }
+        }
+        records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));
+        Ok(records)
+    }
+
+    /// Future changes of one job's record (not the current value).
+    pub async fn watch(&self, id: &SafeId) -> Result<impl futures::Stream<Item = JobRecord> + use<>, BusError> {
+        let watch = self.kv.watch(id.as_str()).await.map_err(nats_err)?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            serde_json::from_slice(&entry.value).ok()
+        }))
+    }
+
+    async fn publish_state(&self, record: &JobRecord, revision: u64, node: Option<&str>) {
+        let event = JobEvent {
+            job_id: record.id.clone(),
+            at_ms: now_ms(),
+            node: node.map(str::to_string),
+            kind: EventKind::State { state: record.state, revision, record: Box::new(record.clone()) },
+        };
+        publish_event(&self.js, &self.names, &event).await;
+    }
+}
+
+/// Parses a queue message body, naming what was wrong so the worker can log it and terminate the message.
+pub fn parse_message<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("malformed message: {e}"))
+}

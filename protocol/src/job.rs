@@ -1,0 +1,360 @@
+//! Recording jobs: the request an API client makes, the record kept in the `fleet-jobs` bucket, and the
+//! small messages that travel through the work queues.
+
+use crate::ids::SafeId;
+use serde::{Deserialize, Serialize};
+
+/// Longest recording the API accepts (24 h); longer requests are almost certainly mistakes.
+pub const MAX_DURATION_LIMIT_S: u32 = 24 * 3600;
+/// Default cap when a request names none.
+pub const DEFAULT_MAX_DURATION_S: u32 = 6 * 3600;
+pub const MAX_ROOM_NAME_LEN: usize = 128;
+pub const MAX_METADATA_BYTES: usize = 4096;
+pub const MAX_TEST_PARTICIPANTS: u8 = 9;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Starting,
+    Recording,
+    Finalizing,
+    Transcoding,
+    Complete,
+    Failed,
+    Aborted,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Starting,
+        JobState::Recording,
+        JobState::Finalizing,
+        JobState::Transcoding,
+        JobState::Complete,
+        JobState::Failed,
+        JobState::Aborted,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Complete | JobState::Failed | JobState::Aborted)
+    }
+
+    /// True while the capture side still owns the job (a stop request still matters).
+    pub fn is_capturing(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Starting | JobState::Recording)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Starting => "starting",
+            JobState::Recording => "recording",
+            JobState::Finalizing => "finalizing",
+            JobState::Transcoding => "transcoding",
+            JobState::Complete => "complete",
+            JobState::Failed => "failed",
+            JobState::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    Run,
+    Stop,
+}
+
+/// Where the media comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// Join the LiveKit room named in the request as a hidden subscriber.
+    Livekit,
+    /// A synthetic room made with GStreamer test sources: the fleet's smoke test.
+    Test {
+        #[serde(default = "default_test_participants")]
+        participants: u8,
+    },
+}
+
+fn default_test_participants() -> u8 {
+    2
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source::Livekit
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    #[default]
+    Grid,
+    Speaker,
+    ScreenShare,
+    Single,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VideoPreset {
+    #[default]
+    #[serde(rename = "720p30")]
+    Hd720p30,
+    #[serde(rename = "1080p30")]
+    Hd1080p30,
+}
+
+impl VideoPreset {
+    /// (width, height, fps, video kbps)
+    pub fn params(self) -> (u32, u32, u32, u32) {
+        match self {
+            VideoPreset::Hd720p30 => (1280, 720, 30, 3000),
+            VideoPreset::Hd1080p30 => (1920, 1080, 30, 4500),
+        }
+    }
+}
+
+/// What an API client asks for. Unknown fields are refused so typos never pass silently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub room: String,
+    #[serde(default)]
+    pub source: Source,
+    #[serde(default)]
+    pub layout: Layout,
+    #[serde(default)]
+    pub video_preset: VideoPreset,
+    #[serde(default)]
+    pub audio_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl JobRequest {
+    /// Checks what serde cannot: lengths, ranges, URL shape. The message is shown to the API client.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.room.is_empty() {
+            return Err("room must not be empty".into());
+        }
+        if self.room.chars().count() > MAX_ROOM_NAME_LEN {
+            return Err(format!("room must be at most {MAX_ROOM_NAME_LEN} characters"));
+        }
+        if self.room.chars().any(char::is_control) {
+            return Err("room must not contain control characters".into());
+        }
+        if let Some(max) = self.max_duration_s {
+            if max == 0 || max > MAX_DURATION_LIMIT_S {
+                return Err(format!("max_duration_s must be between 1 and {MAX_DURATION_LIMIT_S}"));
+            }
+        }
+        if let Source::Test { participants } = self.source {
+            if participants == 0 || participants > MAX_TEST_PARTICIPANTS {
+                return Err(format!("source.participants must be between 1 and {MAX_TEST_PARTICIPANTS}"));
+            }
+        }
+        if let Some(url) = &self.webhook_url {
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.len() > 2048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err("webhook_url must be an http:// or https:// URL".into());
+            }
+        }
+        if let Some(metadata) = &self.metadata {
+            if !metadata.is_object() {
+                return Err("metadata must be a JSON object".into());
+            }
+            if metadata.to_string().len() > MAX_METADATA_BYTES {
+                return Err(format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn max_duration_s(&self) -> u32 {
+        self.max_duration_s.unwrap_or(DEFAULT_MAX_DURATION_S)
+    }
+}
+
+/// Why a capture session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    ApiStop,
+    MaxDuration,
+    RoomClosed,
+    RoomEmpty,
+    Error,
+}
+
+/// One continuous capture by one recorder. A job that fails over gets a second session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaptureSession {
+    pub id: SafeId,
+    pub node: String,
+    pub started_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+    #[serde(default)]
+    pub segments: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+}
+
+/// The finished recording as measured from the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputInfo {
+    pub key: String,
+    pub location: String,
+    pub manifest_key: String,
+    pub size_bytes: u64,
+    pub duration_s: f64,
+    pub video_codec: Option<String>,
+    pub audio_codec: Option<String>,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub percent: f64,
+    /// Media seconds processed per wall second.
+    pub speed: f64,
+    pub node: String,
+}
+
+/// The job record stored (as JSON) under the job id in the `fleet-jobs` bucket. Small on purpose:
+/// anything that grows with the recording's length lives in storage next to the media.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: SafeId,
+    pub request: JobRequest,
+    pub desired: Desired,
+    pub state: JobState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub sessions: Vec<CaptureSession>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Deliveries of the recording job that started a capture session.
+    #[serde(default)]
+    pub record_attempts: u32,
+    #[serde(default)]
+    pub transcode_attempts: u32,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl JobRecord {
+    pub fn new(id: SafeId, request: JobRequest, now_ms: u64) -> Self {
+        Self {
+            id,
+            request,
+            desired: Desired::Run,
+            state: JobState::Queued,
+            end_reason: None,
+            error: None,
+            sessions: Vec::new(),
+            output: None,
+            progress: None,
+            record_attempts: 0,
+            transcode_attempts: 0,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+
+    /// Total media time captured, from the first session's start to the last session's end.
+    pub fn recorded_span_ms(&self) -> Option<u64> {
+        let first = self.sessions.first()?.started_at_ms;
+        let last = self.sessions.iter().filter_map(|s| s.ended_at_ms).max()?;
+        Some(last.saturating_sub(first))
+    }
+}
+
+/// Message on the record queue: "record this job". The job record holds the details.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordJob {
+    pub job_id: SafeId,
+}
+
+/// Message on the transcode queue: "turn this job's raw segments into the final recording".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodeJob {
+    pub job_id: SafeId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(json: &str) -> Result<JobRequest, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let r = request(r#"{"room":"r1"}"#).unwrap();
+        assert_eq!(r.source, Source::Livekit);
+        assert_eq!(r.layout, Layout::Grid);
+        assert_eq!(r.video_preset, VideoPreset::Hd720p30);
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn test_source_and_presets_parse() {
+        let r = request(r#"{"room":"r1","source":{"type":"test","participants":3},"video_preset":"1080p30"}"#).unwrap();
+        assert_eq!(r.source, Source::Test { participants: 3 });
+        assert_eq!(r.video_preset.params(), (1920, 1080, 30, 4500));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(request(r#"{"room":"r1","rooom":"x"}"#).is_err());
+        assert!(request(r#"{"room":"r1","source":{"type":"test","participantz":3}}"#).is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_values() {
+        let mut r = request(r#"{"room":"r1"}"#).unwrap();
+        r.max_duration_s = Some(0);
+        assert!(r.validate().is_err());
+        r.max_duration_s = Some(MAX_DURATION_LIMIT_S + 1);
+        assert!(r.validate().is_err());
+        r.max_duration_s = None;
+        r.room = "a\u{0}b".into();
+        assert!(r.validate().is_err());
+        r.room = "ok".into();
+        r.webhook_url = Some("ftp://x".into());
+        assert!(r.validate().is_err());
+        r.webhook_url = None;
+        r.metadata = Some(serde_json::json!([1]));
+        assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
+}

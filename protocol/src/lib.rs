@@ -1,0 +1,21 @@
+//! The contract between the fleet's roles (controller, recorder, transcoder): job and event types, the
+//! NATS names and topology, the storage key layout and client, and configuration loading.
+
+pub mod bus;
+pub mod config;
+pub mod cpu;
+pub mod events;
+pub mod ids;
+pub mod job;
+pub mod keys;
+pub mod logging;
+pub mod names;
+pub mod node;
+pub mod storage;
+pub mod time;
+
+pub use ids::SafeId;
+pub use job::{JobRecord, JobRequest, JobState};
+
+/// The fleet's version, advertised in the node registry.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

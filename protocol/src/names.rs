@@ -1,0 +1,46 @@
+//! Names of the NATS streams, subjects, consumers and buckets (DESIGN.md section 4). All configurable.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetNames {
+    pub record_stream: String,
+    pub record_subject: String,
+    pub recorder_consumer: String,
+    pub transcode_stream: String,
+    pub transcode_subject: String,
+    pub transcoder_consumer: String,
+    pub jobs_bucket: String,
+    pub nodes_bucket: String,
+    /// Events go to `<events_prefix>.<job id>`; a stream keeps them so a controller that was down catches up.
+    pub events_prefix: String,
+    pub events_stream: String,
+}
+
+impl Default for FleetNames {
+    fn default() -> Self {
+        Self {
+            record_stream: "FLEET_RECORD".into(),
+            record_subject: "fleet.record".into(),
+            recorder_consumer: "recorders".into(),
+            transcode_stream: "FLEET_TRANSCODE".into(),
+            transcode_subject: "fleet.transcode".into(),
+            transcoder_consumer: "transcoders".into(),
+            jobs_bucket: "fleet-jobs".into(),
+            nodes_bucket: "fleet-nodes".into(),
+            events_prefix: "fleet.events".into(),
+            events_stream: "FLEET_EVENTS".into(),
+        }
+    }
+}
+
+impl FleetNames {
+    pub fn event_subject(&self, job_id: &str) -> String {
+        format!("{}.{}", self.events_prefix, job_id)
+    }
+
+    pub fn events_wildcard(&self) -> String {
+        format!("{}.>", self.events_prefix)
+    }
+}

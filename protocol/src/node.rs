@@ -1,0 +1,32 @@
+//! The node registry entry each recorder/transcoder heartbeats into the `fleet-nodes` bucket.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Recorder,
+    Transcoder,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub role: NodeRole,
+    /// `both`, `recorder-only` or `transcoder-only`.
+    pub mode: String,
+    pub version: String,
+    /// Jobs this node runs at once.
+    pub slots: u32,
+    pub running_jobs: Vec<String>,
+    /// Whole-machine CPU use, 0..1, over the last sampling interval.
+    pub cpu_load: f64,
+    pub cores: u32,
+    /// H.264 encoders that work on this node, best first (transcoders).
+    #[serde(default)]
+    pub encoders: Vec<String>,
+    #[serde(default)]
+    pub draining: bool,
+    pub started_at_ms: u64,
+    pub updated_at_ms: u64,
+}
