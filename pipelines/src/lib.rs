@@ -10,6 +10,7 @@ pub mod synthetic_room;
 pub mod transcode;
 
 use gstreamer as gst;
+use gstreamer::prelude::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

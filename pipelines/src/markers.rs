@@ -3,6 +3,7 @@
 //! them apart. Applied as pad probes keyed on buffer timestamps, so markers sit exactly on whole seconds.
 
 use gstreamer as gst;
+use gstreamer::prelude::*;
 
 /// How long each flash and beep lasts.
 pub const MARKER_NS: u64 = 100_000_000;

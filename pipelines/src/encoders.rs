@@ -1,0 +1,73 @@
+//! H.264 encoder choice. Hardware encoders are probed by encoding a few frames for real: their plugins
+//! load on machines without the hardware and only fail when used.
+
+use crate::{PipelineError, make};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::time::Duration;
+
+/// Best first: GPU (NVIDIA, VA, legacy VA-API), then CPU.
+pub const PREFERENCE: [&str; 5] = ["nvh264enc", "vah264enc", "vaapih264enc", "x264enc", "openh264enc"];
+
+pub fn is_hardware(name: &str) -> bool {
+    matches!(name, "nvh264enc" | "vah264enc" | "vaapih264enc")
+}
+
+/// The encoders that actually encode on this machine, best first.
+pub fn probe() -> Vec<String> {
+    PREFERENCE.iter().filter(|name| works(name)).map(|name| name.to_string()).collect()
+}
+
+fn works(name: &str) -> bool {
+    if gst::ElementFactory::find(name).is_none() {
+        return false;
+    }
+    let launch = format!("videotestsrc num-buffers=5 ! video/x-raw,width=320,height=240 ! videoconvert ! {name} ! fakesink");
+    let Ok(pipeline) = gst::parse::launch(&launch) else { return false };
+    let Some(bus) = pipeline.bus() else { return false };
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let _ = pipeline.set_state(gst::State::Null);
+        return false;
+    }
+    let deadline = gst::ClockTime::from_seconds(10);
+    let ok = matches!(
+        bus.timed_pop_filtered(deadline, &[gst::MessageType::Eos, gst::MessageType::Error]).map(|m| m.type_()),
+        Some(gst::MessageType::Eos)
+    );
+    let _ = pipeline.set_state(gst::State::Null);
+    ok
+}
+
+/// An encoder element set up for the given bitrate and keyframe interval (2 s).
+pub fn make_h264(name: &str, kbps: u32, fps: u32) -> Result<gst::Element, PipelineError> {
+    let encoder = make(name)?;
+    let gop = (fps * 2) as i64;
+    match name {
+        "x264enc" => {
+            encoder.set_property("bitrate", kbps);
+            encoder.set_property_from_str("speed-preset", "veryfast");
+            encoder.set_property("key-int-max", gop as u32);
+        }
+        "openh264enc" => {
+            encoder.set_property("bitrate", kbps * 1000);
+            encoder.set_property("gop-size", gop as u32);
+        }
+        "nvh264enc" => {
+            encoder.set_property("bitrate", kbps);
+            encoder.set_property("gop-size", gop as i32);
+        }
+        "vah264enc" => {
+            encoder.set_property("bitrate", kbps);
+            encoder.set_property("key-int-max", gop as u32);
+        }
+        "vaapih264enc" => {
+            encoder.set_property("bitrate", kbps);
+            encoder.set_property("keyframe-period", gop as u32);
+        }
+        _ => {}
+    }
+    Ok(encoder)
+}
+
+/// How long the probe of all encoders may take at most (for callers' budgets).
+pub const PROBE_BUDGET: Duration = Duration::from_secs(50);

@@ -1,0 +1,159 @@
+//! Reads a track's Matroska segments back, in order, as one continuous encoded stream with the
+//! timestamps they were recorded with (plus a per-segment offset that places capture sessions on the
+//! recording's timeline). `splitmuxsrc` is not used: it rebases every file set to start at zero, which
+//! loses where a late track or a second session belongs.
+//!
+//! A corrupt or truncated segment is read as far as it goes; what was wrong is reported, never hidden.
+
+use crate::PipelineError;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct SegmentFile {
+    pub path: PathBuf,
+    /// Added to every timestamp of this segment (the session's place on the recording's timeline).
+    pub offset_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrackInput {
+    /// For logs and reports, e.g. `s1/participant-1/camera`.
+    pub name: String,
+    pub segments: Vec<SegmentFile>,
+}
+
+/// Problems met while reading inputs; the job reports them.
+pub type Problems = Arc<Mutex<Vec<String>>>;
+
+/// A one-file demuxer: `filesrc ! matroskademux ! appsink`.
+struct SegmentDemuxer {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+}
+
+impl SegmentDemuxer {
+    fn open(path: &Path) -> Result<Self, PipelineError> {
+        let source = crate::make("filesrc")?;
+        source.set_property("location", path.to_string_lossy().to_string());
+        let demux = crate::make("matroskademux")?;
+        let sink = gst_app::AppSink::builder().sync(false).max_buffers(64).build();
+        let pipeline = gst::Pipeline::new();
+        pipeline.add_many([&source, &demux, sink.upcast_ref()])?;
+        source.link(&demux)?;
+        let sink_pad = sink.static_pad("sink").expect("appsink has a sink pad");
+        demux.connect_pad_added(move |_, pad| {
+            if !sink_pad.is_linked() {
+                let _ = pad.link(&sink_pad);
+            }
+        });
+        pipeline.set_state(gst::State::Playing)?;
+        Ok(Self { pipeline, sink })
+    }
+
+    /// The next encoded frame, or `None` at the end; `Err` says why reading stopped early.
+    fn next(&self) -> Result<Option<gst::Sample>, String> {
+        match self.sink.pull_sample() {
+            Ok(sample) => Ok(Some(sample)),
+            Err(_) if self.sink.is_eos() => Ok(None),
+            Err(_) => Err(self.bus_error().unwrap_or_else(|| "reading stopped".into())),
+        }
+    }
+
+    fn bus_error(&self) -> Option<String> {
+        let bus = self.pipeline.bus()?;
+        while let Some(message) = bus.pop() {
+            if let gst::MessageView::Error(err) = message.view() {
+                return Some(err.error().to_string());
+            }
+        }
+        None
+    }
+}
+
+impl Drop for SegmentDemuxer {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The caps of a track's first readable frame: tells its kind and codec.
+pub fn probe_caps(input: &TrackInput) -> Option<gst::Caps> {
+    input.segments.iter().find_map(|segment| {
+        let demuxer = SegmentDemuxer::open(&segment.path).ok()?;
+        demuxer.next().ok().flatten()?.caps_owned()
+    })
+}
+
+/// Pushes every frame of `input` into `appsrc` (blocking while it is full) on a thread of its own, then
+/// sends end-of-stream. Frames at or after `limit_ns` are dropped so the output ends where the recording did.
+pub fn spawn_feeder(
+    appsrc: gst_app::AppSrc,
+    input: TrackInput,
+    limit_ns: u64,
+    problems: Problems,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("feed-{}", input.name)).spawn(move || {
+        'segments: for segment in &input.segments {
+            let demuxer = match SegmentDemuxer::open(&segment.path) {
+                Ok(demuxer) => demuxer,
+                Err(err) => {
+                    report(&problems, format!("{}: {}: {err}", input.name, segment.path.display()));
+                    continue;
+                }
+            };
+            let mut frames = 0u64;
+            loop {
+                let sample = match demuxer.next() {
+                    Ok(Some(sample)) => sample,
+                    Ok(None) => break,
+                    Err(reason) => {
+                        report(&problems, format!("{}: {} read {frames} frames, then: {reason}", input.name, file_name(&segment.path)));
+                        break;
+                    }
+                };
+                let Some(shifted) = shift(&sample, segment.offset_ns) else { continue };
+                if shifted.buffer().and_then(|b| b.pts()).is_some_and(|pts| pts.nseconds() >= limit_ns) {
+                    break 'segments;
+                }
+                frames += 1;
+                if appsrc.push_sample(&shifted).is_err() {
+                    // The transcode pipeline is shutting down.
+                    return;
+                }
+            }
+            if frames == 0 {
+                report(&problems, format!("{}: {} has no readable frames", input.name, file_name(&segment.path)));
+            }
+        }
+        let _ = appsrc.end_of_stream();
+    })
+}
+
+fn shift(sample: &gst::Sample, offset_ns: u64) -> Option<gst::Sample> {
+    let mut buffer = sample.buffer_owned()?;
+    {
+        let buffer = buffer.make_mut();
+        let offset = gst::ClockTime::from_nseconds(offset_ns);
+        buffer.set_pts(buffer.pts().map(|t| t + offset));
+        buffer.set_dts(buffer.dts().map(|t| t + offset));
+    }
+    let mut builder = gst::Sample::builder().buffer(&buffer);
+    let caps = sample.caps_owned();
+    if let Some(caps) = &caps {
+        builder = builder.caps(caps);
+    }
+    Some(builder.build())
+}
+
+fn report(problems: &Problems, problem: String) {
+    tracing::warn!(%problem, "input problem");
+    problems.lock().expect("problems lock").push(problem);
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}

@@ -1,0 +1,303 @@
+//! The composite transcode: every track's segments decoded, videos laid out in a grid over a black
+//! background, audios mixed over silence, encoded to H.264 High + AAC-LC in a faststart MP4.
+//! The black and silent base layers span the whole recording, so gaps never collapse the timeline.
+
+use crate::segment_reader::{self, Problems, TrackInput};
+use crate::{PipelineError, encoders, make, runtime_error};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const AUDIO_RATE: i32 = 48_000;
+const AUDIO_CHANNELS: i32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct TranscodeSpec {
+    pub tracks: Vec<TrackInput>,
+    /// The recording's length: the output covers exactly this.
+    pub duration_ns: u64,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_kbps: u32,
+    pub audio_bps: u32,
+    pub audio_only: bool,
+    /// Encoder element name (see [`encoders`]).
+    pub encoder: String,
+    pub output: PathBuf,
+    /// No progress for this long fails the transcode instead of hanging.
+    pub stall_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TranscodeReport {
+    pub video_tracks: usize,
+    pub audio_tracks: usize,
+    /// Inputs that were unreadable in part or whole.
+    pub problems: Vec<String>,
+}
+
+/// Runs the transcode to completion on the calling thread. `on_progress` gets media seconds written.
+pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeReport, PipelineError> {
+    let problems: Problems = Arc::new(Mutex::new(Vec::new()));
+    let pipeline = gst::Pipeline::with_name("transcode");
+    let mux = make("mp4mux")?;
+    mux.set_property("faststart", true);
+    if let Some(dir) = spec.output.parent() {
+        mux.set_property("faststart-file", dir.join(".faststart.tmp").to_string_lossy().to_string());
+    }
+    let sink = make("filesink")?;
+    sink.set_property("location", spec.output.to_string_lossy().to_string());
+    pipeline.add_many([&mux, &sink])?;
+    mux.link(&sink)?;
+
+    // Sort inputs by kind, learning each track's caps from its first frame.
+    let mut videos = Vec::new();
+    let mut audios = Vec::new();
+    for input in &spec.tracks {
+        match segment_reader::probe_caps(input) {
+            Some(caps) if media_type(&caps).starts_with("video/") => videos.push((input.clone(), caps)),
+            Some(caps) if media_type(&caps).starts_with("audio/") => audios.push((input.clone(), caps)),
+            Some(caps) => problems.lock().unwrap().push(format!("{}: unsupported media {caps}", input.name)),
+            None => problems.lock().unwrap().push(format!("{}: no readable segment", input.name)),
+        }
+    }
+    if spec.audio_only {
+        videos.clear();
+    }
+
+    let mut feeders = Vec::new();
+    if !spec.audio_only {
+        let compositor = build_video_output(spec, &pipeline, &mux)?;
+        let tiles = grid(videos.len(), spec.width, spec.height);
+        for ((input, caps), tile) in videos.iter().zip(tiles) {
+            let appsrc = add_track_input(&pipeline, caps, Branch::Video { compositor: compositor.clone(), tile })?;
+            feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
+        }
+    }
+    let mixer = build_audio_output(spec, &pipeline, &mux)?;
+    for (input, caps) in &audios {
+        let appsrc = add_track_input(&pipeline, caps, Branch::Audio { mixer: mixer.clone() })?;
+        feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
+    }
+
+    let result = run_to_eos(&pipeline, spec, &on_progress);
+    let _ = pipeline.set_state(gst::State::Null);
+    for feeder in feeders {
+        let _ = feeder.join();
+    }
+    result?;
+    let problems = problems.lock().unwrap().clone();
+    Ok(TranscodeReport { video_tracks: videos.len(), audio_tracks: audios.len(), problems })
+}
+
+fn media_type(caps: &gst::Caps) -> String {
+    caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default()
+}
+
+/// A tile of the output frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub x: i32,
+    pub y: i32,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// An even grid: columns = ceil(sqrt(n)), rows as needed, tiles rounded to even sizes for I420.
+pub fn grid(n: usize, width: u32, height: u32) -> Vec<Tile> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let tile_w = (width as usize / cols) & !1;
+    let tile_h = (height as usize / rows) & !1;
+    (0..n)
+        .map(|i| Tile {
+            x: ((i % cols) * tile_w) as i32,
+            y: ((i / cols) * tile_h) as i32,
+            width: tile_w as i32,
+            height: tile_h as i32,
+        })
+        .collect()
+}
+
+fn frames_for(duration_ns: u64, per_second: u64, per_buffer: u64) -> i32 {
+    (duration_ns as u128 * per_second as u128).div_ceil(1_000_000_000u128 * per_buffer as u128) as i32
+}
+
+/// Black base layer → compositor → encoder → mux. Returns the compositor for track tiles.
+fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst::Element) -> Result<gst::Element, PipelineError> {
+    let raw_caps = |format: Option<&str>| {
+        let mut caps = gst::Caps::builder("video/x-raw")
+            .field("width", spec.width as i32)
+            .field("height", spec.height as i32)
+            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+        if let Some(format) = format {
+            caps = caps.field("format", format);
+        }
+        caps.build()
+    };
+    let background = make("videotestsrc")?;
+    background.set_property_from_str("pattern", "black");
+    background.set_property("num-buffers", frames_for(spec.duration_ns, spec.fps as u64, 1));
+    let background_caps = make("capsfilter")?;
+    background_caps.set_property("caps", raw_caps(Some("I420")));
+    let compositor = make("compositor")?;
+    compositor.set_property_from_str("background", "black");
+    let convert = make("videoconvert")?;
+    let output_caps = make("capsfilter")?;
+    output_caps.set_property("caps", raw_caps(Some("I420")));
+    let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps)?;
+    let profile = make("capsfilter")?;
+    profile.set_property("caps", gst::Caps::builder("video/x-h264").field("profile", "high").build());
+    let parse = make("h264parse")?;
+    let queue = make("queue")?;
+    pipeline.add_many([&background, &background_caps, &compositor, &convert, &output_caps, &encoder, &profile, &parse, &queue])?;
+    gst::Element::link_many([&background, &background_caps, &compositor, &convert, &output_caps, &encoder, &profile, &parse, &queue])?;
+    let mux_pad = mux.request_pad_simple("video_%u").ok_or_else(|| PipelineError::Build("mp4mux video pad".into()))?;
+    queue.static_pad("src").expect("queue src").link(&mux_pad).map_err(|e| PipelineError::Build(format!("video to mux: {e:?}")))?;
+    Ok(compositor)
+}
+
+/// Silent base layer → mixer → AAC encoder → mux. Returns the mixer for track inputs.
+fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst::Element) -> Result<gst::Element, PipelineError> {
+    const SAMPLES_PER_BUFFER: u64 = 960;
+    let silence = make("audiotestsrc")?;
+    silence.set_property_from_str("wave", "silence");
+    silence.set_property("samplesperbuffer", SAMPLES_PER_BUFFER as i32);
+    silence.set_property("num-buffers", frames_for(spec.duration_ns, AUDIO_RATE as u64, SAMPLES_PER_BUFFER));
+    let silence_caps = make("capsfilter")?;
+    silence_caps.set_property("caps", mixer_caps());
+    let mixer = make("audiomixer")?;
+    let convert = make("audioconvert")?;
+    let encoder = make("avenc_aac")?;
+    encoder.set_property("bitrate", spec.audio_bps as i32);
+    let parse = make("aacparse")?;
+    let queue = make("queue")?;
+    pipeline.add_many([&silence, &silence_caps, &mixer, &convert, &encoder, &parse, &queue])?;
+    gst::Element::link_many([&silence, &silence_caps, &mixer, &convert, &encoder, &parse, &queue])?;
+    let mux_pad = mux.request_pad_simple("audio_%u").ok_or_else(|| PipelineError::Build("mp4mux audio pad".into()))?;
+    queue.static_pad("src").expect("queue src").link(&mux_pad).map_err(|e| PipelineError::Build(format!("audio to mux: {e:?}")))?;
+    Ok(mixer)
+}
+
+fn mixer_caps() -> gst::Caps {
+    gst::Caps::builder("audio/x-raw")
+        .field("format", "F32LE")
+        .field("layout", "interleaved")
+        .field("rate", AUDIO_RATE)
+        .field("channels", AUDIO_CHANNELS)
+        .build()
+}
+
+enum Branch {
+    Video { compositor: gst::Element, tile: Tile },
+    Audio { mixer: gst::Element },
+}
+
+/// appsrc → decodebin → (scale into tile | resample to the mix format) → compositor/mixer pad.
+fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -> Result<gst_app::AppSrc, PipelineError> {
+    let appsrc = gst_app::AppSrc::builder()
+        .caps(caps)
+        .format(gst::Format::Time)
+        .is_live(false)
+        .block(true)
+        .max_bytes(4 * 1024 * 1024)
+        .build();
+    let decode = make("decodebin")?;
+    let tail: Vec<gst::Element> = match &branch {
+        Branch::Video { tile, .. } => {
+            let convert = make("videoconvert")?;
+            let scale = make("videoscale")?;
+            scale.set_property("add-borders", true);
+            let filter = make("capsfilter")?;
+            filter.set_property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("format", "I420")
+                    .field("width", tile.width)
+                    .field("height", tile.height)
+                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .build(),
+            );
+            vec![convert, scale, filter, make("queue")?]
+        }
+        Branch::Audio { .. } => {
+            let filter = make("capsfilter")?;
+            filter.set_property("caps", mixer_caps());
+            vec![make("audioconvert")?, make("audioresample")?, filter, make("queue")?]
+        }
+    };
+    pipeline.add_many([appsrc.upcast_ref(), &decode])?;
+    pipeline.add_many(&tail)?;
+    appsrc.link(&decode)?;
+    gst::Element::link_many(&tail)?;
+    let sink_pad = match &branch {
+        Branch::Video { compositor, tile } => {
+            let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+            pad.set_property("xpos", tile.x);
+            pad.set_property("ypos", tile.y);
+            pad.set_property("zorder", 1u32);
+            pad
+        }
+        Branch::Audio { mixer } => mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?,
+    };
+    tail.last().unwrap().static_pad("src").unwrap().link(&sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
+    let first = tail[0].static_pad("sink").unwrap();
+    decode.connect_pad_added(move |_, pad| {
+        if !first.is_linked() {
+            if let Err(err) = pad.link(&first) {
+                tracing::warn!(?err, "decoded pad did not link");
+            }
+        }
+    });
+    Ok(appsrc)
+}
+
+fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl Fn(f64)) -> Result<(), PipelineError> {
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    pipeline.set_state(gst::State::Playing)?;
+    let mut last_position = 0u64;
+    let mut last_change = Instant::now();
+    loop {
+        if let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(500)) {
+            match message.view() {
+                gst::MessageView::Eos(_) => {
+                    on_progress(spec.duration_ns as f64 / 1e9);
+                    return Ok(());
+                }
+                gst::MessageView::Error(err) => return Err(runtime_error(&err)),
+                _ => {}
+            }
+        }
+        let position = pipeline.query_position::<gst::ClockTime>().map(|p| p.nseconds()).unwrap_or(0);
+        if position > last_position {
+            last_position = position;
+            last_change = Instant::now();
+            on_progress(position as f64 / 1e9);
+        } else if last_change.elapsed() > spec.stall_timeout {
+            return Err(PipelineError::Stalled(spec.stall_timeout.as_secs()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_layouts() {
+        assert_eq!(grid(1, 1280, 720), vec![Tile { x: 0, y: 0, width: 1280, height: 720 }]);
+        let two = grid(2, 1280, 720);
+        assert_eq!(two[1], Tile { x: 640, y: 0, width: 640, height: 720 });
+        let three = grid(3, 1280, 720);
+        assert_eq!(three[2], Tile { x: 0, y: 360, width: 640, height: 360 });
+        assert_eq!(grid(5, 1280, 720).len(), 5);
+    }
+}
