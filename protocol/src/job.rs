@@ -252,6 +252,9 @@ pub struct JobRecord {
     pub output: Option<OutputInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// Problems that did not fail the job (e.g. a segment readable only in part).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Deliveries of the recording job that started a capture session.
     #[serde(default)]
     pub record_attempts: u32,
@@ -273,6 +276,7 @@ impl JobRecord {
             sessions: Vec::new(),
             output: None,
             progress: None,
+            warnings: Vec::new(),
             record_attempts: 0,
             transcode_attempts: 0,
             created_at_ms: now_ms,

@@ -10,6 +10,7 @@ pub mod job;
 pub mod keys;
 pub mod logging;
 pub mod names;
+pub mod process;
 pub mod node;
 pub mod storage;
 pub mod time;

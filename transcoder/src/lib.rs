@@ -1,1 +1,12 @@
+//! Transcoder worker: takes transcode jobs from the `transcoders` queue, turns a job's raw segments into
+//! one faststart MP4 (or M4A for audio-only jobs) with a manifest, and marks the job complete.
+//! Runs as the `transcoder` binary (transcoder-only nodes) or inside a recorder in mode `both`.
 
+pub mod config;
+mod inputs;
+mod job;
+mod manifest;
+mod worker;
+
+pub use config::TranscoderConfig;
+pub use worker::{Transcoder, WorkerIdentity};

@@ -1,1 +1,52 @@
-fn main() {}
+//! `transcoder`: the transcoder-only node (mode `transcoder-only`), e.g. for GPU machines.
+
+use anyhow::Context;
+use clap::Parser;
+use fleet_protocol::bus::{Bus, QueueSettings};
+use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_protocol::storage::Storage;
+use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about = "Transcoder node: turns recorded segments into faststart MP4s")]
+struct Args {
+    /// TOML configuration file (see deploy/transcoder.toml); FLEET_* environment variables override it.
+    #[arg(long, short, env = "FLEET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node id in the registry (default: host name + "-transcoder").
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    node_id: Option<String>,
+    nats: NatsConfig,
+    queues: QueueSettings,
+    storage: StorageConfig,
+    transcoder: TranscoderConfig,
+    log: LogConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
+    fleet_protocol::logging::init(&config.log);
+    let node_id = args.node_id.or(config.node_id).unwrap_or_else(|| format!("{}-transcoder", fleet_protocol::process::host_name()));
+    let bus = Bus::connect(&config.nats, &config.queues, &node_id).await.context("connecting to NATS")?;
+    let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
+    let identity = WorkerIdentity { node_id, mode: "transcoder-only".into() };
+    let transcoder = Transcoder::new(bus, storage, config.transcoder, identity).await?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        fleet_protocol::process::shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing running transcodes");
+        let _ = shutdown_tx.send(true);
+    });
+    transcoder.run(shutdown_rx).await;
+    Ok(())
+}

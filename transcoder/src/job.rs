@@ -1,0 +1,249 @@
+//! One transcode job: claim it in the job record, download the raw segments, composite and encode,
+//! upload the recording and its manifest, mark the job complete. Failures are retried up to the
+//! consumer's MaxDeliver, then the job is marked failed with the reason and the message terminated.
+
+use crate::inputs;
+use crate::manifest::{Manifest, codec_name, sha256_file};
+use crate::worker::Transcoder;
+use async_nats::jetstream::{self, AckKind};
+use fleet_pipelines::{mp4_info, transcode};
+use fleet_protocol::bus::{Change, parse_message};
+use fleet_protocol::job::{OutputInfo, Progress, TranscodeJob};
+use fleet_protocol::{JobRecord, JobState, SafeId, keys};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+const MAX_WARNINGS: usize = 20;
+
+pub async fn handle_delivery(worker: &Arc<Transcoder>, message: jetstream::Message) {
+    let job: TranscodeJob = match parse_message(&message.payload) {
+        Ok(job) => job,
+        Err(reason) => {
+            tracing::warn!(subject = %message.subject, %reason, "rejecting transcode message");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("transcode", job_id = %job.job_id, node_id = %worker.identity.node_id);
+    async {
+        if !worker.claim(job.job_id.as_str()) {
+            // Already running here (a redelivery while we work): let the running one finish.
+            return;
+        }
+        let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
+        let keepalive = tokio::spawn(keep_alive(message.clone()));
+        let outcome = transcode_job(worker, &job.job_id, delivered).await;
+        keepalive.abort();
+        worker.release(job.job_id.as_str());
+        let max_deliver = worker.bus.transcode_consumer.cached_info().config.max_deliver;
+        match outcome {
+            Ok(Done::Completed) | Ok(Done::NothingToDo) => {
+                let _ = message.ack().await;
+            }
+            Err(reason) if max_deliver > 0 && delivered >= max_deliver => {
+                tracing::error!(%reason, delivered, "transcode failed for the last time");
+                mark_failed(worker, &job.job_id, &reason).await;
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, delivered, "transcode failed; will retry");
+                note_error(worker, &job.job_id, &reason).await;
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum Done {
+    Completed,
+    NothingToDo,
+}
+
+/// Tells JetStream we are alive so the job is not handed to another transcoder.
+async fn keep_alive(message: jetstream::Message) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = message.ack_with(AckKind::Progress).await;
+    }
+}
+
+async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64) -> Result<Done, String> {
+    let node = worker.identity.node_id.as_str();
+    let Some((record, _)) = worker.bus.jobs.get(job_id).await.map_err(|e| e.to_string())? else {
+        tracing::warn!("transcode job for an unknown job record; dropping");
+        return Ok(Done::NothingToDo);
+    };
+    if record.state.is_terminal() {
+        tracing::info!(state = record.state.as_str(), "job already ended; nothing to do");
+        return Ok(Done::NothingToDo);
+    }
+    let record = worker
+        .bus
+        .jobs
+        .update(job_id, Some(node), |r| {
+            r.state = JobState::Transcoding;
+            r.transcode_attempts = delivered.max(1) as u32;
+            r.progress = Some(Progress { percent: 0.0, speed: 0.0, node: node.to_string() });
+            Ok(Change::Write)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+
+    tokio::fs::create_dir_all(&worker.config.scratch_dir).await.map_err(|e| format!("scratch dir: {e}"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!("{job_id}-"))
+        .tempdir_in(&worker.config.scratch_dir)
+        .map_err(|e| format!("scratch dir: {e}"))?;
+    let inputs = inputs::download(&worker.storage, &record, scratch.path()).await.map_err(|e| e.to_string())?;
+    tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
+
+    let audio_only = record.request.audio_only;
+    let extension = if audio_only { "m4a" } else { "mp4" };
+    let output_path = scratch.path().join(format!("{job_id}.{extension}"));
+    let (width, height, fps, video_kbps) = record.request.video_preset.params();
+    let encoder = worker.encoders[0].clone();
+    let spec = transcode::TranscodeSpec {
+        tracks: inputs.tracks,
+        duration_ns: inputs.duration_ns,
+        width,
+        height,
+        fps,
+        video_kbps,
+        audio_bps: worker.config.audio_bitrate_bps,
+        audio_only,
+        encoder: encoder.clone(),
+        output: output_path.clone(),
+        stall_timeout: Duration::from_secs(worker.config.stall_timeout_s),
+    };
+    let report = run_pipeline(worker, job_id, spec).await?;
+
+    let info = mp4_info::read(&output_path).map_err(|e| format!("output is not a valid MP4: {e}"))?;
+    let size_bytes = std::fs::metadata(&output_path).map_err(|e| e.to_string())?.len();
+    let path = output_path.clone();
+    let sha256 = tokio::task::spawn_blocking(move || sha256_file(&path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let key = keys::recording(job_id, extension);
+    let manifest_key = keys::manifest(job_id);
+    let output = OutputInfo {
+        location: worker.storage.location(&key),
+        key,
+        manifest_key: manifest_key.clone(),
+        size_bytes,
+        duration_s: info.duration_s,
+        video_codec: info.sample_entries.iter().find(|e| e.starts_with("avc")).map(|e| codec_name(e)),
+        audio_codec: info.sample_entries.iter().find(|e| *e == "mp4a").map(|e| codec_name(e)),
+        sha256,
+    };
+    let mut warnings = report.problems;
+    warnings.truncate(MAX_WARNINGS);
+    let manifest = Manifest {
+        job_id: job_id.as_str(),
+        room: &record.request.room,
+        output: &output,
+        faststart: info.faststart,
+        encoder: &encoder,
+        sessions: &record.sessions,
+        segments: inputs.segment_count,
+        warnings: &warnings,
+        metadata: record.request.metadata.as_ref(),
+        created_at_ms: fleet_protocol::time::now_ms(),
+    };
+    // The recording first, then the manifest that vouches for it; both keys are fixed, so a retry
+    // after a crash overwrites rather than duplicates.
+    worker.storage.put_file(&output.key, &output_path).await.map_err(|e| format!("upload: {e}"))?;
+    worker.storage.put_bytes(&manifest_key, manifest.to_json()).await.map_err(|e| format!("manifest upload: {e}"))?;
+    tracing::info!(location = %output.location, duration_s = output.duration_s, size_bytes, "recording uploaded");
+
+    worker
+        .bus
+        .jobs
+        .update(job_id, Some(node), |r| {
+            if r.state.is_terminal() {
+                return Ok(Change::Keep);
+            }
+            r.state = JobState::Complete;
+            r.output = Some(output.clone());
+            r.progress = None;
+            r.error = None;
+            r.warnings = warnings.clone();
+            Ok(Change::Write)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Done::Completed)
+}
+
+/// Runs the blocking GStreamer transcode on its own thread, publishing progress about once a second.
+async fn run_pipeline(worker: &Arc<Transcoder>, job_id: &SafeId, spec: transcode::TranscodeSpec) -> Result<transcode::TranscodeReport, String> {
+    let duration_s = (spec.duration_ns as f64 / 1e9).max(0.001);
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0.0f64);
+    let pipeline = tokio::task::spawn_blocking(move || {
+        transcode::run(&spec, |done_s| {
+            let _ = progress_tx.send(done_s);
+        })
+    });
+    let publisher = {
+        let worker = worker.clone();
+        let job_id = job_id.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            while progress_rx.changed().await.is_ok() {
+                let done_s = *progress_rx.borrow_and_update();
+                let progress = Progress {
+                    percent: (100.0 * done_s / duration_s).min(100.0),
+                    speed: done_s / started.elapsed().as_secs_f64().max(0.001),
+                    node: worker.identity.node_id.clone(),
+                };
+                worker.bus.publish_progress(&job_id, &worker.identity.node_id, progress.clone()).await;
+                let _ = worker
+                    .bus
+                    .jobs
+                    .update(&job_id, None, |r| {
+                        if r.state != JobState::Transcoding {
+                            return Ok(Change::Keep);
+                        }
+                        r.progress = Some(progress.clone());
+                        Ok(Change::Write)
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let result = pipeline.await.map_err(|e| format!("transcode thread: {e}"))?;
+    publisher.abort();
+    result.map_err(|e| e.to_string())
+}
+
+async fn mark_failed(worker: &Transcoder, job_id: &SafeId, reason: &str) {
+    let node = worker.identity.node_id.clone();
+    let result = worker
+        .bus
+        .jobs
+        .update(job_id, Some(&node), |r: &mut JobRecord| {
+            if r.state.is_terminal() {
+                return Ok(Change::Keep);
+            }
+            r.state = JobState::Failed;
+            r.error = Some(format!("transcode failed: {reason}"));
+            r.progress = None;
+            Ok(Change::Write)
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::error!(%err, "could not mark job failed");
+    }
+}
+
+async fn note_error(worker: &Transcoder, job_id: &SafeId, reason: &str) {
+    let _ = worker
+        .bus
+        .jobs
+        .update(job_id, None, |r| {
+            r.error = Some(format!("transcode attempt failed (will retry): {reason}"));
+            Ok(Change::Write)
+        })
+        .await;
+}

@@ -1,0 +1,156 @@
+//! The transcoder's job loop: fetch only while a slot is free and the CPU allows, heartbeat into the
+//! node registry, and drain running jobs on shutdown.
+
+use crate::config::TranscoderConfig;
+use crate::job;
+use fleet_pipelines::encoders;
+use fleet_protocol::bus::Bus;
+use fleet_protocol::cpu::{CpuSampler, cores};
+use fleet_protocol::node::{NodeInfo, NodeRole};
+use fleet_protocol::storage::Storage;
+use fleet_protocol::time::now_ms;
+use futures::StreamExt;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct WorkerIdentity {
+    pub node_id: String,
+    /// `both` or `transcoder-only`, as advertised in the registry.
+    pub mode: String,
+}
+
+pub struct Transcoder {
+    pub(crate) bus: Bus,
+    pub(crate) storage: Storage,
+    pub(crate) config: TranscoderConfig,
+    pub(crate) identity: WorkerIdentity,
+    /// Working encoders, best first; the first is used.
+    pub(crate) encoders: Vec<String>,
+    running: Mutex<BTreeSet<String>>,
+    cpu: CpuSampler,
+    started_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("no H.264 encoder works on this machine (tried {0:?})")]
+    NoEncoder(Vec<&'static str>),
+    #[error("configured encoder {0} does not work on this machine (working: {1:?})")]
+    EncoderUnavailable(String, Vec<String>),
+    #[error("pipelines: {0}")]
+    Pipelines(#[from] fleet_pipelines::PipelineError),
+}
+
+impl Transcoder {
+    pub async fn new(bus: Bus, storage: Storage, config: TranscoderConfig, identity: WorkerIdentity) -> Result<Arc<Self>, SetupError> {
+        fleet_pipelines::init()?;
+        let working = tokio::task::spawn_blocking(encoders::probe).await.unwrap_or_default();
+        let encoders = match config.encoder.as_str() {
+            "auto" if working.is_empty() => return Err(SetupError::NoEncoder(encoders::PREFERENCE.to_vec())),
+            "auto" => working,
+            wanted if working.iter().any(|w| w == wanted) => {
+                let mut ordered = vec![wanted.to_string()];
+                ordered.extend(working.into_iter().filter(|w| w != wanted));
+                ordered
+            }
+            wanted => return Err(SetupError::EncoderUnavailable(wanted.to_string(), working)),
+        };
+        tracing::info!(node_id = %identity.node_id, ?encoders, "transcoder ready");
+        Ok(Arc::new(Self {
+            bus,
+            storage,
+            config,
+            identity,
+            encoders,
+            running: Mutex::new(BTreeSet::new()),
+            cpu: CpuSampler::default(),
+            started_at_ms: now_ms(),
+        }))
+    }
+
+    pub fn encoders(&self) -> &[String] {
+        &self.encoders
+    }
+
+    fn node_info(&self, cpu_load: f64, draining: bool) -> NodeInfo {
+        NodeInfo {
+            id: self.identity.node_id.clone(),
+            role: NodeRole::Transcoder,
+            mode: self.identity.mode.clone(),
+            version: fleet_protocol::VERSION.into(),
+            slots: self.config.slots,
+            running_jobs: self.running.lock().unwrap().iter().cloned().collect(),
+            cpu_load,
+            cores: cores(),
+            encoders: self.encoders.clone(),
+            draining,
+            started_at_ms: self.started_at_ms,
+            updated_at_ms: now_ms(),
+        }
+    }
+
+    /// Serves transcode jobs until `shutdown` turns true, then lets running jobs finish.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
+        let mut jobs = tokio::task::JoinSet::new();
+        let mut cpu_load = self.cpu.sample();
+        while !*shutdown.borrow() {
+            while jobs.try_join_next().is_some() {}
+            let busy = jobs.len() as u32 >= self.config.slots;
+            if busy || cpu_load > self.config.max_cpu_load {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                cpu_load = self.cpu.sample();
+                continue;
+            }
+            let batch = self.bus.transcode_consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(%err, "fetching transcode jobs failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => {
+                        let worker = self.clone();
+                        jobs.spawn(async move { job::handle_delivery(&worker, message).await });
+                    }
+                    Err(err) => tracing::warn!(%err, "transcode queue error"),
+                }
+            }
+            // A just-started job moves the CPU reading; sample after the fetch, not before.
+            cpu_load = self.cpu.sample();
+        }
+        tracing::info!(node_id = %self.identity.node_id, running = jobs.len(), "transcoder draining");
+        while jobs.join_next().await.is_some() {}
+        heartbeat.abort();
+        self.bus.remove_node(&self.identity.node_id).await;
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let sampler = CpuSampler::default();
+        loop {
+            let info = self.node_info(sampler.sample(), *shutdown.borrow());
+            if let Err(err) = self.bus.heartbeat(&info).await {
+                tracing::warn!(%err, "heartbeat failed");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    pub(crate) fn claim(&self, job_id: &str) -> bool {
+        self.running.lock().unwrap().insert(job_id.to_string())
+    }
+
+    pub(crate) fn release(&self, job_id: &str) {
+        self.running.lock().unwrap().remove(job_id);
+    }
+}
