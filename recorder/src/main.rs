@@ -1,1 +1,93 @@
-fn main() {}
+//! `recorder`: a recorder node, in mode `both` (records and transcodes) or `recorder-only`.
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use fleet_protocol::bus::{Bus, QueueSettings};
+use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_protocol::process::{host_name, shutdown_signal};
+use fleet_protocol::storage::Storage;
+use fleet_recorder::{Recorder, RecorderConfig};
+use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Mode {
+    /// Record, and transcode too (transcoding backs off while recordings need the CPU).
+    Both,
+    /// Record only; transcode jobs go to transcoder nodes.
+    RecorderOnly,
+}
+
+#[derive(Parser)]
+#[command(version, about = "Recorder node: captures rooms into crash-safe segments")]
+struct Args {
+    /// TOML configuration file (see deploy/recorder.toml); FLEET_* environment variables override it.
+    #[arg(long, short, env = "FLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "both", env = "FLEET_MODE")]
+    mode: Mode,
+    /// Node id in the registry (default: the host name).
+    #[arg(long)]
+    node_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    node_id: Option<String>,
+    nats: NatsConfig,
+    queues: QueueSettings,
+    storage: StorageConfig,
+    recorder: RecorderConfig,
+    /// The embedded transcoder of mode `both`.
+    transcoder: TranscoderConfig,
+    log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            nats: NatsConfig::default(),
+            queues: QueueSettings::default(),
+            storage: StorageConfig::default(),
+            recorder: RecorderConfig::default(),
+            // As plugNmeet's `both` mode: leave the CPU to live recordings above 80 %.
+            transcoder: TranscoderConfig { max_cpu_load: 0.8, ..TranscoderConfig::default() },
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
+    fleet_protocol::logging::init(&config.log);
+    let node_id = args.node_id.or(config.node_id).unwrap_or_else(host_name);
+    fleet_protocol::SafeId::parse(node_id.as_str()).context("node id")?;
+    let bus = Bus::connect(&config.nats, &config.queues, &node_id).await.context("connecting to NATS")?;
+    let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mode_name = match args.mode {
+        Mode::Both => "both",
+        Mode::RecorderOnly => "recorder-only",
+    };
+    let recorder = Recorder::new(bus.clone(), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
+    let mut workers = tokio::task::JoinSet::new();
+    workers.spawn(recorder.run(shutdown_rx.clone()));
+    if args.mode == Mode::Both {
+        let identity = WorkerIdentity { node_id: format!("{node_id}-transcoder"), mode: "both".into() };
+        let transcoder = Transcoder::new(bus, storage, config.transcoder, identity).await?;
+        workers.spawn(transcoder.run(shutdown_rx));
+    }
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        let _ = shutdown_tx.send(true);
+    });
+    while workers.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Recorder node: takes recording jobs from the `recorders` queue while it has free capacity, captures the
+//! room into per-track raw segments plus `timeline.jsonl`, uploads each closed segment while recording,
+//! and hands the job to the transcode queue when the capture ends.
+
+pub mod config;
+mod session;
+mod timeline;
+mod uploader;
+mod worker;
+
+pub use config::RecorderConfig;
+pub use worker::Recorder;

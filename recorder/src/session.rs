@@ -1,0 +1,421 @@
+//! One capture session of a recording job on this node: claim the job in its record, capture the room
+//! into segments, upload them while recording, stop on API stop / max duration / shutdown, then hand
+//! the job to the transcode queue.
+
+use crate::timeline::{Entry, Timeline};
+use crate::uploader::Uploader;
+use crate::worker::Recorder;
+use async_nats::jetstream::{self, AckKind};
+use fleet_pipelines::segment_writer::segment_seq;
+use fleet_pipelines::synthetic_room::{CaptureEvent, SyntheticRoom, SyntheticRoomConfig};
+use fleet_protocol::bus::{Change, parse_message};
+use fleet_protocol::job::{CaptureSession, Desired, EndReason, RecordJob, Source, TranscodeJob};
+use fleet_protocol::time::now_ms;
+use fleet_protocol::{JobState, SafeId, keys};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+/// What to tell JetStream about the recording job message.
+enum Outcome {
+    /// The job left the capture stage (finalized, aborted, failed, or was already done): ack.
+    Done,
+    /// This node is shutting down mid-recording: redeliver now so another recorder resumes the job.
+    HandBack,
+    /// Could not even start (e.g. NATS trouble): retry later.
+    Retry(String),
+}
+
+pub async fn handle_delivery(recorder: Arc<Recorder>, message: jetstream::Message, shutdown: watch::Receiver<bool>) {
+    let job: RecordJob = match parse_message(&message.payload) {
+        Ok(job) => job,
+        Err(reason) => {
+            tracing::warn!(subject = %message.subject, %reason, "rejecting recording message");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = tracing::info_span!("recording", job_id = %job.job_id, node_id = %recorder.node_id);
+    async move {
+        let keepalive = tokio::spawn(keep_alive(message.clone()));
+        recorder.claim(&job.job_id);
+        let outcome = record(&recorder, &job.job_id, shutdown).await;
+        recorder.release(&job.job_id);
+        keepalive.abort();
+        match outcome {
+            Outcome::Done => {
+                let _ = message.double_ack().await;
+            }
+            Outcome::HandBack => {
+                tracing::info!("handing the recording back to the queue");
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+            Outcome::Retry(reason) => {
+                tracing::warn!(%reason, "recording could not start; retrying later");
+                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// AckProgress every second: the job stays ours while we live, and moves on within AckWait if we die.
+async fn keep_alive(message: jetstream::Message) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = message.ack_with(AckKind::Progress).await;
+    }
+}
+
+async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Receiver<bool>) -> Outcome {
+    let node = recorder.node_id.as_str();
+    let jobs = &recorder.bus.jobs;
+    let record = match jobs.get(job_id).await {
+        Ok(Some((record, _))) => record,
+        Ok(None) => {
+            tracing::warn!("recording message for an unknown job; dropping");
+            return Outcome::Done;
+        }
+        Err(err) => return Outcome::Retry(err.to_string()),
+    };
+    match record.state {
+        JobState::Queued | JobState::Starting | JobState::Recording => {}
+        // Captured already (a crash after finalizing): make sure the transcode job exists.
+        JobState::Finalizing => return enqueue_transcode(recorder, job_id).await,
+        _ => return Outcome::Done,
+    }
+    if record.desired == Desired::Stop {
+        return stop_without_capture(recorder, job_id).await;
+    }
+
+    // Claim: a new capture session in the job record.
+    let mut session_id = None;
+    let claimed = jobs
+        .update(job_id, Some(node), |r| {
+            if !r.state.is_capturing() || r.desired == Desired::Stop {
+                return Err("the job was stopped or finished before capture began".into());
+            }
+            let id = SafeId::parse(format!("s{}", r.sessions.len() + 1)).expect("session ids are valid");
+            r.sessions.push(CaptureSession {
+                id: id.clone(),
+                node: node.to_string(),
+                started_at_ms: now_ms(),
+                ended_at_ms: None,
+                segments: 0,
+                end_reason: None,
+            });
+            session_id = Some(id);
+            if r.state == JobState::Queued {
+                r.state = JobState::Starting;
+            }
+            r.record_attempts += 1;
+            Ok(Change::Write)
+        })
+        .await;
+    let record = match claimed {
+        Ok(record) => record,
+        Err(fleet_protocol::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
+        Err(err) => return Outcome::Retry(err.to_string()),
+    };
+    let session_id = session_id.expect("set by the successful update");
+    tracing::info!(session = %session_id, "capture session claimed");
+
+    let participants = match record.request.source {
+        Source::Test { participants } => participants,
+        Source::Livekit => {
+            let reason = "the livekit capture source is not available in this build yet".to_string();
+            return fail(recorder, job_id, &session_id, reason).await;
+        }
+    };
+    let already_recorded_ms = record.sessions.iter().filter_map(|s| Some(s.ended_at_ms? - s.started_at_ms)).sum::<u64>();
+    let remaining = Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(already_recorded_ms));
+    capture(recorder, job_id, &session_id, participants, remaining, shutdown).await
+}
+
+/// Runs the capture until it ends, uploading segments as they close.
+async fn capture(
+    recorder: &Arc<Recorder>,
+    job_id: &SafeId,
+    session_id: &SafeId,
+    participants: u8,
+    remaining: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> Outcome {
+    let node = recorder.node_id.as_str();
+    let config = &recorder.config;
+    let spool = config.spool_dir.join(job_id.as_str()).join(session_id.as_str());
+    let mut timeline = match Timeline::create(spool.join("timeline.jsonl")) {
+        Ok(timeline) => timeline,
+        Err(err) => return fail(recorder, job_id, session_id, format!("spool directory {}: {err}", spool.display())).await,
+    };
+    let room_config = SyntheticRoomConfig {
+        participants,
+        width: config.test_source.width,
+        height: config.test_source.height,
+        fps: config.test_source.fps,
+        video_bitrate_bps: config.test_source.video_bitrate_bps,
+        segment_ns: config.segment_seconds as u64 * 1_000_000_000,
+        out_dir: spool.join("media"),
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let started = tokio::task::spawn_blocking(move || {
+        SyntheticRoom::start(&room_config, move |event| {
+            let _ = events_tx.send(event);
+        })
+    })
+    .await;
+    let room = match started {
+        Ok(Ok(room)) => room,
+        Ok(Err(err)) => return fail(recorder, job_id, session_id, format!("capture did not start: {err}")).await,
+        Err(err) => return fail(recorder, job_id, session_id, format!("capture did not start: {err}")).await,
+    };
+    let wall_zero = room.wall_ms_at_zero();
+    timeline.write(wall_zero, 0, Entry::SessionStarted { session: session_id.as_str(), node, source: "test" });
+    let track_ids: Vec<(SafeId, SafeId)> = room
+        .tracks()
+        .iter()
+        .map(|t| (SafeId::parse(&t.participant).expect("safe"), SafeId::parse(&t.track).expect("safe")))
+        .collect();
+    for track in room.tracks() {
+        if track.kind == fleet_pipelines::segment_writer::TrackKind::Video {
+            timeline.write(wall_zero, 0, Entry::ParticipantJoined { participant: &track.participant });
+        }
+        let codec = match track.kind {
+            fleet_pipelines::segment_writer::TrackKind::Video => "vp8",
+            fleet_pipelines::segment_writer::TrackKind::Audio => "opus",
+        };
+        timeline.write(wall_zero, 0, Entry::TrackPublished {
+            participant: &track.participant,
+            track: &track.track,
+            kind: track.kind.as_str(),
+            codec,
+        });
+    }
+
+    let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s));
+    let timeline_key = keys::timeline(job_id, session_id);
+    let mut stop_watch = match recorder.bus.jobs.watch(job_id).await {
+        Ok(watch) => Some(Box::pin(watch)),
+        Err(err) => {
+            tracing::warn!(%err, "cannot watch the job record; stop requests will be polled");
+            None
+        }
+    };
+    let max_duration = tokio::time::sleep(remaining);
+    tokio::pin!(max_duration);
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let mut recording = false;
+    let mut segments = 0u32;
+    let mut stopped: Option<(EndReason, u64)> = None;
+    let mut handing_back = false;
+    let mut failure: Option<String> = None;
+    let finish_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(finish_deadline);
+
+    loop {
+        let mut stop_reason = None;
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(CaptureEvent::Fragment { track, fragment }) => {
+                    let Some((participant, track_id)) = track_ids.get(track) else { continue };
+                    let Some(seq) = segment_seq(&fragment.location) else { continue };
+                    let running_ns = fragment.running_time_ns;
+                    let wall_ms = wall_zero + running_ns / 1_000_000;
+                    if fragment.opened {
+                        timeline.write(wall_ms, running_ns, Entry::SegmentOpened { participant: participant.as_str(), track: track_id.as_str(), seq });
+                        if !recording {
+                            recording = true;
+                            mark_recording(recorder, job_id, session_id, wall_zero).await;
+                        }
+                    } else {
+                        timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.as_str(), track: track_id.as_str(), seq });
+                        uploader.push(fragment.location.clone(), keys::raw_segment(job_id, session_id, participant, track_id, seq));
+                        segments += 1;
+                        upload_timeline(recorder, &timeline_key, &timeline).await;
+                    }
+                }
+                Some(CaptureEvent::Finished) | None => break,
+                Some(CaptureEvent::Failed(err)) => {
+                    failure = Some(format!("capture failed: {err}"));
+                    break;
+                }
+            },
+            Some(record) = next_record(&mut stop_watch), if stopped.is_none() => {
+                if record.desired == Desired::Stop {
+                    stop_reason = Some(EndReason::ApiStop);
+                }
+            }
+            _ = poll.tick(), if stopped.is_none() => {
+                // Backstop for a missed watch update (e.g. across a NATS reconnect).
+                if let Ok(Some((record, _))) = recorder.bus.jobs.get(job_id).await {
+                    if record.desired == Desired::Stop {
+                        stop_reason = Some(EndReason::ApiStop);
+                    }
+                }
+            }
+            _ = &mut max_duration, if stopped.is_none() => stop_reason = Some(EndReason::MaxDuration),
+            _ = shutdown.changed(), if stopped.is_none() => {
+                handing_back = true;
+                stop_reason = Some(EndReason::Error);
+            }
+            _ = &mut finish_deadline, if stopped.is_some() => {
+                failure = Some(format!("capture did not finish within {} s of the stop", config.finish_timeout_s));
+                break;
+            }
+        }
+        if let Some(reason) = stop_reason {
+            tracing::info!(?reason, "stopping capture");
+            stopped = Some((reason, room.running_time_ns()));
+            room.stop();
+            finish_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.finish_timeout_s));
+        }
+    }
+
+    let end_running_ns = stopped.map(|(_, at)| at).unwrap_or_else(|| room.running_time_ns());
+    drop(room);
+    let uploaded = uploader.finish().await;
+    let end_reason = match (&failure, stopped) {
+        (Some(_), _) => EndReason::Error,
+        (None, Some((reason, _))) => reason,
+        (None, None) => EndReason::Error,
+    };
+    let reason_text = if handing_back { "handover" } else { end_reason_name(end_reason) };
+    timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text });
+    upload_timeline(recorder, &timeline_key, &timeline).await;
+    if let Err(reason) = &uploaded {
+        failure.get_or_insert_with(|| reason.clone());
+    }
+    tracing::info!(segments, uploaded = ?uploaded, end_ms = end_running_ns / 1_000_000, reason = reason_text, "capture ended");
+
+    let ended_at_ms = wall_zero + end_running_ns / 1_000_000;
+    let captured_anything = segments > 0 && uploaded.is_ok();
+    let finalize = !handing_back && captured_anything;
+    let result = recorder
+        .bus
+        .jobs
+        .update(job_id, Some(node), |r| {
+            if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
+                session.ended_at_ms = Some(ended_at_ms);
+                session.segments = segments;
+                session.end_reason = Some(end_reason);
+            }
+            if handing_back {
+                return Ok(Change::Write);
+            }
+            r.end_reason = Some(end_reason);
+            if let Some(failure) = &failure {
+                r.error = Some(failure.clone());
+            }
+            r.state = if finalize { JobState::Finalizing } else { JobState::Failed };
+            Ok(Change::Write)
+        })
+        .await;
+    if let Err(err) = result {
+        return Outcome::Retry(format!("could not record the end of the session: {err}"));
+    }
+    if handing_back {
+        return Outcome::HandBack;
+    }
+    if finalize { enqueue_transcode(recorder, job_id).await } else { Outcome::Done }
+}
+
+async fn next_record<S>(watch: &mut Option<std::pin::Pin<Box<S>>>) -> Option<fleet_protocol::JobRecord>
+where
+    S: futures::Stream<Item = fleet_protocol::JobRecord>,
+{
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn end_reason_name(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::ApiStop => "api_stop",
+        EndReason::MaxDuration => "max_duration",
+        EndReason::RoomClosed => "room_closed",
+        EndReason::RoomEmpty => "room_empty",
+        EndReason::Error => "error",
+    }
+}
+
+async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, wall_zero: u64) {
+    let result = recorder
+        .bus
+        .jobs
+        .update(job_id, Some(&recorder.node_id), |r| {
+            if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
+                session.started_at_ms = wall_zero;
+            }
+            if r.state.is_capturing() {
+                r.state = JobState::Recording;
+            }
+            Ok(Change::Write)
+        })
+        .await;
+    if let Err(err) = result {
+        tracing::warn!(%err, "could not mark the job recording");
+    }
+}
+
+async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) {
+    if let Err(err) = recorder.storage.put_file(key, timeline.path()).await {
+        tracing::warn!(%err, "timeline upload failed; will retry with the next change");
+    }
+}
+
+async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
+    let subject = recorder.bus.names.transcode_subject.clone();
+    let message_id = format!("transcode-{job_id}");
+    match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone() }).await {
+        Ok(()) => Outcome::Done,
+        Err(err) => Outcome::Retry(format!("could not queue the transcode: {err}")),
+    }
+}
+
+/// A stop arrived before any capture: abort when nothing was recorded, else finalize what exists.
+async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
+    let result = recorder
+        .bus
+        .jobs
+        .update(job_id, Some(&recorder.node_id), |r| {
+            if !r.state.is_capturing() {
+                return Ok(Change::Keep);
+            }
+            let recorded = r.sessions.iter().any(|s| s.segments > 0);
+            r.state = if recorded { JobState::Finalizing } else { JobState::Aborted };
+            r.end_reason = Some(EndReason::ApiStop);
+            Ok(Change::Write)
+        })
+        .await;
+    match result {
+        Ok(record) if record.state == JobState::Finalizing => enqueue_transcode(recorder, job_id).await,
+        Ok(_) => Outcome::Done,
+        Err(err) => Outcome::Retry(err.to_string()),
+    }
+}
+
+async fn fail(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, reason: String) -> Outcome {
+    tracing::error!(%reason, "recording failed");
+    let result = recorder
+        .bus
+        .jobs
+        .update(job_id, Some(&recorder.node_id), |r| {
+            if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
+                session.ended_at_ms = Some(now_ms());
+                session.end_reason = Some(EndReason::Error);
+            }
+            r.state = JobState::Failed;
+            r.end_reason = Some(EndReason::Error);
+            r.error = Some(reason.clone());
+            Ok(Change::Write)
+        })
+        .await;
+    match result {
+        Ok(_) => Outcome::Done,
+        Err(err) => Outcome::Retry(err.to_string()),
+    }
+}

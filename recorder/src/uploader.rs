@@ -1,0 +1,57 @@
+//! Uploads closed segments in the order they closed, retrying with backoff. A local file is deleted only
+//! after storage confirmed its upload.
+
+use fleet_protocol::storage::Storage;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+pub struct Uploader {
+    queue: mpsc::UnboundedSender<(PathBuf, String)>,
+    task: tokio::task::JoinHandle<Result<u32, String>>,
+}
+
+impl Uploader {
+    pub fn start(storage: Storage, retry_limit: Duration) -> Self {
+        let (queue, mut pending) = mpsc::unbounded_channel::<(PathBuf, String)>();
+        let task = tokio::spawn(async move {
+            let mut uploaded = 0u32;
+            while let Some((path, key)) = pending.recv().await {
+                upload_one(&storage, &path, &key, retry_limit).await?;
+                if let Err(err) = tokio::fs::remove_file(&path).await {
+                    tracing::warn!(%err, path = %path.display(), "uploaded segment could not be removed from the spool");
+                }
+                uploaded += 1;
+            }
+            Ok(uploaded)
+        });
+        Self { queue, task }
+    }
+
+    pub fn push(&self, path: PathBuf, key: String) {
+        // The task only ends early after an upload gave up; `finish` reports that.
+        let _ = self.queue.send((path, key));
+    }
+
+    /// Waits until every pushed file is uploaded; returns how many were.
+    pub async fn finish(self) -> Result<u32, String> {
+        drop(self.queue);
+        self.task.await.map_err(|e| format!("uploader task: {e}"))?
+    }
+}
+
+async fn upload_one(storage: &Storage, path: &PathBuf, key: &str, retry_limit: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match storage.put_file(key, path).await {
+            Ok(()) => return Ok(()),
+            Err(err) if started.elapsed() < retry_limit => {
+                tracing::warn!(%err, key, retry_in_ms = delay.as_millis() as u64, "segment upload failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(err) => return Err(format!("upload of {key} kept failing for {} s: {err}", retry_limit.as_secs())),
+        }
+    }
+}

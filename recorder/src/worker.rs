@@ -1,0 +1,109 @@
+//! The recorder's job loop: fetch a recording job only while a slot is free and the CPU allows,
+//! heartbeat into the node registry, and on shutdown hand running recordings back to the queue.
+
+use crate::config::RecorderConfig;
+use crate::session;
+use fleet_protocol::SafeId;
+use fleet_protocol::bus::Bus;
+use fleet_protocol::cpu::{CpuSampler, cores};
+use fleet_protocol::node::{NodeInfo, NodeRole};
+use fleet_protocol::storage::Storage;
+use fleet_protocol::time::now_ms;
+use futures::StreamExt;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct Recorder {
+    pub(crate) bus: Bus,
+    pub(crate) storage: Storage,
+    pub(crate) config: RecorderConfig,
+    pub(crate) node_id: String,
+    mode: String,
+    running: Mutex<BTreeSet<String>>,
+    started_at_ms: u64,
+}
+
+impl Recorder {
+    pub fn new(bus: Bus, storage: Storage, config: RecorderConfig, node_id: String, mode: String) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
+        fleet_pipelines::init()?;
+        std::fs::create_dir_all(&config.spool_dir)?;
+        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeSet::new()), started_at_ms: now_ms() }))
+    }
+
+    /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
+    /// segments uploaded, and the jobs handed back for another recorder to resume.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
+        let cpu = CpuSampler::default();
+        let mut cpu_load = cpu.sample();
+        let mut jobs = tokio::task::JoinSet::new();
+        tracing::info!(node_id = %self.node_id, slots = self.config.slots, mode = %self.mode, "recorder ready");
+        while !*shutdown.borrow() {
+            while jobs.try_join_next().is_some() {}
+            if jobs.len() as u32 >= self.config.slots || cpu_load > self.config.max_cpu_load {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                cpu_load = cpu.sample();
+                continue;
+            }
+            let batch = self.bus.record_consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => {
+                    tracing::warn!(%err, "fetching recording jobs failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(message) = batch.next().await {
+                match message {
+                    Ok(message) => {
+                        jobs.spawn(session::handle_delivery(self.clone(), message, shutdown.clone()));
+                    }
+                    Err(err) => tracing::warn!(%err, "recording queue error"),
+                }
+            }
+            cpu_load = cpu.sample();
+        }
+        tracing::info!(node_id = %self.node_id, running = jobs.len(), "recorder shutting down");
+        while jobs.join_next().await.is_some() {}
+        heartbeat.abort();
+        self.bus.remove_node(&self.node_id).await;
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        let sampler = CpuSampler::default();
+        loop {
+            let info = NodeInfo {
+                id: self.node_id.clone(),
+                role: NodeRole::Recorder,
+                mode: self.mode.clone(),
+                version: fleet_protocol::VERSION.into(),
+                slots: self.config.slots,
+                running_jobs: self.running.lock().unwrap().iter().cloned().collect(),
+                cpu_load: sampler.sample(),
+                cores: cores(),
+                encoders: Vec::new(),
+                draining: *shutdown.borrow(),
+                started_at_ms: self.started_at_ms,
+                updated_at_ms: now_ms(),
+            };
+            if let Err(err) = self.bus.heartbeat(&info).await {
+                tracing::warn!(%err, "heartbeat failed");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    pub(crate) fn claim(&self, job_id: &SafeId) {
+        self.running.lock().unwrap().insert(job_id.to_string());
+    }
+
+    pub(crate) fn release(&self, job_id: &SafeId) {
+        self.running.lock().unwrap().remove(job_id.as_str());
+    }
+}
