@@ -1,1 +1,63 @@
-fn main() {}
+//! `controller`: the fleet's API server.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_controller::api::{AppState, router};
+use fleet_controller::auth::{ApiKeys, hash_key};
+use fleet_controller::metrics::Metrics;
+use fleet_controller::{ControllerConfig, webhooks};
+use fleet_protocol::bus::{Bus, QueueSettings};
+use fleet_protocol::config::{LogConfig, NatsConfig};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(version, about = "Controller: REST API and job scheduling for the recording fleet")]
+struct Args {
+    /// TOML configuration file (see deploy/controller.toml); FLEET_* environment variables override it.
+    #[arg(long, short, env = "FLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the SHA-256 hash of an API key, for the `auth.keys` configuration.
+    HashKey { key: String },
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Config {
+    controller: ControllerConfig,
+    nats: NatsConfig,
+    queues: QueueSettings,
+    log: LogConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::HashKey { key }) = args.command {
+        println!("{}", hash_key(&key));
+        return Ok(());
+    }
+    let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
+    fleet_protocol::logging::init(&config.log);
+    let keys = ApiKeys::from_config(&config.controller.auth)?;
+    let bus = Bus::connect(&config.nats, &config.queues, "controller").await.context("connecting to NATS")?;
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));
+
+    let listener = tokio::net::TcpListener::bind(&config.controller.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.controller.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "controller listening");
+    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller) };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(fleet_protocol::process::shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! HTTP handlers. Small on purpose: each validates its input, talks to the job store or the queue, and
+//! answers JSON. Authentication and request metrics are middleware.
+
+use crate::auth::ApiKeys;
+use crate::config::ControllerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleet_protocol::bus::{Bus, Change};
+use fleet_protocol::job::{Desired, EndReason, JobRequest, RecordJob, Source};
+use fleet_protocol::time::now_ms;
+use fleet_protocol::{JobRecord, JobState, SafeId};
+use serde::Deserialize;
+use std::sync::Arc;
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Bus,
+    pub keys: ApiKeys,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ControllerConfig>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut protected = Router::new()
+        .route("/v1/recordings", post(start_recording).get(list_recordings))
+        .route("/v1/recordings/{id}", get(get_recording))
+        .route("/v1/recordings/{id}/stop", post(stop_recording))
+        .route("/v1/nodes", get(list_nodes));
+    let mut public = Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
+        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
+    if state.config.auth.public_metrics {
+        public = public.route("/metrics", get(metrics));
+    } else {
+        protected = protected.route("/metrics", get(metrics));
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+    Router::new()
+        .merge(protected)
+        .merge(public)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.keys.check(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    state.metrics.http_request(&route, response.status().as_u16());
+    response
+}
+
+fn parse_id(raw: &str) -> Result<SafeId, ApiError> {
+    SafeId::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))
+}
+
+fn json_error(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send JSON with Content-Type: application/json")
+        }
+        JsonRejection::BytesRejection(e) => ApiError::new(e.status(), "payload_too_large", e.body_text()),
+        other => ApiError::bad_request(other.body_text()),
+    }
+}
+
+async fn start_recording(
+    State(state): State<AppState>,
+    body: Result<Json<JobRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    let Json(request) = body.map_err(json_error)?;
+    request.validate().map_err(ApiError::invalid)?;
+    if request.source == Source::Livekit {
+        return Err(ApiError::invalid("source type 'livekit' is not available in this build yet; use {\"type\": \"test\"}"));
+    }
+    if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
+        return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
+    }
+    let record = JobRecord::new(SafeId::random("rec"), request, now_ms());
+    state.bus.jobs.create(&record).await?;
+    let message = RecordJob { job_id: record.id.clone() };
+    if let Err(err) = state.bus.enqueue(&state.bus.names.record_subject, record.id.as_str(), &message).await {
+        let reason = format!("could not queue the recording: {err}");
+        let _ = state
+            .bus
+            .jobs
+            .update(&record.id, None, |r| {
+                r.state = JobState::Failed;
+                r.error = Some(reason.clone());
+                Ok(Change::Write)
+            })
+            .await;
+        return Err(ApiError::unavailable(reason));
+    }
+    state.metrics.inc("fleet_recordings_created_total");
+    tracing::info!(job_id = %record.id, room = %record.request.room, "recording requested");
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+    let id = parse_id(&id)?;
+    let (record, _) = state.bus.jobs.get(&id).await?.ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
+    Ok(Json(record))
+}
+
+async fn stop_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    let id = parse_id(&id)?;
+    let record = state
+        .bus
+        .jobs
+        .update(&id, None, |r| match r.state {
+            JobState::Queued if r.sessions.is_empty() => {
+                r.desired = Desired::Stop;
+                r.state = JobState::Aborted;
+                r.end_reason = Some(EndReason::ApiStop);
+                Ok(Change::Write)
+            }
+            _ if r.desired == Desired::Stop && r.state.is_capturing() => Ok(Change::Keep),
+            state if state.is_capturing() => {
+                r.desired = Desired::Stop;
+                Ok(Change::Write)
+            }
+            state => Err(format!("recording {} is already {}", r.id, state.as_str())),
+        })
+        .await?;
+    tracing::info!(job_id = %id, state = record.state.as_str(), "stop requested");
+    let status = if record.state == JobState::Aborted { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(record)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    room: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_recordings(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let wanted_state = match params.state.as_deref() {
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?),
+        None => None,
+    };
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let mut records = state
+        .bus
+        .jobs
+        .list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s))
+        .await?;
+    records.truncate(limit);
+    Ok(Json(serde_json::json!({ "recordings": records })))
+}
+
+async fn list_nodes(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let nodes = state.bus.list_nodes().await?;
+    Ok(Json(serde_json::json!({ "nodes": nodes })))
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if !state.bus.is_connected() {
+        return ApiError::unavailable("not connected to NATS").into_response();
+    }
+    match state.bus.list_nodes().await {
+        Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(err) => ApiError::unavailable(format!("NATS not answering: {err}")).into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let nodes = state.bus.list_nodes().await.unwrap_or_default();
+    let mut by_role = std::collections::BTreeMap::<String, f64>::new();
+    for node in &nodes {
+        *by_role.entry(format!("{:?}", node.role).to_lowercase()).or_default() += 1.0;
+    }
+    let running: f64 = nodes.iter().map(|n| n.running_jobs.len() as f64).sum();
+    let gauges = [
+        ("fleet_nodes", "Live nodes in the registry by role.", by_role.into_iter().map(|(role, n)| (format!("{{role=\"{role}\"}}"), n)).collect()),
+        ("fleet_running_jobs", "Jobs running on live nodes.", vec![(String::new(), running)]),
+        ("fleet_nats_connected", "1 while connected to NATS.", vec![(String::new(), if state.bus.is_connected() { 1.0 } else { 0.0 })]),
+    ];
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
+}

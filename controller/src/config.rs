@@ -1,0 +1,59 @@
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Address the API listens on.
+    pub listen: String,
+    pub auth: AuthConfig,
+    pub webhooks: WebhookConfig,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            auth: AuthConfig::default(),
+            webhooks: WebhookConfig::default(),
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// API keys are stored as SHA-256 hashes only (`controller hash-key KEY` prints one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub keys: Vec<ApiKeyEntry>,
+    /// A file of `name:sha256hex` lines, read at start; remove a line and restart to revoke a key.
+    pub keys_file: Option<PathBuf>,
+    /// Serve `/metrics` without a key (for Prometheus scrapers on a private network).
+    pub public_metrics: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// HMAC-SHA256 signing secret. Jobs asking for a webhook are refused while it is empty.
+    pub secret: String,
+    pub max_attempts: u32,
+    pub timeout_s: u64,
+    /// Durable consumer on the events stream that feeds webhooks.
+    pub consumer: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self { secret: String::new(), max_attempts: 6, timeout_s: 10, consumer: "controller-webhooks".into() }
+    }
+}
