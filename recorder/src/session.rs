@@ -284,9 +284,19 @@ async fn capture(
     };
     let reason_text = if handing_back { "handover" } else { end_reason_name(end_reason) };
     timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text });
-    upload_timeline(recorder, &timeline_key, &timeline).await;
+    let timeline_uploaded = upload_timeline(recorder, &timeline_key, &timeline).await;
     if let Err(reason) = &uploaded {
         failure.get_or_insert_with(|| reason.clone());
+    }
+    if uploaded.is_ok() && timeline_uploaded {
+        // Everything this session wrote is confirmed in storage; the spool copy can go.
+        if let Err(err) = tokio::fs::remove_dir_all(&spool).await {
+            tracing::warn!(%err, "could not clean the spool");
+        }
+        // The job's directory goes too once no other session of it is spooled here.
+        if let Some(job_dir) = spool.parent() {
+            let _ = tokio::fs::remove_dir(job_dir).await;
+        }
     }
     tracing::info!(segments, uploaded = ?uploaded, end_ms = end_running_ns / 1_000_000, reason = reason_text, "capture ended");
 
@@ -361,9 +371,13 @@ async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeI
     }
 }
 
-async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) {
-    if let Err(err) = recorder.storage.put_file(key, timeline.path()).await {
-        tracing::warn!(%err, "timeline upload failed; will retry with the next change");
+async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) -> bool {
+    match recorder.storage.put_file(key, timeline.path()).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(%err, "timeline upload failed; will retry with the next change");
+            false
+        }
     }
 }
 

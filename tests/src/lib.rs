@@ -1,1 +1,209 @@
+//! Test harness: starts real servers (nats-server with JetStream, the s3s-fs S3 server that checks
+//! signatures) and the fleet's own binaries as processes on free loopback ports, each logging to a file
+//! whose tail is printed when a test fails.
 
+pub mod api;
+pub mod media;
+pub mod procs;
+pub mod webhook;
+
+use procs::{Proc, free_port, wait_for_port};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const API_KEY: &str = "test-api-key";
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+pub const S3_ACCESS_KEY: &str = "fleet-test-access";
+pub const S3_SECRET_KEY: &str = "fleet-test-secret-key";
+pub const S3_BUCKET: &str = "recordings";
+
+/// Where the fleet binaries are: `FLEET_BIN_DIR`, else the workspace's `target/debug`.
+pub fn bin_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("FLEET_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join("debug")
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (deploy/dev.sh test does)", path.display());
+    path
+}
+
+/// A real nats-server with JetStream and its own store directory.
+pub struct Nats {
+    pub port: u16,
+    store: PathBuf,
+    proc: Option<Proc>,
+    logs: PathBuf,
+}
+
+impl Nats {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let mut nats = Self { port, store: dir.join("jetstream"), proc: None, logs: dir.to_path_buf() };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port and store.
+    pub fn restart(&mut self) {
+        self.proc = None;
+        let proc = Proc::spawn(
+            "nats-server",
+            Path::new("nats-server"),
+            &["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd", &self.store.to_string_lossy()],
+            &[],
+            &self.logs,
+        );
+        wait_for_port(self.port, Duration::from_secs(10));
+        self.proc = Some(proc);
+    }
+
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+}
+
+/// The s3s-fs S3 server (SigV4-checking) with one bucket.
+pub struct S3 {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl S3 {
+    pub fn start(dir: &Path) -> Self {
+        let root = dir.join("s3-root");
+        std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        let port = free_port();
+        let proc = Proc::spawn(
+            "s3s-fs",
+            Path::new("s3s-fs"),
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--access-key",
+                S3_ACCESS_KEY,
+                "--secret-key",
+                S3_SECRET_KEY,
+                &root.to_string_lossy(),
+            ],
+            &[],
+            dir,
+        );
+        wait_for_port(port, Duration::from_secs(10));
+        Self { port, _proc: proc }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(S3_ACCESS_KEY, S3_SECRET_KEY, None, None, "test"))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        let object = self.client().await.get_object().bucket(S3_BUCKET).key(key).send().await.unwrap();
+        object.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+}
+
+/// Where a fleet stores recordings.
+#[derive(Clone)]
+pub enum StorageSetup {
+    Local(PathBuf),
+    S3 { endpoint: String },
+}
+
+impl StorageSetup {
+    fn toml(&self) -> String {
+        match self {
+            StorageSetup::Local(root) => format!("[storage]\nkind = \"local\"\nlocal_root = \"{}\"\nprefix = \"recordings\"\n", root.display()),
+            StorageSetup::S3 { endpoint } => format!(
+                "[storage]\nkind = \"s3\"\nprefix = \"recordings\"\n[storage.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n"
+            ),
+        }
+    }
+}
+
+/// Writes role configs and starts fleet processes against one NATS server.
+pub struct Fleet {
+    pub dir: PathBuf,
+    pub nats_url: String,
+    pub storage: StorageSetup,
+}
+
+impl Fleet {
+    pub fn new(dir: &Path, nats: &Nats, storage: StorageSetup) -> Self {
+        Self { dir: dir.to_path_buf(), nats_url: nats.url(), storage }
+    }
+
+    fn write_config(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.join(format!("{name}.toml"));
+        let common = format!("[nats]\nurl = \"{}\"\n[log]\nlevel = \"info\"\n", self.nats_url);
+        std::fs::write(&path, format!("{common}{body}")).unwrap();
+        path
+    }
+
+    /// Starts a controller on `port` (pick one with [`free_port`] to restart on the same address).
+    pub fn controller(&self, port: u16) -> Proc {
+        let hash = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(API_KEY.as_bytes()))
+        };
+        let config = self.write_config(
+            "controller",
+            &format!(
+                "[controller]\nlisten = \"127.0.0.1:{port}\"\n[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n"
+            ),
+        );
+        let proc = Proc::spawn("controller", &bin_path("controller"), &["--config", &config.to_string_lossy()], &[], &self.dir);
+        wait_for_port(port, Duration::from_secs(20));
+        proc
+    }
+
+    /// A recorder node; `mode` is `both` or `recorder-only`.
+    pub fn recorder(&self, node_id: &str, mode: &str, slots: u32) -> Proc {
+        let spool = self.dir.join(format!("spool-{node_id}"));
+        let scratch = self.dir.join(format!("scratch-{node_id}"));
+        let config = self.write_config(
+            &format!("recorder-{node_id}"),
+            &format!(
+                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n",
+                self.storage.toml(),
+                spool.display(),
+                scratch.display()
+            ),
+        );
+        Proc::spawn(
+            node_id,
+            &bin_path("recorder"),
+            &["--config", &config.to_string_lossy(), "--mode", mode, "--node-id", node_id],
+            &[],
+            &self.dir,
+        )
+    }
+
+    pub fn transcoder(&self, node_id: &str) -> Proc {
+        let scratch = self.dir.join(format!("scratch-{node_id}"));
+        let config = self.write_config(
+            &format!("transcoder-{node_id}"),
+            &format!("{}[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n", self.storage.toml(), scratch.display()),
+        );
+        Proc::spawn(node_id, &bin_path("transcoder"), &["--config", &config.to_string_lossy(), "--node-id", node_id], &[], &self.dir)
+    }
+}

@@ -1,0 +1,305 @@
+//! The backbone end to end (issue: fleet backbone): controller API → JetStream → recorder → storage →
+//! transcoder → MP4, against real nats-server, a real S3 server and real GStreamer pipelines.
+
+use fleet_tests::api::Api;
+use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
+use fleet_tests::procs::free_port;
+use fleet_tests::webhook::Receiver;
+use fleet_tests::{API_KEY, Fleet, Nats, S3, StorageSetup, WEBHOOK_SECRET};
+use serde_json::Value;
+use sha2::Digest;
+use std::path::Path;
+use std::time::Duration;
+
+const RECORD_FOR: Duration = Duration::from_secs(6);
+const FINISH_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn test_room(participants: u32) -> String {
+    format!(r#"{{"room":"room-a","source":{{"type":"test","participants":{participants}}}}}"#)
+}
+
+/// Starts a recording, lets it run, stops it, and waits until it is complete. Returns the record.
+async fn record_and_finish(api: &Api, body: &str) -> Value {
+    let id = api.start(body).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(RECORD_FOR).await;
+    let stop = api.stop(&id).await;
+    assert_eq!(stop.status, 202, "{}", stop.body);
+    api.wait_for_state(&id, &["complete"], FINISH_TIMEOUT).await
+}
+
+/// Checks an MP4 against the product's promises and its manifest.
+fn check_recording(record: &Value, mp4: &[u8], manifest: &Value, dir: &Path) {
+    let path = dir.join(format!("{}.mp4", record["id"].as_str().unwrap()));
+    std::fs::write(&path, mp4).unwrap();
+    let probe = ffprobe(&path);
+    let video = stream(&probe, "video");
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!(video["profile"], "High");
+    assert_eq!(video["pix_fmt"], "yuv420p");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(1280), Some(720)));
+    let audio = stream(&probe, "audio");
+    assert_eq!(audio["codec_name"], "aac");
+    assert_eq!(audio["profile"], "LC");
+    assert_eq!(audio["sample_rate"], "48000");
+    assert_eq!(audio["channels"], 2);
+    assert!(moov_before_mdat(mp4), "moov must come before mdat (faststart)");
+    assert_eq!(decode_errors(&path), "", "the MP4 must decode cleanly");
+
+    let session = &record["sessions"][0];
+    let recorded_s = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - recorded_s).abs() <= 0.5, "MP4 lasts {duration} s, recorded {recorded_s} s");
+    assert!(recorded_s >= RECORD_FOR.as_secs_f64() - 0.5, "recorded only {recorded_s} s");
+
+    let output = &record["output"];
+    let sha = hex::encode(sha2::Sha256::digest(mp4));
+    assert_eq!(output["sha256"], sha);
+    assert_eq!(output["size_bytes"].as_u64(), Some(mp4.len() as u64));
+    assert_eq!(manifest["output"]["sha256"], sha);
+    assert_eq!(manifest["output"]["size_bytes"].as_u64(), Some(mp4.len() as u64));
+    let manifest_duration = manifest["output"]["duration_s"].as_f64().unwrap();
+    assert!((manifest_duration - duration).abs() < 0.05, "manifest says {manifest_duration} s, ffprobe {duration} s");
+    assert_eq!(manifest["faststart"], true);
+    assert_eq!(manifest["output"]["video_codec"], "h264");
+    assert_eq!(manifest["output"]["audio_codec"], "aac");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recording_lands_in_s3_with_signed_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let s3 = S3::start(dir.path());
+    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::S3 { endpoint: s3.endpoint() });
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-a", "both", 2);
+    let api = Api::new(port);
+    let hooks = Receiver::start(WEBHOOK_SECRET).await;
+
+    let body = format!(
+        r#"{{"room":"room-a","source":{{"type":"test","participants":2}},"webhook_url":"{}","metadata":{{"course":"math"}}}}"#,
+        hooks.url()
+    );
+    let record = record_and_finish(&api, &body).await;
+    let id = record["id"].as_str().unwrap();
+    assert_eq!(record["end_reason"], "api_stop");
+    assert_eq!(record["output"]["key"], format!("{id}/{id}.mp4"));
+    let mp4 = s3.get(&format!("recordings/{id}/{id}.mp4")).await;
+    let manifest: Value = serde_json::from_slice(&s3.get(&format!("recordings/{id}/manifest.json")).await).unwrap();
+    assert_eq!(manifest["metadata"]["course"], "math");
+    check_recording(&record, &mp4, &manifest, dir.path());
+    // Raw segments and the timeline stay next to the recording.
+    let timeline = String::from_utf8(s3.get(&format!("recordings/{id}/raw/s1/timeline.jsonl")).await).unwrap();
+    assert!(timeline.lines().any(|l| l.contains("\"segment_closed\"")), "{timeline}");
+
+    // Webhooks: every state, in order, each signed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let wanted = ["queued", "starting", "recording", "finalizing", "transcoding", "complete"];
+    loop {
+        let events: Vec<String> = hooks.events_for(id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
+        if events.len() >= wanted.len() {
+            assert_eq!(events, wanted);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "webhooks so far: {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for delivery in hooks.events_for(id) {
+        assert!(delivery.signature_ok, "bad signature on {}", delivery.event);
+        assert_eq!(delivery.event, format!("recording.{}", delivery.body["state"].as_str().unwrap()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recording_lands_in_local_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let root = dir.path().join("storage");
+    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-a", "both", 2);
+    let api = Api::new(port);
+    let record = record_and_finish(&api, &test_room(3)).await;
+    let id = record["id"].as_str().unwrap();
+    let mp4 = std::fs::read(root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
+    check_recording(&record, &mp4, &manifest, dir.path());
+    // Nothing left in the spool once uploads were confirmed.
+    let spool = dir.path().join("spool-rec-a").join(id);
+    assert!(!spool.exists(), "spool not cleaned: {}", spool.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let root = dir.path().join("storage");
+    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-only", "recorder-only", 2);
+    let _transcoder = fleet.transcoder("tx-a");
+    let api = Api::new(port);
+
+    // The registry shows both roles.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = api.send("GET", "/v1/nodes", Some(API_KEY), None).await.body;
+        let roles: Vec<(String, String)> = nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["id"].as_str().unwrap().to_string(), n["role"].as_str().unwrap().to_string()))
+            .collect();
+        if roles.contains(&("rec-only".into(), "recorder".into())) && roles.contains(&("tx-a".into(), "transcoder".into())) {
+            let tx = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "tx-a").unwrap();
+            assert!(tx["encoders"].as_array().unwrap().iter().any(|e| e == "x264enc"), "{tx}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nodes: {nodes}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let record = record_and_finish(&api, &test_room(2)).await;
+    let id = record["id"].as_str().unwrap();
+    assert_eq!(record["sessions"][0]["node"], "rec-only");
+    let mp4 = std::fs::read(root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
+    check_recording(&record, &mp4, &manifest, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
+    let port = free_port();
+    let _controller = fleet.controller(port); // no recorder: jobs stay queued
+    let api = Api::new(port);
+    let key = Some(API_KEY);
+    let good = test_room(2);
+
+    let expect = |reply: fleet_tests::api::Reply, status: u16| {
+        assert_eq!(reply.status, status, "{}", reply.body);
+        if status >= 400 {
+            assert!(reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "no reason: {}", reply.body);
+        }
+    };
+    expect(api.send("POST", "/v1/recordings", None, Some(&good)).await, 401);
+    expect(api.send("POST", "/v1/recordings", Some("wrong"), Some(&good)).await, 403);
+    expect(api.send("GET", "/v1/nodes", None, None).await, 401);
+    expect(api.send("POST", "/v1/recordings", key, Some("{not json")).await, 400);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","colour":"red"}"#)).await, 422);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":5}"#)).await, 422);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":""}"#)).await, 422);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","source":{"type":"test"},"max_duration_s":99999999}"#)).await, 422);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r"}"#)).await, 422); // livekit: not in this build
+    let huge = format!(r#"{{"room":"r","metadata":{{"x":"{}"}}}}"#, "a".repeat(200_000));
+    expect(api.send("POST", "/v1/recordings", key, Some(&huge)).await, 413);
+    expect(api.send("GET", "/v1/recordings/..%2Fetc", key, None).await, 400);
+    expect(api.send("GET", "/v1/recordings/rec_doesnotexist", key, None).await, 404);
+    expect(api.send("POST", "/v1/recordings/rec_doesnotexist/stop", key, None).await, 404);
+    expect(api.send("GET", "/v1/recordings?state=bogus", key, None).await, 400);
+    expect(api.send("GET", "/v1/nope", key, None).await, 404);
+
+    // Stop before any recorder picked the job: aborted; a second stop conflicts.
+    let id = api.start(&good).await;
+    assert_eq!(api.get(&id).await["state"], "queued");
+    let stop = api.stop(&id).await;
+    assert_eq!(stop.status, 200, "{}", stop.body);
+    assert_eq!(stop.body["state"], "aborted");
+    expect(api.stop(&id).await, 409);
+
+    let listed = api.send("GET", "/v1/recordings?room=room-a&state=aborted", key, None).await;
+    assert_eq!(listed.status, 200);
+    assert!(listed.body["recordings"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str()));
+    let none = api.send("GET", "/v1/recordings?room=other-room", key, None).await;
+    assert_eq!(none.body["recordings"].as_array().unwrap().len(), 0);
+
+    // Public endpoints.
+    assert_eq!(api.send("GET", "/healthz", None, None).await.status, 200);
+    assert_eq!(api.send("GET", "/readyz", None, None).await.status, 200);
+    let openapi = api.send("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(openapi.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    let metrics = api.send("GET", "/metrics", key, None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(text.contains("fleet_recordings_created_total 1"), "{text}");
+    assert!(text.contains("fleet_http_requests_total{route=\"/v1/recordings\",status=\"401\"} 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn third_job_waits_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let _a = fleet.recorder("rec-a", "recorder-only", 1);
+    let _b = fleet.recorder("rec-b", "recorder-only", 1);
+    let api = Api::new(port);
+
+    let first = api.start(&test_room(1)).await;
+    let second = api.start(&test_room(1)).await;
+    api.wait_for_state(&first, &["recording"], Duration::from_secs(30)).await;
+    api.wait_for_state(&second, &["recording"], Duration::from_secs(30)).await;
+    let third = api.start(&test_room(1)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(api.get(&third).await["state"], "queued", "both slots are busy: the third job must wait");
+    let a = api.get(&first).await["sessions"][0]["node"].as_str().unwrap().to_string();
+    let b = api.get(&second).await["sessions"][0]["node"].as_str().unwrap().to_string();
+    assert_ne!(a, b, "one job per recorder");
+
+    assert_eq!(api.stop(&first).await.status, 202);
+    let third_record = api.wait_for_state(&third, &["recording"], Duration::from_secs(20)).await;
+    assert_eq!(third_record["sessions"][0]["node"].as_str().unwrap(), a, "the freed slot takes the waiting job");
+    // No transcoder runs here: stopped jobs wait, finalized, in the transcode queue.
+    api.wait_for_state(&first, &["finalizing"], Duration::from_secs(20)).await;
+    for id in [&second, &third] {
+        assert_eq!(api.stop(id).await.status, 202);
+        api.wait_for_state(id, &["finalizing"], Duration::from_secs(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controller_restart_mid_recording_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let root = dir.path().join("storage");
+    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+    let port = free_port();
+    let controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-a", "both", 2);
+    let api = Api::new(port);
+    let hooks = Receiver::start(WEBHOOK_SECRET).await;
+
+    let body = format!(r#"{{"room":"room-a","source":{{"type":"test","participants":1}},"webhook_url":"{}"}}"#, hooks.url());
+    let id = api.start(&body).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    drop(controller); // SIGKILL
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _controller = fleet.controller(port);
+    let record = api.get(&id).await;
+    assert_eq!(record["state"], "recording", "the recording went on without the controller");
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete"], FINISH_TIMEOUT).await;
+    assert!(root.join(format!("recordings/{id}/{id}.mp4")).exists());
+    assert_eq!(record["sessions"].as_array().unwrap().len(), 1);
+    // The restarted controller's durable consumer delivers every state, none twice.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut ids: Vec<String> = hooks.events_for(&id).iter().map(|d| d.delivery_id.clone()).collect();
+        let states: Vec<String> = hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap().to_string()).collect();
+        if states.last().map(String::as_str) == Some("complete") {
+            let count = ids.len();
+            ids.sort();
+            ids.dedup();
+            assert_eq!(ids.len(), count, "duplicate webhook deliveries: {states:?}");
+            assert_eq!(states, ["queued", "starting", "recording", "finalizing", "transcoding", "complete"]);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "webhooks so far: {states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,67 @@
+//! A small client of the controller's REST API for tests.
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Api {
+    pub fn new(port: u16) -> Self {
+        Self { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
+        let mut request = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let response = request.send().await.expect("controller answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body }
+    }
+
+    /// POST /v1/recordings with the test key; panics unless 201. Returns the job id.
+    pub async fn start(&self, body: &str) -> String {
+        let reply = self.send("POST", "/v1/recordings", Some(crate::API_KEY), Some(body)).await;
+        assert_eq!(reply.status, 201, "start failed: {}", reply.body);
+        reply.body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn stop(&self, id: &str) -> Reply {
+        self.send("POST", &format!("/v1/recordings/{id}/stop"), Some(crate::API_KEY), None).await
+    }
+
+    pub async fn get(&self, id: &str) -> Value {
+        let reply = self.send("GET", &format!("/v1/recordings/{id}"), Some(crate::API_KEY), None).await;
+        assert_eq!(reply.status, 200, "get failed: {}", reply.body);
+        reply.body
+    }
+
+    /// Polls until the job is in one of `states`; panics with the record after `timeout`.
+    pub async fn wait_for_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reply = self.send("GET", &format!("/v1/recordings/{id}"), Some(crate::API_KEY), None).await;
+            if reply.status == 200 && states.contains(&reply.body["state"].as_str().unwrap_or("")) {
+                return reply.body;
+            }
+            if Instant::now() > deadline {
+                panic!("job {id} not in {states:?} after {timeout:?}: {}", reply.body);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
