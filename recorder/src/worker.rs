@@ -50,7 +50,7 @@ impl Recorder {
                 cpu_load = cpu.sample();
                 continue;
             }
-            let batch = self.bus.record_consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
+            let batch = self.bus.record_consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
             let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(err) => {

