@@ -24,11 +24,14 @@ fn in_marker(ns: u64) -> bool {
     ns % 1_000_000_000 < MARKER_NS
 }
 
-/// Paints I420 frames white (Y=235, U=V=128) while a marker is on.
+/// Paints I420 frames white (Y=235, U=V=128) while a marker is on. A live source's frames have an
+/// arbitrary phase against whole seconds, so a frame is judged by its centre: the flash starts on the
+/// frame nearest the marker (at most half a frame off) rather than on the first frame after it.
 pub fn add_flash_probe(pad: &gst::Pad) {
     pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
         if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
-            if buffer.pts().is_some_and(|pts| in_marker(pts.nseconds())) {
+            let half_frame = buffer.duration().map(|d| d.nseconds() / 2).unwrap_or(0);
+            if buffer.pts().is_some_and(|pts| in_marker(pts.nseconds() + half_frame)) {
                 let buffer = buffer.make_mut();
                 if let Ok(mut map) = buffer.map_writable() {
                     let data = map.as_mut_slice();

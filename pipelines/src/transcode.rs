@@ -74,7 +74,7 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
         let compositor = build_video_output(spec, &pipeline, &mux)?;
         let tiles = grid(videos.len(), spec.width, spec.height);
         for ((input, caps), tile) in videos.iter().zip(tiles) {
-            let appsrc = add_track_input(&pipeline, caps, Branch::Video { compositor: compositor.clone(), tile })?;
+            let appsrc = add_track_input(&pipeline, caps, Branch::Video { compositor: compositor.clone(), tile, fps: spec.fps })?;
             feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
         }
     }
@@ -197,7 +197,7 @@ fn mixer_caps() -> gst::Caps {
 }
 
 enum Branch {
-    Video { compositor: gst::Element, tile: Tile },
+    Video { compositor: gst::Element, tile: Tile, fps: u32 },
     Audio { mixer: gst::Element },
 }
 
@@ -212,10 +212,13 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
         .build();
     let decode = make("decodebin")?;
     let tail: Vec<gst::Element> = match &branch {
-        Branch::Video { tile, .. } => {
+        Branch::Video { tile, fps, .. } => {
             let convert = make("videoconvert")?;
             let scale = make("videoscale")?;
             scale.set_property("add-borders", true);
+            // Resample onto the output's frame grid by nearest frame: the compositor alone would show a
+            // frame up to one frame early, and WebRTC sources have variable frame rates.
+            let rate = make("videorate")?;
             let filter = make("capsfilter")?;
             filter.set_property(
                 "caps",
@@ -224,9 +227,10 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
                     .field("width", tile.width)
                     .field("height", tile.height)
                     .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .field("framerate", gst::Fraction::new(*fps as i32, 1))
                     .build(),
             );
-            vec![convert, scale, filter, make("queue")?]
+            vec![convert, scale, rate, filter, make("queue")?]
         }
         Branch::Audio { .. } => {
             let filter = make("capsfilter")?;
@@ -239,7 +243,7 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
     appsrc.link(&decode)?;
     gst::Element::link_many(&tail)?;
     let sink_pad = match &branch {
-        Branch::Video { compositor, tile } => {
+        Branch::Video { compositor, tile, .. } => {
             let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
             pad.set_property("xpos", tile.x);
             pad.set_property("ypos", tile.y);
