@@ -4,7 +4,6 @@
 use crate::{PipelineError, make};
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use std::time::Duration;
 
 /// Best first: GPU (NVIDIA, VA, legacy VA-API), then CPU.
 pub const PREFERENCE: [&str; 5] = ["nvh264enc", "vah264enc", "vaapih264enc", "x264enc", "openh264enc"];
@@ -68,6 +67,3 @@ pub fn make_h264(name: &str, kbps: u32, fps: u32) -> Result<gst::Element, Pipeli
     }
     Ok(encoder)
 }
-
-/// How long the probe of all encoders may take at most (for callers' budgets).
-pub const PROBE_BUDGET: Duration = Duration::from_secs(50);

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod logging;
 pub mod names;
 pub mod process;
+pub mod queue;
 pub mod node;
 pub mod storage;
 pub mod time;

@@ -6,10 +6,10 @@ use crate::session;
 use fleet_protocol::SafeId;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
+use fleet_protocol::queue::{self, Capacity};
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
-use futures::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,43 +34,16 @@ impl Recorder {
 
     /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
     /// segments uploaded, and the jobs handed back for another recorder to resume.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
-        let cpu = CpuSampler::default();
-        let mut cpu_load = cpu.sample();
-        let mut jobs = tokio::task::JoinSet::new();
         tracing::info!(node_id = %self.node_id, slots = self.config.slots, mode = %self.mode, "recorder ready");
-        while !*shutdown.borrow() {
-            while jobs.try_join_next().is_some() {}
-            if jobs.len() as u32 >= self.config.slots || cpu_load > self.config.max_cpu_load {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                cpu_load = cpu.sample();
-                continue;
-            }
-            let batch = self.bus.record_consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(%err, "fetching recording jobs failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(message) => {
-                        jobs.spawn(session::handle_delivery(self.clone(), message, shutdown.clone()));
-                    }
-                    Err(err) => tracing::warn!(%err, "recording queue error"),
-                }
-            }
-            cpu_load = cpu.sample();
-        }
-        tracing::info!(node_id = %self.node_id, running = jobs.len(), "recorder shutting down");
-        while jobs.join_next().await.is_some() {}
+        let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load };
+        let worker = self.clone();
+        let stop = shutdown.clone();
+        queue::serve(&self.bus.record_consumer, capacity, shutdown, move |message| {
+            session::handle_delivery(worker.clone(), message, stop.clone())
+        })
+        .await;
         heartbeat.abort();
         self.bus.remove_node(&self.node_id).await;
     }

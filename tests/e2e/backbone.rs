@@ -3,13 +3,48 @@
 
 use fleet_tests::api::Api;
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
-use fleet_tests::procs::free_port;
+use fleet_tests::procs::{Proc, free_port};
 use fleet_tests::webhook::Receiver;
 use fleet_tests::{API_KEY, Fleet, Nats, S3, StorageSetup, WEBHOOK_SECRET};
 use serde_json::Value;
 use sha2::Digest;
 use std::path::Path;
 use std::time::Duration;
+
+/// NATS, a controller and local storage in a fresh directory; tests add the nodes they need.
+/// Fields drop in order: processes first, the directory they write to last.
+struct Setup {
+    controller: Option<Proc>,
+    _nats: Nats,
+    fleet: Fleet,
+    api: Api,
+    root: std::path::PathBuf,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn local() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        Self::with_storage(dir, StorageSetup::Local(root.clone()), root)
+    }
+
+    fn with_storage(dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
+        let nats = Nats::start(dir.path());
+        let fleet = Fleet::new(dir.path(), &nats, storage);
+        let port = free_port();
+        let controller = Some(fleet.controller(port));
+        Self { controller, _nats: nats, fleet, api: Api::new(port), root, port, dir }
+    }
+
+    fn read_output(&self, record: &Value) -> (Vec<u8>, Value) {
+        let id = record["id"].as_str().unwrap();
+        let mp4 = std::fs::read(self.root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
+        let manifest = serde_json::from_slice(&std::fs::read(self.root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
+        (mp4, manifest)
+    }
+}
 
 const RECORD_FOR: Duration = Duration::from_secs(6);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(90);
@@ -68,27 +103,24 @@ fn check_recording(record: &Value, mp4: &[u8], manifest: &Value, dir: &Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn recording_lands_in_s3_with_signed_webhooks() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
     let s3 = S3::start(dir.path());
-    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::S3 { endpoint: s3.endpoint() });
-    let port = free_port();
-    let _controller = fleet.controller(port);
-    let _recorder = fleet.recorder("rec-a", "both", 2);
-    let api = Api::new(port);
+    let setup = Setup::with_storage(dir, StorageSetup::S3 { endpoint: s3.endpoint() }, Default::default());
+    let _recorder = setup.fleet.recorder("rec-a", "both", 2);
+    let api = &setup.api;
     let hooks = Receiver::start(WEBHOOK_SECRET).await;
 
     let body = format!(
         r#"{{"room":"room-a","source":{{"type":"test","participants":2}},"webhook_url":"{}","metadata":{{"course":"math"}}}}"#,
         hooks.url()
     );
-    let record = record_and_finish(&api, &body).await;
+    let record = record_and_finish(api, &body).await;
     let id = record["id"].as_str().unwrap();
     assert_eq!(record["end_reason"], "api_stop");
     assert_eq!(record["output"]["key"], format!("{id}/{id}.mp4"));
     let mp4 = s3.get(&format!("recordings/{id}/{id}.mp4")).await;
     let manifest: Value = serde_json::from_slice(&s3.get(&format!("recordings/{id}/manifest.json")).await).unwrap();
     assert_eq!(manifest["metadata"]["course"], "math");
-    check_recording(&record, &mp4, &manifest, dir.path());
+    check_recording(&record, &mp4, &manifest, setup.dir.path());
     // Raw segments and the timeline stay next to the recording.
     let timeline = String::from_utf8(s3.get(&format!("recordings/{id}/raw/s1/timeline.jsonl")).await).unwrap();
     assert!(timeline.lines().any(|l| l.contains("\"segment_closed\"")), "{timeline}");
@@ -113,35 +145,23 @@ async fn recording_lands_in_s3_with_signed_webhooks() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recording_lands_in_local_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let root = dir.path().join("storage");
-    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
-    let port = free_port();
-    let _controller = fleet.controller(port);
-    let _recorder = fleet.recorder("rec-a", "both", 2);
-    let api = Api::new(port);
-    let record = record_and_finish(&api, &test_room(3)).await;
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-a", "both", 2);
+    let record = record_and_finish(&setup.api, &test_room(3)).await;
     let id = record["id"].as_str().unwrap();
-    let mp4 = std::fs::read(root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
-    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
-    check_recording(&record, &mp4, &manifest, dir.path());
+    let (mp4, manifest) = setup.read_output(&record);
+    check_recording(&record, &mp4, &manifest, setup.dir.path());
     // Nothing left in the spool once uploads were confirmed.
-    let spool = dir.path().join("spool-rec-a").join(id);
+    let spool = setup.dir.path().join("spool-rec-a").join(id);
     assert!(!spool.exists(), "spool not cleaned: {}", spool.display());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let root = dir.path().join("storage");
-    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
-    let port = free_port();
-    let _controller = fleet.controller(port);
-    let _recorder = fleet.recorder("rec-only", "recorder-only", 2);
-    let _transcoder = fleet.transcoder("tx-a");
-    let api = Api::new(port);
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-only", "recorder-only", 2);
+    let _transcoder = setup.fleet.transcoder("tx-a");
+    let api = &setup.api;
 
     // The registry shows both roles.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -162,22 +182,16 @@ async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let record = record_and_finish(&api, &test_room(2)).await;
-    let id = record["id"].as_str().unwrap();
+    let record = record_and_finish(api, &test_room(2)).await;
     assert_eq!(record["sessions"][0]["node"], "rec-only");
-    let mp4 = std::fs::read(root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
-    let manifest: Value = serde_json::from_slice(&std::fs::read(root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
-    check_recording(&record, &mp4, &manifest, dir.path());
+    let (mp4, manifest) = setup.read_output(&record);
+    check_recording(&record, &mp4, &manifest, setup.dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
-    let port = free_port();
-    let _controller = fleet.controller(port); // no recorder: jobs stay queued
-    let api = Api::new(port);
+    let setup = Setup::local(); // no recorder: jobs stay queued
+    let api = &setup.api;
     let key = Some(API_KEY);
     let good = test_room(2);
 
@@ -231,14 +245,10 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn third_job_waits_for_a_free_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
-    let port = free_port();
-    let _controller = fleet.controller(port);
-    let _a = fleet.recorder("rec-a", "recorder-only", 1);
-    let _b = fleet.recorder("rec-b", "recorder-only", 1);
-    let api = Api::new(port);
+    let setup = Setup::local();
+    let _a = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let _b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    let api = &setup.api;
 
     let first = api.start(&test_room(1)).await;
     let second = api.start(&test_room(1)).await;
@@ -264,27 +274,23 @@ async fn third_job_waits_for_a_free_slot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn controller_restart_mid_recording_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = Nats::start(dir.path());
-    let root = dir.path().join("storage");
-    let fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
-    let port = free_port();
-    let controller = fleet.controller(port);
-    let _recorder = fleet.recorder("rec-a", "both", 2);
-    let api = Api::new(port);
+    let mut setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-a", "both", 2);
     let hooks = Receiver::start(WEBHOOK_SECRET).await;
 
     let body = format!(r#"{{"room":"room-a","source":{{"type":"test","participants":1}},"webhook_url":"{}"}}"#, hooks.url());
+    let api = &setup.api;
     let id = api.start(&body).await;
     api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
-    drop(controller); // SIGKILL
+    setup.controller = None; // SIGKILL
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _controller = fleet.controller(port);
+    setup.controller = Some(setup.fleet.controller(setup.port));
+    let api = &setup.api;
     let record = api.get(&id).await;
     assert_eq!(record["state"], "recording", "the recording went on without the controller");
     assert_eq!(api.stop(&id).await.status, 202);
     let record = api.wait_for_state(&id, &["complete"], FINISH_TIMEOUT).await;
-    assert!(root.join(format!("recordings/{id}/{id}.mp4")).exists());
+    assert!(setup.root.join(format!("recordings/{id}/{id}.mp4")).exists());
     assert_eq!(record["sessions"].as_array().unwrap().len(), 1);
     // The restarted controller's durable consumer delivers every state, none twice.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

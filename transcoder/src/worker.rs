@@ -6,10 +6,10 @@ use crate::job;
 use fleet_pipelines::encoders;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
+use fleet_protocol::queue::{self, Capacity};
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
-use futures::StreamExt;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,6 @@ pub struct Transcoder {
     /// Working encoders, best first; the first is used.
     pub(crate) encoders: Vec<String>,
     running: Mutex<BTreeSet<String>>,
-    cpu: CpuSampler,
     started_at_ms: u64,
 }
 
@@ -66,7 +65,6 @@ impl Transcoder {
             identity,
             encoders,
             running: Mutex::new(BTreeSet::new()),
-            cpu: CpuSampler::default(),
             started_at_ms: now_ms(),
         }))
     }
@@ -93,44 +91,15 @@ impl Transcoder {
     }
 
     /// Serves transcode jobs until `shutdown` turns true, then lets running jobs finish.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
-        let mut jobs = tokio::task::JoinSet::new();
-        let mut cpu_load = self.cpu.sample();
-        while !*shutdown.borrow() {
-            while jobs.try_join_next().is_some() {}
-            let busy = jobs.len() as u32 >= self.config.slots;
-            if busy || cpu_load > self.config.max_cpu_load {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.changed() => {}
-                }
-                cpu_load = self.cpu.sample();
-                continue;
-            }
-            let batch = self.bus.transcode_consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => {
-                    tracing::warn!(%err, "fetching transcode jobs failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            while let Some(message) = batch.next().await {
-                match message {
-                    Ok(message) => {
-                        let worker = self.clone();
-                        jobs.spawn(async move { job::handle_delivery(&worker, message).await });
-                    }
-                    Err(err) => tracing::warn!(%err, "transcode queue error"),
-                }
-            }
-            // A just-started job moves the CPU reading; sample after the fetch, not before.
-            cpu_load = self.cpu.sample();
-        }
-        tracing::info!(node_id = %self.identity.node_id, running = jobs.len(), "transcoder draining");
-        while jobs.join_next().await.is_some() {}
+        let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load };
+        let worker = self.clone();
+        queue::serve(&self.bus.transcode_consumer, capacity, shutdown, move |message| {
+            let worker = worker.clone();
+            async move { job::handle_delivery(&worker, message).await }
+        })
+        .await;
         heartbeat.abort();
         self.bus.remove_node(&self.identity.node_id).await;
     }
