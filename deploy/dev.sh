@@ -149,10 +149,18 @@ run_tests() {
 }
 
 bench() {
+  # The measured work runs in GStreamer and ffmpeg (C); the dev profile (dependencies at opt-level 1) is
+  # used so the bench shares the tests' build. `deploy/dev.sh bench --release` builds release binaries.
   ensure_deps
-  log "building (release)"
-  cargo build --workspace --release --bins -q
-  FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin bench -- "$@"
+  if [ "${1:-}" = "--release" ]; then
+    shift
+    log "building (release)"
+    cargo build --workspace --release --bins -q
+    FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin bench -- "$@"
+  else
+    build_debug
+    cargo run -q -p fleet-tests --bin bench -- "$@"
+  fi
 }
 
 case "${1:-}" in

@@ -3,48 +3,12 @@
 
 use fleet_tests::api::Api;
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
-use fleet_tests::procs::{Proc, free_port};
 use fleet_tests::webhook::Receiver;
-use fleet_tests::{API_KEY, Fleet, Nats, S3, StorageSetup, WEBHOOK_SECRET};
+use fleet_tests::{API_KEY, S3, Setup, StorageSetup, WEBHOOK_SECRET};
 use serde_json::Value;
 use sha2::Digest;
 use std::path::Path;
 use std::time::Duration;
-
-/// NATS, a controller and local storage in a fresh directory; tests add the nodes they need.
-/// Fields drop in order: processes first, the directory they write to last.
-struct Setup {
-    controller: Option<Proc>,
-    _nats: Nats,
-    fleet: Fleet,
-    api: Api,
-    root: std::path::PathBuf,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn local() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("storage");
-        Self::with_storage(dir, StorageSetup::Local(root.clone()), root)
-    }
-
-    fn with_storage(dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
-        let nats = Nats::start(dir.path());
-        let fleet = Fleet::new(dir.path(), &nats, storage);
-        let port = free_port();
-        let controller = Some(fleet.controller(port));
-        Self { controller, _nats: nats, fleet, api: Api::new(port), root, port, dir }
-    }
-
-    fn read_output(&self, record: &Value) -> (Vec<u8>, Value) {
-        let id = record["id"].as_str().unwrap();
-        let mp4 = std::fs::read(self.root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
-        let manifest = serde_json::from_slice(&std::fs::read(self.root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
-        (mp4, manifest)
-    }
-}
 
 const RECORD_FOR: Duration = Duration::from_secs(6);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(90);

@@ -7,6 +7,7 @@ pub mod media;
 pub mod procs;
 pub mod webhook;
 
+use api::Api;
 use procs::{Proc, free_port, wait_for_port};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -205,5 +206,40 @@ impl Fleet {
             &format!("{}[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n", self.storage.toml(), scratch.display()),
         );
         Proc::spawn(node_id, &bin_path("transcoder"), &["--config", &config.to_string_lossy(), "--node-id", node_id], &[], &self.dir)
+    }
+}
+
+/// NATS, a controller and local storage in a fresh directory; tests add the nodes they need.
+/// Fields drop in order: processes first, the directory they write to last.
+pub struct Setup {
+    pub controller: Option<Proc>,
+    pub nats: Nats,
+    pub fleet: Fleet,
+    pub api: Api,
+    pub root: std::path::PathBuf,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn local() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        Self::with_storage(dir, StorageSetup::Local(root.clone()), root)
+    }
+
+    pub fn with_storage(dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
+        let nats = Nats::start(dir.path());
+        let fleet = Fleet::new(dir.path(), &nats, storage);
+        let port = free_port();
+        let controller = Some(fleet.controller(port));
+        Self { controller, nats, fleet, api: Api::new(port), root, port, dir }
+    }
+
+    pub fn read_output(&self, record: &serde_json::Value) -> (Vec<u8>, serde_json::Value) {
+        let id = record["id"].as_str().unwrap();
+        let mp4 = std::fs::read(self.root.join(format!("recordings/{id}/{id}.mp4"))).unwrap();
+        let manifest = serde_json::from_slice(&std::fs::read(self.root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
+        (mp4, manifest)
     }
 }

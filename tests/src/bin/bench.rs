@@ -207,6 +207,7 @@ fn machine() -> Value {
     json!({
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "build_profile": if cfg!(debug_assertions) { "dev (dependencies at opt-level 1)" } else { "release" },
         "memory": memory,
         "gstreamer": version("gst-launch-1.0", "--version").unwrap_or_default(),
         "ffmpeg": version("ffmpeg", "-version").unwrap_or_default(),
