@@ -143,11 +143,21 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
         }
         caps.build()
     };
+    // The base layer only sets the output's timing (frame grid and length): it is tiny and fully
+    // transparent, so the compositor paints its own black background and never blends a full frame.
     let background = make("videotestsrc")?;
     background.set_property_from_str("pattern", "black");
     background.set_property("num-buffers", frames_for(spec.duration_ns, spec.fps as u64, 1));
     let background_caps = make("capsfilter")?;
-    background_caps.set_property("caps", raw_caps(Some("I420")));
+    background_caps.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 16)
+            .field("height", 16)
+            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+            .build(),
+    );
     let compositor = make("compositor")?;
     compositor.set_property_from_str("background", "black");
     let convert = make("videoconvert")?;
@@ -160,6 +170,9 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let queue = make("queue")?;
     pipeline.add_many([&background, &background_caps, &compositor, &convert, &output_caps, &encoder, &profile, &parse, &queue])?;
     gst::Element::link_many([&background, &background_caps, &compositor, &convert, &output_caps, &encoder, &profile, &parse, &queue])?;
+    if let Some(base_pad) = background_caps.static_pad("src").and_then(|p| p.peer()) {
+        base_pad.set_property("alpha", 0.0f64);
+    }
     let mux_pad = mux.request_pad_simple("video_%u").ok_or_else(|| PipelineError::Build("mp4mux video pad".into()))?;
     queue.static_pad("src").expect("queue src").link(&mux_pad).map_err(|e| PipelineError::Build(format!("video to mux: {e:?}")))?;
     Ok(compositor)
