@@ -88,8 +88,15 @@ pub fn probe_caps(input: &TrackInput) -> Option<gst::Caps> {
     })
 }
 
+/// The longest a frame is shown when the next one is late: shorter holes (jitter, a dropped frame) are
+/// bridged, longer ones (mute, a failover gap between sessions) show as empty, so the compositor paints
+/// its background and the timeline keeps its length.
+pub const MAX_FRAME_HOLD_NS: u64 = 500_000_000;
+
 /// Pushes every frame of `input` into `appsrc` (blocking while it is full) on a thread of its own, then
 /// sends end-of-stream. Frames at or after `limit_ns` are dropped so the output ends where the recording did.
+/// Each frame is given the duration up to the next one (at most [`MAX_FRAME_HOLD_NS`]): demuxed WebRTC
+/// frames carry none, and a frame without a duration would be shown until the next one, however late.
 pub fn spawn_feeder(
     appsrc: gst_app::AppSrc,
     input: TrackInput,
@@ -97,6 +104,14 @@ pub fn spawn_feeder(
     problems: Problems,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("feed-{}", input.name)).spawn(move || {
+        let mut held: Option<(gst::Buffer, Option<gst::Caps>)> = None;
+        let push = |(buffer, caps): (gst::Buffer, Option<gst::Caps>)| {
+            let mut sample = gst::Sample::builder().buffer(&buffer);
+            if let Some(caps) = &caps {
+                sample = sample.caps(caps);
+            }
+            appsrc.push_sample(&sample.build()).is_ok()
+        };
         'segments: for segment in &input.segments {
             let demuxer = match SegmentDemuxer::open(&segment.path) {
                 Ok(demuxer) => demuxer,
@@ -115,25 +130,43 @@ pub fn spawn_feeder(
                         break;
                     }
                 };
-                let Some(shifted) = shift(&sample, segment.offset_ns) else { continue };
-                if shifted.buffer().and_then(|b| b.pts()).is_some_and(|pts| pts.nseconds() >= limit_ns) {
+                let Some(frame) = shift(&sample, segment.offset_ns) else { continue };
+                let Some(pts) = frame.0.pts() else { continue };
+                if pts.nseconds() >= limit_ns {
                     break 'segments;
                 }
                 frames += 1;
-                if appsrc.push_sample(&shifted).is_err() {
-                    // The transcode pipeline is shutting down.
-                    return;
+                if let Some(mut previous) = held.take() {
+                    let previous_pts = previous.0.pts().map(|p| p.nseconds()).unwrap_or(0);
+                    let until_next = pts.nseconds().saturating_sub(previous_pts);
+                    let shown = until_next.min(MAX_FRAME_HOLD_NS);
+                    previous.0.make_mut().set_duration(gst::ClockTime::from_nseconds(shown));
+                    if !push(previous) {
+                        return; // the transcode pipeline is shutting down
+                    }
+                    if until_next > shown {
+                        // Say "nothing here" for the rest of the hole, or the last frame stays on screen.
+                        let gap = gst::event::Gap::builder(gst::ClockTime::from_nseconds(previous_pts + shown))
+                            .duration(gst::ClockTime::from_nseconds(until_next - shown))
+                            .build();
+                        appsrc.send_event(gap);
+                    }
                 }
+                held = Some(frame);
             }
             if frames == 0 {
                 report(&problems, format!("{}: {} has no readable frames", input.name, file_name(&segment.path)));
             }
         }
+        if let Some(last) = held {
+            push(last);
+        }
         let _ = appsrc.end_of_stream();
     })
 }
 
-fn shift(sample: &gst::Sample, offset_ns: u64) -> Option<gst::Sample> {
+/// The frame's buffer with `offset_ns` added to its timestamps, and its caps.
+fn shift(sample: &gst::Sample, offset_ns: u64) -> Option<(gst::Buffer, Option<gst::Caps>)> {
     let mut buffer = sample.buffer_owned()?;
     {
         let buffer = buffer.make_mut();
@@ -141,12 +174,7 @@ fn shift(sample: &gst::Sample, offset_ns: u64) -> Option<gst::Sample> {
         buffer.set_pts(buffer.pts().map(|t| t + offset));
         buffer.set_dts(buffer.dts().map(|t| t + offset));
     }
-    let mut builder = gst::Sample::builder().buffer(&buffer);
-    let caps = sample.caps_owned();
-    if let Some(caps) = &caps {
-        builder = builder.caps(caps);
-    }
-    Some(builder.build())
+    Some((buffer, sample.caps_owned()))
 }
 
 fn report(problems: &Problems, problem: String) {

@@ -28,8 +28,13 @@ pub fn segment_sink(dir: &Path, segment_ns: u64, kind: TrackKind) -> Result<(gst
     let muxer = make("matroskamux")?;
     // Small clusters bound what a killed writer can lose.
     muxer.set_property("max-cluster-duration", 1_000_000_000i64);
+    // Unbuffered file writes: a killed recorder leaves every byte the muxer produced on disk, where spool
+    // recovery finds it (filesink's default 64 KiB buffer holds seconds of low-bitrate media).
+    let file_sink = make("filesink")?;
+    file_sink.set_property_from_str("buffer-mode", "unbuffered");
     let sink = make("splitmuxsink")?;
     sink.set_property("muxer", &muxer);
+    sink.set_property("sink", &file_sink);
     sink.set_property("max-size-time", segment_ns);
     sink.set_property("send-keyframe-requests", kind == TrackKind::Video);
     sink.set_property("location", dir.join("%05d.mkv").to_string_lossy().to_string());

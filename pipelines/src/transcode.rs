@@ -225,13 +225,10 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
         .build();
     let decode = make("decodebin")?;
     let tail: Vec<gst::Element> = match &branch {
-        Branch::Video { tile, fps, .. } => {
+        Branch::Video { tile, .. } => {
             let convert = make("videoconvert")?;
             let scale = make("videoscale")?;
             scale.set_property("add-borders", true);
-            // Resample onto the output's frame grid by nearest frame: the compositor alone would show a
-            // frame up to one frame early, and WebRTC sources have variable frame rates.
-            let rate = make("videorate")?;
             let filter = make("capsfilter")?;
             filter.set_property(
                 "caps",
@@ -240,10 +237,9 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
                     .field("width", tile.width)
                     .field("height", tile.height)
                     .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                    .field("framerate", gst::Fraction::new(*fps as i32, 1))
                     .build(),
             );
-            vec![convert, scale, rate, filter, make("queue")?]
+            vec![convert, scale, filter, make("queue")?]
         }
         Branch::Audio { .. } => {
             let filter = make("capsfilter")?;
@@ -256,11 +252,15 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
     appsrc.link(&decode)?;
     gst::Element::link_many(&tail)?;
     let sink_pad = match &branch {
-        Branch::Video { compositor, tile, .. } => {
+        Branch::Video { compositor, tile, fps } => {
             let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
             pad.set_property("xpos", tile.x);
             pad.set_property("ypos", tile.y);
             pad.set_property("zorder", 1u32);
+            // The compositor shows the latest frame that starts before the output frame ends, i.e. up to
+            // a frame early; half an output frame of offset makes that the frame nearest in time.
+            // (videorate would do it too, but it swallows the GAP events that blank long holes.)
+            pad.set_offset(500_000_000 / *fps as i64);
             pad
         }
         Branch::Audio { mixer } => mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?,

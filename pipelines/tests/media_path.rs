@@ -8,25 +8,24 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-#[test]
-fn synthetic_room_to_faststart_mp4() {
-    fleet_pipelines::init().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// Records a synthetic room for `millis`; returns its tracks' segments (placed at `offset_ns`), the
+/// recorded length and how many segments were closed.
+fn capture(dir: &std::path::Path, participants: u8, millis: u64, offset_ns: u64) -> (Vec<TrackInput>, u64, usize) {
     let config = SyntheticRoomConfig {
-        participants: 2,
+        participants,
         width: 320,
         height: 180,
         fps: 30,
         video_bitrate_bps: 300_000,
         segment_ns: 2_000_000_000,
-        out_dir: dir.path().join("raw"),
+        out_dir: dir.to_path_buf(),
     };
     let (tx, rx) = mpsc::channel();
     let room = SyntheticRoom::start(&config, move |event| {
         let _ = tx.send(event);
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(4500));
+    std::thread::sleep(Duration::from_millis(millis));
     room.stop();
     let recorded_ns = room.running_time_ns();
     let mut closed = 0;
@@ -38,9 +37,6 @@ fn synthetic_room_to_faststart_mp4() {
             _ => {}
         }
     }
-    // 4 tracks, 4.5 s in 2 s segments: at least 2 segments each.
-    assert!(closed >= 8, "only {closed} segments closed");
-
     let tracks = room
         .tracks()
         .iter()
@@ -49,12 +45,88 @@ fn synthetic_room_to_faststart_mp4() {
             files.sort();
             TrackInput {
                 name: format!("{}/{}", track.participant, track.track),
-                segments: files.into_iter().map(|path| SegmentFile { path, offset_ns: 0 }).collect(),
+                segments: files.into_iter().map(|path| SegmentFile { path, offset_ns }).collect(),
             }
         })
         .collect();
+    (tracks, recorded_ns, closed)
+}
+
+fn cpu_encoder() -> String {
+    encoders::probe().into_iter().find(|e| !encoders::is_hardware(e)).expect("a CPU encoder")
+}
+
+fn spec(tracks: Vec<TrackInput>, duration_ns: u64, output: std::path::PathBuf) -> transcode::TranscodeSpec {
+    transcode::TranscodeSpec {
+        tracks,
+        duration_ns,
+        width: 640,
+        height: 360,
+        fps: 30,
+        video_kbps: 1000,
+        audio_bps: 128_000,
+        audio_only: false,
+        encoder: cpu_encoder(),
+        output,
+        stall_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Mean luma of the frame at `at_s` (whole frame), and peak audio level in [at_s, at_s + 0.3 s).
+fn picture_and_sound(path: &std::path::Path, at_s: f64) -> (f64, i32) {
+    let video = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{at_s:.3}"), "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-vf", "scale=8:8,format=gray", "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    let luma = video.stdout.iter().map(|&v| v as f64).sum::<f64>() / video.stdout.len().max(1) as f64;
+    let audio = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{at_s:.3}"), "-t", "0.3", "-i"])
+        .arg(path)
+        .args(["-ac", "1", "-f", "s16le", "-"])
+        .output()
+        .unwrap();
+    let peak = audio.stdout.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]).unsigned_abs() as i32).max().unwrap_or(0);
+    (luma, peak)
+}
+
+#[test]
+fn a_gap_between_sessions_is_black_and_silent_at_its_place() {
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut tracks, first_ns, _) = capture(&dir.path().join("s1"), 1, 2500, 0);
+    let gap_ns = 4_000_000_000;
+    let (second, second_ns, _) = capture(&dir.path().join("s2"), 1, 2500, first_ns + gap_ns);
+    for (track, more) in tracks.iter_mut().zip(second) {
+        track.segments.extend(more.segments);
+    }
+    let output = dir.path().join("gap.mp4");
+    let total_ns = first_ns + gap_ns + second_ns;
+    transcode::run(&spec(tracks, total_ns, output.clone()), |_| {}).unwrap();
+    let info = mp4_info::read(&output).unwrap();
+    assert!((info.duration_s - total_ns as f64 / 1e9).abs() < 0.1, "duration {}", info.duration_s);
+    let gap_start = first_ns as f64 / 1e9;
+    for at in [gap_start + 0.6, gap_start + 2.0, gap_start + 3.4] {
+        let (luma, peak) = picture_and_sound(&output, at);
+        assert!(luma < 30.0, "picture at {at:.2} s (inside the gap) has luma {luma}: not black");
+        assert!(peak < 100, "sound at {at:.2} s (inside the gap) peaks at {peak}: not silent");
+    }
+    // Media on both sides of the gap: a participant's colour (not black) in each session.
+    for at in [1.5, gap_start + 4.0 + 1.5] {
+        let (luma, _) = picture_and_sound(&output, at);
+        assert!(luma > 30.0, "picture at {at:.2} s should show the participant, luma {luma}");
+    }
+}
+
+#[test]
+fn synthetic_room_to_faststart_mp4() {
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tracks, recorded_ns, closed) = capture(&dir.path().join("raw"), 2, 4500, 0);
+    // 4 tracks, 4.5 s in 2 s segments: at least 2 segments each.
+    assert!(closed >= 8, "only {closed} segments closed");
     let output = dir.path().join("out.mp4");
-    let encoder = encoders::probe().into_iter().find(|e| !encoders::is_hardware(e)).expect("a CPU encoder");
     let spec = transcode::TranscodeSpec {
         tracks,
         duration_ns: recorded_ns,
@@ -64,7 +136,7 @@ fn synthetic_room_to_faststart_mp4() {
         video_kbps: 1000,
         audio_bps: 128_000,
         audio_only: false,
-        encoder,
+        encoder: cpu_encoder(),
         output: output.clone(),
         stall_timeout: Duration::from_secs(30),
     };

@@ -3,6 +3,7 @@
 //! and hands the job to the transcode queue when the capture ends.
 
 pub mod config;
+mod recovery;
 mod session;
 mod timeline;
 mod uploader;

@@ -37,6 +37,15 @@ impl Recorder {
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
         tracing::info!(node_id = %self.node_id, slots = self.config.slots, mode = %self.mode, "recorder ready");
+        // The orphans are listed before any job is taken; uploading them runs beside the job loop.
+        let orphans = crate::recovery::orphans(&self.config.spool_dir);
+        let recovering = self.clone();
+        tokio::spawn(async move {
+            let recovered = crate::recovery::recover(&recovering, orphans).await;
+            if recovered > 0 {
+                tracing::info!(node_id = %recovering.node_id, segments = recovered, "spool recovery finished");
+            }
+        });
         let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load };
         let worker = self.clone();
         let stop = shutdown.clone();

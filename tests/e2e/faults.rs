@@ -48,6 +48,21 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
     // AckWait (5 s) + the next fetch + capture start-up.
     assert!(takeover_ms < 8000, "takeover took {takeover_ms} ms");
 
+    // The killed node comes back (as systemd would restart it) and uploads what it had spooled.
+    let raw = setup.root.join(format!("recordings/{id}/raw"));
+    let count = |session: &str| walk(&raw.join(session)).iter().filter(|p| p.extension().is_some_and(|e| e == "mkv")).count();
+    let uploaded_before_kill = count("s1");
+    let _recorder_a_again = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let spool = setup.dir.path().join("spool-rec-a").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while spool.exists() {
+        assert!(Instant::now() < deadline, "spool of the killed recorder not recovered: {}", spool.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = count("s1") - uploaded_before_kill;
+    eprintln!("spool recovery: {recovered} segments uploaded after the restart ({uploaded_before_kill} before the kill)");
+    assert!(recovered >= 4, "the open segment of each of the 4 tracks must be recovered, got {recovered}");
+
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(api.stop(&id).await.status, 202);
     let record = api.wait_for_state(&id, &["complete"], Duration::from_secs(90)).await;
@@ -60,12 +75,46 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
     let span = (last_end - first_start) as f64 / 1000.0;
     assert!((duration - span).abs() < 0.5, "MP4 {duration} s must cover the whole span {span} s, gap included");
 
-    // Every segment rec-a uploaded before it died is in the recording.
-    let raw = setup.root.join(format!("recordings/{id}/raw"));
-    let count = |session: &str| walk(&raw.join(session)).iter().filter(|p| p.extension().is_some_and(|e| e == "mkv")).count();
+    // Every segment of both sessions, recovered ones included, is in the recording.
     let (before, after) = (count("s1"), count("s2"));
-    assert!(before >= 8, "rec-a uploaded only {before} segments in 6 s");
+    assert!(uploaded_before_kill >= 8, "rec-a uploaded only {uploaded_before_kill} segments in 6 s");
     assert_eq!(manifest["segments"].as_u64(), Some((before + after) as u64), "manifest: {manifest}");
+
+    // Media lost: whole seconds at which participant 1's tile shows no flash.
+    let seconds = duration.floor() as usize;
+    let flashes = flash_seconds(&path, "640:360:0:180", seconds);
+    let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
+    eprintln!("media lost around the failover: {} s (seconds without a flash: {lost:?}); takeover {takeover_ms} ms", lost.len());
+    assert!(lost.len() as u64 <= takeover_ms.div_ceil(1000) + 1, "lost {lost:?} with a takeover of {takeover_ms} ms");
+    // The gap itself is black, not a frozen frame.
+    let mid_gap = (killed_at - first_start + takeover_ms / 2) as f64 / 1000.0;
+    let brightness = tile_brightness(&path, "640:360:0:180", mid_gap);
+    assert!(brightness < 30.0, "tile brightness {brightness} at {mid_gap} s, inside the failover gap");
+}
+
+fn tile_brightness(path: &std::path::Path, crop: &str, at_s: f64) -> f64 {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{at_s:.3}"), "-i"])
+        .arg(path)
+        .args(["-frames:v", "1", "-vf", &format!("crop={crop},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    out.stdout.iter().map(|&v| v as f64).sum::<f64>() / out.stdout.len().max(1) as f64
+}
+
+/// Whole seconds at which the tile `crop` (ffmpeg crop=w:h:x:y) flashes white.
+fn flash_seconds(path: &std::path::Path, crop: &str, seconds: usize) -> Vec<usize> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", &format!("crop={crop},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    let frames: Vec<f64> = out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as f64).sum::<f64>() / 16.0).collect();
+    // A flash is white at the second (give or take a frame) and gone 200 ms later: a tile stuck on a
+    // white frame does not count.
+    let white = |i: usize| frames.get(i).is_some_and(|&v| v > 200.0);
+    (0..=seconds).filter(|&s| ((s * 30).saturating_sub(1)..=s * 30 + 1).any(white) && !white(s * 30 + 6)).collect()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

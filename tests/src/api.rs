@@ -15,7 +15,10 @@ pub struct Reply {
 
 impl Api {
     pub fn new(port: u16) -> Self {
-        Self { base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() }
+        // No pooled connections: a server may close one after refusing a request early (413), and a
+        // reused closed connection would make the next request fail for reasons the test is not about.
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("http client");
+        Self { base: format!("http://127.0.0.1:{port}"), http }
     }
 
     pub async fn send(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
