@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 const AUDIO_RATE: i32 = 48_000;
 const AUDIO_CHANNELS: i32 = 2;
+/// avenc_aac's encoder delay: 1024 samples at 48 kHz.
+const AAC_PRIMING_NS: i64 = 1024 * 1_000_000_000 / AUDIO_RATE as i64;
 
 #[derive(Debug, Clone)]
 pub struct TranscodeSpec {
@@ -263,7 +265,14 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
             pad.set_offset(500_000_000 / *fps as i64);
             pad
         }
-        Branch::Audio { mixer } => mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?,
+        Branch::Audio { mixer } => {
+            let pad = mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?;
+            // The AAC encoder delays its output by its priming samples and mp4mux 1.22 does not hide them
+            // with an edit list, so players would present the audio 21.3 ms late. Feeding the tracks that
+            // much earlier puts every sound back on its instant.
+            pad.set_offset(-AAC_PRIMING_NS);
+            pad
+        }
     };
     tail.last().unwrap().static_pad("src").unwrap().link(&sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
     let first = tail[0].static_pad("sink").unwrap();

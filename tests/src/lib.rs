@@ -5,6 +5,7 @@
 pub mod api;
 pub mod media;
 pub mod procs;
+pub mod sync;
 pub mod webhook;
 
 use api::Api;

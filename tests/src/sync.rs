@@ -1,0 +1,125 @@
+//! A/V sync checker for recordings of synthetic participants: finds each participant's flashes (in its
+//! grid tile) and beeps (by its tone) in an MP4 and reports how well they line up. Written from the
+//! marker definition (a flash and a beep at every whole second, tone 440 + 110·i Hz), independently of
+//! the code that makes or composites them.
+
+use serde::Serialize;
+use std::path::Path;
+use std::process::Command;
+
+const RATE: usize = 48_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    /// Whole seconds at which every participant should show a marker.
+    pub expected_markers: usize,
+    /// Markers found on both streams (per participant, summed).
+    pub found_markers: usize,
+    pub found_ratio: f64,
+    /// Audio minus video onset, per paired marker, in ms.
+    pub offsets_ms: Vec<f64>,
+    pub p95_abs_offset_ms: f64,
+    pub mean_offset_ms: f64,
+    /// Largest deviation of the interval between consecutive markers from 1 s, on either stream, in ms.
+    pub max_cadence_drift_ms: f64,
+    /// Largest distance of a video marker from its whole second (where the recording says it belongs), in ms.
+    pub max_video_position_error_ms: f64,
+}
+
+/// `tiles[i]` is participant i's tile as an ffmpeg crop `w:h:x:y`; markers are searched in
+/// whole seconds `first..=last`.
+pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize) -> SyncReport {
+    let audio = decode_audio(path);
+    let mut offsets = Vec::new();
+    let (mut drift, mut position): (f64, f64) = (0.0, 0.0);
+    let mut found = 0;
+    for (index, tile) in tiles.iter().enumerate() {
+        let flashes = flash_onsets(path, tile, fps);
+        let tone = 440.0 + 110.0 * index as f64;
+        let mut previous: Option<(usize, f64, f64)> = None;
+        for second in first..=last {
+            let Some(&video) = flashes.iter().find(|t| (**t - second as f64).abs() < 0.25) else { continue };
+            let Some(audio) = beep_onset(&audio, tone, second) else { continue };
+            found += 1;
+            offsets.push((audio - video) * 1000.0);
+            position = position.max((video - second as f64).abs() * 1000.0);
+            if let Some((_, v, a)) = previous.filter(|(s, _, _)| *s + 1 == second) {
+                drift = drift.max(((video - v) - 1.0).abs() * 1000.0).max(((audio - a) - 1.0).abs() * 1000.0);
+            }
+            previous = Some((second, video, audio));
+        }
+    }
+    let expected = tiles.len() * (last + 1 - first);
+    let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
+    let mean = if offsets.is_empty() { f64::NAN } else { offsets.iter().sum::<f64>() / offsets.len() as f64 };
+    SyncReport {
+        expected_markers: expected,
+        found_markers: found,
+        found_ratio: found as f64 / expected.max(1) as f64,
+        offsets_ms: offsets,
+        p95_abs_offset_ms: p95,
+        mean_offset_ms: mean,
+        max_cadence_drift_ms: drift,
+        max_video_position_error_ms: position,
+    }
+}
+
+/// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
+fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", &format!("crop={tile},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    let white: Vec<bool> = out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as u32).sum::<u32>() / 16 > 200).collect();
+    (0..white.len())
+        .filter(|&i| white[i] && (i == 0 || !white[i - 1]) && !white.get(i + 6).copied().unwrap_or(false))
+        .map(|i| i as f64 / fps)
+        .collect()
+}
+
+fn decode_audio(path: &Path) -> Vec<f32> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    out.stdout.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0).collect()
+}
+
+/// Power of `freq` in `samples` (Goertzel).
+fn tone_power(samples: &[f32], freq: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s0 = x as f64 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len() as f64
+}
+
+/// The beep of the participant with `tone` near `second`: present if the tone dominates a 50 ms window
+/// after the onset; the onset is where the signal first rises above a tenth of its peak in ±250 ms.
+fn beep_onset(audio: &[f32], tone: f64, second: usize) -> Option<f64> {
+    let center = second * RATE;
+    let from = center.saturating_sub(RATE / 4);
+    let to = (center + RATE / 4).min(audio.len());
+    if to <= from + RATE / 10 {
+        return None;
+    }
+    let window = &audio[from..to];
+    let peak = window.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+    if peak < 0.01 {
+        return None;
+    }
+    let onset = window.iter().position(|&x| x.abs() > peak / 10.0)?;
+    let burst = &audio[from + onset..(from + onset + RATE / 20).min(audio.len())];
+    let own = tone_power(burst, tone);
+    let off = tone_power(burst, tone + 55.0).max(tone_power(burst, tone - 55.0));
+    (own > 4.0 * off && own > 1e-6).then(|| (from + onset) as f64 / RATE as f64)
+}
