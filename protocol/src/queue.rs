@@ -9,11 +9,23 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Copy)]
+/// Tells whether more urgent work (live recordings) runs on this node.
+pub type UrgentWork = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
+#[derive(Clone)]
 pub struct Capacity {
     pub slots: u32,
-    /// Take no job while whole-machine CPU use is above this (0..1).
+    /// Take no job while whole-machine CPU use is above this (0..1)...
     pub max_cpu_load: f64,
+    /// ...and, when set, only while this says urgent work runs here: a transcoder in mode `both` yields
+    /// to live recordings, not to unrelated load that would otherwise starve it for good.
+    pub cpu_limit_only_while: Option<UrgentWork>,
+}
+
+impl Capacity {
+    fn cpu_allows(&self, cpu_load: f64) -> bool {
+        cpu_load <= self.max_cpu_load || self.cpu_limit_only_while.as_ref().is_some_and(|urgent| !urgent())
+    }
 }
 
 pub async fn serve<F, Fut>(consumer: &PullConsumer, capacity: Capacity, mut shutdown: watch::Receiver<bool>, handle: F)
@@ -26,7 +38,7 @@ where
     let mut jobs = tokio::task::JoinSet::new();
     while !*shutdown.borrow() {
         while jobs.try_join_next().is_some() {}
-        if jobs.len() as u32 >= capacity.slots || cpu_load > capacity.max_cpu_load {
+        if jobs.len() as u32 >= capacity.slots || !capacity.cpu_allows(cpu_load) {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.changed() => {}
@@ -57,4 +69,25 @@ where
     }
     tracing::info!(running = jobs.len(), "no longer taking jobs; waiting for running ones");
     while jobs.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn cpu_limit_applies_only_while_urgent_work_runs() {
+        let recording = Arc::new(AtomicBool::new(false));
+        let flag = recording.clone();
+        let capacity = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: Some(Arc::new(move || flag.load(Ordering::SeqCst))) };
+        assert!(capacity.cpu_allows(0.5));
+        assert!(capacity.cpu_allows(0.99), "unrelated load must not starve the worker");
+        recording.store(true, Ordering::SeqCst);
+        assert!(!capacity.cpu_allows(0.99), "yield to live recordings");
+        assert!(capacity.cpu_allows(0.5));
+        let plain = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: None };
+        assert!(!plain.cpu_allows(0.99));
+    }
 }

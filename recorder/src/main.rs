@@ -77,10 +77,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let recorder = Recorder::new(bus.clone(), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
     let mut workers = tokio::task::JoinSet::new();
-    workers.spawn(recorder.run(shutdown_rx.clone()));
+    workers.spawn(recorder.clone().run(shutdown_rx.clone()));
     if args.mode == Mode::Both {
         let identity = WorkerIdentity { node_id: format!("{node_id}-transcoder"), mode: "both".into() };
-        let transcoder = Transcoder::new(bus, storage, config.transcoder, identity).await?;
+        let recording = recorder.clone();
+        let yield_to: fleet_protocol::queue::UrgentWork = std::sync::Arc::new(move || recording.is_recording());
+        let transcoder = Transcoder::new(bus, storage, config.transcoder, identity, Some(yield_to)).await?;
         workers.spawn(transcoder.run(shutdown_rx));
     }
     tokio::spawn(async move {

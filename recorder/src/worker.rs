@@ -46,7 +46,7 @@ impl Recorder {
                 tracing::info!(node_id = %recovering.node_id, segments = recovered, "spool recovery finished");
             }
         });
-        let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load };
+        let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load, cpu_limit_only_while: None };
         let worker = self.clone();
         let stop = shutdown.clone();
         queue::serve(&self.bus.record_consumer, capacity, shutdown, move |message| {
@@ -79,6 +79,11 @@ impl Recorder {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+
+    /// True while this node records at least one room.
+    pub fn is_recording(&self) -> bool {
+        !self.running.lock().unwrap().is_empty()
     }
 
     pub(crate) fn claim(&self, job_id: &SafeId) {

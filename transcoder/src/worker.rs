@@ -6,7 +6,7 @@ use crate::job;
 use fleet_pipelines::encoders;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
-use fleet_protocol::queue::{self, Capacity};
+use fleet_protocol::queue::{self, Capacity, UrgentWork};
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
@@ -31,6 +31,7 @@ pub struct Transcoder {
     pub(crate) encoders: Vec<String>,
     running: Mutex<BTreeSet<String>>,
     started_at_ms: u64,
+    yield_to: Option<UrgentWork>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,14 @@ pub enum SetupError {
 }
 
 impl Transcoder {
-    pub async fn new(bus: Bus, storage: Storage, config: TranscoderConfig, identity: WorkerIdentity) -> Result<Arc<Self>, SetupError> {
+    /// `yield_to`: in mode `both`, tells whether live recordings run on this node (the CPU limit then applies).
+    pub async fn new(
+        bus: Bus,
+        storage: Storage,
+        config: TranscoderConfig,
+        identity: WorkerIdentity,
+        yield_to: Option<UrgentWork>,
+    ) -> Result<Arc<Self>, SetupError> {
         fleet_pipelines::init()?;
         let working = tokio::task::spawn_blocking(encoders::probe).await.unwrap_or_default();
         let encoders = match config.encoder.as_str() {
@@ -66,6 +74,7 @@ impl Transcoder {
             encoders,
             running: Mutex::new(BTreeSet::new()),
             started_at_ms: now_ms(),
+            yield_to,
         }))
     }
 
@@ -93,7 +102,11 @@ impl Transcoder {
     /// Serves transcode jobs until `shutdown` turns true, then lets running jobs finish.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
-        let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load };
+        let capacity = Capacity {
+            slots: self.config.slots,
+            max_cpu_load: self.config.max_cpu_load,
+            cpu_limit_only_while: self.yield_to.clone(),
+        };
         let worker = self.clone();
         queue::serve(&self.bus.transcode_consumer, capacity, shutdown, move |message| {
             let worker = worker.clone();
