@@ -127,19 +127,7 @@ fn synthetic_room_to_faststart_mp4() {
     // 4 tracks, 4.5 s in 2 s segments: at least 2 segments each.
     assert!(closed >= 8, "only {closed} segments closed");
     let output = dir.path().join("out.mp4");
-    let spec = transcode::TranscodeSpec {
-        tracks,
-        duration_ns: recorded_ns,
-        width: 640,
-        height: 360,
-        fps: 30,
-        video_kbps: 1000,
-        audio_bps: 128_000,
-        audio_only: false,
-        encoder: cpu_encoder(),
-        output: output.clone(),
-        stall_timeout: Duration::from_secs(30),
-    };
+    let spec = spec(tracks, recorded_ns, output.clone());
     let report = transcode::run(&spec, |_| {}).unwrap();
     assert_eq!((report.video_tracks, report.audio_tracks), (2, 2));
     assert!(report.problems.is_empty(), "{:?}", report.problems);
