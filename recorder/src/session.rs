@@ -39,11 +39,15 @@ pub async fn handle_delivery(recorder: Arc<Recorder>, message: jetstream::Messag
     };
     let span = tracing::info_span!("recording", job_id = %job.job_id, node_id = %recorder.node_id);
     async move {
-        let keepalive = tokio::spawn(keep_alive(message.clone()));
-        recorder.claim(&job.job_id);
+        let Some(delivery) = recorder.claim(&job.job_id, message) else {
+            tracing::info!("redelivered while recording here: the running capture adopts the new delivery");
+            return;
+        };
+        let keepalive = tokio::spawn(keep_alive(delivery.clone()));
         let outcome = record(&recorder, &job.job_id, shutdown).await;
         recorder.release(&job.job_id);
         keepalive.abort();
+        let message = delivery.borrow().clone();
         match outcome {
             Outcome::Done => {
                 let _ = message.double_ack().await;
@@ -62,10 +66,12 @@ pub async fn handle_delivery(recorder: Arc<Recorder>, message: jetstream::Messag
     .await
 }
 
-/// AckProgress every second: the job stays ours while we live, and moves on within AckWait if we die.
-async fn keep_alive(message: jetstream::Message) {
+/// AckProgress every second on the newest delivery: the job stays ours while we live, and moves on
+/// within AckWait if we die.
+async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        let message = delivery.borrow().clone();
         let _ = message.ack_with(AckKind::Progress).await;
     }
 }

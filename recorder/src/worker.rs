@@ -10,7 +10,8 @@ use fleet_protocol::queue::{self, Capacity};
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
-use std::collections::BTreeSet;
+use async_nats::jetstream;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -21,7 +22,8 @@ pub struct Recorder {
     pub(crate) config: RecorderConfig,
     pub(crate) node_id: String,
     mode: String,
-    running: Mutex<BTreeSet<String>>,
+    /// Jobs recording here, each with its newest delivery (keep-alives and the final ack go to it).
+    running: Mutex<BTreeMap<String, watch::Sender<jetstream::Message>>>,
     started_at_ms: u64,
 }
 
@@ -29,7 +31,7 @@ impl Recorder {
     pub fn new(bus: Bus, storage: Storage, config: RecorderConfig, node_id: String, mode: String) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
         fleet_pipelines::init()?;
         std::fs::create_dir_all(&config.spool_dir)?;
-        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeSet::new()), started_at_ms: now_ms() }))
+        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeMap::new()), started_at_ms: now_ms() }))
     }
 
     /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
@@ -66,7 +68,7 @@ impl Recorder {
                 mode: self.mode.clone(),
                 version: fleet_protocol::VERSION.into(),
                 slots: self.config.slots,
-                running_jobs: self.running.lock().unwrap().iter().cloned().collect(),
+                running_jobs: self.running.lock().unwrap().keys().cloned().collect(),
                 cpu_load: sampler.sample(),
                 cores: cores(),
                 encoders: Vec::new(),
@@ -86,8 +88,18 @@ impl Recorder {
         !self.running.lock().unwrap().is_empty()
     }
 
-    pub(crate) fn claim(&self, job_id: &SafeId) {
-        self.running.lock().unwrap().insert(job_id.to_string());
+    /// Registers a delivery of `job_id`. `None` when the job already records here (JetStream redelivered it,
+    /// e.g. after a NATS outage longer than AckWait): the running capture adopts the newer delivery instead
+    /// of a second capture starting. Otherwise the receiver always holds the newest delivery.
+    pub(crate) fn claim(&self, job_id: &SafeId, delivery: jetstream::Message) -> Option<watch::Receiver<jetstream::Message>> {
+        let mut running = self.running.lock().unwrap();
+        if let Some(current) = running.get(job_id.as_str()) {
+            let _ = current.send(delivery);
+            return None;
+        }
+        let (sender, receiver) = watch::channel(delivery);
+        running.insert(job_id.to_string(), sender);
+        Some(receiver)
     }
 
     pub(crate) fn release(&self, job_id: &SafeId) {

@@ -186,3 +186,38 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
         assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{stream}: {info:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_restart_mid_recording_neither_loses_nor_duplicates_the_capture() {
+    let mut setup = Setup::local();
+    let recorder = setup.fleet.recorder("rec-a", "both", 2);
+    let id = setup.api.start(r#"{"room":"r","source":{"type":"test","participants":1}}"#).await;
+    setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Down for longer than AckWait (5 s): JetStream redelivers the job once it is back.
+    setup.nats.kill();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    setup.nats.restart();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let record = setup.api.get(&id).await;
+    assert_eq!(record["state"], "recording", "{record}");
+    assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "the recorder must not start a second capture of its own job: {record}");
+    // The scenario really happened: JetStream redelivered the job to the node still recording it.
+    assert!(recorder.log_text().contains("adopts the new delivery"), "no redelivery was seen; the outage did not exercise the case");
+
+    assert_eq!(setup.api.stop(&id).await.status, 202);
+    let record = setup.api.wait_for_state(&id, &["complete"], Duration::from_secs(90)).await;
+    let session = &record["sessions"][0];
+    let span = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    assert!(span > 18.0, "the capture went on through the outage (3 + 8 + 8 s): {span} s");
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - span).abs() < 0.5, "MP4 {duration} s vs captured {span} s");
+    // Nothing was lost across the outage: a flash at every whole second.
+    let seconds = duration.floor() as usize;
+    let flashes = flash_seconds(&path, "1280:720:0:0", seconds);
+    let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
+    assert!(lost.is_empty(), "seconds without a flash: {lost:?}");
+}
