@@ -306,36 +306,67 @@ async fn capture(
     }
     tracing::info!(segments, uploaded = ?uploaded, end_ms = end_running_ns / 1_000_000, reason = reason_text, "capture ended");
 
-    let ended_at_ms = wall_zero + end_running_ns / 1_000_000;
-    let captured_anything = segments > 0 && uploaded.is_ok();
-    let finalize = !handing_back && captured_anything;
+    let end = SessionEnd {
+        ended_at_ms: wall_zero + end_running_ns / 1_000_000,
+        segments,
+        reason: end_reason,
+        failure,
+        handing_back,
+    };
+    end_session(recorder, job_id, session_id, end).await
+}
+
+/// How a capture session ended.
+struct SessionEnd {
+    ended_at_ms: u64,
+    segments: u32,
+    reason: EndReason,
+    failure: Option<String>,
+    handing_back: bool,
+}
+
+/// Records the end of a session. The job's own state changes only while the job is still in capture
+/// (another node may have moved it on): it is finalized when any media of the job reached storage, from
+/// this session or an earlier one, and failed otherwise.
+async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, end: SessionEnd) -> Outcome {
+    let media_stored = match recorder.storage.list(&keys::raw_prefix(job_id)).await {
+        Ok(objects) => objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()),
+        Err(err) => return Outcome::Retry(format!("could not check the stored media: {err}")),
+    };
+    let mut finalized_here = false;
     let result = recorder
         .bus
         .jobs
-        .update(job_id, Some(node), |r| {
+        .update(job_id, Some(&recorder.node_id), |r| {
+            finalized_here = false;
             if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
-                session.ended_at_ms = Some(ended_at_ms);
-                session.segments = segments;
-                session.end_reason = Some(end_reason);
+                session.ended_at_ms = Some(end.ended_at_ms);
+                session.segments = end.segments;
+                session.end_reason = Some(end.reason);
             }
-            if handing_back {
+            if end.handing_back || !r.state.is_capturing() {
                 return Ok(Change::Write);
             }
-            r.end_reason = Some(end_reason);
-            if let Some(failure) = &failure {
+            r.end_reason = Some(end.reason);
+            if let Some(failure) = &end.failure {
                 r.error = Some(failure.clone());
             }
-            r.state = if finalize { JobState::Finalizing } else { JobState::Failed };
+            if media_stored {
+                r.state = JobState::Finalizing;
+                finalized_here = true;
+            } else {
+                r.state = JobState::Failed;
+            }
             Ok(Change::Write)
         })
         .await;
     if let Err(err) = result {
         return Outcome::Retry(format!("could not record the end of the session: {err}"));
     }
-    if handing_back {
+    if end.handing_back {
         return Outcome::HandBack;
     }
-    if finalize { enqueue_transcode(recorder, job_id).await } else { Outcome::Done }
+    if finalized_here { enqueue_transcode(recorder, job_id).await } else { Outcome::Done }
 }
 
 async fn next_record<S>(watch: &mut Option<std::pin::Pin<Box<S>>>) -> Option<fleet_protocol::JobRecord>
@@ -396,46 +427,38 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
     }
 }
 
-/// A stop arrived before any capture: abort when nothing was recorded, else finalize what exists.
+/// A stop arrived while no capture ran: abort when nothing was recorded, else finalize what exists
+/// (a killed recorder's segments are in storage even though its session never recorded its count).
 async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
+    let media_stored = match recorder.storage.list(&keys::raw_prefix(job_id)).await {
+        Ok(objects) => objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()),
+        Err(err) => return Outcome::Retry(format!("could not check the stored media: {err}")),
+    };
+    let mut finalized_here = false;
     let result = recorder
         .bus
         .jobs
         .update(job_id, Some(&recorder.node_id), |r| {
+            finalized_here = false;
             if !r.state.is_capturing() {
                 return Ok(Change::Keep);
             }
-            let recorded = r.sessions.iter().any(|s| s.segments > 0);
-            r.state = if recorded { JobState::Finalizing } else { JobState::Aborted };
+            r.state = if media_stored { JobState::Finalizing } else { JobState::Aborted };
+            finalized_here = media_stored;
             r.end_reason = Some(EndReason::ApiStop);
             Ok(Change::Write)
         })
         .await;
     match result {
-        Ok(record) if record.state == JobState::Finalizing => enqueue_transcode(recorder, job_id).await,
+        Ok(_) if finalized_here => enqueue_transcode(recorder, job_id).await,
         Ok(_) => Outcome::Done,
         Err(err) => Outcome::Retry(err.to_string()),
     }
 }
 
+/// The capture could not run; media from earlier sessions is still finalized.
 async fn fail(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, reason: String) -> Outcome {
     tracing::error!(%reason, "recording failed");
-    let result = recorder
-        .bus
-        .jobs
-        .update(job_id, Some(&recorder.node_id), |r| {
-            if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
-                session.ended_at_ms = Some(now_ms());
-                session.end_reason = Some(EndReason::Error);
-            }
-            r.state = JobState::Failed;
-            r.end_reason = Some(EndReason::Error);
-            r.error = Some(reason.clone());
-            Ok(Change::Write)
-        })
-        .await;
-    match result {
-        Ok(_) => Outcome::Done,
-        Err(err) => Outcome::Retry(err.to_string()),
-    }
+    let end = SessionEnd { ended_at_ms: now_ms(), segments: 0, reason: EndReason::Error, failure: Some(reason), handing_back: false };
+    end_session(recorder, job_id, session_id, end).await
 }

@@ -80,17 +80,28 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         tracing::info!(state = record.state.as_str(), "job already ended; nothing to do");
         return Ok(Done::NothingToDo);
     }
-    let record = worker
+    let claimed = worker
         .bus
         .jobs
         .update(job_id, Some(node), |r| {
+            // Only a captured job is transcoded: a late duplicate must not reopen a finished one.
+            if !matches!(r.state, JobState::Finalizing | JobState::Transcoding) {
+                return Err(format!("job is {}", r.state.as_str()));
+            }
             r.state = JobState::Transcoding;
             r.transcode_attempts = delivered.max(1) as u32;
             r.progress = Some(Progress { percent: 0.0, speed: 0.0, node: node.to_string() });
             Ok(Change::Write)
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+    let record = match claimed {
+        Ok(record) => record,
+        Err(fleet_protocol::bus::BusError::Refused(reason)) => {
+            tracing::info!(%reason, "not transcoding");
+            return Ok(Done::NothingToDo);
+        }
+        Err(err) => return Err(err.to_string()),
+    };
 
     tokio::fs::create_dir_all(&worker.config.scratch_dir).await.map_err(|e| format!("scratch dir: {e}"))?;
     let scratch = tempfile::Builder::new()
@@ -242,6 +253,9 @@ async fn note_error(worker: &Transcoder, job_id: &SafeId, reason: &str) {
         .bus
         .jobs
         .update(job_id, None, |r| {
+            if r.state.is_terminal() {
+                return Ok(Change::Keep);
+            }
             r.error = Some(format!("transcode attempt failed (will retry): {reason}"));
             Ok(Change::Write)
         })
