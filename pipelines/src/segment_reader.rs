@@ -26,6 +26,29 @@ pub struct TrackInput {
     pub segments: Vec<SegmentFile>,
 }
 
+/// The tracks of one capture session laid out on disk as `<dir>/<participant>/<track>/NNNNN.mkv`
+/// (a recorder's spool, or a downloaded `raw/<session>`), each at offset 0. For offline tools.
+pub fn session_tracks(dir: &Path) -> std::io::Result<Vec<TrackInput>> {
+    let sorted = |dir: &Path| -> std::io::Result<Vec<PathBuf>> {
+        let mut entries = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>()?;
+        entries.sort();
+        Ok(entries)
+    };
+    let mut tracks = Vec::new();
+    for participant in sorted(dir)?.into_iter().filter(|p| p.is_dir()) {
+        for track in sorted(&participant)?.into_iter().filter(|t| t.is_dir()) {
+            let segments = sorted(&track)?.into_iter().map(|path| SegmentFile { path, offset_ns: 0 }).collect();
+            let name = format!(
+                "{}/{}",
+                participant.file_name().unwrap_or_default().to_string_lossy(),
+                track.file_name().unwrap_or_default().to_string_lossy()
+            );
+            tracks.push(TrackInput { name, segments });
+        }
+    }
+    Ok(tracks)
+}
+
 /// Problems met while reading inputs; the job reports them.
 pub type Problems = Arc<Mutex<Vec<String>>>;
 

@@ -34,6 +34,25 @@ pub struct TranscodeSpec {
     pub stall_timeout: Duration,
 }
 
+impl TranscodeSpec {
+    /// The default output preset: 1280x720 30 fps H.264 at 3000 kbps with AAC at 128 kbps.
+    pub fn hd720(tracks: Vec<TrackInput>, duration_ns: u64, encoder: &str, output: PathBuf) -> Self {
+        Self {
+            tracks,
+            duration_ns,
+            width: 1280,
+            height: 720,
+            fps: 30,
+            video_kbps: 3000,
+            audio_bps: 128_000,
+            audio_only: false,
+            encoder: encoder.to_string(),
+            output,
+            stall_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TranscodeReport {
     pub video_tracks: usize,

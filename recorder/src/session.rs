@@ -316,6 +316,12 @@ async fn capture(
     end_session(recorder, job_id, session_id, end).await
 }
 
+/// Whether any raw segment of the job is in storage, from any session (a killed recorder's included).
+async fn media_stored(recorder: &Recorder, job_id: &SafeId) -> Result<bool, String> {
+    let objects = recorder.storage.list(&keys::raw_prefix(job_id)).await.map_err(|e| format!("could not check the stored media: {e}"))?;
+    Ok(objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()))
+}
+
 /// How a capture session ended.
 struct SessionEnd {
     ended_at_ms: u64,
@@ -329,9 +335,9 @@ struct SessionEnd {
 /// (another node may have moved it on): it is finalized when any media of the job reached storage, from
 /// this session or an earlier one, and failed otherwise.
 async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, end: SessionEnd) -> Outcome {
-    let media_stored = match recorder.storage.list(&keys::raw_prefix(job_id)).await {
-        Ok(objects) => objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()),
-        Err(err) => return Outcome::Retry(format!("could not check the stored media: {err}")),
+    let media_stored = match media_stored(recorder, job_id).await {
+        Ok(stored) => stored,
+        Err(reason) => return Outcome::Retry(reason),
     };
     let mut finalized_here = false;
     let result = recorder
@@ -430,9 +436,9 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
 /// A stop arrived while no capture ran: abort when nothing was recorded, else finalize what exists
 /// (a killed recorder's segments are in storage even though its session never recorded its count).
 async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
-    let media_stored = match recorder.storage.list(&keys::raw_prefix(job_id)).await {
-        Ok(objects) => objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()),
-        Err(err) => return Outcome::Retry(format!("could not check the stored media: {err}")),
+    let media_stored = match media_stored(recorder, job_id).await {
+        Ok(stored) => stored,
+        Err(reason) => return Outcome::Retry(reason),
     };
     let mut finalized_here = false;
     let result = recorder

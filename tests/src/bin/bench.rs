@@ -4,14 +4,14 @@
 //! - Transcode of a 60 s, 2-participant test recording: times real time, against an ffmpeg filter graph
 //!   doing the same composition on the same segments in the same run (median of repeats).
 
-use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
+use fleet_pipelines::segment_reader::{TrackInput, session_tracks};
 use fleet_pipelines::transcode::{TranscodeSpec, run};
 use fleet_tests::api::Api;
 use fleet_tests::procs::free_port;
 use fleet_tests::{Fleet, Nats, StorageSetup};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -79,7 +79,7 @@ async fn main() {
     let session = &record["sessions"][0];
     let recorded_ns = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) * 1_000_000;
     let raw = root.join(format!("recordings/{id}/raw/s1"));
-    let tracks = track_inputs(&raw);
+    let tracks = session_tracks(&raw).unwrap();
 
     fleet_pipelines::init().unwrap();
     let work = dir.path().join("transcode");
@@ -87,19 +87,7 @@ async fn main() {
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for round in 0..options.repeats {
-        let spec = TranscodeSpec {
-            tracks: tracks.clone(),
-            duration_ns: recorded_ns,
-            width: 1280,
-            height: 720,
-            fps: 30,
-            video_kbps: 3000,
-            audio_bps: 128_000,
-            audio_only: false,
-            encoder: "x264enc".into(),
-            output: work.join(format!("ours-{round}.mp4")),
-            stall_timeout: Duration::from_secs(120),
-        };
+        let spec = TranscodeSpec::hd720(tracks.clone(), recorded_ns, "x264enc", work.join(format!("ours-{round}.mp4")));
         let started = Instant::now();
         run(&spec, |_| {}).unwrap();
         ours.push(started.elapsed().as_secs_f64());
@@ -135,24 +123,6 @@ async fn main() {
     std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
     eprintln!("[bench] written to {}", path.display());
-}
-
-fn track_inputs(raw: &Path) -> Vec<TrackInput> {
-    let mut tracks = Vec::new();
-    for participant in sorted_dir(raw).into_iter().filter(|p| p.is_dir()) {
-        for track in sorted_dir(&participant) {
-            let segments = sorted_dir(&track).into_iter().map(|path| SegmentFile { path, offset_ns: 0 }).collect();
-            let name = format!("{}/{}", participant.file_name().unwrap().to_string_lossy(), track.file_name().unwrap().to_string_lossy());
-            tracks.push(TrackInput { name, segments });
-        }
-    }
-    tracks
-}
-
-fn sorted_dir(dir: &Path) -> Vec<PathBuf> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
-    entries.sort();
-    entries
 }
 
 /// The same composition with ffmpeg: two 640x720 letterboxed tiles side by side, both audios mixed.
