@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleet_protocol::bus::{Bus, Change};
-use fleet_protocol::job::{Desired, EndReason, JobRequest, RecordJob, Source};
+use fleet_protocol::job::{Desired, EndReason, JobRequest, RecordJob};
 use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobState, SafeId};
 use serde::Deserialize;
@@ -90,9 +90,6 @@ async fn start_recording(
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let Json(request) = body.map_err(json_error)?;
     request.validate().map_err(ApiError::invalid)?;
-    if request.source == Source::Livekit {
-        return Err(ApiError::invalid("source type 'livekit' is not available in this build yet; use {\"type\": \"test\"}"));
-    }
     if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }

@@ -1,12 +1,14 @@
 //! Every GStreamer graph of the fleet. The roles' crates never build elements themselves: they describe
 //! what they want (a synthetic room to capture, tracks to composite) and this crate builds and runs it.
 
+pub mod clip;
 pub mod encoders;
 pub mod markers;
 pub mod mp4_info;
 pub mod segment_reader;
 pub mod segment_writer;
 pub mod synthetic_room;
+pub mod track_writer;
 pub mod transcode;
 
 use gstreamer as gst;

@@ -17,6 +17,7 @@ pub struct RecorderConfig {
     /// Give up on an upload after retrying for this long (the segment stays in the spool).
     pub upload_retry_limit_s: u64,
     pub test_source: TestSourceConfig,
+    pub livekit: LivekitConfig,
 }
 
 impl Default for RecorderConfig {
@@ -29,6 +30,7 @@ impl Default for RecorderConfig {
             finish_timeout_s: 20,
             upload_retry_limit_s: 600,
             test_source: TestSourceConfig::default(),
+            livekit: LivekitConfig::default(),
         }
     }
 }
@@ -46,5 +48,41 @@ pub struct TestSourceConfig {
 impl Default for TestSourceConfig {
     fn default() -> Self {
         Self { width: 640, height: 360, fps: 30, video_bitrate_bps: 500_000 }
+    }
+}
+
+/// The LiveKit server the `livekit` source joins, and how the recorder behaves in its rooms.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LivekitConfig {
+    /// `ws://` or `wss://` URL of the LiveKit server (or devroom).
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+    /// Lifetime of the recorder's join token; the server refreshes it while connected.
+    pub token_ttl_s: u64,
+    /// End the recording when no participant is in the room for this long.
+    pub empty_timeout_s: u64,
+    /// Local address of the media socket, offered as the only ICE candidate. Set it to an address the
+    /// SFU can reach (the loopback default suits a server on the same host, as in the tests).
+    pub rtc_ip: std::net::IpAddr,
+    /// How long a lost signalling connection is retried before the capture fails.
+    pub reconnect_timeout_s: u64,
+    /// Wait this long for a room that does not exist yet (0: fail at once).
+    pub wait_for_room_s: u64,
+}
+
+impl Default for LivekitConfig {
+    fn default() -> Self {
+        Self {
+            url: "ws://127.0.0.1:7880".into(),
+            api_key: String::new(),
+            api_secret: String::new(),
+            token_ttl_s: 600,
+            empty_timeout_s: 60,
+            rtc_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            reconnect_timeout_s: 30,
+            wait_for_room_s: 0,
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! room into per-track raw segments plus `timeline.jsonl`, uploads each closed segment while recording,
 //! and hands the job to the transcode queue when the capture ends.
 
+mod capture;
 pub mod config;
+mod livekit;
 mod recovery;
 mod session;
 mod timeline;

@@ -2,12 +2,14 @@
 //! into segments, upload them while recording, stop on API stop / max duration / shutdown, then hand
 //! the job to the transcode queue.
 
+use crate::capture::{Capture, SourceEvent};
+use crate::livekit::{LivekitCapture, LivekitParams};
 use crate::timeline::{Entry, Timeline};
 use crate::uploader::Uploader;
 use crate::worker::Recorder;
 use async_nats::jetstream::{self, AckKind};
 use fleet_pipelines::segment_writer::segment_seq;
-use fleet_pipelines::synthetic_room::{CaptureEvent, SyntheticRoom, SyntheticRoomConfig};
+use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
 use fleet_protocol::bus::{Change, parse_message};
 use fleet_protocol::job::{CaptureSession, Desired, EndReason, RecordJob, Source, TranscodeJob};
 use fleet_protocol::time::now_ms;
@@ -129,16 +131,9 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Rece
     let session_id = session_id.expect("set by the successful update");
     tracing::info!(session = %session_id, "capture session claimed");
 
-    let participants = match record.request.source {
-        Source::Test { participants } => participants,
-        Source::Livekit => {
-            let reason = "the livekit capture source is not available in this build yet".to_string();
-            return fail(recorder, job_id, &session_id, reason).await;
-        }
-    };
     let already_recorded_ms = record.sessions.iter().filter_map(|s| Some(s.ended_at_ms? - s.started_at_ms)).sum::<u64>();
     let remaining = Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(already_recorded_ms));
-    capture(recorder, job_id, &session_id, participants, remaining, shutdown).await
+    capture(recorder, job_id, &session_id, &record.request.source, &record.request.room, remaining, shutdown).await
 }
 
 /// Runs the capture until it ends, uploading segments as they close.
@@ -146,7 +141,8 @@ async fn capture(
     recorder: &Arc<Recorder>,
     job_id: &SafeId,
     session_id: &SafeId,
-    participants: u8,
+    source: &Source,
+    room_name: &str,
     remaining: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
@@ -157,49 +153,37 @@ async fn capture(
         Ok(timeline) => timeline,
         Err(err) => return fail(recorder, job_id, session_id, format!("spool directory {}: {err}", spool.display())).await,
     };
-    let room_config = SyntheticRoomConfig {
-        participants,
-        width: config.test_source.width,
-        height: config.test_source.height,
-        fps: config.test_source.fps,
-        video_bitrate_bps: config.test_source.video_bitrate_bps,
-        segment_ns: config.segment_seconds as u64 * 1_000_000_000,
-        out_dir: spool.join("media"),
-    };
+    let segment_ns = config.segment_seconds as u64 * 1_000_000_000;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let started = tokio::task::spawn_blocking(move || {
-        SyntheticRoom::start(&room_config, move |event| {
-            let _ = events_tx.send(event);
-        })
-    })
-    .await;
-    let room = match started {
-        Ok(Ok(room)) => room,
-        Ok(Err(err)) => return fail(recorder, job_id, session_id, format!("capture did not start: {err}")).await,
-        Err(err) => return fail(recorder, job_id, session_id, format!("capture did not start: {err}")).await,
+    let room = match source {
+        Source::Test { participants } => {
+            let room_config = SyntheticRoomConfig {
+                participants: *participants,
+                width: config.test_source.width,
+                height: config.test_source.height,
+                fps: config.test_source.fps,
+                video_bitrate_bps: config.test_source.video_bitrate_bps,
+                segment_ns,
+                out_dir: spool.join("media"),
+            };
+            match Capture::synthetic(room_config, events_tx).await {
+                Ok(capture) => capture,
+                Err(err) => return fail(recorder, job_id, session_id, format!("capture did not start: {err}")).await,
+            }
+        }
+        Source::Livekit => {
+            let params = LivekitParams {
+                config: config.livekit.clone(),
+                room: room_name.to_string(),
+                identity: format!("recorder-{job_id}-{session_id}"),
+                segment_ns,
+                media_dir: spool.join("media"),
+            };
+            Capture::Livekit(LivekitCapture::start(params, events_tx))
+        }
     };
     let wall_zero = room.wall_ms_at_zero();
-    timeline.write(wall_zero, 0, Entry::SessionStarted { session: session_id.as_str(), node, source: "test" });
-    let track_ids: Vec<(SafeId, SafeId)> = room
-        .tracks()
-        .iter()
-        .map(|t| (SafeId::parse(&t.participant).expect("safe"), SafeId::parse(&t.track).expect("safe")))
-        .collect();
-    for track in room.tracks() {
-        if track.kind == fleet_pipelines::segment_writer::TrackKind::Video {
-            timeline.write(wall_zero, 0, Entry::ParticipantJoined { participant: &track.participant });
-        }
-        let codec = match track.kind {
-            fleet_pipelines::segment_writer::TrackKind::Video => "vp8",
-            fleet_pipelines::segment_writer::TrackKind::Audio => "opus",
-        };
-        timeline.write(wall_zero, 0, Entry::TrackPublished {
-            participant: &track.participant,
-            track: &track.track,
-            kind: track.kind.as_str(),
-            codec,
-        });
-    }
+    timeline.write(wall_zero, 0, Entry::SessionStarted { session: session_id.to_string(), node: node.to_string(), source: room.source_name().into() });
 
     let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s));
     let timeline_key = keys::timeline(job_id, session_id);
@@ -225,27 +209,33 @@ async fn capture(
         let mut stop_reason = None;
         tokio::select! {
             event = events.recv() => match event {
-                Some(CaptureEvent::Fragment { track, fragment }) => {
-                    let Some((participant, track_id)) = track_ids.get(track) else { continue };
+                Some(SourceEvent::Room { running_ns, entry }) => timeline.write(wall_zero + running_ns / 1_000_000, running_ns, entry),
+                Some(SourceEvent::Fragment { participant, track: track_id, fragment }) => {
+                    let (participant, track_id) = (&participant, &track_id);
                     let Some(seq) = segment_seq(&fragment.location) else { continue };
                     let running_ns = fragment.running_time_ns;
                     let wall_ms = wall_zero + running_ns / 1_000_000;
                     if fragment.opened {
-                        timeline.write(wall_ms, running_ns, Entry::SegmentOpened { participant: participant.as_str(), track: track_id.as_str(), seq });
+                        timeline.write(wall_ms, running_ns, Entry::SegmentOpened { participant: participant.to_string(), track: track_id.to_string(), seq });
                         if !recording {
                             recording = true;
                             mark_recording(recorder, job_id, session_id, wall_zero).await;
                         }
                     } else {
-                        timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.as_str(), track: track_id.as_str(), seq });
+                        timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.to_string(), track: track_id.to_string(), seq });
                         uploader.push(fragment.location.clone(), keys::raw_segment(job_id, session_id, participant, track_id, seq));
                         segments += 1;
                         upload_timeline(recorder, &timeline_key, &timeline).await;
                     }
                 }
-                Some(CaptureEvent::Finished) | None => break,
-                Some(CaptureEvent::Failed(err)) => {
-                    failure = Some(format!("capture failed: {err}"));
+                Some(SourceEvent::Ended(reason)) => {
+                    if stopped.is_none() {
+                        stop_reason = Some(reason);
+                    }
+                }
+                Some(SourceEvent::Finished) | None => break,
+                Some(SourceEvent::Failed(reason)) => {
+                    failure = Some(reason);
                     break;
                 }
             },
@@ -289,7 +279,7 @@ async fn capture(
         (None, None) => EndReason::Error,
     };
     let reason_text = if handing_back { "handover" } else { end_reason_name(end_reason) };
-    timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text });
+    timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text.into() });
     let timeline_uploaded = upload_timeline(recorder, &timeline_key, &timeline).await;
     if let Err(reason) = &uploaded {
         failure.get_or_insert_with(|| reason.clone());

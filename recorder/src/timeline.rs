@@ -5,15 +5,23 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Entry<'a> {
-    SessionStarted { session: &'a str, node: &'a str, source: &'a str },
-    ParticipantJoined { participant: &'a str },
-    TrackPublished { participant: &'a str, track: &'a str, kind: &'a str, codec: &'a str },
-    SegmentOpened { participant: &'a str, track: &'a str, seq: u32 },
-    SegmentClosed { participant: &'a str, track: &'a str, seq: u32 },
-    SessionEnded { reason: &'a str },
+pub enum Entry {
+    SessionStarted { session: String, node: String, source: String },
+    ParticipantJoined { participant: String, identity: String, name: String },
+    ParticipantLeft { participant: String },
+    TrackPublished { participant: String, track: String, kind: String, codec: String, source: String },
+    TrackUnpublished { participant: String, track: String },
+    TrackMuted { participant: String, track: String, muted: bool },
+    /// The first frame written for a track: its RTP time sits at this entry's running time.
+    TrackStarted { participant: String, track: String, rtp_time: u64, clock_rate: u32 },
+    /// An RTCP sender report: the publisher's NTP clock against the track's RTP clock.
+    SenderReport { participant: String, track: String, ntp_unix_ms: f64, rtp_time: u64 },
+    ActiveSpeakers { participants: Vec<String> },
+    SegmentOpened { participant: String, track: String, seq: u32 },
+    SegmentClosed { participant: String, track: String, seq: u32 },
+    SessionEnded { reason: String },
 }
 
 #[derive(Serialize)]
@@ -21,7 +29,7 @@ struct Line<'a> {
     wall_ms: u64,
     running_ns: u64,
     #[serde(flatten)]
-    entry: &'a Entry<'a>,
+    entry: &'a Entry,
 }
 
 pub struct Timeline {
@@ -40,7 +48,7 @@ impl Timeline {
         &self.path
     }
 
-    pub fn write(&mut self, wall_ms: u64, running_ns: u64, entry: Entry<'_>) {
+    pub fn write(&mut self, wall_ms: u64, running_ns: u64, entry: Entry) {
         let mut line = serde_json::to_vec(&Line { wall_ms, running_ns, entry: &entry }).expect("timeline serializes");
         line.push(b'\n');
         if let Err(err) = self.file.write_all(&line) {

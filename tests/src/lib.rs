@@ -3,6 +3,7 @@
 //! whose tail is printed when a test fails.
 
 pub mod api;
+pub mod devroom;
 pub mod media;
 pub mod procs;
 pub mod sync;
@@ -147,11 +148,13 @@ pub struct Fleet {
     pub dir: PathBuf,
     pub nats_url: String,
     pub storage: StorageSetup,
+    /// Appended to every recorder's config (e.g. `[recorder.livekit]` for a devroom).
+    pub recorder_extra: String,
 }
 
 impl Fleet {
     pub fn new(dir: &Path, nats: &Nats, storage: StorageSetup) -> Self {
-        Self { dir: dir.to_path_buf(), nats_url: nats.url(), storage }
+        Self { dir: dir.to_path_buf(), nats_url: nats.url(), storage, recorder_extra: String::new() }
     }
 
     fn write_config(&self, name: &str, body: &str) -> PathBuf {
@@ -185,10 +188,11 @@ impl Fleet {
         let config = self.write_config(
             &format!("recorder-{node_id}"),
             &format!(
-                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n",
+                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}",
                 self.storage.toml(),
                 spool.display(),
-                scratch.display()
+                scratch.display(),
+                self.recorder_extra
             ),
         );
         Proc::spawn(

@@ -1,0 +1,199 @@
+//! One received track into crash-safe segments: `appsrc ! [parser] ! splitmuxsink(matroskamux)`, one
+//! small pipeline per track so a track that ends, stalls or fails touches no other. Frames go in
+//! encoded, with the timestamps the caller computed; nothing is decoded.
+
+use crate::segment_writer::{self, FragmentMessage, TrackKind};
+use crate::{PipelineError, make, runtime_error};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackCodec {
+    Vp8,
+    Vp9,
+    H264,
+    Opus,
+}
+
+impl TrackCodec {
+    /// From a WebRTC codec name (`VP8`, `video/H264`, `opus`, ...).
+    pub fn from_name(name: &str) -> Option<TrackCodec> {
+        let name = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+        match name.as_str() {
+            "vp8" => Some(TrackCodec::Vp8),
+            "vp9" => Some(TrackCodec::Vp9),
+            "h264" => Some(TrackCodec::H264),
+            "opus" => Some(TrackCodec::Opus),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackCodec::Vp8 => "vp8",
+            TrackCodec::Vp9 => "vp9",
+            TrackCodec::H264 => "h264",
+            TrackCodec::Opus => "opus",
+        }
+    }
+
+    pub fn kind(self) -> TrackKind {
+        if self == TrackCodec::Opus { TrackKind::Audio } else { TrackKind::Video }
+    }
+}
+
+#[derive(Debug)]
+pub enum TrackWriterEvent {
+    Fragment(FragmentMessage),
+    /// The segment sink wants a keyframe to cut on: ask the sender (PLI).
+    KeyframeWanted,
+    /// All segments are closed after `finish`.
+    Finished,
+    Failed(PipelineError),
+}
+
+pub struct TrackWriter {
+    pipeline: gst::Pipeline,
+    source: gst_app::AppSrc,
+}
+
+impl TrackWriter {
+    /// `first_frame` must be a keyframe for video: VP8's picture size is read from it.
+    pub fn start(
+        dir: &Path,
+        segment_ns: u64,
+        codec: TrackCodec,
+        first_frame: &[u8],
+        on_event: impl Fn(TrackWriterEvent) + Send + Sync + 'static,
+    ) -> Result<TrackWriter, PipelineError> {
+        crate::init()?;
+        let caps = match codec {
+            TrackCodec::Vp8 => {
+                let (width, height) = vp8_size(first_frame)
+                    .ok_or_else(|| PipelineError::Input("the first VP8 frame is not a keyframe".into()))?;
+                gst::Caps::builder("video/x-vp8").field("width", width as i32).field("height", height as i32).build()
+            }
+            TrackCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
+            TrackCodec::H264 => {
+                gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build()
+            }
+            TrackCodec::Opus => gst::Caps::builder("audio/x-opus")
+                .field("rate", 48_000i32)
+                .field("channels", 2i32)
+                .field("channel-mapping-family", 0i32)
+                .build(),
+        };
+        let source = gst_app::AppSrc::builder()
+            .caps(&caps)
+            .format(gst::Format::Time)
+            .is_live(false)
+            .do_timestamp(false)
+            .max_bytes(64 << 20)
+            .build();
+        let mut chain: Vec<gst::Element> = vec![source.clone().upcast()];
+        match codec {
+            // Resolution changes are fine in VP8; H.264 needs avc3 (in-band parameter sets) for them.
+            TrackCodec::H264 => {
+                let parse = make("h264parse")?;
+                let avc3 = make("capsfilter")?;
+                avc3.set_property("caps", gst::Caps::builder("video/x-h264").field("stream-format", "avc3").field("alignment", "au").build());
+                chain.extend([parse, avc3]);
+            }
+            TrackCodec::Vp9 => chain.push(make("vp9parse")?),
+            TrackCodec::Opus => chain.push(make("opusparse")?),
+            TrackCodec::Vp8 => {}
+        }
+        let (sink, sink_pad) = segment_writer::segment_sink(dir, segment_ns, codec.kind())?;
+        let pipeline = gst::Pipeline::with_name(&format!("track-{}", dir.display()));
+        pipeline.add_many(chain.iter().chain([&sink]))?;
+        gst::Element::link_many(&chain)?;
+        chain.last().expect("chain has the source").static_pad("src").expect("src pad").link(&sink_pad).map_err(|e| {
+            PipelineError::Build(format!("linking the track to its segment sink: {e:?}"))
+        })?;
+
+        let on_event = std::sync::Arc::new(on_event);
+        // Keyframe requests travel upstream from the segment sink to the source.
+        let keyframe_events = on_event.clone();
+        source.static_pad("src").expect("appsrc src").add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(event)) = &info.data {
+                if event.type_() == gst::EventType::CustomUpstream {
+                    keyframe_events(TrackWriterEvent::KeyframeWanted);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        let bus = pipeline.bus().expect("pipelines have a bus");
+        bus.set_sync_handler(move |_, message| {
+            if let Some(fragment) = segment_writer::parse_fragment_message(message) {
+                on_event(TrackWriterEvent::Fragment(fragment));
+            } else {
+                match message.view() {
+                    gst::MessageView::Eos(_) => on_event(TrackWriterEvent::Finished),
+                    gst::MessageView::Error(err) => on_event(TrackWriterEvent::Failed(runtime_error(&err))),
+                    _ => {}
+                }
+            }
+            gst::BusSyncReply::Drop
+        });
+        pipeline.set_state(gst::State::Playing)?;
+        Ok(TrackWriter { pipeline, source })
+    }
+
+    /// Queues one encoded frame at `pts_ns` (running time of the capture session).
+    pub fn push(&self, pts_ns: u64, data: &[u8], keyframe: bool) -> Result<(), PipelineError> {
+        let mut buffer = gst::Buffer::from_mut_slice(data.to_vec());
+        {
+            let buffer = buffer.get_mut().expect("a new buffer is writable");
+            buffer.set_pts(gst::ClockTime::from_nseconds(pts_ns));
+            if !keyframe {
+                buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+        }
+        self.source.push_buffer(buffer).map(|_| ()).map_err(|e| PipelineError::Build(format!("track writer refused a frame: {e:?}")))
+    }
+
+    /// Ends the track: the last segment is closed, then `Finished` arrives.
+    pub fn finish(&self) {
+        let _ = self.source.end_of_stream();
+    }
+}
+
+impl Drop for TrackWriter {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Width and height from a VP8 keyframe header (RFC 6386 section 9.1), None for a delta frame.
+pub fn vp8_size(frame: &[u8]) -> Option<(u16, u16)> {
+    if frame.len() < 10 || frame[0] & 1 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    Some((width, height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vp8_keyframe_size() {
+        let mut frame = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        frame.extend_from_slice(&1280u16.to_le_bytes());
+        frame.extend_from_slice(&720u16.to_le_bytes());
+        assert_eq!(vp8_size(&frame), Some((1280, 720)));
+        frame[0] |= 1;
+        assert_eq!(vp8_size(&frame), None);
+    }
+
+    #[test]
+    fn codec_names() {
+        assert_eq!(TrackCodec::from_name("video/H264"), Some(TrackCodec::H264));
+        assert_eq!(TrackCodec::from_name("opus"), Some(TrackCodec::Opus));
+        assert_eq!(TrackCodec::from_name("video/AV1"), None);
+    }
+}

@@ -1,0 +1,638 @@
+//! The `livekit` capture source: join the room as a hidden, subscribe-only participant (signalling
+//! through `livekit-signaling`), receive every track on a str0m peer connection, and write each track's
+//! encoded frames to its own Matroska segments. No decoding, no browser.
+
+mod peer;
+mod room;
+mod sdp;
+mod token;
+
+use crate::capture::{SourceEvent, SourceEvents};
+use crate::config::LivekitConfig;
+use crate::timeline::Entry;
+use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
+use fleet_protocol::SafeId;
+use fleet_protocol::job::EndReason;
+use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
+use livekit_protocol as proto;
+use livekit_protocol::signal_request::Message as Request;
+use livekit_protocol::signal_response::Message as Response;
+use peer::{Peer, PeerEvent};
+use room::{Change, RoomTracker};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+pub use token::recorder_token;
+
+/// Keyframe requests (PLI) per track at most this often.
+const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// Sender reports go to the timeline at most this often per track.
+const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct LivekitParams {
+    pub config: LivekitConfig,
+    pub room: String,
+    /// The recorder's participant identity (hidden from other participants).
+    pub identity: String,
+    pub segment_ns: u64,
+    /// Segments go to `<media_dir>/<participant>/<track>/NNNNN.mkv`.
+    pub media_dir: PathBuf,
+}
+
+/// Running time of a capture session: one monotonic clock for every track.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionClock {
+    zero: Instant,
+    pub wall_ms_at_zero: u64,
+}
+
+impl SessionClock {
+    fn start() -> SessionClock {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        SessionClock { zero: Instant::now(), wall_ms_at_zero: wall }
+    }
+
+    pub fn running_ns(&self) -> u64 {
+        self.zero.elapsed().as_nanos() as u64
+    }
+
+    fn running_ns_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.zero).as_nanos() as u64
+    }
+}
+
+pub struct LivekitCapture {
+    clock: SessionClock,
+    stop: watch::Sender<bool>,
+}
+
+impl LivekitCapture {
+    pub fn start(params: LivekitParams, events: SourceEvents) -> LivekitCapture {
+        let clock = SessionClock::start();
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            let mut capture = RoomCapture::new(params, clock, events.clone());
+            let outcome = capture.run(stop_rx).await;
+            let _ = events.send(match outcome {
+                Ok(()) => SourceEvent::Finished,
+                Err(reason) => SourceEvent::Failed(reason),
+            });
+        });
+        LivekitCapture { clock, stop }
+    }
+
+    pub fn clock(&self) -> SessionClock {
+        self.clock
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// One track being written.
+struct TrackSink {
+    participant: SafeId,
+    track: SafeId,
+    clock_rate: u32,
+    writer: Option<TrackWriter>,
+    /// RTP time and running time of the first frame since the current peer connection began.
+    anchor: Option<(u64, u64)>,
+    last_pts_ns: Option<u64>,
+    waiting_for_keyframe: bool,
+    last_keyframe_request: Option<Instant>,
+    last_sender_report: Option<(Instant, SystemTime)>,
+    finished: bool,
+}
+
+/// Messages from track writers' pipelines back to the capture loop.
+enum WriterNote {
+    KeyframeWanted(String),
+    Finished(String),
+    Failed(String, String),
+}
+
+struct RoomCapture {
+    params: LivekitParams,
+    clock: SessionClock,
+    events: SourceEvents,
+    tracker: RoomTracker,
+    tracks: HashMap<String, TrackSink>,
+    notes_tx: mpsc::UnboundedSender<WriterNote>,
+    notes: mpsc::UnboundedReceiver<WriterNote>,
+    token: String,
+    connection: u32,
+    empty_since: Option<Instant>,
+}
+
+/// How one signalling connection ended.
+enum ConnectionEnd {
+    Stop,
+    Ended(EndReason),
+    /// Lost or asked to reconnect: join again.
+    Reconnect(String),
+}
+
+impl RoomCapture {
+    fn new(params: LivekitParams, clock: SessionClock, events: SourceEvents) -> RoomCapture {
+        let (notes_tx, notes) = mpsc::unbounded_channel();
+        RoomCapture {
+            params,
+            clock,
+            events,
+            tracker: RoomTracker::default(),
+            tracks: HashMap::new(),
+            notes_tx,
+            notes,
+            token: String::new(),
+            connection: 0,
+            empty_since: None,
+        }
+    }
+
+    fn timeline(&self, entry: Entry) {
+        let _ = self.events.send(SourceEvent::Room { running_ns: self.clock.running_ns(), entry });
+    }
+
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+        let config = self.params.config.clone();
+        self.token = recorder_token(
+            &config.api_key,
+            &config.api_secret,
+            &self.params.room,
+            &self.params.identity,
+            Duration::from_secs(config.token_ttl_s),
+        )?;
+        let mut lost_since: Option<Instant> = None;
+        let room_wait_until = Instant::now() + Duration::from_secs(config.wait_for_room_s);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let end = match self.connect().await {
+                Ok((signal, join, signal_events)) => {
+                    lost_since = None;
+                    self.connection += 1;
+                    self.run_connection(&signal, join, signal_events, &mut stop).await
+                }
+                Err(err) => {
+                    let reason = describe_connect_error(&err);
+                    let room_missing = matches!(&err, SignalError::Client(status, body) if status.as_u16() == 404 && body.contains("room"));
+                    if self.connection == 0 {
+                        // Never joined: a refused token or a missing room is final (unless told to wait).
+                        if room_missing && Instant::now() < room_wait_until {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                        return Err(format!("could not join room {:?}: {reason}", self.params.room));
+                    }
+                    ConnectionEnd::Reconnect(reason)
+                }
+            };
+            match end {
+                ConnectionEnd::Stop => break,
+                ConnectionEnd::Ended(reason) => {
+                    let _ = self.events.send(SourceEvent::Ended(reason));
+                    // The session answers with a stop; wait for it.
+                    let _ = stop.wait_for(|s| *s).await;
+                    break;
+                }
+                ConnectionEnd::Reconnect(reason) => {
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(config.reconnect_timeout_s) {
+                        self.finish_tracks().await;
+                        return Err(format!("lost the LiveKit connection and could not rejoin within {} s: {reason}", config.reconnect_timeout_s));
+                    }
+                    tracing::warn!(%reason, "LiveKit connection lost; rejoining");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        self.finish_tracks().await;
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<(SignalClient, proto::JoinResponse, mpsc::UnboundedReceiver<SignalEvent>), SignalError> {
+        let mut options = SignalOptions::default();
+        options.auto_subscribe = true;
+        options.adaptive_stream = false;
+        options.region_failover = false;
+        // Packet trailers would reach the segments: GStreamer does not strip them.
+        options.client_capabilities.retain(|c| *c != proto::client_info::Capability::CapPacketTrailer);
+        let (client, join, events) = SignalClient::connect(&self.params.config.url, &self.token, options, None).await?;
+        Ok((client, join, events))
+    }
+
+    async fn run_connection(
+        &mut self,
+        signal: &SignalClient,
+        join: proto::JoinResponse,
+        mut signal_events: mpsc::UnboundedReceiver<SignalEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> ConnectionEnd {
+        let room_sid = join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default();
+        tracing::info!(room_sid, participants = join.other_participants.len(), connection = self.connection, "joined the LiveKit room");
+        let changes = self.tracker.reset(join.other_participants);
+        self.apply_changes(signal, changes).await;
+        let mut peer = match Peer::new(self.params.config.rtc_ip).await {
+            Ok(peer) => peer,
+            Err(err) => return ConnectionEnd::Reconnect(format!("media socket: {err}")),
+        };
+        // A new peer connection restarts every track's RTP timing.
+        for track in self.tracks.values_mut() {
+            track.anchor = None;
+        }
+        let mut mids: HashMap<String, String> = HashMap::new();
+        let mut candidate_sent = false;
+        let mut buf = vec![0u8; 2048];
+        let empty_timeout = Duration::from_secs(self.params.config.empty_timeout_s);
+        let end = loop {
+            let mut lost = false;
+            for event in peer.drive() {
+                match event {
+                    PeerEvent::Connected => tracing::info!("subscriber peer connection up"),
+                    PeerEvent::Media(data) => self.on_media(&mut peer, &mids, *data),
+                    PeerEvent::Lost => lost = true,
+                }
+            }
+            if lost {
+                break ConnectionEnd::Reconnect("the media connection was lost".into());
+            }
+            self.empty_since = if self.tracker.is_empty() { self.empty_since.or(Some(Instant::now())) } else { None };
+            let empty_deadline = self.empty_since.map(|since| since + empty_timeout);
+            tokio::select! {
+                event = signal_events.recv() => match event {
+                    Some(SignalEvent::Message(message)) => match *message {
+                        Response::Offer(offer) => {
+                            mids = sdp::tracks_by_mid(&offer.sdp);
+                            let answer = match peer.accept_offer(&offer.sdp) {
+                                Ok(answer) => answer,
+                                Err(reason) => break ConnectionEnd::Reconnect(reason),
+                            };
+                            let first_mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("0").trim().to_string();
+                            signal.send(Request::Answer(proto::SessionDescription { r#type: "answer".into(), sdp: answer, id: offer.id, ..Default::default() })).await;
+                            if !candidate_sent {
+                                candidate_sent = true;
+                                let trickle = proto::TrickleRequest { candidate_init: peer.candidate_init(&first_mid), target: proto::SignalTarget::Subscriber as i32, r#final: true };
+                                signal.send(Request::Trickle(trickle)).await;
+                            }
+                        }
+                        Response::Trickle(trickle) if trickle.target == proto::SignalTarget::Subscriber as i32 => {
+                            peer.add_remote_candidate(&trickle.candidate_init);
+                        }
+                        Response::Update(update) => {
+                            let changes = self.tracker.apply(update.participants);
+                            self.apply_changes(signal, changes).await;
+                        }
+                        Response::SpeakersChanged(speakers) => {
+                            let participants = speakers.speakers.iter().filter(|s| s.active)
+                                .map(|s| self.tracker.identity_of(&s.sid).unwrap_or(&s.sid).to_string()).collect();
+                            self.timeline(Entry::ActiveSpeakers { participants });
+                        }
+                        Response::RefreshToken(token) => self.token = token,
+                        Response::Leave(leave) => {
+                            let action = leave.action();
+                            tracing::info!(reason = ?leave.reason(), ?action, "the server asked us to leave");
+                            if action == proto::leave_request::Action::Disconnect {
+                                break match leave.reason() {
+                                    proto::DisconnectReason::RoomDeleted | proto::DisconnectReason::RoomClosed => ConnectionEnd::Ended(EndReason::RoomClosed),
+                                    other => ConnectionEnd::Reconnect(format!("removed from the room ({other:?})")),
+                                };
+                            }
+                            break ConnectionEnd::Reconnect(format!("server asked to {action:?}"));
+                        }
+                        _ => {}
+                    },
+                    Some(SignalEvent::Close(reason)) => break ConnectionEnd::Reconnect(format!("signalling closed: {reason}")),
+                    None => break ConnectionEnd::Reconnect("signalling ended".into()),
+                },
+                received = peer.socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = received {
+                        peer.receive(&buf[..n], source);
+                    }
+                }
+                _ = tokio::time::sleep_until(peer.next_timeout.into()) => peer.tick(),
+                Some(note) = self.notes.recv() => self.on_writer_note(&mut peer, &mids, note),
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        break ConnectionEnd::Stop;
+                    }
+                }
+                _ = sleep_until_opt(empty_deadline) => {
+                    tracing::info!(timeout_s = empty_timeout.as_secs(), "the room stayed empty");
+                    break ConnectionEnd::Ended(EndReason::RoomEmpty);
+                }
+            }
+        };
+        if !matches!(end, ConnectionEnd::Reconnect(_)) {
+            signal.close().await;
+        }
+        end
+    }
+
+    async fn apply_changes(&mut self, signal: &SignalClient, changes: Vec<Change>) {
+        let mut new_video = Vec::new();
+        for change in changes {
+            match change {
+                Change::Joined(p) => self.timeline(Entry::ParticipantJoined { participant: participant_key(&p).to_string(), identity: p.identity, name: p.name }),
+                Change::Left(p) => self.timeline(Entry::ParticipantLeft { participant: participant_key(&p).to_string() }),
+                Change::Published(p, t) => {
+                    let video = t.r#type == proto::TrackType::Video as i32;
+                    if video {
+                        new_video.push(t.clone());
+                    }
+                    self.timeline(Entry::TrackPublished {
+                        participant: participant_key(&p).to_string(),
+                        track: t.sid.clone(),
+                        kind: if video { "video".into() } else { "audio".into() },
+                        codec: t.mime_type.rsplit('/').next().unwrap_or_default().to_ascii_lowercase(),
+                        source: t.source().as_str_name().to_ascii_lowercase(),
+                    });
+                }
+                Change::Unpublished(p, t) => {
+                    self.timeline(Entry::TrackUnpublished { participant: participant_key(&p).to_string(), track: t.sid.clone() });
+                    if let Some(track) = self.tracks.get_mut(&t.sid) {
+                        if let Some(writer) = &track.writer {
+                            writer.finish();
+                        } else {
+                            track.finished = true;
+                        }
+                    }
+                }
+                Change::Muted(p, t, muted) => {
+                    self.timeline(Entry::TrackMuted { participant: participant_key(&p).to_string(), track: t.sid.clone(), muted });
+                }
+            }
+        }
+        // The highest simulcast layer of every video track.
+        for track in new_video {
+            let settings = proto::UpdateTrackSettings {
+                track_sids: vec![track.sid.clone()],
+                disabled: false,
+                quality: proto::VideoQuality::High as i32,
+                width: track.width.max(1920),
+                height: track.height.max(1080),
+                fps: 60,
+                ..Default::default()
+            };
+            signal.send(Request::TrackSetting(settings)).await;
+        }
+    }
+
+    fn on_media(&mut self, peer: &mut Peer, mids: &HashMap<String, String>, data: str0m::media::MediaData) {
+        let Some(track_sid) = mids.get(&data.mid.to_string()).cloned() else { return };
+        let spec = data.params.spec();
+        let codec_name = peer::codec_name(spec.codec);
+        let clock_rate = spec.clock_rate.get();
+        // Every audio frame stands alone; str0m flags keyframes for video only.
+        let keyframe = spec.codec == str0m::format::Codec::Opus || data.is_keyframe();
+        let now_ns = self.clock.running_ns_at(data.network_time);
+        if !self.tracks.contains_key(&track_sid) {
+            let Some(codec) = TrackCodec::from_name(codec_name) else {
+                tracing::warn!(track = %track_sid, codec = codec_name, "codec not recordable here; track skipped");
+                self.tracks.insert(track_sid.clone(), self.skipped_track(&track_sid, clock_rate));
+                return;
+            };
+            let (participant, track) = self.track_ids(&track_sid);
+            let mut sink = TrackSink {
+                participant,
+                track,
+                clock_rate,
+                writer: None,
+                anchor: None,
+                last_pts_ns: None,
+                waiting_for_keyframe: codec.kind() == fleet_pipelines::segment_writer::TrackKind::Video,
+                last_keyframe_request: None,
+                last_sender_report: None,
+                finished: false,
+            };
+            if !sink.waiting_for_keyframe || keyframe {
+                match self.start_writer(&track_sid, &sink, codec, &data.data) {
+                    Ok(writer) => sink.writer = Some(writer),
+                    Err(reason) => {
+                        tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
+                        sink.finished = true;
+                    }
+                }
+            }
+            self.tracks.insert(track_sid.clone(), sink);
+        }
+        let sink = self.tracks.get_mut(&track_sid).expect("inserted above");
+        if sink.finished {
+            return;
+        }
+        if sink.writer.is_none() {
+            // Video that began with a delta frame: wait for the keyframe asked for.
+            if keyframe {
+                let Some(codec) = TrackCodec::from_name(codec_name) else { return };
+                let started = {
+                    let sink = &*sink;
+                    Self::start_writer_for(&self.params, &self.notes_tx, &self.events, &track_sid, sink, codec, &data.data)
+                };
+                let sink = self.tracks.get_mut(&track_sid).expect("present");
+                match started {
+                    Ok(writer) => sink.writer = Some(writer),
+                    Err(reason) => {
+                        tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
+                        sink.finished = true;
+                        return;
+                    }
+                }
+            } else {
+                request_keyframe(peer, sink, data.mid);
+                return;
+            }
+        }
+        let sink = self.tracks.get_mut(&track_sid).expect("present");
+        let video = sink.waiting_for_keyframe || codec_name != "opus";
+        if video && !data.contiguous {
+            sink.waiting_for_keyframe = true;
+        }
+        if video && sink.waiting_for_keyframe {
+            if keyframe {
+                sink.waiting_for_keyframe = false;
+            } else {
+                request_keyframe(peer, sink, data.mid);
+                return;
+            }
+        }
+        let rtp = data.time.numer();
+        let (anchor_rtp, anchor_ns) = match sink.anchor {
+            Some(anchor) => anchor,
+            None => {
+                // First frame on this connection: its RTP time sits at its arrival (never before what
+                // was already written).
+                let at = sink.last_pts_ns.map_or(now_ns, |last| now_ns.max(last + 1_000_000));
+                sink.anchor = Some((rtp, at));
+                let _ = self.events.send(SourceEvent::Room {
+                    running_ns: at,
+                    entry: Entry::TrackStarted { participant: sink.participant.to_string(), track: sink.track.to_string(), rtp_time: rtp, clock_rate: sink.clock_rate },
+                });
+                (rtp, at)
+            }
+        };
+        let delta_ns = (rtp as i128 - anchor_rtp as i128) * 1_000_000_000 / sink.clock_rate.max(1) as i128;
+        let mut pts = (anchor_ns as i128 + delta_ns).max(0) as u64;
+        if let Some(last) = sink.last_pts_ns {
+            pts = pts.max(last);
+        }
+        sink.last_pts_ns = Some(pts);
+        if let Some(writer) = &sink.writer {
+            if let Err(err) = writer.push(pts, &data.data, keyframe) {
+                tracing::warn!(track = %track_sid, %err, "frame not written");
+            }
+        }
+        if let Some(report) = data.last_sender_info {
+            let due = sink.last_sender_report.is_none_or(|(at, ntp)| ntp != report.ntp_time && at.elapsed() >= SENDER_REPORT_LOG_INTERVAL);
+            if due {
+                sink.last_sender_report = Some((Instant::now(), report.ntp_time));
+                let ntp_unix_ms = report.ntp_time.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+                let _ = self.events.send(SourceEvent::Room {
+                    running_ns: self.clock.running_ns(),
+                    entry: Entry::SenderReport { participant: sink.participant.to_string(), track: sink.track.to_string(), ntp_unix_ms, rtp_time: report.rtp_time.numer() },
+                });
+            }
+        }
+    }
+
+    fn skipped_track(&self, track_sid: &str, clock_rate: u32) -> TrackSink {
+        let (participant, track) = self.track_ids(track_sid);
+        TrackSink {
+            participant,
+            track,
+            clock_rate,
+            writer: None,
+            anchor: None,
+            last_pts_ns: None,
+            waiting_for_keyframe: false,
+            last_keyframe_request: None,
+            last_sender_report: None,
+            finished: true,
+        }
+    }
+
+    /// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
+    fn track_ids(&self, track_sid: &str) -> (SafeId, SafeId) {
+        let participant = match self.tracker.track(track_sid) {
+            Some((p, _)) => participant_key(p),
+            None => SafeId::parse("unknown").expect("safe"),
+        };
+        let track = SafeId::parse(track_sid).unwrap_or_else(|_| sanitize(track_sid));
+        (participant, track)
+    }
+
+    fn start_writer(&self, track_sid: &str, sink: &TrackSink, codec: TrackCodec, first_frame: &[u8]) -> Result<TrackWriter, String> {
+        Self::start_writer_for(&self.params, &self.notes_tx, &self.events, track_sid, sink, codec, first_frame)
+    }
+
+    fn start_writer_for(
+        params: &LivekitParams,
+        notes: &mpsc::UnboundedSender<WriterNote>,
+        events: &SourceEvents,
+        track_sid: &str,
+        sink: &TrackSink,
+        codec: TrackCodec,
+        first_frame: &[u8],
+    ) -> Result<TrackWriter, String> {
+        let dir = params.media_dir.join(sink.participant.as_str()).join(sink.track.as_str());
+        let notes = notes.clone();
+        let events = events.clone();
+        let (participant, track, sid) = (sink.participant.clone(), sink.track.clone(), track_sid.to_string());
+        tracing::info!(track = %track_sid, participant = %participant, codec = codec.as_str(), "recording track");
+        TrackWriter::start(&dir, params.segment_ns, codec, first_frame, move |event| match event {
+            TrackWriterEvent::Fragment(fragment) => {
+                let _ = events.send(SourceEvent::Fragment { participant: participant.clone(), track: track.clone(), fragment });
+            }
+            TrackWriterEvent::KeyframeWanted => {
+                let _ = notes.send(WriterNote::KeyframeWanted(sid.clone()));
+            }
+            TrackWriterEvent::Finished => {
+                let _ = notes.send(WriterNote::Finished(sid.clone()));
+            }
+            TrackWriterEvent::Failed(err) => {
+                let _ = notes.send(WriterNote::Failed(sid.clone(), err.to_string()));
+            }
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn on_writer_note(&mut self, peer: &mut Peer, mids: &HashMap<String, String>, note: WriterNote) {
+        match note {
+            WriterNote::KeyframeWanted(sid) => {
+                let mid = mids.iter().find(|(_, t)| **t == sid).map(|(m, _)| str0m::media::Mid::from(m.as_str()));
+                if let (Some(mid), Some(sink)) = (mid, self.tracks.get_mut(&sid)) {
+                    request_keyframe(peer, sink, mid);
+                }
+            }
+            WriterNote::Finished(sid) => self.writer_done(&sid),
+            WriterNote::Failed(sid, reason) => {
+                tracing::error!(track = %sid, %reason, "track writer failed; the track's earlier segments are kept");
+                self.writer_done(&sid);
+            }
+        }
+    }
+
+    fn writer_done(&mut self, sid: &str) {
+        if let Some(track) = self.tracks.get_mut(sid) {
+            track.finished = true;
+            // Dropping the writer sets its pipeline to NULL; do it off the bus thread that told us.
+            track.writer = None;
+        }
+    }
+
+    /// Ends every track and waits until each writer has closed its last segment.
+    async fn finish_tracks(&mut self) {
+        for track in self.tracks.values_mut() {
+            match &track.writer {
+                Some(writer) if !track.finished => writer.finish(),
+                _ => track.finished = true,
+            }
+        }
+        while self.tracks.values().any(|t| !t.finished) {
+            match self.notes.recv().await {
+                Some(WriterNote::Finished(sid)) => self.writer_done(&sid),
+                Some(WriterNote::Failed(sid, reason)) => {
+                    tracing::error!(track = %sid, %reason, "track writer failed while finishing");
+                    self.writer_done(&sid);
+                }
+                Some(WriterNote::KeyframeWanted(_)) => {}
+                None => break,
+            }
+        }
+    }
+}
+
+fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mid) {
+    if sink.last_keyframe_request.is_some_and(|at| at.elapsed() < KEYFRAME_REQUEST_INTERVAL) {
+        return;
+    }
+    sink.last_keyframe_request = Some(Instant::now());
+    peer.request_keyframe(mid);
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The participant's storage id: its identity when that is a safe id, else a sanitized form.
+fn participant_key(info: &proto::ParticipantInfo) -> SafeId {
+    SafeId::parse(&info.identity).unwrap_or_else(|_| sanitize(&format!("{}-{}", info.identity, info.sid)))
+}
+
+fn sanitize(raw: &str) -> SafeId {
+    let cleaned: String =
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).skip_while(|c| !c.is_ascii_alphanumeric()).take(64).collect();
+    SafeId::parse(cleaned).unwrap_or_else(|_| SafeId::parse("participant").expect("safe"))
+}
+
+fn describe_connect_error(err: &SignalError) -> String {
+    match err {
+        SignalError::Client(status, body) | SignalError::Server(status, body) => format!("the server answered {} {}", status.as_u16(), body.trim()),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,138 @@
+//! The subscriber peer connection (str0m, sans-IO): LiveKit offers, we answer. This wrapper owns the
+//! UDP socket and turns str0m's output into datagrams and `PeerEvent`s; the capture loop drives it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{KeyframeRequestKind, MediaData, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::UdpSocket;
+
+pub enum PeerEvent {
+    Connected,
+    Media(Box<MediaData>),
+    /// ICE failed or the DTLS session ended.
+    Lost,
+}
+
+pub struct Peer {
+    rtc: Rtc,
+    pub socket: UdpSocket,
+    local: SocketAddr,
+    pub next_timeout: Instant,
+    events: Vec<PeerEvent>,
+    lost: bool,
+}
+
+impl Peer {
+    pub async fn new(ip: IpAddr) -> std::io::Result<Peer> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local = socket.local_addr()?;
+        // Every codec LiveKit forwards, so the answer can bind whatever a publisher sends.
+        let config = RtcConfig::new().enable_opus(true, false).enable_vp8(true).enable_vp9(true).enable_h264(true).enable_av1(true);
+        let mut rtc = config.build(Instant::now());
+        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?);
+        Ok(Peer { rtc, socket, local, next_timeout: Instant::now(), events: Vec::new(), lost: false })
+    }
+
+    /// Our host candidate as a LiveKit trickle `candidateInit` JSON string.
+    pub fn candidate_init(&self, sdp_mid: &str) -> String {
+        let candidate = Candidate::host(self.local, "udp").expect("a host candidate").to_sdp_string();
+        serde_json::json!({ "candidate": candidate, "sdpMid": sdp_mid, "sdpMLineIndex": 0 }).to_string()
+    }
+
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparseable offer: {e}"))?;
+        let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer not accepted: {e}"))?;
+        Ok(answer.to_sdp_string())
+    }
+
+    pub fn add_remote_candidate(&mut self, init: &str) {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(init) else {
+            tracing::warn!(init, "bad trickle candidate JSON from the server");
+            return;
+        };
+        let Some(candidate) = value.get("candidate").and_then(|c| c.as_str()).filter(|c| !c.is_empty()) else { return };
+        match Candidate::from_sdp_string(candidate) {
+            Ok(candidate) => self.rtc.add_remote_candidate(candidate),
+            Err(err) => tracing::debug!(%err, candidate, "remote candidate not usable"),
+        }
+    }
+
+    pub fn request_keyframe(&mut self, mid: Mid) {
+        if let Some(mut writer) = self.rtc.writer(mid) {
+            if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
+            }
+        }
+    }
+
+    pub fn receive(&mut self, datagram: &[u8], source: SocketAddr) {
+        let Ok(contents) = datagram.try_into() else { return };
+        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
+        if let Err(err) = self.rtc.handle_input(input) {
+            tracing::warn!(%err, "peer connection input failed");
+            self.lose();
+        }
+    }
+
+    pub fn tick(&mut self) {
+        if let Err(err) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+            tracing::warn!(%err, "peer connection timer failed");
+            self.lose();
+        }
+    }
+
+    fn lose(&mut self) {
+        if !self.lost {
+            self.lost = true;
+            self.events.push(PeerEvent::Lost);
+        }
+        self.rtc.disconnect();
+    }
+
+    /// Runs str0m until it wants to wait; returns what happened.
+    pub fn drive(&mut self) -> Vec<PeerEvent> {
+        loop {
+            if !self.rtc.is_alive() {
+                self.lose();
+                self.next_timeout = Instant::now() + Duration::from_secs(3600);
+                break;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    self.next_timeout = at;
+                    break;
+                }
+                Ok(Output::Transmit(transmit)) => {
+                    let _ = self.socket.try_send_to(&transmit.contents, transmit.destination);
+                }
+                Ok(Output::Event(event)) => match event {
+                    Event::Connected => self.events.push(PeerEvent::Connected),
+                    Event::MediaData(data) => self.events.push(PeerEvent::Media(Box::new(data))),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.lose(),
+                    _ => {}
+                },
+                Err(err) => {
+                    tracing::warn!(%err, "peer connection failed");
+                    self.lose();
+                }
+            }
+        }
+        std::mem::take(&mut self.events)
+    }
+}
+
+/// The codec name of received media, as the track writer knows it.
+pub fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Opus => "opus",
+        Codec::Vp8 => "vp8",
+        Codec::Vp9 => "vp9",
+        Codec::H264 => "h264",
+        Codec::Av1 => "av1",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,37 @@
+//! Paces a clip out as a live track: each frame at its wall-clock instant, RTP time running on across
+//! loops, nothing sent while the track is muted, stopping when it is unpublished.
+
+use crate::room::{OutFrame, Room, TrackState};
+use fleet_pipelines::clip::Clip;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn pace(room: Arc<Room>, track_sid: Arc<str>, clip: Arc<Clip>) {
+    let clock_rate: u64 = if clip.spec.codec.is_video() { 90_000 } else { 48_000 };
+    // A random RTP start, as real senders use.
+    let rtp_base: u64 = rand::random::<u32>() as u64;
+    let started = tokio::time::Instant::now();
+    for loop_index in 0u64.. {
+        let loop_offset_ns = loop_index * clip.duration_ns;
+        for frame in &clip.frames {
+            let at_ns = loop_offset_ns + frame.pts_ns;
+            tokio::time::sleep_until(started + Duration::from_nanos(at_ns)).await;
+            match room.track_state(&track_sid) {
+                TrackState::Gone => return,
+                TrackState::Muted => continue,
+                TrackState::Live => {}
+            }
+            if room.is_closed() {
+                return;
+            }
+            // Not wrapped: str0m keeps the extended time and writes its low 32 bits.
+            let rtp_time = rtp_base + (at_ns as u128 * clock_rate as u128 / 1_000_000_000) as u64;
+            room.send_frame(OutFrame {
+                track_sid: track_sid.clone(),
+                rtp_time,
+                keyframe: frame.keyframe,
+                data: frame.data.clone().into(),
+            });
+        }
+    }
+}
