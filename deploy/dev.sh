@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Development entry point.
-#   deploy/dev.sh demo    install what is missing, build, run a local fleet, record a 20 s room, print the MP4
+#   deploy/dev.sh demo    install what is missing, build, run a local fleet and devroom, record a 20 s room, print the MP4
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
 #   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/*.json
 #   deploy/dev.sh deps    only install what is missing
@@ -52,6 +52,17 @@ ensure_s3s() {
   cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked -q
 }
 
+# LiveKit's official Python SDK, the conformance client for tests/devroom, in its own venv.
+ensure_livekit_sdk() {
+  [ -x target/pyenv/bin/python ] && target/pyenv/bin/python -c 'import livekit.rtc, livekit.api' 2>/dev/null && return
+  log "installing LiveKit's Python SDK into target/pyenv"
+  python3 -m venv target/pyenv 2>/dev/null || {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv target/pyenv
+  }
+  target/pyenv/bin/pip install -q livekit livekit-api
+}
+
 ensure_deps() { ensure_apt; ensure_python; ensure_nats; }
 
 build_debug() { log "building (debug)"; cargo build --workspace --bins -q; }
@@ -69,6 +80,11 @@ stop_started() {
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_tcp() { # port seconds
+  for _ in $(seq 1 $(( $2 * 10 ))); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+  log "timed out waiting for port $1"; return 1
+}
 
 wait_http() { # url seconds
   for _ in $(seq 1 $(( $2 * 10 ))); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
@@ -92,6 +108,9 @@ keys_file = "$work/api-keys"
 [nats]
 url = "nats://127.0.0.1:$nats_port"
 TOML
+  local lk_port lk_secret
+  lk_port=$(free_port)
+  lk_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   cat > "$work/recorder.toml" <<TOML
 [nats]
 url = "nats://127.0.0.1:$nats_port"
@@ -100,23 +119,31 @@ kind = "local"
 local_root = "$work/storage"
 [recorder]
 spool_dir = "$work/spool"
+[recorder.livekit]
+url = "ws://127.0.0.1:$lk_port"
+api_key = "demo"
+api_secret = "$lk_secret"
 [transcoder]
 scratch_dir = "$work/scratch"
 TOML
   trap stop_started EXIT
   nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & STARTED+=($!)
+  log "starting devroom (LiveKit stand-in; encodes its clips once, cached in target/devroom-clips)"
+  target/debug/devroom --listen "127.0.0.1:$lk_port" --scenario deploy/devroom/demo.toml --api-key demo \
+    --api-secret "$lk_secret" >"$work/devroom.log" 2>&1 & STARTED+=($!)
   target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & STARTED+=($!)
   target/debug/recorder --config "$work/recorder.toml" --mode both --node-id demo-node >"$work/recorder.log" 2>&1 & STARTED+=($!)
   wait_http "http://127.0.0.1:$api_port/readyz" 30
+  wait_tcp "$lk_port" 180
   local api="http://127.0.0.1:$api_port" auth="Authorization: Bearer $key"
-  log "fleet up: nats :$nats_port, controller $api, recorder demo-node (mode both); logs in $work"
+  log "fleet up: nats :$nats_port, controller $api, devroom ws://127.0.0.1:$lk_port, recorder demo-node (mode both); logs in $work"
 
   local id
   id=$(curl -fsS -H "$auth" -H 'content-type: application/json' -X POST "$api/v1/recordings" \
-    -d '{"room":"demo-room","source":{"type":"test","participants":3}}' | jq -r .id)
+    -d '{"room":"demo"}' | jq -r .id)
   log "recording $id requested"
   wait_state "$api" "$auth" "$id" recording 30
-  log "recording for 20 s"
+  log "recording LiveKit room 'demo' for 20 s (3 participants: dana joins at 5 s, alice mutes 8-12 s, bob leaves at 16 s)"
   sleep 20
   curl -fsS -H "$auth" -X POST "$api/v1/recordings/$id/stop" >/dev/null
   log "stopped; waiting for the transcode"
@@ -125,6 +152,9 @@ TOML
   record=$(curl -fsS -H "$auth" "$api/v1/recordings/$id")
   mp4=$(jq -r .output.location <<<"$record")
   echo "$record" | jq '{id, state, end_reason, sessions, output}'
+  log "room events in the timeline (seconds from the start of the capture):"
+  jq -c 'select(.type | test("participant_|track_published|track_unpublished|track_muted")) | {t: ((.running_ns/1e7|round)/100), type, participant, track, muted}' \
+    "$work"/storage/recordings/"$id"/raw/s1/timeline.jsonl 2>/dev/null || true
   ffprobe -v error -show_entries format=duration,size:stream=codec_name,profile,width,height,r_frame_rate,sample_rate,channels -of default=nw=1 "$mp4"
   echo "recording: $mp4"
 }
@@ -143,6 +173,7 @@ wait_state() { # api auth id state seconds
 run_tests() {
   ensure_deps
   ensure_s3s
+  ensure_livekit_sdk
   build_debug
   log "running the test suite"
   cargo test --workspace
@@ -167,6 +198,6 @@ case "${1:-}" in
   demo) demo ;;
   test) run_tests ;;
   bench) shift; bench "$@" ;;
-  deps) ensure_deps; ensure_s3s ;;
+  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk ;;
   *) sed -n '2,6p' "$0"; exit 2 ;;
 esac

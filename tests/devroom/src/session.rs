@@ -69,6 +69,9 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
     };
     let mut room_events = room.events();
     let others: Vec<_> = room.participants();
+    // Tracks are offered only once their publisher was announced to this client (LiveKit clients drop
+    // tracks of participants they do not know yet).
+    let mut announced: HashSet<String> = others.iter().map(|p| p.sid.clone()).collect();
     if !grant.hidden {
         room.upsert(own.clone());
     }
@@ -102,7 +105,7 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
     let mut peer = Peer::new(params.rtc_ip, room.clone(), participant_sid.clone()).await?;
     let mut subscribed = params.auto_subscribe && grant.can_subscribe;
     let mut unsubscribed: HashSet<String> = HashSet::new();
-    peer.want(wanted_tracks(&room, &participant_sid, subscribed, &unsubscribed));
+    peer.want(wanted_tracks(&room, &announced, subscribed, &unsubscribed));
     peer.negotiate_now();
 
     let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_TOKEN_EVERY, REFRESH_TOKEN_EVERY);
@@ -152,7 +155,7 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
                             }
                         }
                         subscribed = subscribed || update.subscribe;
-                        peer.want(wanted_tracks(&room, &participant_sid, subscribed, &unsubscribed));
+                        peer.want(wanted_tracks(&room, &announced, subscribed, &unsubscribed));
                     }
                     Request::Ping(ts) => ws_tx.send(frame(Response::Pong(ts))).await?,
                     Request::PingReq(ping) => {
@@ -172,10 +175,15 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
             event = room_events.recv() => match event {
                 Ok(RoomEvent::Participant(info)) => {
                     if info.sid != participant_sid {
+                        if info.state == proto::participant_info::State::Disconnected as i32 {
+                            announced.remove(&info.sid);
+                        } else {
+                            announced.insert(info.sid.clone());
+                        }
                         let update = proto::ParticipantUpdate { participants: vec![*info] };
                         ws_tx.send(frame(Response::Update(update))).await?;
                         // The update goes out before the offer that carries its tracks.
-                        peer.want(wanted_tracks(&room, &participant_sid, subscribed, &unsubscribed));
+                        peer.want(wanted_tracks(&room, &announced, subscribed, &unsubscribed));
                     }
                 }
                 Ok(RoomEvent::Speakers(speakers)) => {
@@ -195,8 +203,9 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Resend the full picture rather than miss a change.
                     let update = proto::ParticipantUpdate { participants: room.participants().into_iter().filter(|p| p.sid != participant_sid).collect() };
+                    announced = update.participants.iter().map(|p| p.sid.clone()).collect();
                     ws_tx.send(frame(Response::Update(update))).await?;
-                    peer.want(wanted_tracks(&room, &participant_sid, subscribed, &unsubscribed));
+                    peer.want(wanted_tracks(&room, &announced, subscribed, &unsubscribed));
                 }
                 Err(broadcast::error::RecvError::Closed) => break Ok(()),
             },
@@ -248,13 +257,13 @@ struct WantedTrack {
     info: proto::TrackInfo,
 }
 
-fn wanted_tracks(room: &Room, own_sid: &str, subscribed: bool, unsubscribed: &HashSet<String>) -> BTreeMap<String, WantedTrack> {
+fn wanted_tracks(room: &Room, announced: &HashSet<String>, subscribed: bool, unsubscribed: &HashSet<String>) -> BTreeMap<String, WantedTrack> {
     if !subscribed {
         return BTreeMap::new();
     }
     room.participants()
         .into_iter()
-        .filter(|p| p.sid != own_sid)
+        .filter(|p| announced.contains(&p.sid))
         .flat_map(|p| {
             let publisher = p.sid.clone();
             p.tracks.into_iter().map(move |t| (t.sid.clone(), WantedTrack { publisher: publisher.clone(), info: t }))
