@@ -47,7 +47,7 @@ pub struct ClipSpec {
 impl ClipSpec {
     fn cache_name(&self) -> String {
         format!(
-            "clip-v2-{}-p{}-{}x{}-{}fps-{}bps-{}s.bin",
+            "clip-v3-{}-p{}-{}x{}-{}fps-{}bps-{}s.bin",
             self.codec.as_str(),
             self.participant_index,
             self.width,
@@ -158,15 +158,15 @@ fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
     filter.set_property("caps", &caps);
     markers::add_flash_probe(&filter.static_pad("src").expect("capsfilter src"));
     // Short GOPs stand in for keyframe requests, which a replayed clip cannot honour: a subscriber that
-    // joins or loses packets gets a keyframe within a fifth of a second, about as fast as a live
-    // publisher answers a PLI.
+    // joins or loses packets gets a keyframe within 0.1 s, about as fast as a live publisher answers a
+    // PLI. Flat colours keep keyframes small (a few KB at 720p).
     let encoder = match spec.codec {
         ClipCodec::Vp8 => {
             let encoder = make("vp8enc")?;
             encoder.set_property("deadline", 1i64);
             encoder.set_property("cpu-used", 4i32);
             encoder.set_property("target-bitrate", spec.video_bitrate_bps as i32);
-            encoder.set_property("keyframe-max-dist", (spec.fps / 5).max(1) as i32);
+            encoder.set_property("keyframe-max-dist", (spec.fps / 10).max(1) as i32);
             encoder.set_property_from_str("end-usage", "cbr");
             vec![encoder]
         }
@@ -175,7 +175,7 @@ fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
             encoder.set_property_from_str("speed-preset", "veryfast");
             encoder.set_property_from_str("tune", "zerolatency");
             encoder.set_property("bitrate", spec.video_bitrate_bps / 1000);
-            encoder.set_property("key-int-max", (spec.fps / 5).max(1));
+            encoder.set_property("key-int-max", (spec.fps / 10).max(1));
             encoder.set_property("bframes", 0u32);
             // Constrained baseline, byte-stream with parameter sets before every keyframe, as a
             // browser publishes it.

@@ -124,6 +124,9 @@ impl VideoPreset {
 }
 
 /// What an API client asks for. Unknown fields are refused so typos never pass silently.
+/// Longest a job may ask a recorder to wait for its LiveKit room to appear.
+pub const MAX_ROOM_WAIT_S: u32 = 3600;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
@@ -138,6 +141,9 @@ pub struct JobRequest {
     pub audio_only: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_s: Option<u32>,
+    /// `livekit` source: wait up to this long for the room to exist instead of failing at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_for_room_s: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +161,9 @@ impl JobRequest {
         }
         if self.room.chars().any(char::is_control) {
             return Err("room must not contain control characters".into());
+        }
+        if self.wait_for_room_s.is_some_and(|w| w > MAX_ROOM_WAIT_S) {
+            return Err(format!("wait_for_room_s must be at most {MAX_ROOM_WAIT_S}"));
         }
         if let Some(max) = self.max_duration_s {
             if max == 0 || max > MAX_DURATION_LIMIT_S {

@@ -133,7 +133,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Rece
 
     let already_recorded_ms = record.sessions.iter().filter_map(|s| Some(s.ended_at_ms? - s.started_at_ms)).sum::<u64>();
     let remaining = Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(already_recorded_ms));
-    capture(recorder, job_id, &session_id, &record.request.source, &record.request.room, remaining, shutdown).await
+    capture(recorder, job_id, &session_id, &record.request, remaining, shutdown).await
 }
 
 /// Runs the capture until it ends, uploading segments as they close.
@@ -141,8 +141,7 @@ async fn capture(
     recorder: &Arc<Recorder>,
     job_id: &SafeId,
     session_id: &SafeId,
-    source: &Source,
-    room_name: &str,
+    request: &fleet_protocol::job::JobRequest,
     remaining: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
@@ -155,7 +154,7 @@ async fn capture(
     };
     let segment_ns = config.segment_seconds as u64 * 1_000_000_000;
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let room = match source {
+    let room = match &request.source {
         Source::Test { participants } => {
             let room_config = SyntheticRoomConfig {
                 participants: *participants,
@@ -172,9 +171,11 @@ async fn capture(
             }
         }
         Source::Livekit => {
+            let mut livekit = config.livekit.clone();
+            livekit.wait_for_room_s = livekit.wait_for_room_s.max(request.wait_for_room_s.unwrap_or(0) as u64);
             let params = LivekitParams {
-                config: config.livekit.clone(),
-                room: room_name.to_string(),
+                config: livekit,
+                room: request.room.clone(),
                 identity: format!("recorder-{job_id}-{session_id}"),
                 segment_ns,
                 media_dir: spool.join("media"),

@@ -173,7 +173,7 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":5}"#)).await, 422);
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":""}"#)).await, 422);
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","source":{"type":"test"},"max_duration_s":99999999}"#)).await, 422);
-    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r"}"#)).await, 422); // livekit: not in this build
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","wait_for_room_s":100000}"#)).await, 422);
     let huge = format!(r#"{{"room":"r","metadata":{{"x":"{}"}}}}"#, "a".repeat(200_000));
     expect(api.send("POST", "/v1/recordings", key, Some(&huge)).await, 413);
     expect(api.send("GET", "/v1/recordings/..%2Fetc", key, None).await, 400);

@@ -150,6 +150,7 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
         video_preset: Default::default(),
         audio_only: false,
         max_duration_s: None,
+        wait_for_room_s: None,
         webhook_url: None,
         metadata: None,
     };

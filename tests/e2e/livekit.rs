@@ -1,15 +1,16 @@
 //! Capturing LiveKit rooms (issue 3): a recorder joins a devroom room as a hidden subscriber, follows
-//! who joins, leaves and mutes, writes every track to segments, and ends when the room closes.
+//! who joins, leaves, mutes and shares, writes every track (VP8, H.264, Opus) to segments, and ends
+//! when the room closes, stays empty, or cannot be joined.
 
+use fleet_tests::Setup;
 use fleet_tests::devroom::Devroom;
 use fleet_tests::media::{decode_errors, ffprobe};
-use fleet_tests::{Setup, bin_path};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const ROOM_SCENARIO: &str = r#"
+const THREE_PARTICIPANTS: &str = r#"
 [[rooms]]
 name = "lk-three"
 close_after_s = 20
@@ -27,7 +28,11 @@ leave_at_s = 12
 [[rooms.participants]]
 identity = "carol"
 mute_camera = [[8, 10]]
+screen_share = [[14, 17]]
 "#;
+
+/// How far a track's first or last media may sit from when the room says it began or ended.
+const SPAN_TOLERANCE_S: f64 = 0.3;
 
 fn timeline(root: &Path, id: &str) -> Vec<Value> {
     let path = root.join(format!("recordings/{id}/raw/s1/timeline.jsonl"));
@@ -35,7 +40,8 @@ fn timeline(root: &Path, id: &str) -> Vec<Value> {
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// Start and end (seconds) of one track's media across its segments, read back with ffprobe.
+/// Start and end (seconds of session running time) of one track's media across its segments, read
+/// back with ffprobe; every segment must decode cleanly.
 fn track_span(dir: &Path) -> (f64, f64, usize) {
     let mut segments: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     segments.sort();
@@ -59,10 +65,14 @@ fn track_span(dir: &Path) -> (f64, f64, usize) {
     (start, end, segments.len())
 }
 
+fn running_s(entry: &Value) -> f64 {
+    entry["running_ns"].as_f64().unwrap() / 1e9
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn records_a_livekit_room_until_it_closes() {
     let mut setup = Setup::local();
-    let devroom = Devroom::start(setup.dir.path(), ROOM_SCENARIO);
+    let devroom = Devroom::start(setup.dir.path(), THREE_PARTICIPANTS);
     setup.fleet.recorder_extra = devroom.recorder_toml(60);
     let _recorder = setup.fleet.recorder("rec-1", "both", 2);
 
@@ -71,42 +81,153 @@ async fn records_a_livekit_room_until_it_closes() {
     assert_eq!(record["state"], "complete", "{record:#}");
     assert_eq!(record["end_reason"], "room_closed", "{record:#}");
 
-    // The timeline follows the room.
+    // The timeline follows the room; times are from when the room opened (alice was there from the start).
     let entries = timeline(&setup.root, &id);
-    for e in &entries {
-        println!("{e}");
-    }
-    let room_open_ms = entries[0]["wall_ms"].as_u64().unwrap();
-    let at = |kind: &str, pred: &dyn Fn(&Value) -> bool| -> f64 {
-        let e = entries.iter().find(|e| e["type"] == kind && pred(e)).unwrap_or_else(|| panic!("no {kind} entry"));
-        (e["wall_ms"].as_u64().unwrap() as f64 - room_open_ms as f64) / 1000.0
+    let find = |kind: &str, pred: &dyn Fn(&Value) -> bool| -> &Value {
+        entries.iter().find(|e| e["type"] == kind && pred(e)).unwrap_or_else(|| panic!("no {kind} entry in {entries:#?}"))
     };
+    // The room opened (devroom's clock) at this running time of the capture session.
+    let room = devroom.room_state("lk-three").await.expect("devroom still knows the room");
+    let session_wall_zero_ms = entries[0]["wall_ms"].as_f64().unwrap() - running_s(&entries[0]) * 1000.0;
+    let opened = (room["created_ms"].as_f64().unwrap() - session_wall_zero_ms) / 1000.0;
+    let alice_joined = running_s(find("participant_joined", &|e| e["identity"] == "alice")) - opened;
+    println!("alice's join reached the timeline {alice_joined:.3} s after the room opened");
+    let at = |kind: &str, pred: &dyn Fn(&Value) -> bool| running_s(find(kind, pred)) - opened;
     let bob_joined = at("participant_joined", &|e| e["identity"] == "bob");
     let bob_left = at("participant_left", &|e| e["participant"] == "bob");
     let carol_muted = at("track_muted", &|e| e["participant"] == "carol" && e["muted"] == true);
     let carol_unmuted = at("track_muted", &|e| e["participant"] == "carol" && e["muted"] == false);
-    println!("bob joined {bob_joined:.2} left {bob_left:.2}; carol muted {carol_muted:.2} unmuted {carol_unmuted:.2}");
-    assert!((bob_joined - 5.0).abs() < 0.5 && (bob_left - 12.0).abs() < 0.5);
-    assert!((carol_muted - 8.0).abs() < 0.5 && (carol_unmuted - 10.0).abs() < 0.5);
+    let share = find("track_published", &|e| e["source"] == "screen_share");
+    let share_started = running_s(share) - opened;
+    let share_track = share["track"].as_str().unwrap().to_string();
+    let share_stopped = at("track_unpublished", &|e| e["track"] == share_track.as_str());
+    let closed = at("session_ended", &|_| true);
+    println!(
+        "room opened at {opened:.3} s of the session; bob joined {bob_joined:.2} left {bob_left:.2}; carol muted {carol_muted:.2} \
+         unmuted {carol_unmuted:.2}, shared {share_started:.2}..{share_stopped:.2}; closed {closed:.2}"
+    );
+    for (what, measured, expected) in [
+        ("alice joined", alice_joined, 0.0),
+        ("bob joined", bob_joined, 5.0),
+        ("bob left", bob_left, 12.0),
+        ("carol muted", carol_muted, 8.0),
+        ("carol unmuted", carol_unmuted, 10.0),
+        ("screen share started", share_started, 14.0),
+        ("screen share stopped", share_stopped, 17.0),
+        ("room closed", closed, 20.0),
+    ] {
+        assert!((measured - expected).abs() <= 0.3, "{what} at {measured:.2} s, expected {expected} s");
+    }
+    assert!(entries.iter().any(|e| e["type"] == "sender_report"), "sender reports are logged");
 
-    // Every track has decodable segments covering its span.
+    // Every track has decodable segments covering the time its publisher was in the room.
     let media = setup.root.join(format!("recordings/{id}/raw/s1"));
+    let expected_span = |participant: &str, track: &str| -> (f64, f64) {
+        match (participant, track == share_track) {
+            ("bob", _) => (5.0, 12.0),
+            ("carol", true) => (14.0, 17.0),
+            _ => (0.0, 20.0),
+        }
+    };
     let mut tracks = 0;
     for participant in ["alice", "bob", "carol"] {
         for track in std::fs::read_dir(media.join(participant)).unwrap() {
             let track = track.unwrap().path();
+            let name = track.file_name().unwrap().to_string_lossy().to_string();
             let (start, end, segments) = track_span(&track);
-            println!("{participant}/{}: {start:.2}..{end:.2} s in {segments} segments", track.file_name().unwrap().to_string_lossy());
+            let (from, to) = expected_span(participant, &name);
+            let (start, end) = (start - opened, end - opened);
+            println!("{participant}/{name}: {start:.2}..{end:.2} s (expected {from}..{to}) in {segments} segments");
+            assert!(start - from <= SPAN_TOLERANCE_S && start >= from - 0.05, "{participant}/{name} starts at {start:.2} s, expected {from}");
+            assert!((end - to).abs() <= SPAN_TOLERANCE_S, "{participant}/{name} ends at {end:.2} s, expected {to}");
             tracks += 1;
         }
     }
-    assert_eq!(tracks, 6, "two tracks for each of three participants");
+    assert_eq!(tracks, 7, "camera and microphone of three participants, and one screen share");
 
     let (mp4, _) = setup.read_output(&record);
     let path = setup.dir.path().join("out.mp4");
     std::fs::write(&path, &mp4).unwrap();
     assert_eq!(decode_errors(&path), "");
-    let probe = ffprobe(&path);
-    println!("duration {}", probe["format"]["duration"]);
-    let _ = bin_path("devroom");
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - 20.0).abs() < 0.5, "the MP4 lasts {duration} s");
+}
+
+const EDGE_ROOMS: &str = r#"
+[[rooms]]
+name = "lk-lossy"
+close_after_s = 10
+loss_percent = 5
+
+[[rooms.participants]]
+identity = "vp8-user"
+video_codec = "vp8"
+
+[[rooms.participants]]
+identity = "h264-user"
+video_codec = "h264"
+
+[[rooms]]
+name = "lk-emptying"
+
+[[rooms.participants]]
+identity = "leaver"
+leave_at_s = 3
+"#;
+
+/// Packet loss, a room that empties, a room that does not exist: each ends the job as it should.
+#[tokio::test(flavor = "multi_thread")]
+async fn lossy_empty_and_missing_rooms() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), EDGE_ROOMS);
+    setup.fleet.recorder_extra = devroom.recorder_toml(3);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 4);
+
+    let lossy = setup.api.start(r#"{"room":"lk-lossy"}"#).await;
+    let emptying = setup.api.start(r#"{"room":"lk-emptying"}"#).await;
+    let missing = setup.api.start(r#"{"room":"lk-nowhere"}"#).await;
+
+    let record = setup.api.wait_for_state(&missing, &["complete", "failed"], Duration::from_secs(30)).await;
+    assert_eq!(record["state"], "failed");
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("requested room does not exist"), "{error}");
+
+    let record = setup.api.wait_for_state(&emptying, &["complete", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    assert_eq!(record["end_reason"], "room_empty");
+    let session = &record["sessions"][0];
+    let lasted = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    assert!((5.5..9.0).contains(&lasted), "left at 3 s + 3 s empty timeout, but the capture lasted {lasted} s");
+
+    // 5 % of RTP lost on the way: NACK/RTX and keyframe requests keep every segment decodable.
+    let record = setup.api.wait_for_state(&lossy, &["complete", "failed"], Duration::from_secs(90)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    assert_eq!(record["end_reason"], "room_closed");
+    let media = setup.root.join(format!("recordings/{lossy}/raw/s1"));
+    for participant in ["vp8-user", "h264-user"] {
+        let tracks: Vec<_> = std::fs::read_dir(media.join(participant)).unwrap().map(|t| t.unwrap().path()).collect();
+        assert_eq!(tracks.len(), 2, "{participant}: camera and microphone");
+        for track in tracks {
+            let (start, end, segments) = track_span(&track);
+            println!("lossy {participant}/{}: {start:.2}..{end:.2} s in {segments} segments", track.file_name().unwrap().to_string_lossy());
+            assert!(end - start > 8.0, "{participant}: only {:.2} s of media", end - start);
+        }
+    }
+}
+
+/// A recorder with the wrong LiveKit secret fails the job with the server's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_secret_fails_the_job_with_the_reason() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), THREE_PARTICIPANTS);
+    setup.fleet.recorder_extra = devroom.recorder_toml_with_secret(60, "not-the-secret-not-the-secret-0000");
+    let _recorder = setup.fleet.recorder("rec-1", "both", 1);
+    let id = setup.api.start(r#"{"room":"lk-three"}"#).await;
+    let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(30)).await;
+    assert_eq!(record["state"], "failed");
+    let error = record["error"].as_str().unwrap();
+    println!("{error}");
+    assert!(error.contains("401") && error.contains("invalid authorization token: InvalidSignature"), "{error}");
+    // The room never saw the recorder.
+    assert!(devroom.room_state("lk-three").await.is_none_or(|room| room["subscribers"] == 0));
 }

@@ -64,8 +64,12 @@ impl Devroom {
 
     /// `[recorder.livekit]` pointing at this devroom.
     pub fn recorder_toml(&self, empty_timeout_s: u64) -> String {
+        self.recorder_toml_with_secret(empty_timeout_s, LIVEKIT_API_SECRET)
+    }
+
+    pub fn recorder_toml_with_secret(&self, empty_timeout_s: u64, secret: &str) -> String {
         format!(
-            "[recorder.livekit]\nurl = \"{}\"\napi_key = \"{LIVEKIT_API_KEY}\"\napi_secret = \"{LIVEKIT_API_SECRET}\"\nempty_timeout_s = {empty_timeout_s}\n",
+            "[recorder.livekit]\nurl = \"{}\"\napi_key = \"{LIVEKIT_API_KEY}\"\napi_secret = \"{secret}\"\nempty_timeout_s = {empty_timeout_s}\n",
             self.url()
         )
     }

@@ -171,13 +171,20 @@ impl RoomCapture {
             if *stop.borrow() {
                 break;
             }
-            let end = match self.connect().await {
-                Ok((signal, join, signal_events)) => {
+            // The peer connection is made while signalling connects: its DTLS certificate takes a
+            // moment to generate, and room updates wait for the loop it runs in.
+            let (connected, peer) = tokio::join!(self.connect(), Peer::new(config.rtc_ip));
+            let end = match (connected, peer) {
+                (Ok((signal, join, signal_events)), Ok(peer)) => {
                     lost_since = None;
                     self.connection += 1;
-                    self.run_connection(&signal, join, signal_events, &mut stop).await
+                    self.run_connection(&signal, join, signal_events, peer, &mut stop).await
                 }
-                Err(err) => {
+                (Ok((signal, _, _)), Err(err)) => {
+                    signal.close().await;
+                    return Err(format!("could not open the media socket on {}: {err}", config.rtc_ip));
+                }
+                (Err(err), _) => {
                     let reason = describe_connect_error(&err);
                     let room_missing = matches!(&err, SignalError::Client(status, body) if status.as_u16() == 404 && body.contains("room"));
                     if self.connection == 0 {
@@ -230,16 +237,13 @@ impl RoomCapture {
         signal: &SignalClient,
         join: proto::JoinResponse,
         mut signal_events: mpsc::UnboundedReceiver<SignalEvent>,
+        mut peer: Peer,
         stop: &mut watch::Receiver<bool>,
     ) -> ConnectionEnd {
         let room_sid = join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default();
         tracing::info!(room_sid, participants = join.other_participants.len(), connection = self.connection, "joined the LiveKit room");
         let changes = self.tracker.reset(join.other_participants);
         self.apply_changes(signal, changes).await;
-        let mut peer = match Peer::new(self.params.config.rtc_ip).await {
-            Ok(peer) => peer,
-            Err(err) => return ConnectionEnd::Reconnect(format!("media socket: {err}")),
-        };
         // A new peer connection restarts every track's RTP timing.
         for track in self.tracks.values_mut() {
             track.anchor = None;

@@ -2,7 +2,7 @@
 //! status codes and plain-text reasons (LIVEKIT.md, "Endpoints and errors").
 
 use axum::http::{HeaderMap, StatusCode};
-use livekit_api::access_token::{Claims, TokenVerifier};
+use livekit_api::access_token::{AccessTokenError, Claims, TokenVerifier};
 
 #[derive(Debug)]
 pub struct Refusal {
@@ -41,9 +41,14 @@ pub fn check(token: Option<&str>, api_key: &str, api_secret: &str) -> Result<Gra
     if unverified.iss != api_key {
         return Err(refuse(StatusCode::UNAUTHORIZED, "invalid API key"));
     }
-    let claims = TokenVerifier::with_api_key(api_key, api_secret)
-        .verify(token)
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, format!("invalid authorization token: {e}")))?;
+    let claims = TokenVerifier::with_api_key(api_key, api_secret).verify(token).map_err(|e| {
+        // The verifier wraps the JWT library's reason (bad signature, expired) in a generic message.
+        let reason = match e {
+            AccessTokenError::Encoding(inner) => inner.to_string(),
+            other => other.to_string(),
+        };
+        refuse(StatusCode::UNAUTHORIZED, format!("invalid authorization token: {reason}"))
+    })?;
     let video = &claims.video;
     if !video.room_join {
         return Err(refuse(StatusCode::UNAUTHORIZED, "permissions denied"));

@@ -188,10 +188,14 @@ pub enum TrackState {
     Gone,
 }
 
-/// Runs a room's script from the moment it opens: joins, mutes, shares, leaves, close.
+/// Runs a room's script from the moment it opens: joins, mutes, shares, leaves, close. Participants
+/// present from the start are in the room before this returns, so the first client's join response
+/// lists them, as it would in a room that was already running.
 pub fn run_script(room: Arc<Room>, script: RoomScript, clips: Arc<ClipSet>) {
+    let opened = tokio::time::Instant::now();
     for (index, participant) in script.participants.iter().enumerate() {
-        tokio::spawn(run_participant(room.clone(), participant.clone(), index, clips.clone()));
+        let present = (participant.join_at_s <= 0.0).then(|| join(&room, participant, index, &clips));
+        tokio::spawn(run_participant(room.clone(), participant.clone(), index, clips.clone(), opened, present));
     }
     if let Some(close_after) = script.close_after_s {
         let room = room.clone();
@@ -207,13 +211,33 @@ fn in_window(windows: &[[f64; 2]], t: f64) -> bool {
     windows.iter().any(|[from, to]| t >= *from && t < *to)
 }
 
-async fn run_participant(room: Arc<Room>, script: ParticipantScript, index: usize, clips: Arc<ClipSet>) {
-    let opened = tokio::time::Instant::now();
+/// Who joined: the participant's sid and the clip its screen share replays.
+type Joined = (String, Option<Arc<fleet_pipelines::clip::Clip>>);
+
+async fn run_participant(
+    room: Arc<Room>,
+    script: ParticipantScript,
+    index: usize,
+    clips: Arc<ClipSet>,
+    opened: tokio::time::Instant,
+    present: Option<Joined>,
+) {
     let at = |s: f64| opened + Duration::from_secs_f64(s.max(0.0));
-    tokio::time::sleep_until(at(script.join_at_s)).await;
-    if room.is_closed() {
-        return;
-    }
+    let (sid, video_clip) = match present {
+        Some(joined) => joined,
+        None => {
+            tokio::time::sleep_until(at(script.join_at_s)).await;
+            if room.is_closed() {
+                return;
+            }
+            join(&room, &script, index, &clips)
+        }
+    };
+    follow_script(room, script, sid, video_clip, opened).await;
+}
+
+/// Adds the participant with its camera and microphone and starts pacing their media.
+fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &ClipSet) -> Joined {
     let sid = new_sid("PA_");
     let camera = script.camera.then(|| track_info(&script, TrackKind::Camera));
     let microphone = script.microphone.then(|| track_info(&script, TrackKind::Microphone));
@@ -246,7 +270,17 @@ async fn run_participant(room: Arc<Room>, script: ParticipantScript, index: usiz
     if let (Some(track), Some(clip)) = (&microphone, audio_clip) {
         tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip));
     }
+    (sid, video_clip)
+}
 
+async fn follow_script(
+    room: Arc<Room>,
+    script: ParticipantScript,
+    sid: String,
+    video_clip: Option<Arc<fleet_pipelines::clip::Clip>>,
+    opened: tokio::time::Instant,
+) {
+    let at = |s: f64| opened + Duration::from_secs_f64(s.max(0.0));
     // Scripted changes, checked ten times a second.
     let leave_at = script.leave_at_s.map(at);
     let mut share: Option<String> = None;

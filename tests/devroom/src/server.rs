@@ -145,6 +145,6 @@ async fn room_state(State(server): State<Arc<Server>>, axum::extract::Path(name)
             })
         })
         .collect();
-    let body = serde_json::json!({ "sid": room.sid, "closed": room.is_closed(), "subscribers": room.subscriber_count(), "participants": participants });
+    let body = serde_json::json!({ "sid": room.sid, "created_ms": room.created_ms, "closed": room.is_closed(), "subscribers": room.subscriber_count(), "participants": participants });
     axum::Json(body).into_response()
 }

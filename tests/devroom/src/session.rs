@@ -98,6 +98,7 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
         ..Default::default()
     };
     ws_tx.send(frame(Response::Join(join))).await?;
+    tracing::info!("join response sent");
     ws_tx.send(frame(Response::RefreshToken(refresh_token(&params)?))).await?;
 
     let (frames_tx, mut frames) = mpsc::channel::<OutFrame>(512);
