@@ -19,6 +19,8 @@ pub enum Entry {
     /// An RTCP sender report: the publisher's NTP clock against the track's RTP clock.
     SenderReport { participant: String, track: String, ntp_unix_ms: f64, rtp_time: u64 },
     ActiveSpeakers { participants: Vec<String> },
+    /// The signalling connection was lost and the room joined again (media continues in the same tracks).
+    Rejoined { connection: u32, reason: String },
     SegmentOpened { participant: String, track: String, seq: u32 },
     SegmentClosed { participant: String, track: String, seq: u32 },
     SessionEnded { reason: String },

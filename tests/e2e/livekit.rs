@@ -18,6 +18,7 @@ close_after_s = 20
 [[rooms.participants]]
 identity = "alice"
 video_codec = "vp8"
+speaking = [[2, 4]]
 
 [[rooms.participants]]
 identity = "bob"
@@ -29,7 +30,11 @@ leave_at_s = 12
 identity = "carol"
 mute_camera = [[8, 10]]
 screen_share = [[14, 17]]
+speaking = [[4, 6]]
 "#;
+
+/// When the test cuts the recorder's signalling connection (seconds after the room opened).
+const SIGNALLING_DROP_AT_S: f64 = 15.5;
 
 /// How far a track's first or last media may sit from when the room says it began or ended.
 const SPAN_TOLERANCE_S: f64 = 0.3;
@@ -48,7 +53,13 @@ fn track_span(dir: &Path) -> (f64, f64, usize) {
     let mut start = f64::MAX;
     let mut end: f64 = 0.0;
     for segment in &segments {
-        assert_eq!(decode_errors(segment), "", "{} must decode cleanly", segment.display());
+        let errors = decode_errors(segment);
+        if !errors.is_empty() {
+            // Keep the evidence: the test directory is removed when the test ends.
+            let keep = std::env::temp_dir().join(format!("undecodable-{}", segment.file_name().unwrap().to_string_lossy()));
+            let _ = std::fs::copy(segment, &keep);
+            panic!("{} must decode cleanly (copied to {}): {errors}", segment.display(), keep.display());
+        }
         let output = Command::new("ffprobe")
             .args(["-v", "error", "-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0"])
             .arg(segment)
@@ -77,6 +88,12 @@ async fn records_a_livekit_room_until_it_closes() {
     let _recorder = setup.fleet.recorder("rec-1", "both", 2);
 
     let id = setup.api.start(r#"{"room":"lk-three"}"#).await;
+    setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    // Cut the signalling connection mid-recording: the recorder rejoins and keeps recording.
+    let created_ms = devroom.room_state("lk-three").await.expect("room open")["created_ms"].as_u64().unwrap();
+    let drop_at = std::time::UNIX_EPOCH + Duration::from_millis(created_ms) + Duration::from_secs_f64(SIGNALLING_DROP_AT_S);
+    tokio::time::sleep(drop_at.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await;
+    devroom.drop_signalling("lk-three").await;
     let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
     assert_eq!(record["state"], "complete", "{record:#}");
     assert_eq!(record["end_reason"], "room_closed", "{record:#}");
@@ -119,6 +136,21 @@ async fn records_a_livekit_room_until_it_closes() {
         assert!((measured - expected).abs() <= 0.3, "{what} at {measured:.2} s, expected {expected} s");
     }
     assert!(entries.iter().any(|e| e["type"] == "sender_report"), "sender reports are logged");
+    let rejoined = at("rejoined", &|_| true);
+    println!("rejoined {:.2} s after the signalling drop", rejoined - SIGNALLING_DROP_AT_S);
+    assert!(rejoined - SIGNALLING_DROP_AT_S < 2.0, "rejoined at {rejoined:.2} s");
+
+    // Active speakers as the room announced them: alice 2-4 s, carol 4-6 s.
+    let speakers: Vec<(f64, Vec<String>)> = entries
+        .iter()
+        .filter(|e| e["type"] == "active_speakers")
+        .map(|e| (running_s(e) - opened, e["participants"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect()))
+        .collect();
+    println!("active speakers: {speakers:?}");
+    let first_with = |who: &[&str]| speakers.iter().find(|(_, s)| s == who).map(|(t, _)| *t).unwrap_or(f64::NAN);
+    assert!((first_with(&["alice"]) - 2.0).abs() <= 0.3, "{speakers:?}");
+    assert!((first_with(&["carol"]) - 4.0).abs() <= 0.3, "{speakers:?}");
+    assert!(speakers.iter().any(|(t, s)| s.is_empty() && (t - 6.0).abs() <= 0.3), "{speakers:?}");
 
     // Every track has decodable segments covering the time its publisher was in the room.
     let media = setup.root.join(format!("recordings/{id}/raw/s1"));

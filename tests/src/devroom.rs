@@ -82,6 +82,13 @@ impl Devroom {
         response.json().await.ok()
     }
 
+    /// Cuts the signalling connections of everyone in the room, without a `Leave`.
+    pub async fn drop_signalling(&self, room: &str) {
+        let client = reqwest::Client::new();
+        let response = client.post(format!("http://{}/devroom/rooms/{room}/drop-signalling", self.addr)).send().await.unwrap();
+        assert!(response.status().is_success(), "dropping signalling in {room}: {}", response.status());
+    }
+
     pub async fn close_room(&self, room: &str) {
         let client = reqwest::Client::new();
         let response = client.post(format!("http://{}/devroom/rooms/{room}/close", self.addr)).send().await.unwrap();

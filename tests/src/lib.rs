@@ -3,6 +3,7 @@
 //! whose tail is printed when a test fails.
 
 pub mod api;
+pub mod bench;
 pub mod devroom;
 pub mod media;
 pub mod procs;

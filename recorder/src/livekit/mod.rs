@@ -94,6 +94,7 @@ impl LivekitCapture {
 
 /// One track being written.
 struct TrackSink {
+    video: bool,
     participant: SafeId,
     track: SafeId,
     clock_rate: u32,
@@ -104,6 +105,8 @@ struct TrackSink {
     waiting_for_keyframe: bool,
     last_keyframe_request: Option<Instant>,
     last_sender_report: Option<(Instant, SystemTime)>,
+    /// Told to finish (unpublished or stopping): frames that still arrive are dropped.
+    finishing: bool,
     finished: bool,
 }
 
@@ -166,6 +169,7 @@ impl RoomCapture {
             Duration::from_secs(config.token_ttl_s),
         )?;
         let mut lost_since: Option<Instant> = None;
+        let mut lost_reason = String::new();
         let room_wait_until = Instant::now() + Duration::from_secs(config.wait_for_room_s);
         loop {
             if *stop.borrow() {
@@ -178,6 +182,9 @@ impl RoomCapture {
                 (Ok((signal, join, signal_events)), Ok(peer)) => {
                     lost_since = None;
                     self.connection += 1;
+                    if self.connection > 1 {
+                        self.timeline(Entry::Rejoined { connection: self.connection, reason: std::mem::take(&mut lost_reason) });
+                    }
                     self.run_connection(&signal, join, signal_events, peer, &mut stop).await
                 }
                 (Ok((signal, _, _)), Err(err)) => {
@@ -213,6 +220,7 @@ impl RoomCapture {
                         return Err(format!("lost the LiveKit connection and could not rejoin within {} s: {reason}", config.reconnect_timeout_s));
                     }
                     tracing::warn!(%reason, "LiveKit connection lost; rejoining");
+                    lost_reason = reason;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -244,9 +252,10 @@ impl RoomCapture {
         tracing::info!(room_sid, participants = join.other_participants.len(), connection = self.connection, "joined the LiveKit room");
         let changes = self.tracker.reset(join.other_participants);
         self.apply_changes(signal, changes).await;
-        // A new peer connection restarts every track's RTP timing.
+        // A new peer connection restarts every track's RTP timing, and video must restart on a keyframe.
         for track in self.tracks.values_mut() {
             track.anchor = None;
+            track.waiting_for_keyframe = track.video;
         }
         let mut mids: HashMap<String, String> = HashMap::new();
         let mut candidate_sent = false;
@@ -358,11 +367,12 @@ impl RoomCapture {
                 Change::Unpublished(p, t) => {
                     self.timeline(Entry::TrackUnpublished { participant: participant_key(&p).to_string(), track: t.sid.clone() });
                     if let Some(track) = self.tracks.get_mut(&t.sid) {
-                        if let Some(writer) = &track.writer {
-                            writer.finish();
-                        } else {
-                            track.finished = true;
+                        match &track.writer {
+                            Some(writer) if !track.finishing => writer.finish(),
+                            Some(_) => {}
+                            None => track.finished = true,
                         }
+                        track.finishing = true;
                     }
                 }
                 Change::Muted(p, t, muted) => {
@@ -400,16 +410,19 @@ impl RoomCapture {
                 return;
             };
             let (participant, track) = self.track_ids(&track_sid);
+            let video = codec.kind() == fleet_pipelines::segment_writer::TrackKind::Video;
             let mut sink = TrackSink {
+                video,
                 participant,
                 track,
                 clock_rate,
                 writer: None,
                 anchor: None,
                 last_pts_ns: None,
-                waiting_for_keyframe: codec.kind() == fleet_pipelines::segment_writer::TrackKind::Video,
+                waiting_for_keyframe: video,
                 last_keyframe_request: None,
                 last_sender_report: None,
+                finishing: false,
                 finished: false,
             };
             if !sink.waiting_for_keyframe || keyframe {
@@ -424,7 +437,7 @@ impl RoomCapture {
             self.tracks.insert(track_sid.clone(), sink);
         }
         let sink = self.tracks.get_mut(&track_sid).expect("inserted above");
-        if sink.finished {
+        if sink.finished || sink.finishing {
             return;
         }
         if sink.writer.is_none() {
@@ -450,11 +463,10 @@ impl RoomCapture {
             }
         }
         let sink = self.tracks.get_mut(&track_sid).expect("present");
-        let video = sink.waiting_for_keyframe || codec_name != "opus";
-        if video && !data.contiguous {
+        if sink.video && !data.contiguous {
             sink.waiting_for_keyframe = true;
         }
-        if video && sink.waiting_for_keyframe {
+        if sink.video && sink.waiting_for_keyframe {
             if keyframe {
                 sink.waiting_for_keyframe = false;
             } else {
@@ -504,6 +516,7 @@ impl RoomCapture {
     fn skipped_track(&self, track_sid: &str, clock_rate: u32) -> TrackSink {
         let (participant, track) = self.track_ids(track_sid);
         TrackSink {
+            video: false,
             participant,
             track,
             clock_rate,
@@ -513,6 +526,7 @@ impl RoomCapture {
             waiting_for_keyframe: false,
             last_keyframe_request: None,
             last_sender_report: None,
+            finishing: true,
             finished: true,
         }
     }
@@ -590,9 +604,11 @@ impl RoomCapture {
     async fn finish_tracks(&mut self) {
         for track in self.tracks.values_mut() {
             match &track.writer {
-                Some(writer) if !track.finished => writer.finish(),
+                Some(writer) if !track.finished && !track.finishing => writer.finish(),
+                Some(_) if !track.finished => {}
                 _ => track.finished = true,
             }
+            track.finishing = true;
         }
         while self.tracks.values().any(|t| !t.finished) {
             match self.notes.recv().await {

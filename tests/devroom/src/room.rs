@@ -29,6 +29,8 @@ pub enum RoomEvent {
     Speakers(Vec<proto::SpeakerInfo>),
     /// The room was deleted: clients get `Leave{ROOM_DELETED}`.
     Closed,
+    /// Clients' WebSockets are cut, as a network failure would.
+    DropSignalling,
 }
 
 pub struct Room {
@@ -47,6 +49,7 @@ struct RoomState {
     /// Visible participants by sid, synthetic and real.
     participants: BTreeMap<String, proto::ParticipantInfo>,
     subscribers: HashMap<u64, mpsc::Sender<OutFrame>>,
+    speaking: std::collections::BTreeSet<String>,
     closed: bool,
 }
 
@@ -149,8 +152,29 @@ impl Room {
         TrackState::Gone
     }
 
-    pub fn speakers(&self, speakers: Vec<proto::SpeakerInfo>) {
+    /// Marks a participant speaking or not and sends the change as LiveKit does: the active speakers,
+    /// plus the one who stopped with level 0.
+    pub fn set_speaking(&self, sid: &str, speaking: bool) {
+        let speakers = {
+            let mut state = self.state.lock().expect("room state");
+            if speaking {
+                state.speaking.insert(sid.to_string());
+            } else {
+                state.speaking.remove(sid);
+            }
+            let mut speakers: Vec<proto::SpeakerInfo> =
+                state.speaking.iter().map(|s| proto::SpeakerInfo { sid: s.clone(), level: 0.5, active: true }).collect();
+            if !speaking {
+                speakers.push(proto::SpeakerInfo { sid: sid.to_string(), level: 0.0, active: false });
+            }
+            speakers
+        };
         let _ = self.events.send(RoomEvent::Speakers(speakers));
+    }
+
+    /// Drops every client's signalling connection without a goodbye (tests of reconnects).
+    pub fn drop_signalling(&self) {
+        let _ = self.events.send(RoomEvent::DropSignalling);
     }
 
     pub fn close(&self) {
@@ -284,13 +308,20 @@ async fn follow_script(
     // Scripted changes, checked ten times a second.
     let leave_at = script.leave_at_s.map(at);
     let mut share: Option<String> = None;
+    let mut speaking = false;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
         if room.is_closed() {
             return;
         }
-        if leave_at.is_some_and(|leave| tokio::time::Instant::now() >= leave) {
+        let now_speaking = in_window(&script.speaking, opened.elapsed().as_secs_f64());
+        let leaving = leave_at.is_some_and(|leave| tokio::time::Instant::now() >= leave);
+        if now_speaking != speaking || (leaving && speaking) {
+            speaking = now_speaking && !leaving;
+            room.set_speaking(&sid, speaking);
+        }
+        if leaving {
             room.remove(&sid, proto::DisconnectReason::ClientInitiated);
             tracing::info!(room = %room.name, identity = %script.identity, "synthetic participant left");
             return;

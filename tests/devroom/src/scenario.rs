@@ -47,6 +47,9 @@ pub struct ParticipantScript {
     pub mute_camera: Vec<[f64; 2]>,
     #[serde(default)]
     pub mute_microphone: Vec<[f64; 2]>,
+    /// Windows in which the participant is an active speaker (`SpeakersChanged`).
+    #[serde(default)]
+    pub speaking: Vec<[f64; 2]>,
     /// Windows in which a screen share track is published.
     #[serde(default)]
     pub screen_share: Vec<[f64; 2]>,
@@ -99,6 +102,7 @@ impl Scenario {
                 mute_camera: vec![],
                 mute_microphone: vec![],
                 screen_share: vec![],
+                speaking: vec![],
             })
             .collect();
         Scenario { auto_create: false, rooms: vec![RoomScript { name: room.into(), close_after_s: None, loss_percent: 0.0, participants }] }

@@ -42,6 +42,7 @@ impl Server {
             .route("/rtc/v1", get(not_found))
             .route("/rtc/v1/validate", get(not_found))
             .route("/devroom/rooms/{room}/close", post(close_room))
+            .route("/devroom/rooms/{room}/drop-signalling", post(drop_signalling))
             .route("/devroom/rooms/{room}", get(room_state))
             .with_state(self.clone())
     }
@@ -127,6 +128,16 @@ async fn close_room(State(server): State<Arc<Server>>, axum::extract::Path(name)
         Some(room) => {
             room.close();
             (StatusCode::OK, "closed").into_response()
+        }
+        None => refusal(StatusCode::NOT_FOUND, "requested room does not exist"),
+    }
+}
+
+async fn drop_signalling(State(server): State<Arc<Server>>, axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match server.find_room(&name) {
+        Some(room) => {
+            room.drop_signalling();
+            (StatusCode::OK, "dropped").into_response()
         }
         None => refusal(StatusCode::NOT_FOUND, "requested room does not exist"),
     }

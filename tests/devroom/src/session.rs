@@ -190,6 +190,10 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
                 Ok(RoomEvent::Speakers(speakers)) => {
                     ws_tx.send(frame(Response::SpeakersChanged(proto::SpeakersChanged { speakers }))).await?;
                 }
+                Ok(RoomEvent::DropSignalling) => {
+                    tracing::info!("dropping the signalling connection (test)");
+                    break Ok(());
+                }
                 Ok(RoomEvent::Closed) => {
                     let leave = proto::LeaveRequest {
                         can_reconnect: false,
