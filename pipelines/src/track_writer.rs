@@ -141,12 +141,15 @@ impl TrackWriter {
         Ok(TrackWriter { pipeline, source })
     }
 
-    /// Queues one encoded frame at `pts_ns` (running time of the capture session).
-    pub fn push(&self, pts_ns: u64, data: &[u8], keyframe: bool) -> Result<(), PipelineError> {
+    /// Queues one encoded frame at `pts_ns` (running time of the capture session). `duration_ns` must
+    /// not be zero: matroskamux 1.22 writes a corrupt header for a segment whose media lasts 0 ns (a
+    /// single frame without duration, e.g. a fragment cut just before a mute).
+    pub fn push(&self, pts_ns: u64, duration_ns: u64, data: &[u8], keyframe: bool) -> Result<(), PipelineError> {
         let mut buffer = gst::Buffer::from_mut_slice(data.to_vec());
         {
             let buffer = buffer.get_mut().expect("a new buffer is writable");
             buffer.set_pts(gst::ClockTime::from_nseconds(pts_ns));
+            buffer.set_duration(gst::ClockTime::from_nseconds(duration_ns.max(1_000_000)));
             if !keyframe {
                 buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
             }

@@ -28,6 +28,8 @@ pub use token::recorder_token;
 
 /// Keyframe requests (PLI) per track at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// A frame's assumed duration is the last inter-frame interval, at most this (gaps are not frames).
+const MAX_FRAME_DURATION_NS: u64 = 100_000_000;
 /// Sender reports go to the timeline at most this often per track.
 const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -102,6 +104,7 @@ struct TrackSink {
     /// RTP time and running time of the first frame since the current peer connection began.
     anchor: Option<(u64, u64)>,
     last_pts_ns: Option<u64>,
+    frame_interval_ns: u64,
     waiting_for_keyframe: bool,
     last_keyframe_request: Option<Instant>,
     last_sender_report: Option<(Instant, SystemTime)>,
@@ -419,6 +422,7 @@ impl RoomCapture {
                 writer: None,
                 anchor: None,
                 last_pts_ns: None,
+                frame_interval_ns: if video { 33_333_333 } else { 20_000_000 },
                 waiting_for_keyframe: video,
                 last_keyframe_request: None,
                 last_sender_report: None,
@@ -493,10 +497,14 @@ impl RoomCapture {
         let mut pts = (anchor_ns as i128 + delta_ns).max(0) as u64;
         if let Some(last) = sink.last_pts_ns {
             pts = pts.max(last);
+            if pts > last {
+                sink.frame_interval_ns = (pts - last).min(MAX_FRAME_DURATION_NS);
+            }
         }
         sink.last_pts_ns = Some(pts);
         if let Some(writer) = &sink.writer {
-            if let Err(err) = writer.push(pts, &data.data, keyframe) {
+            // A frame lasts until the next one, which has not arrived: assume the last interval.
+            if let Err(err) = writer.push(pts, sink.frame_interval_ns, &data.data, keyframe) {
                 tracing::warn!(track = %track_sid, %err, "frame not written");
             }
         }
@@ -523,6 +531,7 @@ impl RoomCapture {
             writer: None,
             anchor: None,
             last_pts_ns: None,
+            frame_interval_ns: 20_000_000,
             waiting_for_keyframe: false,
             last_keyframe_request: None,
             last_sender_report: None,
