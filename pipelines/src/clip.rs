@@ -144,19 +144,7 @@ fn encode(spec: &ClipSpec) -> Result<Clip, PipelineError> {
 }
 
 fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
-    let source = make("videotestsrc")?;
-    source.set_property("num-buffers", (spec.seconds * spec.fps) as i32);
-    source.set_property_from_str("pattern", "solid-color");
-    source.set_property("foreground-color", markers::colour(spec.participant_index));
-    let caps = gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", spec.width as i32)
-        .field("height", spec.height as i32)
-        .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
-        .build();
-    let filter = make("capsfilter")?;
-    filter.set_property("caps", &caps);
-    markers::add_flash_probe(&filter.static_pad("src").expect("capsfilter src"));
+    let source = markers::video_source(spec.participant_index, spec.width, spec.height, spec.fps, Some(spec.seconds * spec.fps))?;
     // Short GOPs stand in for keyframe requests, which a replayed clip cannot honour: a subscriber that
     // joins or loses packets gets a keyframe within 0.1 s, about as fast as a live publisher answers a
     // PLI. Flat colours keep keyframes small (a few KB at 720p).
@@ -199,31 +187,16 @@ fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
         }
         ClipCodec::Opus => unreachable!("audio clips use audio_chain"),
     };
-    Ok([vec![source, filter], encoder].concat())
+    Ok([source, encoder].concat())
 }
 
 fn audio_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
-    const RATE: u32 = 48_000;
-    const CHANNELS: u32 = 2;
-    let source = make("audiotestsrc")?;
-    // 20 ms buffers, one Opus packet each.
-    source.set_property("samplesperbuffer", (RATE / 50) as i32);
-    source.set_property("num-buffers", (spec.seconds * 50) as i32);
-    source.set_property("freq", markers::tone_hz(spec.participant_index));
-    source.set_property("volume", 0.5f64);
-    let caps = gst::Caps::builder("audio/x-raw")
-        .field("format", "S16LE")
-        .field("layout", "interleaved")
-        .field("rate", RATE as i32)
-        .field("channels", CHANNELS as i32)
-        .build();
-    let filter = make("capsfilter")?;
-    filter.set_property("caps", &caps);
-    markers::add_beep_probe(&filter.static_pad("src").expect("capsfilter src"), RATE, CHANNELS);
+    let mut chain = markers::audio_source(spec.participant_index, Some(spec.seconds * 50))?;
     let encoder = make("opusenc")?;
     encoder.set_property("bitrate", 64_000i32);
     encoder.set_property_from_str("frame-size", "20");
-    Ok(vec![source, filter, encoder])
+    chain.push(encoder);
+    Ok(chain)
 }
 
 /// Cache format: magic, frame count, then per frame pts (u64), keyframe (u8), length (u32), bytes.

@@ -66,3 +66,52 @@ pub fn add_beep_probe(pad: &gst::Pad, rate: u32, channels: u32) {
         gst::PadProbeReturn::Ok
     });
 }
+
+/// Audio of the marked sources: 48 kHz stereo S16, 20 ms buffers (one Opus packet each).
+pub const AUDIO_RATE: u32 = 48_000;
+pub const AUDIO_CHANNELS: u32 = 2;
+
+/// A participant's camera: solid colour with a flash on every whole second. `frames`: stop after that
+/// many (a clip); `None`: run live.
+pub fn video_source(index: usize, width: u32, height: u32, fps: u32, frames: Option<u32>) -> Result<Vec<gst::Element>, crate::PipelineError> {
+    let source = crate::make("videotestsrc")?;
+    match frames {
+        Some(frames) => source.set_property("num-buffers", frames as i32),
+        None => source.set_property("is-live", true),
+    }
+    source.set_property_from_str("pattern", "solid-color");
+    source.set_property("foreground-color", colour(index));
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("framerate", gst::Fraction::new(fps as i32, 1))
+        .build();
+    let filter = crate::make("capsfilter")?;
+    filter.set_property("caps", &caps);
+    add_flash_probe(&filter.static_pad("src").expect("capsfilter src"));
+    Ok(vec![source, filter])
+}
+
+/// A participant's microphone: silence with a tone burst on every whole second. `buffers`: stop after
+/// that many 20 ms buffers; `None`: run live.
+pub fn audio_source(index: usize, buffers: Option<u32>) -> Result<Vec<gst::Element>, crate::PipelineError> {
+    let source = crate::make("audiotestsrc")?;
+    match buffers {
+        Some(buffers) => source.set_property("num-buffers", buffers as i32),
+        None => source.set_property("is-live", true),
+    }
+    source.set_property("samplesperbuffer", (AUDIO_RATE / 50) as i32);
+    source.set_property("freq", tone_hz(index));
+    source.set_property("volume", 0.5f64);
+    let caps = gst::Caps::builder("audio/x-raw")
+        .field("format", "S16LE")
+        .field("layout", "interleaved")
+        .field("rate", AUDIO_RATE as i32)
+        .field("channels", AUDIO_CHANNELS as i32)
+        .build();
+    let filter = crate::make("capsfilter")?;
+    filter.set_property("caps", &caps);
+    add_beep_probe(&filter.static_pad("src").expect("capsfilter src"), AUDIO_RATE, AUDIO_CHANNELS);
+    Ok(vec![source, filter])
+}

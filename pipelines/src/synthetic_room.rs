@@ -159,46 +159,21 @@ fn wall_ms_at_running_zero(pipeline: &gst::Pipeline) -> u64 {
 }
 
 fn video_chain(config: &SyntheticRoomConfig, index: usize) -> Result<Vec<gst::Element>, PipelineError> {
-    let source = make("videotestsrc")?;
-    source.set_property("is-live", true);
-    source.set_property_from_str("pattern", "solid-color");
-    source.set_property("foreground-color", markers::colour(index));
-    let caps = gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
-        .field("width", config.width as i32)
-        .field("height", config.height as i32)
-        .field("framerate", gst::Fraction::new(config.fps as i32, 1))
-        .build();
-    let filter = make("capsfilter")?;
-    filter.set_property("caps", &caps);
-    markers::add_flash_probe(&filter.static_pad("src").expect("capsfilter src"));
+    let mut chain = markers::video_source(index, config.width, config.height, config.fps, None)?;
     let encoder = make("vp8enc")?;
     encoder.set_property("deadline", 1i64);
     encoder.set_property("cpu-used", 8i32);
     encoder.set_property("target-bitrate", config.video_bitrate_bps as i32);
     encoder.set_property("keyframe-max-dist", config.fps as i32);
     encoder.set_property_from_str("end-usage", "cbr");
-    Ok(vec![source, filter, encoder])
+    chain.push(encoder);
+    Ok(chain)
 }
 
 fn audio_chain(index: usize) -> Result<Vec<gst::Element>, PipelineError> {
-    const RATE: u32 = 48_000;
-    const CHANNELS: u32 = 2;
-    let source = make("audiotestsrc")?;
-    source.set_property("is-live", true);
-    source.set_property("freq", markers::tone_hz(index));
-    source.set_property("volume", 0.5f64);
-    source.set_property("samplesperbuffer", (RATE / 50) as i32);
-    let caps = gst::Caps::builder("audio/x-raw")
-        .field("format", "S16LE")
-        .field("layout", "interleaved")
-        .field("rate", RATE as i32)
-        .field("channels", CHANNELS as i32)
-        .build();
-    let filter = make("capsfilter")?;
-    filter.set_property("caps", &caps);
-    markers::add_beep_probe(&filter.static_pad("src").expect("capsfilter src"), RATE, CHANNELS);
+    let mut chain = markers::audio_source(index, None)?;
     let encoder = make("opusenc")?;
     encoder.set_property("bitrate", 64_000i32);
-    Ok(vec![source, filter, encoder])
+    chain.push(encoder);
+    Ok(chain)
 }

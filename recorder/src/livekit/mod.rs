@@ -113,6 +113,26 @@ struct TrackSink {
     finished: bool,
 }
 
+impl TrackSink {
+    fn new(participant: SafeId, track: SafeId, clock_rate: u32, video: bool) -> TrackSink {
+        TrackSink {
+            video,
+            participant,
+            track,
+            clock_rate,
+            writer: None,
+            anchor: None,
+            last_pts_ns: None,
+            frame_interval_ns: if video { 33_333_333 } else { 20_000_000 },
+            waiting_for_keyframe: video,
+            last_keyframe_request: None,
+            last_sender_report: None,
+            finishing: false,
+            finished: false,
+        }
+    }
+}
+
 /// Messages from track writers' pipelines back to the capture loop.
 enum WriterNote {
     KeyframeWanted(String),
@@ -406,64 +426,40 @@ impl RoomCapture {
         // Every audio frame stands alone; str0m flags keyframes for video only.
         let keyframe = spec.codec == str0m::format::Codec::Opus || data.is_keyframe();
         let now_ns = self.clock.running_ns_at(data.network_time);
+        let codec = TrackCodec::from_name(codec_name);
         if !self.tracks.contains_key(&track_sid) {
-            let Some(codec) = TrackCodec::from_name(codec_name) else {
-                tracing::warn!(track = %track_sid, codec = codec_name, "codec not recordable here; track skipped");
-                self.tracks.insert(track_sid.clone(), self.skipped_track(&track_sid, clock_rate));
-                return;
-            };
             let (participant, track) = self.track_ids(&track_sid);
-            let video = codec.kind() == fleet_pipelines::segment_writer::TrackKind::Video;
-            let mut sink = TrackSink {
-                video,
-                participant,
-                track,
-                clock_rate,
-                writer: None,
-                anchor: None,
-                last_pts_ns: None,
-                frame_interval_ns: if video { 33_333_333 } else { 20_000_000 },
-                waiting_for_keyframe: video,
-                last_keyframe_request: None,
-                last_sender_report: None,
-                finishing: false,
-                finished: false,
-            };
-            if !sink.waiting_for_keyframe || keyframe {
-                match self.start_writer(&track_sid, &sink, codec, &data.data) {
-                    Ok(writer) => sink.writer = Some(writer),
-                    Err(reason) => {
-                        tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
-                        sink.finished = true;
-                    }
-                }
+            let video = codec.is_some_and(|c| c.kind() == fleet_pipelines::segment_writer::TrackKind::Video);
+            let mut sink = TrackSink::new(participant, track, clock_rate, video);
+            if codec.is_none() {
+                tracing::warn!(track = %track_sid, codec = codec_name, "codec not recordable here; track skipped");
+                sink.finishing = true;
+                sink.finished = true;
             }
             self.tracks.insert(track_sid.clone(), sink);
         }
-        let sink = self.tracks.get_mut(&track_sid).expect("inserted above");
+        let sink = self.tracks.get(&track_sid).expect("inserted above");
         if sink.finished || sink.finishing {
             return;
         }
         if sink.writer.is_none() {
-            // Video that began with a delta frame: wait for the keyframe asked for.
-            if keyframe {
-                let Some(codec) = TrackCodec::from_name(codec_name) else { return };
-                let started = {
-                    let sink = &*sink;
-                    Self::start_writer_for(&self.params, &self.notes_tx, &self.events, &track_sid, sink, codec, &data.data)
-                };
+            let Some(codec) = codec else { return };
+            if sink.video && !keyframe {
+                // Video that began with a delta frame: wait for the keyframe asked for.
                 let sink = self.tracks.get_mut(&track_sid).expect("present");
-                match started {
-                    Ok(writer) => sink.writer = Some(writer),
-                    Err(reason) => {
-                        tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
-                        sink.finished = true;
-                        return;
-                    }
-                }
-            } else {
                 request_keyframe(peer, sink, data.mid);
                 return;
+            }
+            let started = self.start_writer(&track_sid, sink, codec, &data.data);
+            let sink = self.tracks.get_mut(&track_sid).expect("present");
+            match started {
+                Ok(writer) => sink.writer = Some(writer),
+                Err(reason) => {
+                    tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
+                    sink.finishing = true;
+                    sink.finished = true;
+                    return;
+                }
             }
         }
         let sink = self.tracks.get_mut(&track_sid).expect("present");
@@ -521,25 +517,6 @@ impl RoomCapture {
         }
     }
 
-    fn skipped_track(&self, track_sid: &str, clock_rate: u32) -> TrackSink {
-        let (participant, track) = self.track_ids(track_sid);
-        TrackSink {
-            video: false,
-            participant,
-            track,
-            clock_rate,
-            writer: None,
-            anchor: None,
-            last_pts_ns: None,
-            frame_interval_ns: 20_000_000,
-            waiting_for_keyframe: false,
-            last_keyframe_request: None,
-            last_sender_report: None,
-            finishing: true,
-            finished: true,
-        }
-    }
-
     /// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
     fn track_ids(&self, track_sid: &str) -> (SafeId, SafeId) {
         let participant = match self.tracker.track(track_sid) {
@@ -551,21 +528,10 @@ impl RoomCapture {
     }
 
     fn start_writer(&self, track_sid: &str, sink: &TrackSink, codec: TrackCodec, first_frame: &[u8]) -> Result<TrackWriter, String> {
-        Self::start_writer_for(&self.params, &self.notes_tx, &self.events, track_sid, sink, codec, first_frame)
-    }
-
-    fn start_writer_for(
-        params: &LivekitParams,
-        notes: &mpsc::UnboundedSender<WriterNote>,
-        events: &SourceEvents,
-        track_sid: &str,
-        sink: &TrackSink,
-        codec: TrackCodec,
-        first_frame: &[u8],
-    ) -> Result<TrackWriter, String> {
+        let params = &self.params;
         let dir = params.media_dir.join(sink.participant.as_str()).join(sink.track.as_str());
-        let notes = notes.clone();
-        let events = events.clone();
+        let notes = self.notes_tx.clone();
+        let events = self.events.clone();
         let (participant, track, sid) = (sink.participant.clone(), sink.track.clone(), track_sid.to_string());
         tracing::info!(track = %track_sid, participant = %participant, codec = codec.as_str(), "recording track");
         TrackWriter::start(&dir, params.segment_ns, codec, first_frame, move |event| match event {
