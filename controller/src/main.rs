@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let keys = ApiKeys::from_config(&config.controller.auth)?;
     let bus = Bus::connect(&config.nats, &config.queues, "controller").await.context("connecting to NATS")?;
     let metrics = Arc::new(Metrics::default());
+    webhooks::prepare(&bus, &config.controller.webhooks).await.map_err(|e| anyhow::anyhow!("creating the webhook consumer: {e}"))?;
     tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));
 
     let listener = tokio::net::TcpListener::bind(&config.controller.listen)

@@ -35,7 +35,14 @@ pub async fn run(bus: Bus, config: WebhookConfig, metrics: Arc<Metrics>) {
     }
 }
 
-async fn consume(bus: &Bus, config: &WebhookConfig, metrics: &Arc<Metrics>, http: &reqwest::Client) -> Result<(), async_nats::Error> {
+/// Creates the durable webhook consumer if it does not exist yet. Called before the API serves: a
+/// consumer created later (it starts from new events) would miss the first events of jobs created in
+/// between.
+pub async fn prepare(bus: &Bus, config: &WebhookConfig) -> Result<(), async_nats::Error> {
+    durable_consumer(bus, config).await.map(|_| ())
+}
+
+async fn durable_consumer(bus: &Bus, config: &WebhookConfig) -> Result<consumer::PullConsumer, async_nats::Error> {
     let stream = bus.js.get_stream(&bus.names.events_stream).await?;
     let consumer = stream
         .get_or_create_consumer(
@@ -51,6 +58,11 @@ async fn consume(bus: &Bus, config: &WebhookConfig, metrics: &Arc<Metrics>, http
             },
         )
         .await?;
+    Ok(consumer)
+}
+
+async fn consume(bus: &Bus, config: &WebhookConfig, metrics: &Arc<Metrics>, http: &reqwest::Client) -> Result<(), async_nats::Error> {
+    let consumer = durable_consumer(bus, config).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;
