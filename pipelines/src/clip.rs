@@ -47,7 +47,7 @@ pub struct ClipSpec {
 impl ClipSpec {
     fn cache_name(&self) -> String {
         format!(
-            "clip-v3-{}-p{}-{}x{}-{}fps-{}bps-{}s.bin",
+            "clip-v4-{}-p{}-{}x{}-{}fps-{}bps-{}s.bin",
             self.codec.as_str(),
             self.participant_index,
             self.width,
@@ -129,10 +129,14 @@ fn encode(spec: &ClipSpec) -> Result<Clip, PipelineError> {
         let first = frames.first().map_or(0, |f| f.pts_ns);
         frames.iter_mut().for_each(|f| f.pts_ns -= first);
     } else {
-        // opusenc's first packet is short (encoder delay), which leaves a loop's packets 13 ms off the
-        // 20 ms grid and overlapping the next loop. Every packet holds 20 ms: put them on the grid.
+        // opusenc's first packet is short (the encoder delay), so the rest sit off the 20 ms grid of
+        // whole seconds (13.5 ms, 33.5 ms, ...). The signal repeats every second, so any run of
+        // `seconds * 50` packets loops seamlessly: drop the short one and keep the next run, with its
+        // own timestamps, so each packet's time is exactly the time of the sound it holds.
+        if !frames.is_empty() {
+            frames.remove(0);
+        }
         frames.truncate((spec.seconds * 50) as usize);
-        frames.iter_mut().enumerate().for_each(|(i, f)| f.pts_ns = i as u64 * 20_000_000);
     }
     // Drop frames past the loop length so loops never overlap.
     frames.retain(|f| f.pts_ns < duration_ns);
@@ -191,7 +195,8 @@ fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
 }
 
 fn audio_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
-    let mut chain = markers::audio_source(spec.participant_index, Some(spec.seconds * 50))?;
+    // One second more than the clip: the first packet is dropped (see `encode`).
+    let mut chain = markers::audio_source(spec.participant_index, Some((spec.seconds + 1) * 50))?;
     let encoder = make("opusenc")?;
     encoder.set_property("bitrate", 64_000i32);
     encoder.set_property_from_str("frame-size", "20");

@@ -263,3 +263,47 @@ async fn wrong_secret_fails_the_job_with_the_reason() {
     // The room never saw the recorder.
     assert!(devroom.room_state("lk-three").await.is_none_or(|room| room["subscribers"] == 0));
 }
+
+const SYNC_ROOM: &str = r#"
+[[rooms]]
+name = "lk-sync"
+close_after_s = 30
+
+[[rooms.participants]]
+identity = "p1"
+
+[[rooms.participants]]
+identity = "p2"
+video_codec = "h264"
+
+[[rooms.participants]]
+identity = "p3"
+join_at_s = 0.4
+"#;
+
+/// A/V sync of a captured LiveKit room, measured in the final MP4: each participant's flash and beep,
+/// sent together by devroom, land together. The transcoder lines each participant's tracks up from the
+/// RTCP sender reports in the timeline (arrival times alone left up to ~30 ms between them).
+#[tokio::test(flavor = "multi_thread")]
+async fn captured_room_is_in_sync() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), SYNC_ROOM);
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 1);
+    let id = setup.api.start(r#"{"room":"lk-sync"}"#).await;
+    let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("sync.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    // Tiles in the grid follow the participants' directory order: p1, p2, p3.
+    let tiles = ["640:360:0:0", "640:360:640:0", "640:360:0:360"].map(String::from);
+    let report = fleet_tests::sync::check_paired(&path, &tiles, 30.0, 1.0, duration - 1.0);
+    let mut summary = serde_json::to_value(&report).unwrap();
+    summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
+    println!("livekit sync report: {summary}");
+    assert!(report.found_ratio >= 0.95, "markers found: {summary}");
+    assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
+    assert!(report.max_cadence_drift_ms <= 20.0, "cadence drift: {summary}");
+}

@@ -66,6 +66,45 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
     }
 }
 
+/// For participants whose markers keep their own phase (devroom's, which start when each participant
+/// joins): every flash found in a tile between `from_s` and `to_s` is paired with the beep of that
+/// participant's tone within 250 ms of it. Expected markers: one per second of that span and tile.
+/// `max_video_position_error_ms` is not meaningful here and is reported as 0.
+pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
+    let audio = decode_audio(path);
+    let mut offsets = Vec::new();
+    let mut drift: f64 = 0.0;
+    let mut found = 0;
+    for (index, tile) in tiles.iter().enumerate() {
+        let tone = 440.0 + 110.0 * index as f64;
+        let mut previous: Option<(f64, f64)> = None;
+        for video in flash_onsets(path, tile, fps).into_iter().filter(|t| (from_s..=to_s).contains(t)) {
+            let Some(audio) = beep_onset_near(&audio, tone, video) else { continue };
+            found += 1;
+            offsets.push((audio - video) * 1000.0);
+            if let Some((v, a)) = previous.filter(|(v, _)| (video - v - 1.0).abs() < 0.5) {
+                drift = drift.max(((video - v) - 1.0).abs() * 1000.0).max(((audio - a) - 1.0).abs() * 1000.0);
+            }
+            previous = Some((video, audio));
+        }
+    }
+    let expected = tiles.len() * (to_s - from_s).floor() as usize;
+    let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
+    let mean = if offsets.is_empty() { f64::NAN } else { offsets.iter().sum::<f64>() / offsets.len() as f64 };
+    SyncReport {
+        expected_markers: expected,
+        found_markers: found,
+        found_ratio: found as f64 / expected.max(1) as f64,
+        offsets_ms: offsets,
+        p95_abs_offset_ms: p95,
+        mean_offset_ms: mean,
+        max_cadence_drift_ms: drift,
+        max_video_position_error_ms: 0.0,
+    }
+}
+
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
 fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
     let out = Command::new("ffmpeg")
@@ -106,7 +145,11 @@ fn tone_power(samples: &[f32], freq: f64) -> f64 {
 /// The beep of the participant with `tone` near `second`: present if the tone dominates a 50 ms window
 /// after the onset; the onset is where the signal first rises above a tenth of its peak in ±250 ms.
 fn beep_onset(audio: &[f32], tone: f64, second: usize) -> Option<f64> {
-    let center = second * RATE;
+    beep_onset_near(audio, tone, second as f64)
+}
+
+fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
+    let center = (at_s * RATE as f64) as usize;
     let from = center.saturating_sub(RATE / 4);
     let to = (center + RATE / 4).min(audio.len());
     if to <= from + RATE / 10 {

@@ -43,6 +43,22 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
         return Err(InputError::NoSegments(storage.location(&prefix)));
     }
 
+    // Lip-sync corrections per session, from its timeline (absent for the test source or an old recorder).
+    let mut corrections: BTreeMap<SafeId, crate::lipsync::Corrections> = BTreeMap::new();
+    for session in &record.sessions {
+        let key = keys::timeline(&record.id, &session.id);
+        let path = into.join(&key);
+        tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
+        if storage.get_to_file(&key, &path).await.is_ok() {
+            let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+            let found = crate::lipsync::corrections(&text);
+            if !found.is_empty() {
+                tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
+            }
+            corrections.insert(session.id.clone(), found);
+        }
+    }
+
     let mut tracks = Vec::new();
     let mut segment_count = 0;
     for ((participant, track), mut segments) in by_track {
@@ -60,7 +76,12 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
             let path = into.join(&key);
             tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
             storage.get_to_file(&key, &path).await?;
-            let offset_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000;
+            let lipsync_ns = corrections
+                .get(&session.id)
+                .and_then(|c| c.get(&(participant.to_string(), track.to_string())))
+                .copied()
+                .unwrap_or(0);
+            let offset_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000 + lipsync_ns;
             files.push(SegmentFile { path, offset_ns });
             segment_count += 1;
         }

@@ -5,6 +5,7 @@
 pub mod config;
 mod inputs;
 mod job;
+mod lipsync;
 mod manifest;
 mod worker;
 

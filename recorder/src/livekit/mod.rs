@@ -504,7 +504,8 @@ impl RoomCapture {
                 tracing::warn!(track = %track_sid, %err, "frame not written");
             }
         }
-        if let Some(report) = data.last_sender_info {
+        // A report sent before the sender's first packet maps nothing (str0m sends RTP time 0 then).
+        if let Some(report) = data.last_sender_info.filter(|r| r.sender_packet_count > 0) {
             let due = sink.last_sender_report.is_none_or(|(at, ntp)| ntp != report.ntp_time && at.elapsed() >= SENDER_REPORT_LOG_INTERVAL);
             if due {
                 sink.last_sender_report = Some((Instant::now(), report.ntp_time));

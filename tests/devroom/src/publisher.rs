@@ -28,6 +28,7 @@ pub async fn pace(room: Arc<Room>, track_sid: Arc<str>, clip: Arc<Clip>) {
             let rtp_time = rtp_base + (at_ns as u128 * clock_rate as u128 / 1_000_000_000) as u64;
             room.send_frame(OutFrame {
                 track_sid: track_sid.clone(),
+                captured_at: (started + Duration::from_nanos(at_ns)).into_std(),
                 rtp_time,
                 keyframe: frame.keyframe,
                 data: frame.data.clone().into(),

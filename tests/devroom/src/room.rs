@@ -16,6 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 #[derive(Debug, Clone)]
 pub struct OutFrame {
     pub track_sid: Arc<str>,
+    /// When the frame was "captured": its place on the publisher's clock, which sender reports map.
+    pub captured_at: std::time::Instant,
     pub rtp_time: u64,
     pub keyframe: bool,
     pub data: Arc<[u8]>,

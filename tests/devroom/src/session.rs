@@ -442,7 +442,7 @@ impl Peer {
             Frequency::NINETY_KHZ
         };
         let Some(writer) = self.rtc.writer(mid) else { return };
-        if let Err(err) = writer.write(pt, Instant::now(), MediaTime::new(frame.rtp_time, frequency), frame.data.clone()) {
+        if let Err(err) = writer.write(pt, frame.captured_at, MediaTime::new(frame.rtp_time, frequency), frame.data.clone()) {
             tracing::debug!(%err, "frame not written");
         }
     }
