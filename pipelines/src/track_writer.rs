@@ -83,6 +83,7 @@ impl TrackWriter {
                 .field("rate", 48_000i32)
                 .field("channels", 2i32)
                 .field("channel-mapping-family", 0i32)
+                .field("streamheader", gst::Array::new([opus_head(), opus_tags()]))
                 .build(),
         };
         let source = gst_app::AppSrc::builder()
@@ -167,6 +168,38 @@ impl Drop for TrackWriter {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// Encoder delay of libopus at 48 kHz (its lookahead), which WebRTC senders have and RTP does not carry.
+const OPUS_PRE_SKIP: u16 = 312;
+
+/// The Ogg/Matroska Opus identification header (RFC 7845 section 5.1) for a WebRTC stereo stream. Its
+/// pre-skip tells decoders to drop the encoder delay, so audio lines up with video as it did at the
+/// sender (without it every recorded voice would sound 6.5 ms late).
+fn opus_head() -> gst::Buffer {
+    let mut head = b"OpusHead".to_vec();
+    head.push(1); // version
+    head.push(2); // channels
+    head.extend_from_slice(&OPUS_PRE_SKIP.to_le_bytes());
+    head.extend_from_slice(&48_000u32.to_le_bytes());
+    head.extend_from_slice(&0i16.to_le_bytes()); // output gain
+    head.push(0); // channel mapping family
+    header_buffer(head)
+}
+
+fn opus_tags() -> gst::Buffer {
+    let vendor = b"fleet-recorder";
+    let mut tags = b"OpusTags".to_vec();
+    tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+    tags.extend_from_slice(vendor);
+    tags.extend_from_slice(&0u32.to_le_bytes()); // no comments
+    header_buffer(tags)
+}
+
+fn header_buffer(bytes: Vec<u8>) -> gst::Buffer {
+    let mut buffer = gst::Buffer::from_mut_slice(bytes);
+    buffer.get_mut().expect("a new buffer is writable").set_flags(gst::BufferFlags::HEADER);
+    buffer
 }
 
 /// Width and height from a VP8 keyframe header (RFC 6386 section 9.1), None for a delta frame.

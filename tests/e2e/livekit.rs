@@ -303,6 +303,7 @@ async fn captured_room_is_in_sync() {
     let mut summary = serde_json::to_value(&report).unwrap();
     summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
     println!("livekit sync report: {summary}");
+    println!("offsets (per tile, in order): {:?}", report.offsets_ms.iter().map(|o| o.round() as i64).collect::<Vec<_>>());
     assert!(report.found_ratio >= 0.95, "markers found: {summary}");
     assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
     assert!(report.max_cadence_drift_ms <= 20.0, "cadence drift: {summary}");
