@@ -138,8 +138,10 @@ impl TrackWriter {
             }
             gst::BusSyncReply::Drop
         });
-        pipeline.set_state(gst::State::Playing)?;
-        Ok(TrackWriter { pipeline, source })
+        // From here on the writer owns the pipeline: a failed start still sets it to NULL on drop.
+        let writer = TrackWriter { pipeline, source };
+        writer.pipeline.set_state(gst::State::Playing)?;
+        Ok(writer)
     }
 
     /// Queues one encoded frame at `pts_ns` (running time of the capture session). `duration_ns` must

@@ -28,6 +28,8 @@ struct Anchor {
     clock_rate: u32,
     running_ns: u64,
     sender_report: Option<(f64, u64)>,
+    /// The track started again in this session; no more reports are matched to the first start.
+    closed: bool,
 }
 
 /// Corrections for one capture session's tracks, from its `timeline.jsonl`. Tracks without a sender
@@ -38,10 +40,15 @@ pub fn corrections(timeline: &str) -> Corrections {
     for line in timeline.lines() {
         match serde_json::from_str::<Line>(line) {
             Ok(Line::TrackStarted { participant, track, rtp_time, clock_rate, running_ns }) => {
-                anchors.entry((participant, track)).or_insert(Anchor { rtp_time, clock_rate, running_ns, sender_report: None });
+                // A second start (a rejoin) begins another RTP timeline: later reports no longer
+                // describe the first one.
+                anchors
+                    .entry((participant, track))
+                    .and_modify(|a| a.closed = true)
+                    .or_insert(Anchor { rtp_time, clock_rate, running_ns, sender_report: None, closed: false });
             }
             Ok(Line::SenderReport { participant, track, ntp_unix_ms, rtp_time }) => {
-                if let Some(anchor) = anchors.get_mut(&(participant, track)) {
+                if let Some(anchor) = anchors.get_mut(&(participant, track)).filter(|a| !a.closed) {
                     anchor.sender_report.get_or_insert((ntp_unix_ms, rtp_time));
                 }
             }

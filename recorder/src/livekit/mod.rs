@@ -28,6 +28,11 @@ pub use token::recorder_token;
 
 /// Keyframe requests (PLI) per track at most this often.
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+/// How long stopping writers may take to close their last segments.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
+/// A frame whose RTP time puts it further than this from its arrival restarts the track's timing
+/// (str0m restarts its extended RTP time on an SSRC change).
+const MAX_RTP_DRIFT_NS: i128 = 2_000_000_000;
 /// A frame's assumed duration is the last inter-frame interval, at most this (gaps are not frames).
 const MAX_FRAME_DURATION_NS: u64 = 100_000_000;
 /// Sender reports go to the timeline at most this often per track.
@@ -211,7 +216,8 @@ impl RoomCapture {
                     self.run_connection(&signal, join, signal_events, peer, &mut stop).await
                 }
                 (Ok((signal, _, _)), Err(err)) => {
-                    signal.close().await;
+                    close_signalling(&signal).await;
+                    self.finish_tracks().await;
                     return Err(format!("could not open the media socket on {}: {err}", config.rtc_ip));
                 }
                 (Err(err), _) => {
@@ -273,7 +279,9 @@ impl RoomCapture {
     ) -> ConnectionEnd {
         let room_sid = join.room.as_ref().map(|r| r.sid.clone()).unwrap_or_default();
         tracing::info!(room_sid, participants = join.other_participants.len(), connection = self.connection, "joined the LiveKit room");
-        let changes = self.tracker.reset(join.other_participants);
+        // A hidden participant may hear about itself; it is not part of the room being recorded.
+        let own_sid = join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default();
+        let changes = self.tracker.reset(join.other_participants.into_iter().filter(|p| p.sid != own_sid).collect());
         self.apply_changes(signal, changes).await;
         // A new peer connection restarts every track's RTP timing, and video must restart on a keyframe.
         for track in self.tracks.values_mut() {
@@ -319,7 +327,7 @@ impl RoomCapture {
                             peer.add_remote_candidate(&trickle.candidate_init);
                         }
                         Response::Update(update) => {
-                            let changes = self.tracker.apply(update.participants);
+                            let changes = self.tracker.apply(update.participants.into_iter().filter(|p| p.sid != own_sid).collect());
                             self.apply_changes(signal, changes).await;
                         }
                         Response::SpeakersChanged(speakers) => {
@@ -362,9 +370,8 @@ impl RoomCapture {
                 }
             }
         };
-        if !matches!(end, ConnectionEnd::Reconnect(_)) {
-            signal.close().await;
-        }
+        // Also on a reconnect: the client's own task would otherwise keep the old session alive.
+        close_signalling(signal).await;
         end
     }
 
@@ -475,6 +482,13 @@ impl RoomCapture {
             }
         }
         let rtp = data.time.numer();
+        if let Some((anchor_rtp, anchor_ns)) = sink.anchor {
+            let expected = anchor_ns as i128 + (rtp as i128 - anchor_rtp as i128) * 1_000_000_000 / sink.clock_rate.max(1) as i128;
+            if (expected - now_ns as i128).abs() > MAX_RTP_DRIFT_NS {
+                tracing::warn!(track = %track_sid, jump_ms = (expected - now_ns as i128) / 1_000_000, "RTP time jumped; restarting the track's timing");
+                sink.anchor = None;
+            }
+        }
         let (anchor_rtp, anchor_ns) = match sink.anchor {
             Some(anchor) => anchor,
             None => {
@@ -586,8 +600,14 @@ impl RoomCapture {
             }
             track.finishing = true;
         }
+        let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
         while self.tracks.values().any(|t| !t.finished) {
-            match self.notes.recv().await {
+            let Ok(note) = tokio::time::timeout_at(deadline, self.notes.recv()).await else {
+                let stuck: Vec<&String> = self.tracks.iter().filter(|(_, t)| !t.finished).map(|(sid, _)| sid).collect();
+                tracing::error!(?stuck, "track writers did not finish in time; their last segments stay in the spool");
+                break;
+            };
+            match note {
                 Some(WriterNote::Finished(sid)) => self.writer_done(&sid),
                 Some(WriterNote::Failed(sid, reason)) => {
                     tracing::error!(track = %sid, %reason, "track writer failed while finishing");
@@ -598,6 +618,10 @@ impl RoomCapture {
             }
         }
     }
+}
+
+async fn close_signalling(signal: &SignalClient) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), signal.close()).await;
 }
 
 fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mid) {
