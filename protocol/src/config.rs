@@ -22,7 +22,9 @@ pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> R
         figment = figment.merge(Toml::file(path));
     }
     figment
-        .merge(Env::prefixed("FLEET_").split("__"))
+        // Only `FLEET_<SECTION>__<KEY>` variables configure; others of the prefix (`FLEET_CONFIG`, the test
+        // harness's `FLEET_BIN_DIR`) are not configuration keys.
+        .merge(Env::prefixed("FLEET_").filter(|key| key.as_str().contains("__")).split("__"))
         .extract()
         .map_err(|e| ConfigError(e.to_string()))
 }
@@ -154,6 +156,7 @@ mod tests {
         std::fs::write(&file, "[nats]\nurl = \"nats://file:1\"\n[storage]\nkind = \"s3\"\n").unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("FLEET_STORAGE__PREFIX", "from-env");
+            jail.set_env("FLEET_BIN_DIR", "/not/a/config/key");
             let cfg: Sample = load(Some(&file)).unwrap();
             assert_eq!(cfg.nats.url, "nats://file:1");
             assert_eq!(cfg.storage.kind, StorageKind::S3);
