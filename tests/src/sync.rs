@@ -49,7 +49,10 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
             previous = Some((second, video, audio));
         }
     }
-    let expected = tiles.len() * (last + 1 - first);
+    summarize(tiles.len() * (last + 1 - first), found, offsets, drift, position)
+}
+
+fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, position: f64) -> SyncReport {
     let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
@@ -88,21 +91,7 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
             previous = Some((video, audio));
         }
     }
-    let expected = tiles.len() * (to_s - from_s).floor() as usize;
-    let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
-    let mean = if offsets.is_empty() { f64::NAN } else { offsets.iter().sum::<f64>() / offsets.len() as f64 };
-    SyncReport {
-        expected_markers: expected,
-        found_markers: found,
-        found_ratio: found as f64 / expected.max(1) as f64,
-        offsets_ms: offsets,
-        p95_abs_offset_ms: p95,
-        mean_offset_ms: mean,
-        max_cadence_drift_ms: drift,
-        max_video_position_error_ms: 0.0,
-    }
+    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0)
 }
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
