@@ -206,9 +206,20 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
                     break Ok(());
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Resend the full picture rather than miss a change.
-                    let update = proto::ParticipantUpdate { participants: room.participants().into_iter().filter(|p| p.sid != participant_sid).collect() };
-                    announced = update.participants.iter().map(|p| p.sid.clone()).collect();
+                    // Resend the full picture rather than miss a change; who left meanwhile is told so, as
+                    // clients never infer a departure from absence.
+                    let mut participants: Vec<_> = room.participants().into_iter().filter(|p| p.sid != participant_sid).collect();
+                    let present: HashSet<String> = participants.iter().map(|p| p.sid.clone()).collect();
+                    for gone in announced.difference(&present) {
+                        participants.push(proto::ParticipantInfo {
+                            sid: gone.clone(),
+                            state: proto::participant_info::State::Disconnected as i32,
+                            version: u32::MAX,
+                            ..Default::default()
+                        });
+                    }
+                    let update = proto::ParticipantUpdate { participants };
+                    announced = present;
                     ws_tx.send(frame(Response::Update(update))).await?;
                     peer.want(wanted_tracks(&room, &announced, subscribed, &unsubscribed));
                 }
