@@ -1,9 +1,17 @@
-//! The composite transcode: every track's segments decoded, videos laid out in a grid over a black
-//! background, audios mixed over silence, encoded to H.264 High + AAC-LC in a faststart MP4.
-//! The black and silent base layers span the whole recording, so gaps never collapse the timeline.
+//! The composite transcode: every shown track's segments decoded, videos laid out as the layout
+//! schedule says over a black background, audios mixed over silence, encoded to H.264 High + AAC-LC in a
+//! faststart MP4. The black and silent base layers span the whole recording, so gaps never collapse the
+//! timeline.
+//!
+//! Layout changes are exact to the output frame: the compositor announces each output frame's inputs
+//! (`samples-selected`) and the scene for that instant is applied to its pads there. Each track is also
+//! scaled to its tile in its own branch (its own thread), ahead of time, so the compositor only blends;
+//! a frame that reaches it at another size is scaled there, which is slower but still right.
 
+use crate::layout::{Layer, Schedule, Tile};
 use crate::segment_reader::{self, Problems, TrackInput};
 use crate::{PipelineError, encoders, make, runtime_error};
+use std::collections::BTreeMap;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -27,6 +35,8 @@ pub struct TranscodeSpec {
     pub video_kbps: u32,
     pub audio_bps: u32,
     pub audio_only: bool,
+    /// What is shown when; `None` puts every video track in one static grid.
+    pub schedule: Option<Schedule>,
     /// Encoder element name (see [`encoders`]).
     pub encoder: String,
     pub output: PathBuf,
@@ -46,6 +56,7 @@ impl TranscodeSpec {
             video_kbps: 3000,
             audio_bps: 128_000,
             audio_only: false,
+            schedule: None,
             encoder: encoder.to_string(),
             output,
             stall_timeout: Duration::from_secs(120),
@@ -92,16 +103,30 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
 
     let mut feeders = Vec::new();
     if !spec.audio_only {
+        let names: Vec<String> = videos.iter().map(|(input, _)| input.name.clone()).collect();
+        let schedule = Arc::new(spec.schedule.clone().unwrap_or_else(|| Schedule::static_grid(&names, spec.width, spec.height)));
         let compositor = build_video_output(spec, &pipeline, &mux)?;
-        let tiles = grid(videos.len(), spec.width, spec.height);
-        for ((input, caps), tile) in videos.iter().zip(tiles) {
-            let appsrc = add_track_input(&pipeline, caps, Branch::Video { compositor: compositor.clone(), tile, fps: spec.fps })?;
-            feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
+        let mut pads = BTreeMap::new();
+        for layer in schedule.layers() {
+            match &layer {
+                Layer::Track(name) => {
+                    // A track the schedule shows but that has no readable video is simply not there.
+                    let Some((input, caps)) = videos.iter().find(|(input, _)| &input.name == name) else { continue };
+                    let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
+                    let (appsrc, pad) = add_video_input(&pipeline, caps, branch)?;
+                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
+                    pads.insert(layer, pad);
+                }
+                Layer::Placeholder(_) => {
+                    pads.insert(layer, add_placeholder(&pipeline, &compositor, spec)?);
+                }
+            }
         }
+        follow_schedule(&compositor, schedule, pads);
     }
     let mixer = build_audio_output(spec, &pipeline, &mux)?;
     for (input, caps) in &audios {
-        let appsrc = add_track_input(&pipeline, caps, Branch::Audio { mixer: mixer.clone() })?;
+        let appsrc = add_audio_input(&pipeline, caps, &mixer)?;
         feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
     }
 
@@ -117,34 +142,6 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
 
 fn media_type(caps: &gst::Caps) -> String {
     caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default()
-}
-
-/// A tile of the output frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tile {
-    pub x: i32,
-    pub y: i32,
-    pub width: i32,
-    pub height: i32,
-}
-
-/// An even grid: columns = ceil(sqrt(n)), rows as needed, tiles rounded to even sizes for I420.
-pub fn grid(n: usize, width: u32, height: u32) -> Vec<Tile> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let tile_w = (width as usize / cols) & !1;
-    let tile_h = (height as usize / rows) & !1;
-    (0..n)
-        .map(|i| Tile {
-            x: ((i % cols) * tile_w) as i32,
-            y: ((i / cols) * tile_h) as i32,
-            width: tile_w as i32,
-            height: tile_h as i32,
-        })
-        .collect()
 }
 
 fn frames_for(duration_ns: u64, per_second: u64, per_buffer: u64) -> i32 {
@@ -230,13 +227,16 @@ fn mixer_caps() -> gst::Caps {
         .build()
 }
 
-enum Branch {
-    Video { compositor: gst::Element, tile: Tile, fps: u32 },
-    Audio { mixer: gst::Element },
+/// A video track's way into the compositor: the layer it is in the schedule.
+struct VideoBranch {
+    compositor: gst::Element,
+    layer: Layer,
+    schedule: Arc<Schedule>,
+    fps: u32,
 }
 
-/// appsrc → decodebin → (scale into tile | resample to the mix format) → compositor/mixer pad.
-fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -> Result<gst_app::AppSrc, PipelineError> {
+/// appsrc → decodebin → `tail` (linked once the decoder's pad appears) → `sink_pad`.
+fn add_decoded_input(pipeline: &gst::Pipeline, caps: &gst::Caps, tail: &[gst::Element], sink_pad: &gst::Pad) -> Result<gst_app::AppSrc, PipelineError> {
     let appsrc = gst_app::AppSrc::builder()
         .caps(caps)
         .format(gst::Format::Time)
@@ -245,56 +245,12 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
         .max_bytes(4 * 1024 * 1024)
         .build();
     let decode = make("decodebin")?;
-    let tail: Vec<gst::Element> = match &branch {
-        Branch::Video { tile, .. } => {
-            let convert = make("videoconvert")?;
-            let scale = make("videoscale")?;
-            scale.set_property("add-borders", true);
-            let filter = make("capsfilter")?;
-            filter.set_property(
-                "caps",
-                gst::Caps::builder("video/x-raw")
-                    .field("format", "I420")
-                    .field("width", tile.width)
-                    .field("height", tile.height)
-                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                    .build(),
-            );
-            vec![convert, scale, filter, make("queue")?]
-        }
-        Branch::Audio { .. } => {
-            let filter = make("capsfilter")?;
-            filter.set_property("caps", mixer_caps());
-            vec![make("audioconvert")?, make("audioresample")?, filter, make("queue")?]
-        }
-    };
     pipeline.add_many([appsrc.upcast_ref(), &decode])?;
-    pipeline.add_many(&tail)?;
+    pipeline.add_many(tail)?;
     appsrc.link(&decode)?;
-    gst::Element::link_many(&tail)?;
-    let sink_pad = match &branch {
-        Branch::Video { compositor, tile, fps } => {
-            let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-            pad.set_property("xpos", tile.x);
-            pad.set_property("ypos", tile.y);
-            pad.set_property("zorder", 1u32);
-            // The compositor shows the latest frame that starts before the output frame ends, i.e. up to
-            // a frame early; half an output frame of offset makes that the frame nearest in time.
-            // (videorate would do it too, but it swallows the GAP events that blank long holes.)
-            pad.set_offset(500_000_000 / *fps as i64);
-            pad
-        }
-        Branch::Audio { mixer } => {
-            let pad = mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?;
-            // The AAC encoder delays its output by its priming samples and mp4mux 1.22 does not hide them
-            // with an edit list, so players would present the audio 21.3 ms late. Feeding the tracks that
-            // much earlier puts every sound back on its instant.
-            pad.set_offset(-AAC_PRIMING_NS);
-            pad
-        }
-    };
-    tail.last().unwrap().static_pad("src").unwrap().link(&sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
-    let first = tail[0].static_pad("sink").unwrap();
+    gst::Element::link_many(tail)?;
+    tail.last().expect("a tail").static_pad("src").expect("src pad").link(sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
+    let first = tail[0].static_pad("sink").expect("sink pad");
     decode.connect_pad_added(move |_, pad| {
         if !first.is_linked() {
             if let Err(err) = pad.link(&first) {
@@ -303,6 +259,122 @@ fn add_track_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: Branch) -
         }
     });
     Ok(appsrc)
+}
+
+fn tile_caps(tile: Tile) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", tile.width)
+        .field("height", tile.height)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
+
+/// decoded video → convert → scale (letterboxed) to the layer's current tile → compositor pad.
+fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBranch) -> Result<(gst_app::AppSrc, gst::Pad), PipelineError> {
+    let convert = make("videoconvert")?;
+    let scale = make("videoscale")?;
+    scale.set_property("add-borders", true);
+    let filter = make("capsfilter")?;
+    let first_tile = branch.schedule.scenes().iter().find_map(|s| s.layers.iter().find(|(l, _)| *l == branch.layer).map(|(_, t)| *t));
+    let first_tile = first_tile.unwrap_or(Tile { x: 0, y: 0, width: 320, height: 180 });
+    filter.set_property("caps", tile_caps(first_tile));
+    let current = Mutex::new(first_tile);
+    let pad = branch.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("alpha", 0.0f64);
+    pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+    // The compositor shows the latest frame that starts before the output frame ends, i.e. up to a
+    // frame early; half an output frame of offset makes that the frame nearest in time.
+    // (videorate would do it too, but it swallows the GAP events that blank long holes.)
+    let half_frame = 500_000_000 / branch.fps as i64;
+    pad.set_offset(half_frame);
+    // Resize ahead of the compositor: before a frame enters the scaler, aim the scaler at the tile the
+    // frame will be shown in. Changing the filter makes the scaler renegotiate on that very frame.
+    let (layer, schedule, target) = (branch.layer, branch.schedule, filter.clone());
+    scale.static_pad("sink").expect("videoscale sink").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+            if let Some(tile) = schedule.tile_at(&layer, pts.nseconds() + half_frame as u64) {
+                let mut current = current.lock().unwrap();
+                if (tile.width, tile.height) != (current.width, current.height) {
+                    *current = tile;
+                    target.set_property("caps", tile_caps(tile));
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let appsrc = add_decoded_input(pipeline, caps, &[convert, scale, filter, make("queue")?], &pad)?;
+    Ok((appsrc, pad))
+}
+
+/// A participant's stand-in: a flat dark tile, made tiny and scaled by the compositor to its tile.
+fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &TranscodeSpec) -> Result<gst::Pad, PipelineError> {
+    let source = make("videotestsrc")?;
+    source.set_property_from_str("pattern", "solid-color");
+    source.set_property("foreground-color", PLACEHOLDER_ARGB);
+    source.set_property("num-buffers", frames_for(spec.duration_ns, spec.fps as u64, 1));
+    let filter = make("capsfilter")?;
+    filter.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", 16)
+            .field("height", 16)
+            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+            .build(),
+    );
+    pipeline.add_many([&source, &filter])?;
+    source.link(&filter)?;
+    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("alpha", 0.0f64);
+    filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("placeholder: {e:?}")))?;
+    Ok(pad)
+}
+
+/// The placeholder tile's colour (ARGB): a dark slate that reads as "camera off", not as a gap.
+pub const PLACEHOLDER_ARGB: u32 = 0xff3a4150;
+
+/// Applies the scene of each output frame to the compositor's pads, just before the frame is blended.
+fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTreeMap<Layer, gst::Pad>) {
+    compositor.set_property("emit-signals", true);
+    let shown = Mutex::new(None::<usize>);
+    compositor.connect("samples-selected", false, move |args| {
+        let Some(pts) = args.get(2).and_then(|v| v.get::<u64>().ok()) else { return None };
+        let index = schedule.index_at(pts);
+        let mut shown = shown.lock().unwrap();
+        if *shown == Some(index.unwrap_or(usize::MAX)) {
+            return None;
+        }
+        *shown = Some(index.unwrap_or(usize::MAX));
+        let layers = index.map(|i| schedule.scenes()[i].layers.as_slice()).unwrap_or_default();
+        for (layer, pad) in &pads {
+            match layers.iter().position(|(l, _)| l == layer) {
+                Some(order) => {
+                    let tile = layers[order].1;
+                    pad.set_property("xpos", tile.x);
+                    pad.set_property("ypos", tile.y);
+                    pad.set_property("width", tile.width);
+                    pad.set_property("height", tile.height);
+                    pad.set_property("zorder", order as u32 + 1);
+                    pad.set_property("alpha", 1.0f64);
+                }
+                None => pad.set_property("alpha", 0.0f64),
+            }
+        }
+        None
+    });
+}
+
+/// decoded audio → the mix format → mixer pad.
+fn add_audio_input(pipeline: &gst::Pipeline, caps: &gst::Caps, mixer: &gst::Element) -> Result<gst_app::AppSrc, PipelineError> {
+    let filter = make("capsfilter")?;
+    filter.set_property("caps", mixer_caps());
+    let pad = mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?;
+    // The AAC encoder delays its output by its priming samples and mp4mux 1.22 does not hide them with an
+    // edit list, so players would present the audio 21.3 ms late. Feeding the tracks that much earlier
+    // puts every sound back on its instant.
+    pad.set_offset(-AAC_PRIMING_NS);
+    add_decoded_input(pipeline, caps, &[make("audioconvert")?, make("audioresample")?, filter, make("queue")?], &pad)
 }
 
 fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl Fn(f64)) -> Result<(), PipelineError> {
@@ -329,20 +401,5 @@ fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl
         } else if last_change.elapsed() > spec.stall_timeout {
             return Err(PipelineError::Stalled(spec.stall_timeout.as_secs()));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grid_layouts() {
-        assert_eq!(grid(1, 1280, 720), vec![Tile { x: 0, y: 0, width: 1280, height: 720 }]);
-        let two = grid(2, 1280, 720);
-        assert_eq!(two[1], Tile { x: 640, y: 0, width: 640, height: 720 });
-        let three = grid(3, 1280, 720);
-        assert_eq!(three[2], Tile { x: 0, y: 360, width: 640, height: 360 });
-        assert_eq!(grid(5, 1280, 720).len(), 5);
     }
 }

@@ -66,6 +66,7 @@ fn spec(tracks: Vec<TrackInput>, duration_ns: u64, output: std::path::PathBuf) -
         video_kbps: 1000,
         audio_bps: 128_000,
         audio_only: false,
+        schedule: None,
         encoder: cpu_encoder(),
         output,
         stall_timeout: Duration::from_secs(30),

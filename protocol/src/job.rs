@@ -135,6 +135,9 @@ pub struct JobRequest {
     pub source: Source,
     #[serde(default)]
     pub layout: Layout,
+    /// Layout `single`: the participant (identity) to show; the first one present when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
     #[serde(default)]
     pub video_preset: VideoPreset,
     #[serde(default)]
@@ -161,6 +164,14 @@ impl JobRequest {
         }
         if self.room.chars().any(char::is_control) {
             return Err("room must not contain control characters".into());
+        }
+        if let Some(participant) = &self.participant {
+            if self.layout != Layout::Single {
+                return Err("participant applies to layout single only".into());
+            }
+            if participant.is_empty() || participant.chars().count() > MAX_ROOM_NAME_LEN || participant.chars().any(char::is_control) {
+                return Err(format!("participant must be 1-{MAX_ROOM_NAME_LEN} characters without control characters"));
+            }
         }
         if self.wait_for_room_s.is_some_and(|w| w > MAX_ROOM_WAIT_S) {
             return Err(format!("wait_for_room_s must be at most {MAX_ROOM_WAIT_S}"));

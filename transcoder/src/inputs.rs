@@ -1,6 +1,7 @@
 //! Finds a job's raw segments in storage, downloads them, and places each capture session on the
 //! recording's timeline (its offset from the first session's start).
 
+use crate::room_history::{self, RoomEvent, TimedEvent};
 use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
 use fleet_protocol::keys::{self, SegmentKey};
 use fleet_protocol::storage::Storage;
@@ -22,6 +23,8 @@ pub enum InputError {
 
 pub struct Inputs {
     pub tracks: Vec<TrackInput>,
+    /// Every session's room events, in recording time.
+    pub room_events: Vec<TimedEvent>,
     pub duration_ns: u64,
     pub segment_count: usize,
 }
@@ -43,21 +46,33 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
         return Err(InputError::NoSegments(storage.location(&prefix)));
     }
 
-    // Lip-sync corrections per session, from its timeline (absent for the test source or an old recorder).
+    // Per session, from its timeline (absent for an old recorder or a lost upload): the lip-sync
+    // corrections and the room's events.
     let mut corrections: BTreeMap<SafeId, crate::lipsync::Corrections> = BTreeMap::new();
+    let mut room_events = Vec::new();
     for session in &record.sessions {
+        let start_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000;
+        let end_ns = session.ended_at_ms.map(|end| end.saturating_sub(first_start) * 1_000_000).unwrap_or(duration_ms * 1_000_000);
         let key = keys::timeline(&record.id, &session.id);
         let path = into.join(&key);
         tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
-        if storage.get_to_file(&key, &path).await.is_ok() {
-            let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-            let found = crate::lipsync::corrections(&text);
-            if !found.is_empty() {
-                tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
+        let text = match storage.get_to_file(&key, &path).await {
+            Ok(_) => tokio::fs::read_to_string(&path).await.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(session = %session.id, %err, "no timeline for this session; its tracks are laid out without room events");
+                String::new()
             }
-            corrections.insert(session.id.clone(), found);
+        };
+        let found = crate::lipsync::corrections(&text);
+        if !found.is_empty() {
+            tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
         }
+        corrections.insert(session.id.clone(), found);
+        room_events.extend(room_history::session_events(&text, start_ns, end_ns.max(start_ns)));
     }
+    // Sessions do not overlap, but a clock step between nodes could make them: keep time order, and
+    // a session's end before the next one's start at the same instant.
+    room_events.sort_by_key(|e| (e.at_ns, !matches!(e.event, RoomEvent::SessionEnded)));
 
     let mut tracks = Vec::new();
     let mut segment_count = 0;
@@ -87,7 +102,7 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
         }
         tracks.push(TrackInput { name: format!("{participant}/{track}"), segments: files });
     }
-    Ok(Inputs { tracks, duration_ns: duration_ms * 1_000_000, segment_count })
+    Ok(Inputs { tracks, room_events, duration_ns: duration_ms * 1_000_000, segment_count })
 }
 
 fn storage_io(err: std::io::Error) -> InputError {

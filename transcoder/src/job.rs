@@ -2,11 +2,11 @@
 //! upload the recording and its manifest, mark the job complete. Failures are retried up to the
 //! consumer's MaxDeliver, then the job is marked failed with the reason and the message terminated.
 
-use crate::inputs;
+use crate::{inputs, layout_plan};
 use crate::manifest::{Manifest, codec_name, sha256_file};
 use crate::worker::Transcoder;
 use async_nats::jetstream::{self, AckKind};
-use fleet_pipelines::{mp4_info, transcode};
+use fleet_pipelines::{mp4_info, segment_reader, transcode};
 use fleet_protocol::bus::{Change, parse_message};
 use fleet_protocol::job::{OutputInfo, Progress, TranscodeJob};
 use fleet_protocol::{JobRecord, JobState, SafeId, keys};
@@ -116,6 +116,24 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
     let output_path = scratch.path().join(format!("{job_id}.{extension}"));
     let (width, height, fps, video_kbps) = record.request.video_preset.params();
     let encoder = worker.encoders[0].clone();
+    let schedule = (!audio_only).then(|| {
+        let video_tracks: Vec<String> = inputs
+            .tracks
+            .iter()
+            .filter(|t| segment_reader::probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/"))))
+            .map(|t| t.name.clone())
+            .collect();
+        let request = layout_plan::PlanRequest {
+            layout: record.request.layout,
+            participant: record.request.participant.as_deref(),
+            video_tracks: &video_tracks,
+            width,
+            height,
+        };
+        let schedule = layout_plan::plan(&inputs.room_events, &request);
+        tracing::info!(layout = ?record.request.layout, scenes = schedule.scenes().len(), video_tracks = video_tracks.len(), "layout planned");
+        schedule
+    });
     let spec = transcode::TranscodeSpec {
         tracks: inputs.tracks,
         duration_ns: inputs.duration_ns,
@@ -125,6 +143,7 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         video_kbps,
         audio_bps: worker.config.audio_bitrate_bps,
         audio_only,
+        schedule,
         encoder: encoder.clone(),
         output: output_path.clone(),
         stall_timeout: Duration::from_secs(worker.config.stall_timeout_s),

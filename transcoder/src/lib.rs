@@ -5,8 +5,10 @@
 pub mod config;
 mod inputs;
 mod job;
+mod layout_plan;
 mod lipsync;
 mod manifest;
+mod room_history;
 mod worker;
 
 pub use config::TranscoderConfig;

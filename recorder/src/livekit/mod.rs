@@ -331,8 +331,7 @@ impl RoomCapture {
                             self.apply_changes(signal, changes).await;
                         }
                         Response::SpeakersChanged(speakers) => {
-                            let participants = speakers.speakers.iter().filter(|s| s.active)
-                                .map(|s| self.tracker.identity_of(&s.sid).unwrap_or(&s.sid).to_string()).collect();
+                            let participants = self.tracker.speakers_changed(&speakers.speakers);
                             self.timeline(Entry::ActiveSpeakers { participants });
                         }
                         Response::RefreshToken(token) => self.token = token,

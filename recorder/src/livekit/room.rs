@@ -17,6 +17,8 @@ pub enum Change {
 #[derive(Default)]
 pub struct RoomTracker {
     participants: HashMap<String, proto::ParticipantInfo>,
+    /// Active speakers by sid, with their level.
+    speakers: HashMap<String, f32>,
 }
 
 impl RoomTracker {
@@ -92,6 +94,22 @@ impl RoomTracker {
         self.participants.values().find_map(|p| p.tracks.iter().find(|t| t.sid == track_sid).map(|t| (p, t)))
     }
 
+    /// Applies a `SpeakersChanged` (LiveKit sends only the speakers whose state changed: a speaker who
+    /// stopped comes with `active: false`) and returns everyone speaking now, loudest first, by identity.
+    pub fn speakers_changed(&mut self, changed: &[proto::SpeakerInfo]) -> Vec<String> {
+        for speaker in changed {
+            if speaker.active {
+                self.speakers.insert(speaker.sid.clone(), speaker.level);
+            } else {
+                self.speakers.remove(&speaker.sid);
+            }
+        }
+        self.speakers.retain(|sid, _| self.participants.contains_key(sid));
+        let mut speaking: Vec<(&String, f32)> = self.speakers.iter().map(|(sid, level)| (sid, *level)).collect();
+        speaking.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+        speaking.into_iter().map(|(sid, _)| self.identity_of(sid).unwrap_or(sid).to_string()).collect()
+    }
+
     pub fn identity_of(&self, participant_sid: &str) -> Option<&str> {
         self.participants.get(participant_sid).map(|p| p.identity.as_str())
     }
@@ -104,6 +122,20 @@ impl RoomTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speaker_updates_are_deltas() {
+        let mut room = RoomTracker::default();
+        room.reset(vec![participant("a", 1, vec![]), participant("b", 1, vec![])]);
+        let speaker = |sid: &str, level: f32, active: bool| proto::SpeakerInfo { sid: sid.into(), level, active };
+        assert_eq!(room.speakers_changed(&[speaker("a", 0.5, true)]), vec!["id-a"]);
+        // b starts louder while a goes on: both, b first.
+        assert_eq!(room.speakers_changed(&[speaker("b", 0.8, true)]), vec!["id-b", "id-a"]);
+        assert_eq!(room.speakers_changed(&[speaker("b", 0.0, false)]), vec!["id-a"]);
+        // A speaker who left the room is no longer speaking.
+        room.reset(vec![participant("b", 1, vec![])]);
+        assert_eq!(room.speakers_changed(&[]), Vec::<String>::new());
+    }
 
     fn participant(sid: &str, version: u32, tracks: Vec<(&str, bool)>) -> proto::ParticipantInfo {
         proto::ParticipantInfo {

@@ -1,0 +1,119 @@
+//! The room as the recorder saw it, read back from each capture session's `timeline.jsonl` and placed
+//! on the recording's timeline: who was there, which tracks were published and muted, who spoke.
+//! Pure parsing; the layout planner turns it into scenes.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A capture session begins: nothing is known about the room until it says so.
+    SessionStarted,
+    /// A capture session ends: everyone and everything it saw is gone with it.
+    SessionEnded,
+    Joined { participant: String, identity: String },
+    Left { participant: String },
+    Published { participant: String, track: String, kind: String, source: String },
+    Unpublished { participant: String, track: String },
+    Muted { participant: String, track: String, muted: bool },
+    /// Loudest first, as participant ids.
+    Speakers { participants: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedEvent {
+    /// Nanoseconds from the recording's start.
+    pub at_ns: u64,
+    pub event: RoomEvent,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line {
+    ParticipantJoined { running_ns: u64, participant: String, identity: String },
+    ParticipantLeft { running_ns: u64, participant: String },
+    TrackPublished { running_ns: u64, participant: String, track: String, kind: String, source: String },
+    TrackUnpublished { running_ns: u64, participant: String, track: String },
+    TrackMuted { running_ns: u64, participant: String, track: String, muted: bool },
+    ActiveSpeakers { running_ns: u64, participants: Vec<String> },
+    #[serde(other)]
+    Other,
+}
+
+/// One session's room events, from its timeline text, shifted to start at `start_ns` and cut at
+/// `end_ns`. Lines that do not parse (a line torn by a crash, a newer recorder's entries) are skipped.
+pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEvent> {
+    let mut identities: BTreeMap<String, String> = BTreeMap::new();
+    let mut events = vec![TimedEvent { at_ns: start_ns, event: RoomEvent::SessionStarted }];
+    for line in timeline.lines() {
+        let Ok(line) = serde_json::from_str::<Line>(line) else { continue };
+        let (running_ns, event) = match line {
+            Line::ParticipantJoined { running_ns, participant, identity } => {
+                identities.insert(identity.clone(), participant.clone());
+                (running_ns, RoomEvent::Joined { participant, identity })
+            }
+            Line::ParticipantLeft { running_ns, participant } => (running_ns, RoomEvent::Left { participant }),
+            Line::TrackPublished { running_ns, participant, track, kind, source } => {
+                (running_ns, RoomEvent::Published { participant, track, kind, source })
+            }
+            Line::TrackUnpublished { running_ns, participant, track } => (running_ns, RoomEvent::Unpublished { participant, track }),
+            Line::TrackMuted { running_ns, participant, track, muted } => (running_ns, RoomEvent::Muted { participant, track, muted }),
+            Line::ActiveSpeakers { running_ns, participants } => {
+                // Speakers are named by identity; segments and the other entries by participant id.
+                let participants = participants.into_iter().map(|p| identities.get(&p).cloned().unwrap_or(p)).collect();
+                (running_ns, RoomEvent::Speakers { participants })
+            }
+            Line::Other => continue,
+        };
+        let at_ns = start_ns.saturating_add(running_ns);
+        if at_ns < end_ns {
+            events.push(TimedEvent { at_ns, event });
+        }
+    }
+    events.push(TimedEvent { at_ns: end_ns, event: RoomEvent::SessionEnded });
+    // Entries are written in order, but a stable sort keeps a reordered line from confusing the planner.
+    events.sort_by_key(|e| e.at_ns);
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_placed_on_the_recording_timeline() {
+        let timeline = r#"{"wall_ms":1,"running_ns":0,"type":"session_started","session":"s","node":"n","source":"livekit"}
+{"wall_ms":1,"running_ns":100,"type":"participant_joined","participant":"alice","identity":"alice","name":"Alice"}
+{"wall_ms":1,"running_ns":200,"type":"track_published","participant":"alice","track":"TR_1","kind":"video","codec":"vp8","source":"camera"}
+{"wall_ms":1,"running_ns":300,"type":"active_speakers","participants":["alice"]}
+{"wall_ms":1,"running_ns":400,"type":"track_muted","participant":"alice","track":"TR_1","muted":true}
+{"wall_ms":1,"running_ns":500,"type":"segment_opened","participant":"alice","track":"TR_1","seq":0}
+{"wall_ms":1,"running_ns":600,"type":"participant_lef
+{"wall_ms":1,"running_ns":5000,"type":"participant_left","participant":"alice"}"#;
+        let events = session_events(timeline, 1_000, 2_000);
+        let kinds: Vec<_> = events.iter().map(|e| (e.at_ns, e.event.clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (1_000, RoomEvent::SessionStarted),
+                (1_100, RoomEvent::Joined { participant: "alice".into(), identity: "alice".into() }),
+                (
+                    1_200,
+                    RoomEvent::Published { participant: "alice".into(), track: "TR_1".into(), kind: "video".into(), source: "camera".into() }
+                ),
+                (1_300, RoomEvent::Speakers { participants: vec!["alice".into()] }),
+                (1_400, RoomEvent::Muted { participant: "alice".into(), track: "TR_1".into(), muted: true }),
+                // The torn line is skipped; the late leave falls after the session's end and is cut.
+                (2_000, RoomEvent::SessionEnded),
+            ]
+        );
+    }
+
+    #[test]
+    fn speakers_named_by_identity_become_participant_ids() {
+        let timeline = r#"{"wall_ms":1,"running_ns":1,"type":"participant_joined","participant":"bob-PA_x","identity":"bob smith","name":""}
+{"wall_ms":1,"running_ns":2,"type":"active_speakers","participants":["bob smith","stranger"]}"#;
+        let events = session_events(timeline, 0, 10);
+        assert_eq!(events[2].event, RoomEvent::Speakers { participants: vec!["bob-PA_x".into(), "stranger".into()] });
+    }
+}
