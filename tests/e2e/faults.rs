@@ -2,7 +2,7 @@
 //! transcode jobs, malformed queue messages.
 
 use async_nats::jetstream;
-use fleet_protocol::job::{CaptureSession, JobRequest, Source};
+use fleet_protocol::job::{CaptureSession, JobRequest};
 use fleet_protocol::{JobRecord, JobState, SafeId};
 use fleet_tests::Setup;
 use fleet_tests::media::ffprobe;
@@ -143,17 +143,7 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
 
     // A poison transcode job: its record says it was captured, but no segment exists.
     let poison = SafeId::random("rec");
-    let request = JobRequest {
-        room: "r".into(),
-        source: Source::Test { participants: 1 },
-        layout: Default::default(),
-        video_preset: Default::default(),
-        audio_only: false,
-        max_duration_s: None,
-        wait_for_room_s: None,
-        webhook_url: None,
-        metadata: None,
-    };
+    let request: JobRequest = serde_json::from_str(r#"{"room":"r","source":{"type":"test","participants":1}}"#).unwrap();
     let mut record = JobRecord::new(poison.clone(), request, now_ms());
     record.state = JobState::Finalizing;
     record.sessions.push(CaptureSession {
