@@ -48,7 +48,7 @@ impl Capture {
         for track in started.tracks() {
             let participant = track.participant.clone();
             if track.kind == TrackKind::Video {
-                let entry = Entry::ParticipantJoined { participant: participant.clone(), identity: participant.clone(), name: participant.clone() };
+                let entry = Entry::ParticipantJoined { participant: participant.clone(), identity: participant.clone(), name: participant.clone(), joined_at_ms: None };
                 let _ = events.send(SourceEvent::Room { running_ns: 0, entry });
             }
             let codec = if track.kind == TrackKind::Video { "vp8" } else { "opus" };

@@ -9,7 +9,15 @@ use std::path::PathBuf;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Entry {
     SessionStarted { session: String, node: String, source: String },
-    ParticipantJoined { participant: String, identity: String, name: String },
+    /// `joined_at_ms`: when the server says the participant joined (orders tiles; the timeline's own
+    /// order of a join list is arbitrary).
+    ParticipantJoined {
+        participant: String,
+        identity: String,
+        name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        joined_at_ms: Option<u64>,
+    },
     ParticipantLeft { participant: String },
     TrackPublished { participant: String, track: String, kind: String, codec: String, source: String },
     TrackUnpublished { participant: String, track: String },

@@ -11,13 +11,33 @@ pub enum RoomEvent {
     SessionStarted,
     /// A capture session ends: everyone and everything it saw is gone with it.
     SessionEnded,
-    Joined { participant: String, identity: String },
-    Left { participant: String },
-    Published { participant: String, track: String, kind: String, source: String },
-    Unpublished { participant: String, track: String },
-    Muted { participant: String, track: String, muted: bool },
+    Joined {
+        participant: String,
+        identity: String,
+        joined_at_ms: Option<u64>,
+    },
+    Left {
+        participant: String,
+    },
+    Published {
+        participant: String,
+        track: String,
+        kind: String,
+        source: String,
+    },
+    Unpublished {
+        participant: String,
+        track: String,
+    },
+    Muted {
+        participant: String,
+        track: String,
+        muted: bool,
+    },
     /// Loudest first, as participant ids.
-    Speakers { participants: Vec<String> },
+    Speakers {
+        participants: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +50,39 @@ pub struct TimedEvent {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line {
-    ParticipantJoined { running_ns: u64, participant: String, identity: String },
-    ParticipantLeft { running_ns: u64, participant: String },
-    TrackPublished { running_ns: u64, participant: String, track: String, kind: String, source: String },
-    TrackUnpublished { running_ns: u64, participant: String, track: String },
-    TrackMuted { running_ns: u64, participant: String, track: String, muted: bool },
-    ActiveSpeakers { running_ns: u64, participants: Vec<String> },
+    ParticipantJoined {
+        running_ns: u64,
+        participant: String,
+        identity: String,
+        #[serde(default)]
+        joined_at_ms: Option<u64>,
+    },
+    ParticipantLeft {
+        running_ns: u64,
+        participant: String,
+    },
+    TrackPublished {
+        running_ns: u64,
+        participant: String,
+        track: String,
+        kind: String,
+        source: String,
+    },
+    TrackUnpublished {
+        running_ns: u64,
+        participant: String,
+        track: String,
+    },
+    TrackMuted {
+        running_ns: u64,
+        participant: String,
+        track: String,
+        muted: bool,
+    },
+    ActiveSpeakers {
+        running_ns: u64,
+        participants: Vec<String>,
+    },
     #[serde(other)]
     Other,
 }
@@ -44,23 +91,77 @@ enum Line {
 /// `end_ns`. Lines that do not parse (a line torn by a crash, a newer recorder's entries) are skipped.
 pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEvent> {
     let mut identities: BTreeMap<String, String> = BTreeMap::new();
-    let mut events = vec![TimedEvent { at_ns: start_ns, event: RoomEvent::SessionStarted }];
+    let mut events = vec![TimedEvent {
+        at_ns: start_ns,
+        event: RoomEvent::SessionStarted,
+    }];
     for line in timeline.lines() {
-        let Ok(line) = serde_json::from_str::<Line>(line) else { continue };
+        let Ok(line) = serde_json::from_str::<Line>(line) else {
+            continue;
+        };
         let (running_ns, event) = match line {
-            Line::ParticipantJoined { running_ns, participant, identity } => {
+            Line::ParticipantJoined {
+                running_ns,
+                participant,
+                identity,
+                joined_at_ms,
+            } => {
                 identities.insert(identity.clone(), participant.clone());
-                (running_ns, RoomEvent::Joined { participant, identity })
+                (
+                    running_ns,
+                    RoomEvent::Joined {
+                        participant,
+                        identity,
+                        joined_at_ms,
+                    },
+                )
             }
-            Line::ParticipantLeft { running_ns, participant } => (running_ns, RoomEvent::Left { participant }),
-            Line::TrackPublished { running_ns, participant, track, kind, source } => {
-                (running_ns, RoomEvent::Published { participant, track, kind, source })
-            }
-            Line::TrackUnpublished { running_ns, participant, track } => (running_ns, RoomEvent::Unpublished { participant, track }),
-            Line::TrackMuted { running_ns, participant, track, muted } => (running_ns, RoomEvent::Muted { participant, track, muted }),
-            Line::ActiveSpeakers { running_ns, participants } => {
+            Line::ParticipantLeft {
+                running_ns,
+                participant,
+            } => (running_ns, RoomEvent::Left { participant }),
+            Line::TrackPublished {
+                running_ns,
+                participant,
+                track,
+                kind,
+                source,
+            } => (
+                running_ns,
+                RoomEvent::Published {
+                    participant,
+                    track,
+                    kind,
+                    source,
+                },
+            ),
+            Line::TrackUnpublished {
+                running_ns,
+                participant,
+                track,
+            } => (running_ns, RoomEvent::Unpublished { participant, track }),
+            Line::TrackMuted {
+                running_ns,
+                participant,
+                track,
+                muted,
+            } => (
+                running_ns,
+                RoomEvent::Muted {
+                    participant,
+                    track,
+                    muted,
+                },
+            ),
+            Line::ActiveSpeakers {
+                running_ns,
+                participants,
+            } => {
                 // Speakers are named by identity; segments and the other entries by participant id.
-                let participants = participants.into_iter().map(|p| identities.get(&p).cloned().unwrap_or(p)).collect();
+                let participants = participants
+                    .into_iter()
+                    .map(|p| identities.get(&p).cloned().unwrap_or(p))
+                    .collect();
                 (running_ns, RoomEvent::Speakers { participants })
             }
             Line::Other => continue,
@@ -70,7 +171,10 @@ pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEv
             events.push(TimedEvent { at_ns, event });
         }
     }
-    events.push(TimedEvent { at_ns: end_ns, event: RoomEvent::SessionEnded });
+    events.push(TimedEvent {
+        at_ns: end_ns,
+        event: RoomEvent::SessionEnded,
+    });
     // Entries are written in order, but a stable sort keeps a reordered line from confusing the planner.
     events.sort_by_key(|e| e.at_ns);
     events
@@ -96,13 +200,37 @@ mod tests {
             kinds,
             vec![
                 (1_000, RoomEvent::SessionStarted),
-                (1_100, RoomEvent::Joined { participant: "alice".into(), identity: "alice".into() }),
+                (
+                    1_100,
+                    RoomEvent::Joined {
+                        participant: "alice".into(),
+                        identity: "alice".into(),
+                        joined_at_ms: None
+                    }
+                ),
                 (
                     1_200,
-                    RoomEvent::Published { participant: "alice".into(), track: "TR_1".into(), kind: "video".into(), source: "camera".into() }
+                    RoomEvent::Published {
+                        participant: "alice".into(),
+                        track: "TR_1".into(),
+                        kind: "video".into(),
+                        source: "camera".into()
+                    }
                 ),
-                (1_300, RoomEvent::Speakers { participants: vec!["alice".into()] }),
-                (1_400, RoomEvent::Muted { participant: "alice".into(), track: "TR_1".into(), muted: true }),
+                (
+                    1_300,
+                    RoomEvent::Speakers {
+                        participants: vec!["alice".into()]
+                    }
+                ),
+                (
+                    1_400,
+                    RoomEvent::Muted {
+                        participant: "alice".into(),
+                        track: "TR_1".into(),
+                        muted: true
+                    }
+                ),
                 // The torn line is skipped; the late leave falls after the session's end and is cut.
                 (2_000, RoomEvent::SessionEnded),
             ]
@@ -114,6 +242,11 @@ mod tests {
         let timeline = r#"{"wall_ms":1,"running_ns":1,"type":"participant_joined","participant":"bob-PA_x","identity":"bob smith","name":""}
 {"wall_ms":1,"running_ns":2,"type":"active_speakers","participants":["bob smith","stranger"]}"#;
         let events = session_events(timeline, 0, 10);
-        assert_eq!(events[2].event, RoomEvent::Speakers { participants: vec!["bob-PA_x".into(), "stranger".into()] });
+        assert_eq!(
+            events[2].event,
+            RoomEvent::Speakers {
+                participants: vec!["bob-PA_x".into(), "stranger".into()]
+            }
+        );
     }
 }

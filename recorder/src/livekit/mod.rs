@@ -378,7 +378,10 @@ impl RoomCapture {
         let mut new_video = Vec::new();
         for change in changes {
             match change {
-                Change::Joined(p) => self.timeline(Entry::ParticipantJoined { participant: participant_key(&p).to_string(), identity: p.identity, name: p.name }),
+                Change::Joined(p) => {
+                    let joined_at_ms = if p.joined_at_ms > 0 { Some(p.joined_at_ms as u64) } else { (p.joined_at > 0).then_some(p.joined_at as u64 * 1000) };
+                    self.timeline(Entry::ParticipantJoined { participant: participant_key(&p).to_string(), identity: p.identity, name: p.name, joined_at_ms })
+                }
                 Change::Left(p) => self.timeline(Entry::ParticipantLeft { participant: participant_key(&p).to_string() }),
                 Change::Published(p, t) => {
                     let video = t.r#type == proto::TrackType::Video as i32;

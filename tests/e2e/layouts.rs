@@ -1,0 +1,278 @@
+//! Layouts that follow the room (issue 4): three recordings of one devroom room in the speaker,
+//! screen-share and single layouts; frames sampled at known instants of the room's script must show
+//! the right participant in the right tile (each synthetic participant has its own flat colour).
+
+use fleet_pipelines::markers;
+use fleet_tests::Setup;
+use fleet_tests::devroom::Devroom;
+use fleet_tests::media::decode_errors;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const ROOM: &str = r#"
+[[rooms]]
+name = "lk-layouts"
+close_after_s = 14
+
+[[rooms.participants]]
+identity = "alice"
+video_codec = "vp8"
+speaking = [[1, 4]]
+
+[[rooms.participants]]
+identity = "bob"
+video_codec = "h264"
+speaking = [[6, 9]]
+
+[[rooms.participants]]
+identity = "carol"
+video_codec = "vp8"
+mute_camera = [[2, 5]]
+screen_share = [[10, 13]]
+"#;
+
+/// What a sampled patch shows.
+fn classify(rgb: [f64; 3]) -> String {
+    let argb = |c: u32| {
+        [
+            ((c >> 16) & 0xff) as f64,
+            ((c >> 8) & 0xff) as f64,
+            (c & 0xff) as f64,
+        ]
+    };
+    let candidates = [
+        ("alice", argb(markers::colour(0))),
+        ("bob", argb(markers::colour(1))),
+        ("carol", argb(markers::colour(2))),
+        (
+            "placeholder",
+            argb(fleet_pipelines::transcode::PLACEHOLDER_ARGB),
+        ),
+        ("black", [0.0; 3]),
+        ("white", [255.0; 3]),
+    ];
+    let distance = |c: &[f64; 3]| {
+        c.iter()
+            .zip(rgb)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let (name, best) = candidates
+        .iter()
+        .map(|(n, c)| (*n, distance(c)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    if best < 60.0 {
+        name.to_string()
+    } else {
+        format!("unknown {rgb:?}")
+    }
+}
+
+/// The mean colour of a `size`×`size` patch centred on (x, y) of the frame at `t_s`.
+fn patch(path: &Path, t_s: f64, (x, y): (i32, i32), size: i32) -> [f64; 3] {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &format!("{t_s:.3}"), "-i"])
+        .arg(path)
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            &format!(
+                "crop={size}:{size}:{}:{},scale=1:1:flags=area,format=rgb24",
+                x - size / 2,
+                y - size / 2
+            ),
+        ])
+        .args(["-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        output.stdout.len() >= 3,
+        "no frame at {t_s} s: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    [
+        output.stdout[0] as f64,
+        output.stdout[1] as f64,
+        output.stdout[2] as f64,
+    ]
+}
+
+/// Who is shown at (x, y) around `t_s`, stepping past the once-a-second white flashes.
+fn who(path: &Path, t_s: f64, at: (i32, i32), size: i32) -> String {
+    for step in 0..4 {
+        let seen = classify(patch(path, t_s + step as f64 * 0.13, at, size));
+        if seen != "white" {
+            return seen;
+        }
+    }
+    "white".into()
+}
+
+/// Centres of the tiles of a strip of `n` below the 1280x576 focus area (pipelines::layout).
+fn strip(n: i32) -> Vec<(i32, i32)> {
+    let left = (1280 - 256 * n) / 2;
+    (0..n).map(|i| (left + 256 * i + 128, 648)).collect()
+}
+
+const FOCUS: (i32, i32) = (640, 288);
+
+struct Recorded {
+    mp4: std::path::PathBuf,
+    /// Where the room's t = 0 sits in the recording, in seconds.
+    opened_s: f64,
+}
+
+impl Recorded {
+    fn who(&self, room_t_s: f64, at: (i32, i32), size: i32) -> String {
+        who(&self.mp4, room_t_s + self.opened_s, at, size)
+    }
+}
+
+async fn finish(setup: &Setup, id: &str, created_ms: f64) -> Recorded {
+    let record = setup
+        .api
+        .wait_for_state(id, &["complete", "failed"], Duration::from_secs(240))
+        .await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let session = record["sessions"][0]["id"].as_str().unwrap();
+    let text = std::fs::read_to_string(
+        setup
+            .root
+            .join(format!("recordings/{id}/raw/{session}/timeline.jsonl")),
+    )
+    .unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let wall_zero_ms =
+        first["wall_ms"].as_f64().unwrap() - first["running_ns"].as_f64().unwrap() / 1e6;
+    let mp4 = setup.root.join(format!("recordings/{id}/{id}.mp4"));
+    let errors = decode_errors(&mp4);
+    assert!(errors.is_empty(), "{id}: {errors}");
+    Recorded {
+        mp4,
+        opened_s: (created_ms - wall_zero_ms) / 1000.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layouts_follow_the_room() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), ROOM);
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 3);
+    let _transcoder = setup.fleet.transcoder("tx-1");
+
+    let speaker = setup
+        .api
+        .start(r#"{"room":"lk-layouts","layout":"speaker"}"#)
+        .await;
+    let share = setup
+        .api
+        .start(r#"{"room":"lk-layouts","layout":"screen_share"}"#)
+        .await;
+    let single = setup
+        .api
+        .start(r#"{"room":"lk-layouts","layout":"single","participant":"bob"}"#)
+        .await;
+    setup
+        .api
+        .wait_for_state(&speaker, &["recording"], Duration::from_secs(30))
+        .await;
+    let created_ms = devroom.room_state("lk-layouts").await.expect("room open")["created_ms"]
+        .as_f64()
+        .unwrap();
+
+    let speaker = finish(&setup, &speaker, created_ms).await;
+    let share = finish(&setup, &share, created_ms).await;
+    let single = finish(&setup, &single, created_ms).await;
+    println!(
+        "the room opened at {:.3} / {:.3} / {:.3} s of the recordings",
+        speaker.opened_s, share.opened_s, single.opened_s
+    );
+
+    let mut wrong = Vec::new();
+    let mut expect = |what: &str, seen: String, expected: &str| {
+        println!("{what}: {seen}");
+        if seen != expected {
+            wrong.push(format!("{what}: expected {expected}, saw {seen}"));
+        }
+    };
+    // Speaker: alice speaks 1-4 s, bob 6-9 s; carol's camera is off 2-5 s and she shares 10-13 s.
+    expect("speaker 3 s focus", speaker.who(3.0, FOCUS, 64), "alice");
+    let tiles = strip(2);
+    expect("speaker 3 s strip 1", speaker.who(3.0, tiles[0], 32), "bob");
+    expect(
+        "speaker 3 s strip 2 (camera off)",
+        speaker.who(3.0, tiles[1], 32),
+        "placeholder",
+    );
+    expect("speaker 8 s focus", speaker.who(8.0, FOCUS, 64), "bob");
+    expect(
+        "speaker 8 s strip 1",
+        speaker.who(8.0, tiles[0], 32),
+        "alice",
+    );
+    expect(
+        "speaker 8 s strip 2",
+        speaker.who(8.0, tiles[1], 32),
+        "carol",
+    );
+    expect(
+        "speaker 11.5 s focus (silence keeps bob)",
+        speaker.who(11.5, FOCUS, 64),
+        "bob",
+    );
+    expect(
+        "speaker 11.5 s strip 3 (the share)",
+        speaker.who(11.5, strip(3)[2], 32),
+        "carol",
+    );
+    // Screen share: a grid until carol shares, then her share large and the cameras in a strip.
+    expect(
+        "share 3 s top left",
+        share.who(3.0, (320, 180), 64),
+        "alice",
+    );
+    expect("share 3 s top right", share.who(3.0, (960, 180), 64), "bob");
+    expect(
+        "share 3 s bottom left (camera off)",
+        share.who(3.0, (320, 540), 64),
+        "placeholder",
+    );
+    expect(
+        "share 3 s bottom right (no one)",
+        share.who(3.0, (960, 540), 64),
+        "black",
+    );
+    expect("share 11.5 s focus", share.who(11.5, FOCUS, 64), "carol");
+    for (tile, name) in strip(3).into_iter().zip(["alice", "bob", "carol"]) {
+        expect(
+            &format!("share 11.5 s strip {name}"),
+            share.who(11.5, tile, 32),
+            name,
+        );
+    }
+    expect(
+        "share 13.5 s back to the grid",
+        share.who(13.5, (320, 180), 64),
+        "alice",
+    );
+    // Single: bob, full frame, whoever speaks.
+    for t in [3.0, 11.5] {
+        expect(
+            &format!("single {t} s"),
+            single.who(t, (640, 360), 64),
+            "bob",
+        );
+        expect(
+            &format!("single {t} s corner"),
+            single.who(t, (100, 100), 32),
+            "bob",
+        );
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
