@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -35,4 +36,27 @@ pub fn machine() -> Value {
         "ffmpeg": version("ffmpeg", "-version").unwrap_or_default(),
         "date_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
     })
+}
+
+/// A `kB` field of `/proc/<pid>/status` (e.g. `VmRSS:`, `VmHWM:`); 0 once the process is gone.
+pub fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// Runs a command to its end; returns its wall time in seconds and its peak RSS in MB (the kernel's
+/// high-water mark, read every 50 ms while it runs). Panics when the command fails.
+pub fn run_measured(command: &mut Command) -> (f64, f64) {
+    let started = Instant::now();
+    let mut child = command.spawn().expect("command starts");
+    let pid = child.id();
+    let mut peak_kb = 0;
+    loop {
+        peak_kb = peak_kb.max(status_kb(pid, "VmHWM:"));
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{command:?} failed: {status}");
+            return (started.elapsed().as_secs_f64(), peak_kb as f64 / 1024.0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -7,7 +7,7 @@
 //!   opened with media in it): p50/p99 over N recordings of a 1-participant room.
 
 use fleet_tests::api::Api;
-use fleet_tests::bench::{machine, median, summary};
+use fleet_tests::bench::{machine, median, status_kb, summary};
 use fleet_tests::devroom::Devroom;
 use fleet_tests::procs::free_port;
 use fleet_tests::{Fleet, Nats, StorageSetup};
@@ -69,15 +69,6 @@ fn clock_ticks_per_second() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::main]

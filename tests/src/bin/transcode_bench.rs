@@ -1,0 +1,191 @@
+//! Transcode benchmark (`deploy/dev.sh bench`), written to `target/bench/transcode.json` with the machine
+//! it ran on. A 4-participant 720p30 devroom room is recorded through the fleet for N seconds; its raw
+//! segments are then composited into a 2x2 720p30 grid with AAC audio, alternately by the fleet's
+//! transcode pipeline (in a child process, as a transcoder node runs it) and by an ffmpeg filter graph
+//! doing the same composition (xstack + amix + libx264 veryfast + aac). Reports medians of wall time,
+//! times real time, the speed ratio, and each one's peak RSS.
+//!
+//! `transcode_bench --ours <raw session dir> <out.mp4> <duration s>` is the child process.
+
+use fleet_pipelines::segment_reader::{TrackInput, probe_caps, session_tracks};
+use fleet_pipelines::transcode::{TranscodeSpec, run};
+use fleet_tests::api::Api;
+use fleet_tests::bench::{machine, median, run_measured};
+use fleet_tests::devroom::Devroom;
+use fleet_tests::procs::free_port;
+use fleet_tests::{Fleet, Nats, StorageSetup};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+struct Options {
+    record_seconds: u64,
+    repeats: usize,
+    /// Keep the recorded raw session here, for offline experiments.
+    keep_raw: Option<PathBuf>,
+}
+
+fn options(args: &[String]) -> Options {
+    let mut o = Options { record_seconds: 120, repeats: 3, keep_raw: None };
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok());
+        match (pair[0].as_str(), value) {
+            ("--record-seconds", Some(v)) => o.record_seconds = v,
+            ("--repeats", Some(v)) => o.repeats = v as usize,
+            ("--keep-raw", _) if pair.len() == 2 => o.keep_raw = Some(PathBuf::from(&pair[1])),
+            _ => panic!("usage: transcode_bench [--record-seconds S] [--repeats R] [--keep-raw DIR]"),
+        }
+    }
+    o
+}
+
+fn scenario(seconds: u64) -> String {
+    let mut toml = format!("[[rooms]]\nname = \"bench-grid\"\nclose_after_s = {seconds}\n");
+    for (i, codec) in ["vp8", "vp8", "vp8", "vp8"].iter().enumerate() {
+        toml.push_str(&format!("[[rooms.participants]]\nidentity = \"p{}\"\nvideo_codec = \"{codec}\"\n", i + 1));
+    }
+    toml
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--ours") {
+        return transcode_ours(&args[1..]);
+    }
+    let options = options(&args);
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (raw, recorded_s) = tokio::runtime::Runtime::new().unwrap().block_on(record(dir.path(), options.record_seconds));
+    if let Some(keep) = &options.keep_raw {
+        copy_dir(&raw, keep);
+        eprintln!("[bench] raw session kept in {} ({recorded_s} s)", keep.display());
+    }
+    let tracks = session_tracks(&raw).unwrap();
+    let (videos, audios): (Vec<TrackInput>, Vec<TrackInput>) = tracks.into_iter().partition(|t| {
+        probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/")))
+    });
+    assert_eq!((videos.len(), audios.len()), (4, 4), "4 cameras and 4 microphones recorded");
+
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let (mut ours, mut theirs, mut ours_rss, mut theirs_rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..options.repeats {
+        let output = work.join(format!("ours-{round}.mp4"));
+        let (wall, rss) = run_measured(
+            Command::new(std::env::current_exe().unwrap()).arg("--ours").arg(&raw).arg(&output).arg(recorded_s.to_string()),
+        );
+        ours.push(wall);
+        ours_rss.push(rss);
+        let (wall, rss) = run_measured(&mut ffmpeg_grid(&videos, &audios, &work, &work.join(format!("ffmpeg-{round}.mp4"))));
+        theirs.push(wall);
+        theirs_rss.push(rss);
+        eprintln!("[bench] round {round}: ours {:.2} s ({:.0} MB), ffmpeg {:.2} s ({:.0} MB)", ours[round], ours_rss[round], theirs[round], theirs_rss[round]);
+    }
+    let ours_median = median(&mut ours.clone());
+    let theirs_median = median(&mut theirs.clone());
+    let result = json!({
+        "machine": machine(),
+        "transcode_grid_four": {
+            "input": "4 participants recorded from devroom through the fleet: VP8 1280x720 30 fps ~1.5 Mbps (flat-colour clips, cheap to decode) + Opus",
+            "recording_seconds": recorded_s,
+            "output": "1280x720 30 fps 2x2 grid, H.264 High 3000 kbps (x264enc / libx264 veryfast) + AAC-LC 128 kbps 48 kHz stereo, faststart MP4",
+            "repeats": options.repeats,
+            "fleet_wall_s": ours,
+            "ffmpeg_wall_s": theirs,
+            "fleet_median_s": ours_median,
+            "ffmpeg_median_s": theirs_median,
+            "fleet_times_realtime": recorded_s / ours_median,
+            "ffmpeg_times_realtime": recorded_s / theirs_median,
+            "fleet_speed_vs_ffmpeg": theirs_median / ours_median,
+            "fleet_peak_rss_mb": ours_rss,
+            "ffmpeg_peak_rss_mb": theirs_rss,
+            "fleet_median_peak_rss_mb": median(&mut ours_rss),
+            "ffmpeg_median_peak_rss_mb": median(&mut theirs_rss),
+            "targets": { "times_realtime": 4.0, "speed_vs_ffmpeg": 1.2, "peak_rss_mb": 500 },
+            "ffmpeg_command": "concat demuxer per track; scale+pad each to a 640x360 tile, xstack 2x2, fps=30; amix of 4; libx264 veryfast 3000k High; aac 128k; +faststart",
+        },
+    });
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("transcode.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    println!("{}", serde_json::to_string_pretty(&result).unwrap());
+    eprintln!("[bench] written to {}", path.display());
+}
+
+/// Records the 4-participant room through the fleet; returns its raw session directory and length.
+async fn record(dir: &Path, seconds: u64) -> (PathBuf, f64) {
+    let nats = Nats::start(dir);
+    let root = dir.join("storage");
+    let mut fleet = Fleet::new(dir, &nats, StorageSetup::Local(root.clone()));
+    let devroom = Devroom::start(dir, &scenario(seconds));
+    fleet.recorder_extra = devroom.recorder_toml(3600);
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let _recorder = fleet.recorder("bench-rec", "recorder-only", 1);
+    let api = Api::new(port);
+    eprintln!("[bench] recording 4 participants for {seconds} s");
+    let id = api.start(r#"{"room":"bench-grid"}"#).await;
+    let record = api.wait_for_state(&id, &["finalizing", "failed"], Duration::from_secs(seconds + 120)).await;
+    assert_eq!(record["state"], "finalizing", "{record:#}");
+    let session = &record["sessions"][0];
+    let recorded_ms = session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap();
+    let raw = root.join(format!("recordings/{id}/raw/{}", session["id"].as_str().unwrap()));
+    // Keep the segments past the fleet's shutdown.
+    let kept = dir.join("raw");
+    copy_dir(&raw, &kept);
+    std::fs::remove_file(kept.join("timeline.jsonl")).ok();
+    (kept, recorded_ms as f64 / 1000.0)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The child process: the fleet's composite transcode of one session, as a transcoder runs it.
+fn transcode_ours(args: &[String]) {
+    fleet_pipelines::init().unwrap();
+    let tracks = session_tracks(Path::new(&args[0])).unwrap();
+    let duration_ns = (args[2].parse::<f64>().unwrap() * 1e9) as u64;
+    let spec = TranscodeSpec::hd720(tracks, duration_ns, "x264enc", PathBuf::from(&args[1]));
+    let report = run(&spec, |_| {}).expect("transcode");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// The same composition with ffmpeg: a 2x2 grid of letterboxed 640x360 tiles, all audios mixed.
+fn ffmpeg_grid(videos: &[TrackInput], audios: &[TrackInput], work: &Path, output: &Path) -> Command {
+    let list = |track: &TrackInput| {
+        let path = work.join(format!("{}.txt", track.name.replace('/', "-")));
+        let body: String = track.segments.iter().map(|s| format!("file '{}'\n", s.path.display())).collect();
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    let mut command = Command::new("ffmpeg");
+    command.args(["-y", "-v", "error"]);
+    for track in videos.iter().chain(audios) {
+        command.args(["-f", "concat", "-safe", "0", "-i"]).arg(list(track));
+    }
+    let tile = "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:(oh-ih)/2";
+    let mut filter = String::new();
+    for i in 0..videos.len() {
+        filter.push_str(&format!("[{i}:v]{tile}[v{i}];"));
+    }
+    let stacked: String = (0..videos.len()).map(|i| format!("[v{i}]")).collect();
+    filter.push_str(&format!("{stacked}xstack=inputs={}:layout=0_0|w0_0|0_h0|w0_h0,fps=30,format=yuv420p[v];", videos.len()));
+    let mixed: String = (0..audios.len()).map(|i| format!("[{}:a]", videos.len() + i)).collect();
+    filter.push_str(&format!("{mixed}amix=inputs={}[au]", audios.len()));
+    command.args(["-filter_complex", &filter, "-map", "[v]", "-map", "[au]"]);
+    command.args(["-c:v", "libx264", "-preset", "veryfast", "-b:v", "3000k", "-profile:v", "high"]);
+    command.args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2", "-movflags", "+faststart"]).arg(output);
+    command
+}
