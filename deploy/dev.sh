@@ -2,7 +2,7 @@
 # Development entry point.
 #   deploy/dev.sh demo    install what is missing, build, run a local fleet and devroom, record a 20 s room, print the MP4
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
-#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture}.json
+#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode}.json
 #   deploy/dev.sh deps    only install what is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -189,10 +189,12 @@ bench() {
     cargo build --workspace --release --bins -q
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin bench -- "$@"
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_bench
+    FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin transcode_bench
   else
     build_debug
     cargo run -q -p fleet-tests --bin bench -- "$@"
     cargo run -q -p fleet-tests --bin capture_bench
+    cargo run -q -p fleet-tests --bin transcode_bench
   fi
 }
 
