@@ -52,6 +52,13 @@ pub fn session_tracks(dir: &Path) -> std::io::Result<Vec<TrackInput>> {
 /// Problems met while reading inputs; the job reports them.
 pub type Problems = Arc<Mutex<Vec<String>>>;
 
+/// Media read may fall this short of a segment's declared length before it counts as truncated
+/// (frame durations are estimates).
+const TRUNCATION_SLACK_NS: u64 = 300_000_000;
+
+/// Reading one local file never legitimately pauses this long.
+const DEMUX_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A one-file demuxer: `filesrc ! matroskademux ! appsink`.
 struct SegmentDemuxer {
     pipeline: gst::Pipeline,
@@ -77,13 +84,30 @@ impl SegmentDemuxer {
         Ok(Self { pipeline, sink })
     }
 
-    /// The next encoded frame, or `None` at the end; `Err` says why reading stopped early.
+    /// The next encoded frame, or `None` at the end; `Err` says why reading stopped early. Never waits
+    /// forever: a demuxer that errors out without an end-of-stream, or that stops making progress on a
+    /// damaged file, ends the read with the reason.
     fn next(&self) -> Result<Option<gst::Sample>, String> {
-        match self.sink.pull_sample() {
-            Ok(sample) => Ok(Some(sample)),
-            Err(_) if self.sink.is_eos() => Ok(None),
-            Err(_) => Err(self.bus_error().unwrap_or_else(|| "reading stopped".into())),
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+                return Ok(Some(sample));
+            }
+            if self.sink.is_eos() {
+                return Ok(None);
+            }
+            if let Some(error) = self.bus_error() {
+                return Err(error);
+            }
+            if started.elapsed() > DEMUX_STALL {
+                return Err(format!("the demuxer made no progress for {} s", DEMUX_STALL.as_secs()));
+            }
         }
+    }
+
+    /// The media length the file's header declares (Matroska `Duration`), once reading has started.
+    fn declared_duration_ns(&self) -> Option<u64> {
+        self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds())
     }
 
     fn bus_error(&self) -> Option<String> {
@@ -144,15 +168,30 @@ pub fn spawn_feeder(
                 }
             };
             let mut frames = 0u64;
+            // The span of media read (file timestamps), to tell a file cut short from a short file.
+            let mut span: Option<(u64, u64)> = None;
             loop {
                 let sample = match demuxer.next() {
                     Ok(Some(sample)) => sample,
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if let (Some((first, end)), Some(declared)) = (span, demuxer.declared_duration_ns()) {
+                            if end.saturating_sub(first) + TRUNCATION_SLACK_NS < declared {
+                                let read_s = (end - first) as f64 / 1e9;
+                                let declared_s = declared as f64 / 1e9;
+                                report(&problems, format!("{}: {} is truncated: media ends after {read_s:.2} s of the {declared_s:.2} s its header declares", input.name, file_name(&segment.path)));
+                            }
+                        }
+                        break;
+                    }
                     Err(reason) => {
                         report(&problems, format!("{}: {} read {frames} frames, then: {reason}", input.name, file_name(&segment.path)));
                         break;
                     }
                 };
+                if let Some(pts) = sample.buffer().and_then(|b| b.pts()) {
+                    let end = pts.nseconds() + sample.buffer().and_then(|b| b.duration()).map(|d| d.nseconds()).unwrap_or(0);
+                    span = Some(span.map_or((pts.nseconds(), end), |(first, last)| (first.min(pts.nseconds()), last.max(end))));
+                }
                 let Some(frame) = shift(&sample, segment.offset_ns) else { continue };
                 let Some(pts) = frame.0.pts() else { continue };
                 if pts.nseconds() >= limit_ns {

@@ -150,3 +150,44 @@ fn synthetic_room_to_faststart_mp4() {
     let decode = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-f", "null", "-"]).output().unwrap();
     assert!(decode.stderr.is_empty(), "{}", String::from_utf8_lossy(&decode.stderr));
 }
+
+/// Damaged inputs: a segment cut in half, a segment with garbage written over its middle, and a
+/// segment that is not Matroska at all. The transcode reads each as far as it goes, says what was
+/// wrong with which file, and still gives a clean MP4 of the full length.
+#[test]
+fn damaged_segments_are_read_as_far_as_they_go_and_reported() {
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tracks, recorded_ns, _) = capture(&dir.path().join("raw"), 1, 6500, 0);
+    let video = tracks.iter().find(|t| t.name.ends_with("camera")).unwrap();
+    let audio = tracks.iter().find(|t| t.name.ends_with("microphone")).unwrap();
+    assert!(video.segments.len() >= 3 && audio.segments.len() >= 3, "{tracks:?}");
+    let truncated = &video.segments[1].path;
+    let bytes = std::fs::read(truncated).unwrap();
+    std::fs::write(truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let scribbled = &audio.segments[1].path;
+    let mut bytes = std::fs::read(scribbled).unwrap();
+    let (middle, end) = (bytes.len() / 2, (bytes.len() / 2 + 2000).min(bytes.len()));
+    for (i, byte) in bytes[middle..end].iter_mut().enumerate() {
+        *byte = (i * 7919 % 251) as u8;
+    }
+    std::fs::write(scribbled, bytes).unwrap();
+    let not_matroska = &video.segments[2].path;
+    std::fs::write(not_matroska, b"this is not a matroska file").unwrap();
+
+    let output = dir.path().join("damaged.mp4");
+    let report = transcode::run(&spec(tracks.clone(), recorded_ns, output.clone()), |_| {}).unwrap();
+    println!("problems: {:#?}", report.problems);
+    let mentions = |track: &TrackInput, path: &std::path::Path| {
+        let name = format!("{}: {}", track.name, path.file_name().unwrap().to_string_lossy());
+        report.problems.iter().any(|p| p.starts_with(&name))
+    };
+    assert!(mentions(video, truncated), "the truncated segment is reported: {:?}", report.problems);
+    assert!(mentions(video, not_matroska), "the foreign file is reported: {:?}", report.problems);
+    assert!(mentions(audio, scribbled), "the scribbled segment is reported: {:?}", report.problems);
+    let info = mp4_info::read(&output).unwrap();
+    let recorded_s = recorded_ns as f64 / 1e9;
+    assert!((info.duration_s - recorded_s).abs() < 0.2, "duration {} vs recorded {recorded_s}", info.duration_s);
+    let decode = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-f", "null", "-"]).output().unwrap();
+    assert!(decode.stderr.is_empty(), "{}", String::from_utf8_lossy(&decode.stderr));
+}
