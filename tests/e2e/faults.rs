@@ -214,3 +214,40 @@ async fn nats_restart_mid_recording_neither_loses_nor_duplicates_the_capture() {
     let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
     assert!(lost.is_empty(), "seconds without a flash: {lost:?}");
 }
+
+/// A segment lost from storage and a segment cut short: the job still gives the whole recording, and
+/// its record and manifest say what was missing or damaged instead of reporting a clean success.
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_and_damaged_segments_are_reported_not_hidden() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let id = setup.api.start(r#"{"room":"r","source":{"type":"test","participants":1}}"#).await;
+    setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    setup.api.stop(&id).await;
+    // No transcoder yet: damage the stored segments first.
+    let record = setup.api.wait_for_state(&id, &["finalizing"], Duration::from_secs(30)).await;
+    let session = record["sessions"][0]["id"].as_str().unwrap();
+    let raw = setup.root.join(format!("recordings/{id}/raw/{session}/participant-1"));
+    let lost = raw.join("camera/00001.mkv");
+    std::fs::remove_file(&lost).unwrap();
+    let cut = raw.join("microphone/00001.mkv");
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+
+    let _transcoder = setup.fleet.transcoder("tx");
+    let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let warnings: Vec<&str> = record["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    println!("warnings: {warnings:#?}");
+    assert!(warnings.iter().any(|w| w.contains("segment missing from storage") && w.ends_with("participant-1/camera/00001.mkv")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("microphone: 00001.mkv is truncated")), "{warnings:?}");
+    let (mp4, manifest) = setup.read_output(&record);
+    assert_eq!(manifest["warnings"].as_array().unwrap().len(), warnings.len(), "{manifest:#}");
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let session = &record["sessions"][0];
+    let span = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - span).abs() < 0.3, "the hole does not shorten the recording: MP4 {duration} s vs captured {span} s");
+}

@@ -6,7 +6,7 @@ use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
 use fleet_protocol::keys::{self, SegmentKey};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::{JobRecord, SafeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum InputError {
 
 pub struct Inputs {
     pub tracks: Vec<TrackInput>,
+    /// Segments a session's timeline says were written but that storage does not have.
+    pub missing: Vec<String>,
     /// Every session's room events, in recording time.
     pub room_events: Vec<TimedEvent>,
     pub duration_ns: u64,
@@ -34,6 +36,8 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
     let duration_ms = record.recorded_span_ms().ok_or(InputError::NoSession)?;
     let prefix = keys::raw_prefix(&record.id);
     let objects = storage.list(&prefix).await?;
+    let stored: BTreeSet<String> = objects.iter().map(|o| o.key.clone()).collect();
+    let mut missing = Vec::new();
 
     // (participant, track) -> ordered segments across all sessions.
     let mut by_track: BTreeMap<(SafeId, SafeId), Vec<(SegmentKey, String)>> = BTreeMap::new();
@@ -68,6 +72,7 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
             tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
         }
         corrections.insert(session.id.clone(), found);
+        missing.extend(closed_segment_keys(&text, &record.id, &session.id).into_iter().filter(|key| !stored.contains(key)));
         room_events.extend(room_history::session_events(&text, start_ns, end_ns.max(start_ns)));
     }
     // Sessions do not overlap, but a clock step between nodes could make them: keep time order, and
@@ -102,9 +107,46 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
         }
         tracks.push(TrackInput { name: format!("{participant}/{track}"), segments: files });
     }
-    Ok(Inputs { tracks, room_events, duration_ns: duration_ms * 1_000_000, segment_count })
+    Ok(Inputs { tracks, missing, room_events, duration_ns: duration_ms * 1_000_000, segment_count })
+}
+
+/// The storage keys of the segments a timeline records as closed (every closed segment is uploaded).
+fn closed_segment_keys(timeline: &str, job: &SafeId, session: &SafeId) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Closed {
+        r#type: String,
+        participant: Option<String>,
+        track: Option<String>,
+        seq: Option<u32>,
+    }
+    timeline
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Closed>(line).ok())
+        .filter(|c| c.r#type == "segment_closed")
+        .filter_map(|c| {
+            let participant = SafeId::parse(c.participant?).ok()?;
+            let track = SafeId::parse(c.track?).ok()?;
+            Some(keys::raw_segment(job, session, &participant, &track, c.seq?))
+        })
+        .collect()
 }
 
 fn storage_io(err: std::io::Error) -> InputError {
     InputError::Storage(err.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_segments_become_storage_keys() {
+        let timeline = r#"{"wall_ms":1,"running_ns":5,"type":"segment_opened","participant":"alice","track":"TR_1","seq":0}
+{"wall_ms":1,"running_ns":9,"type":"segment_closed","participant":"alice","track":"TR_1","seq":0}
+{"wall_ms":1,"running_ns":9,"type":"segment_closed","participant":"../x","track":"TR_1","seq":1}
+{"wall_ms":1,"running_ns":9,"type":"segment_clo"#;
+        let job = SafeId::parse("rec_1").unwrap();
+        let session = SafeId::parse("s1").unwrap();
+        assert_eq!(closed_segment_keys(timeline, &job, &session), vec!["rec_1/raw/s1/alice/TR_1/00000.mkv".to_string()]);
+    }
 }

@@ -166,7 +166,11 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         audio_codec: info.sample_entries.iter().find(|e| *e == "mp4a").map(|e| codec_name(e)),
         sha256,
     };
-    let mut warnings = report.problems;
+    if !inputs.missing.is_empty() {
+        tracing::warn!(missing = ?inputs.missing, "segments the timeline lists are not in storage; the recording has holes there");
+    }
+    let mut warnings: Vec<String> = inputs.missing.iter().map(|key| format!("segment missing from storage: {key}")).collect();
+    warnings.extend(report.problems);
     warnings.truncate(MAX_WARNINGS);
     let manifest = Manifest {
         job_id: job_id.as_str(),
