@@ -142,6 +142,9 @@ pub struct JobRequest {
     pub video_preset: VideoPreset,
     #[serde(default)]
     pub audio_only: bool,
+    /// Also one audio file per participant (for transcription), each the recording's full length.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audio_per_participant: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_s: Option<u32>,
     /// `livekit` source: wait up to this long for the room to exist instead of failing at once.
@@ -244,6 +247,18 @@ pub struct OutputInfo {
     pub video_codec: Option<String>,
     pub audio_codec: Option<String>,
     pub sha256: String,
+    /// With `audio_per_participant`: each participant's own audio.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub participant_audio: Vec<ParticipantAudio>,
+}
+
+/// One participant's audio alone, as long as the recording (silence where they were not heard).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantAudio {
+    pub participant: String,
+    pub key: String,
+    pub location: String,
+    pub size_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

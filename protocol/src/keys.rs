@@ -27,6 +27,11 @@ pub fn recording(job: &SafeId, extension: &str) -> String {
     format!("{job}/{job}.{extension}")
 }
 
+/// One participant's own audio (`audio_per_participant`).
+pub fn participant_audio(job: &SafeId, participant: &SafeId) -> String {
+    format!("{job}/participants/{participant}.m4a")
+}
+
 pub fn manifest(job: &SafeId) -> String {
     format!("{job}/manifest.json")
 }

@@ -146,10 +146,32 @@ async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let record = record_and_finish(api, &test_room(2)).await;
+    let body = r#"{"room":"room-a","source":{"type":"test","participants":2},"audio_per_participant":true}"#;
+    let record = record_and_finish(api, body).await;
     assert_eq!(record["sessions"][0]["node"], "rec-only");
     let (mp4, manifest) = setup.read_output(&record);
     check_recording(&record, &mp4, &manifest, setup.dir.path());
+
+    // One audio file per participant, as long as the recording, holding that participant's tone only.
+    let files = record["output"]["participant_audio"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{record:#}");
+    assert_eq!(manifest["output"]["participant_audio"], record["output"]["participant_audio"]);
+    let duration = record["output"]["duration_s"].as_f64().unwrap();
+    for (index, file) in files.iter().enumerate() {
+        assert_eq!(file["participant"], format!("participant-{}", index + 1));
+        let path = setup.root.join("recordings").join(file["key"].as_str().unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), file["size_bytes"].as_u64().unwrap());
+        assert_eq!(decode_errors(&path), "", "{} must decode cleanly", path.display());
+        let probe = ffprobe(&path);
+        assert_eq!(probe["streams"].as_array().unwrap().len(), 1, "audio only: {probe}");
+        let own_duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!((own_duration - duration).abs() < 0.1, "{own_duration} s vs the recording's {duration} s");
+        let samples = fleet_tests::sync::decode_audio(&path);
+        let own = fleet_tests::sync::tone_power(&samples, fleet_pipelines::markers::tone_hz(index));
+        let other = fleet_tests::sync::tone_power(&samples, fleet_pipelines::markers::tone_hz(1 - index));
+        println!("{}: own tone {own:.2e}, the other's {other:.2e}", file["participant"]);
+        assert!(own > 100.0 * other, "participant {index}: own tone {own:.2e}, the other's {other:.2e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

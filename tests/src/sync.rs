@@ -109,7 +109,7 @@ fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
         .collect()
 }
 
-fn decode_audio(path: &Path) -> Vec<f32> {
+pub fn decode_audio(path: &Path) -> Vec<f32> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
@@ -120,7 +120,7 @@ fn decode_audio(path: &Path) -> Vec<f32> {
 }
 
 /// Power of `freq` in `samples` (Goertzel).
-fn tone_power(samples: &[f32], freq: f64) -> f64 {
+pub fn tone_power(samples: &[f32], freq: f64) -> f64 {
     let coeff = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &x in samples {

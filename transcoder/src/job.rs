@@ -8,7 +8,8 @@ use crate::worker::Transcoder;
 use async_nats::jetstream::{self, AckKind};
 use fleet_pipelines::{mp4_info, segment_reader, transcode};
 use fleet_protocol::bus::{Change, parse_message};
-use fleet_protocol::job::{OutputInfo, Progress, TranscodeJob};
+use fleet_protocol::job::{OutputInfo, ParticipantAudio, Progress, TranscodeJob};
+use std::collections::BTreeMap;
 use fleet_protocol::{JobRecord, JobState, SafeId, keys};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,11 +117,22 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
     let output_path = scratch.path().join(format!("{job_id}.{extension}"));
     let (width, height, fps, video_kbps) = record.request.video_preset.params();
     let encoder = worker.encoders[0].clone();
+    let is_kind = |t: &segment_reader::TrackInput, kind: &str| {
+        segment_reader::probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with(kind)))
+    };
+    // participant → their audio tracks, for `audio_per_participant`.
+    let mut own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>> = BTreeMap::new();
+    if record.request.audio_per_participant {
+        for track in inputs.tracks.iter().filter(|t| is_kind(t, "audio/")) {
+            let participant = track.name.split('/').next().unwrap_or_default().to_string();
+            own_audio.entry(participant).or_default().push(track.clone());
+        }
+    }
     let schedule = (!audio_only).then(|| {
         let video_tracks: Vec<String> = inputs
             .tracks
             .iter()
-            .filter(|t| segment_reader::probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/"))))
+            .filter(|t| is_kind(t, "video/"))
             .map(|t| t.name.clone())
             .collect();
         let request = layout_plan::PlanRequest {
@@ -148,7 +160,20 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         output: output_path.clone(),
         stall_timeout: Duration::from_secs(worker.config.stall_timeout_s),
     };
-    let report = run_pipeline(worker, job_id, spec).await?;
+    let report = run_pipeline(worker, job_id, spec.clone()).await?;
+    let mut problems = report.problems;
+    let mut participant_files = Vec::new();
+    for (participant, tracks) in own_audio {
+        let Ok(participant) = SafeId::parse(&participant) else { continue };
+        let path = scratch.path().join(format!("participant-{participant}.m4a"));
+        let own = transcode::TranscodeSpec { tracks, audio_only: true, schedule: None, output: path.clone(), ..spec.clone() };
+        let report = tokio::task::spawn_blocking(move || transcode::run(&own, |_| {}))
+            .await
+            .map_err(|e| format!("transcode thread: {e}"))?
+            .map_err(|e| format!("{participant}'s audio: {e}"))?;
+        problems.extend(report.problems.into_iter().map(|p| format!("{participant}'s audio: {p}")));
+        participant_files.push((participant, path));
+    }
 
     let info = mp4_info::read(&output_path).map_err(|e| format!("output is not a valid MP4: {e}"))?;
     let size_bytes = std::fs::metadata(&output_path).map_err(|e| e.to_string())?.len();
@@ -165,12 +190,19 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         video_codec: info.sample_entries.iter().find(|e| e.starts_with("avc")).map(|e| codec_name(e)),
         audio_codec: info.sample_entries.iter().find(|e| *e == "mp4a").map(|e| codec_name(e)),
         sha256,
+        participant_audio: Vec::new(),
     };
+    let mut output = output;
+    for (participant, path) in &participant_files {
+        let key = keys::participant_audio(job_id, participant);
+        let size_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+        output.participant_audio.push(ParticipantAudio { participant: participant.to_string(), location: worker.storage.location(&key), key, size_bytes });
+    }
     if !inputs.missing.is_empty() {
         tracing::warn!(missing = ?inputs.missing, "segments the timeline lists are not in storage; the recording has holes there");
     }
     let mut warnings: Vec<String> = inputs.missing.iter().map(|key| format!("segment missing from storage: {key}")).collect();
-    warnings.extend(report.problems);
+    warnings.extend(problems);
     warnings.truncate(MAX_WARNINGS);
     let manifest = Manifest {
         job_id: job_id.as_str(),
@@ -187,6 +219,9 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
     // The recording first, then the manifest that vouches for it; both keys are fixed, so a retry
     // after a crash overwrites rather than duplicates.
     worker.storage.put_file(&output.key, &output_path).await.map_err(|e| format!("upload: {e}"))?;
+    for ((_, path), audio) in participant_files.iter().zip(&output.participant_audio) {
+        worker.storage.put_file(&audio.key, path).await.map_err(|e| format!("upload of {}: {e}", audio.key))?;
+    }
     worker.storage.put_bytes(&manifest_key, manifest.to_json()).await.map_err(|e| format!("manifest upload: {e}"))?;
     tracing::info!(location = %output.location, duration_s = output.duration_s, size_bytes, "recording uploaded");
 
