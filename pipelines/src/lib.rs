@@ -3,6 +3,7 @@
 
 pub mod clip;
 pub mod encoders;
+pub mod join;
 pub mod layout;
 pub mod markers;
 pub mod mp4_info;

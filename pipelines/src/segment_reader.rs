@@ -140,25 +140,24 @@ pub fn probe_caps(input: &TrackInput) -> Option<gst::Caps> {
 /// its background and the timeline keeps its length.
 pub const MAX_FRAME_HOLD_NS: u64 = 500_000_000;
 
-/// Pushes every frame of `input` into `appsrc` (blocking while it is full) on a thread of its own, then
-/// sends end-of-stream. Frames at or after `limit_ns` are dropped so the output ends where the recording did.
+type Frame = (gst::Buffer, Option<gst::Caps>);
+
+/// Pushes the frames of `input` within `range` into `appsrc` (blocking while it is full) on a thread of
+/// its own, then sends end-of-stream. Frames at or after the range's end are dropped so the output ends
+/// where the recording (or the chunk) does. Before the range's start only the frames from the last
+/// keyframe on are fed, so a decoder can start there; the compositor drops those it does not show.
 /// Each frame is given the duration up to the next one (at most [`MAX_FRAME_HOLD_NS`]): demuxed WebRTC
 /// frames carry none, and a frame without a duration would be shown until the next one, however late.
 pub fn spawn_feeder(
     appsrc: gst_app::AppSrc,
     input: TrackInput,
-    limit_ns: u64,
+    range: std::ops::Range<u64>,
     problems: Problems,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("feed-{}", input.name)).spawn(move || {
-        let mut held: Option<(gst::Buffer, Option<gst::Caps>)> = None;
-        let push = |(buffer, caps): (gst::Buffer, Option<gst::Caps>)| {
-            let mut sample = gst::Sample::builder().buffer(&buffer);
-            if let Some(caps) = &caps {
-                sample = sample.caps(caps);
-            }
-            appsrc.push_sample(&sample.build()).is_ok()
-        };
+        let mut held: Option<Frame> = None;
+        // Frames before the range since the last keyframe.
+        let mut lead_in: Vec<Frame> = Vec::new();
         'segments: for segment in &input.segments {
             let demuxer = match SegmentDemuxer::open(&segment.path) {
                 Ok(demuxer) => demuxer,
@@ -194,37 +193,64 @@ pub fn spawn_feeder(
                 }
                 let Some(frame) = shift(&sample, segment.offset_ns) else { continue };
                 let Some(pts) = frame.0.pts() else { continue };
-                if pts.nseconds() >= limit_ns {
+                if pts.nseconds() >= range.end {
                     break 'segments;
                 }
                 frames += 1;
-                if let Some(mut previous) = held.take() {
-                    let previous_pts = previous.0.pts().map(|p| p.nseconds()).unwrap_or(0);
-                    let until_next = pts.nseconds().saturating_sub(previous_pts);
-                    let shown = until_next.min(MAX_FRAME_HOLD_NS);
-                    previous.0.make_mut().set_duration(gst::ClockTime::from_nseconds(shown));
-                    if !push(previous) {
+                if pts.nseconds() < range.start {
+                    if !frame.0.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                        lead_in.clear();
+                    }
+                    lead_in.push(frame);
+                    continue;
+                }
+                for frame in lead_in.drain(..).chain(std::iter::once(frame)) {
+                    if !deliver(&appsrc, &mut held, frame) {
                         return; // the transcode pipeline is shutting down
                     }
-                    if until_next > shown {
-                        // Say "nothing here" for the rest of the hole, or the last frame stays on screen.
-                        let gap = gst::event::Gap::builder(gst::ClockTime::from_nseconds(previous_pts + shown))
-                            .duration(gst::ClockTime::from_nseconds(until_next - shown))
-                            .build();
-                        appsrc.send_event(gap);
-                    }
                 }
-                held = Some(frame);
             }
             if frames == 0 {
                 report(&problems, format!("{}: {} has no readable frames", input.name, file_name(&segment.path)));
             }
         }
         if let Some(last) = held {
-            push(last);
+            push(&appsrc, last);
         }
         let _ = appsrc.end_of_stream();
     })
+}
+
+fn push(appsrc: &gst_app::AppSrc, (buffer, caps): Frame) -> bool {
+    let mut sample = gst::Sample::builder().buffer(&buffer);
+    if let Some(caps) = &caps {
+        sample = sample.caps(caps);
+    }
+    appsrc.push_sample(&sample.build()).is_ok()
+}
+
+/// Pushes the frame held back before `frame`, now that its duration is known, and holds `frame`.
+/// False once the pipeline no longer takes frames.
+fn deliver(appsrc: &gst_app::AppSrc, held: &mut Option<Frame>, frame: Frame) -> bool {
+    let pts = frame.0.pts().map(|p| p.nseconds()).unwrap_or(0);
+    if let Some(mut previous) = held.take() {
+        let previous_pts = previous.0.pts().map(|p| p.nseconds()).unwrap_or(0);
+        let until_next = pts.saturating_sub(previous_pts);
+        let shown = until_next.min(MAX_FRAME_HOLD_NS);
+        previous.0.make_mut().set_duration(gst::ClockTime::from_nseconds(shown));
+        if !push(appsrc, previous) {
+            return false;
+        }
+        if until_next > shown {
+            // Say "nothing here" for the rest of the hole, or the last frame stays on screen.
+            let gap = gst::event::Gap::builder(gst::ClockTime::from_nseconds(previous_pts + shown))
+                .duration(gst::ClockTime::from_nseconds(until_next - shown))
+                .build();
+            appsrc.send_event(gap);
+        }
+    }
+    *held = Some(frame);
+    true
 }
 
 /// The frame's buffer with `offset_ns` added to its timestamps, and its caps.

@@ -37,6 +37,9 @@ pub struct TranscodeSpec {
     pub audio_only: bool,
     /// What is shown when; `None` puts every video track in one static grid.
     pub schedule: Option<Schedule>,
+    /// Only this part of the recording, video only, its timestamps starting at zero: one chunk of a
+    /// chunked transcode. Its ends must sit on the output's frame grid.
+    pub video_window: Option<Window>,
     /// Encoder element name (see [`encoders`]).
     pub encoder: String,
     pub output: PathBuf,
@@ -57,10 +60,25 @@ impl TranscodeSpec {
             audio_bps: 128_000,
             audio_only: false,
             schedule: None,
+            video_window: None,
             encoder: encoder.to_string(),
             output,
             stall_timeout: Duration::from_secs(120),
         }
+    }
+}
+
+/// A part of the recording, in nanoseconds from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+impl TranscodeSpec {
+    /// The part of the recording this transcode covers.
+    fn window(&self) -> Window {
+        self.video_window.unwrap_or(Window { start_ns: 0, end_ns: self.duration_ns })
     }
 }
 
@@ -114,7 +132,8 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                     let Some((input, caps)) = videos.iter().find(|(input, _)| &input.name == name) else { continue };
                     let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
                     let (appsrc, pad) = add_video_input(&pipeline, caps, branch)?;
-                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
+                    let window = spec.window();
+                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), window.start_ns..window.end_ns, problems.clone())?);
                     pads.insert(layer, pad);
                 }
                 Layer::Placeholder(_) => {
@@ -122,12 +141,14 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                 }
             }
         }
-        follow_schedule(&compositor, schedule, pads);
+        follow_schedule(&compositor, schedule, pads, spec.window().start_ns);
     }
-    let mixer = build_audio_output(spec, &pipeline, &mux)?;
-    for (input, caps) in &audios {
-        let appsrc = add_audio_input(&pipeline, caps, &mixer)?;
-        feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.duration_ns, problems.clone())?);
+    if spec.video_window.is_none() {
+        let mixer = build_audio_output(spec, &pipeline, &mux)?;
+        for (input, caps) in &audios {
+            let appsrc = add_audio_input(&pipeline, caps, &mixer)?;
+            feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), 0..spec.duration_ns, problems.clone())?);
+        }
     }
 
     let result = run_to_eos(&pipeline, spec, &on_progress);
@@ -166,7 +187,11 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     // transparent, so the compositor paints its own black background and never blends a full frame.
     let background = make("videotestsrc")?;
     background.set_property_from_str("pattern", "black");
-    background.set_property("num-buffers", frames_for(spec.duration_ns, spec.fps as u64, 1));
+    // A chunk's frames start at its window: the compositor starts there too, and drops what came before
+    // (the frames from the keyframe before the window, fed so the decoders can start).
+    let window = spec.window();
+    background.set_property("num-buffers", frames_for(window.end_ns - window.start_ns, spec.fps as u64, 1));
+    background.set_property("timestamp-offset", window.start_ns as i64);
     let background_caps = make("capsfilter")?;
     background_caps.set_property(
         "caps",
@@ -179,6 +204,13 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     );
     let compositor = make("compositor")?;
     compositor.set_property_from_str("background", "black");
+    end_video_at(&compositor.static_pad("src").expect("compositor src"), window.end_ns, spec.fps);
+    if window.start_ns > 0 {
+        compositor.set_property_from_str("start-time-selection", "set");
+        compositor.set_property("start-time", window.start_ns);
+        // The chunk's file starts at zero; the joiner puts it back in its place.
+        compositor.static_pad("src").expect("compositor src").set_offset(-(window.start_ns as i64));
+    }
     let convert = make("videoconvert")?;
     let output_caps = make("capsfilter")?;
     output_caps.set_property("caps", raw_caps(Some("I420")));
@@ -195,6 +227,26 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let mux_pad = mux.request_pad_simple("video_%u").ok_or_else(|| PipelineError::Build("mp4mux video pad".into()))?;
     queue.static_pad("src").expect("queue src").link(&mux_pad).map_err(|e| PipelineError::Build(format!("video to mux: {e:?}")))?;
     Ok(compositor)
+}
+
+/// Ends the composite video at `end_ns` exactly: the compositor goes on while any input still has a
+/// frame to show (the last frames reach a little past the end), so the first frame at or past the end
+/// is dropped and end-of-stream sent in its place.
+fn end_video_at(pad: &gst::Pad, end_ns: u64, fps: u32) {
+    let last_start = end_ns.saturating_sub(500_000_000 / fps as u64);
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let past_end = info.buffer().and_then(|b| b.pts()).is_some_and(|pts| pts.nseconds() >= last_start);
+        if !past_end {
+            return gst::PadProbeReturn::Ok;
+        }
+        if !ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            if let Some(peer) = pad.peer() {
+                peer.send_event(gst::event::Eos::new());
+            }
+        }
+        gst::PadProbeReturn::Drop
+    });
 }
 
 /// Silent base layer → mixer → AAC encoder → mux. Returns the mixer for track inputs.
@@ -319,7 +371,9 @@ fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &T
     let source = make("videotestsrc")?;
     source.set_property_from_str("pattern", "solid-color");
     source.set_property("foreground-color", PLACEHOLDER_ARGB);
-    source.set_property("num-buffers", frames_for(spec.duration_ns, spec.fps as u64, 1));
+    let window = spec.window();
+    source.set_property("num-buffers", frames_for(window.end_ns - window.start_ns, spec.fps as u64, 1));
+    source.set_property("timestamp-offset", window.start_ns as i64);
     let filter = make("capsfilter")?;
     filter.set_property(
         "caps",
@@ -343,19 +397,29 @@ fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &T
 pub const PLACEHOLDER_ARGB: u32 = 0xff3a4150;
 
 /// Applies the scene of each output frame to the compositor's pads, just before the frame is blended.
-fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTreeMap<Layer, gst::Pad>) {
+fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTreeMap<Layer, gst::Pad>, start_ns: u64) {
+    // The first frame's scene is set before the pipeline runs: the signal is not emitted for every
+    // first frame (a chunk's first frame came out black without this).
+    let first = schedule.index_at(start_ns);
+    apply_scene(&schedule, first, &pads);
     compositor.set_property("emit-signals", true);
-    let shown = Mutex::new(None::<usize>);
+    let shown = Mutex::new(first);
     compositor.connect("samples-selected", false, move |args| {
         let Some(pts) = args.get(2).and_then(|v| v.get::<u64>().ok()) else { return None };
         let index = schedule.index_at(pts);
         let mut shown = shown.lock().unwrap();
-        if *shown == Some(index.unwrap_or(usize::MAX)) {
-            return None;
+        if *shown != index {
+            *shown = index;
+            apply_scene(&schedule, index, &pads);
         }
-        *shown = Some(index.unwrap_or(usize::MAX));
+        None
+    });
+}
+
+fn apply_scene(schedule: &Schedule, index: Option<usize>, pads: &BTreeMap<Layer, gst::Pad>) {
+    {
         let layers = index.map(|i| schedule.scenes()[i].layers.as_slice()).unwrap_or_default();
-        for (layer, pad) in &pads {
+        for (layer, pad) in pads {
             match layers.iter().position(|(l, _)| l == layer) {
                 Some(order) => {
                     let tile = layers[order].1;
@@ -369,8 +433,7 @@ fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTr
                 None => pad.set_property("alpha", 0.0f64),
             }
         }
-        None
-    });
+    }
 }
 
 /// decoded audio → the mix format → mixer pad.
