@@ -295,6 +295,9 @@ pub struct JobRecord {
     pub record_attempts: u32,
     #[serde(default)]
     pub transcode_attempts: u32,
+    /// A chunked transcode's plan and progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkPlan>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -314,6 +317,7 @@ impl JobRecord {
             warnings: Vec::new(),
             record_attempts: 0,
             transcode_attempts: 0,
+            chunks: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
@@ -339,6 +343,37 @@ pub struct RecordJob {
 #[serde(deny_unknown_fields)]
 pub struct TranscodeJob {
     pub job_id: SafeId,
+    /// One chunk of a chunked transcode (the job record's `chunks` says which part); absent: the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<u32>,
+}
+
+/// A long recording's video transcoded in parts by several transcoders, then joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlan {
+    /// Length of each chunk but the last (a whole number of output frames).
+    pub chunk_ns: u64,
+    pub count: u32,
+    /// Chunks whose video is in storage.
+    #[serde(default)]
+    pub done: Vec<u32>,
+}
+
+impl ChunkPlan {
+    /// Chunks of `chunk_ns` covering `duration_ns`.
+    pub fn new(duration_ns: u64, chunk_ns: u64) -> ChunkPlan {
+        ChunkPlan { chunk_ns, count: duration_ns.div_ceil(chunk_ns.max(1)) as u32, done: Vec::new() }
+    }
+
+    /// The part of the recording chunk `index` covers.
+    pub fn window(&self, index: u32, duration_ns: u64) -> (u64, u64) {
+        let start = index as u64 * self.chunk_ns;
+        (start.min(duration_ns), (start + self.chunk_ns).min(duration_ns))
+    }
+
+    pub fn is_complete(&self) -> bool {
+        (0..self.count).all(|i| self.done.contains(&i))
+    }
 }
 
 #[cfg(test)]

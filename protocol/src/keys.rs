@@ -32,6 +32,11 @@ pub fn participant_audio(job: &SafeId, participant: &SafeId) -> String {
     format!("{job}/participants/{participant}.m4a")
 }
 
+/// The video of one chunk of a chunked transcode (an intermediate).
+pub fn chunk(job: &SafeId, index: u32) -> String {
+    format!("{job}/chunks/{index:05}.mp4")
+}
+
 pub fn manifest(job: &SafeId) -> String {
     format!("{job}/manifest.json")
 }

@@ -418,7 +418,7 @@ async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) ->
 async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
     let subject = recorder.bus.names.transcode_subject.clone();
     let message_id = format!("transcode-{job_id}");
-    match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone() }).await {
+    match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone(), chunk: None }).await {
         Ok(()) => Outcome::Done,
         Err(err) => Outcome::Retry(format!("could not queue the transcode: {err}")),
     }

@@ -37,3 +37,74 @@ async fn three_participants_stay_in_sync_for_a_minute() {
     assert!(report.max_cadence_drift_ms <= 20.0, "cadence drift: {summary}");
     assert!(report.max_video_position_error_ms <= 34.0, "video markers off their seconds by more than a frame: {summary}");
 }
+
+/// A recording transcoded in 4 s chunks by two transcoders at once: the joined MP4 has the frames of a
+/// single-node transcode of the same segments (same count, same pictures) and stays in sync.
+#[tokio::test(flavor = "multi_thread")]
+async fn chunked_transcode_on_two_transcoders_matches_one_node() {
+    let mut setup = Setup::local();
+    setup.fleet.transcoder_extra = "chunk_seconds = 4\n".into();
+    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let tx_a = setup.fleet.transcoder("tx-a");
+    let tx_b = setup.fleet.transcoder("tx-b");
+    let api = &setup.api;
+    let id = api.start(r#"{"room":"chunks","source":{"type":"test","participants":3}}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let count = record["chunks"]["count"].as_u64().unwrap();
+    assert!(count >= 4, "14 s in 4 s chunks: {record:#}");
+    let chunks_by = |tx: &fleet_tests::procs::Proc| tx.log_text().matches("chunk done").count();
+    let (by_a, by_b) = (chunks_by(&tx_a), chunks_by(&tx_b));
+    println!("chunks: {count}, by tx-a {by_a}, by tx-b {by_b}");
+    assert_eq!(by_a + by_b, count as usize);
+    assert!(by_a > 0 && by_b > 0, "both transcoders took chunks: tx-a {by_a}, tx-b {by_b}");
+    let (mp4, manifest) = setup.read_output(&record);
+    assert_eq!(manifest["chunks"].as_u64(), Some(count));
+    let chunked = setup.dir.path().join("chunked.mp4");
+    std::fs::write(&chunked, mp4).unwrap();
+    assert_eq!(fleet_tests::media::decode_errors(&chunked), "");
+
+    // The same segments transcoded in one piece.
+    fleet_pipelines::init().unwrap();
+    let session = &record["sessions"][0];
+    let raw = setup.root.join(format!("recordings/{id}/raw/{}", session["id"].as_str().unwrap()));
+    let recorded_ns = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) * 1_000_000;
+    let single = setup.dir.path().join("single.mp4");
+    let tracks = fleet_pipelines::segment_reader::session_tracks(&raw).unwrap();
+    fleet_pipelines::transcode::run(&fleet_pipelines::transcode::TranscodeSpec::hd720(tracks, recorded_ns, "x264enc", single.clone()), |_| {}).unwrap();
+
+    let frames = |path: &std::path::Path| -> u64 {
+        fleet_tests::media::stream(&ffprobe(path), "video")["nb_frames"].as_str().unwrap().parse().unwrap()
+    };
+    assert_eq!(frames(&chunked), frames(&single), "video frames, chunked vs one piece");
+    let duration = |path: &std::path::Path| -> f64 { ffprobe(path)["format"]["duration"].as_str().unwrap().parse().unwrap() };
+    assert!((duration(&chunked) - duration(&single)).abs() <= 1.0 / 30.0 + 0.001, "{} vs {}", duration(&chunked), duration(&single));
+    // Pictures: the worst frame's PSNR between the two (a misplaced or black frame at a cut drops it far).
+    let psnr = std::process::Command::new("ffmpeg")
+        .args(["-v", "info", "-i"])
+        .arg(&single)
+        .arg("-i")
+        .arg(&chunked)
+        .args(["-lavfi", "[0:v][1:v]psnr=stats_file=-", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let stats = String::from_utf8_lossy(&psnr.stdout);
+    let worst = stats
+        .lines()
+        .filter_map(|l| l.split_whitespace().find_map(|f| f.strip_prefix("psnr_avg:")))
+        .map(|v| if v == "inf" { f64::INFINITY } else { v.parse().unwrap() })
+        .fold(f64::INFINITY, f64::min);
+    println!("worst frame PSNR chunked vs one piece: {worst} dB");
+    assert!(worst >= 35.0, "a frame differs: {worst} dB");
+
+    let tiles = ["640:360:0:0", "640:360:640:0", "640:360:0:360"].map(String::from);
+    let report = fleet_tests::sync::check(&chunked, &tiles, 30.0, 1, duration(&chunked).floor() as usize - 1);
+    let mut summary = serde_json::to_value(&report).unwrap();
+    summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
+    eprintln!("chunked sync report: {summary}");
+    assert!(report.found_ratio >= 0.99, "markers found: {summary}");
+    assert!(report.p95_abs_offset_ms <= 40.0 && report.max_cadence_drift_ms <= 20.0, "{summary}");
+}

@@ -151,11 +151,13 @@ pub struct Fleet {
     pub storage: StorageSetup,
     /// Appended to every recorder's config (e.g. `[recorder.livekit]` for a devroom).
     pub recorder_extra: String,
+    /// Appended to every `[transcoder]` section (transcoder nodes and recorders in mode both).
+    pub transcoder_extra: String,
 }
 
 impl Fleet {
     pub fn new(dir: &Path, nats: &Nats, storage: StorageSetup) -> Self {
-        Self { dir: dir.to_path_buf(), nats_url: nats.url(), storage, recorder_extra: String::new() }
+        Self { dir: dir.to_path_buf(), nats_url: nats.url(), storage, recorder_extra: String::new(), transcoder_extra: String::new() }
     }
 
     fn write_config(&self, name: &str, body: &str) -> PathBuf {
@@ -189,10 +191,11 @@ impl Fleet {
         let config = self.write_config(
             &format!("recorder-{node_id}"),
             &format!(
-                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}",
+                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}{}",
                 self.storage.toml(),
                 spool.display(),
                 scratch.display(),
+                self.transcoder_extra,
                 self.recorder_extra
             ),
         );
@@ -209,7 +212,7 @@ impl Fleet {
         let scratch = self.dir.join(format!("scratch-{node_id}"));
         let config = self.write_config(
             &format!("transcoder-{node_id}"),
-            &format!("{}[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n", self.storage.toml(), scratch.display()),
+            &format!("{}[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}", self.storage.toml(), scratch.display(), self.transcoder_extra),
         );
         Proc::spawn(node_id, &bin_path("transcoder"), &["--config", &config.to_string_lossy(), "--node-id", node_id], &[], &self.dir)
     }

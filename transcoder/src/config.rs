@@ -16,6 +16,9 @@ pub struct TranscoderConfig {
     /// A transcode that makes no progress for this long fails instead of hanging.
     pub stall_timeout_s: u64,
     pub audio_bitrate_bps: u32,
+    /// Recordings longer than this are transcoded in chunks of this length by every free transcoder
+    /// at once, then joined. 0: never. Rounded down to whole seconds.
+    pub chunk_seconds: u64,
 }
 
 impl Default for TranscoderConfig {
@@ -27,6 +30,7 @@ impl Default for TranscoderConfig {
             encoder: "auto".into(),
             stall_timeout_s: 120,
             audio_bitrate_bps: 128_000,
+            chunk_seconds: 600,
         }
     }
 }

@@ -26,17 +26,22 @@ pub async fn handle_delivery(worker: &Arc<Transcoder>, message: jetstream::Messa
             return;
         }
     };
-    let span = tracing::info_span!("transcode", job_id = %job.job_id, node_id = %worker.identity.node_id);
+    let span = tracing::info_span!("transcode", job_id = %job.job_id, chunk = ?job.chunk, node_id = %worker.identity.node_id);
     async {
-        if !worker.claim(job.job_id.as_str()) {
+        // Chunks of one job may run side by side on one node; each chunk only once.
+        let claim_key = match job.chunk {
+            Some(index) => format!("{}#{index}", job.job_id),
+            None => job.job_id.to_string(),
+        };
+        if !worker.claim(&claim_key) {
             // Already running here (a redelivery while we work): let the running one finish.
             return;
         }
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let keepalive = tokio::spawn(keep_alive(message.clone()));
-        let outcome = transcode_job(worker, &job.job_id, delivered).await;
+        let outcome = transcode_job(worker, &job, delivered).await;
         keepalive.abort();
-        worker.release(job.job_id.as_str());
+        worker.release(&claim_key);
         let max_deliver = worker.bus.transcode_consumer.cached_info().config.max_deliver;
         match outcome {
             Ok(Done::Completed) | Ok(Done::NothingToDo) => {
@@ -58,7 +63,7 @@ pub async fn handle_delivery(worker: &Arc<Transcoder>, message: jetstream::Messa
     .await
 }
 
-enum Done {
+pub(crate) enum Done {
     Completed,
     NothingToDo,
 }
@@ -71,7 +76,8 @@ async fn keep_alive(message: jetstream::Message) {
     }
 }
 
-async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64) -> Result<Done, String> {
+async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: i64) -> Result<Done, String> {
+    let job_id = &job.job_id;
     let node = worker.identity.node_id.as_str();
     let Some((record, _)) = worker.bus.jobs.get(job_id).await.map_err(|e| e.to_string())? else {
         tracing::warn!("transcode job for an unknown job record; dropping");
@@ -80,6 +86,9 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
     if record.state.is_terminal() {
         tracing::info!(state = record.state.as_str(), "job already ended; nothing to do");
         return Ok(Done::NothingToDo);
+    }
+    if let Some(index) = job.chunk {
+        return crate::chunks::transcode_chunk(worker, record, index).await;
     }
     let claimed = worker
         .bus
@@ -103,24 +112,44 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         }
         Err(err) => return Err(err.to_string()),
     };
+    if crate::chunks::split(worker, &record).await? {
+        return Ok(Done::NothingToDo);
+    }
 
-    tokio::fs::create_dir_all(&worker.config.scratch_dir).await.map_err(|e| format!("scratch dir: {e}"))?;
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!("{job_id}-"))
-        .tempdir_in(&worker.config.scratch_dir)
-        .map_err(|e| format!("scratch dir: {e}"))?;
-    let inputs = inputs::download(&worker.storage, &record, scratch.path()).await.map_err(|e| e.to_string())?;
-    tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
-
-    let audio_only = record.request.audio_only;
-    let extension = if audio_only { "m4a" } else { "mp4" };
+    let scratch = scratch_dir(worker, job_id).await?;
+    let prepared = prepare(worker, &record, scratch.path()).await?;
+    let extension = if record.request.audio_only { "m4a" } else { "mp4" };
     let output_path = scratch.path().join(format!("{job_id}.{extension}"));
+    let spec = transcode::TranscodeSpec { output: output_path.clone(), ..prepared.spec.clone() };
+    let report = run_pipeline(worker, job_id, spec, 0.0).await?;
+    let mut problems = report.problems;
+    let participant_files = participant_audio(&prepared, scratch.path(), &mut problems).await?;
+    finish(worker, &record, &prepared, Produced { path: output_path, extension, problems, participant_files }).await
+}
+
+pub(crate) async fn scratch_dir(worker: &Transcoder, job_id: &SafeId) -> Result<tempfile::TempDir, String> {
+    tokio::fs::create_dir_all(&worker.config.scratch_dir).await.map_err(|e| format!("scratch dir: {e}"))?;
+    tempfile::Builder::new().prefix(&format!("{job_id}-")).tempdir_in(&worker.config.scratch_dir).map_err(|e| format!("scratch dir: {e}"))
+}
+
+/// A job's inputs on local disk and the transcode they call for (the whole recording).
+pub(crate) struct Prepared {
+    pub spec: transcode::TranscodeSpec,
+    pub missing: Vec<String>,
+    pub segment_count: usize,
+    /// participant → their audio tracks, for `audio_per_participant`.
+    pub own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>>,
+}
+
+/// Downloads the raw segments and timelines and plans the composite.
+pub(crate) async fn prepare(worker: &Transcoder, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, String> {
+    let inputs = inputs::download(&worker.storage, record, scratch).await.map_err(|e| e.to_string())?;
+    tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
+    let audio_only = record.request.audio_only;
     let (width, height, fps, video_kbps) = record.request.video_preset.params();
-    let encoder = worker.encoders[0].clone();
     let is_kind = |t: &segment_reader::TrackInput, kind: &str| {
         segment_reader::probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with(kind)))
     };
-    // participant → their audio tracks, for `audio_per_participant`.
     let mut own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>> = BTreeMap::new();
     if record.request.audio_per_participant {
         for track in inputs.tracks.iter().filter(|t| is_kind(t, "audio/")) {
@@ -129,12 +158,7 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         }
     }
     let schedule = (!audio_only).then(|| {
-        let video_tracks: Vec<String> = inputs
-            .tracks
-            .iter()
-            .filter(|t| is_kind(t, "video/"))
-            .map(|t| t.name.clone())
-            .collect();
+        let video_tracks: Vec<String> = inputs.tracks.iter().filter(|t| is_kind(t, "video/")).map(|t| t.name.clone()).collect();
         let request = layout_plan::PlanRequest {
             layout: record.request.layout,
             participant: record.request.participant.as_deref(),
@@ -156,32 +180,56 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         audio_bps: worker.config.audio_bitrate_bps,
         audio_only,
         schedule,
-        encoder: encoder.clone(),
-        output: output_path.clone(),
+        video_window: None,
+        encoder: worker.encoders[0].clone(),
+        output: scratch.join("output"),
         stall_timeout: Duration::from_secs(worker.config.stall_timeout_s),
     };
-    let report = run_pipeline(worker, job_id, spec.clone()).await?;
-    let mut problems = report.problems;
-    let mut participant_files = Vec::new();
-    for (participant, tracks) in own_audio {
-        let Ok(participant) = SafeId::parse(&participant) else { continue };
-        let path = scratch.path().join(format!("participant-{participant}.m4a"));
-        let own = transcode::TranscodeSpec { tracks, audio_only: true, schedule: None, output: path.clone(), ..spec.clone() };
+    Ok(Prepared { spec, missing: inputs.missing, segment_count: inputs.segment_count, own_audio })
+}
+
+/// Each participant's own audio (`audio_per_participant`), as files in `scratch`.
+pub(crate) async fn participant_audio(
+    prepared: &Prepared,
+    scratch: &std::path::Path,
+    problems: &mut Vec<String>,
+) -> Result<Vec<(SafeId, std::path::PathBuf)>, String> {
+    let mut files = Vec::new();
+    for (participant, tracks) in &prepared.own_audio {
+        let Ok(participant) = SafeId::parse(participant) else { continue };
+        let path = scratch.join(format!("participant-{participant}.m4a"));
+        let own = transcode::TranscodeSpec { tracks: tracks.clone(), audio_only: true, schedule: None, video_window: None, output: path.clone(), ..prepared.spec.clone() };
         let report = tokio::task::spawn_blocking(move || transcode::run(&own, |_| {}))
             .await
             .map_err(|e| format!("transcode thread: {e}"))?
             .map_err(|e| format!("{participant}'s audio: {e}"))?;
         problems.extend(report.problems.into_iter().map(|p| format!("{participant}'s audio: {p}")));
-        participant_files.push((participant, path));
+        files.push((participant, path));
     }
+    Ok(files)
+}
 
-    let info = mp4_info::read(&output_path).map_err(|e| format!("output is not a valid MP4: {e}"))?;
-    let size_bytes = std::fs::metadata(&output_path).map_err(|e| e.to_string())?.len();
+/// The finished recording on local disk, before upload.
+pub(crate) struct Produced {
+    pub path: std::path::PathBuf,
+    pub extension: &'static str,
+    pub problems: Vec<String>,
+    pub participant_files: Vec<(SafeId, std::path::PathBuf)>,
+}
+
+/// Measures the recording, uploads it (and the participants' audio) and its manifest, and marks the
+/// job complete.
+pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &Prepared, produced: Produced) -> Result<Done, String> {
+    let job_id = &record.id;
+    let node = worker.identity.node_id.as_str();
+    let output_path = &produced.path;
+    let info = mp4_info::read(output_path).map_err(|e| format!("output is not a valid MP4: {e}"))?;
+    let size_bytes = std::fs::metadata(output_path).map_err(|e| e.to_string())?.len();
     let path = output_path.clone();
     let sha256 = tokio::task::spawn_blocking(move || sha256_file(&path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let key = keys::recording(job_id, extension);
+    let key = keys::recording(job_id, produced.extension);
     let manifest_key = keys::manifest(job_id);
-    let output = OutputInfo {
+    let mut output = OutputInfo {
         location: worker.storage.location(&key),
         key,
         manifest_key: manifest_key.clone(),
@@ -192,34 +240,39 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
         sha256,
         participant_audio: Vec::new(),
     };
-    let mut output = output;
-    for (participant, path) in &participant_files {
+    for (participant, path) in &produced.participant_files {
         let key = keys::participant_audio(job_id, participant);
         let size_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
         output.participant_audio.push(ParticipantAudio { participant: participant.to_string(), location: worker.storage.location(&key), key, size_bytes });
     }
-    if !inputs.missing.is_empty() {
-        tracing::warn!(missing = ?inputs.missing, "segments the timeline lists are not in storage; the recording has holes there");
+    if !prepared.missing.is_empty() {
+        tracing::warn!(missing = ?prepared.missing, "segments the timeline lists are not in storage; the recording has holes there");
     }
-    let mut warnings: Vec<String> = inputs.missing.iter().map(|key| format!("segment missing from storage: {key}")).collect();
-    warnings.extend(problems);
+    let mut warnings: Vec<String> = prepared.missing.iter().map(|key| format!("segment missing from storage: {key}")).collect();
+    // A chunked transcode's chunks noted their problems in the record as they went.
+    for problem in record.warnings.iter().chain(&produced.problems) {
+        if !warnings.contains(problem) {
+            warnings.push(problem.clone());
+        }
+    }
     warnings.truncate(MAX_WARNINGS);
     let manifest = Manifest {
         job_id: job_id.as_str(),
         room: &record.request.room,
         output: &output,
         faststart: info.faststart,
-        encoder: &encoder,
+        encoder: &prepared.spec.encoder,
         sessions: &record.sessions,
-        segments: inputs.segment_count,
+        segments: prepared.segment_count,
+        chunks: record.chunks.as_ref().map(|c| c.count),
         warnings: &warnings,
         metadata: record.request.metadata.as_ref(),
         created_at_ms: fleet_protocol::time::now_ms(),
     };
-    // The recording first, then the manifest that vouches for it; both keys are fixed, so a retry
+    // The recording first, then the manifest that vouches for it; every key is fixed, so a retry
     // after a crash overwrites rather than duplicates.
-    worker.storage.put_file(&output.key, &output_path).await.map_err(|e| format!("upload: {e}"))?;
-    for ((_, path), audio) in participant_files.iter().zip(&output.participant_audio) {
+    worker.storage.put_file(&output.key, output_path).await.map_err(|e| format!("upload: {e}"))?;
+    for ((_, path), audio) in produced.participant_files.iter().zip(&output.participant_audio) {
         worker.storage.put_file(&audio.key, path).await.map_err(|e| format!("upload of {}: {e}", audio.key))?;
     }
     worker.storage.put_bytes(&manifest_key, manifest.to_json()).await.map_err(|e| format!("manifest upload: {e}"))?;
@@ -245,7 +298,8 @@ async fn transcode_job(worker: &Arc<Transcoder>, job_id: &SafeId, delivered: i64
 }
 
 /// Runs the blocking GStreamer transcode on its own thread, publishing progress about once a second.
-async fn run_pipeline(worker: &Arc<Transcoder>, job_id: &SafeId, spec: transcode::TranscodeSpec) -> Result<transcode::TranscodeReport, String> {
+/// `base_s`: where in the recording the transcode starts (a chunk's window), for the percentage.
+pub(crate) async fn run_pipeline(worker: &Arc<Transcoder>, job_id: &SafeId, spec: transcode::TranscodeSpec, base_s: f64) -> Result<transcode::TranscodeReport, String> {
     let duration_s = (spec.duration_ns as f64 / 1e9).max(0.001);
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0.0f64);
     let pipeline = tokio::task::spawn_blocking(move || {
@@ -261,7 +315,7 @@ async fn run_pipeline(worker: &Arc<Transcoder>, job_id: &SafeId, spec: transcode
             while progress_rx.changed().await.is_ok() {
                 let done_s = *progress_rx.borrow_and_update();
                 let progress = Progress {
-                    percent: (100.0 * done_s / duration_s).min(100.0),
+                    percent: (100.0 * (base_s + done_s) / duration_s).min(100.0),
                     speed: done_s / started.elapsed().as_secs_f64().max(0.001),
                     node: worker.identity.node_id.clone(),
                 };

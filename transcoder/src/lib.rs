@@ -3,6 +3,7 @@
 //! Runs as the `transcoder` binary (transcoder-only nodes) or inside a recorder in mode `both`.
 
 pub mod config;
+mod chunks;
 mod inputs;
 mod job;
 mod layout_plan;

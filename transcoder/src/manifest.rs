@@ -15,6 +15,9 @@ pub struct Manifest<'a> {
     pub encoder: &'a str,
     pub sessions: &'a [fleet_protocol::job::CaptureSession],
     pub segments: usize,
+    /// Chunks the video was transcoded in (absent: in one piece).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<u32>,
     pub warnings: &'a [String],
     pub metadata: Option<&'a serde_json::Value>,
     pub created_at_ms: u64,

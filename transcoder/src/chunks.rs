@@ -1,0 +1,140 @@
+//! Chunked transcode of long recordings. The transcoder that takes the job splits the recording's
+//! video into chunks of `chunk_seconds`, records the plan in the job record and queues one message per
+//! chunk, so every free transcoder takes one. Each chunk is composited and encoded on its own, starting
+//! on a keyframe; its worker uploads it and marks it done in the record (compare-and-set). The worker
+//! whose mark completes the plan joins the chunks without re-encoding, with the audio mixed once for the
+//! whole recording (cheap, and AAC frames never straddle a cut), and finishes the job as usual.
+
+use crate::job::{self, Done, Produced};
+use crate::worker::Transcoder;
+use fleet_pipelines::transcode::{self, Window};
+use fleet_protocol::bus::Change;
+use fleet_protocol::job::{ChunkPlan, TranscodeJob};
+use fleet_protocol::{JobRecord, JobState, keys};
+use std::sync::Arc;
+
+/// Splits the job into chunks when it is long enough; true when the chunks were queued (the job's own
+/// message is then done with).
+pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, String> {
+    let chunk_ns = worker.config.chunk_seconds * 1_000_000_000;
+    let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
+    if chunk_ns == 0 || record.request.audio_only || duration_ns <= chunk_ns {
+        return Ok(false);
+    }
+    // A redelivered job keeps the plan it already has.
+    let record = worker
+        .bus
+        .jobs
+        .update(&record.id, None, |r| {
+            if r.chunks.is_some() {
+                return Ok(Change::Keep);
+            }
+            r.chunks = Some(ChunkPlan::new(duration_ns, chunk_ns));
+            Ok(Change::Write)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let plan = record.chunks.expect("the plan was just stored");
+    let subject = &worker.bus.names.transcode_subject;
+    for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
+        // Fixed message ids: queueing again after a crash does not duplicate a chunk.
+        let message_id = format!("transcode-{}-chunk-{index}", record.id);
+        let message = TranscodeJob { job_id: record.id.clone(), chunk: Some(index) };
+        worker.bus.enqueue(subject, &message_id, &message).await.map_err(|e| format!("could not queue chunk {index}: {e}"))?;
+    }
+    tracing::info!(chunks = plan.count, chunk_s = worker.config.chunk_seconds, "recording split into chunks");
+    Ok(true)
+}
+
+/// Transcodes chunk `index` (unless it is done already) and joins the recording if that completed it.
+pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index: u32) -> Result<Done, String> {
+    let plan = record.chunks.clone().ok_or("a chunk of a job that has no chunk plan")?;
+    if index >= plan.count {
+        return Err(format!("chunk {index} of a plan of {}", plan.count));
+    }
+    if record.state != JobState::Transcoding {
+        tracing::info!(state = record.state.as_str(), "job is not transcoding; chunk dropped");
+        return Ok(Done::NothingToDo);
+    }
+    let mut record = record;
+    if !plan.done.contains(&index) {
+        let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
+        let (start_ns, end_ns) = plan.window(index, duration_ns);
+        let scratch = job::scratch_dir(worker, &record.id).await?;
+        let prepared = job::prepare(worker, &record, scratch.path()).await?;
+        let path = scratch.path().join(format!("chunk-{index}.mp4"));
+        let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
+        let report = job::run_pipeline(worker, &record.id, spec, start_ns as f64 / 1e9).await?;
+        worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.map_err(|e| format!("chunk upload: {e}"))?;
+        tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
+        record = worker
+            .bus
+            .jobs
+            .update(&record.id, None, |r| {
+                let Some(plan) = r.chunks.as_mut() else { return Err("the chunk plan is gone".into()) };
+                if !plan.done.contains(&index) {
+                    plan.done.push(index);
+                }
+                for problem in &report.problems {
+                    if !r.warnings.contains(problem) {
+                        r.warnings.push(problem.clone());
+                    }
+                }
+                Ok(Change::Write)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    match &record.chunks {
+        Some(plan) if plan.is_complete() && !record.state.is_terminal() => join(worker, &record).await,
+        _ => Ok(Done::NothingToDo),
+    }
+}
+
+/// Joins every chunk with the whole recording's audio and finishes the job.
+async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, String> {
+    let plan = record.chunks.as_ref().expect("joined only with a complete plan");
+    tracing::info!(chunks = plan.count, "joining the chunks");
+    let scratch = job::scratch_dir(worker, &record.id).await?;
+    let prepared = job::prepare(worker, record, scratch.path()).await?;
+    let mut chunks = Vec::new();
+    for index in 0..plan.count {
+        let path = scratch.path().join(format!("chunk-{index:05}.mp4"));
+        worker.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.map_err(|e| format!("chunk {index}: {e}"))?;
+        chunks.push(path);
+    }
+    let audio = scratch.path().join("audio.m4a");
+    let spec = transcode::TranscodeSpec { audio_only: true, schedule: None, video_window: None, output: audio.clone(), ..prepared.spec.clone() };
+    let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {}))
+        .await
+        .map_err(|e| format!("transcode thread: {e}"))?
+        .map_err(|e| format!("audio: {e}"))?;
+    let mut problems = report.problems;
+    let participant_files = job::participant_audio(&prepared, scratch.path(), &mut problems).await?;
+    let output = scratch.path().join(format!("{}.mp4", record.id));
+    let (out, audio_in) = (output.clone(), audio.clone());
+    tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out))
+        .await
+        .map_err(|e| format!("join thread: {e}"))?
+        .map_err(|e| format!("join: {e}"))?;
+    job::finish(worker, record, &prepared, Produced { path: output, extension: "mp4", problems, participant_files }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_recording() {
+        let plan = ChunkPlan::new(25_000_000_000, 10_000_000_000);
+        assert_eq!(plan.count, 3);
+        assert_eq!(plan.window(0, 25_000_000_000), (0, 10_000_000_000));
+        assert_eq!(plan.window(2, 25_000_000_000), (20_000_000_000, 25_000_000_000));
+        let mut plan = plan;
+        plan.done = vec![2, 0];
+        assert!(!plan.is_complete());
+        plan.done.push(1);
+        assert!(plan.is_complete());
+        assert_eq!(ChunkPlan::new(20_000_000_000, 10_000_000_000).count, 2);
+    }
+}
