@@ -56,7 +56,9 @@ fn main() {
     let options = options(&args);
     fleet_pipelines::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (raw, recorded_s) = tokio::runtime::Runtime::new().unwrap().block_on(record(dir.path(), options.record_seconds));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut recorded = runtime.block_on(record(dir.path(), options.record_seconds));
+    let (raw, recorded_s) = (recorded.raw.clone(), recorded.seconds);
     if let Some(keep) = &options.keep_raw {
         copy_dir(&raw, keep);
         eprintln!("[bench] raw session kept in {} ({recorded_s} s)", keep.display());
@@ -82,6 +84,8 @@ fn main() {
         theirs_rss.push(rss);
         eprintln!("[bench] round {round}: ours {:.2} s ({:.0} MB), ffmpeg {:.2} s ({:.0} MB)", ours[round], ours_rss[round], theirs[round], theirs_rss[round]);
     }
+    let (chunked_wall_s, chunks) = runtime.block_on(chunked_on_two_transcoders(&mut recorded));
+    eprintln!("[bench] chunked over 2 transcoders: {chunked_wall_s:.2} s ({chunks} chunks)");
     let ours_median = median(&mut ours.clone());
     let theirs_median = median(&mut theirs.clone());
     let result = json!({
@@ -103,6 +107,13 @@ fn main() {
             "fleet_median_peak_rss_mb": median(&mut ours_rss),
             "ffmpeg_median_peak_rss_mb": median(&mut theirs_rss),
             "targets": { "times_realtime": 4.0, "speed_vs_ffmpeg": 1.2, "peak_rss_mb": 500 },
+            "chunked_two_transcoders": {
+                "wall_s": chunked_wall_s,
+                "times_realtime": recorded_s / chunked_wall_s,
+                "chunk_seconds": CHUNK_SECONDS,
+                "chunks": chunks,
+                "measured": "job state transcoding -> complete, two transcoder processes on this machine (NATS queue, downloads from local storage, the join and the audio mix included); one run",
+            },
             "ffmpeg_command": "concat demuxer per track; scale+pad each to a 640x360 tile, xstack 2x2, fps=30; amix of 4; libx264 veryfast 3000k High; aac 128k; +faststart",
         },
     });
@@ -114,16 +125,32 @@ fn main() {
     eprintln!("[bench] written to {}", path.display());
 }
 
-/// Records the 4-participant room through the fleet; returns its raw session directory and length.
-async fn record(dir: &Path, seconds: u64) -> (PathBuf, f64) {
+/// The fleet that recorded the room, kept running for the chunked transcode.
+struct Recorded {
+    fleet: Fleet,
+    api: Api,
+    id: String,
+    raw: PathBuf,
+    seconds: f64,
+    _processes: Vec<fleet_tests::procs::Proc>,
+    _devroom: Devroom,
+    _nats: Nats,
+}
+
+/// Chunk length of the chunked run: four chunks of a 120 s recording.
+const CHUNK_SECONDS: u64 = 30;
+
+/// Records the 4-participant room through the fleet (recorder-only, no transcoder yet); the raw
+/// session is copied aside for the offline comparison.
+async fn record(dir: &Path, seconds: u64) -> Recorded {
     let nats = Nats::start(dir);
     let root = dir.join("storage");
     let mut fleet = Fleet::new(dir, &nats, StorageSetup::Local(root.clone()));
     let devroom = Devroom::start(dir, &scenario(seconds));
     fleet.recorder_extra = devroom.recorder_toml(3600);
     let port = free_port();
-    let _controller = fleet.controller(port);
-    let _recorder = fleet.recorder("bench-rec", "recorder-only", 1);
+    let controller = fleet.controller(port);
+    let recorder = fleet.recorder("bench-rec", "recorder-only", 1);
     let api = Api::new(port);
     eprintln!("[bench] recording 4 participants for {seconds} s");
     let id = api.start(r#"{"room":"bench-grid"}"#).await;
@@ -132,11 +159,31 @@ async fn record(dir: &Path, seconds: u64) -> (PathBuf, f64) {
     let session = &record["sessions"][0];
     let recorded_ms = session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap();
     let raw = root.join(format!("recordings/{id}/raw/{}", session["id"].as_str().unwrap()));
-    // Keep the segments past the fleet's shutdown.
     let kept = dir.join("raw");
     copy_dir(&raw, &kept);
     std::fs::remove_file(kept.join("timeline.jsonl")).ok();
-    (kept, recorded_ms as f64 / 1000.0)
+    Recorded { fleet, api, id, raw: kept, seconds: recorded_ms as f64 / 1000.0, _processes: vec![controller, recorder], _devroom: devroom, _nats: nats }
+}
+
+/// Starts two transcoders that chunk the waiting job; returns the job's transcoding -> complete time.
+async fn chunked_on_two_transcoders(recorded: &mut Recorded) -> (f64, u64) {
+    recorded.fleet.transcoder_extra = format!("chunk_seconds = {CHUNK_SECONDS}\n");
+    let _a = recorded.fleet.transcoder("bench-tx-a");
+    let _b = recorded.fleet.transcoder("bench-tx-b");
+    let mut started = None;
+    loop {
+        let record = recorded.api.get(&recorded.id).await;
+        match record["state"].as_str().unwrap_or_default() {
+            "transcoding" if started.is_none() => started = Some(std::time::Instant::now()),
+            "complete" => {
+                let wall = started.expect("seen transcoding").elapsed().as_secs_f64();
+                return (wall, record["chunks"]["count"].as_u64().unwrap_or(1));
+            }
+            "failed" => panic!("chunked transcode failed: {record:#}"),
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
