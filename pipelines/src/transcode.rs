@@ -185,23 +185,10 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     };
     // The base layer only sets the output's timing (frame grid and length): it is tiny and fully
     // transparent, so the compositor paints its own black background and never blends a full frame.
-    let background = make("videotestsrc")?;
-    background.set_property_from_str("pattern", "black");
     // A chunk's frames start at its window: the compositor starts there too, and drops what came before
     // (the frames from the keyframe before the window, fed so the decoders can start).
     let window = spec.window();
-    background.set_property("num-buffers", frames_for(window.end_ns - window.start_ns, spec.fps as u64, 1));
-    background.set_property("timestamp-offset", window.start_ns as i64);
-    let background_caps = make("capsfilter")?;
-    background_caps.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", 16)
-            .field("height", 16)
-            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
-            .build(),
-    );
+    let (background, background_caps) = tiny_solid_source(spec, 0xff000000)?;
     let compositor = make("compositor")?;
     compositor.set_property_from_str("background", "black");
     end_video_at(&compositor.static_pad("src").expect("compositor src"), window.end_ns, spec.fps);
@@ -368,9 +355,21 @@ fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBran
 
 /// A participant's stand-in: a flat dark tile, made tiny and scaled by the compositor to its tile.
 fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &TranscodeSpec) -> Result<gst::Pad, PipelineError> {
+    let (source, filter) = tiny_solid_source(spec, PLACEHOLDER_ARGB)?;
+    pipeline.add_many([&source, &filter])?;
+    source.link(&filter)?;
+    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("alpha", 0.0f64);
+    filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("placeholder: {e:?}")))?;
+    Ok(pad)
+}
+
+/// A 16x16 frame of one colour for every output frame of the transcode's window (the compositor scales
+/// it where it is shown): source and caps filter, not yet in a pipeline.
+fn tiny_solid_source(spec: &TranscodeSpec, argb: u32) -> Result<(gst::Element, gst::Element), PipelineError> {
     let source = make("videotestsrc")?;
     source.set_property_from_str("pattern", "solid-color");
-    source.set_property("foreground-color", PLACEHOLDER_ARGB);
+    source.set_property("foreground-color", argb);
     let window = spec.window();
     source.set_property("num-buffers", frames_for(window.end_ns - window.start_ns, spec.fps as u64, 1));
     source.set_property("timestamp-offset", window.start_ns as i64);
@@ -385,12 +384,7 @@ fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &T
             .field("colorimetry", COLORIMETRY)
             .build(),
     );
-    pipeline.add_many([&source, &filter])?;
-    source.link(&filter)?;
-    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-    pad.set_property("alpha", 0.0f64);
-    filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("placeholder: {e:?}")))?;
-    Ok(pad)
+    Ok((source, filter))
 }
 
 /// The placeholder tile's colour (ARGB): a dark slate that reads as "camera off", not as a gap.

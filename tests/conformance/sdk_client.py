@@ -7,6 +7,7 @@ when every expected track delivered frames.
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from livekit import api, rtc
@@ -62,4 +63,9 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    # Leave without the SDK's process-exit teardown: its native library sometimes aborts there ("panic
+    # in a function that cannot unwind", seen once in ~10 runs) after the room was left cleanly and the
+    # result printed, which would fail the test for a fault that is not the server's.
+    os._exit(code)
