@@ -64,7 +64,7 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
         let prepared = job::prepare(worker, &record, scratch.path()).await?;
         let path = scratch.path().join(format!("chunk-{index}.mp4"));
         let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
-        let report = job::run_pipeline(worker, &record.id, spec, start_ns as f64 / 1e9).await?;
+        let (report, _encoder) = job::run_with_fallback(worker, &record.id, spec, start_ns as f64 / 1e9).await?;
         worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.map_err(|e| format!("chunk upload: {e}"))?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
         record = worker
@@ -117,7 +117,10 @@ async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, Stri
         .await
         .map_err(|e| format!("join thread: {e}"))?
         .map_err(|e| format!("join: {e}"))?;
-    job::finish(worker, record, &prepared, Produced { path: output, extension: "mp4", problems, participant_files }).await
+    // Assumes every chunk used this node's encoder. Known gap: chunks made by different encoders (a GPU
+    // node and a CPU node, or a GPU fallback) have different H.264 parameter sets and fail to join.
+    let encoder = prepared.spec.encoder.clone();
+    job::finish(worker, record, &prepared, Produced { path: output, extension: "mp4", encoder, problems, participant_files }).await
 }
 
 #[cfg(test)]

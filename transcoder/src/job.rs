@@ -6,7 +6,7 @@ use crate::{inputs, layout_plan};
 use crate::manifest::{Manifest, codec_name, sha256_file};
 use crate::worker::Transcoder;
 use async_nats::jetstream::{self, AckKind};
-use fleet_pipelines::{mp4_info, segment_reader, transcode};
+use fleet_pipelines::{encoders, mp4_info, segment_reader, transcode};
 use fleet_protocol::bus::{Change, parse_message};
 use fleet_protocol::job::{OutputInfo, ParticipantAudio, Progress, TranscodeJob};
 use std::collections::BTreeMap;
@@ -121,10 +121,10 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
     let extension = if record.request.audio_only { "m4a" } else { "mp4" };
     let output_path = scratch.path().join(format!("{job_id}.{extension}"));
     let spec = transcode::TranscodeSpec { output: output_path.clone(), ..prepared.spec.clone() };
-    let report = run_pipeline(worker, job_id, spec, 0.0).await?;
+    let (report, encoder) = run_with_fallback(worker, job_id, spec, 0.0).await?;
     let mut problems = report.problems;
     let participant_files = participant_audio(&prepared, scratch.path(), &mut problems).await?;
-    finish(worker, &record, &prepared, Produced { path: output_path, extension, problems, participant_files }).await
+    finish(worker, &record, &prepared, Produced { path: output_path, extension, encoder, problems, participant_files }).await
 }
 
 pub(crate) async fn scratch_dir(worker: &Transcoder, job_id: &SafeId) -> Result<tempfile::TempDir, String> {
@@ -213,6 +213,8 @@ pub(crate) async fn participant_audio(
 pub(crate) struct Produced {
     pub path: std::path::PathBuf,
     pub extension: &'static str,
+    /// The H.264 encoder that made it.
+    pub encoder: String,
     pub problems: Vec<String>,
     pub participant_files: Vec<(SafeId, std::path::PathBuf)>,
 }
@@ -261,7 +263,7 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
         room: &record.request.room,
         output: &output,
         faststart: info.faststart,
-        encoder: &prepared.spec.encoder,
+        encoder: &produced.encoder,
         sessions: &record.sessions,
         segments: prepared.segment_count,
         chunks: record.chunks.as_ref().map(|c| c.count),
@@ -298,6 +300,29 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
 }
 
 /// Runs the blocking GStreamer transcode on its own thread, publishing progress about once a second.
+/// Runs the transcode; when a GPU encoder fails, runs it again on the node's CPU encoder (a log line and
+/// a warning on the job, never a failed job for it). Returns the report and the encoder that made it.
+pub(crate) async fn run_with_fallback(
+    worker: &Arc<Transcoder>,
+    job_id: &SafeId,
+    spec: transcode::TranscodeSpec,
+    base_s: f64,
+) -> Result<(transcode::TranscodeReport, String), String> {
+    let encoder = spec.encoder.clone();
+    let fallback = spec.clone();
+    match run_pipeline(worker, job_id, spec, base_s).await {
+        Ok(report) => Ok((report, encoder)),
+        Err(err) if encoders::is_hardware(&encoder) => {
+            let Some(cpu) = worker.encoders.iter().find(|e| !encoders::is_hardware(e)).cloned() else { return Err(err) };
+            tracing::warn!(%encoder, %err, fallback = %cpu, "the GPU encoder failed; encoding on the CPU");
+            let mut report = run_pipeline(worker, job_id, transcode::TranscodeSpec { encoder: cpu.clone(), ..fallback }, base_s).await?;
+            report.problems.push(format!("{encoder} failed ({err}); encoded with {cpu} instead"));
+            Ok((report, cpu))
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// `base_s`: where in the recording the transcode starts (a chunk's window), for the percentage.
 pub(crate) async fn run_pipeline(worker: &Arc<Transcoder>, job_id: &SafeId, spec: transcode::TranscodeSpec, base_s: f64) -> Result<transcode::TranscodeReport, String> {
     let duration_s = (spec.duration_ns as f64 / 1e9).max(0.001);
