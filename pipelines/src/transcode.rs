@@ -80,7 +80,18 @@ impl TranscodeSpec {
     fn window(&self) -> Window {
         self.video_window.unwrap_or(Window { start_ns: 0, end_ns: self.duration_ns })
     }
+
+    /// Where the composite starts: a chunk's window, less a second of pre-roll. The compositor's first
+    /// output frames can come before every input has delivered (a chunk's first frame came out black
+    /// now and then), so a chunk composites from a second earlier and keeps only its window.
+    fn composite_start_ns(&self) -> u64 {
+        let start = self.window().start_ns;
+        start - start.min(CHUNK_PRE_ROLL_NS)
+    }
 }
+
+/// See [`TranscodeSpec::composite_start_ns`]; whole frames at any integer frame rate.
+const CHUNK_PRE_ROLL_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct TranscodeReport {
@@ -132,8 +143,8 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                     let Some((input, caps)) = videos.iter().find(|(input, _)| &input.name == name) else { continue };
                     let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
                     let (appsrc, pad) = add_video_input(&pipeline, caps, branch)?;
-                    let window = spec.window();
-                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), window.start_ns..window.end_ns, problems.clone())?);
+                    let range = spec.composite_start_ns()..spec.window().end_ns;
+                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), range, problems.clone())?);
                     pads.insert(layer, pad);
                 }
                 Layer::Placeholder(_) => {
@@ -141,7 +152,7 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                 }
             }
         }
-        follow_schedule(&compositor, schedule, pads, spec.window().start_ns);
+        follow_schedule(&compositor, schedule, pads, spec.composite_start_ns());
     }
     if spec.video_window.is_none() {
         let mixer = build_audio_output(spec, &pipeline, &mux)?;
@@ -191,10 +202,12 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let (background, background_caps) = tiny_solid_source(spec, 0xff000000)?;
     let compositor = make("compositor")?;
     compositor.set_property_from_str("background", "black");
-    end_video_at(&compositor.static_pad("src").expect("compositor src"), window.end_ns, spec.fps);
+    keep_video_window(&compositor.static_pad("src").expect("compositor src"), window, spec.fps);
+    // A chunk's compositor still starts at zero, as the one-piece transcode's does: started at the chunk
+    // (`start-time-selection=set`) it picked, for some input frame phases, the input frame before the
+    // one the one-piece transcode shows, moving those tiles a frame late. Before the pre-roll nothing
+    // has input, so those frames are empty and cheap (a black fill each), and dropped before encoding.
     if window.start_ns > 0 {
-        compositor.set_property_from_str("start-time-selection", "set");
-        compositor.set_property("start-time", window.start_ns);
         // The chunk's file starts at zero; the joiner puts it back in its place.
         compositor.static_pad("src").expect("compositor src").set_offset(-(window.start_ns as i64));
     }
@@ -216,15 +229,20 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     Ok(compositor)
 }
 
-/// Ends the composite video at `end_ns` exactly: the compositor goes on while any input still has a
-/// frame to show (the last frames reach a little past the end), so the first frame at or past the end
-/// is dropped and end-of-stream sent in its place.
-fn end_video_at(pad: &gst::Pad, end_ns: u64, fps: u32) {
-    let last_start = end_ns.saturating_sub(500_000_000 / fps as u64);
+/// Keeps the composite video to `window` exactly: frames of a chunk's pre-roll are dropped, and the
+/// compositor, which goes on while any input still has a frame to show (the last frames reach a little
+/// past the end), is cut at the first frame at or past the end with an end-of-stream in its place.
+fn keep_video_window(pad: &gst::Pad, window: Window, fps: u32) {
+    let half_frame = 500_000_000 / fps as u64;
+    let first_start = window.start_ns.saturating_sub(half_frame);
+    let last_start = window.end_ns.saturating_sub(half_frame);
     let ended = std::sync::atomic::AtomicBool::new(false);
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-        let past_end = info.buffer().and_then(|b| b.pts()).is_some_and(|pts| pts.nseconds() >= last_start);
-        if !past_end {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()).map(|p| p.nseconds()) else { return gst::PadProbeReturn::Ok };
+        if pts < first_start {
+            return gst::PadProbeReturn::Drop;
+        }
+        if pts < last_start {
             return gst::PadProbeReturn::Ok;
         }
         if !ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -371,8 +389,9 @@ fn tiny_solid_source(spec: &TranscodeSpec, argb: u32) -> Result<(gst::Element, g
     source.set_property_from_str("pattern", "solid-color");
     source.set_property("foreground-color", argb);
     let window = spec.window();
-    source.set_property("num-buffers", frames_for(window.end_ns - window.start_ns, spec.fps as u64, 1));
-    source.set_property("timestamp-offset", window.start_ns as i64);
+    let start = spec.composite_start_ns();
+    source.set_property("num-buffers", frames_for(window.end_ns - start, spec.fps as u64, 1));
+    source.set_property("timestamp-offset", start as i64);
     let filter = make("capsfilter")?;
     filter.set_property(
         "caps",
