@@ -104,13 +104,67 @@ pub enum Layout {
     Single,
 }
 
+/// The output's picture: `"720p30"` (default), `"1080p30"`, or custom
+/// `{"width": .., "height": .., "fps": .., "video_kbps": ..}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PresetWire", into = "PresetWire")]
 pub enum VideoPreset {
     #[default]
-    #[serde(rename = "720p30")]
     Hd720p30,
-    #[serde(rename = "1080p30")]
     Hd1080p30,
+    Custom(CustomPreset),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPreset {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_kbps: u32,
+}
+
+/// How a preset is written in JSON: a name or the custom fields.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum PresetWire {
+    Name(String),
+    Custom(CustomPreset),
+}
+
+impl TryFrom<PresetWire> for VideoPreset {
+    type Error = String;
+
+    fn try_from(wire: PresetWire) -> Result<Self, String> {
+        match wire {
+            PresetWire::Name(name) if name == "720p30" => Ok(VideoPreset::Hd720p30),
+            PresetWire::Name(name) if name == "1080p30" => Ok(VideoPreset::Hd1080p30),
+            PresetWire::Name(name) => Err(format!("unknown video_preset {name:?}: use 720p30, 1080p30 or {{width, height, fps, video_kbps}}")),
+            PresetWire::Custom(custom) => {
+                let CustomPreset { width, height, fps, video_kbps } = custom;
+                if !(160..=3840).contains(&width) || !(90..=2160).contains(&height) || width % 2 == 1 || height % 2 == 1 {
+                    return Err("video_preset width and height must be even, 160-3840 by 90-2160".into());
+                }
+                if !(1..=60).contains(&fps) {
+                    return Err("video_preset fps must be 1-60".into());
+                }
+                if !(100..=50_000).contains(&video_kbps) {
+                    return Err("video_preset video_kbps must be 100-50000".into());
+                }
+                Ok(VideoPreset::Custom(custom))
+            }
+        }
+    }
+}
+
+impl From<VideoPreset> for PresetWire {
+    fn from(preset: VideoPreset) -> Self {
+        match preset {
+            VideoPreset::Hd720p30 => PresetWire::Name("720p30".into()),
+            VideoPreset::Hd1080p30 => PresetWire::Name("1080p30".into()),
+            VideoPreset::Custom(custom) => PresetWire::Custom(custom),
+        }
+    }
 }
 
 impl VideoPreset {
@@ -119,6 +173,7 @@ impl VideoPreset {
         match self {
             VideoPreset::Hd720p30 => (1280, 720, 30, 3000),
             VideoPreset::Hd1080p30 => (1920, 1080, 30, 4500),
+            VideoPreset::Custom(CustomPreset { width, height, fps, video_kbps }) => (width, height, fps, video_kbps),
         }
     }
 }
@@ -398,6 +453,22 @@ mod tests {
         let r = request(r#"{"room":"r1","source":{"type":"test","participants":3},"video_preset":"1080p30"}"#).unwrap();
         assert_eq!(r.source, Source::Test { participants: 3 });
         assert_eq!(r.video_preset.params(), (1920, 1080, 30, 4500));
+        let custom = r#"{"room":"r","video_preset":{"width":640,"height":360,"fps":25,"video_kbps":800}}"#;
+        let r = request(custom).unwrap();
+        assert_eq!(r.video_preset.params(), (640, 360, 25, 800));
+        // It goes back out as it came in.
+        assert_eq!(serde_json::to_value(r.video_preset).unwrap(), serde_json::json!({"width":640,"height":360,"fps":25,"video_kbps":800}));
+        assert_eq!(serde_json::to_value(VideoPreset::Hd720p30).unwrap(), "720p30");
+        for bad in [
+            r#"{"room":"r","video_preset":"4k"}"#,
+            r#"{"room":"r","video_preset":{"width":641,"height":360,"fps":25,"video_kbps":800}}"#,
+            r#"{"room":"r","video_preset":{"width":640,"height":360,"fps":0,"video_kbps":800}}"#,
+            r#"{"room":"r","video_preset":{"width":640,"height":360,"fps":25,"video_kbps":800,"x":1}}"#,
+        ] {
+            assert!(request(bad).is_err(), "{bad}");
+        }
+        let error = request(r#"{"room":"r","video_preset":"4k"}"#).unwrap_err().to_string();
+        assert!(error.contains("unknown video_preset"), "{error}");
     }
 
     #[test]

@@ -305,3 +305,23 @@ async fn controller_restart_mid_recording_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_output_preset_is_honoured() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-a", "both", 1);
+    let body = r#"{"room":"room-a","source":{"type":"test","participants":2},"video_preset":{"width":640,"height":360,"fps":25,"video_kbps":800}}"#;
+    let record = record_and_finish(&setup.api, body).await;
+    assert_eq!(record["request"]["video_preset"]["fps"], 25, "{record:#}");
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("custom.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let probe = ffprobe(&path);
+    let video = stream(&probe, "video");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(640), Some(360)), "{video}");
+    assert_eq!(video["avg_frame_rate"], "25/1", "{video}");
+    assert_eq!(video["profile"], "High");
+    let kbps = video["bit_rate"].as_str().unwrap().parse::<f64>().unwrap() / 1000.0;
+    assert!(kbps < 1200.0, "asked for 800 kbps, got {kbps:.0}");
+    assert_eq!(decode_errors(&path), "");
+}
