@@ -470,7 +470,8 @@ fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl
         if let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(500)) {
             match message.view() {
                 gst::MessageView::Eos(_) => {
-                    on_progress(spec.duration_ns as f64 / 1e9);
+                    let window = spec.window();
+                    on_progress((window.end_ns - window.start_ns) as f64 / 1e9);
                     return Ok(());
                 }
                 gst::MessageView::Error(err) => return Err(runtime_error(&err)),

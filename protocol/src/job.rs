@@ -412,12 +412,15 @@ pub struct ChunkPlan {
     /// Chunks whose video is in storage.
     #[serde(default)]
     pub done: Vec<u32>,
+    /// The transcoder joining the chunks, and since when (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joining: Option<(String, u64)>,
 }
 
 impl ChunkPlan {
     /// Chunks of `chunk_ns` covering `duration_ns`.
     pub fn new(duration_ns: u64, chunk_ns: u64) -> ChunkPlan {
-        ChunkPlan { chunk_ns, count: duration_ns.div_ceil(chunk_ns.max(1)) as u32, done: Vec::new() }
+        ChunkPlan { chunk_ns, count: duration_ns.div_ceil(chunk_ns.max(1)) as u32, done: Vec::new(), joining: None }
     }
 
     /// The part of the recording chunk `index` covers.

@@ -48,10 +48,11 @@ pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, Stri
 
 /// Transcodes chunk `index` (unless it is done already) and joins the recording if that completed it.
 pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index: u32) -> Result<Done, String> {
-    let plan = record.chunks.clone().ok_or("a chunk of a job that has no chunk plan")?;
-    if index >= plan.count {
-        return Err(format!("chunk {index} of a plan of {}", plan.count));
-    }
+    // A chunk message that does not fit the record is foreign or stale: dropped, the job untouched.
+    let Some(plan) = record.chunks.clone().filter(|plan| index < plan.count) else {
+        tracing::warn!(index, plan = ?record.chunks, "chunk message that does not match the job's chunk plan; dropped");
+        return Ok(Done::NothingToDo);
+    };
     if record.state != JobState::Transcoding {
         tracing::info!(state = record.state.as_str(), "job is not transcoding; chunk dropped");
         return Ok(Done::NothingToDo);
@@ -71,10 +72,14 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
             .bus
             .jobs
             .update(&record.id, None, |r| {
-                let Some(plan) = r.chunks.as_mut() else { return Err("the chunk plan is gone".into()) };
-                if !plan.done.contains(&index) {
-                    plan.done.push(index);
+                if r.state.is_terminal() {
+                    return Ok(Change::Keep);
                 }
+                let Some(plan) = r.chunks.as_mut() else { return Err("the chunk plan is gone".into()) };
+                if plan.done.contains(&index) {
+                    return Ok(Change::Keep); // a duplicate of this chunk got there first
+                }
+                plan.done.push(index);
                 for problem in &report.problems {
                     if !r.warnings.contains(problem) {
                         r.warnings.push(problem.clone());
@@ -85,16 +90,75 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
             .await
             .map_err(|e| e.to_string())?;
     }
-    match &record.chunks {
-        Some(plan) if plan.is_complete() && !record.state.is_terminal() => join(worker, &record).await,
-        _ => Ok(Done::NothingToDo),
+    if !record.chunks.as_ref().is_some_and(ChunkPlan::is_complete) || record.state.is_terminal() {
+        return Ok(Done::NothingToDo);
+    }
+    // Exactly one join at a time: claimed in the record and refreshed while it runs. This delivery of a
+    // chunk came back because its holder stopped answering; if that holder's claim is still fresh, look
+    // again once it would have gone stale.
+    let node = worker.identity.node_id.to_string();
+    let claimed = worker
+        .bus
+        .jobs
+        .update(&record.id, None, |r| {
+            let Some(plan) = r.chunks.as_mut() else { return Err("the chunk plan is gone".into()) };
+            let now = fleet_protocol::time::now_ms();
+            match &plan.joining {
+                Some((_, since)) if now.saturating_sub(*since) < JOIN_STALE_MS => Err("another transcoder is joining".into()),
+                _ if r.state.is_terminal() => Err("the job has ended".into()),
+                _ => {
+                    plan.joining = Some((node.clone(), now));
+                    Ok(Change::Write)
+                }
+            }
+        })
+        .await;
+    match claimed {
+        Ok(record) => join(worker, &record).await,
+        Err(fleet_protocol::bus::BusError::Refused(reason)) if reason.starts_with("another") => {
+            tracing::info!(%reason, "not joining now; will look again");
+            Ok(Done::Later(std::time::Duration::from_millis(JOIN_STALE_MS)))
+        }
+        Err(fleet_protocol::bus::BusError::Refused(reason)) => {
+            tracing::info!(%reason, "not joining");
+            Ok(Done::NothingToDo)
+        }
+        Err(err) => Err(err.to_string()),
     }
 }
+
+/// A join claim not refreshed for this long belongs to a joiner that died.
+const JOIN_STALE_MS: u64 = 45_000;
+/// How often a running join refreshes its claim.
+const JOIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Joins every chunk with the whole recording's audio and finishes the job.
 async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, String> {
     let plan = record.chunks.as_ref().expect("joined only with a complete plan");
     tracing::info!(chunks = plan.count, "joining the chunks");
+    let refresher = {
+        let (worker, id) = (worker.clone(), record.id.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(JOIN_REFRESH).await;
+                let _ = worker
+                    .bus
+                    .jobs
+                    .update(&id, None, |r| {
+                        let Some((_, since)) = r.chunks.as_mut().and_then(|p| p.joining.as_mut()) else { return Ok(Change::Keep) };
+                        *since = fleet_protocol::time::now_ms();
+                        Ok(Change::Write)
+                    })
+                    .await;
+            }
+        })
+    };
+    let result = join_chunks(worker, record, plan).await;
+    refresher.abort();
+    result
+}
+
+async fn join_chunks(worker: &Arc<Transcoder>, record: &JobRecord, plan: &ChunkPlan) -> Result<Done, String> {
     let scratch = job::scratch_dir(worker, &record.id).await?;
     let prepared = job::prepare(worker, record, scratch.path()).await?;
     let mut chunks = Vec::new();

@@ -47,6 +47,9 @@ pub async fn handle_delivery(worker: &Arc<Transcoder>, message: jetstream::Messa
             Ok(Done::Completed) | Ok(Done::NothingToDo) => {
                 let _ = message.ack().await;
             }
+            Ok(Done::Later(delay)) => {
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            }
             Err(reason) if max_deliver > 0 && delivered >= max_deliver => {
                 tracing::error!(%reason, delivered, "transcode failed for the last time");
                 mark_failed(worker, &job.job_id, &reason).await;
@@ -66,6 +69,8 @@ pub async fn handle_delivery(worker: &Arc<Transcoder>, message: jetstream::Messa
 pub(crate) enum Done {
     Completed,
     NothingToDo,
+    /// Not now: deliver the message again after this long (not a failure).
+    Later(Duration),
 }
 
 /// Tells JetStream we are alive so the job is not handed to another transcoder.
