@@ -12,9 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleet_protocol::bus::{Bus, Change};
-use fleet_protocol::job::{Desired, EndReason, JobRequest, RecordJob};
-use fleet_protocol::time::now_ms;
+use crate::jobs;
+use fleet_protocol::bus::Bus;
+use fleet_protocol::job::JobRequest;
 use fleet_protocol::{JobRecord, JobState, SafeId};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .merge(public)
+        // Authorised by LiveKit access tokens, not API keys.
+        .merge(crate::egress::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
@@ -89,28 +91,11 @@ async fn start_recording(
     body: Result<Json<JobRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let Json(request) = body.map_err(json_error)?;
-    request.validate().map_err(ApiError::invalid)?;
     if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }
-    let record = JobRecord::new(SafeId::random("rec"), request, now_ms());
-    state.bus.jobs.create(&record).await?;
-    let message = RecordJob { job_id: record.id.clone() };
-    if let Err(err) = state.bus.enqueue(&state.bus.names.record_subject, record.id.as_str(), &message).await {
-        let reason = format!("could not queue the recording: {err}");
-        let _ = state
-            .bus
-            .jobs
-            .update(&record.id, None, |r| {
-                r.state = JobState::Failed;
-                r.error = Some(reason.clone());
-                Ok(Change::Write)
-            })
-            .await;
-        return Err(ApiError::unavailable(reason));
-    }
+    let record = jobs::create(&state.bus, request, None, "rec").await?;
     state.metrics.inc("fleet_recordings_created_total");
-    tracing::info!(job_id = %record.id, room = %record.request.room, "recording requested");
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -122,25 +107,7 @@ async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) ->
 
 async fn stop_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let id = parse_id(&id)?;
-    let record = state
-        .bus
-        .jobs
-        .update(&id, None, |r| match r.state {
-            JobState::Queued if r.sessions.is_empty() => {
-                r.desired = Desired::Stop;
-                r.state = JobState::Aborted;
-                r.end_reason = Some(EndReason::ApiStop);
-                Ok(Change::Write)
-            }
-            _ if r.desired == Desired::Stop && r.state.is_capturing() => Ok(Change::Keep),
-            state if state.is_capturing() => {
-                r.desired = Desired::Stop;
-                Ok(Change::Write)
-            }
-            state => Err(format!("recording {} is already {}", r.id, state.as_str())),
-        })
-        .await?;
-    tracing::info!(job_id = %id, state = record.state.as_str(), "stop requested");
+    let record = jobs::stop(&state.bus, &id).await?;
     let status = if record.state == JobState::Aborted { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(record)))
 }

@@ -10,6 +10,10 @@ pub struct ControllerConfig {
     pub webhooks: WebhookConfig,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// plugNmeet drop-in recorder (off unless enabled).
+    pub plugnmeet: crate::plugnmeet::config::PlugnmeetConfig,
+    /// LiveKit Egress-compatible API (off unless enabled).
+    pub egress: crate::egress::config::EgressConfig,
 }
 
 impl Default for ControllerConfig {
@@ -19,6 +23,8 @@ impl Default for ControllerConfig {
             auth: AuthConfig::default(),
             webhooks: WebhookConfig::default(),
             max_body_bytes: 64 * 1024,
+            plugnmeet: Default::default(),
+            egress: Default::default(),
         }
     }
 }

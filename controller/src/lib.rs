@@ -1,11 +1,15 @@
 //! Controller: the fleet's REST API (recordings, nodes, health, metrics, OpenAPI), API-key auth,
-//! job creation onto the JetStream record queue, and signed webhooks for every job state change.
+//! job creation onto the JetStream record queue, signed webhooks for every job state change, and the
+//! front doors for the servers that run alongside (plugNmeet's recorder protocol, LiveKit's Egress API).
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod egress;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
+pub mod plugnmeet;
 pub mod webhooks;
 
 pub use config::ControllerConfig;

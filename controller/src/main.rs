@@ -7,7 +7,8 @@ use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
 use fleet_controller::{ControllerConfig, webhooks};
 use fleet_protocol::bus::{Bus, QueueSettings};
-use fleet_protocol::config::{LogConfig, NatsConfig};
+use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_controller::{egress, plugnmeet};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ struct Config {
     controller: ControllerConfig,
     nats: NatsConfig,
     queues: QueueSettings,
+    /// Object storage, read only by the plugNmeet door to copy finished recordings under its `main_path`.
+    storage: StorageConfig,
     log: LogConfig,
 }
 
@@ -52,6 +55,21 @@ async fn main() -> anyhow::Result<()> {
     webhooks::prepare(&bus, &config.controller.webhooks).await.map_err(|e| anyhow::anyhow!("creating the webhook consumer: {e}"))?;
     tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));
 
+    config.controller.egress.check().map_err(|e| anyhow::anyhow!(e))?;
+    if config.controller.egress.enabled && !config.controller.egress.webhook_urls.is_empty() {
+        egress::webhooks::prepare(&bus).await.map_err(|e| anyhow::anyhow!("creating the egress webhook consumer: {e}"))?;
+        tokio::spawn(egress::webhooks::run(bus.clone(), config.controller.egress.clone()));
+    }
+    let plugnmeet_door = if config.controller.plugnmeet.enabled {
+        let storage = match config.controller.plugnmeet.main_path {
+            Some(_) => Some(fleet_protocol::storage::Storage::from_config(&config.storage).await.context("opening storage")?),
+            None => None,
+        };
+        Some(plugnmeet::Door::start(bus.clone(), config.controller.plugnmeet.clone(), storage).await.context("plugNmeet drop-in")?)
+    } else {
+        None
+    };
+
     let listener = tokio::net::TcpListener::bind(&config.controller.listen)
         .await
         .with_context(|| format!("listening on {}", config.controller.listen))?;
@@ -60,5 +78,8 @@ async fn main() -> anyhow::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(fleet_protocol::process::shutdown_signal())
         .await?;
+    if let Some(door) = plugnmeet_door {
+        door.shutdown().await;
+    }
     Ok(())
 }

@@ -39,16 +39,18 @@ pub async fn run(bus: Bus, config: WebhookConfig, metrics: Arc<Metrics>) {
 /// consumer created later (it starts from new events) would miss the first events of jobs created in
 /// between.
 pub async fn prepare(bus: &Bus, config: &WebhookConfig) -> Result<(), async_nats::Error> {
-    durable_consumer(bus, config).await.map(|_| ())
+    events_consumer(bus, &config.consumer).await.map(|_| ())
 }
 
-async fn durable_consumer(bus: &Bus, config: &WebhookConfig) -> Result<consumer::PullConsumer, async_nats::Error> {
+/// A durable consumer of every job event, named `name`; the front doors that report to their servers use
+/// one each, so each catches up on its own after a restart.
+pub(crate) async fn events_consumer(bus: &Bus, name: &str) -> Result<consumer::PullConsumer, async_nats::Error> {
     let stream = bus.js.get_stream(&bus.names.events_stream).await?;
     let consumer = stream
         .get_or_create_consumer(
-            &config.consumer,
+            name,
             consumer::pull::Config {
-                durable_name: Some(config.consumer.clone()),
+                durable_name: Some(name.to_string()),
                 filter_subject: bus.names.events_wildcard(),
                 // A new controller starts from now; an existing durable resumes where it stopped.
                 deliver_policy: consumer::DeliverPolicy::New,
@@ -62,7 +64,7 @@ async fn durable_consumer(bus: &Bus, config: &WebhookConfig) -> Result<consumer:
 }
 
 async fn consume(bus: &Bus, config: &WebhookConfig, metrics: &Arc<Metrics>, http: &reqwest::Client) -> Result<(), async_nats::Error> {
-    let consumer = durable_consumer(bus, config).await?;
+    let consumer = events_consumer(bus, &config.consumer).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;

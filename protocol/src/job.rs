@@ -353,6 +353,9 @@ pub struct JobRecord {
     /// A chunked transcode's plan and progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<ChunkPlan>,
+    /// The front door that created the job, when not the native API (it answers its caller from this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -373,6 +376,7 @@ impl JobRecord {
             record_attempts: 0,
             transcode_attempts: 0,
             chunks: None,
+            origin: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
@@ -384,6 +388,16 @@ impl JobRecord {
         let last = self.sessions.iter().filter_map(|s| s.ended_at_ms).max()?;
         Some(last.saturating_sub(first))
     }
+}
+
+/// Which front door created a job, with what that door needs to answer the server that asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "door", rename_all = "snake_case")]
+pub enum Origin {
+    /// plugnmeet-server's recorder protocol (START_RECORDING on the recorder channel).
+    Plugnmeet { recording_id: String, room_sid: String, room_table_id: i64, recorder_id: String },
+    /// LiveKit's Egress API; `request` is the start request as LiveKit's JSON (for `EgressInfo.request`).
+    Egress { request: serde_json::Value },
 }
 
 /// Message on the record queue: "record this job". The job record holds the details.

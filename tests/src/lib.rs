@@ -153,11 +153,20 @@ pub struct Fleet {
     pub recorder_extra: String,
     /// Appended to every `[transcoder]` section (transcoder nodes and recorders in mode both).
     pub transcoder_extra: String,
+    /// Appended to the controller's config (front doors, `[storage]`).
+    pub controller_extra: String,
 }
 
 impl Fleet {
     pub fn new(dir: &Path, nats: &Nats, storage: StorageSetup) -> Self {
-        Self { dir: dir.to_path_buf(), nats_url: nats.url(), storage, recorder_extra: String::new(), transcoder_extra: String::new() }
+        Self {
+            dir: dir.to_path_buf(),
+            nats_url: nats.url(),
+            storage,
+            recorder_extra: String::new(),
+            transcoder_extra: String::new(),
+            controller_extra: String::new(),
+        }
     }
 
     fn write_config(&self, name: &str, body: &str) -> PathBuf {
@@ -176,7 +185,8 @@ impl Fleet {
         let config = self.write_config(
             "controller",
             &format!(
-                "[controller]\nlisten = \"127.0.0.1:{port}\"\n[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n"
+                "[controller]\nlisten = \"127.0.0.1:{port}\"\n[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n{}",
+                self.controller_extra
             ),
         );
         let proc = Proc::spawn("controller", &bin_path("controller"), &["--config", &config.to_string_lossy()], &[], &self.dir);

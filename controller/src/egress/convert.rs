@@ -1,0 +1,256 @@
+//! LiveKit Egress requests to fleet job requests, and fleet job records to `EgressInfo`. Every field we
+//! cannot honour is refused by name rather than ignored.
+
+use super::twirp::TwirpError;
+use fleet_protocol::job::{CustomPreset, Layout, Origin, VideoPreset};
+use fleet_protocol::{JobRecord, JobRequest, JobState};
+use livekit_protocol as lk;
+
+/// Room composite: the fleet's native recording. LiveKit's layout names map onto ours.
+#[allow(deprecated)] // `output` (one file) predates `file_outputs`; older clients still send it.
+pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobRequest, TwirpError> {
+    if !request.custom_base_url.is_empty() {
+        return Err(TwirpError::unimplemented("custom_base_url: the fleet composites tracks itself and renders no web page"));
+    }
+    if request.video_only {
+        return Err(TwirpError::unimplemented("video_only: recordings always carry the room's audio"));
+    }
+    let layout = match request.layout.as_str() {
+        "" | "grid" | "grid-light" | "grid-dark" => Layout::Grid,
+        "speaker" | "speaker-light" | "speaker-dark" | "single-speaker" | "single-speaker-light" | "single-speaker-dark" => Layout::Speaker,
+        other => return Err(TwirpError::invalid_argument(format!("layout {other:?}: use grid, speaker or single-speaker"))),
+    };
+    let legacy_file = match &request.output {
+        Some(lk::room_composite_egress_request::Output::File(file)) => Some(file),
+        Some(_) => return Err(TwirpError::unimplemented("stream and segmented outputs are not supported: use one file output")),
+        None => None,
+    };
+    check_outputs(legacy_file, &request.file_outputs, request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(), request.audio_only)?;
+    check_webhooks(&request.webhooks)?;
+    let preset = match &request.options {
+        Some(lk::room_composite_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
+        Some(lk::room_composite_egress_request::Options::Advanced(advanced)) => advanced_preset(advanced)?,
+        None => VideoPreset::Hd720p30,
+    };
+    job_request(&request.room_name, layout, None, preset, request.audio_only)
+}
+
+/// Participant egress: one participant full frame (layout `single`).
+pub fn participant(request: &lk::ParticipantEgressRequest) -> Result<JobRequest, TwirpError> {
+    if request.screen_share {
+        return Err(TwirpError::unimplemented("screen_share: participant recordings show the participant's camera"));
+    }
+    if request.identity.is_empty() {
+        return Err(TwirpError::invalid_argument("identity is required"));
+    }
+    check_outputs(None, &request.file_outputs, request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(), false)?;
+    check_webhooks(&request.webhooks)?;
+    let preset = match &request.options {
+        Some(lk::participant_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
+        Some(lk::participant_egress_request::Options::Advanced(advanced)) => advanced_preset(advanced)?,
+        None => VideoPreset::Hd720p30,
+    };
+    job_request(&request.room_name, Layout::Single, Some(request.identity.clone()), preset, false)
+}
+
+fn job_request(room: &str, layout: Layout, participant: Option<String>, video_preset: VideoPreset, audio_only: bool) -> Result<JobRequest, TwirpError> {
+    if room.is_empty() {
+        return Err(TwirpError::invalid_argument("room_name is required"));
+    }
+    let request: JobRequest = serde_json::from_value(serde_json::json!({
+        "room": room,
+        "layout": layout,
+        "participant": participant,
+        "video_preset": video_preset,
+        "audio_only": audio_only,
+    }))
+    .map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
+    request.validate().map_err(TwirpError::invalid_argument)?;
+    Ok(request)
+}
+
+/// Exactly one file, MP4 (an `.m4a` for audio-only), stored where the fleet stores recordings.
+fn check_outputs(legacy: Option<&lk::EncodedFileOutput>, files: &[lk::EncodedFileOutput], others: usize, audio_only: bool) -> Result<(), TwirpError> {
+    if others > 0 {
+        return Err(TwirpError::unimplemented("stream, segment and image outputs are not supported: use one file output"));
+    }
+    let all: Vec<&lk::EncodedFileOutput> = legacy.into_iter().chain(files).collect();
+    let [file] = all[..] else {
+        return Err(TwirpError::invalid_argument(format!("exactly one file output is needed (got {})", all.len())));
+    };
+    match lk::EncodedFileType::try_from(file.file_type) {
+        Ok(lk::EncodedFileType::DefaultFiletype | lk::EncodedFileType::Mp4) => {}
+        Ok(lk::EncodedFileType::Ogg | lk::EncodedFileType::Mp3) if audio_only => {
+            return Err(TwirpError::unimplemented("audio-only recordings are AAC in MP4 (.m4a): use file_type MP4"));
+        }
+        _ => return Err(TwirpError::unimplemented("only MP4 file outputs are supported")),
+    }
+    if file.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            "per-request upload targets (s3, gcp, azure, aliOSS) are not supported: files go to the fleet's configured storage",
+        ));
+    }
+    Ok(())
+}
+
+fn check_webhooks(webhooks: &[lk::WebhookConfig]) -> Result<(), TwirpError> {
+    if webhooks.is_empty() {
+        Ok(())
+    } else {
+        Err(TwirpError::unimplemented("per-request webhooks are not supported: configure controller.egress.webhook_urls"))
+    }
+}
+
+fn preset_of(preset: i32) -> Result<VideoPreset, TwirpError> {
+    use lk::EncodingOptionsPreset as P;
+    let custom = |width, height, fps, video_kbps| VideoPreset::Custom(CustomPreset { width, height, fps, video_kbps });
+    Ok(match P::try_from(preset) {
+        Ok(P::H264720p30) => VideoPreset::Hd720p30,
+        Ok(P::H264720p60) => custom(1280, 720, 60, 4500),
+        Ok(P::H2641080p30) => VideoPreset::Hd1080p30,
+        Ok(P::H2641080p60) => custom(1920, 1080, 60, 6000),
+        Ok(P::PortraitH264720p30) => custom(720, 1280, 30, 3000),
+        Ok(P::PortraitH264720p60) => custom(720, 1280, 60, 4500),
+        Ok(P::PortraitH2641080p30) => custom(1080, 1920, 30, 4500),
+        Ok(P::PortraitH2641080p60) => custom(1080, 1920, 60, 6000),
+        Ok(P::Passthrough) => return Err(TwirpError::unimplemented("PASSTHROUGH: recordings are always composited and encoded")),
+        Err(_) => return Err(TwirpError::invalid_argument(format!("unknown encoding preset {preset}"))),
+    })
+}
+
+/// Advanced options: size, frame rate and video bitrate are honoured (0 = the 720p30 default); the codec
+/// is always H.264 High + AAC.
+fn advanced_preset(options: &lk::EncodingOptions) -> Result<VideoPreset, TwirpError> {
+    let pick = |value: i32, default: u32| if value > 0 { value as u32 } else { default };
+    let custom = CustomPreset {
+        width: pick(options.width, 1280),
+        height: pick(options.height, 720),
+        fps: pick(options.framerate, 30),
+        video_kbps: pick(options.video_bitrate, 3000),
+    };
+    serde_json::from_value(serde_json::to_value(custom).expect("presets serialize")).map_err(|e: serde_json::Error| TwirpError::invalid_argument(e.to_string()))
+}
+
+pub fn status(state: JobState) -> lk::EgressStatus {
+    match state {
+        JobState::Queued | JobState::Starting => lk::EgressStatus::EgressStarting,
+        JobState::Recording => lk::EgressStatus::EgressActive,
+        JobState::Finalizing | JobState::Transcoding => lk::EgressStatus::EgressEnding,
+        JobState::Complete => lk::EgressStatus::EgressComplete,
+        JobState::Failed => lk::EgressStatus::EgressFailed,
+        JobState::Aborted => lk::EgressStatus::EgressAborted,
+    }
+}
+
+/// How an egress job keeps its start request in the job record (`Origin::Egress`).
+pub fn origin_of(request: lk::egress_info::Request) -> Origin {
+    let value = match request {
+        lk::egress_info::Request::RoomComposite(r) => serde_json::json!({ "room_composite": r }),
+        lk::egress_info::Request::Participant(r) => serde_json::json!({ "participant": r }),
+        _ => serde_json::Value::Null,
+    };
+    Origin::Egress { request: value }
+}
+
+fn request_of(record: &JobRecord) -> Option<lk::egress_info::Request> {
+    let Some(Origin::Egress { request }) = &record.origin else { return None };
+    if let Some(r) = request.get("room_composite") {
+        return serde_json::from_value(r.clone()).ok().map(lk::egress_info::Request::RoomComposite);
+    }
+    if let Some(r) = request.get("participant") {
+        return serde_json::from_value(r.clone()).ok().map(lk::egress_info::Request::Participant);
+    }
+    None
+}
+
+const NS_PER_MS: i64 = 1_000_000;
+
+#[allow(deprecated)] // `result` is deprecated in favour of `file_results`; older clients still read it.
+pub fn egress_info(record: &JobRecord) -> lk::EgressInfo {
+    let started_at = record.sessions.first().map(|s| s.started_at_ms as i64 * NS_PER_MS).unwrap_or(0);
+    let ended_at = if record.state.is_terminal() || !record.state.is_capturing() {
+        record.sessions.iter().filter_map(|s| s.ended_at_ms).max().map(|ms| ms as i64 * NS_PER_MS).unwrap_or(0)
+    } else {
+        0
+    };
+    let file = record.output.as_ref().map(|output| lk::FileInfo {
+        filename: output.key.clone(),
+        started_at,
+        ended_at,
+        duration: (output.duration_s * 1e9) as i64,
+        size: output.size_bytes as i64,
+        location: output.location.clone(),
+    });
+    lk::EgressInfo {
+        egress_id: record.id.to_string(),
+        room_name: record.request.room.clone(),
+        status: status(record.state) as i32,
+        started_at,
+        ended_at,
+        updated_at: record.updated_at_ms as i64 * NS_PER_MS,
+        error: record.error.clone().unwrap_or_default(),
+        details: record.warnings.join("; "),
+        request: request_of(record),
+        file_results: file.clone().into_iter().collect(),
+        result: file.map(lk::egress_info::Result::File),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(file_type: lk::EncodedFileType) -> lk::EncodedFileOutput {
+        lk::EncodedFileOutput { file_type: file_type as i32, filepath: "out.mp4".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn room_composite_maps_layout_preset_and_audio_only() {
+        let request = lk::RoomCompositeEgressRequest {
+            room_name: "standup".into(),
+            layout: "speaker-dark".into(),
+            file_outputs: vec![file(lk::EncodedFileType::Mp4)],
+            options: Some(lk::room_composite_egress_request::Options::Preset(lk::EncodingOptionsPreset::H2641080p30 as i32)),
+            ..Default::default()
+        };
+        let job = room_composite(&request).unwrap();
+        assert_eq!((job.room.as_str(), job.layout, job.video_preset), ("standup", Layout::Speaker, VideoPreset::Hd1080p30));
+        let advanced = lk::RoomCompositeEgressRequest {
+            room_name: "r".into(),
+            file_outputs: vec![file(lk::EncodedFileType::DefaultFiletype)],
+            options: Some(lk::room_composite_egress_request::Options::Advanced(lk::EncodingOptions { width: 640, height: 360, framerate: 25, ..Default::default() })),
+            ..Default::default()
+        };
+        assert_eq!(room_composite(&advanced).unwrap().video_preset.params(), (640, 360, 25, 3000));
+    }
+
+    #[test]
+    fn what_we_cannot_honour_is_refused_by_name() {
+        let base = lk::RoomCompositeEgressRequest { room_name: "r".into(), file_outputs: vec![file(lk::EncodedFileType::Mp4)], ..Default::default() };
+        let refused = |r: lk::RoomCompositeEgressRequest| room_composite(&r).unwrap_err();
+        assert_eq!(refused(lk::RoomCompositeEgressRequest { custom_base_url: "https://x".into(), ..base.clone() }).code, "unimplemented");
+        assert_eq!(refused(lk::RoomCompositeEgressRequest { file_outputs: vec![], ..base.clone() }).code, "invalid_argument");
+        assert_eq!(refused(lk::RoomCompositeEgressRequest { layout: "mosaic".into(), ..base.clone() }).code, "invalid_argument");
+        assert_eq!(refused(lk::RoomCompositeEgressRequest { room_name: String::new(), ..base.clone() }).code, "invalid_argument");
+        let ogg = lk::RoomCompositeEgressRequest { file_outputs: vec![file(lk::EncodedFileType::Ogg)], ..base.clone() };
+        assert!(refused(ogg).msg.contains("MP4"));
+        let odd = lk::RoomCompositeEgressRequest {
+            options: Some(lk::room_composite_egress_request::Options::Advanced(lk::EncodingOptions { width: 641, ..Default::default() })),
+            ..base
+        };
+        assert_eq!(refused(odd).code, "invalid_argument");
+    }
+
+    #[test]
+    fn the_start_request_survives_the_job_record() {
+        let request = lk::ParticipantEgressRequest { room_name: "r".into(), identity: "alice".into(), file_outputs: vec![file(lk::EncodedFileType::Mp4)], ..Default::default() };
+        let job = participant(&request).unwrap();
+        assert_eq!((job.layout, job.participant.as_deref()), (Layout::Single, Some("alice")));
+        let mut record = JobRecord::new(fleet_protocol::SafeId::parse("EG_x").unwrap(), job, 5);
+        record.origin = Some(origin_of(lk::egress_info::Request::Participant(request.clone())));
+        let info = egress_info(&record);
+        assert_eq!(info.request, Some(lk::egress_info::Request::Participant(request)));
+        assert_eq!((info.egress_id.as_str(), info.status), ("EG_x", lk::EgressStatus::EgressStarting as i32));
+    }
+}

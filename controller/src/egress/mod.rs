@@ -1,0 +1,148 @@
+//! LiveKit Egress-compatible API: the Twirp routes of `livekit.Egress` that map onto the fleet, so
+//! LiveKit's server SDKs (`EgressClient`, `LiveKitAPI.egress`) drive recordings unchanged. Requests come
+//! as protobuf or JSON, authorised by a LiveKit access token (HS256 with the LiveKit API key/secret)
+//! carrying the `roomRecord` grant; answers use the request's encoding, errors are Twirp JSON.
+//!
+//! Served: StartRoomCompositeEgress, StartParticipantEgress, ListEgress, StopEgress. Refused with a Twirp
+//! `unimplemented` and the reason: StartTrackCompositeEgress, StartTrackEgress, StartWebEgress,
+//! UpdateLayout, UpdateStream, and options the fleet cannot honour (see `convert`).
+
+pub mod config;
+pub mod convert;
+pub mod twirp;
+pub mod webhooks;
+
+use crate::api::AppState;
+use crate::jobs;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use fleet_protocol::SafeId;
+use livekit_api::access_token::TokenVerifier;
+use livekit_protocol as lk;
+use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use twirp::TwirpError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/twirp/livekit.Egress/{method}", post(call))
+}
+
+/// How the caller encoded its request; the answer uses the same.
+#[derive(Clone, Copy)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+async fn call(State(state): State<AppState>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let encoding = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim()) {
+        Some("application/protobuf") => Encoding::Protobuf,
+        Some("application/json") => Encoding::Json,
+        other => return TwirpError::bad_route(format!("content-type {other:?}: use application/protobuf or application/json")).into_response(),
+    };
+    let config = &state.config.egress;
+    if !config.enabled {
+        return TwirpError::bad_route("the Egress API is not enabled on this controller (controller.egress.enabled)").into_response();
+    }
+    if let Err(err) = authorize(&headers, &config.api_key, &config.api_secret) {
+        return err.into_response();
+    }
+    let result = match method.as_str() {
+        "StartRoomCompositeEgress" => match decode::<lk::RoomCompositeEgressRequest>(encoding, &body) {
+            Ok(request) => start(&state, convert::room_composite(&request), lk::egress_info::Request::RoomComposite(request)).await.map(|i| encode(encoding, &i)),
+            Err(err) => Err(err),
+        },
+        "StartParticipantEgress" => match decode::<lk::ParticipantEgressRequest>(encoding, &body) {
+            Ok(request) => start(&state, convert::participant(&request), lk::egress_info::Request::Participant(request)).await.map(|i| encode(encoding, &i)),
+            Err(err) => Err(err),
+        },
+        "ListEgress" => match decode::<lk::ListEgressRequest>(encoding, &body) {
+            Ok(request) => list(&state, &request).await.map(|r| encode(encoding, &r)),
+            Err(err) => Err(err),
+        },
+        "StopEgress" => match decode::<lk::StopEgressRequest>(encoding, &body) {
+            Ok(request) => stop(&state, &request.egress_id).await.map(|i| encode(encoding, &i)),
+            Err(err) => Err(err),
+        },
+        "StartTrackCompositeEgress" | "StartTrackEgress" => Err(TwirpError::unimplemented(
+            "track egress is not supported: the fleet records whole rooms (StartRoomCompositeEgress) or one participant (StartParticipantEgress)",
+        )),
+        "StartWebEgress" => Err(TwirpError::unimplemented("web egress is not supported: the fleet renders no web pages")),
+        "UpdateLayout" => Err(TwirpError::unimplemented("the layout is chosen when the recording starts and cannot change while it runs")),
+        "UpdateStream" => Err(TwirpError::unimplemented("stream outputs are not supported")),
+        other => Err(TwirpError::bad_route(format!("no method {other:?} in livekit.Egress"))),
+    };
+    match result {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::info!(method, code = err.code, msg = %err.msg, "egress request refused");
+            err.into_response()
+        }
+    }
+}
+
+/// A LiveKit access token with the `roomRecord` grant, signed with the configured key and secret.
+fn authorize(headers: &HeaderMap, api_key: &str, api_secret: &str) -> Result<(), TwirpError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| TwirpError::unauthenticated("missing Authorization: Bearer <LiveKit access token>"))?;
+    let claims = TokenVerifier::with_api_key(api_key, api_secret)
+        .verify(token)
+        .map_err(|e| TwirpError::unauthenticated(format!("invalid access token: {e}")))?;
+    if !claims.video.room_record {
+        return Err(TwirpError::unauthenticated("the access token lacks the roomRecord grant"));
+    }
+    Ok(())
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, TwirpError> {
+    match encoding {
+        Encoding::Protobuf => T::decode(body).map_err(|e| TwirpError::malformed(format!("request is not valid protobuf: {e}"))),
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| TwirpError::malformed(format!("request is not valid JSON: {e}"))),
+    }
+}
+
+fn encode<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response {
+    match encoding {
+        Encoding::Protobuf => ([(header::CONTENT_TYPE, "application/protobuf")], message.encode_to_vec()).into_response(),
+        Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(message).expect("protobuf messages serialize")).into_response(),
+    }
+}
+
+async fn start(state: &AppState, job: Result<fleet_protocol::JobRequest, TwirpError>, request: lk::egress_info::Request) -> Result<lk::EgressInfo, TwirpError> {
+    let record = jobs::create(&state.bus, job?, Some(convert::origin_of(request)), "EG").await?;
+    state.metrics.inc("fleet_recordings_created_total");
+    Ok(convert::egress_info(&record))
+}
+
+async fn list(state: &AppState, request: &lk::ListEgressRequest) -> Result<lk::ListEgressResponse, TwirpError> {
+    let records = state
+        .bus
+        .jobs
+        .list(|r| {
+            (request.room_name.is_empty() || r.request.room == request.room_name)
+                && (request.egress_id.is_empty() || r.id.as_str() == request.egress_id)
+                && (!request.active || !r.state.is_terminal())
+        })
+        .await
+        .map_err(|e| TwirpError::unavailable(e.to_string()))?;
+    Ok(lk::ListEgressResponse { items: records.iter().map(convert::egress_info).collect(), next_page_token: None })
+}
+
+async fn stop(state: &AppState, egress_id: &str) -> Result<lk::EgressInfo, TwirpError> {
+    let id = SafeId::parse(egress_id).map_err(|e| TwirpError::invalid_argument(format!("egress_id: {e}")))?;
+    match state.bus.jobs.get(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(TwirpError::not_found("egress does not exist")),
+        Err(err) => return Err(TwirpError::unavailable(err.to_string())),
+    }
+    let record = jobs::stop(&state.bus, &id).await?;
+    Ok(convert::egress_info(&record))
+}

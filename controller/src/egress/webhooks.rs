@@ -1,0 +1,131 @@
+//! LiveKit-format webhooks for jobs started through the Egress API: `egress_started` when the job is
+//! accepted, `egress_updated` as it records and finishes, `egress_ended` at the end. The body is the
+//! `WebhookEvent` as LiveKit's JSON; `Authorization` carries a LiveKit access token whose `sha256` claim
+//! is the body's SHA-256 (base64), which LiveKit's `WebhookReceiver`s verify.
+
+use super::config::EgressConfig;
+use super::convert;
+use async_nats::jetstream::AckKind;
+use base64::Engine;
+use fleet_protocol::bus::Bus;
+use fleet_protocol::events::{EventKind, JobEvent};
+use fleet_protocol::job::Origin;
+use fleet_protocol::{JobRecord, JobState};
+use futures::StreamExt;
+use livekit_api::access_token::AccessToken;
+use livekit_protocol as lk;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+const EVENTS_CONSUMER: &str = "controller-egress-webhooks";
+const ATTEMPTS: u32 = 5;
+
+pub fn event_name(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "egress_started",
+        JobState::Starting | JobState::Recording | JobState::Finalizing | JobState::Transcoding => "egress_updated",
+        JobState::Complete | JobState::Failed | JobState::Aborted => "egress_ended",
+    }
+}
+
+pub fn body(state: JobState, revision: u64, record: &JobRecord, at_ms: u64) -> Vec<u8> {
+    let event = lk::WebhookEvent {
+        event: event_name(state).into(),
+        egress_info: Some(convert::egress_info(record)),
+        id: format!("EV_{}-{revision}", record.id),
+        created_at: (at_ms / 1000) as i64,
+        ..Default::default()
+    };
+    serde_json::to_vec(&event).expect("webhook events serialize")
+}
+
+/// The `Authorization` header value: a short-lived token binding the body's hash.
+pub fn authorization(api_key: &str, api_secret: &str, body: &[u8]) -> Result<String, String> {
+    let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
+    AccessToken::with_api_key(api_key, api_secret)
+        .with_ttl(Duration::from_secs(300))
+        .with_sha256(&digest)
+        .to_jwt()
+        .map_err(|e| e.to_string())
+}
+
+/// Creates the durable consumer before the API serves (a job created meanwhile keeps its first event).
+pub async fn prepare(bus: &Bus) -> Result<(), async_nats::Error> {
+    crate::webhooks::events_consumer(bus, EVENTS_CONSUMER).await.map(|_| ())
+}
+
+pub async fn run(bus: Bus, config: EgressConfig) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    loop {
+        if let Err(err) = consume(&bus, &config, &http).await {
+            tracing::warn!(%err, "egress webhook consumer stopped; restarting");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn consume(bus: &Bus, config: &EgressConfig, http: &reqwest::Client) -> Result<(), async_nats::Error> {
+    let consumer = crate::webhooks::events_consumer(bus, EVENTS_CONSUMER).await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        if let Ok(JobEvent { kind: EventKind::State { state, revision, record }, at_ms, .. }) = serde_json::from_slice(&message.payload) {
+            if matches!(record.origin, Some(Origin::Egress { .. })) {
+                let body = body(state, revision, &record, at_ms);
+                for url in &config.webhook_urls {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                    deliver(http, config, url, &body, event_name(state)).await;
+                }
+            }
+        }
+        let _ = message.ack().await;
+    }
+    Ok(())
+}
+
+async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body: &[u8], event: &str) {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=ATTEMPTS {
+        let auth = match authorization(&config.api_key, &config.api_secret, body) {
+            Ok(auth) => auth,
+            Err(err) => return tracing::error!(%err, "cannot sign LiveKit webhooks"),
+        };
+        let result = http
+            .post(url)
+            .header("content-type", "application/webhook+json")
+            .header("authorization", auth)
+            .body(body.to_vec())
+            .send()
+            .await;
+        match result {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => tracing::warn!(url, event, status = response.status().as_u16(), attempt, "egress webhook refused"),
+            Err(err) => tracing::warn!(url, event, %err, attempt, "egress webhook failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    tracing::error!(url, event, "egress webhook given up");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livekit_api::access_token::TokenVerifier;
+    use livekit_api::webhooks::WebhookReceiver;
+
+    #[test]
+    fn livekits_receiver_accepts_our_webhooks_and_rejects_tampering() {
+        let request = serde_json::from_str(r#"{"room":"r"}"#).unwrap();
+        let mut record = JobRecord::new(fleet_protocol::SafeId::parse("EG_abc").unwrap(), request, 1);
+        record.state = JobState::Complete;
+        let body = body(JobState::Complete, 9, &record, 2_000);
+        let auth = authorization("key", "secret-secret", &body).unwrap();
+        let receiver = WebhookReceiver::new(TokenVerifier::with_api_key("key", "secret-secret"));
+        let event = receiver.receive(std::str::from_utf8(&body).unwrap(), &auth).unwrap();
+        assert_eq!(event.event, "egress_ended");
+        assert_eq!(event.egress_info.unwrap().status, lk::EgressStatus::EgressComplete as i32);
+        let tampered = String::from_utf8(body).unwrap().replace("EG_abc", "EG_abd");
+        assert!(receiver.receive(&tampered, &auth).is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! The plugNmeet drop-in: the fleet appears to plugnmeet-server as one recorder. It registers and pings
+//! in `pnm-recorderInfo`, answers `PlugNmeetToRecorder` requests on the recorder channel by creating and
+//! stopping fleet jobs, and reports each job's progress back with signed `RecorderToPlugNmeet` notifies,
+//! placing the finished MP4 where plugNmeet serves recordings from.
+//!
+//! What it cannot do: plugNmeet's recorder films its web page (whiteboard, chat, shared notes); the fleet
+//! records the room's media tracks only. RTMP streaming is refused with a message.
+
+pub mod config;
+pub mod files;
+pub mod notify;
+pub mod proto;
+pub mod registry;
+pub mod requests;
+pub mod token;
+
+use crate::jobs;
+use async_nats::jetstream::{AckKind, kv};
+use config::PlugnmeetConfig;
+use fleet_protocol::bus::Bus;
+use fleet_protocol::events::{EventKind, JobEvent};
+use fleet_protocol::job::Origin;
+use fleet_protocol::storage::Storage;
+use fleet_protocol::time::now_ms;
+use fleet_protocol::{JobRecord, JobRequest, SafeId};
+use futures::StreamExt;
+use notify::Notice;
+use prost::Message;
+use requests::Action;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Durable consumer on the fleet's events stream that feeds plugNmeet's notifies.
+const EVENTS_CONSUMER: &str = "controller-plugnmeet";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DoorError {
+    #[error("{0}")]
+    Config(String),
+    #[error("connecting to plugNmeet's NATS: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+pub struct Door {
+    bus: Bus,
+    /// plugNmeet's NATS (the fleet's own connection when they share a server).
+    pnm: async_nats::Client,
+    config: PlugnmeetConfig,
+    http: reqwest::Client,
+    /// For copying finished recordings under `main_path`.
+    storage: Option<Storage>,
+    registry: kv::Store,
+    /// plugNmeet room table id -> the fleet job recording it (stops name the room, not the recording).
+    held: Mutex<HashMap<i64, SafeId>>,
+    /// Jobs whose START_RECORDING went out (a failover re-enters `recording`).
+    started: Mutex<HashSet<SafeId>>,
+}
+
+impl Door {
+    /// Connects, registers (refusing a duplicate recorder id) and starts serving plugNmeet.
+    pub async fn start(bus: Bus, config: PlugnmeetConfig, storage: Option<Storage>) -> Result<Arc<Door>, DoorError> {
+        config.check().map_err(DoorError::Config)?;
+        if config.main_path.is_some() && storage.is_none() {
+            return Err(DoorError::Config("controller.plugnmeet.main_path needs the controller's [storage] section".into()));
+        }
+        let pnm = if config.nats_url.is_empty() { bus.client.clone() } else { connect(&config).await? };
+        let js = async_nats::jetstream::new(pnm.clone());
+        let registry = registry::open(&js, &config.recorder_info_bucket, &config.recorder_id, now_ms()).await?;
+        let nodes = bus.list_nodes().await.unwrap_or_default();
+        registry::write(&registry, &config.recorder_id, &registry::Load::of_fleet(&nodes), now_ms()).await?;
+        crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER).await.map_err(|e| DoorError::Nats(e.to_string()))?;
+
+        // Recordings this door started before a restart are still stoppable.
+        let mut held = HashMap::new();
+        for record in bus.jobs.list(|r| r.state.is_capturing()).await.map_err(|e| DoorError::Nats(e.to_string()))? {
+            if let Some(Origin::Plugnmeet { room_table_id, .. }) = &record.origin {
+                held.insert(*room_table_id, record.id.clone());
+            }
+        }
+        let door = Arc::new(Door {
+            bus,
+            pnm,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
+            config,
+            storage,
+            registry,
+            held: Mutex::new(held),
+            started: Mutex::new(HashSet::new()),
+        });
+        let subscription = door.pnm.subscribe(door.config.recorder_channel.clone()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
+        tokio::spawn(door.clone().ping());
+        tokio::spawn(door.clone().serve(subscription));
+        tokio::spawn(door.clone().report());
+        tracing::info!(recorder_id = %door.config.recorder_id, channel = %door.config.recorder_channel, "plugNmeet drop-in serving");
+        Ok(door)
+    }
+
+    /// On a clean shutdown: plugNmeet forgets this recorder at once instead of after its ping timeout.
+    pub async fn shutdown(&self) {
+        registry::purge(&self.registry, &self.config.recorder_id).await;
+        let _ = self.pnm.flush().await;
+    }
+
+    async fn ping(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(registry::PING_INTERVAL);
+        loop {
+            tick.tick().await;
+            let nodes = self.bus.list_nodes().await.unwrap_or_default();
+            let load = registry::Load::of_fleet(&nodes);
+            if let Err(err) = registry::write(&self.registry, &self.config.recorder_id, &load, now_ms()).await {
+                tracing::warn!(%err, "plugNmeet ping failed");
+            }
+        }
+    }
+
+    async fn serve(self: Arc<Self>, mut subscription: async_nats::Subscriber) {
+        while let Some(message) = subscription.next().await {
+            let door = self.clone();
+            tokio::spawn(async move {
+                let reply = door.answer(&message.payload).await;
+                if let (Some(reply), Some(inbox)) = (reply, message.reply) {
+                    if let Err(err) = door.pnm.publish(inbox, reply.encode_to_vec().into()).await {
+                        tracing::warn!(%err, "could not answer plugNmeet");
+                    }
+                }
+            });
+        }
+        tracing::error!("plugNmeet recorder channel subscription ended");
+    }
+
+    /// The reply to one request, or `None` where plugNmeet's recorders stay silent.
+    async fn answer(&self, payload: &[u8]) -> Option<proto::CommonResponse> {
+        let request = match proto::PlugNmeetToRecorder::decode(payload) {
+            Ok(request) => request,
+            Err(err) => {
+                tracing::warn!(%err, "ignoring an undecodable message on the recorder channel");
+                return None;
+            }
+        };
+        match requests::decide(&request, &self.config.recorder_id, self.config.main_path.is_some()) {
+            Action::Ignore(why) => {
+                tracing::debug!(why, task = request.task, "plugNmeet request not for us");
+                None
+            }
+            Action::Refuse(reply) => {
+                tracing::info!(room_id = %request.room_id, reason = %reply.msg, "plugNmeet request refused");
+                Some(reply)
+            }
+            Action::Start { room_id, room_sid, recording_id, room_table_id } => {
+                Some(self.start_recording(room_id, room_sid, recording_id, room_table_id).await)
+            }
+            Action::Stop { room_table_id } => self.stop_recording(room_table_id).await,
+        }
+    }
+
+    async fn start_recording(&self, room_id: String, room_sid: String, recording_id: String, room_table_id: i64) -> proto::CommonResponse {
+        if let Some(job) = self.held_job(room_table_id).await {
+            return requests::refusal(proto::StatusCode::Conflict, format!("this room is already being recorded ({job})"));
+        }
+        let request: JobRequest = match serde_json::from_value(serde_json::json!({ "room": room_id })) {
+            Ok(request) => request,
+            Err(err) => return requests::refusal(proto::StatusCode::InvalidParameters, err.to_string()),
+        };
+        let origin = Origin::Plugnmeet { recording_id: recording_id.clone(), room_sid, room_table_id, recorder_id: self.config.recorder_id.clone() };
+        match jobs::create(&self.bus, request, Some(origin), "rec").await {
+            Ok(record) => {
+                tracing::info!(job_id = %record.id, %recording_id, room_table_id, "plugNmeet recording started");
+                self.held.lock().unwrap().insert(room_table_id, record.id);
+                requests::success()
+            }
+            Err(err) => requests::from_api_error(err),
+        }
+    }
+
+    async fn stop_recording(&self, room_table_id: i64) -> Option<proto::CommonResponse> {
+        let job = self.held_job(room_table_id).await?;
+        match jobs::stop(&self.bus, &job).await {
+            Ok(_) => Some(requests::success()),
+            Err(err) => Some(requests::from_api_error(err)),
+        }
+    }
+
+    /// The job recording this room, if it is still capturing (stale entries are dropped).
+    async fn held_job(&self, room_table_id: i64) -> Option<SafeId> {
+        let job = self.held.lock().unwrap().get(&room_table_id).cloned()?;
+        match self.bus.jobs.get(&job).await {
+            Ok(Some((record, _))) if record.state.is_capturing() => Some(job),
+            Err(err) => {
+                tracing::warn!(%err, job_id = %job, "could not read a held job; treating it as held");
+                Some(job)
+            }
+            _ => {
+                self.held.lock().unwrap().remove(&room_table_id);
+                None
+            }
+        }
+    }
+
+    /// Turns job events into plugNmeet notifies, one event at a time so their order holds.
+    async fn report(self: Arc<Self>) {
+        loop {
+            if let Err(err) = self.report_events().await {
+                tracing::warn!(%err, "plugNmeet report consumer stopped; restarting");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn report_events(&self) -> Result<(), async_nats::Error> {
+        let consumer = crate::webhooks::events_consumer(&self.bus, EVENTS_CONSUMER).await?;
+        let mut messages = consumer.messages().await?;
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            if let Ok(JobEvent { kind: EventKind::State { state, record, .. }, .. }) = serde_json::from_slice(&message.payload) {
+                if matches!(record.origin, Some(Origin::Plugnmeet { .. })) {
+                    for notice in notify::notices(state, &record) {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                        self.report_one(&notice, &record).await;
+                    }
+                }
+            }
+            let _ = message.ack().await;
+        }
+        Ok(())
+    }
+
+    async fn report_one(&self, notice: &Notice, record: &JobRecord) {
+        if *notice == Notice::Started && !self.started.lock().unwrap().insert(record.id.clone()) {
+            return;
+        }
+        let file = match notice {
+            Notice::Proceeded => match self.file_for(record).await {
+                Ok(file) => Some(file),
+                Err(reason) => {
+                    tracing::error!(job_id = %record.id, %reason, "recording not placed for plugNmeet");
+                    let failed = Notice::TranscodeFinished { ok: false, msg: format!("recording not placed: {reason}") };
+                    return self.post(&failed, record, None).await;
+                }
+            },
+            _ => None,
+        };
+        self.post(notice, record, file).await;
+    }
+
+    async fn post(&self, notice: &Notice, record: &JobRecord, file: Option<(String, f32)>) {
+        if let Some(report) = notify::message(notice, record, file) {
+            let c = &self.config;
+            notify::send(&self.http, &c.server_url, &c.api_key, &c.api_secret, c.notify_attempts, &report).await;
+        }
+    }
+
+    /// Puts the finished recording where plugNmeet serves it; returns (file_path, size in MB).
+    async fn file_for(&self, record: &JobRecord) -> Result<(String, f32), String> {
+        let output = record.output.as_ref().ok_or("the job has no output")?;
+        let Some(Origin::Plugnmeet { recording_id, .. }) = &record.origin else { return Err("not a plugNmeet job".into()) };
+        match (&self.config.main_path, &self.storage) {
+            (Some(main_path), Some(storage)) => {
+                let relative = files::relative_path(&self.config.sub_path, &record.request.room, recording_id);
+                let size = files::place(storage, &output.key, main_path, &relative).await?;
+                Ok((relative, files::size_mb(size)))
+            }
+            _ => Ok((output.key.clone(), files::size_mb(output.size_bytes))),
+        }
+    }
+}
+
+/// plugNmeet's NATS with its recorder login: a fresh 5-minute token for every connection attempt.
+async fn connect(config: &PlugnmeetConfig) -> Result<async_nats::Client, DoorError> {
+    let (key, secret, id) = (config.api_key.clone(), config.api_secret.clone(), config.recorder_id.clone());
+    let options = async_nats::ConnectOptions::with_auth_callback(move |_nonce| {
+        let token = token::recorder_token(&key, &secret, &id, now_ms() / 1000);
+        async move {
+            let mut auth = async_nats::Auth::new();
+            auth.token = Some(token);
+            Ok(auth)
+        }
+    })
+    .name("fleet-plugnmeet")
+    .retry_on_initial_connect();
+    let urls: Vec<&str> = config.nats_url.split(',').map(str::trim).collect();
+    options.connect(urls).await.map_err(|e| DoorError::Connect(e.to_string()))
+}
+

@@ -1,0 +1,145 @@
+//! Presence in plugNmeet's `pnm-recorderInfo` bucket: the whole fleet shows as one recorder whose
+//! capacity, load and cores are the sums (CPU: the mean) of the live recorder nodes in the fleet registry.
+//! Keys are `recorder_<id>-FIELD_<n>` with decimal string values; the server drops a recorder whose last
+//! ping is older than 8 s, so pings go every 3 s.
+
+use async_nats::jetstream::kv;
+use fleet_protocol::node::{NodeInfo, NodeRole};
+use std::time::Duration;
+
+pub const PING_INTERVAL: Duration = Duration::from_secs(3);
+
+/// plugNmeet's `RecorderInfoKeys`, by their wire numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    MaxLimit = 0,
+    LastPing = 1,
+    TotalCores = 2,
+    CurrentProgress = 3,
+    CpuScore = 4,
+}
+
+pub const ALL_FIELDS: [Field; 5] = [Field::MaxLimit, Field::LastPing, Field::TotalCores, Field::CurrentProgress, Field::CpuScore];
+
+pub fn key(recorder_id: &str, field: Field) -> String {
+    format!("recorder_{recorder_id}-FIELD_{}", field as u8)
+}
+
+/// What the fleet advertises: recordings it can take, running recordings, cores, CPU use 0..1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    pub max_limit: u32,
+    pub running: u32,
+    pub cores: u32,
+    pub cpu: f64,
+}
+
+impl Load {
+    pub fn of_fleet(nodes: &[NodeInfo]) -> Load {
+        let recorders: Vec<&NodeInfo> = nodes.iter().filter(|n| n.role == NodeRole::Recorder).collect();
+        let taking: Vec<&&NodeInfo> = recorders.iter().filter(|n| !n.draining).collect();
+        let cpu = if recorders.is_empty() { 0.0 } else { recorders.iter().map(|n| n.cpu_load).sum::<f64>() / recorders.len() as f64 };
+        Load {
+            max_limit: taking.iter().map(|n| n.slots).sum(),
+            running: recorders.iter().map(|n| n.running_jobs.len() as u32).sum(),
+            // plugNmeet divides by the cores: never advertise zero.
+            cores: recorders.iter().map(|n| n.cores).sum::<u32>().max(1),
+            cpu: cpu.clamp(0.0, 1.0),
+        }
+    }
+
+    /// Every field's value as plugNmeet writes it.
+    pub fn values(&self, now_ms: u64) -> [(Field, String); 5] {
+        [
+            (Field::MaxLimit, self.max_limit.to_string()),
+            (Field::LastPing, now_ms.to_string()),
+            (Field::TotalCores, self.cores.to_string()),
+            (Field::CurrentProgress, self.running.to_string()),
+            (Field::CpuScore, format!("{:.4}", self.cpu)),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("plugNmeet's bucket {0} is missing (plugnmeet-server creates it): {1}")]
+    NoBucket(String, String),
+    #[error("another recorder with id {0:?} pinged {1} ms ago; refusing to start twice")]
+    Duplicate(String, u64),
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+/// Opens plugNmeet's bucket and refuses to start when a recorder with our id pinged within one interval.
+pub async fn open(js: &async_nats::jetstream::Context, bucket: &str, recorder_id: &str, now_ms: u64) -> Result<kv::Store, RegistryError> {
+    let store = js.get_key_value(bucket).await.map_err(|e| RegistryError::NoBucket(bucket.to_string(), e.to_string()))?;
+    let last = store.get(key(recorder_id, Field::LastPing)).await.map_err(|e| RegistryError::Nats(e.to_string()))?;
+    if let Some(last) = last.and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()) {
+        let age = now_ms.saturating_sub(last);
+        if age < PING_INTERVAL.as_millis() as u64 {
+            return Err(RegistryError::Duplicate(recorder_id.to_string(), age));
+        }
+    }
+    Ok(store)
+}
+
+pub async fn write(store: &kv::Store, recorder_id: &str, load: &Load, now_ms: u64) -> Result<(), RegistryError> {
+    for (field, value) in load.values(now_ms) {
+        store.put(key(recorder_id, field), value.into_bytes().into()).await.map_err(|e| RegistryError::Nats(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// On a clean shutdown: the server sees the purges and forgets this recorder at once.
+pub async fn purge(store: &kv::Store, recorder_id: &str) {
+    for field in ALL_FIELDS {
+        if let Err(err) = store.purge(key(recorder_id, field)).await {
+            tracing::warn!(%err, recorder_id, "could not purge plugNmeet registration");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, role: NodeRole, slots: u32, running: usize, cpu: f64, cores: u32) -> NodeInfo {
+        NodeInfo {
+            id: id.into(),
+            role,
+            mode: "both".into(),
+            version: "0".into(),
+            slots,
+            running_jobs: (0..running).map(|i| format!("j{i}")).collect(),
+            cpu_load: cpu,
+            cores,
+            encoders: vec![],
+            draining: false,
+            started_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn keys_and_values_have_plugnmeets_format() {
+        assert_eq!(key("fleet", Field::MaxLimit), "recorder_fleet-FIELD_0");
+        assert_eq!(key("node_01", Field::CpuScore), "recorder_node_01-FIELD_4");
+        let load = Load { max_limit: 4, running: 1, cores: 8, cpu: 0.123456 };
+        let values = load.values(1_700_000_000_123);
+        assert_eq!(values[1].1, "1700000000123");
+        assert_eq!(values[4].1, "0.1235");
+    }
+
+    #[test]
+    fn load_sums_recorders_only() {
+        let nodes = [
+            node("r1", NodeRole::Recorder, 2, 1, 0.2, 2),
+            node("r2", NodeRole::Recorder, 3, 0, 0.4, 4),
+            node("t1", NodeRole::Transcoder, 1, 1, 1.0, 16),
+        ];
+        let load = Load::of_fleet(&nodes);
+        assert_eq!((load.max_limit, load.running, load.cores), (5, 1, 6));
+        assert!((load.cpu - 0.3).abs() < 1e-9);
+        assert_eq!(Load::of_fleet(&[]).cores, 1);
+    }
+}
