@@ -142,6 +142,15 @@ pub fn status(state: JobState) -> lk::EgressStatus {
     }
 }
 
+/// A capturing job asked to stop is ending, as LiveKit reports a stopped egress.
+fn status_of(record: &JobRecord) -> lk::EgressStatus {
+    if record.desired == fleet_protocol::job::Desired::Stop && matches!(record.state, JobState::Starting | JobState::Recording) {
+        lk::EgressStatus::EgressEnding
+    } else {
+        status(record.state)
+    }
+}
+
 /// How an egress job keeps its start request in the job record (`Origin::Egress`).
 pub fn origin_of(request: lk::egress_info::Request) -> Origin {
     let value = match request {
@@ -184,7 +193,7 @@ pub fn egress_info(record: &JobRecord) -> lk::EgressInfo {
     lk::EgressInfo {
         egress_id: record.id.to_string(),
         room_name: record.request.room.clone(),
-        status: status(record.state) as i32,
+        status: status_of(record) as i32,
         started_at,
         ended_at,
         updated_at: record.updated_at_ms as i64 * NS_PER_MS,

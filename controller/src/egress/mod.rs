@@ -95,7 +95,10 @@ fn authorize(headers: &HeaderMap, api_key: &str, api_secret: &str) -> Result<(),
         .ok_or_else(|| TwirpError::unauthenticated("missing Authorization: Bearer <LiveKit access token>"))?;
     let claims = TokenVerifier::with_api_key(api_key, api_secret)
         .verify(token)
-        .map_err(|e| TwirpError::unauthenticated(format!("invalid access token: {e}")))?;
+        .map_err(|e| {
+            tracing::debug!(err = %e, "egress token refused");
+            TwirpError::unauthenticated("invalid access token: not signed with this server's LiveKit API key and secret, or expired")
+        })?;
     if !claims.video.room_record {
         return Err(TwirpError::unauthenticated("the access token lacks the roomRecord grant"));
     }

@@ -1,0 +1,226 @@
+//! plugNmeet drop-in (issue 6): a stand-in for plugnmeet-server, written from plugNmeet's field lists
+//! (REFERENCE.md A), drives the fleet as its recorder: it watches the registration in `pnm-recorderInfo`,
+//! sends `PlugNmeetToRecorder` requests on `recorderChannel`, and receives `RecorderToPlugNmeet` notifies
+//! on `/auth/recorder/notify`, checking `API-KEY` and `HASH-SIGNATURE` as the server does.
+
+use async_nats::jetstream::kv;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use fleet_controller::plugnmeet::proto::{CommonResponse, PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks};
+use fleet_tests::devroom::Devroom;
+use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat};
+use fleet_tests::procs::free_port;
+use fleet_tests::{Fleet, Nats, StorageSetup, bin_path};
+use hmac::{Hmac, Mac};
+use prost::Message;
+use sha2::Sha256;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PNM_KEY: &str = "plugnmeet";
+const PNM_SECRET: &str = "plugnmeet-secret-0123456789";
+const RECORDER_ID: &str = "fleet-1";
+const ROOM_TABLE_ID: i64 = 42;
+const RECORDING_ID: &str = "RM_pnm-1700000000000";
+
+const SCENARIO: &str = r#"
+[[rooms]]
+name = "pnm-room"
+
+[[rooms.participants]]
+identity = "alice"
+
+[[rooms.participants]]
+identity = "bob"
+video_codec = "h264"
+"#;
+
+/// Notifies the stand-in accepted, in arrival order, and how many it refused.
+#[derive(Clone, Default)]
+struct Notifies {
+    accepted: Arc<Mutex<Vec<RecorderToPlugNmeet>>>,
+    refused: Arc<Mutex<u32>>,
+}
+
+impl Notifies {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = Router::new().route("/auth/recorder/notify", post(notify)).with_state(self.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn tasks(&self) -> Vec<(RecordingTasks, bool)> {
+        self.accepted.lock().unwrap().iter().map(|n| (RecordingTasks::try_from(n.task).unwrap(), n.status)).collect()
+    }
+
+    async fn wait_for(&self, task: RecordingTasks, timeout: Duration) -> RecorderToPlugNmeet {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.accepted.lock().unwrap().iter().find(|n| n.task == task as i32).cloned() {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no {task:?} notify after {timeout:?}; got {:?}", self.tasks());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The server's check: the API key, then HMAC-SHA256 of the raw body with the secret, hex, constant time.
+async fn notify(State(notifies): State<Notifies>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mut mac = Hmac::<Sha256>::new_from_slice(PNM_SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let signed = hex::decode(header("HASH-SIGNATURE")).is_ok_and(|sig| mac.verify_slice(&sig).is_ok());
+    if header("API-KEY") != PNM_KEY || !signed || header("content-type") != "application/protobuf" {
+        *notifies.refused.lock().unwrap() += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    match RecorderToPlugNmeet::decode(body) {
+        Ok(message) if message.from == "recorder" => {
+            notifies.accepted.lock().unwrap().push(message);
+            StatusCode::OK
+        }
+        _ => {
+            *notifies.refused.lock().unwrap() += 1;
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+fn request(task: RecordingTasks, recorder_id: &str) -> PlugNmeetToRecorder {
+    PlugNmeetToRecorder {
+        from: "plugnmeet".into(),
+        task: task as i32,
+        room_table_id: ROOM_TABLE_ID,
+        room_id: "pnm-room".into(),
+        room_sid: "RM_pnm".into(),
+        recording_id: RECORDING_ID.into(),
+        recorder_id: recorder_id.into(),
+        access_token: "a plugNmeet web-client token".into(),
+        rtmp_url: None,
+    }
+}
+
+/// Request/reply on the recorder channel with plugNmeet's 3 s timeout; `None` when nobody answered.
+async fn ask(nats: &async_nats::Client, message: &PlugNmeetToRecorder) -> Option<CommonResponse> {
+    let reply = tokio::time::timeout(Duration::from_secs(3), nats.request("recorderChannel", message.encode_to_vec().into())).await;
+    match reply {
+        Ok(Ok(reply)) => Some(CommonResponse::decode(reply.payload).expect("replies are CommonResponse")),
+        _ => None,
+    }
+}
+
+async fn field(bucket: &kv::Store, n: u8) -> Option<String> {
+    let value = bucket.get(format!("recorder_{RECORDER_ID}-FIELD_{n}")).await.unwrap()?;
+    Some(String::from_utf8(value.to_vec()).unwrap())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugnmeet_server_records_through_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    let main_path = dir.path().join("recording_files");
+    let nats = Nats::start(dir.path());
+    let devroom = Devroom::start(dir.path(), SCENARIO);
+    // plugnmeet-server creates its bucket; the fleet only uses it.
+    let pnm = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(pnm.clone());
+    let bucket = js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    let notifies = Notifies::default();
+    let server_url = notifies.start().await;
+
+    let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+    fleet.recorder_extra = devroom.recorder_toml(30);
+    fleet.controller_extra = format!(
+        "[controller.plugnmeet]\nenabled = true\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\nmain_path = \"{}\"\nsub_path = \"node_01\"\n[storage]\nkind = \"local\"\nlocal_root = \"{}\"\nprefix = \"recordings\"\n",
+        main_path.display(),
+        root.display()
+    );
+    let port = free_port();
+    let controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-1", "both", 2);
+
+    // Registration: five fields; the capacity follows the fleet's recorders (one node, two slots).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while field(&bucket, 0).await.as_deref() != Some("2") {
+        assert!(Instant::now() < deadline, "max_limit never reached 2: {:?}", field(&bucket, 0).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ping: u64 = field(&bucket, 1).await.unwrap().parse().unwrap();
+    assert!(now_ms().abs_diff(ping) < 5_000, "last ping {ping} is not recent");
+    assert!(field(&bucket, 2).await.unwrap().parse::<u32>().unwrap() >= 1);
+    assert_eq!(field(&bucket, 3).await.as_deref(), Some("0"));
+    let cpu = field(&bucket, 4).await.unwrap();
+    assert!(cpu.len() == 6 && cpu.parse::<f64>().is_ok_and(|c| (0.0..=1.0).contains(&c)), "cpu score {cpu:?}");
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let next_ping: u64 = field(&bucket, 1).await.unwrap().parse().unwrap();
+    assert!(next_ping > ping, "pings every 3 s");
+
+    // A second process with the same recorder id refuses to start, as plugNmeet's recorder does.
+    let clash = std::process::Command::new("timeout")
+        .args(["20", &bin_path("controller").to_string_lossy(), "--config", &dir.path().join("controller.toml").to_string_lossy()])
+        .env("FLEET_CONTROLLER__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    let clash_log = String::from_utf8_lossy(&clash.stderr).to_string() + &String::from_utf8_lossy(&clash.stdout);
+    assert!(!clash.status.success() && clash_log.contains("another recorder"), "duplicate id not refused: {clash_log}");
+
+    // Starts for another recorder get no answer; RTMP is refused with a reason.
+    assert_eq!(ask(&pnm, &request(RecordingTasks::StartRecording, "other-recorder")).await, None);
+    let rtmp = ask(&pnm, &request(RecordingTasks::StartRtmp, RECORDER_ID)).await.expect("RTMP answered");
+    assert!(!rtmp.status && rtmp.msg.contains("RTMP"), "{rtmp:?}");
+
+    let started = ask(&pnm, &request(RecordingTasks::StartRecording, RECORDER_ID)).await.expect("start answered");
+    assert!(started.status && started.msg == "success", "{started:?}");
+    let twice = ask(&pnm, &request(RecordingTasks::StartRecording, RECORDER_ID)).await.expect("second start answered");
+    assert!(!twice.status, "the same room twice: {twice:?}");
+
+    let start_notify = notifies.wait_for(RecordingTasks::StartRecording, Duration::from_secs(30)).await;
+    assert!(start_notify.status);
+    assert_eq!((start_notify.recording_id.as_str(), start_notify.room_table_id, start_notify.recorder_id.as_str()), (RECORDING_ID, ROOM_TABLE_ID, RECORDER_ID));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Stops reach every recorder; only the holder answers. A room we do not hold gets silence.
+    let mut other_room = request(RecordingTasks::Stop, "");
+    other_room.room_table_id = 99;
+    assert_eq!(ask(&pnm, &other_room).await, None);
+    let stopped = ask(&pnm, &request(RecordingTasks::StopRecording, "")).await.expect("stop answered by the holder");
+    assert!(stopped.status, "{stopped:?}");
+
+    let finished = notifies.wait_for(RecordingTasks::RecordingTranscodingFinished, Duration::from_secs(180)).await;
+    assert!(finished.status, "{finished:?}");
+    let order: Vec<RecordingTasks> = notifies.tasks().into_iter().map(|(t, _)| t).collect();
+    assert_eq!(
+        order,
+        [RecordingTasks::StartRecording, RecordingTasks::EndRecording, RecordingTasks::RecordingProceeded, RecordingTasks::RecordingTranscodingFinished],
+        "plugNmeet's order"
+    );
+    assert!(notifies.tasks().iter().all(|(_, ok)| *ok), "{:?}", notifies.tasks());
+    let proceeded = notifies.wait_for(RecordingTasks::RecordingProceeded, Duration::from_secs(1)).await;
+    let expected_path = format!("node_01/pnm-room/{RECORDING_ID}.mp4");
+    assert_eq!(proceeded.file_path, expected_path, "relative to plugNmeet's main_path");
+    let mp4 = main_path.join(&expected_path);
+    let bytes = std::fs::read(&mp4).unwrap();
+    assert!((proceeded.file_size as f64 - bytes.len() as f64 / 1e6).abs() <= 0.006, "file_size {} MB for {} bytes", proceeded.file_size, bytes.len());
+    assert!(moov_before_mdat(&bytes));
+    assert!(decode_errors(&mp4).is_empty());
+    let duration: f64 = ffprobe(&mp4)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(duration > 5.0, "{duration} s");
+    assert_eq!(*notifies.refused.lock().unwrap(), 0, "every notify carries a valid signature");
+
+    // A clean shutdown purges the registration at once.
+    controller.terminate(Duration::from_secs(10));
+    for n in 0..5 {
+        assert_eq!(field(&bucket, n).await, None, "FIELD_{n} left behind");
+    }
+    drop(devroom);
+}
