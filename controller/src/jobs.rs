@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use fleet_protocol::bus::{Bus, Change};
-use fleet_protocol::job::{Desired, EndReason, Origin, RecordJob};
+use fleet_protocol::job::{Desired, EndReason, FileJob, Origin, RecordJob, TranscodeJob};
 use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobRequest, JobState, SafeId};
 
@@ -28,6 +28,28 @@ pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_p
         return Err(ApiError::unavailable(reason));
     }
     tracing::info!(job_id = %record.id, room = %record.request.room, "recording requested");
+    Ok(record)
+}
+
+/// A file job (whole files re-encoded, no capture): created in `transcoding` and queued for a
+/// transcoder. The id is derived from `key`, so a redelivered request finds the job it already made.
+pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, files: FileJob, key: &str) -> Result<JobRecord, ApiError> {
+    request.validate().map_err(ApiError::invalid)?;
+    let id = SafeId::parse(format!("file_{key}")).map_err(|e| ApiError::invalid(format!("file job id: {e}")))?;
+    let mut record = JobRecord::new(id, request, now_ms());
+    record.state = JobState::Transcoding;
+    record.origin = Some(origin);
+    record.files = Some(files);
+    match bus.jobs.create(&record).await {
+        Ok(_) => {}
+        Err(fleet_protocol::bus::BusError::AlreadyExists(_)) => {
+            tracing::info!(job_id = %record.id, "file job exists already (a redelivered request)");
+        }
+        Err(err) => return Err(err.into()),
+    }
+    let message = TranscodeJob { job_id: record.id.clone(), chunk: None };
+    bus.enqueue(&bus.names.transcode_subject, record.id.as_str(), &message).await.map_err(|e| ApiError::unavailable(format!("could not queue the transcode: {e}")))?;
+    tracing::info!(job_id = %record.id, inputs = record.files.as_ref().map_or(0, |f| f.inputs.len()), "file job queued");
     Ok(record)
 }
 

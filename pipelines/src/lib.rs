@@ -1,8 +1,10 @@
 //! Every GStreamer graph of the fleet. The roles' crates never build elements themselves: they describe
-//! what they want (a synthetic room to capture, tracks to composite) and this crate builds and runs it.
+//! what they want (a synthetic room to capture, tracks to composite, files to re-encode) and this crate builds
+//! and runs it.
 
 pub mod clip;
 pub mod encoders;
+pub mod file_transcode;
 pub mod join;
 pub mod layout;
 pub mod markers;

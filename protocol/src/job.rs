@@ -356,6 +356,9 @@ pub struct JobRecord {
     /// The front door that created the job, when not the native API (it answers its caller from this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// A transcode of whole files instead of a capture (plugNmeet's post-recording and merge tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<FileJob>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -377,6 +380,7 @@ impl JobRecord {
             transcode_attempts: 0,
             chunks: None,
             origin: None,
+            files: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         }
@@ -398,6 +402,15 @@ pub enum Origin {
     Plugnmeet { recording_id: String, room_sid: String, room_table_id: i64, recorder_id: String },
     /// LiveKit's Egress API; `request` is the start request as LiveKit's JSON (for `EgressInfo.request`).
     Egress { request: serde_json::Value },
+}
+
+/// Whole media files re-encoded, one after another, into one MP4. Paths are relative to the transcoders'
+/// shared recordings root (`transcoder.shared_files_root`) and were checked to stay below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJob {
+    pub inputs: Vec<String>,
+    pub output: String,
 }
 
 /// Message on the record queue: "record this job". The job record holds the details.

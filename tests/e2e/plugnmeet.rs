@@ -9,9 +9,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use fleet_controller::plugnmeet::proto::{CommonResponse, PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks};
+use fleet_controller::plugnmeet::proto::transcoding_task::TaskDetails;
+use fleet_controller::plugnmeet::proto::{
+    CommonResponse, PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks, TranscodingTask, TranscodingTaskMergeRecordings,
+    TranscodingTaskPostRecording,
+};
 use fleet_tests::devroom::Devroom;
-use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat};
+use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
 use fleet_tests::procs::free_port;
 use fleet_tests::{Fleet, Nats, StorageSetup, bin_path};
 use hmac::{Hmac, Mac};
@@ -59,9 +63,13 @@ impl Notifies {
     }
 
     async fn wait_for(&self, task: RecordingTasks, timeout: Duration) -> RecorderToPlugNmeet {
+        self.wait_for_recording(task, RECORDING_ID, timeout).await
+    }
+
+    async fn wait_for_recording(&self, task: RecordingTasks, recording_id: &str, timeout: Duration) -> RecorderToPlugNmeet {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(found) = self.accepted.lock().unwrap().iter().find(|n| n.task == task as i32).cloned() {
+            if let Some(found) = self.accepted.lock().unwrap().iter().find(|n| n.task == task as i32 && n.recording_id == recording_id).cloned() {
                 return found;
             }
             assert!(Instant::now() < deadline, "no {task:?} notify after {timeout:?}; got {:?}", self.tasks());
@@ -223,4 +231,117 @@ async fn plugnmeet_server_records_through_the_fleet() {
         assert_eq!(field(&bucket, n).await, None, "FIELD_{n} left behind");
     }
     drop(devroom);
+}
+
+/// A short test file made with ffmpeg: `size` picture, a tone, `seconds` long, in the container the name says.
+fn make_input(path: &std::path::Path, size: &str, seconds: u32, audio_codec: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &format!("testsrc=size={size}:rate=25:duration={seconds}")])
+        .args(["-f", "lavfi", "-i", &format!("sine=frequency=440:duration={seconds}")])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-c:a", audio_codec, "-shortest"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg made no {}", path.display());
+}
+
+fn transcoding_task(recording_id: &str, details: TaskDetails) -> TranscodingTask {
+    TranscodingTask {
+        recording_id: recording_id.into(),
+        room_id: "room1".into(),
+        room_sid: "RM_t".into(),
+        room_table_id: 7,
+        recorder_id: "node_01".into(),
+        task_details: Some(details),
+    }
+}
+
+/// plugNmeet's transcoder queue: post-recording and merge tasks run on a fleet transcoder that has the
+/// recordings root mounted; the results land where plugNmeet looks and are reported as its transcoder does.
+/// Garbage and hostile tasks are refused without stopping the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugnmeet_transcoding_tasks_run_on_fleet_transcoders() {
+    let dir = tempfile::tempdir().unwrap();
+    let main_path = dir.path().join("recording_files");
+    make_input(&main_path.join("node_01/room1/RM_p-1_raw.mkv"), "1280x720", 3, "pcm_s16le");
+    make_input(&main_path.join("node_01/room1/a.mp4"), "640x360", 2, "aac");
+    make_input(&main_path.join("node_02/room1/b.mp4"), "1280x720", 3, "aac");
+    let nats = Nats::start(dir.path());
+    let pnm = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(pnm.clone());
+    js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    // plugnmeet-server's queue and consumer.
+    let queue = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "pnm-RecorderTranscoderJobs".into(),
+            subjects: vec!["pnm-RecorderTranscoderJobs".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    queue
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("transcoderWorker".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(600),
+            max_deliver: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let notifies = Notifies::default();
+    let server_url = notifies.start().await;
+    let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
+    fleet.controller_extra = format!(
+        "[controller.plugnmeet]\nenabled = true\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\nmain_path = \"{}\"\n[storage]\nkind = \"local\"\nlocal_root = \"{}\"\n",
+        main_path.display(),
+        dir.path().join("storage").display()
+    );
+    fleet.transcoder_extra = format!("shared_files_root = \"{}\"\n", main_path.display());
+    let _controller = fleet.controller(free_port());
+    let _transcoder = fleet.transcoder("tx-1");
+
+    let publish = |payload: Vec<u8>| {
+        let js = js.clone();
+        async move { js.publish("pnm-RecorderTranscoderJobs", payload.into()).await.unwrap().await.unwrap() }
+    };
+    // Hostile first: garbage, then a path out of the root. Neither may stop the queue.
+    publish(b"not a protobuf \xff\xff".to_vec()).await;
+    let escape = TranscodingTaskMergeRecordings { file_paths: vec!["../../etc/passwd".into()] };
+    publish(transcoding_task("RM_bad-3", TaskDetails::MergeRecordings(escape)).encode_to_vec()).await;
+    let post = TranscodingTaskPostRecording { file_path: main_path.join("node_01/room1").to_string_lossy().into(), file_name: "RM_p-1_raw.mkv".into(), recording_variant: 0 };
+    publish(transcoding_task("RM_p-1", TaskDetails::PostRecording(post)).encode_to_vec()).await;
+    let merge = TranscodingTaskMergeRecordings { file_paths: vec!["node_01/room1/a.mp4".into(), "node_02/room1/b.mp4".into()] };
+    publish(transcoding_task("RM_m-2", TaskDetails::MergeRecordings(merge)).encode_to_vec()).await;
+
+    let refused = notifies.wait_for_recording(RecordingTasks::RecordingTranscodingFinished, "RM_bad-3", Duration::from_secs(30)).await;
+    assert!(!refused.status && refused.msg.contains("recordings root"), "{refused:?}");
+    for (recording_id, expected_path, seconds) in [("RM_p-1", "node_01/room1/RM_p-1.mp4", 3.0), ("RM_m-2", "node_01/room1/RM_m-2.mp4", 5.0)] {
+        let finished = notifies.wait_for_recording(RecordingTasks::RecordingTranscodingFinished, recording_id, Duration::from_secs(120)).await;
+        assert!(finished.status, "{finished:?}");
+        let proceeded = notifies.wait_for_recording(RecordingTasks::RecordingProceeded, recording_id, Duration::from_secs(1)).await;
+        assert_eq!(proceeded.file_path, expected_path);
+        assert_eq!(proceeded.room_table_id, 7);
+        let mp4 = main_path.join(expected_path);
+        let bytes = std::fs::read(&mp4).unwrap();
+        assert!(moov_before_mdat(&bytes), "{expected_path}: faststart");
+        let errors = decode_errors(&mp4);
+        assert!(errors.is_empty(), "{expected_path} must decode cleanly: {errors}");
+        let probe = ffprobe(&mp4);
+        let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!((duration - seconds).abs() < 0.25, "{expected_path}: {duration} s, expected {seconds}");
+        let video = stream(&probe, "video");
+        assert_eq!((video["codec_name"].as_str(), video["profile"].as_str(), video["width"].as_u64()), (Some("h264"), Some("High"), Some(1280)));
+        assert_eq!(stream(&probe, "audio")["codec_name"], "aac");
+    }
+    // Order per recording: PROCEEDED before FINISHED; inputs are left in place.
+    let tasks: Vec<(String, i32)> = notifies.accepted.lock().unwrap().iter().map(|n| (n.recording_id.clone(), n.task)).collect();
+    for recording_id in ["RM_p-1", "RM_m-2"] {
+        let mine: Vec<i32> = tasks.iter().filter(|(r, _)| r == recording_id).map(|(_, t)| *t).collect();
+        assert_eq!(mine, [RecordingTasks::RecordingProceeded as i32, RecordingTasks::RecordingTranscodingFinished as i32]);
+    }
+    assert!(main_path.join("node_01/room1/RM_p-1_raw.mkv").exists());
+    assert_eq!(*notifies.refused.lock().unwrap(), 0);
 }

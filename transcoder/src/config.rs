@@ -19,6 +19,9 @@ pub struct TranscoderConfig {
     /// Recordings longer than this are transcoded in chunks of this length by every free transcoder
     /// at once, then joined. 0: never. Rounded down to whole seconds.
     pub chunk_seconds: u64,
+    /// plugNmeet's recordings root (`main_path`) as mounted here: file jobs (plugNmeet's post-recording
+    /// and merge tasks) read and write below it. Absent: file jobs fail with that reason.
+    pub shared_files_root: Option<PathBuf>,
 }
 
 impl Default for TranscoderConfig {
@@ -31,6 +34,7 @@ impl Default for TranscoderConfig {
             stall_timeout_s: 120,
             audio_bitrate_bps: 128_000,
             chunk_seconds: 600,
+            shared_files_root: None,
         }
     }
 }

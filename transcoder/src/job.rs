@@ -117,6 +117,9 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
         }
         Err(err) => return Err(err.to_string()),
     };
+    if let Some(files) = &record.files {
+        return crate::files::transcode_files(worker, &record, files).await;
+    }
     if crate::chunks::split(worker, &record).await? {
         return Ok(Done::NothingToDo);
     }

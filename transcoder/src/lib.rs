@@ -4,6 +4,7 @@
 
 pub mod config;
 mod chunks;
+mod files;
 mod inputs;
 mod job;
 mod layout_plan;

@@ -13,6 +13,7 @@ pub mod proto;
 pub mod registry;
 pub mod requests;
 pub mod token;
+pub mod transcoding;
 
 use crate::jobs;
 use async_nats::jetstream::{AckKind, kv};
@@ -96,6 +97,9 @@ impl Door {
         tokio::spawn(door.clone().ping());
         tokio::spawn(door.clone().serve(subscription));
         tokio::spawn(door.clone().report());
+        if door.config.main_path.is_some() {
+            tokio::spawn(door.clone().transcoding_tasks());
+        }
         tracing::info!(recorder_id = %door.config.recorder_id, channel = %door.config.recorder_channel, "plugNmeet drop-in serving");
         Ok(door)
     }
@@ -254,10 +258,76 @@ impl Door {
         }
     }
 
+    /// plugNmeet's transcoder queue: each task becomes a fleet file job (the queue and its consumer are
+    /// plugnmeet-server's; the door only binds to them).
+    async fn transcoding_tasks(self: Arc<Self>) {
+        loop {
+            if let Err(err) = self.consume_transcoding_tasks().await {
+                tracing::warn!(%err, queue = %self.config.transcoder_jobs, "plugNmeet transcoder queue not available; retrying");
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+
+    async fn consume_transcoding_tasks(&self) -> Result<(), async_nats::Error> {
+        let js = async_nats::jetstream::new(self.pnm.clone());
+        let stream = js.get_stream(&self.config.transcoder_jobs).await?;
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&self.config.transcoder_consumer).await?;
+        let mut messages = consumer.messages().await?;
+        tracing::info!(queue = %self.config.transcoder_jobs, "consuming plugNmeet transcoding tasks");
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            match self.take_transcoding_task(&message.payload).await {
+                Ok(()) => {
+                    let _ = message.ack().await;
+                }
+                Err((reason, retry)) if retry => {
+                    tracing::warn!(%reason, "plugNmeet transcoding task not taken; will retry");
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                }
+                Err((reason, _)) => {
+                    tracing::error!(%reason, "plugNmeet transcoding task refused");
+                    let _ = message.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Err((reason, worth retrying)).
+    async fn take_transcoding_task(&self, payload: &[u8]) -> Result<(), (String, bool)> {
+        let task = proto::TranscodingTask::decode(payload).map_err(|e| (format!("undecodable TranscodingTask: {e}"), false))?;
+        let main_path = self.config.main_path.as_deref().ok_or(("no main_path".to_string(), false))?;
+        let origin = Origin::Plugnmeet {
+            recording_id: task.recording_id.clone(),
+            room_sid: task.room_sid.clone(),
+            room_table_id: task.room_table_id,
+            recorder_id: task.recorder_id.clone(),
+        };
+        let room = if task.room_id.is_empty() { "plugnmeet".to_string() } else { task.room_id.clone() };
+        let request: JobRequest = serde_json::from_value(serde_json::json!({ "room": room })).map_err(|e| (e.to_string(), false))?;
+        let files = match transcoding::file_job(&task, main_path) {
+            Ok(files) => files,
+            Err(reason) => {
+                // plugNmeet hears of a task it sent that cannot run, as from its own transcoder.
+                let mut record = fleet_protocol::JobRecord::new(SafeId::random("file"), request, now_ms());
+                record.origin = Some(origin);
+                self.post(&Notice::TranscodeFinished { ok: false, msg: reason.clone() }, &record, None).await;
+                return Err((reason, false));
+            }
+        };
+        jobs::create_file_job(&self.bus, request, origin, files, &task.recording_id).await.map_err(|e| (e.message, true))?;
+        Ok(())
+    }
+
     /// Puts the finished recording where plugNmeet serves it; returns (file_path, size in MB).
     async fn file_for(&self, record: &JobRecord) -> Result<(String, f32), String> {
         let output = record.output.as_ref().ok_or("the job has no output")?;
         let Some(Origin::Plugnmeet { recording_id, .. }) = &record.origin else { return Err("not a plugNmeet job".into()) };
+        if record.files.is_some() {
+            // A file job's transcoder wrote it under the shared root already; its key is relative to it.
+            return Ok((output.key.clone(), files::size_mb(output.size_bytes)));
+        }
         match (&self.config.main_path, &self.storage) {
             (Some(main_path), Some(storage)) => {
                 let relative = files::relative_path(&self.config.sub_path, &record.request.room, recording_id);

@@ -29,7 +29,9 @@ pub fn notices(state: JobState, record: &JobRecord) -> Vec<Notice> {
         JobState::Finalizing => vec![Notice::Ended { ok: true, msg: "success".into() }],
         JobState::Complete => vec![Notice::Proceeded, Notice::TranscodeFinished { ok: true, msg: "success".into() }],
         // A transcode that was tried and failed: the capture had ended (and was reported) before.
-        JobState::Failed if record.transcode_attempts > 0 => vec![Notice::TranscodeFinished { ok: false, msg: error() }],
+        // A transcode that was tried and failed (or a file job, which has no capture): the capture had
+        // ended (and was reported) before.
+        JobState::Failed if record.transcode_attempts > 0 || record.files.is_some() => vec![Notice::TranscodeFinished { ok: false, msg: error() }],
         JobState::Failed => vec![Notice::Ended { ok: false, msg: error() }],
         JobState::Aborted => vec![Notice::Ended { ok: false, msg: "the recording ended before any media was recorded".into() }],
         JobState::Queued | JobState::Starting | JobState::Transcoding => vec![],

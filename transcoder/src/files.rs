@@ -1,0 +1,97 @@
+//! File jobs: whole media files on the shared recordings root (`shared_files_root`, plugNmeet's
+//! `main_path` mounted on the transcoder) re-encoded, one after another, into one MP4 written next to
+//! them: plugNmeet's post-recording transcode and its merge of recordings.
+
+use crate::job::Done;
+use crate::manifest::{codec_name, sha256_file};
+use crate::worker::Transcoder;
+use fleet_pipelines::{file_transcode, mp4_info};
+use fleet_protocol::bus::Change;
+use fleet_protocol::job::{FileJob, OutputInfo};
+use fleet_protocol::{JobRecord, JobState};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// `relative` under `root`, refusing anything that would leave it.
+pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, String> {
+    let path = Path::new(relative);
+    if relative.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(format!("{relative:?} is not a plain path below the shared recordings root"));
+    }
+    Ok(root.join(path))
+}
+
+pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files: &FileJob) -> Result<Done, String> {
+    let root = worker.config.shared_files_root.clone().ok_or("this transcoder has no shared_files_root: it cannot reach plugNmeet's recording files")?;
+    let inputs = files.inputs.iter().map(|i| resolve(&root, i)).collect::<Result<Vec<_>, _>>()?;
+    let output = resolve(&root, &files.output)?;
+    for input in &inputs {
+        if !input.is_file() {
+            return Err(format!("input {} does not exist", input.display()));
+        }
+    }
+    let partial = output.with_extension("mp4.part");
+    let (width, height, fps, video_kbps) = record.request.video_preset.params();
+    let spec = file_transcode::FileTranscodeSpec {
+        inputs,
+        output: partial.clone(),
+        encoder: worker.encoders[0].clone(),
+        width,
+        height,
+        fps,
+        video_kbps,
+        audio_bps: worker.config.audio_bitrate_bps,
+    };
+    tracing::info!(inputs = spec.inputs.len(), output = %output.display(), "file transcode");
+    tokio::task::spawn_blocking(move || file_transcode::run(&spec)).await.map_err(|e| format!("transcode thread: {e}"))?.map_err(|e| e.to_string())?;
+    tokio::fs::rename(&partial, &output).await.map_err(|e| format!("renaming to {}: {e}", output.display()))?;
+
+    let measured = output.clone();
+    let (info, sha256) = tokio::task::spawn_blocking(move || (mp4_info::read(&measured), sha256_file(&measured)))
+        .await
+        .map_err(|e| format!("measuring thread: {e}"))?;
+    let info = info.map_err(|e| format!("the output is not a valid MP4: {e}"))?;
+    let codec = |prefix: &str| info.sample_entries.iter().find(|e| e.starts_with(prefix)).map(|e| codec_name(e));
+    let out = OutputInfo {
+        key: files.output.clone(),
+        location: output.to_string_lossy().to_string(),
+        manifest_key: String::new(),
+        size_bytes: tokio::fs::metadata(&output).await.map_err(|e| e.to_string())?.len(),
+        duration_s: info.duration_s,
+        video_codec: codec("avc"),
+        audio_codec: codec("mp4a"),
+        sha256: sha256.map_err(|e| e.to_string())?,
+        participant_audio: Vec::new(),
+    };
+    tracing::info!(location = %out.location, duration_s = out.duration_s, size_bytes = out.size_bytes, "file transcode done");
+    worker
+        .bus
+        .jobs
+        .update(&record.id, Some(&worker.identity.node_id), |r| {
+            if r.state.is_terminal() {
+                return Ok(Change::Keep);
+            }
+            r.state = JobState::Complete;
+            r.output = Some(out.clone());
+            r.progress = None;
+            r.error = None;
+            Ok(Change::Write)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Done::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_below_the_root() {
+        let root = Path::new("/srv/rec");
+        assert_eq!(resolve(root, "node_01/room/a.mp4").unwrap(), Path::new("/srv/rec/node_01/room/a.mp4"));
+        for bad in ["", "../etc/passwd", "/etc/passwd", "a/../../b", "./a"] {
+            assert!(resolve(root, bad).is_err(), "{bad}");
+        }
+    }
+}
