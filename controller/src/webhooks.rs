@@ -39,12 +39,31 @@ pub async fn run(bus: Bus, config: WebhookConfig, metrics: Arc<Metrics>) {
 /// consumer created later (it starts from new events) would miss the first events of jobs created in
 /// between.
 pub async fn prepare(bus: &Bus, config: &WebhookConfig) -> Result<(), async_nats::Error> {
-    events_consumer(bus, &config.consumer).await.map(|_| ())
+    events_consumer(bus, &config.consumer, Delivery::Concurrent).await.map(|_| ())
+}
+
+/// How many events a consumer may hold unacknowledged.
+pub(crate) enum Delivery {
+    /// Many at once (fleet webhooks are delivered concurrently; each carries its revision).
+    Concurrent,
+    /// One: the next event comes only once this one is acknowledged, so reports keep the events' order
+    /// however long one takes (and nothing behind it is redelivered meanwhile).
+    OneAtATime,
+}
+
+/// Tells JetStream the event is still being worked on, until aborted.
+pub(crate) fn keep_alive(message: async_nats::jetstream::Message) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+    })
 }
 
 /// A durable consumer of every job event, named `name`; the front doors that report to their servers use
 /// one each, so each catches up on its own after a restart.
-pub(crate) async fn events_consumer(bus: &Bus, name: &str) -> Result<consumer::PullConsumer, async_nats::Error> {
+pub(crate) async fn events_consumer(bus: &Bus, name: &str, delivery: Delivery) -> Result<consumer::PullConsumer, async_nats::Error> {
     let stream = bus.js.get_stream(&bus.names.events_stream).await?;
     let consumer = stream
         .get_or_create_consumer(
@@ -55,7 +74,10 @@ pub(crate) async fn events_consumer(bus: &Bus, name: &str) -> Result<consumer::P
                 // A new controller starts from now; an existing durable resumes where it stopped.
                 deliver_policy: consumer::DeliverPolicy::New,
                 ack_wait: Duration::from_secs(30),
-                max_ack_pending: 1000,
+                max_ack_pending: match delivery {
+                    Delivery::Concurrent => 1000,
+                    Delivery::OneAtATime => 1,
+                },
                 ..Default::default()
             },
         )
@@ -64,7 +86,7 @@ pub(crate) async fn events_consumer(bus: &Bus, name: &str) -> Result<consumer::P
 }
 
 async fn consume(bus: &Bus, config: &WebhookConfig, metrics: &Arc<Metrics>, http: &reqwest::Client) -> Result<(), async_nats::Error> {
-    let consumer = events_consumer(bus, &config.consumer).await?;
+    let consumer = events_consumer(bus, &config.consumer, Delivery::Concurrent).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;

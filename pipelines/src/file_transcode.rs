@@ -1,13 +1,17 @@
 //! Re-encodes whole media files, one after another, into one faststart MP4 (H.264 High + AAC-LC 48 kHz
 //! stereo): plugNmeet's post-recording transcode (one file) and merge (several). Every input is decoded
 //! and scaled into the output's picture (letterboxed, square pixels, constant frame rate), so inputs of
-//! different sizes and codecs join cleanly. An input without audio or video plays silence or black.
+//! different sizes and codecs join cleanly. Each kind is joined by its own lengths: an input without audio
+//! adds no audio time, so the audio of the inputs after it comes that much early (plugNmeet's own merge,
+//! a stream copy, behaves the same). A transcode that stops making output fails after `stall_timeout`.
 
 use crate::{PipelineError, encoders, make, runtime_error};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct FileTranscodeSpec {
@@ -19,6 +23,7 @@ pub struct FileTranscodeSpec {
     pub fps: u32,
     pub video_kbps: u32,
     pub audio_bps: u32,
+    pub stall_timeout: Duration,
 }
 
 const AUDIO_RATE: i32 = 48_000;
@@ -35,9 +40,8 @@ pub fn run(spec: &FileTranscodeSpec) -> Result<(), PipelineError> {
     let pipeline = gst::Pipeline::with_name("file-transcode");
     let mux = make("mp4mux")?;
     mux.set_property("faststart", true);
-    if let Some(dir) = spec.output.parent() {
-        mux.set_property("faststart-file", dir.join(".file-transcode-faststart.tmp").to_string_lossy().to_string());
-    }
+    // Beside the output and named after it: two transcodes into one folder must not share it.
+    mux.set_property("faststart-file", format!("{}.faststart.tmp", spec.output.to_string_lossy()));
     let sink = make("filesink")?;
     sink.set_property("location", spec.output.to_string_lossy().to_string());
     pipeline.add_many([&mux, &sink])?;
@@ -68,14 +72,34 @@ pub fn run(spec: &FileTranscodeSpec) -> Result<(), PipelineError> {
         add_input(&pipeline, spec, input, &video_concat, &audio_concat)?;
     }
 
+    // Encoded buffers out, both kinds: the measure of progress for the stall check.
+    let produced = Arc::new(AtomicU64::new(0));
+    for tail in [&video_tail, &audio_tail] {
+        let counter = produced.clone();
+        tail.last().expect("chain").static_pad("src").expect("src pad").add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+
     let bus = pipeline.bus().expect("pipelines have a bus");
     pipeline.set_state(gst::State::Playing)?;
-    let result = match bus.timed_pop_filtered(gst::ClockTime::NONE, &[gst::MessageType::Eos, gst::MessageType::Error]) {
-        Some(message) => match message.view() {
-            gst::MessageView::Error(err) => Err(runtime_error(&err)),
-            _ => Ok(()),
-        },
-        None => Err(PipelineError::Build("the file transcode's bus closed".into())),
+    let (mut seen, mut since) = (0, Instant::now());
+    let result = loop {
+        match bus.timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Eos, gst::MessageType::Error]) {
+            Some(message) => match message.view() {
+                gst::MessageView::Error(err) => break Err(runtime_error(&err)),
+                _ => break Ok(()),
+            },
+            None => {
+                let now = produced.load(Ordering::Relaxed);
+                if now != seen {
+                    (seen, since) = (now, Instant::now());
+                } else if since.elapsed() >= spec.stall_timeout {
+                    break Err(PipelineError::Stalled(spec.stall_timeout.as_secs()));
+                }
+            }
+        }
     };
     let _ = pipeline.set_state(gst::State::Null);
     result
@@ -152,7 +176,10 @@ fn add_input(pipeline: &gst::Pipeline, spec: &FileTranscodeSpec, path: &Path, vi
         let branches = branches.lock().unwrap();
         for (concat_pad, index) in &ends {
             if !branches[*index].2 {
-                concat_pad.send_event(gst::event::Eos::new());
+                // concat holds an end-of-stream on a pad until that pad's turn: sent from this streaming
+                // thread it would block it, and with it this input's other kind.
+                let concat_pad = concat_pad.clone();
+                std::thread::spawn(move || concat_pad.send_event(gst::event::Eos::new()));
             }
         }
     });

@@ -30,9 +30,17 @@ fn files_of_different_sizes_join_into_one_clean_mp4() {
     make_input(&a, "640x360", 2, "aac");
     make_input(&b, "1280x720", 3, "pcm_s16le");
     make_input(&c, "320x240", 1, "aac");
+    // A video-only input in the middle must neither stop nor hang the join.
+    let silent = dir.path().join("silent.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=25:duration=1", "-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&silent)
+        .status()
+        .unwrap();
+    assert!(status.success());
     let output = dir.path().join("out.mp4");
     let spec = FileTranscodeSpec {
-        inputs: vec![a, b, c],
+        inputs: vec![a, b, silent, c],
         output: output.clone(),
         encoder: "x264enc".into(),
         width: 1280,
@@ -40,6 +48,7 @@ fn files_of_different_sizes_join_into_one_clean_mp4() {
         fps: 30,
         video_kbps: 1500,
         audio_bps: 128_000,
+        stall_timeout: std::time::Duration::from_secs(30),
     };
     run(&spec).unwrap();
     let decode = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-f", "null", "-"]).output().unwrap();
@@ -47,7 +56,7 @@ fn files_of_different_sizes_join_into_one_clean_mp4() {
     assert!(errors.is_empty(), "decoding printed: {errors}");
     let info = mp4_info::read(&output).unwrap();
     assert!(info.faststart);
-    assert!((info.duration_s - 6.0).abs() < 0.1, "{} s for 2 + 3 + 1 s of input", info.duration_s);
+    assert!((info.duration_s - 7.0).abs() < 0.1, "{} s for 2 + 3 + 1 + 1 s of video", info.duration_s);
     assert_eq!(probe(&output, "stream=codec_name,profile,width,height,r_frame_rate"), "h264,High,1280,720,30/1\naac,LC,0/0");
 }
 
@@ -64,6 +73,7 @@ fn a_missing_input_is_an_error_before_anything_runs() {
         fps: 30,
         video_kbps: 800,
         audio_bps: 128_000,
+        stall_timeout: std::time::Duration::from_secs(30),
     };
     let err = run(&spec).unwrap_err().to_string();
     assert!(err.contains("does not exist"), "{err}");

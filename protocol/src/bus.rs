@@ -5,7 +5,7 @@
 use crate::config::NatsConfig;
 use crate::events::{EventKind, JobEvent};
 use crate::ids::SafeId;
-use crate::job::{JobRecord, Progress};
+use crate::job::{GpuPolicy, JobRecord, Progress};
 use crate::names::FleetNames;
 use crate::node::NodeInfo;
 use crate::time::now_ms;
@@ -68,7 +68,12 @@ pub struct Bus {
     pub jobs: JobStore,
     pub nodes: kv::Store,
     pub record_consumer: consumer::PullConsumer,
+    /// Transcodes any transcoder may take.
     pub transcode_consumer: consumer::PullConsumer,
+    /// Transcodes that require a GPU encoder.
+    pub transcode_gpu_consumer: consumer::PullConsumer,
+    /// File jobs, for transcoders with the shared recordings root.
+    pub transcode_files_consumer: consumer::PullConsumer,
 }
 
 impl Bus {
@@ -103,7 +108,7 @@ impl Bus {
         let names = config.names.clone();
 
         let mut attempt = 0u32;
-        let (jobs_kv, nodes, record_consumer, transcode_consumer) = loop {
+        let (jobs_kv, nodes, record_consumer, [transcode_consumer, transcode_gpu_consumer, transcode_files_consumer]) = loop {
             match ensure_topology(&js, &names, queues).await {
                 Ok(parts) => break parts,
                 Err(err) if attempt < 60 => {
@@ -115,7 +120,7 @@ impl Bus {
             }
         };
         let jobs = JobStore { kv: jobs_kv, js: js.clone(), names: names.clone() };
-        Ok(Self { client, js, names, jobs, nodes, record_consumer, transcode_consumer })
+        Ok(Self { client, js, names, jobs, nodes, record_consumer, transcode_consumer, transcode_gpu_consumer, transcode_files_consumer })
     }
 
     pub fn is_connected(&self) -> bool {
@@ -128,6 +133,18 @@ impl Bus {
         let publish = jetstream::message::PublishMessage::build().message_id(message_id).payload(payload.into());
         self.js.send_publish(subject.to_string(), publish).await.map_err(nats_err)?.await.map_err(nats_err)?;
         Ok(())
+    }
+
+    /// The transcode queue's subject for a job: its transcoders must be able to run it (a GPU encoder
+    /// for `gpu: require`, the shared recordings root for a file job).
+    pub fn transcode_subject_for(&self, record: &JobRecord) -> &str {
+        if record.files.is_some() {
+            &self.names.transcode_files_subject
+        } else if record.request.gpu == GpuPolicy::Require {
+            &self.names.transcode_gpu_subject
+        } else {
+            &self.names.transcode_subject
+        }
     }
 
     pub async fn publish_progress(&self, job_id: &SafeId, node: &str, progress: Progress) {
@@ -173,7 +190,7 @@ async fn ensure_topology(
     js: &jetstream::Context,
     names: &FleetNames,
     queues: &QueueSettings,
-) -> Result<(kv::Store, kv::Store, consumer::PullConsumer, consumer::PullConsumer), BusError> {
+) -> Result<(kv::Store, kv::Store, consumer::PullConsumer, [consumer::PullConsumer; 3]), BusError> {
     let work_queue = |name: &str, subject: &str| stream::Config {
         name: name.to_string(),
         subjects: vec![subject.to_string()],
@@ -183,8 +200,16 @@ async fn ensure_topology(
         ..Default::default()
     };
     let record = js.get_or_create_stream(work_queue(&names.record_stream, &names.record_subject)).await.map_err(nats_err)?;
-    let transcode =
-        js.get_or_create_stream(work_queue(&names.transcode_stream, &names.transcode_subject)).await.map_err(nats_err)?;
+    let transcode_subjects = vec![names.transcode_subject.clone(), names.transcode_gpu_subject.clone(), names.transcode_files_subject.clone()];
+    let mut transcode = js
+        .get_or_create_stream(stream::Config { subjects: transcode_subjects.clone(), ..work_queue(&names.transcode_stream, &names.transcode_subject) })
+        .await
+        .map_err(nats_err)?;
+    // A stream made before the GPU and file queues existed gets their subjects.
+    let current = transcode.info().await.map_err(nats_err)?.config.clone();
+    if transcode_subjects.iter().any(|s| !current.subjects.contains(s)) {
+        js.update_stream(stream::Config { subjects: transcode_subjects, ..current }).await.map_err(nats_err)?;
+    }
     js.get_or_create_stream(stream::Config {
         name: names.events_stream.clone(),
         subjects: vec![names.events_wildcard()],
@@ -212,13 +237,21 @@ async fn ensure_topology(
         )
         .await
         .map_err(nats_err)?;
-    let transcode_consumer = transcode
-        .get_or_create_consumer(
-            &names.transcoder_consumer,
-            pull(&names.transcoder_consumer, queues.transcode_ack_wait_s, queues.transcode_max_deliver),
-        )
-        .await
-        .map_err(nats_err)?;
+    // Three queues on one work-queue stream, told apart by subject. `create_consumer` creates or updates,
+    // so a `transcoders` consumer made before the filters existed gets its filter.
+    let mut transcode_consumers = Vec::new();
+    for (name, subject) in [
+        (&names.transcoder_consumer, &names.transcode_subject),
+        (&names.transcoder_gpu_consumer, &names.transcode_gpu_subject),
+        (&names.transcoder_files_consumer, &names.transcode_files_subject),
+    ] {
+        let config = consumer::pull::Config {
+            filter_subject: subject.clone(),
+            ..pull(name, queues.transcode_ack_wait_s, queues.transcode_max_deliver)
+        };
+        transcode_consumers.push(transcode.create_consumer(config).await.map_err(nats_err)?);
+    }
+    let transcode_consumers: [consumer::PullConsumer; 3] = transcode_consumers.try_into().map_err(|_| nats_err("three consumers"))?;
 
     let jobs = get_or_create_bucket(
         js,
@@ -236,7 +269,7 @@ async fn ensure_topology(
         },
     )
     .await?;
-    Ok((jobs, nodes, record_consumer, transcode_consumer))
+    Ok((jobs, nodes, record_consumer, transcode_consumers))
 }
 
 /// Opens a bucket, creating it when missing; an existing bucket is used as it is.

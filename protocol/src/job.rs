@@ -178,6 +178,25 @@ impl VideoPreset {
     }
 }
 
+/// Whether the transcode may, must or must not use a GPU encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuPolicy {
+    /// The node's best encoder, GPU first.
+    #[default]
+    Any,
+    /// Only a node with a working GPU encoder takes the job (it waits in the queue until one does).
+    Require,
+    /// A CPU encoder, on any node.
+    Forbid,
+}
+
+impl GpuPolicy {
+    fn is_any(&self) -> bool {
+        *self == GpuPolicy::Any
+    }
+}
+
 /// What an API client asks for. Unknown fields are refused so typos never pass silently.
 /// Longest a job may ask a recorder to wait for its LiveKit room to appear.
 pub const MAX_ROOM_WAIT_S: u32 = 3600;
@@ -197,6 +216,9 @@ pub struct JobRequest {
     pub video_preset: VideoPreset,
     #[serde(default)]
     pub audio_only: bool,
+    /// `any` (default), `require` or `forbid` a GPU encoder for the transcode.
+    #[serde(default, skip_serializing_if = "GpuPolicy::is_any")]
+    pub gpu: GpuPolicy,
     /// Also one audio file per participant (for transcription), each the recording's full length.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audio_per_participant: bool,
@@ -499,6 +521,16 @@ mod tests {
         }
         let error = request(r#"{"room":"r","video_preset":"4k"}"#).unwrap_err().to_string();
         assert!(error.contains("unknown video_preset"), "{error}");
+    }
+
+    #[test]
+    fn gpu_policy_parses_and_defaults_to_any() {
+        assert_eq!(request(r#"{"room":"r"}"#).unwrap().gpu, GpuPolicy::Any);
+        assert_eq!(request(r#"{"room":"r","gpu":"require"}"#).unwrap().gpu, GpuPolicy::Require);
+        assert_eq!(request(r#"{"room":"r","gpu":"forbid"}"#).unwrap().gpu, GpuPolicy::Forbid);
+        assert!(request(r#"{"room":"r","gpu":"yes"}"#).is_err());
+        // The default is not written back out: records of older jobs read the same.
+        assert!(!serde_json::to_string(&request(r#"{"room":"r"}"#).unwrap()).unwrap().contains("gpu"));
     }
 
     #[test]

@@ -11,6 +11,12 @@ pub struct FleetNames {
     pub transcode_stream: String,
     pub transcode_subject: String,
     pub transcoder_consumer: String,
+    /// Transcodes that must run on a GPU encoder, taken only by nodes that have one.
+    pub transcode_gpu_subject: String,
+    pub transcoder_gpu_consumer: String,
+    /// File jobs (plugNmeet's tasks), taken only by nodes with the shared recordings root mounted.
+    pub transcode_files_subject: String,
+    pub transcoder_files_consumer: String,
     pub jobs_bucket: String,
     pub nodes_bucket: String,
     /// Events go to `<events_prefix>.<job id>`; a stream keeps them so a controller that was down catches up.
@@ -26,6 +32,10 @@ impl Default for FleetNames {
             recorder_consumer: "recorders".into(),
             transcode_stream: "FLEET_TRANSCODE".into(),
             transcode_subject: "fleet.transcode".into(),
+            transcode_gpu_subject: "fleet.transcode.gpu".into(),
+            transcoder_gpu_consumer: "transcoders-gpu".into(),
+            transcode_files_subject: "fleet.transcode.files".into(),
+            transcoder_files_consumer: "transcoders-files".into(),
             transcoder_consumer: "transcoders".into(),
             jobs_bucket: "fleet-jobs".into(),
             nodes_bucket: "fleet-nodes".into(),

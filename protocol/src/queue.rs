@@ -28,7 +28,9 @@ impl Capacity {
     }
 }
 
-pub async fn serve<F, Fut>(consumer: &PullConsumer, capacity: Capacity, mut shutdown: watch::Receiver<bool>, handle: F)
+/// `consumers`: the queues this worker takes from, asked in turn (a node serving several queues takes
+/// from each as its slots allow).
+pub async fn serve<F, Fut>(consumers: &[&PullConsumer], capacity: Capacity, mut shutdown: watch::Receiver<bool>, handle: F)
 where
     F: Fn(jetstream::Message) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -36,6 +38,9 @@ where
     let cpu = CpuSampler::default();
     let mut cpu_load = cpu.sample();
     let mut jobs = tokio::task::JoinSet::new();
+    let mut turn = 0usize;
+    // With several queues each is asked briefly, so no queue waits a whole second behind another.
+    let expires = Duration::from_millis(1000 / consumers.len().max(1) as u64);
     while !*shutdown.borrow() {
         while jobs.try_join_next().is_some() {}
         if jobs.len() as u32 >= capacity.slots || !capacity.cpu_allows(cpu_load) {
@@ -47,7 +52,9 @@ where
             continue;
         }
         // `batch` waits up to `expires` and returns as soon as a job arrives.
-        let batch = consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await;
+        let consumer = consumers[turn % consumers.len()];
+        turn = turn.wrapping_add(1);
+        let batch = consumer.batch().max_messages(1).expires(expires).messages().await;
         let mut batch = match batch {
             Ok(batch) => batch,
             Err(err) => {

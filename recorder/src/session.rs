@@ -416,7 +416,11 @@ async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) ->
 }
 
 async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
-    let subject = recorder.bus.names.transcode_subject.clone();
+    let subject = match recorder.bus.jobs.get(job_id).await {
+        Ok(Some((record, _))) => recorder.bus.transcode_subject_for(&record).to_string(),
+        Ok(None) => return Outcome::Retry(format!("job {job_id} has no record")),
+        Err(err) => return Outcome::Retry(format!("reading the job record: {err}")),
+    };
     let message_id = format!("transcode-{job_id}");
     match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone(), chunk: None }).await {
         Ok(()) => Outcome::Done,

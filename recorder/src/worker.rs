@@ -51,7 +51,7 @@ impl Recorder {
         let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load, cpu_limit_only_while: None };
         let worker = self.clone();
         let stop = shutdown.clone();
-        queue::serve(&self.bus.record_consumer, capacity, shutdown, move |message| {
+        queue::serve(&[&self.bus.record_consumer], capacity, shutdown, move |message| {
             session::handle_delivery(worker.clone(), message, stop.clone())
         })
         .await;

@@ -325,3 +325,45 @@ async fn custom_output_preset_is_honoured() {
     assert!(kbps < 1200.0, "asked for 800 kbps, got {kbps:.0}");
     assert_eq!(decode_errors(&path), "");
 }
+
+/// `gpu` routing (issue 4): on a fleet without GPUs, a job that forbids the GPU is encoded on the CPU,
+/// and a job that requires one waits in the GPU queue, untouched by the CPU-only transcoder, instead of
+/// being encoded on the CPU or failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn gpu_policy_routes_transcodes() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-only", "recorder-only", 2);
+    let _transcoder = setup.fleet.transcoder("tx-cpu");
+    let api = &setup.api;
+
+    let forbid = r#"{"room":"room-a","source":{"type":"test","participants":1},"gpu":"forbid"}"#;
+    let require = r#"{"room":"room-b","source":{"type":"test","participants":1},"gpu":"require"}"#;
+    let required_id = api.start(require).await;
+    let forbidden = record_and_finish(api, forbid).await;
+    assert_eq!(forbidden["request"]["gpu"], "forbid");
+    let (_, manifest) = setup.read_output(&forbidden);
+    assert_eq!(manifest["encoder"], "x264enc", "{manifest:#}");
+
+    let stop = api.stop(&required_id).await;
+    assert_eq!(stop.status, 202, "{}", stop.body);
+    api.wait_for_state(&required_id, &["finalizing"], Duration::from_secs(30)).await;
+    // Its transcode sits in the GPU queue; the CPU transcoder, idle, does not take it.
+    let nats = async_nats::connect(setup.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js.get_stream("FLEET_TRANSCODE").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut gpu_queue = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("transcoders-gpu").await.unwrap();
+        if gpu_queue.info().await.unwrap().num_pending == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the transcode never reached the GPU queue");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let waiting = api.get(&required_id).await;
+    assert_eq!(waiting["state"], "finalizing", "a job requiring a GPU must wait for one: {waiting:#}");
+    assert_eq!(waiting["transcode_attempts"], 0);
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.subjects, ["fleet.transcode", "fleet.transcode.gpu", "fleet.transcode.files"]);
+}

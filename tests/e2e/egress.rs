@@ -12,7 +12,7 @@ use fleet_tests::devroom::{Devroom, LIVEKIT_API_KEY, LIVEKIT_API_SECRET};
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
 use fleet_tests::procs::free_port;
 use fleet_tests::{Fleet, Nats, StorageSetup};
-use livekit_api::access_token::TokenVerifier;
+use livekit_api::access_token::{AccessToken, TokenVerifier, VideoGrants};
 use livekit_api::services::egress::{EgressClient, EgressListFilter, EgressListOptions, EgressOutput, RoomCompositeOptions, encoding};
 use livekit_api::webhooks::WebhookReceiver;
 use livekit_protocol as lk;
@@ -146,6 +146,31 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     assert_eq!((py["wrong_secret"]["code"].as_str(), py["wrong_secret"]["status"].as_u64()), (Some("unauthenticated"), Some(401)));
 
     wait_for_status(&client, &participant_id, lk::EgressStatus::EgressActive, Duration::from_secs(30)).await;
+
+    // Twirp's JSON encoding (LiveKit's protojson: camelCase, enums by name), and the token checks.
+    let token = |grants: VideoGrants| AccessToken::with_api_key(LIVEKIT_API_KEY, LIVEKIT_API_SECRET).with_identity("app").with_grants(grants).to_jwt().unwrap();
+    let twirp_json = |method: &str, token: String, body: &'static str| {
+        let request = reqwest::Client::new()
+            .post(format!("{url}/twirp/livekit.Egress/{method}"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let recorder_grant = VideoGrants { room_record: true, ..Default::default() };
+    let (status, listed) = twirp_json("ListEgress", token(recorder_grant.clone()), r#"{"roomName":"egress-room","active":true}"#).await;
+    assert_eq!(status, 200, "{listed}");
+    let item = listed["items"].as_array().unwrap().iter().find(|i| i["egressId"] == room_id.as_str()).cloned().unwrap_or_default();
+    assert_eq!(item["status"], "EGRESS_ACTIVE", "{listed}");
+    assert_eq!(item["roomName"], "egress-room");
+    let join_only = VideoGrants { room_join: true, room: "egress-room".into(), ..Default::default() };
+    let (status, refused) = twirp_json("ListEgress", token(join_only), "{}").await;
+    assert_eq!((status, refused["code"].as_str()), (401, Some("unauthenticated")), "a token without roomRecord: {refused}");
+    let (status, malformed) = twirp_json("StopEgress", token(recorder_grant), "{not json").await;
+    assert_eq!((status, malformed["code"].as_str()), (400, Some("malformed")), "{malformed}");
     tokio::time::sleep(Duration::from_secs(6)).await;
     let stopped = client.stop_egress(&room_id).await.expect("StopEgress");
     assert_eq!(stopped.status, lk::EgressStatus::EgressEnding as i32, "stop is asynchronous: the capture is ending");

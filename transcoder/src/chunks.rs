@@ -34,13 +34,13 @@ pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, Stri
         })
         .await
         .map_err(|e| e.to_string())?;
+    let subject = worker.bus.transcode_subject_for(&record).to_string();
     let plan = record.chunks.expect("the plan was just stored");
-    let subject = &worker.bus.names.transcode_subject;
     for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
         // Fixed message ids: queueing again after a crash does not duplicate a chunk.
         let message_id = format!("transcode-{}-chunk-{index}", record.id);
         let message = TranscodeJob { job_id: record.id.clone(), chunk: Some(index) };
-        worker.bus.enqueue(subject, &message_id, &message).await.map_err(|e| format!("could not queue chunk {index}: {e}"))?;
+        worker.bus.enqueue(&subject, &message_id, &message).await.map_err(|e| format!("could not queue chunk {index}: {e}"))?;
     }
     tracing::info!(chunks = plan.count, chunk_s = worker.config.chunk_seconds, "recording split into chunks");
     Ok(true)

@@ -35,12 +35,13 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
     let spec = file_transcode::FileTranscodeSpec {
         inputs,
         output: partial.clone(),
-        encoder: worker.encoders[0].clone(),
+        encoder: worker.encoder_for(record.request.gpu)?,
         width,
         height,
         fps,
         video_kbps,
         audio_bps: worker.config.audio_bitrate_bps,
+        stall_timeout: std::time::Duration::from_secs(worker.config.stall_timeout_s),
     };
     tracing::info!(inputs = spec.inputs.len(), output = %output.display(), "file transcode");
     tokio::task::spawn_blocking(move || file_transcode::run(&spec)).await.map_err(|e| format!("transcode thread: {e}"))?.map_err(|e| e.to_string())?;

@@ -189,7 +189,7 @@ pub(crate) async fn prepare(worker: &Transcoder, record: &JobRecord, scratch: &s
         audio_only,
         schedule,
         video_window: None,
-        encoder: worker.encoders[0].clone(),
+        encoder: worker.encoder_for(record.request.gpu)?,
         output: scratch.join("output"),
         stall_timeout: Duration::from_secs(worker.config.stall_timeout_s),
     };

@@ -10,6 +10,8 @@ use fleet_protocol::queue::{self, Capacity, UrgentWork};
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
+use async_nats::jetstream::consumer::PullConsumer;
+use fleet_protocol::job::GpuPolicy;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,6 +84,24 @@ impl Transcoder {
         &self.encoders
     }
 
+    /// The encoder a job's GPU policy asks for, among this node's working ones (best first).
+    pub(crate) fn encoder_for(&self, policy: GpuPolicy) -> Result<String, String> {
+        choose_encoder(&self.encoders, policy)
+    }
+
+    /// The transcode queues this node can serve: every node the plain one; nodes with a GPU encoder the
+    /// GPU one; nodes with the shared recordings root the file jobs.
+    fn queues(&self) -> Vec<&PullConsumer> {
+        let mut queues = vec![&self.bus.transcode_consumer];
+        if self.encoders.iter().any(|e| encoders::is_hardware(e)) {
+            queues.push(&self.bus.transcode_gpu_consumer);
+        }
+        if self.config.shared_files_root.is_some() {
+            queues.push(&self.bus.transcode_files_consumer);
+        }
+        queues
+    }
+
     fn node_info(&self, cpu_load: f64, draining: bool) -> NodeInfo {
         NodeInfo {
             id: self.identity.node_id.clone(),
@@ -108,7 +128,7 @@ impl Transcoder {
             cpu_limit_only_while: self.yield_to.clone(),
         };
         let worker = self.clone();
-        queue::serve(&self.bus.transcode_consumer, capacity, shutdown, move |message| {
+        queue::serve(&self.queues(), capacity, shutdown, move |message| {
             let worker = worker.clone();
             async move { job::handle_delivery(&worker, message).await }
         })
@@ -134,5 +154,31 @@ impl Transcoder {
 
     pub(crate) fn release(&self, job_id: &str) {
         self.running.lock().unwrap().remove(job_id);
+    }
+}
+
+pub(crate) fn choose_encoder(working: &[String], policy: GpuPolicy) -> Result<String, String> {
+    let pick = |hardware: bool| working.iter().find(|e| encoders::is_hardware(e) == hardware).cloned();
+    match policy {
+        GpuPolicy::Any => working.first().cloned().ok_or_else(|| "no working encoder".to_string()),
+        GpuPolicy::Require => pick(true).ok_or_else(|| format!("the job requires a GPU encoder; this node has {working:?}")),
+        GpuPolicy::Forbid => pick(false).ok_or_else(|| format!("the job forbids GPU encoders; this node has only {working:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_policy_picks_the_encoder() {
+        let gpu_node: Vec<String> = ["nvh264enc", "x264enc"].map(String::from).to_vec();
+        let cpu_node: Vec<String> = vec!["x264enc".into()];
+        assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Any).unwrap(), "nvh264enc");
+        assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Require).unwrap(), "nvh264enc");
+        assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Forbid).unwrap(), "x264enc");
+        assert_eq!(choose_encoder(&cpu_node, GpuPolicy::Any).unwrap(), "x264enc");
+        assert!(choose_encoder(&cpu_node, GpuPolicy::Require).unwrap_err().contains("requires a GPU"));
+        assert!(choose_encoder(&["vah264enc".to_string()], GpuPolicy::Forbid).is_err());
     }
 }

@@ -5,7 +5,6 @@
 
 use super::config::EgressConfig;
 use super::convert;
-use async_nats::jetstream::AckKind;
 use base64::Engine;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::events::{EventKind, JobEvent};
@@ -51,7 +50,7 @@ pub fn authorization(api_key: &str, api_secret: &str, body: &[u8]) -> Result<Str
 
 /// Creates the durable consumer before the API serves (a job created meanwhile keeps its first event).
 pub async fn prepare(bus: &Bus) -> Result<(), async_nats::Error> {
-    crate::webhooks::events_consumer(bus, EVENTS_CONSUMER).await.map(|_| ())
+    crate::webhooks::events_consumer(bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await.map(|_| ())
 }
 
 pub async fn run(bus: Bus, config: EgressConfig) {
@@ -65,17 +64,18 @@ pub async fn run(bus: Bus, config: EgressConfig) {
 }
 
 async fn consume(bus: &Bus, config: &EgressConfig, http: &reqwest::Client) -> Result<(), async_nats::Error> {
-    let consumer = crate::webhooks::events_consumer(bus, EVENTS_CONSUMER).await?;
+    let consumer = crate::webhooks::events_consumer(bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await?;
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;
         if let Ok(JobEvent { kind: EventKind::State { state, revision, record }, at_ms, .. }) = serde_json::from_slice(&message.payload) {
             if matches!(record.origin, Some(Origin::Egress { .. })) {
                 let body = body(state, revision, &record, at_ms);
+                let keepalive = crate::webhooks::keep_alive(message.clone());
                 for url in &config.webhook_urls {
-                    let _ = message.ack_with(AckKind::Progress).await;
                     deliver(http, config, url, &body, event_name(state)).await;
                 }
+                keepalive.abort();
             }
         }
         let _ = message.ack().await;

@@ -25,7 +25,8 @@ pub struct PlugnmeetConfig {
     /// plugNmeet's transcoder queue (stream and subject) and its durable consumer.
     pub transcoder_jobs: String,
     pub transcoder_consumer: String,
-    /// Attempts per notification before it is given up (with backoff).
+    /// Attempts per notification before it is given up (backoff up to 10 s: 20 attempts cover about
+    /// 3 minutes of plugnmeet-server being away; later reports wait, so their order holds).
     pub notify_attempts: u32,
 }
 
@@ -44,7 +45,7 @@ impl Default for PlugnmeetConfig {
             sub_path: "fleet".into(),
             transcoder_jobs: "pnm-RecorderTranscoderJobs".into(),
             transcoder_consumer: "transcoderWorker".into(),
-            notify_attempts: 5,
+            notify_attempts: 20,
         }
     }
 }

@@ -60,6 +60,7 @@ pub struct Door {
     held: Mutex<HashMap<i64, SafeId>>,
     /// Jobs whose START_RECORDING went out (a failover re-enters `recording`).
     started: Mutex<HashSet<SafeId>>,
+    starts_and_stops: tokio::sync::Mutex<()>,
 }
 
 impl Door {
@@ -74,7 +75,7 @@ impl Door {
         let registry = registry::open(&js, &config.recorder_info_bucket, &config.recorder_id, now_ms()).await?;
         let nodes = bus.list_nodes().await.unwrap_or_default();
         registry::write(&registry, &config.recorder_id, &registry::Load::of_fleet(&nodes), now_ms()).await?;
-        crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER).await.map_err(|e| DoorError::Nats(e.to_string()))?;
+        crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await.map_err(|e| DoorError::Nats(e.to_string()))?;
 
         // Recordings this door started before a restart are still stoppable.
         let mut held = HashMap::new();
@@ -92,6 +93,7 @@ impl Door {
             registry,
             held: Mutex::new(held),
             started: Mutex::new(HashSet::new()),
+            starts_and_stops: tokio::sync::Mutex::new(()),
         });
         let subscription = door.pnm.subscribe(door.config.recorder_channel.clone()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
         tokio::spawn(door.clone().ping());
@@ -155,10 +157,16 @@ impl Door {
                 tracing::info!(room_id = %request.room_id, reason = %reply.msg, "plugNmeet request refused");
                 Some(reply)
             }
+            // One start or stop at a time: a start racing its retry (or a stop) would see the room as not
+            // held while the first one still creates the job.
             Action::Start { room_id, room_sid, recording_id, room_table_id } => {
+                let _one_at_a_time = self.starts_and_stops.lock().await;
                 Some(self.start_recording(room_id, room_sid, recording_id, room_table_id).await)
             }
-            Action::Stop { room_table_id } => self.stop_recording(room_table_id).await,
+            Action::Stop { room_table_id } => {
+                let _one_at_a_time = self.starts_and_stops.lock().await;
+                self.stop_recording(room_table_id).await
+            }
         }
     }
 
@@ -216,16 +224,19 @@ impl Door {
     }
 
     async fn report_events(&self) -> Result<(), async_nats::Error> {
-        let consumer = crate::webhooks::events_consumer(&self.bus, EVENTS_CONSUMER).await?;
+        let consumer = crate::webhooks::events_consumer(&self.bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await?;
         let mut messages = consumer.messages().await?;
         while let Some(message) = messages.next().await {
             let message = message?;
             if let Ok(JobEvent { kind: EventKind::State { state, record, .. }, .. }) = serde_json::from_slice(&message.payload) {
                 if matches!(record.origin, Some(Origin::Plugnmeet { .. })) {
+                    let keepalive = crate::webhooks::keep_alive(message.clone());
                     for notice in notify::notices(state, &record) {
-                        let _ = message.ack_with(AckKind::Progress).await;
-                        self.report_one(&notice, &record).await;
+                        if !self.report_one(&notice, &record).await {
+                            break;
+                        }
                     }
+                    keepalive.abort();
                 }
             }
             let _ = message.ack().await;
@@ -233,22 +244,43 @@ impl Door {
         Ok(())
     }
 
-    async fn report_one(&self, notice: &Notice, record: &JobRecord) {
+    /// Sends one report; false when the rest of this event's reports must not follow (the file could
+    /// not be placed: plugNmeet then hears of the failure instead of a success).
+    async fn report_one(&self, notice: &Notice, record: &JobRecord) -> bool {
         if *notice == Notice::Started && !self.started.lock().unwrap().insert(record.id.clone()) {
-            return;
+            return true;
         }
         let file = match notice {
-            Notice::Proceeded => match self.file_for(record).await {
+            Notice::Proceeded => match self.file_for_with_retries(record).await {
                 Ok(file) => Some(file),
                 Err(reason) => {
                     tracing::error!(job_id = %record.id, %reason, "recording not placed for plugNmeet");
                     let failed = Notice::TranscodeFinished { ok: false, msg: format!("recording not placed: {reason}") };
-                    return self.post(&failed, record, None).await;
+                    self.post(&failed, record, None).await;
+                    return false;
                 }
             },
             _ => None,
         };
         self.post(notice, record, file).await;
+        true
+    }
+
+    /// Storage or the shared mount may fail for a moment: a few tries before plugNmeet hears of a failure.
+    async fn file_for_with_retries(&self, record: &JobRecord) -> Result<(String, f32), String> {
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1.. {
+            match self.file_for(record).await {
+                Ok(file) => return Ok(file),
+                Err(reason) if attempt < 4 => {
+                    tracing::warn!(job_id = %record.id, %reason, attempt, "placing the recording failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(reason) => return Err(reason),
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     async fn post(&self, notice: &Notice, record: &JobRecord, file: Option<(String, f32)>) {
@@ -316,7 +348,11 @@ impl Door {
                 return Err((reason, false));
             }
         };
-        jobs::create_file_job(&self.bus, request, origin, files, &task.recording_id).await.map_err(|e| (e.message, true))?;
+        // A request the fleet refuses stays refused; a fleet that could not store or queue it may recover.
+        jobs::create_file_job(&self.bus, request, origin, files, &task.recording_id).await.map_err(|e| {
+            let retry = e.status.is_server_error();
+            (e.message, retry)
+        })?;
         Ok(())
     }
 
@@ -331,6 +367,9 @@ impl Door {
         match (&self.config.main_path, &self.storage) {
             (Some(main_path), Some(storage)) => {
                 let relative = files::relative_path(&self.config.sub_path, &record.request.room, recording_id);
+                if !files::is_safe_relative(&relative) || SafeId::parse(recording_id.as_str()).is_err() {
+                    return Err(format!("{relative:?} would leave the recordings root"));
+                }
                 let size = files::place(storage, &output.key, main_path, &relative).await?;
                 Ok((relative, files::size_mb(size)))
             }

@@ -70,13 +70,14 @@ pub enum RegistryError {
     Nats(String),
 }
 
-/// Opens plugNmeet's bucket and refuses to start when a recorder with our id pinged within one interval.
+/// Opens plugNmeet's bucket and refuses to start when a recorder with our id pinged within two intervals.
 pub async fn open(js: &async_nats::jetstream::Context, bucket: &str, recorder_id: &str, now_ms: u64) -> Result<kv::Store, RegistryError> {
     let store = js.get_key_value(bucket).await.map_err(|e| RegistryError::NoBucket(bucket.to_string(), e.to_string()))?;
     let last = store.get(key(recorder_id, Field::LastPing)).await.map_err(|e| RegistryError::Nats(e.to_string()))?;
     if let Some(last) = last.and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()) {
         let age = now_ms.saturating_sub(last);
-        if age < PING_INTERVAL.as_millis() as u64 {
+        // Two intervals: a live twin's last ping may be a whole interval old when we look.
+        if age < 2 * PING_INTERVAL.as_millis() as u64 {
             return Err(RegistryError::Duplicate(recorder_id.to_string(), age));
         }
     }
