@@ -3,6 +3,7 @@
 #   deploy/dev.sh demo    install what is missing, build, run a local fleet and devroom, record a 20 s room, print the MP4
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
 #   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode}.json
+#   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
 #   deploy/dev.sh deps    only install what is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -198,8 +199,46 @@ bench() {
   fi
 }
 
+# schemathesis drives every operation of the OpenAPI document with generated valid and invalid requests
+# against a real controller (and NATS) and checks: no 5xx, documented status codes and content types,
+# responses matching their schemas, invalid data refused.
+fuzz() {
+  ensure_deps
+  build_debug
+  [ -x target/fuzzenv/bin/schemathesis ] || { log "installing schemathesis into target/fuzzenv"; python3 -m venv target/fuzzenv; target/fuzzenv/bin/pip install -q schemathesis; }
+  local work="$ROOT/.fleet-dev/fuzz-$(date +%Y%m%d-%H%M%S)" nats_port api_port
+  mkdir -p "$work" target/bench
+  nats_port=$(free_port); api_port=$(free_port)
+  cat > "$work/controller.toml" <<TOML
+[controller]
+listen = "127.0.0.1:$api_port"
+[[controller.auth.keys]]
+name = "fuzz"
+sha256 = "$(printf fuzz-key | sha256sum | cut -d' ' -f1)"
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+TOML
+  # No webhook secret: generated jobs asking for webhooks (to random hosts) are refused, so nothing leaves
+  # this machine.
+  trap stop_started EXIT
+  nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & STARTED+=($!)
+  target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & STARTED+=($!)
+  wait_http "http://127.0.0.1:$api_port/readyz" 30
+  local status=0
+  target/fuzzenv/bin/schemathesis run "http://127.0.0.1:$api_port/v1/openapi.json" -H "Authorization: Bearer fuzz-key" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
+    --max-time "${FUZZ_SECONDS:-240}" --workers 1 --report json --report-json-path "$work/report.json" || status=$?
+  jq --arg machine "$(uname -m) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    '{machine: $machine, schemathesis: .schemathesis_version, seconds: .running_time, test_cases: .test_cases, failures: .failures}' \
+    "$work/report.json" > target/bench/api-fuzz.json
+  cat target/bench/api-fuzz.json
+  grep -q 'ERROR\|panicked' "$work/controller.log" && { log "the controller logged errors: $work/controller.log"; status=1; }
+  return $status
+}
+
 case "${1:-}" in
   demo) demo ;;
+  fuzz) fuzz ;;
   test) run_tests ;;
   bench) shift; bench "$@" ;;
   deps) ensure_deps; ensure_s3s; ensure_livekit_sdk ;;
