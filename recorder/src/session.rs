@@ -421,11 +421,36 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
         Ok(None) => return Outcome::Retry(format!("job {job_id} has no record")),
         Err(err) => return Outcome::Retry(format!("reading the job record: {err}")),
     };
+    if subject == recorder.bus.names.transcode_gpu_subject {
+        warn_when_no_gpu_transcoder(recorder, job_id).await;
+    }
     let message_id = format!("transcode-{job_id}");
     match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone(), chunk: None }).await {
         Ok(()) => Outcome::Done,
         Err(err) => Outcome::Retry(format!("could not queue the transcode: {err}")),
     }
+}
+
+/// A job that requires a GPU waits in its queue until a GPU transcoder joins: say so on the job when
+/// none is registered now, so the wait is not a mystery.
+async fn warn_when_no_gpu_transcoder(recorder: &Recorder, job_id: &SafeId) {
+    let nodes = recorder.bus.list_nodes().await.unwrap_or_default();
+    if nodes.iter().any(|n| n.encoders.iter().any(|e| fleet_pipelines::encoders::is_hardware(e))) {
+        return;
+    }
+    let warning = "the job requires a GPU encoder and no transcoder with one is registered: the transcode waits until one joins".to_string();
+    tracing::warn!(job_id = %job_id, "{warning}");
+    let _ = recorder
+        .bus
+        .jobs
+        .update(job_id, None, |r| {
+            if r.warnings.contains(&warning) {
+                return Ok(Change::Keep);
+            }
+            r.warnings.push(warning.clone());
+            Ok(Change::Write)
+        })
+        .await;
 }
 
 /// A stop arrived while no capture ran: abort when nothing was recorded, else finalize what exists

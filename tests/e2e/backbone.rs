@@ -366,6 +366,7 @@ async fn gpu_policy_routes_transcodes() {
     let waiting = api.get(&required_id).await;
     assert_eq!(waiting["state"], "finalizing", "a job requiring a GPU must wait for one: {waiting:#}");
     assert_eq!(waiting["transcode_attempts"], 0);
+    assert!(waiting["warnings"].to_string().contains("no transcoder with one is registered"), "the wait is explained: {waiting:#}");
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.subjects, ["fleet.transcode", "fleet.transcode.gpu", "fleet.transcode.files"]);
 }
