@@ -61,6 +61,8 @@ pub struct Door {
     /// Jobs whose START_RECORDING went out (a failover re-enters `recording`).
     started: Mutex<HashSet<SafeId>>,
     starts_and_stops: tokio::sync::Mutex<()>,
+    /// Stopped before the purge on shutdown, or a late ping would bring the registration back.
+    pinger: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Door {
@@ -94,9 +96,10 @@ impl Door {
             held: Mutex::new(held),
             started: Mutex::new(HashSet::new()),
             starts_and_stops: tokio::sync::Mutex::new(()),
+            pinger: Mutex::new(None),
         });
         let subscription = door.pnm.subscribe(door.config.recorder_channel.clone()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
-        tokio::spawn(door.clone().ping());
+        *door.pinger.lock().unwrap() = Some(tokio::spawn(door.clone().ping()));
         tokio::spawn(door.clone().serve(subscription));
         tokio::spawn(door.clone().report());
         if door.config.main_path.is_some() {
@@ -108,6 +111,9 @@ impl Door {
 
     /// On a clean shutdown: plugNmeet forgets this recorder at once instead of after its ping timeout.
     pub async fn shutdown(&self) {
+        if let Some(pinger) = self.pinger.lock().unwrap().take() {
+            pinger.abort();
+        }
         registry::purge(&self.registry, &self.config.recorder_id).await;
         let _ = self.pnm.flush().await;
     }
