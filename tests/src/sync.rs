@@ -24,6 +24,8 @@ pub struct SyncReport {
     pub max_cadence_drift_ms: f64,
     /// Largest distance of a video marker from its whole second (where the recording says it belongs), in ms.
     pub max_video_position_error_ms: f64,
+    /// Markers not found, as "participant@second: what was missing", so a failure says where to look.
+    pub missing: Vec<String>,
 }
 
 /// `tiles[i]` is participant i's tile as an ffmpeg crop `w:h:x:y`; markers are searched in
@@ -33,13 +35,23 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
     let mut offsets = Vec::new();
     let (mut drift, mut position): (f64, f64) = (0.0, 0.0);
     let mut found = 0;
+    let mut missing = Vec::new();
     for (index, tile) in tiles.iter().enumerate() {
         let flashes = flash_onsets(path, tile, fps);
         let tone = 440.0 + 110.0 * index as f64;
         let mut previous: Option<(usize, f64, f64)> = None;
         for second in first..=last {
-            let Some(&video) = flashes.iter().find(|t| (**t - second as f64).abs() < 0.25) else { continue };
-            let Some(audio) = beep_onset(&audio, tone, second) else { continue };
+            let video = flashes.iter().copied().find(|t| (*t - second as f64).abs() < 0.25);
+            let beep = beep_onset(&audio, tone, second);
+            let (Some(video), Some(audio)) = (video, beep) else {
+                let what = match (video, beep) {
+                    (None, None) => "flash and beep",
+                    (None, _) => "flash",
+                    _ => "beep",
+                };
+                missing.push(format!("{index}@{second}s: {what}"));
+                continue;
+            };
             found += 1;
             offsets.push((audio - video) * 1000.0);
             position = position.max((video - second as f64).abs() * 1000.0);
@@ -49,10 +61,10 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
             previous = Some((second, video, audio));
         }
     }
-    summarize(tiles.len() * (last + 1 - first), found, offsets, drift, position)
+    summarize(tiles.len() * (last + 1 - first), found, offsets, drift, position, missing)
 }
 
-fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, position: f64) -> SyncReport {
+fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, position: f64, missing: Vec<String>) -> SyncReport {
     let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
@@ -66,6 +78,7 @@ fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, posit
         mean_offset_ms: mean,
         max_cadence_drift_ms: drift,
         max_video_position_error_ms: position,
+        missing,
     }
 }
 
@@ -91,7 +104,7 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
             previous = Some((video, audio));
         }
     }
-    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0)
+    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0, Vec::new())
 }
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
