@@ -264,6 +264,12 @@ fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let silence_caps = make("capsfilter")?;
     silence_caps.set_property("caps", mixer_caps());
     let mixer = make("audiomixer")?;
+    // Inputs are decoded from files whose timestamps say where each packet belongs, so the mixer follows
+    // them at once. Left at its defaults it counts samples from a track's first buffer and tolerates 40 ms
+    // of drift for a second: an encoder's first Opus packet stamped 6 ms off put that whole second 6 ms
+    // off. The threshold stays above the container's 1 ms timestamp rounding.
+    mixer.set_property("alignment-threshold", 3_000_000u64);
+    mixer.set_property("discont-wait", 0u64);
     let convert = make("audioconvert")?;
     let encoder = make("avenc_aac")?;
     encoder.set_property("bitrate", spec.audio_bps as i32);

@@ -198,3 +198,50 @@ fn damaged_segments_are_read_as_far_as_they_go_and_reported() {
     let decode = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-f", "null", "-"]).output().unwrap();
     assert!(decode.stderr.is_empty(), "{}", String::from_utf8_lossy(&decode.stderr));
 }
+
+/// GStreamer's opusenc stamps its first packet up to 6.5 ms off the others (the encoder delay clipped
+/// at the start); a synthetic room's first segment then started with such a packet. The mix must place
+/// every later packet by its own timestamp: the beeps stay on their whole seconds.
+#[test]
+fn a_mistimed_first_audio_packet_does_not_shift_the_rest() {
+    use fleet_pipelines::clip::{Clip, ClipCodec, ClipSpec};
+    use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clip_spec = ClipSpec { codec: ClipCodec::Opus, participant_index: 0, width: 320, height: 180, fps: 30, video_bitrate_bps: 0, seconds: 3 };
+    let clip = Clip::load_or_encode(&clip_spec, &dir.path().join("clips")).unwrap();
+    let track_dir = dir.path().join("raw/participant-1/microphone");
+    std::fs::create_dir_all(&track_dir).unwrap();
+    let (events_tx, events) = mpsc::channel();
+    let writer = TrackWriter::start(&track_dir, 2_000_000_000, TrackCodec::Opus, &clip.frames[0].data, move |event| {
+        let _ = events_tx.send(event);
+    })
+    .unwrap();
+    for (index, frame) in clip.frames.iter().enumerate() {
+        let late_ns = if index == 0 { 6_000_000 } else { 0 };
+        writer.push(frame.pts_ns + late_ns, 20_000_000, &frame.data, true).unwrap();
+    }
+    writer.finish();
+    loop {
+        match events.recv_timeout(Duration::from_secs(20)).expect("the writer finishes") {
+            TrackWriterEvent::Finished => break,
+            TrackWriterEvent::Failed(err) => panic!("{err}"),
+            _ => {}
+        }
+    }
+    let tracks = fleet_pipelines::segment_reader::session_tracks(&dir.path().join("raw")).unwrap();
+    let output = dir.path().join("beeps.m4a");
+    let spec = transcode::TranscodeSpec { audio_only: true, ..spec(tracks, clip.duration_ns, output.clone()) };
+    transcode::run(&spec, |_| {}).unwrap();
+
+    let decoded = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-ac", "1", "-ar", "48000", "-f", "s16le", "-"]).output().unwrap();
+    let samples: Vec<i32> = decoded.stdout.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]) as i32).collect();
+    for second in [1usize, 2] {
+        let window = &samples[second * 48_000 - 12_000..second * 48_000 + 12_000];
+        let peak = window.iter().map(|s| s.abs()).max().unwrap();
+        assert!(peak > 1000, "no beep near {second} s");
+        let onset = window.iter().position(|s| s.abs() > peak / 10).unwrap();
+        let offset_ms = (onset as f64 - 12_000.0) / 48.0;
+        assert!(offset_ms.abs() <= 1.0, "the beep at {second} s starts {offset_ms:.2} ms off its second");
+    }
+}

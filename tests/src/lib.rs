@@ -247,7 +247,13 @@ impl Setup {
         Self::with_storage(dir, StorageSetup::Local(root.clone()), root)
     }
 
-    pub fn with_storage(dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
+    /// With `FLEET_KEEP_TEST_DIRS` set, the test's folder (storage, logs, outputs) outlives it, for a
+    /// failure to be looked into.
+    pub fn with_storage(mut dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
+        if std::env::var_os("FLEET_KEEP_TEST_DIRS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping the test folder {}", dir.path().display());
+        }
         let nats = Nats::start(dir.path());
         let fleet = Fleet::new(dir.path(), &nats, storage);
         let port = free_port();
