@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod nats_users;
+
 #[derive(Parser)]
 #[command(version, about = "Controller: REST API and job scheduling for the recording fleet")]
 struct Args {
@@ -27,6 +29,25 @@ struct Args {
 enum Command {
     /// Print the SHA-256 hash of an API key, for the `auth.keys` configuration.
     HashKey { key: String },
+    /// Write nats-server users with least-privilege permissions, one per fleet process, and a fresh
+    /// password file for each (see deploy/nats-server.conf).
+    NatsUsers {
+        /// Folder for `fleet-users.conf` (include it from the server's configuration) and `<name>.password`.
+        #[arg(long)]
+        out: PathBuf,
+        /// The controller's user name.
+        #[arg(long, default_value = "controller")]
+        controller: String,
+        /// Recorder-only nodes, by node id.
+        #[arg(long = "recorder")]
+        recorders: Vec<String>,
+        /// Transcoder nodes, by node id.
+        #[arg(long = "transcoder")]
+        transcoders: Vec<String>,
+        /// Nodes in mode `both`, by node id.
+        #[arg(long = "both")]
+        both: Vec<String>,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -43,9 +64,16 @@ struct Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::HashKey { key }) = args.command {
-        println!("{}", hash_key(&key));
-        return Ok(());
+    match args.command {
+        Some(Command::HashKey { key }) => {
+            println!("{}", hash_key(&key));
+            return Ok(());
+        }
+        Some(Command::NatsUsers { out, controller, recorders, transcoders, both }) => {
+            let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
+            return nats_users::write(&config.nats.names, &out, controller, recorders, transcoders, both);
+        }
+        None => {}
     }
     let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
     fleet_protocol::logging::init(&config.log);

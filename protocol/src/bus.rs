@@ -93,8 +93,18 @@ impl Bus {
         if let Some(file) = &config.credentials_file {
             options = options.credentials_file(file).await.map_err(nats_err)?;
         }
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.clone());
+        let password = match (&config.password, &config.password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| nats_err(format!("reading the NATS password file {}: {e}", file.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        if let (Some(user), Some(password)) = (&config.user, password) {
+            options = options.user_and_password(user.clone(), password);
         }
         if let Some(token) = &config.token {
             options = options.token(token.clone());
@@ -245,6 +255,13 @@ async fn ensure_topology(
         (&names.transcoder_gpu_consumer, &names.transcode_gpu_subject),
         (&names.transcoder_files_consumer, &names.transcode_files_subject),
     ] {
+        // Looked up first: a node's credentials may read the topology but not change it.
+        if let Ok(mut existing) = transcode.get_consumer::<consumer::pull::Config>(name).await {
+            if existing.info().await.is_ok_and(|info| info.config.filter_subject == *subject) {
+                transcode_consumers.push(existing);
+                continue;
+            }
+        }
         let config = consumer::pull::Config {
             filter_subject: subject.clone(),
             ..pull(name, queues.transcode_ack_wait_s, queues.transcode_max_deliver)

@@ -37,6 +37,8 @@ pub struct NatsConfig {
     pub credentials_file: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// The password in a file (as `controller nats-users` writes it), instead of `password`.
+    pub password_file: Option<PathBuf>,
     pub token: Option<String>,
     /// Require TLS to the server; a custom CA may be given.
     pub tls_required: bool,
@@ -51,6 +53,7 @@ impl Default for NatsConfig {
             credentials_file: None,
             user: None,
             password: None,
+            password_file: None,
             token: None,
             tls_required: false,
             tls_ca_file: None,

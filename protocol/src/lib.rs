@@ -10,6 +10,7 @@ pub mod job;
 pub mod keys;
 pub mod logging;
 pub mod names;
+pub mod nats_access;
 pub mod process;
 pub mod queue;
 pub mod node;

@@ -370,3 +370,82 @@ async fn gpu_policy_routes_transcodes() {
     let info = stream.info().await.unwrap();
     assert_eq!(info.config.subjects, ["fleet.transcode", "fleet.transcode.gpu", "fleet.transcode.files"]);
 }
+
+/// NATS with one login per process (`controller nats-users`): a recording still goes from the API to an
+/// MP4 through a recorder and a transcoder on their least-privilege users, while the recorder's login
+/// is refused when it tries what only the controller may do.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_role_nats_logins_record_and_refuse_the_rest() {
+    let setup = Setup::local_with_nats_logins(&["rec-a"], &["tx-a"]);
+    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let _transcoder = setup.fleet.transcoder("tx-a");
+    let record = record_and_finish(&setup.api, &test_room(1)).await;
+    let (mp4, manifest) = setup.read_output(&record);
+    check_recording(&record, &mp4, &manifest, setup.dir.path());
+
+    // The recorder's own login, used for what it may not do.
+    let password = std::fs::read_to_string(setup.dir.path().join("nats-users/rec-a.password")).unwrap();
+    let (violations_tx, mut violations) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::with_user_and_password("rec-a".into(), password)
+        .event_callback(move |event| {
+            let violations_tx = violations_tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(err) = event {
+                    let _ = violations_tx.send(err.to_string());
+                }
+            }
+        })
+        .connect(setup.nats.url())
+        .await
+        .unwrap();
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(Duration::from_secs(2));
+    let mut refused = Vec::new();
+    let forged = serde_json::json!({"job_id": "rec_forged0000000000"}).to_string();
+    match js.publish("fleet.record", forged.into()).await {
+        Ok(ack) => refused.push(("queue a recording", ack.await.is_err())),
+        Err(_) => refused.push(("queue a recording", true)),
+    }
+    refused.push(("delete the record stream", js.delete_stream("FLEET_RECORD").await.is_err()));
+    refused.push(("create a stream", js.create_stream(async_nats::jetstream::stream::Config { name: "EVIL".into(), subjects: vec!["evil.>".into()], ..Default::default() }).await.is_err()));
+    let nodes = js.get_key_value("fleet-nodes").await.expect("a recorder may open the node registry");
+    refused.push(("write another node's key", nodes.put("tx-a", "{}".into()).await.is_err()));
+    refused.push(("pull the transcoders' queue", {
+        let stream = js.get_stream("FLEET_TRANSCODE").await.unwrap();
+        let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("transcoders").await.unwrap();
+        consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await.is_err()
+            || tokio::time::timeout(Duration::from_secs(3), async {
+                use futures::StreamExt;
+                let mut batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await.unwrap();
+                batch.next().await.is_none_or(|m| m.is_err())
+            })
+            .await
+            .unwrap_or(true)
+    }));
+    println!("refused: {refused:?}");
+    for (what, was_refused) in &refused {
+        assert!(was_refused, "the recorder's login could {what}");
+    }
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut messages = Vec::new();
+    while let Ok(message) = violations.try_recv() {
+        messages.push(message);
+    }
+    assert!(messages.iter().any(|m| m.contains("Permissions Violation") && m.contains("fleet.record")), "server errors: {messages:?}");
+
+    // Nothing reached the queue, and the registry entry of tx-a is still its own.
+    let admin = async_nats::jetstream::new(async_nats::ConnectOptions::with_user_and_password(
+        "controller".into(),
+        std::fs::read_to_string(setup.dir.path().join("nats-users/controller.password")).unwrap(),
+    )
+    .connect(setup.nats.url())
+    .await
+    .unwrap());
+    let mut record_stream = admin.get_stream("FLEET_RECORD").await.unwrap();
+    let info = record_stream.info().await.unwrap();
+    println!("record stream after the attempts: {} messages, last seq {}", info.state.messages, info.state.last_sequence);
+    assert_eq!(info.state.last_sequence, 1, "only the controller's one job was ever queued");
+    let entry = admin.get_key_value("fleet-nodes").await.unwrap().get("tx-a").await.unwrap();
+    assert!(entry.is_some_and(|v| v.as_ref() != b"{}"), "tx-a's registry entry was overwritten");
+}

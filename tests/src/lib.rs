@@ -40,12 +40,24 @@ pub struct Nats {
     store: PathBuf,
     proc: Option<Proc>,
     logs: PathBuf,
+    /// A configuration file (users and permissions), when the server has one.
+    config: Option<PathBuf>,
 }
 
 impl Nats {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with_config(dir, None)
+    }
+
+    /// `config`: extra nats-server configuration, e.g. `include "users.conf"` (paths relative to `dir`).
+    pub fn start_with_config(dir: &Path, config: Option<&str>) -> Self {
         let port = free_port();
-        let mut nats = Self { port, store: dir.join("jetstream"), proc: None, logs: dir.to_path_buf() };
+        let config = config.map(|text| {
+            let path = dir.join("nats-server.conf");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let mut nats = Self { port, store: dir.join("jetstream"), proc: None, logs: dir.to_path_buf(), config };
         nats.restart();
         nats
     }
@@ -57,13 +69,13 @@ impl Nats {
     /// Starts (again) on the same port and store.
     pub fn restart(&mut self) {
         self.proc = None;
-        let proc = Proc::spawn(
-            "nats-server",
-            Path::new("nats-server"),
-            &["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd", &self.store.to_string_lossy()],
-            &[],
-            &self.logs,
-        );
+        let (port, store) = (self.port.to_string(), self.store.to_string_lossy().to_string());
+        let mut args = vec!["-js", "-a", "127.0.0.1", "-p", &port, "-sd", &store];
+        let config = self.config.as_ref().map(|c| c.to_string_lossy().to_string());
+        if let Some(config) = &config {
+            args.extend(["-c", config]);
+        }
+        let proc = Proc::spawn("nats-server", Path::new("nats-server"), &args, &[], &self.logs);
         wait_for_port(self.port, Duration::from_secs(10));
         self.proc = Some(proc);
     }
@@ -155,6 +167,9 @@ pub struct Fleet {
     pub transcoder_extra: String,
     /// Appended to the controller's config (front doors, `[storage]`).
     pub controller_extra: String,
+    /// Where `controller nats-users` wrote the passwords, when NATS requires each process's own login
+    /// (the controller logs in as `controller`, nodes by node id).
+    pub nats_logins: Option<PathBuf>,
 }
 
 impl Fleet {
@@ -166,12 +181,18 @@ impl Fleet {
             recorder_extra: String::new(),
             transcoder_extra: String::new(),
             controller_extra: String::new(),
+            nats_logins: None,
         }
     }
 
-    fn write_config(&self, name: &str, body: &str) -> PathBuf {
+    /// `login`: the process's NATS user when the fleet has logins.
+    fn write_config(&self, name: &str, login: &str, body: &str) -> PathBuf {
         let path = self.dir.join(format!("{name}.toml"));
-        let common = format!("[nats]\nurl = \"{}\"\n[log]\nlevel = \"info\"\n", self.nats_url);
+        let credentials = match &self.nats_logins {
+            Some(dir) => format!("user = \"{login}\"\npassword_file = \"{}\"\n", dir.join(format!("{login}.password")).display()),
+            None => String::new(),
+        };
+        let common = format!("[nats]\nurl = \"{}\"\n{credentials}[log]\nlevel = \"info\"\n", self.nats_url);
         std::fs::write(&path, format!("{common}{body}")).unwrap();
         path
     }
@@ -183,6 +204,7 @@ impl Fleet {
             hex::encode(sha2::Sha256::digest(API_KEY.as_bytes()))
         };
         let config = self.write_config(
+            "controller",
             "controller",
             &format!(
                 "[controller]\nlisten = \"127.0.0.1:{port}\"\n[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n{}",
@@ -200,6 +222,7 @@ impl Fleet {
         let scratch = self.dir.join(format!("scratch-{node_id}"));
         let config = self.write_config(
             &format!("recorder-{node_id}"),
+            node_id,
             &format!(
                 "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}{}",
                 self.storage.toml(),
@@ -222,6 +245,7 @@ impl Fleet {
         let scratch = self.dir.join(format!("scratch-{node_id}"));
         let config = self.write_config(
             &format!("transcoder-{node_id}"),
+            node_id,
             &format!("{}[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}", self.storage.toml(), scratch.display(), self.transcoder_extra),
         );
         Proc::spawn(node_id, &bin_path("transcoder"), &["--config", &config.to_string_lossy(), "--node-id", node_id], &[], &self.dir)
@@ -249,13 +273,39 @@ impl Setup {
 
     /// With `FLEET_KEEP_TEST_DIRS` set, the test's folder (storage, logs, outputs) outlives it, for a
     /// failure to be looked into.
-    pub fn with_storage(mut dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
+    pub fn with_storage(dir: tempfile::TempDir, storage: StorageSetup, root: std::path::PathBuf) -> Self {
+        let nats = Nats::start(dir.path());
+        let fleet = Fleet::new(dir.path(), &nats, storage);
+        Self::assemble(dir, nats, fleet, root)
+    }
+
+    /// Local storage and a NATS server that requires logins: `controller nats-users` makes one user per
+    /// process (the controller, and nodes by id and role), and each process logs in as its own.
+    pub fn local_with_nats_logins(recorders: &[&str], transcoders: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let logins = dir.path().join("nats-users");
+        let mut command = std::process::Command::new(bin_path("controller"));
+        command.arg("nats-users").arg("--out").arg(&logins);
+        for id in recorders {
+            command.args(["--recorder", id]);
+        }
+        for id in transcoders {
+            command.args(["--transcoder", id]);
+        }
+        let status = command.status().unwrap();
+        assert!(status.success(), "controller nats-users failed");
+        let nats = Nats::start_with_config(dir.path(), Some("include \"nats-users/fleet-users.conf\"\n"));
+        let root = dir.path().join("storage");
+        let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+        fleet.nats_logins = Some(logins);
+        Self::assemble(dir, nats, fleet, root)
+    }
+
+    fn assemble(mut dir: tempfile::TempDir, nats: Nats, fleet: Fleet, root: PathBuf) -> Self {
         if std::env::var_os("FLEET_KEEP_TEST_DIRS").is_some() {
             dir.disable_cleanup(true);
             eprintln!("keeping the test folder {}", dir.path().display());
         }
-        let nats = Nats::start(dir.path());
-        let fleet = Fleet::new(dir.path(), &nats, storage);
         let port = free_port();
         let controller = Some(fleet.controller(port));
         Self { controller, nats, fleet, api: Api::new(port), root, port, dir }
