@@ -27,6 +27,12 @@ pub struct NodeInfo {
     pub encoders: Vec<String>,
     #[serde(default)]
     pub draining: bool,
+    /// Bytes waiting in the recorder's spool for their upload (recorders).
+    #[serde(default)]
+    pub spool_bytes: u64,
+    /// Why the node takes no new job, when it does not (e.g. its spool is full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
     pub started_at_ms: u64,
     pub updated_at_ms: u64,
 }

@@ -12,6 +12,9 @@ use tokio::sync::watch;
 /// Tells whether more urgent work (live recordings) runs on this node.
 pub type UrgentWork = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Why this node should take no new job right now (e.g. its spool is over its limit), if it should not.
+pub type Hold = std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Capacity {
     pub slots: u32,
@@ -20,6 +23,7 @@ pub struct Capacity {
     /// ...and, when set, only while this says urgent work runs here: a transcoder in mode `both` yields
     /// to live recordings, not to unrelated load that would otherwise starve it for good.
     pub cpu_limit_only_while: Option<UrgentWork>,
+    pub hold: Option<Hold>,
 }
 
 impl Capacity {
@@ -39,11 +43,20 @@ where
     let mut cpu_load = cpu.sample();
     let mut jobs = tokio::task::JoinSet::new();
     let mut turn = 0usize;
+    let mut held: Option<String> = None;
     // With several queues each is asked briefly, so no queue waits a whole second behind another.
     let expires = Duration::from_millis(1000 / consumers.len().max(1) as u64);
     while !*shutdown.borrow() {
         while jobs.try_join_next().is_some() {}
-        if jobs.len() as u32 >= capacity.slots || !capacity.cpu_allows(cpu_load) {
+        let hold = capacity.hold.as_ref().and_then(|hold| hold());
+        if hold != held {
+            match &hold {
+                Some(reason) => tracing::warn!(reason = %reason, "taking no new jobs"),
+                None => tracing::info!("taking jobs again"),
+            }
+            held = hold;
+        }
+        if jobs.len() as u32 >= capacity.slots || !capacity.cpu_allows(cpu_load) || held.is_some() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 _ = shutdown.changed() => {}
@@ -88,13 +101,13 @@ mod tests {
     fn cpu_limit_applies_only_while_urgent_work_runs() {
         let recording = Arc::new(AtomicBool::new(false));
         let flag = recording.clone();
-        let capacity = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: Some(Arc::new(move || flag.load(Ordering::SeqCst))) };
+        let capacity = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: Some(Arc::new(move || flag.load(Ordering::SeqCst))), hold: None };
         assert!(capacity.cpu_allows(0.5));
         assert!(capacity.cpu_allows(0.99), "unrelated load must not starve the worker");
         recording.store(true, Ordering::SeqCst);
         assert!(!capacity.cpu_allows(0.99), "yield to live recordings");
         assert!(capacity.cpu_allows(0.5));
-        let plain = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: None };
+        let plain = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: None, hold: None };
         assert!(!plain.cpu_allows(0.99));
     }
 }

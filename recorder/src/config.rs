@@ -16,6 +16,9 @@ pub struct RecorderConfig {
     pub finish_timeout_s: u64,
     /// Give up on an upload after retrying for this long (the segment stays in the spool).
     pub upload_retry_limit_s: u64,
+    /// Take no new recording while the spool holds more than this many MiB awaiting upload (the object
+    /// store is down or slow); running recordings go on. 0: no limit.
+    pub max_spool_mb: f64,
     pub test_source: TestSourceConfig,
     pub livekit: LivekitConfig,
 }
@@ -29,6 +32,7 @@ impl Default for RecorderConfig {
             segment_seconds: 4,
             finish_timeout_s: 20,
             upload_retry_limit_s: 600,
+            max_spool_mb: 10_240.0,
             test_source: TestSourceConfig::default(),
             livekit: LivekitConfig::default(),
         }

@@ -12,6 +12,7 @@ use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
 use async_nats::jetstream;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,6 +25,8 @@ pub struct Recorder {
     mode: String,
     /// Jobs recording here, each with its newest delivery (keep-alives and the final ack go to it).
     running: Mutex<BTreeMap<String, watch::Sender<jetstream::Message>>>,
+    /// Bytes in the spool, measured with each heartbeat.
+    spool_bytes: AtomicU64,
     started_at_ms: u64,
 }
 
@@ -31,7 +34,7 @@ impl Recorder {
     pub fn new(bus: Bus, storage: Storage, config: RecorderConfig, node_id: String, mode: String) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
         fleet_pipelines::init()?;
         std::fs::create_dir_all(&config.spool_dir)?;
-        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeMap::new()), started_at_ms: now_ms() }))
+        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeMap::new()), spool_bytes: AtomicU64::new(0), started_at_ms: now_ms() }))
     }
 
     /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
@@ -48,7 +51,13 @@ impl Recorder {
                 tracing::info!(node_id = %recovering.node_id, segments = recovered, "spool recovery finished");
             }
         });
-        let capacity = Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load, cpu_limit_only_while: None };
+        let spool_full = self.clone();
+        let capacity = Capacity {
+            slots: self.config.slots,
+            max_cpu_load: self.config.max_cpu_load,
+            cpu_limit_only_while: None,
+            hold: Some(Arc::new(move || spool_full.spool_over_limit())),
+        };
         let worker = self.clone();
         let stop = shutdown.clone();
         queue::serve(&[&self.bus.record_consumer], capacity, shutdown, move |message| {
@@ -62,6 +71,9 @@ impl Recorder {
     async fn heartbeat_loop(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let sampler = CpuSampler::default();
         loop {
+            let spool = self.config.spool_dir.clone();
+            let spool_bytes = tokio::task::spawn_blocking(move || tree_size(&spool)).await.unwrap_or(0);
+            self.spool_bytes.store(spool_bytes, Ordering::Relaxed);
             let info = NodeInfo {
                 id: self.node_id.clone(),
                 role: NodeRole::Recorder,
@@ -73,6 +85,8 @@ impl Recorder {
                 cores: cores(),
                 encoders: Vec::new(),
                 draining: *shutdown.borrow(),
+                spool_bytes,
+                holding: self.spool_over_limit(),
                 started_at_ms: self.started_at_ms,
                 updated_at_ms: now_ms(),
             };
@@ -81,6 +95,15 @@ impl Recorder {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+
+    /// Why no new recording should start here: the spool holds more than its limit.
+    fn spool_over_limit(&self) -> Option<String> {
+        let limit = self.config.max_spool_mb * (1u64 << 20) as f64;
+        let spooled = self.spool_bytes.load(Ordering::Relaxed) as f64;
+        (limit > 0.0 && spooled > limit).then(|| {
+            format!("spool holds {:.2} MiB awaiting upload (limit {} MiB)", spooled / (1u64 << 20) as f64, self.config.max_spool_mb)
+        })
     }
 
     /// True while this node records at least one room.
@@ -105,4 +128,17 @@ impl Recorder {
     pub(crate) fn release(&self, job_id: &SafeId) {
         self.running.lock().unwrap().remove(job_id.as_str());
     }
+}
+
+/// Bytes in the files under `dir` (0 for what cannot be read).
+fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }

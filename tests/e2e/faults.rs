@@ -251,3 +251,68 @@ async fn missing_and_damaged_segments_are_reported_not_hidden() {
     let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!((duration - span).abs() < 0.3, "the hole does not shorten the recording: MP4 {duration} s vs captured {span} s");
 }
+
+/// The object store is down for a while: the recording goes on, its segments wait in the spool and are
+/// uploaded when the store returns; meanwhile the recorder, its spool over `max_spool_mb`, takes no new
+/// recording. Nothing recorded is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn object_store_outage_spools_holds_new_jobs_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s3 = fleet_tests::S3::start(dir.path());
+    let mut setup = Setup::with_storage(dir, fleet_tests::StorageSetup::S3 { endpoint: s3.endpoint() }, Default::default());
+    setup.fleet.recorder_settings = "max_spool_mb = 0.25\n".into();
+    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 2);
+    let _transcoder = setup.fleet.transcoder("tx");
+    let api = &setup.api;
+    let room = r#"{"room":"r","source":{"type":"test","participants":2}}"#;
+    let first = api.start(room).await;
+    api.wait_for_state(&first, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    s3.kill();
+    let down_at = Instant::now();
+    let deadline = down_at + Duration::from_secs(60);
+    let holding = loop {
+        let nodes = api.send("GET", "/v1/nodes", Some(fleet_tests::API_KEY), None).await.body;
+        let node = nodes["nodes"].as_array().and_then(|n| n.iter().find(|n| n["id"] == "rec-a").cloned()).unwrap_or_default();
+        if let Some(reason) = node["holding"].as_str() {
+            break reason.to_string();
+        }
+        assert!(Instant::now() < deadline, "the spool never passed its limit: {node}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("{:.1} s into the outage the recorder holds: {holding}", down_at.elapsed().as_secs_f64());
+    let second = api.start(room).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(api.get(&second).await["state"], "queued", "a recorder with a full spool took a new recording");
+
+    s3.restart();
+    let outage_s = down_at.elapsed().as_secs_f64();
+    let taken = api.wait_for_state(&second, &["recording"], Duration::from_secs(60)).await;
+    eprintln!("outage {outage_s:.1} s; the held job was taken {:.1} s after the store returned", down_at.elapsed().as_secs_f64() - outage_s);
+    assert_eq!(taken["sessions"][0]["node"], "rec-a");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(api.stop(&first).await.status, 202);
+    assert_eq!(api.stop(&second).await.status, 202);
+    let record = api.wait_for_state(&first, &["complete"], Duration::from_secs(120)).await;
+    api.wait_for_state(&second, &["complete"], Duration::from_secs(120)).await;
+
+    // One session, every second of it in the MP4: the outage cost no media.
+    assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "{record}");
+    let session = &record["sessions"][0];
+    let span = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    let mp4 = s3.get(&format!("recordings/{first}/{first}.mp4")).await;
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - span).abs() < 0.5, "MP4 {duration} s, session {span} s");
+    assert!(span > outage_s, "the recording ({span} s) spans the outage ({outage_s:.1} s)");
+    assert_eq!(fleet_tests::media::decode_errors(&path), "");
+    let seconds = duration.floor() as usize;
+    let flashes = flash_seconds(&path, "640:360:0:180", seconds);
+    let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
+    eprintln!("seconds without a flash: {lost:?} of {seconds}");
+    assert!(lost.is_empty(), "media lost: seconds {lost:?}");
+    let spool = setup.dir.path().join("spool-rec-a");
+    assert!(walk(&spool).is_empty(), "the spool is empty once everything is uploaded: {:?}", walk(&spool));
+}

@@ -88,14 +88,27 @@ impl Nats {
 /// The s3s-fs S3 server (SigV4-checking) with one bucket.
 pub struct S3 {
     pub port: u16,
-    _proc: Proc,
+    dir: PathBuf,
+    proc: Option<Proc>,
 }
 
 impl S3 {
     pub fn start(dir: &Path) -> Self {
+        let mut s3 = Self { port: free_port(), dir: dir.to_path_buf(), proc: None };
+        s3.restart();
+        s3
+    }
+
+    /// An outage: the server is killed; `restart` brings it back on the same port and files.
+    pub fn kill(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn restart(&mut self) {
+        self.proc = None;
+        let (dir, port) = (&self.dir, self.port);
         let root = dir.join("s3-root");
         std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
-        let port = free_port();
         let proc = Proc::spawn(
             "s3s-fs",
             Path::new("s3s-fs"),
@@ -114,7 +127,7 @@ impl S3 {
             dir,
         );
         wait_for_port(port, Duration::from_secs(10));
-        Self { port, _proc: proc }
+        self.proc = Some(proc);
     }
 
     pub fn endpoint(&self) -> String {
@@ -163,6 +176,8 @@ pub struct Fleet {
     pub storage: StorageSetup,
     /// Appended to every recorder's config (e.g. `[recorder.livekit]` for a devroom).
     pub recorder_extra: String,
+    /// Added to every recorder's `[recorder]` section (e.g. `max_spool_mb = 1`).
+    pub recorder_settings: String,
     /// Appended to every `[transcoder]` section (transcoder nodes and recorders in mode both).
     pub transcoder_extra: String,
     /// Appended to the controller's config (front doors, `[storage]`).
@@ -179,6 +194,7 @@ impl Fleet {
             nats_url: nats.url(),
             storage,
             recorder_extra: String::new(),
+            recorder_settings: String::new(),
             transcoder_extra: String::new(),
             controller_extra: String::new(),
             nats_logins: None,
@@ -224,9 +240,10 @@ impl Fleet {
             &format!("recorder-{node_id}"),
             node_id,
             &format!(
-                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}{}",
+                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n{}[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}{}",
                 self.storage.toml(),
                 spool.display(),
+                self.recorder_settings,
                 scratch.display(),
                 self.transcoder_extra,
                 self.recorder_extra

@@ -114,6 +114,8 @@ impl Transcoder {
             cores: cores(),
             encoders: self.encoders.clone(),
             draining,
+            spool_bytes: 0,
+            holding: None,
             started_at_ms: self.started_at_ms,
             updated_at_ms: now_ms(),
         }
@@ -126,6 +128,7 @@ impl Transcoder {
             slots: self.config.slots,
             max_cpu_load: self.config.max_cpu_load,
             cpu_limit_only_while: self.yield_to.clone(),
+            hold: None,
         };
         let worker = self.clone();
         queue::serve(&self.queues(), capacity, shutdown, move |message| {

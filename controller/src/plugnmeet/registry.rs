@@ -116,6 +116,8 @@ mod tests {
             cores,
             encoders: vec![],
             draining: false,
+            spool_bytes: 0,
+            holding: None,
             started_at_ms: 0,
             updated_at_ms: 0,
         }
