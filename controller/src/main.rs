@@ -6,7 +6,7 @@ use fleet_controller::api::{AppState, router};
 use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
 use fleet_controller::{ControllerConfig, webhooks};
-use fleet_protocol::bus::{Bus, QueueSettings};
+use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
 use fleet_controller::{egress, plugnmeet};
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
     fleet_protocol::logging::init(&config.log);
     let keys = ApiKeys::from_config(&config.controller.auth)?;
-    let bus = Bus::connect(&config.nats, &config.queues, "controller").await.context("connecting to NATS")?;
+    let bus = Bus::connect(&config.nats, &config.queues, "controller", Topology::Own).await.context("connecting to NATS")?;
     let metrics = Arc::new(Metrics::default());
     webhooks::prepare(&bus, &config.controller.webhooks).await.map_err(|e| anyhow::anyhow!("creating the webhook consumer: {e}"))?;
     tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));

@@ -59,6 +59,15 @@ impl Default for QueueSettings {
     }
 }
 
+/// What a process does with the streams, consumers and buckets it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Create what is missing and bring consumers to this process's queue settings (the controller).
+    Own,
+    /// Use what exists; create only what is missing (and wait for it where this login may not).
+    Use,
+}
+
 /// A connected process's view of the fleet's NATS resources.
 #[derive(Clone)]
 pub struct Bus {
@@ -78,7 +87,7 @@ pub struct Bus {
 
 impl Bus {
     /// Connects (retrying until the server answers) and makes sure every stream, consumer and bucket exists.
-    pub async fn connect(config: &NatsConfig, queues: &QueueSettings, client_name: &str) -> Result<Self, BusError> {
+    pub async fn connect(config: &NatsConfig, queues: &QueueSettings, client_name: &str, topology: Topology) -> Result<Self, BusError> {
         let mut options = async_nats::ConnectOptions::new()
             .name(client_name)
             .retry_on_initial_connect()
@@ -119,7 +128,7 @@ impl Bus {
 
         let mut attempt = 0u32;
         let (jobs_kv, nodes, record_consumer, [transcode_consumer, transcode_gpu_consumer, transcode_files_consumer]) = loop {
-            match ensure_topology(&js, &names, queues).await {
+            match ensure_topology(&js, &names, queues, topology).await {
                 Ok(parts) => break parts,
                 Err(err) if attempt < 60 => {
                     attempt += 1;
@@ -200,6 +209,7 @@ async fn ensure_topology(
     js: &jetstream::Context,
     names: &FleetNames,
     queues: &QueueSettings,
+    topology: Topology,
 ) -> Result<(kv::Store, kv::Store, consumer::PullConsumer, [consumer::PullConsumer; 3]), BusError> {
     let work_queue = |name: &str, subject: &str| stream::Config {
         name: name.to_string(),
@@ -240,13 +250,13 @@ async fn ensure_topology(
         max_ack_pending: 10_000,
         ..Default::default()
     };
-    let record_consumer = record
-        .get_or_create_consumer(
-            &names.recorder_consumer,
-            pull(&names.recorder_consumer, queues.record_ack_wait_s, queues.record_max_deliver),
-        )
-        .await
-        .map_err(nats_err)?;
+    let record_config = pull(&names.recorder_consumer, queues.record_ack_wait_s, queues.record_max_deliver);
+    let record_consumer = match topology {
+        // `create_consumer` creates or updates: AckWait and MaxDeliver follow the owner's settings.
+        Topology::Own => record.create_consumer(record_config).await,
+        Topology::Use => record.get_or_create_consumer(&names.recorder_consumer, record_config).await,
+    }
+    .map_err(nats_err)?;
     // Three queues on one work-queue stream, told apart by subject. `create_consumer` creates or updates,
     // so a `transcoders` consumer made before the filters existed gets its filter.
     let mut transcode_consumers = Vec::new();
@@ -255,11 +265,13 @@ async fn ensure_topology(
         (&names.transcoder_gpu_consumer, &names.transcode_gpu_subject),
         (&names.transcoder_files_consumer, &names.transcode_files_subject),
     ] {
-        // Looked up first: a node's credentials may read the topology but not change it.
-        if let Ok(mut existing) = transcode.get_consumer::<consumer::pull::Config>(name).await {
-            if existing.info().await.is_ok_and(|info| info.config.filter_subject == *subject) {
-                transcode_consumers.push(existing);
-                continue;
+        // A node looks it up first: its login may read the topology but not change it.
+        if topology == Topology::Use {
+            if let Ok(mut existing) = transcode.get_consumer::<consumer::pull::Config>(name).await {
+                if existing.info().await.is_ok_and(|info| info.config.filter_subject == *subject) {
+                    transcode_consumers.push(existing);
+                    continue;
+                }
             }
         }
         let config = consumer::pull::Config {

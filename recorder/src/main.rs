@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use fleet_protocol::bus::{Bus, QueueSettings};
+use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
 use fleet_protocol::process::{host_name, shutdown_signal};
 use fleet_protocol::storage::Storage;
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     fleet_protocol::logging::init(&config.log);
     let node_id = args.node_id.or(config.node_id).unwrap_or_else(host_name);
     fleet_protocol::SafeId::parse(node_id.as_str()).context("node id")?;
-    let bus = Bus::connect(&config.nats, &config.queues, &node_id).await.context("connecting to NATS")?;
+    let bus = Bus::connect(&config.nats, &config.queues, &node_id, Topology::Use).await.context("connecting to NATS")?;
     let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

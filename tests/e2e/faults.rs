@@ -316,3 +316,62 @@ async fn object_store_outage_spools_holds_new_jobs_and_loses_nothing() {
     let spool = setup.dir.path().join("spool-rec-a");
     assert!(walk(&spool).is_empty(), "the spool is empty once everything is uploaded: {:?}", walk(&spool));
 }
+
+/// A transcoder killed mid-transcode: the job is delivered again after AckWait and completes on another
+/// transcoder, with exactly one MP4 and one manifest in storage and one webhook per state.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_transcoder_is_replaced_with_one_output_and_one_webhook_per_state() {
+    let mut setup = Setup::local();
+    // A short AckWait, so the test need not wait the default 30 s (the restarted controller updates it).
+    setup.controller = None;
+    setup.fleet.controller_extra = "[queues]\ntranscode_ack_wait_s = 4\n".into();
+    setup.controller = Some(setup.fleet.controller(setup.port));
+    let hooks = fleet_tests::webhook::Receiver::start(fleet_tests::WEBHOOK_SECRET).await;
+    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let transcoder_a = setup.fleet.transcoder("tx-a");
+    let api = &setup.api;
+    let id = api.start(&format!(r#"{{"room":"r","source":{{"type":"test","participants":2}},"webhook_url":"{}"}}"#, hooks.url())).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    wait_for(api, &id, Duration::from_secs(60), |r| r["state"] == "transcoding" && r["progress"]["node"] == "tx-a").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let record = api.get(&id).await;
+    assert_eq!(record["state"], "transcoding", "tx-a finished before it could be killed: {record}");
+    drop(transcoder_a); // SIGKILL mid-transcode
+    let killed_at = Instant::now();
+    let _transcoder_b = setup.fleet.transcoder("tx-b");
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(record["state"], "complete", "{record}");
+    eprintln!("completed on another transcoder {:.1} s after the kill; attempts {}", killed_at.elapsed().as_secs_f64(), record["transcode_attempts"]);
+    assert_eq!(record["transcode_attempts"], 2, "{record}");
+
+    // Exactly one recording and one manifest next to the raw media, no temporary leftovers.
+    let job_dir = setup.root.join(format!("recordings/{id}"));
+    let mut outputs: Vec<String> = walk(&job_dir)
+        .into_iter()
+        .filter(|p| !p.starts_with(job_dir.join("raw")))
+        .map(|p| p.strip_prefix(&job_dir).unwrap().to_string_lossy().to_string())
+        .collect();
+    outputs.sort();
+    assert_eq!(outputs, ["manifest.json".to_string(), format!("{id}.mp4")]);
+    let (mp4, manifest) = setup.read_output(&record);
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    assert_eq!(fleet_tests::media::decode_errors(&path), "");
+    assert_eq!(manifest["output"]["size_bytes"].as_u64(), Some(mp4.len() as u64));
+
+    // One webhook per state, in order, though two transcoders worked on the job.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let states: Vec<String> = hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
+        if states.last().is_some_and(|s| s == "complete") {
+            tokio::time::sleep(Duration::from_secs(1)).await; // a late duplicate would show by now
+            let states: Vec<String> = hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
+            assert_eq!(states, ["queued", "starting", "recording", "finalizing", "transcoding", "complete"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "webhooks so far: {states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

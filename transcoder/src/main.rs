@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use fleet_protocol::bus::{Bus, QueueSettings};
+use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
 use fleet_protocol::storage::Storage;
 use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
     fleet_protocol::logging::init(&config.log);
     let node_id = args.node_id.or(config.node_id).unwrap_or_else(|| format!("{}-transcoder", fleet_protocol::process::host_name()));
-    let bus = Bus::connect(&config.nats, &config.queues, &node_id).await.context("connecting to NATS")?;
+    let bus = Bus::connect(&config.nats, &config.queues, &node_id, Topology::Use).await.context("connecting to NATS")?;
     let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
     let identity = WorkerIdentity { node_id, mode: "transcoder-only".into() };
     let transcoder = Transcoder::new(bus, storage, config.transcoder, identity, None).await?;
