@@ -78,6 +78,13 @@ where
         };
         while let Some(message) = batch.next().await {
             match message {
+                // A hold that began while the fetch waited: the job goes back for another node.
+                Ok(message) if capacity.hold.as_ref().and_then(|hold| hold()).is_some() => {
+                    tracing::info!(subject = %message.subject, "holding: job handed back to the queue");
+                    if let Err(err) = message.ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1)))).await {
+                        tracing::warn!(%err, "could not hand the job back; it returns after AckWait");
+                    }
+                }
                 Ok(message) => {
                     jobs.spawn(handle(message));
                 }
