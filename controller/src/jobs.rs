@@ -14,7 +14,7 @@ pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_p
     let mut record = JobRecord::new(SafeId::random(id_prefix), request, now_ms());
     record.origin = origin;
     bus.jobs.create(&record).await?;
-    let message = RecordJob { job_id: record.id.clone() };
+    let message = RecordJob { job_id: record.id.clone(), handover_from: None };
     if let Err(err) = bus.enqueue(&bus.names.record_subject, record.id.as_str(), &message).await {
         let reason = format!("could not queue the recording: {err}");
         let _ = bus

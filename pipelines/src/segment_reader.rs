@@ -17,6 +17,9 @@ pub struct SegmentFile {
     pub path: PathBuf,
     /// Added to every timestamp of this segment (the session's place on the recording's timeline).
     pub offset_ns: u64,
+    /// Frames at or after this (recording time, offset applied) are dropped: a later capture session
+    /// that overlapped this one (a hand-over) has the track from here on.
+    pub until_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,7 +40,7 @@ pub fn session_tracks(dir: &Path) -> std::io::Result<Vec<TrackInput>> {
     let mut tracks = Vec::new();
     for participant in sorted(dir)?.into_iter().filter(|p| p.is_dir()) {
         for track in sorted(&participant)?.into_iter().filter(|t| t.is_dir()) {
-            let segments = sorted(&track)?.into_iter().map(|path| SegmentFile { path, offset_ns: 0 }).collect();
+            let segments = sorted(&track)?.into_iter().map(|path| SegmentFile { path, offset_ns: 0, until_ns: None }).collect();
             let name = format!(
                 "{}/{}",
                 participant.file_name().unwrap_or_default().to_string_lossy(),
@@ -195,6 +198,10 @@ pub fn spawn_feeder(
                 let Some(pts) = frame.0.pts() else { continue };
                 if pts.nseconds() >= range.end {
                     break 'segments;
+                }
+                if segment.until_ns.is_some_and(|until| pts.nseconds() >= until) {
+                    frames += 1;
+                    break;
                 }
                 frames += 1;
                 if pts.nseconds() < range.start {

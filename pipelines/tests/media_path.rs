@@ -45,7 +45,7 @@ fn capture(dir: &std::path::Path, participants: u8, millis: u64, offset_ns: u64)
             files.sort();
             TrackInput {
                 name: format!("{}/{}", track.participant, track.track),
-                segments: files.into_iter().map(|path| SegmentFile { path, offset_ns }).collect(),
+                segments: files.into_iter().map(|path| SegmentFile { path, offset_ns, until_ns: None }).collect(),
             }
         })
         .collect();

@@ -219,7 +219,16 @@ async fn ensure_topology(
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     };
-    let record = js.get_or_create_stream(work_queue(&names.record_stream, &names.record_subject)).await.map_err(nats_err)?;
+    let record_subjects = vec![names.record_subject.clone(), names.record_handover_subject.clone()];
+    let mut record = js
+        .get_or_create_stream(stream::Config { subjects: record_subjects.clone(), ..work_queue(&names.record_stream, &names.record_subject) })
+        .await
+        .map_err(nats_err)?;
+    // A stream made before hand-overs existed gets their subject.
+    let current = record.info().await.map_err(nats_err)?.config.clone();
+    if record_subjects.iter().any(|s| !current.subjects.contains(s)) {
+        js.update_stream(stream::Config { subjects: record_subjects, ..current }).await.map_err(nats_err)?;
+    }
     let transcode_subjects = vec![names.transcode_subject.clone(), names.transcode_gpu_subject.clone(), names.transcode_files_subject.clone()];
     let mut transcode = js
         .get_or_create_stream(stream::Config { subjects: transcode_subjects.clone(), ..work_queue(&names.transcode_stream, &names.transcode_subject) })

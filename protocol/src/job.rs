@@ -297,6 +297,8 @@ pub enum EndReason {
     RoomClosed,
     RoomEmpty,
     Error,
+    /// A draining recorder's session, ended once its successor was writing media.
+    Handover,
 }
 
 /// One continuous capture by one recorder. A job that fails over gets a second session.
@@ -311,6 +313,9 @@ pub struct CaptureSession {
     pub segments: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
+    /// Media is being written (the first segment opened).
+    #[serde(default)]
+    pub writing: bool,
 }
 
 /// The finished recording as measured from the file.
@@ -440,6 +445,10 @@ pub struct FileJob {
 #[serde(deny_unknown_fields)]
 pub struct RecordJob {
     pub job_id: SafeId,
+    /// Set when a draining recorder asks for its capture session to be taken over: the taker joins
+    /// while that session still records, which ends once the taker writes media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_from: Option<SafeId>,
 }
 
 /// Message on the transcode queue: "turn this job's raw segments into the final recording".

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 pub struct FleetNames {
     pub record_stream: String,
     pub record_subject: String,
+    /// Hand-over requests of draining recorders, on the record stream (recorders may publish these,
+    /// never new jobs).
+    pub record_handover_subject: String,
     pub recorder_consumer: String,
     pub transcode_stream: String,
     pub transcode_subject: String,
@@ -29,6 +32,7 @@ impl Default for FleetNames {
         Self {
             record_stream: "FLEET_RECORD".into(),
             record_subject: "fleet.record".into(),
+            record_handover_subject: "fleet.record.handover".into(),
             recorder_consumer: "recorders".into(),
             transcode_stream: "FLEET_TRANSCODE".into(),
             transcode_subject: "fleet.transcode".into(),

@@ -83,6 +83,8 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
     publish.push(format!("$JS.API.CONSUMER.INFO.{}.*", names.transcode_stream));
     if role.records() {
         queue_consumer(&names.record_stream, &names.recorder_consumer, &mut publish);
+        // A draining recorder asks another to take its recording over (an existing job only).
+        publish.push(names.record_handover_subject.clone());
     }
     if role.transcodes() {
         for consumer in [&names.transcoder_consumer, &names.transcoder_gpu_consumer, &names.transcoder_files_consumer] {

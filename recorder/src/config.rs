@@ -19,6 +19,10 @@ pub struct RecorderConfig {
     /// Take no new recording while the spool holds more than this many MiB awaiting upload (the object
     /// store is down or slow); running recordings go on. 0: no limit.
     pub max_spool_mb: f64,
+    /// In a hand-over, the draining session records on this long after its successor began writing
+    /// (the successor's tracks may start one by one); the transcode cuts each track where the
+    /// successor has it.
+    pub handover_overlap_s: u64,
     pub test_source: TestSourceConfig,
     pub livekit: LivekitConfig,
 }
@@ -33,6 +37,7 @@ impl Default for RecorderConfig {
             finish_timeout_s: 20,
             upload_retry_limit_s: 600,
             max_spool_mb: 10_240.0,
+            handover_overlap_s: 2,
             test_source: TestSourceConfig::default(),
             livekit: LivekitConfig::default(),
         }

@@ -46,7 +46,10 @@ pub async fn handle_delivery(recorder: Arc<Recorder>, message: jetstream::Messag
             return;
         };
         let keepalive = tokio::spawn(keep_alive(delivery.clone()));
-        let outcome = record(&recorder, &job.job_id, shutdown).await;
+        if let Some(from) = &job.handover_from {
+            tracing::info!(from_session = %from, "taking a recording over from a draining recorder");
+        }
+        let outcome = record(&recorder, &job.job_id, job.handover_from.is_some(), shutdown).await;
         recorder.release(&job.job_id);
         keepalive.abort();
         let message = delivery.borrow().clone();
@@ -78,7 +81,8 @@ async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
     }
 }
 
-async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Receiver<bool>) -> Outcome {
+/// `handover_taker`: this delivery is a draining recorder's request to take its capture over.
+async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool, shutdown: watch::Receiver<bool>) -> Outcome {
     let node = recorder.node_id.as_str();
     let jobs = &recorder.bus.jobs;
     let record = match jobs.get(job_id).await {
@@ -91,6 +95,8 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Rece
     };
     match record.state {
         JobState::Queued | JobState::Starting | JobState::Recording => {}
+        // The draining recorder kept the job to its end: nothing to take over.
+        _ if handover_taker => return Outcome::Done,
         // Captured already (a crash after finalizing): make sure the transcode job exists.
         JobState::Finalizing => return enqueue_transcode(recorder, job_id).await,
         _ => return Outcome::Done,
@@ -114,6 +120,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Rece
                 ended_at_ms: None,
                 segments: 0,
                 end_reason: None,
+                writing: false,
             });
             session_id = Some(id);
             if r.state == JobState::Queued {
@@ -133,7 +140,21 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, shutdown: watch::Rece
 
     let already_recorded_ms = record.sessions.iter().filter_map(|s| Some(s.ended_at_ms? - s.started_at_ms)).sum::<u64>();
     let remaining = Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(already_recorded_ms));
-    capture(recorder, job_id, &session_id, &record.request, remaining, shutdown).await
+    capture(recorder, job_id, &session_id, &record.request, remaining, handover_taker, shutdown).await
+}
+
+/// Asks another recorder to take this session's recording over: a hand-over message on the record
+/// queue (de-duplicated per session), taken by any recorder with a free slot.
+async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId) -> Result<(), String> {
+    let message = RecordJob { job_id: job_id.clone(), handover_from: Some(session_id.clone()) };
+    let message_id = format!("handover-{job_id}-{session_id}");
+    recorder.bus.enqueue(&recorder.bus.names.record_handover_subject, &message_id, &message).await.map_err(|e| e.to_string())
+}
+
+/// True when a session that began after `session_id` is writing media: this one may end.
+fn successor_writing(record: &fleet_protocol::JobRecord, session_id: &SafeId) -> bool {
+    let Some(own) = record.sessions.iter().position(|s| &s.id == session_id) else { return false };
+    record.sessions[own + 1..].iter().any(|s| s.writing && s.ended_at_ms.is_none())
 }
 
 /// Runs the capture until it ends, uploading segments as they close.
@@ -143,6 +164,7 @@ async fn capture(
     session_id: &SafeId,
     request: &fleet_protocol::job::JobRequest,
     remaining: Duration,
+    handover_taker: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
     let node = recorder.node_id.as_str();
@@ -150,7 +172,7 @@ async fn capture(
     let spool = config.spool_dir.join(job_id.as_str()).join(session_id.as_str());
     let mut timeline = match Timeline::create(spool.join("timeline.jsonl")) {
         Ok(timeline) => timeline,
-        Err(err) => return fail(recorder, job_id, session_id, format!("spool directory {}: {err}", spool.display())).await,
+        Err(err) => return fail(recorder, job_id, session_id, handover_taker, format!("spool directory {}: {err}", spool.display())).await,
     };
     let segment_ns = config.segment_seconds as u64 * 1_000_000_000;
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -167,7 +189,7 @@ async fn capture(
             };
             match Capture::synthetic(room_config, events_tx).await {
                 Ok(capture) => capture,
-                Err(err) => return fail(recorder, job_id, session_id, format!("capture did not start: {err}")).await,
+                Err(err) => return fail(recorder, job_id, session_id, handover_taker, format!("capture did not start: {err}")).await,
             }
         }
         Source::Livekit => {
@@ -202,6 +224,12 @@ async fn capture(
     let mut segments = 0u32;
     let mut stopped: Option<(EndReason, u64)> = None;
     let mut handing_back = false;
+    // Draining: another recorder was asked to take over; this session ends once it writes media.
+    let mut handover_requested = false;
+    let mut superseded = false;
+    // Once the successor writes, this session records on a little longer: its other tracks may begin later.
+    let overlap_end = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
+    tokio::pin!(overlap_end);
     let mut failure: Option<String> = None;
     let finish_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
     tokio::pin!(finish_deadline);
@@ -243,6 +271,9 @@ async fn capture(
             Some(record) = next_record(&mut stop_watch), if stopped.is_none() => {
                 if record.desired == Desired::Stop {
                     stop_reason = Some(EndReason::ApiStop);
+                } else if handover_requested && !superseded && successor_writing(&record, session_id) {
+                    superseded = true;
+                    overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
                 }
             }
             _ = poll.tick(), if stopped.is_none() => {
@@ -250,13 +281,27 @@ async fn capture(
                 if let Ok(Some((record, _))) = recorder.bus.jobs.get(job_id).await {
                     if record.desired == Desired::Stop {
                         stop_reason = Some(EndReason::ApiStop);
+                    } else if handover_requested && !superseded && successor_writing(&record, session_id) {
+                        superseded = true;
+                        overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
                     }
                 }
             }
             _ = &mut max_duration, if stopped.is_none() => stop_reason = Some(EndReason::MaxDuration),
-            _ = shutdown.changed(), if stopped.is_none() => {
-                handing_back = true;
-                stop_reason = Some(EndReason::Error);
+            _ = &mut overlap_end, if stopped.is_none() && superseded => stop_reason = Some(EndReason::Handover),
+            _ = shutdown.changed(), if stopped.is_none() && !handover_requested => {
+                // Drain: keep recording until another recorder writes this room too (or the job ends).
+                match request_handover(recorder, job_id, session_id).await {
+                    Ok(()) => {
+                        tracing::info!(session = %session_id, "draining: asked another recorder to take the recording over; recording on until it does");
+                        handover_requested = true;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "draining: no hand-over possible; handing the job back to the queue");
+                        handing_back = true;
+                        stop_reason = Some(EndReason::Error);
+                    }
+                }
             }
             _ = &mut finish_deadline, if stopped.is_some() => {
                 failure = Some(format!("capture did not finish within {} s of the stop", config.finish_timeout_s));
@@ -279,7 +324,7 @@ async fn capture(
         (None, Some((reason, _))) => reason,
         (None, None) => EndReason::Error,
     };
-    let reason_text = if handing_back { "handover" } else { end_reason_name(end_reason) };
+    let reason_text = if handing_back { "handback" } else { end_reason_name(end_reason) };
     timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text.into() });
     let timeline_uploaded = upload_timeline(recorder, &timeline_key, &timeline).await;
     if let Err(reason) = &uploaded {
@@ -303,6 +348,8 @@ async fn capture(
         reason: end_reason,
         failure,
         handing_back,
+        superseded,
+        handover_taker,
     };
     end_session(recorder, job_id, session_id, end).await
 }
@@ -320,6 +367,10 @@ struct SessionEnd {
     reason: EndReason,
     failure: Option<String>,
     handing_back: bool,
+    /// Ended because the session that took the recording over writes media: the job goes on there.
+    superseded: bool,
+    /// Started by a hand-over request, while the draining session may still record.
+    handover_taker: bool,
 }
 
 /// Records the end of a session. The job's own state changes only while the job is still in capture
@@ -341,7 +392,10 @@ async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, 
                 session.segments = end.segments;
                 session.end_reason = Some(end.reason);
             }
-            if end.handing_back || !r.state.is_capturing() {
+            // The job's state is not this session's to change when the job continues in another session:
+            // handed back, taken over, or (a taker that failed) still recorded by the draining one.
+            let draining_one_records = end.handover_taker && r.sessions.iter().any(|s| &s.id != session_id && s.ended_at_ms.is_none());
+            if end.handing_back || end.superseded || draining_one_records || !r.state.is_capturing() {
                 return Ok(Change::Write);
             }
             r.end_reason = Some(end.reason);
@@ -363,6 +417,10 @@ async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, 
     if end.handing_back {
         return Outcome::HandBack;
     }
+    if end.superseded {
+        tracing::info!(session = %session_id, "recording handed over: the next session writes media");
+        return Outcome::Done;
+    }
     if finalized_here { enqueue_transcode(recorder, job_id).await } else { Outcome::Done }
 }
 
@@ -383,6 +441,7 @@ fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::RoomClosed => "room_closed",
         EndReason::RoomEmpty => "room_empty",
         EndReason::Error => "error",
+        EndReason::Handover => "handover",
     }
 }
 
@@ -393,6 +452,7 @@ async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeI
         .update(job_id, Some(&recorder.node_id), |r| {
             if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
                 session.started_at_ms = wall_zero;
+                session.writing = true;
             }
             if r.state.is_capturing() {
                 r.state = JobState::Recording;
@@ -483,8 +543,16 @@ async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
 }
 
 /// The capture could not run; media from earlier sessions is still finalized.
-async fn fail(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, reason: String) -> Outcome {
+async fn fail(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, handover_taker: bool, reason: String) -> Outcome {
     tracing::error!(%reason, "recording failed");
-    let end = SessionEnd { ended_at_ms: now_ms(), segments: 0, reason: EndReason::Error, failure: Some(reason), handing_back: false };
+    let end = SessionEnd {
+        ended_at_ms: now_ms(),
+        segments: 0,
+        reason: EndReason::Error,
+        failure: Some(reason),
+        handing_back: false,
+        superseded: false,
+        handover_taker,
+    };
     end_session(recorder, job_id, session_id, end).await
 }

@@ -153,6 +153,7 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
         ended_at_ms: Some(now_ms()),
         segments: 3,
         end_reason: None,
+        writing: true,
     });
     let jobs = js.get_key_value("fleet-jobs").await.unwrap();
     jobs.put(poison.as_str(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
@@ -374,4 +375,74 @@ async fn killed_transcoder_is_replaced_with_one_output_and_one_webhook_per_state
         assert!(Instant::now() < deadline, "webhooks so far: {states:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Graceful drain (SIGTERM): with no other recorder the draining one records on; once another joins,
+/// it takes the recording over, and the draining one leaves only when the new one writes media. The
+/// two sessions overlap, so no second is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn drained_recorder_hands_over_without_a_gap() {
+    let setup = Setup::local();
+    let api = &setup.api;
+    let mut recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let _transcoder = setup.fleet.transcoder("tx");
+    let id = api.start(r#"{"room":"r","source":{"type":"test","participants":2}}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    recorder_a.signal_term();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let record = api.get(&id).await;
+    assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "{record}");
+    assert!(record["sessions"][0]["ended_at_ms"].is_null() && !recorder_a.exited(), "with nobody to take over, the drain records on: {record}");
+
+    let joined_at = now_ms();
+    let _recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    let record = wait_for(api, &id, Duration::from_secs(30), |r| r["sessions"][0]["ended_at_ms"].is_u64()).await;
+    let (old, new) = (&record["sessions"][0], &record["sessions"][1]);
+    assert_eq!((old["node"].as_str(), new["node"].as_str()), (Some("rec-a"), Some("rec-b")), "{record}");
+    assert_eq!(old["end_reason"], "handover");
+    let overlap_ms = old["ended_at_ms"].as_i64().unwrap() - new["started_at_ms"].as_i64().unwrap();
+    eprintln!("hand-over: rec-b's session began {} ms after rec-b was started; the sessions overlap by {overlap_ms} ms", new["started_at_ms"].as_u64().unwrap().saturating_sub(joined_at));
+    assert!(overlap_ms >= 2000, "the old session records on 2 s (handover_overlap_s) after the new one writes: {record}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !recorder_a.exited() {
+        assert!(Instant::now() < deadline, "the drained recorder did not exit after its hand-over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(api.get(&id).await["state"], "recording");
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete"], Duration::from_secs(90)).await;
+    let first_start = record["sessions"][0]["started_at_ms"].as_u64().unwrap();
+    let last_end = record["sessions"][1]["ended_at_ms"].as_u64().unwrap();
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    assert_eq!(fleet_tests::media::decode_errors(&path), "");
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let span = (last_end - first_start) as f64 / 1000.0;
+    assert!((duration - span).abs() < 0.5, "MP4 {duration} s, recording span {span} s");
+    // Each session's test source flashes once a second of its own clock, so the new session's flashes
+    // keep their own phase: media is lost where two flashes are more than a second (and a frame) apart.
+    for (participant, tile) in [(1, "640:360:0:180"), (2, "640:360:640:180")] {
+        let flashes = flash_onsets(&path, tile);
+        let worst_gap = flashes.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        eprintln!("participant {participant}: {} flashes, longest interval {worst_gap:.3} s", flashes.len());
+        assert!(worst_gap <= 1.0 + 1.5 / 30.0, "participant {participant}: {worst_gap:.3} s between flashes: {flashes:?}");
+        assert!(flashes.first().is_some_and(|f| *f <= 1.0) && flashes.last().is_some_and(|l| *l >= duration - 1.0 - 1.5 / 30.0), "{flashes:?}");
+    }
+}
+
+/// Times of the frames where the tile `crop` turns white (a flash begins).
+fn flash_onsets(path: &std::path::Path, crop: &str) -> Vec<f64> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", &format!("crop={crop},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
+        .output()
+        .unwrap();
+    let white: Vec<bool> = out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as f64).sum::<f64>() / 16.0 > 200.0).collect();
+    (0..white.len()).filter(|&i| white[i] && (i == 0 || !white[i - 1])).map(|i| i as f64 / 30.0).collect()
 }

@@ -53,10 +53,15 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
     // Per session, from its timeline (absent for an old recorder or a lost upload): the lip-sync
     // corrections and the room's events.
     let mut corrections: BTreeMap<SafeId, crate::lipsync::Corrections> = BTreeMap::new();
+    // Recording time of each session's first frame per track, for cutting an overlapped session.
+    let mut first_frames: BTreeMap<SafeId, BTreeMap<(String, String), u64>> = BTreeMap::new();
     let mut room_events = Vec::new();
-    for session in &record.sessions {
+    for (index, session) in record.sessions.iter().enumerate() {
         let start_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000;
         let end_ns = session.ended_at_ms.map(|end| end.saturating_sub(first_start) * 1_000_000).unwrap_or(duration_ms * 1_000_000);
+        // A hand-over overlaps two sessions: the room is the newer session's from its start.
+        let next_start_ns = record.sessions.get(index + 1).map(|next| next.started_at_ms.saturating_sub(first_start) * 1_000_000);
+        let end_ns = next_start_ns.map_or(end_ns, |next| end_ns.min(next.max(start_ns)));
         let key = keys::timeline(&record.id, &session.id);
         let path = into.join(&key);
         tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
@@ -72,6 +77,7 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
             tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
         }
         corrections.insert(session.id.clone(), found);
+        first_frames.insert(session.id.clone(), first_segment_times(&text).into_iter().map(|(track, ns)| (track, start_ns + ns)).collect());
         missing.extend(closed_segment_keys(&text, &record.id, &session.id).into_iter().filter(|key| !stored.contains(key)));
         room_events.extend(room_history::session_events(&text, start_ns, end_ns.max(start_ns)));
     }
@@ -88,11 +94,18 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
         });
         let mut files = Vec::new();
         for (segment, key) in segments {
-            let session = record
+            let index = record
                 .sessions
                 .iter()
-                .find(|s| s.id == segment.session)
+                .position(|s| s.id == segment.session)
                 .ok_or_else(|| InputError::UnknownSession(segment.session.clone()))?;
+            let session = &record.sessions[index];
+            // Where a later session (a hand-over that overlapped this one) has this track: this one ends there.
+            let track_key = (participant.to_string(), track.to_string());
+            let until_ns = record.sessions[index + 1..]
+                .iter()
+                .filter_map(|later| first_frames.get(&later.id).and_then(|f| f.get(&track_key)).copied())
+                .min();
             let path = into.join(&key);
             tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
             storage.get_to_file(&key, &path).await?;
@@ -102,12 +115,30 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
                 .copied()
                 .unwrap_or(0);
             let offset_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000 + lipsync_ns;
-            files.push(SegmentFile { path, offset_ns });
+            files.push(SegmentFile { path, offset_ns, until_ns });
             segment_count += 1;
         }
         tracks.push(TrackInput { name: format!("{participant}/{track}"), segments: files });
     }
     Ok(Inputs { tracks, missing, room_events, duration_ns: duration_ms * 1_000_000, segment_count })
+}
+
+/// Per (participant, track): the session running time at which its first segment opened.
+fn first_segment_times(timeline: &str) -> BTreeMap<(String, String), u64> {
+    #[derive(serde::Deserialize)]
+    struct Opened {
+        r#type: String,
+        running_ns: u64,
+        participant: Option<String>,
+        track: Option<String>,
+    }
+    let mut first = BTreeMap::new();
+    for opened in timeline.lines().filter_map(|line| serde_json::from_str::<Opened>(line).ok()).filter(|o| o.r#type == "segment_opened") {
+        if let (Some(participant), Some(track)) = (opened.participant, opened.track) {
+            first.entry((participant, track)).or_insert(opened.running_ns);
+        }
+    }
+    first
 }
 
 /// The storage keys of the segments a timeline records as closed (every closed segment is uploaded).
