@@ -424,25 +424,17 @@ async fn drained_recorder_hands_over_without_a_gap() {
     let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
     let span = (last_end - first_start) as f64 / 1000.0;
     assert!((duration - span).abs() < 0.5, "MP4 {duration} s, recording span {span} s");
-    // Each session's test source flashes once a second of its own clock, so the new session's flashes
-    // keep their own phase: media is lost where two flashes are more than a second (and a frame) apart.
+    // A lost stretch shows black in the participant's tile (as a failover gap does). Each session's test
+    // source flashes once a second of its own clock, so only away from the switch must flashes keep a
+    // one-second beat; at the switch the phase changes (an interval under two seconds).
+    let switch_s = (record["sessions"][1]["started_at_ms"].as_u64().unwrap() - first_start) as f64 / 1000.0;
     for (participant, tile) in [(1, "640:360:0:180"), (2, "640:360:640:180")] {
-        let flashes = flash_onsets(&path, tile);
-        let worst_gap = flashes.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-        eprintln!("participant {participant}: {} flashes, longest interval {worst_gap:.3} s", flashes.len());
-        assert!(worst_gap <= 1.0 + 1.5 / 30.0, "participant {participant}: {worst_gap:.3} s between flashes: {flashes:?}");
-        assert!(flashes.first().is_some_and(|f| *f <= 1.0) && flashes.last().is_some_and(|l| *l >= duration - 1.0 - 1.5 / 30.0), "{flashes:?}");
+        let black = fleet_tests::media::black_seconds(&path, tile, 30.0);
+        let flashes = fleet_tests::sync::flash_onsets(&path, tile, 30.0);
+        let off_beat: Vec<f64> = flashes.windows(2).filter(|w| w[1] - w[0] > 1.0 + 1.5 / 30.0 && (w[1] < switch_s - 0.1 || w[0] > switch_s + 1.1)).map(|w| w[1]).collect();
+        let worst = flashes.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        eprintln!("participant {participant}: {black:.2} s black, {} flashes, longest interval {worst:.3} s (switch at {switch_s:.2} s)", flashes.len());
+        assert_eq!(black, 0.0, "participant {participant}: black frames (media lost) around the hand-over");
+        assert!(off_beat.is_empty() && worst < 2.0 - 1.5 / 30.0, "participant {participant}: flashes {flashes:?}");
     }
-}
-
-/// Times of the frames where the tile `crop` turns white (a flash begins).
-fn flash_onsets(path: &std::path::Path, crop: &str) -> Vec<f64> {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-vf", &format!("crop={crop},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
-        .output()
-        .unwrap();
-    let white: Vec<bool> = out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as f64).sum::<f64>() / 16.0 > 200.0).collect();
-    (0..white.len()).filter(|&i| white[i] && (i == 0 || !white[i - 1])).map(|i| i as f64 / 30.0).collect()
 }

@@ -42,3 +42,24 @@ pub fn moov_before_mdat(bytes: &[u8]) -> bool {
 pub fn stream<'a>(probe: &'a Value, codec_type: &str) -> &'a Value {
     probe["streams"].as_array().unwrap().iter().find(|s| s["codec_type"] == codec_type).unwrap_or_else(|| panic!("no {codec_type} stream: {probe}"))
 }
+
+/// Mean luma (0..255) of the tile `crop` (ffmpeg `w:h:x:y`) in every frame.
+pub fn tile_luma(path: &Path, crop: &str) -> Vec<f64> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", &format!("crop={crop},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as f64).sum::<f64>() / 16.0).collect()
+}
+
+/// Seconds of the tile that are black (no participant media: a gap between capture sessions, or media
+/// lost), at `fps`. The first and last 0.1 s are not counted: a track's first frame may come a frame
+/// after the recording's zero, and its last may end a frame before the recording does.
+pub fn black_seconds(path: &Path, crop: &str, fps: f64) -> f64 {
+    let luma = tile_luma(path, crop);
+    let edge = (fps / 10.0).ceil() as usize;
+    let inner = luma.get(edge..luma.len().saturating_sub(edge)).unwrap_or(&[]);
+    inner.iter().filter(|&&l| l < 30.0).count() as f64 / fps
+}

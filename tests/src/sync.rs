@@ -108,7 +108,7 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
 }
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
-fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
+pub fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
