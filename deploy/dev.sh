@@ -4,6 +4,7 @@
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
 #   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
+#   deploy/dev.sh chaos   run each fault against real processes; a table of media lost and duplicates, also target/bench/chaos.json
 #   deploy/dev.sh deps    only install what is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -236,11 +237,23 @@ TOML
   return $status
 }
 
+# Each fault of docs/guarantees.md against real processes (nats-server, s3s-fs, a controller, two
+# recorders, two transcoders); prints the table and writes target/bench/chaos.json. `chaos drain` runs
+# the faults whose name contains "drain".
+chaos() {
+  ensure_deps
+  ensure_s3s
+  build_debug
+  log "running the faults (about a minute each)"
+  target/debug/chaos "$@"
+}
+
 case "${1:-}" in
   demo) demo ;;
   fuzz) fuzz ;;
+  chaos) shift; chaos "$@" ;;
   test) run_tests ;;
   bench) shift; bench "$@" ;;
   deps) ensure_deps; ensure_s3s; ensure_livekit_sdk ;;
-  *) sed -n '2,6p' "$0"; exit 2 ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -151,7 +151,7 @@ async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &Saf
     recorder.bus.enqueue(&recorder.bus.names.record_handover_subject, &message_id, &message).await.map_err(|e| e.to_string())
 }
 
-/// True when a session that began after `session_id` is writing media: this one may end.
+/// True when a session that began after `session_id` is writing media: this one ends, after an overlap.
 fn successor_writing(record: &fleet_protocol::JobRecord, session_id: &SafeId) -> bool {
     let Some(own) = record.sessions.iter().position(|s| &s.id == session_id) else { return false };
     record.sessions[own + 1..].iter().any(|s| s.writing && s.ended_at_ms.is_none())
@@ -224,8 +224,10 @@ async fn capture(
     let mut segments = 0u32;
     let mut stopped: Option<(EndReason, u64)> = None;
     let mut handing_back = false;
-    // Draining: another recorder was asked to take over; this session ends once it writes media.
+    // Draining: another recorder was asked to take over.
     let mut handover_requested = false;
+    // A later session of this job writes media (a hand-over, or a redelivery that reached another
+    // recorder, e.g. after a NATS outage longer than AckWait): the newest capture goes on, this one ends.
     let mut superseded = false;
     // Once the successor writes, this session records on a little longer: its other tracks may begin later.
     let overlap_end = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
@@ -271,7 +273,7 @@ async fn capture(
             Some(record) = next_record(&mut stop_watch), if stopped.is_none() => {
                 if record.desired == Desired::Stop {
                     stop_reason = Some(EndReason::ApiStop);
-                } else if handover_requested && !superseded && successor_writing(&record, session_id) {
+                } else if !superseded && successor_writing(&record, session_id) {
                     superseded = true;
                     overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
                 }
@@ -281,7 +283,7 @@ async fn capture(
                 if let Ok(Some((record, _))) = recorder.bus.jobs.get(job_id).await {
                     if record.desired == Desired::Stop {
                         stop_reason = Some(EndReason::ApiStop);
-                    } else if handover_requested && !superseded && successor_writing(&record, session_id) {
+                    } else if !superseded && successor_writing(&record, session_id) {
                         superseded = true;
                         overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
                     }

@@ -55,7 +55,10 @@ struct Outcome {
     media_lost_s: f64,
     duplicates: usize,
     final_state: String,
+    /// Seconds during which two capture sessions of the recording ran at once (a hand-over overlaps 2 s).
+    concurrent_capture_s: f64,
     sessions: Vec<String>,
+    note: String,
     wall_s: f64,
 }
 
@@ -132,7 +135,7 @@ async fn run(fault: Fault) -> Outcome {
             world.setup.nats.kill();
             tokio::time::sleep(Duration::from_secs(8)).await;
             world.setup.nats.restart();
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
         }
         Fault::ObjectStoreDown => {
             world.s3.kill();
@@ -154,11 +157,17 @@ async fn run(fault: Fault) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let mut note = String::new();
     if let Fault::TranscoderKilled = fault {
-        let record = world.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "transcoding" && r["progress"]["node"].is_string()).await;
+        world.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "transcoding" && r["progress"]["node"].is_string()).await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        if let Some(node) = record["progress"]["node"].as_str() {
-            world.transcoders.remove(node);
+        let record = world.record(&id).await;
+        match (record["state"].as_str(), record["progress"]["node"].as_str()) {
+            (Some("transcoding"), Some(node)) => {
+                note = format!("killed {node} at {:.0} %", record["progress"]["percent"].as_f64().unwrap_or(0.0));
+                world.transcoders.remove(node);
+            }
+            (state, _) => note = format!("not killed: the job was {} first", state.unwrap_or("?")),
         }
     }
     let record = world.wait_for(&id, Duration::from_secs(180), |r| matches!(r["state"].as_str(), Some("complete" | "failed" | "aborted"))).await;
@@ -187,9 +196,34 @@ async fn run(fault: Fault) -> Outcome {
         media_lost_s,
         duplicates,
         final_state,
+        concurrent_capture_s: concurrent_capture_s(&record),
         sessions,
+        note,
         wall_s: started.elapsed().as_secs_f64(),
     }
+}
+
+/// Total time covered by more than one capture session (a killed session's end is its last segment's,
+/// unknown here, so such a session counts as ended where the next began).
+fn concurrent_capture_s(record: &Value) -> f64 {
+    let sessions = record["sessions"].as_array().cloned().unwrap_or_default();
+    let spans: Vec<(u64, u64)> = sessions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let start = s["started_at_ms"].as_u64()?;
+            let next_start = sessions.get(i + 1).and_then(|n| n["started_at_ms"].as_u64());
+            let end = s["ended_at_ms"].as_u64().or(next_start)?;
+            Some((start, end))
+        })
+        .collect();
+    let mut overlap_ms = 0;
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            overlap_ms += a.1.min(b.1).saturating_sub(a.0.max(b.0));
+        }
+    }
+    overlap_ms as f64 / 1000.0
 }
 
 /// Objects of the job outside its raw media (the recording, its manifest, and anything doubled).
@@ -225,10 +259,20 @@ async fn main() {
         eprintln!("chaos: {outcome:?}");
         outcomes.push(outcome);
     }
-    println!("\n| fault | recordings affected | media lost (s) | duplicates | final state | sessions |");
-    println!("|---|---|---|---|---|---|");
+    println!("\n| fault | recordings affected | media lost (s) | duplicates | concurrent capture (s) | final state | sessions | note |");
+    println!("|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
-        println!("| {} | {} | {:.1} | {} | {} | {} |", o.fault, o.recordings_affected, o.media_lost_s, o.duplicates, o.final_state, o.sessions.join(", "));
+        println!(
+            "| {} | {} | {:.1} | {} | {:.1} | {} | {} | {} |",
+            o.fault,
+            o.recordings_affected,
+            o.media_lost_s,
+            o.duplicates,
+            o.concurrent_capture_s,
+            o.final_state,
+            o.sessions.join(", "),
+            o.note
+        );
     }
     let result = serde_json::json!({ "machine": machine(), "faults": outcomes });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
