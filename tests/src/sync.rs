@@ -91,11 +91,19 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
     let mut offsets = Vec::new();
     let mut drift: f64 = 0.0;
     let mut found = 0;
+    let mut missing = Vec::new();
     for (index, tile) in tiles.iter().enumerate() {
         let tone = 440.0 + 110.0 * index as f64;
         let mut previous: Option<(f64, f64)> = None;
-        for video in flash_onsets(path, tile, fps).into_iter().filter(|t| (from_s..=to_s).contains(t)) {
-            let Some(audio) = beep_onset_near(&audio, tone, video) else { continue };
+        let flashes: Vec<f64> = flash_onsets(path, tile, fps).into_iter().filter(|t| (from_s..=to_s).contains(t)).collect();
+        if flashes.is_empty() {
+            missing.push(format!("{index}: no flash in tile {tile}"));
+        }
+        for video in flashes {
+            let Some(audio) = beep_onset_near(&audio, tone, video) else {
+                missing.push(format!("{index}@{video:.2}s: beep"));
+                continue;
+            };
             found += 1;
             offsets.push((audio - video) * 1000.0);
             if let Some((v, a)) = previous.filter(|(v, _)| (video - v - 1.0).abs() < 0.5) {
@@ -104,7 +112,7 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
             previous = Some((video, audio));
         }
     }
-    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0, Vec::new())
+    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0, missing)
 }
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
