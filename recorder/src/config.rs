@@ -19,6 +19,9 @@ pub struct RecorderConfig {
     /// Take no new recording while the spool holds more than this many MiB awaiting upload (the object
     /// store is down or slow); running recordings go on. 0: no limit.
     pub max_spool_mb: f64,
+    /// Below this much free space on the spool's filesystem, a running capture hands its recording back
+    /// to the queue (another recorder resumes it) and no new recording is taken.
+    pub min_free_spool_mb: f64,
     /// In a hand-over, the draining session records on this long after its successor began writing
     /// (the successor's tracks may start one by one); the transcode cuts each track where the
     /// successor has it.
@@ -37,6 +40,7 @@ impl Default for RecorderConfig {
             finish_timeout_s: 20,
             upload_retry_limit_s: 600,
             max_spool_mb: 10_240.0,
+            min_free_spool_mb: 256.0,
             handover_overlap_s: 2,
             test_source: TestSourceConfig::default(),
             livekit: LivekitConfig::default(),

@@ -4,6 +4,7 @@
 
 mod capture;
 pub mod config;
+mod disk;
 mod livekit;
 mod recovery;
 mod session;

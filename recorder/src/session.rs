@@ -279,6 +279,15 @@ async fn capture(
                 }
             }
             _ = poll.tick(), if stopped.is_none() => {
+                // A full spool disk would stall the capture (writes block or fail): hand the recording
+                // to another recorder while what was written can still be closed and uploaded.
+                if let Some(reason) = recorder.spool_disk_full() {
+                    tracing::error!(%reason, "handing the recording back");
+                    recorder.note_disk_full();
+                    warn_on_job(recorder, job_id, format!("{}: {reason}; the recording was handed to another recorder", recorder.node_id)).await;
+                    handing_back = true;
+                    stop_reason = Some(EndReason::Error);
+                }
                 // Backstop for a missed watch update (e.g. across a NATS reconnect).
                 if let Ok(Some((record, _))) = recorder.bus.jobs.get(job_id).await {
                     if record.desired == Desired::Stop {
@@ -493,16 +502,9 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
     }
 }
 
-/// A job that requires a GPU waits in its queue until a GPU transcoder joins: say so on the job when
-/// none is registered now, so the wait is not a mystery.
-async fn warn_when_no_gpu_transcoder(recorder: &Recorder, job_id: &SafeId) {
-    let nodes = recorder.bus.list_nodes().await.unwrap_or_default();
-    if nodes.iter().any(|n| n.encoders.iter().any(|e| fleet_pipelines::encoders::is_hardware(e))) {
-        return;
-    }
-    let warning = "the job requires a GPU encoder and no transcoder with one is registered: the transcode waits until one joins".to_string();
-    tracing::warn!(job_id = %job_id, "{warning}");
-    let _ = recorder
+/// Adds `warning` to the job record (once).
+async fn warn_on_job(recorder: &Recorder, job_id: &SafeId, warning: String) {
+    let result = recorder
         .bus
         .jobs
         .update(job_id, None, |r| {
@@ -513,6 +515,21 @@ async fn warn_when_no_gpu_transcoder(recorder: &Recorder, job_id: &SafeId) {
             Ok(Change::Write)
         })
         .await;
+    if let Err(err) = result {
+        tracing::warn!(%err, "could not add a warning to the job");
+    }
+}
+
+/// A job that requires a GPU waits in its queue until a GPU transcoder joins: say so on the job when
+/// none is registered now, so the wait is not a mystery.
+async fn warn_when_no_gpu_transcoder(recorder: &Recorder, job_id: &SafeId) {
+    let nodes = recorder.bus.list_nodes().await.unwrap_or_default();
+    if nodes.iter().any(|n| n.encoders.iter().any(|e| fleet_pipelines::encoders::is_hardware(e))) {
+        return;
+    }
+    let warning = "the job requires a GPU encoder and no transcoder with one is registered: the transcode waits until one joins".to_string();
+    tracing::warn!(job_id = %job_id, "{warning}");
+    warn_on_job(recorder, job_id, warning).await;
 }
 
 /// A stop arrived while no capture ran: abort when nothing was recorded, else finalize what exists

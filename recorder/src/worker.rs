@@ -27,6 +27,9 @@ pub struct Recorder {
     running: Mutex<BTreeMap<String, watch::Sender<jetstream::Message>>>,
     /// Bytes in the spool, measured with each heartbeat.
     spool_bytes: AtomicU64,
+    /// When a capture last handed its recording back for a full disk: the node holds for a while after,
+    /// even though the spool it leaves behind frees space (else it would take the recording right back).
+    disk_full_at: Mutex<Option<std::time::Instant>>,
     started_at_ms: u64,
 }
 
@@ -34,7 +37,7 @@ impl Recorder {
     pub fn new(bus: Bus, storage: Storage, config: RecorderConfig, node_id: String, mode: String) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
         fleet_pipelines::init()?;
         std::fs::create_dir_all(&config.spool_dir)?;
-        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeMap::new()), spool_bytes: AtomicU64::new(0), started_at_ms: now_ms() }))
+        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeMap::new()), spool_bytes: AtomicU64::new(0), disk_full_at: Mutex::new(None), started_at_ms: now_ms() }))
     }
 
     /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
@@ -97,13 +100,33 @@ impl Recorder {
         }
     }
 
-    /// Why no new recording should start here: the spool holds more than its limit.
+    /// Why no new recording should start here: the spool's disk is (nearly) full, or the spool holds
+    /// more than its limit.
     fn spool_over_limit(&self) -> Option<String> {
+        if let Some(reason) = self.spool_disk_full() {
+            return Some(reason);
+        }
         let limit = self.config.max_spool_mb * (1u64 << 20) as f64;
         let spooled = self.spool_bytes.load(Ordering::Relaxed) as f64;
         (limit > 0.0 && spooled > limit).then(|| {
             format!("spool holds {:.2} MiB awaiting upload (limit {} MiB)", spooled / (1u64 << 20) as f64, self.config.max_spool_mb)
         })
+    }
+
+    /// The spool's filesystem has less free space than `min_free_spool_mb`: captures here must hand
+    /// their recordings back (measured now, not with the heartbeat: a disk fills fast).
+    pub(crate) fn spool_disk_full(&self) -> Option<String> {
+        let free = crate::disk::free_bytes(&self.config.spool_dir)?;
+        let minimum = self.config.min_free_spool_mb * (1u64 << 20) as f64;
+        let recently = self.disk_full_at.lock().unwrap().is_some_and(|at| at.elapsed() < DISK_FULL_HOLD);
+        ((free as f64) < minimum || recently).then(|| {
+            format!("spool disk full: {} KiB free on {} (minimum {} MiB)", free >> 10, self.config.spool_dir.display(), self.config.min_free_spool_mb)
+        })
+    }
+
+    /// A capture here handed its recording back for a full disk.
+    pub(crate) fn note_disk_full(&self) {
+        *self.disk_full_at.lock().unwrap() = Some(std::time::Instant::now());
     }
 
     /// True while this node records at least one room.
@@ -129,6 +152,9 @@ impl Recorder {
         self.running.lock().unwrap().remove(job_id.as_str());
     }
 }
+
+/// How long a node takes no recording after a capture of it ran out of disk.
+const DISK_FULL_HOLD: Duration = Duration::from_secs(60);
 
 /// Bytes in the files under `dir` (0 for what cannot be read).
 fn tree_size(dir: &std::path::Path) -> u64 {

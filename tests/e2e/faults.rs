@@ -438,3 +438,64 @@ async fn drained_recorder_hands_over_without_a_gap() {
         assert!(off_beat.is_empty() && worst < 2.0 - 1.5 / 30.0, "participant {participant}: flashes {flashes:?}");
     }
 }
+
+/// A size-limited tmpfs mounted at `path` for as long as it lives (needs root, as CI has).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().unwrap();
+        assert!(status.success(), "mounting a {size} tmpfs at {} (this test needs root)", path.display());
+        Self(path.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Disk full on a recorder: before its writes fail (which stalled the capture without a word), the
+/// recorder hands the recording back with the reason on the job, another recorder resumes it, and the
+/// full one takes no new recording.
+#[tokio::test(flavor = "multi_thread")]
+async fn full_disk_on_a_recorder_hands_the_recording_over_with_the_reason() {
+    let mut setup = Setup::local();
+    let _disk = SmallDisk::mount(&setup.dir.path().join("spool-rec-a"), "128k");
+    setup.fleet.recorder_settings = "min_free_spool_mb = 0.1\n".into();
+    let _recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    setup.fleet.recorder_settings = String::new();
+    let _transcoder = setup.fleet.transcoder("tx");
+    let api = &setup.api;
+    let id = api.start(r#"{"room":"r","source":{"type":"test","participants":2}}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    let _recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    let record = wait_for(api, &id, Duration::from_secs(60), |r| r["sessions"].as_array().is_some_and(|s| s.len() == 2 && s[1]["writing"] == true)).await;
+    let warning = record["warnings"].as_array().and_then(|w| w.iter().find_map(|w| w.as_str().filter(|w| w.contains("spool disk full")))).map(String::from);
+    println!("sessions: {}; warning: {warning:?}", record["sessions"]);
+    assert!(warning.as_deref().is_some_and(|w| w.starts_with("rec-a: spool disk full")), "{record:#}");
+    assert_eq!((record["sessions"][0]["node"].as_str(), record["sessions"][1]["node"].as_str()), (Some("rec-a"), Some("rec-b")));
+    // The registry says why rec-a takes no new recording (its next heartbeat, within 2 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes = api.send("GET", "/v1/nodes", Some(fleet_tests::API_KEY), None).await.body;
+        let rec_a = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "rec-a").cloned().unwrap_or_default();
+        if rec_a["holding"].as_str().is_some_and(|h| h.contains("spool disk full")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rec-a must say it takes no new recording: {rec_a}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete"], Duration::from_secs(90)).await;
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    assert_eq!(fleet_tests::media::decode_errors(&path), "");
+    let lost = fleet_tests::media::black_seconds(&path, "640:360:0:180", 30.0);
+    println!("media lost at the hand-back: {lost:.2} s");
+}

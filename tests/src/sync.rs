@@ -117,13 +117,7 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
 pub fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(path)
-        .args(["-vf", &format!("crop={tile},scale=4:4,format=gray"), "-f", "rawvideo", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    let white: Vec<bool> = out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as u32).sum::<u32>() / 16 > 200).collect();
+    let white: Vec<bool> = crate::media::tile_luma(path, tile).into_iter().map(|luma| luma > 200.0).collect();
     (0..white.len())
         .filter(|&i| white[i] && (i == 0 || !white[i - 1]) && !white.get(i + 6).copied().unwrap_or(false))
         .map(|i| i as f64 / fps)
