@@ -131,15 +131,17 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
     let setup = Setup::local();
     let api = &setup.api;
     let _transcoder = setup.fleet.transcoder("tx");
-    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
     let client = async_nats::connect(setup.nats.url()).await.unwrap();
     let js = jetstream::new(client.clone());
 
-    // Garbage on both work queues.
-    for subject in ["fleet.record", "fleet.transcode"] {
+    // Garbage on the work queues, the hand-over requests and the events the controller consumes.
+    for subject in ["fleet.record", "fleet.record.handover", "fleet.transcode", "fleet.events.rec_x"] {
         js.publish(subject, "{not json".into()).await.unwrap().await.unwrap();
         js.publish(subject, r#"{"job_id":"../../etc"}"#.into()).await.unwrap().await.unwrap();
     }
+    // A hand-over request for a job that does not exist.
+    js.publish("fleet.record.handover", r#"{"job_id":"rec_unknown0000000000","handover_from":"s1"}"#.into()).await.unwrap().await.unwrap();
 
     // A poison transcode job: its record says it was captured, but no segment exists.
     let poison = SafeId::random("rec");
@@ -171,12 +173,35 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
     api.stop(&id).await;
     api.wait_for_state(&id, &["complete"], Duration::from_secs(60)).await;
 
+    // Each bad message was refused with a log line saying where it came from.
+    let recorder_log = without_colours(&recorder.log_text());
+    for subject in ["subject=fleet.record reason=malformed", "subject=fleet.record.handover reason=malformed"] {
+        assert_eq!(recorder_log.matches(subject).count(), 2, "{subject}");
+    }
+    assert!(recorder_log.contains("recording message for an unknown job"));
+    let controller_log = without_colours(&setup.controller.as_ref().unwrap().log_text());
+    assert_eq!(controller_log.matches("ignoring malformed event").count(), 2, "malformed events on fleet.events.>");
+
     // Nothing is left pending or unacknowledged in either queue: bad messages were terminated.
     for (stream, consumer) in [("FLEET_RECORD", "recorders"), ("FLEET_TRANSCODE", "transcoders")] {
         let mut consumer: jetstream::consumer::PullConsumer = js.get_stream(stream).await.unwrap().get_consumer(consumer).await.unwrap();
         let info = consumer.info().await.unwrap();
         assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{stream}: {info:?}");
     }
+}
+
+/// A log's text without its ANSI colour codes (`ESC [ ... m`).
+fn without_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 #[tokio::test(flavor = "multi_thread")]
