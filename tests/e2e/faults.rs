@@ -50,7 +50,12 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
 
     // The killed node comes back (as systemd would restart it) and uploads what it had spooled.
     let raw = setup.root.join(format!("recordings/{id}/raw"));
-    let count = |session: &str| walk(&raw.join(session)).iter().filter(|p| p.extension().is_some_and(|e| e == "mkv")).count();
+    // Segments in storage; a killed upload may leave its temporary file (`.fleet-tmp-…`), which storage
+    // listings skip, so the count does too.
+    let is_segment = |p: &std::path::PathBuf| {
+        p.extension().is_some_and(|e| e == "mkv") && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".fleet-tmp-"))
+    };
+    let count = |session: &str| walk(&raw.join(session)).iter().filter(|p| is_segment(p)).count();
     let uploaded_before_kill = count("s1");
     let _recorder_a_again = setup.fleet.recorder("rec-a", "recorder-only", 1);
     let spool = setup.dir.path().join("spool-rec-a").join(&id);
