@@ -211,34 +211,11 @@ async fn ensure_topology(
     queues: &QueueSettings,
     topology: Topology,
 ) -> Result<(kv::Store, kv::Store, consumer::PullConsumer, [consumer::PullConsumer; 3]), BusError> {
-    let work_queue = |name: &str, subject: &str| stream::Config {
-        name: name.to_string(),
-        subjects: vec![subject.to_string()],
-        retention: stream::RetentionPolicy::WorkQueue,
-        storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    };
+    // The record stream also carries hand-over requests; the transcode stream has its GPU and file queues.
     let record_subjects = vec![names.record_subject.clone(), names.record_handover_subject.clone()];
-    let mut record = js
-        .get_or_create_stream(stream::Config { subjects: record_subjects.clone(), ..work_queue(&names.record_stream, &names.record_subject) })
-        .await
-        .map_err(nats_err)?;
-    // A stream made before hand-overs existed gets their subject.
-    let current = record.info().await.map_err(nats_err)?.config.clone();
-    if record_subjects.iter().any(|s| !current.subjects.contains(s)) {
-        js.update_stream(stream::Config { subjects: record_subjects, ..current }).await.map_err(nats_err)?;
-    }
+    let record = work_queue_stream(js, &names.record_stream, record_subjects).await?;
     let transcode_subjects = vec![names.transcode_subject.clone(), names.transcode_gpu_subject.clone(), names.transcode_files_subject.clone()];
-    let mut transcode = js
-        .get_or_create_stream(stream::Config { subjects: transcode_subjects.clone(), ..work_queue(&names.transcode_stream, &names.transcode_subject) })
-        .await
-        .map_err(nats_err)?;
-    // A stream made before the GPU and file queues existed gets their subjects.
-    let current = transcode.info().await.map_err(nats_err)?.config.clone();
-    if transcode_subjects.iter().any(|s| !current.subjects.contains(s)) {
-        js.update_stream(stream::Config { subjects: transcode_subjects, ..current }).await.map_err(nats_err)?;
-    }
+    let transcode = work_queue_stream(js, &names.transcode_stream, transcode_subjects).await?;
     js.get_or_create_stream(stream::Config {
         name: names.events_stream.clone(),
         subjects: vec![names.events_wildcard()],
@@ -308,6 +285,25 @@ async fn ensure_topology(
     )
     .await?;
     Ok((jobs, nodes, record_consumer, transcode_consumers))
+}
+
+/// A work-queue stream on `subjects`, created when missing. One made by an older version, with fewer
+/// subjects, gets the new ones.
+async fn work_queue_stream(js: &jetstream::Context, name: &str, subjects: Vec<String>) -> Result<stream::Stream, BusError> {
+    let config = stream::Config {
+        name: name.to_string(),
+        subjects: subjects.clone(),
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let mut stream = js.get_or_create_stream(config).await.map_err(nats_err)?;
+    let current = stream.info().await.map_err(nats_err)?.config.clone();
+    if subjects.iter().any(|s| !current.subjects.contains(s)) {
+        js.update_stream(stream::Config { subjects, ..current }).await.map_err(nats_err)?;
+    }
+    Ok(stream)
 }
 
 /// Opens a bucket, creating it when missing; an existing bucket is used as it is.

@@ -238,6 +238,8 @@ async fn capture(
 
     loop {
         let mut stop_reason = None;
+        // The job record as last seen, from the watch or the poll.
+        let mut seen = None;
         tokio::select! {
             event = events.recv() => match event {
                 Some(SourceEvent::Room { running_ns, entry }) => timeline.write(wall_zero + running_ns / 1_000_000, running_ns, entry),
@@ -270,14 +272,7 @@ async fn capture(
                     break;
                 }
             },
-            Some(record) = next_record(&mut stop_watch), if stopped.is_none() => {
-                if record.desired == Desired::Stop {
-                    stop_reason = Some(EndReason::ApiStop);
-                } else if !superseded && successor_writing(&record, session_id) {
-                    superseded = true;
-                    overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
-                }
-            }
+            Some(record) = next_record(&mut stop_watch), if stopped.is_none() => seen = Some(record),
             _ = poll.tick(), if stopped.is_none() => {
                 // A full spool disk would stall the capture (writes block or fail): hand the recording
                 // to another recorder while what was written can still be closed and uploaded.
@@ -289,14 +284,7 @@ async fn capture(
                     stop_reason = Some(EndReason::Error);
                 }
                 // Backstop for a missed watch update (e.g. across a NATS reconnect).
-                if let Ok(Some((record, _))) = recorder.bus.jobs.get(job_id).await {
-                    if record.desired == Desired::Stop {
-                        stop_reason = Some(EndReason::ApiStop);
-                    } else if !superseded && successor_writing(&record, session_id) {
-                        superseded = true;
-                        overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
-                    }
-                }
+                seen = recorder.bus.jobs.get(job_id).await.ok().flatten().map(|(record, _)| record);
             }
             _ = &mut max_duration, if stopped.is_none() => stop_reason = Some(EndReason::MaxDuration),
             _ = &mut overlap_end, if stopped.is_none() && superseded => stop_reason = Some(EndReason::Handover),
@@ -317,6 +305,14 @@ async fn capture(
             _ = &mut finish_deadline, if stopped.is_some() => {
                 failure = Some(format!("capture did not finish within {} s of the stop", config.finish_timeout_s));
                 break;
+            }
+        }
+        if let Some(record) = seen {
+            if record.desired == Desired::Stop {
+                stop_reason = Some(EndReason::ApiStop);
+            } else if !superseded && successor_writing(&record, session_id) {
+                superseded = true;
+                overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
             }
         }
         if let Some(reason) = stop_reason {
