@@ -6,6 +6,10 @@ use std::path::PathBuf;
 pub struct ControllerConfig {
     /// Address the API listens on.
     pub listen: String,
+    /// HTTPS: a PEM certificate chain (leaf first) and its PEM private key. Both or neither; without
+    /// them the API is plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub auth: AuthConfig,
     pub webhooks: WebhookConfig,
     /// Largest request body accepted, in bytes.
@@ -20,6 +24,8 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
             auth: AuthConfig::default(),
             webhooks: WebhookConfig::default(),
             max_body_bytes: 64 * 1024,

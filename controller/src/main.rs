@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 mod nats_users;
+mod tls;
 
 #[derive(Parser)]
 #[command(version, about = "Controller: REST API and job scheduling for the recording fleet")]
@@ -63,6 +64,7 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    fleet_protocol::tls::install_crypto_provider();
     let args = Args::parse();
     match args.command {
         Some(Command::HashKey { key }) => {
@@ -98,14 +100,20 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    let tls = match (&config.controller.tls_cert_file, &config.controller.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("[controller] tls_cert_file and tls_key_file go together: set both or neither"),
+    };
     let listener = tokio::net::TcpListener::bind(&config.controller.listen)
         .await
         .with_context(|| format!("listening on {}", config.controller.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "controller listening");
+    tracing::info!(address = %listener.local_addr()?, https = tls.is_some(), "controller listening");
     let state = AppState { bus, keys, metrics, config: Arc::new(config.controller) };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(fleet_protocol::process::shutdown_signal())
-        .await?;
+    match tls {
+        Some(acceptor) => tls::serve(listener, acceptor, router(state), fleet_protocol::process::shutdown_signal()).await,
+        None => axum::serve(listener, router(state)).with_graceful_shutdown(fleet_protocol::process::shutdown_signal()).await?,
+    }
     if let Some(door) = plugnmeet_door {
         door.shutdown().await;
     }

@@ -37,14 +37,51 @@ fn works(name: &str) -> bool {
     ok
 }
 
+/// x264's speed presets, fastest first: each step trades compression (quality at the set bitrate) for
+/// speed. Only the CPU encoder x264enc has them; the others ignore the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpeedPreset {
+    Ultrafast,
+    Superfast,
+    #[default]
+    Veryfast,
+    Faster,
+    Fast,
+    Medium,
+}
+
+impl SpeedPreset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ultrafast => "ultrafast",
+            Self::Superfast => "superfast",
+            Self::Veryfast => "veryfast",
+            Self::Faster => "faster",
+            Self::Fast => "fast",
+            Self::Medium => "medium",
+        }
+    }
+
+    const ALL: [SpeedPreset; 6] = [Self::Ultrafast, Self::Superfast, Self::Veryfast, Self::Faster, Self::Fast, Self::Medium];
+}
+
+impl std::str::FromStr for SpeedPreset {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| format!("unknown x264 speed preset {name:?}"))
+    }
+}
+
 /// An encoder element set up for the given bitrate and keyframe interval (2 s).
-pub fn make_h264(name: &str, kbps: u32, fps: u32) -> Result<gst::Element, PipelineError> {
+pub fn make_h264(name: &str, kbps: u32, fps: u32, preset: SpeedPreset) -> Result<gst::Element, PipelineError> {
     let encoder = make(name)?;
     let gop = (fps * 2) as i64;
     match name {
         "x264enc" => {
             encoder.set_property("bitrate", kbps);
-            encoder.set_property_from_str("speed-preset", "veryfast");
+            encoder.set_property_from_str("speed-preset", preset.as_str());
             encoder.set_property("key-int-max", gop as u32);
         }
         "openh264enc" => {

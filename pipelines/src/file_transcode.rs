@@ -18,6 +18,8 @@ pub struct FileTranscodeSpec {
     pub inputs: Vec<PathBuf>,
     pub output: PathBuf,
     pub encoder: String,
+    /// x264enc's speed preset (other encoders ignore it).
+    pub speed_preset: encoders::SpeedPreset,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -55,7 +57,7 @@ pub fn run(spec: &FileTranscodeSpec) -> Result<(), PipelineError> {
     // would see going backwards at every join: `single-segment` turns them into one running timeline.
     let rate_caps = make("capsfilter")?;
     rate_caps.set_property("caps", gst::Caps::builder("video/x-raw").field("framerate", gst::Fraction::new(spec.fps as i32, 1)).build());
-    let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps)?;
+    let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps, spec.speed_preset)?;
     let video_tail = chain(
         &pipeline,
         &[single_segment()?, make("videorate")?, rate_caps, make("videoconvert")?, encoder, profile_high()?, make("h264parse")?, make("queue")?],

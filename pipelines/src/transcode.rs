@@ -42,6 +42,8 @@ pub struct TranscodeSpec {
     pub video_window: Option<Window>,
     /// Encoder element name (see [`encoders`]).
     pub encoder: String,
+    /// x264enc's speed preset (other encoders ignore it).
+    pub speed_preset: encoders::SpeedPreset,
     pub output: PathBuf,
     /// No progress for this long fails the transcode instead of hanging.
     pub stall_timeout: Duration,
@@ -62,6 +64,7 @@ impl TranscodeSpec {
             schedule: None,
             video_window: None,
             encoder: encoder.to_string(),
+            speed_preset: encoders::SpeedPreset::default(),
             output,
             stall_timeout: Duration::from_secs(120),
         }
@@ -214,7 +217,7 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let convert = make("videoconvert")?;
     let output_caps = make("capsfilter")?;
     output_caps.set_property("caps", raw_caps(Some("I420")));
-    let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps)?;
+    let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps, spec.speed_preset)?;
     let profile = make("capsfilter")?;
     profile.set_property("caps", gst::Caps::builder("video/x-h264").field("profile", "high").build());
     let parse = make("h264parse")?;

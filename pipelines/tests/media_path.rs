@@ -69,6 +69,7 @@ fn spec(tracks: Vec<TrackInput>, duration_ns: u64, output: std::path::PathBuf) -
         schedule: None,
         video_window: None,
         encoder: cpu_encoder(),
+        speed_preset: Default::default(),
         output,
         stall_timeout: Duration::from_secs(30),
     }

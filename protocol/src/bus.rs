@@ -88,6 +88,7 @@ pub struct Bus {
 impl Bus {
     /// Connects (retrying until the server answers) and makes sure every stream, consumer and bucket exists.
     pub async fn connect(config: &NatsConfig, queues: &QueueSettings, client_name: &str, topology: Topology) -> Result<Self, BusError> {
+        crate::tls::install_crypto_provider();
         let mut options = async_nats::ConnectOptions::new()
             .name(client_name)
             .retry_on_initial_connect()

@@ -104,6 +104,8 @@ pub struct S3Config {
     /// Static credentials; when absent the usual AWS chain (environment, profile, instance role) is used.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// PEM CA certificate(s) trusted for an `https://` endpoint besides the system's (a private CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for S3Config {
@@ -115,6 +117,7 @@ impl Default for S3Config {
             force_path_style: true,
             access_key_id: None,
             secret_access_key: None,
+            ca_file: None,
         }
     }
 }

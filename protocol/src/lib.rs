@@ -16,6 +16,7 @@ pub mod queue;
 pub mod node;
 pub mod storage;
 pub mod time;
+pub mod tls;
 
 pub use ids::SafeId;
 pub use job::{JobRecord, JobRequest, JobState};

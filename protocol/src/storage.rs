@@ -61,7 +61,7 @@ impl Storage {
                 tokio::fs::create_dir_all(&config.local_root).await?;
                 Backend::Local { root: config.local_root.clone() }
             }
-            StorageKind::S3 => Backend::S3 { client: s3_client(config).await, bucket: config.s3.bucket.clone() },
+            StorageKind::S3 => Backend::S3 { client: s3_client(config).await?, bucket: config.s3.bucket.clone() },
         };
         Ok(Self { prefix, backend })
     }
@@ -229,6 +229,36 @@ impl Storage {
         Ok(objects)
     }
 
+    /// Removes the partial files of uploads under `prefix` last written before `written_before`: their
+    /// writer died mid-upload (local storage writes a temporary file, then renames it into place). S3
+    /// keeps no partial objects, so there is nothing to do there. Returns how many were removed.
+    pub async fn remove_abandoned_uploads(&self, prefix: &str, written_before: std::time::SystemTime) -> Result<usize, StorageError> {
+        let Backend::Local { root } = &self.backend else { return Ok(0) };
+        let mut pending = vec![root.join(self.full_key(prefix.trim_end_matches('/'))?)];
+        let mut removed = 0;
+        while let Some(dir) = pending.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                other => other?,
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                // Another writer may rename or remove a file between the listing and here: not an error.
+                let Ok(meta) = entry.metadata().await else { continue };
+                let path = entry.path();
+                if meta.is_dir() {
+                    pending.push(path);
+                } else if is_temp(&path) && meta.modified().is_ok_and(|at| at < written_before) {
+                    match tokio::fs::remove_file(&path).await {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Checks that the backend answers (bucket exists / directory writable).
     pub async fn check(&self) -> Result<(), StorageError> {
         match &self.backend {
@@ -255,12 +285,15 @@ fn is_temp(path: &Path) -> bool {
     path.file_name().is_some_and(|n| n.to_string_lossy().starts_with(TEMP_MARKER))
 }
 
-async fn s3_client(config: &StorageConfig) -> aws_sdk_s3::Client {
+async fn s3_client(config: &StorageConfig) -> Result<aws_sdk_s3::Client, StorageError> {
     use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
     let s3 = &config.s3;
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(Region::new(s3.region.clone()));
     if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
         loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "fleet-config"));
+    }
+    if let Some(ca_file) = &s3.ca_file {
+        loader = loader.http_client(https_trusting(ca_file)?);
     }
     let shared = loader.load().await;
     let mut builder = aws_sdk_s3::config::Builder::from(&shared)
@@ -271,7 +304,27 @@ async fn s3_client(config: &StorageConfig) -> aws_sdk_s3::Client {
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
-    aws_sdk_s3::Client::from_conf(builder.build())
+    Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+}
+
+/// An HTTPS client that trusts the CA certificates in `ca_file` (PEM) besides the system's: for an S3
+/// server with a certificate from a private CA.
+fn https_trusting(ca_file: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, StorageError> {
+    use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let pem = std::fs::read(ca_file).map_err(|e| StorageError::S3(format!("reading ca_file {}: {e}", ca_file.display())))?;
+    // The SDK parses the file only on the first request, and panics on a bad one: check it here.
+    use rustls_pki_types::pem::PemObject;
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StorageError::S3(format!("ca_file {}: {e}", ca_file.display())))?;
+    if certificates.is_empty() {
+        return Err(StorageError::S3(format!("ca_file {}: no PEM certificate in it", ca_file.display())));
+    }
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .build()
+        .map_err(|e| StorageError::S3(format!("ca_file {}: {e}", ca_file.display())))?;
+    Ok(aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).tls_context(context).build_https())
 }
 
 #[cfg(test)]
@@ -291,5 +344,22 @@ mod tests {
         assert!(matches!(storage.get_bytes("j1/none").await, Err(StorageError::NotFound(_))));
         assert!(storage.put_bytes("../escape", vec![]).await.is_err());
         assert!(dir.path().join("p/j1/manifest.json").exists());
+    }
+
+    #[tokio::test]
+    async fn only_idle_partial_uploads_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig { local_root: dir.path().to_path_buf(), prefix: "p".into(), ..Default::default() };
+        let storage = Storage::from_config(&config).await.unwrap();
+        storage.put_bytes("j1/raw/s1/a.mkv", b"whole".to_vec()).await.unwrap();
+        let partial = dir.path().join(format!("p/j1/raw/s1/{TEMP_MARKER}1-b.mkv"));
+        std::fs::write(&partial, b"half").unwrap();
+        let now = std::time::SystemTime::now();
+        let a_minute_ago = now - std::time::Duration::from_secs(60);
+        assert_eq!(storage.remove_abandoned_uploads("j1", a_minute_ago).await.unwrap(), 0, "a fresh one may still be written");
+        assert!(partial.exists());
+        assert_eq!(storage.remove_abandoned_uploads("j1", now + std::time::Duration::from_secs(1)).await.unwrap(), 1);
+        assert!(!partial.exists());
+        assert_eq!(storage.get_bytes("j1/raw/s1/a.mkv").await.unwrap(), b"whole", "finished objects stay");
     }
 }

@@ -62,6 +62,7 @@ impl Default for Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    fleet_protocol::tls::install_crypto_provider();
     let args = Args::parse();
     let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
     fleet_protocol::logging::init(&config.log);

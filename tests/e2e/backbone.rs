@@ -68,7 +68,7 @@ fn check_recording(record: &Value, mp4: &[u8], manifest: &Value, dir: &Path) {
 async fn recording_lands_in_s3_with_signed_webhooks() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3::start(dir.path());
-    let setup = Setup::with_storage(dir, StorageSetup::S3 { endpoint: s3.endpoint() }, Default::default());
+    let setup = Setup::with_storage(dir, StorageSetup::S3 { endpoint: s3.endpoint(), ca_file: None }, Default::default());
     let _recorder = setup.fleet.recorder("rec-a", "both", 2);
     let api = &setup.api;
     let hooks = Receiver::start(WEBHOOK_SECRET).await;
@@ -448,4 +448,55 @@ async fn per_role_nats_logins_record_and_refuse_the_rest() {
     assert_eq!(info.state.last_sequence, 1, "only the controller's one job was ever queued");
     let entry = admin.get_key_value("fleet-nodes").await.unwrap().get("tx-a").await.unwrap();
     assert!(entry.is_some_and(|v| v.as_ref() != b"{}"), "tx-a's registry entry was overwritten");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_nats_and_s3_over_tls_record_and_refuse_clients_that_skip_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = fleet_tests::test_ca(&dir.path().join("tls"));
+    let s3 = S3::start(dir.path());
+    let s3_https = format!("https://127.0.0.1:{}", fleet_tests::tls_proxy(&certs, s3.port()).await);
+    let storage = StorageSetup::S3 { endpoint: s3_https.clone(), ca_file: Some(certs.ca.clone()) };
+    let setup = Setup::over_tls(dir, &certs, storage, Default::default());
+    let _node = setup.fleet.recorder("tls-node", "both", 2);
+    // The whole path over TLS: the API on HTTPS, NATS over TLS, S3 over HTTPS, all with the test CA.
+    let record = record_and_finish(&setup.api, &test_room(1)).await;
+    let id = record["id"].as_str().unwrap();
+    let mp4 = s3.get(&format!("recordings/{id}/{id}.mp4")).await;
+    let manifest: Value = serde_json::from_slice(&s3.get(&format!("recordings/{id}/manifest.json")).await).unwrap();
+    check_recording(&record, &mp4, &manifest, setup.dir.path());
+
+    // Plain HTTP gets no answer from the HTTPS port.
+    let client = || reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let plain = client().get(format!("http://127.0.0.1:{}/v1/recordings", setup.port)).bearer_auth(API_KEY).send().await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    // A client that does not trust the CA refuses the controller's certificate.
+    let refused = client().get(format!("https://127.0.0.1:{}/v1/recordings", setup.port)).send().await.unwrap_err();
+    assert!(format!("{refused:?}").to_lowercase().contains("certificate"), "not a certificate refusal: {refused:?}");
+    // A NATS client without the CA does not get in either, asking for TLS or not.
+    fleet_protocol::tls::install_crypto_provider();
+    for require_tls in [true, false] {
+        let nats = tokio::time::timeout(Duration::from_secs(10), async_nats::ConnectOptions::new().require_tls(require_tls).connect(setup.nats.url())).await;
+        let refused = format!("{nats:?}");
+        println!("NATS client without the CA (require_tls {require_tls}): {refused}");
+        assert!(matches!(nats, Ok(Err(_))), "a NATS client that does not trust the CA was not refused: {refused}");
+    }
+    // Storage without the CA refuses the S3 server's certificate.
+    let untrusting = fleet_protocol::config::StorageConfig {
+        kind: fleet_protocol::config::StorageKind::S3,
+        s3: fleet_protocol::config::S3Config {
+            endpoint: Some(s3_https),
+            access_key_id: Some(fleet_tests::S3_ACCESS_KEY.into()),
+            secret_access_key: Some(fleet_tests::S3_SECRET_KEY.into()),
+            bucket: fleet_tests::S3_BUCKET.into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let storage = fleet_protocol::storage::Storage::from_config(&untrusting).await.unwrap();
+    let refused = storage.put_bytes("tls-check/object", b"x".to_vec()).await.unwrap_err().to_string();
+    assert!(refused.to_lowercase().contains("certificate"), "not a certificate refusal: {refused}");
+    // The controller's key is checked over HTTPS as over HTTP.
+    let unkeyed = setup.api.send("GET", "/v1/recordings", None, None).await;
+    assert_eq!(unkeyed.status, 401, "{}", unkeyed.body);
 }

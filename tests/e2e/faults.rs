@@ -68,9 +68,16 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
     eprintln!("spool recovery: {recovered} segments uploaded after the restart ({uploaded_before_kill} before the kill)");
     assert!(recovered >= 4, "the open segment of each of the 4 tracks must be recovered, got {recovered}");
 
+    // An upload cut short by a kill leaves its partial file (a kill rarely lands in one, so one is put
+    // there, written two hours ago): it is swept once the recording is complete.
+    let abandoned = raw.join("s1").join(".fleet-tmp-1-abandoned.mkv");
+    std::fs::write(&abandoned, b"half a segment").unwrap();
+    std::fs::File::options().write(true).open(&abandoned).unwrap().set_modified(std::time::SystemTime::now() - Duration::from_secs(7200)).unwrap();
+
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(api.stop(&id).await.status, 202);
     let record = api.wait_for_state(&id, &["complete"], Duration::from_secs(90)).await;
+    assert!(!abandoned.exists(), "the abandoned partial upload is still there");
     let first_start = record["sessions"][0]["started_at_ms"].as_u64().unwrap();
     let last_end = record["sessions"][1]["ended_at_ms"].as_u64().unwrap();
     let (mp4, manifest) = setup.read_output(&record);
@@ -82,6 +89,7 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
 
     // Every segment of both sessions, recovered ones included, is in the recording.
     let (before, after) = (count("s1"), count("s2"));
+
     assert!(uploaded_before_kill >= 8, "rec-a uploaded only {uploaded_before_kill} segments in 6 s");
     assert_eq!(manifest["segments"].as_u64(), Some((before + after) as u64), "manifest: {manifest}");
 
@@ -290,7 +298,7 @@ async fn missing_and_damaged_segments_are_reported_not_hidden() {
 async fn object_store_outage_spools_holds_new_jobs_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut s3 = fleet_tests::S3::start(dir.path());
-    let mut setup = Setup::with_storage(dir, fleet_tests::StorageSetup::S3 { endpoint: s3.endpoint() }, Default::default());
+    let mut setup = Setup::with_storage(dir, fleet_tests::StorageSetup::S3 { endpoint: s3.endpoint(), ca_file: None }, Default::default());
     setup.fleet.recorder_settings = "max_spool_mb = 0.25\n".into();
     let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 2);
     let _transcoder = setup.fleet.transcoder("tx");

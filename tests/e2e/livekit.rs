@@ -308,3 +308,48 @@ async fn captured_room_is_in_sync() {
     assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
     assert!(report.max_cadence_drift_ms <= 20.0, "cadence drift: {summary}");
 }
+
+const GARBAGE_ROOM: &str = r#"
+[[rooms]]
+name = "lk-garbage"
+close_after_s = 14
+
+[[rooms.participants]]
+identity = "p1-steady"
+
+[[rooms.participants]]
+identity = "p2-broken"
+garbage = [[4.0, 8.0]]
+"#;
+
+/// A participant whose camera and microphone send random bytes for 4 s (in well-formed RTP, as a broken
+/// or hostile client would): the recording completes and decodes cleanly, the other participant's
+/// picture keeps its beat throughout, and the broken one's media before and after the garbage is kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_sending_garbage_spoils_only_its_own_tile() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), GARBAGE_ROOM);
+    setup.fleet.recorder_extra = devroom.recorder_toml(3);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 1);
+    let id = setup.api.start(r#"{"room":"lk-garbage"}"#).await;
+    let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+    println!("warnings: {:#}", record["warnings"]);
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let path = setup.dir.path().join("garbage.mp4");
+    std::fs::copy(setup.root.join(format!("recordings/{id}/{id}.mp4")), &path).unwrap();
+    assert_eq!(decode_errors(&path), "", "the output decodes without an error");
+
+    let steady = fleet_tests::sync::flash_onsets(&path, "640:360:0:180", 30.0);
+    let broken = fleet_tests::sync::flash_onsets(&path, "640:360:640:180", 30.0);
+    println!("steady flashes: {steady:.2?}\nbroken flashes: {broken:.2?}");
+    let end = steady.last().copied().unwrap_or(0.0);
+    assert!(end > 11.0, "the steady participant's flashes stop at {end:.2} s");
+    let widest = steady.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(widest < 1.0 + 2.5 / 30.0, "the steady participant missed a flash: {widest:.2} s between two");
+    // Garbage from about 4 s (the room opens a moment before the recorder joins) to 8 s; the decoder
+    // picks up again at the next keyframe after it.
+    // While it sends garbage its tile shows no flash (its last good frame stays, or it is blank).
+    assert!(!broken.iter().any(|&t| (4.5..6.9).contains(&t)), "the garbage was shown as media");
+    assert!(broken.iter().any(|&t| t < 3.0), "the broken participant's media before the garbage is kept");
+    assert!(broken.iter().any(|&t| t > 10.0), "the broken participant's media after the garbage is kept");
+}

@@ -21,6 +21,13 @@ impl Api {
         Self { base: format!("http://127.0.0.1:{port}"), http }
     }
 
+    /// A client of a controller serving HTTPS with a certificate of the CA in `ca_pem`.
+    pub fn https(port: u16, ca_pem: &[u8]) -> Self {
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("a PEM CA certificate");
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).add_root_certificate(ca).build().expect("http client");
+        Self { base: format!("https://127.0.0.1:{port}"), http }
+    }
+
     pub async fn send(&self, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> Reply {
         let mut request = self.http.request(method.parse().unwrap(), format!("{}{path}", self.base));
         if let Some(key) = key {

@@ -134,6 +134,10 @@ impl S3 {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub async fn client(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -155,15 +159,17 @@ impl S3 {
 #[derive(Clone)]
 pub enum StorageSetup {
     Local(PathBuf),
-    S3 { endpoint: String },
+    /// `ca_file`: the private CA an `https://` endpoint's certificate comes from.
+    S3 { endpoint: String, ca_file: Option<PathBuf> },
 }
 
 impl StorageSetup {
     fn toml(&self) -> String {
         match self {
             StorageSetup::Local(root) => format!("[storage]\nkind = \"local\"\nlocal_root = \"{}\"\nprefix = \"recordings\"\n", root.display()),
-            StorageSetup::S3 { endpoint } => format!(
-                "[storage]\nkind = \"s3\"\nprefix = \"recordings\"\n[storage.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n"
+            StorageSetup::S3 { endpoint, ca_file } => format!(
+                "[storage]\nkind = \"s3\"\nprefix = \"recordings\"\n[storage.s3]\nbucket = \"{S3_BUCKET}\"\nendpoint = \"{endpoint}\"\nforce_path_style = true\naccess_key_id = \"{S3_ACCESS_KEY}\"\nsecret_access_key = \"{S3_SECRET_KEY}\"\n{}",
+                ca_file.as_ref().map(|ca| format!("ca_file = \"{}\"\n", ca.display())).unwrap_or_default()
             ),
         }
     }
@@ -185,6 +191,10 @@ pub struct Fleet {
     /// Where `controller nats-users` wrote the passwords, when NATS requires each process's own login
     /// (the controller logs in as `controller`, nodes by node id).
     pub nats_logins: Option<PathBuf>,
+    /// The CA every process trusts for a NATS server that requires TLS.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// The controller's HTTPS certificate chain and key.
+    pub controller_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Fleet {
@@ -198,6 +208,8 @@ impl Fleet {
             transcoder_extra: String::new(),
             controller_extra: String::new(),
             nats_logins: None,
+            nats_tls_ca: None,
+            controller_tls: None,
         }
     }
 
@@ -208,7 +220,11 @@ impl Fleet {
             Some(dir) => format!("user = \"{login}\"\npassword_file = \"{}\"\n", dir.join(format!("{login}.password")).display()),
             None => String::new(),
         };
-        let common = format!("[nats]\nurl = \"{}\"\n{credentials}[log]\nlevel = \"info\"\n", self.nats_url);
+        let tls = match &self.nats_tls_ca {
+            Some(ca) => format!("tls_required = true\ntls_ca_file = \"{}\"\n", ca.display()),
+            None => String::new(),
+        };
+        let common = format!("[nats]\nurl = \"{}\"\n{credentials}{tls}[log]\nlevel = \"info\"\n", self.nats_url);
         std::fs::write(&path, format!("{common}{body}")).unwrap();
         path
     }
@@ -223,7 +239,11 @@ impl Fleet {
             "controller",
             "controller",
             &format!(
-                "[controller]\nlisten = \"127.0.0.1:{port}\"\n[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n{}",
+                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n{}",
+                match &self.controller_tls {
+                    Some((cert, key)) => format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert.display(), key.display()),
+                    None => String::new(),
+                },
                 self.controller_extra
             ),
         );
@@ -318,6 +338,22 @@ impl Setup {
         Self::assemble(dir, nats, fleet, root)
     }
 
+    /// A NATS server that takes TLS only and a controller that serves HTTPS only, with certificates of
+    /// the test CA in `certs`, which every process is told to trust.
+    pub fn over_tls(dir: tempfile::TempDir, certs: &TestCertificates, storage: StorageSetup, root: PathBuf) -> Self {
+        let nats = Nats::start_with_config(
+            dir.path(),
+            Some(&format!("tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n", certs.cert.display(), certs.key.display())),
+        );
+        let mut fleet = Fleet::new(dir.path(), &nats, storage);
+        fleet.nats_url = nats.url().replacen("nats://", "tls://", 1);
+        fleet.nats_tls_ca = Some(certs.ca.clone());
+        fleet.controller_tls = Some((certs.cert.clone(), certs.key.clone()));
+        let mut setup = Self::assemble(dir, nats, fleet, root);
+        setup.api = Api::https(setup.port, &std::fs::read(&certs.ca).unwrap());
+        setup
+    }
+
     fn assemble(mut dir: tempfile::TempDir, nats: Nats, fleet: Fleet, root: PathBuf) -> Self {
         if std::env::var_os("FLEET_KEEP_TEST_DIRS").is_some() {
             dir.disable_cleanup(true);
@@ -334,4 +370,56 @@ impl Setup {
         let manifest = serde_json::from_slice(&std::fs::read(self.root.join(format!("recordings/{id}/manifest.json"))).unwrap()).unwrap();
         (mp4, manifest)
     }
+}
+
+/// PEM files of a test CA and of a server certificate it signed for `localhost` and `127.0.0.1`.
+pub struct TestCertificates {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub fn test_ca(dir: &Path) -> TestCertificates {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "fleet test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap().signed_by(&server_key, &ca).unwrap();
+    let files = TestCertificates { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    std::fs::write(&files.cert, server.pem()).unwrap();
+    std::fs::write(&files.key, server_key.serialize_pem()).unwrap();
+    files
+}
+
+/// Puts HTTPS in front of a loopback server that speaks plain HTTP (the S3 test server): terminates TLS
+/// with `certs` on a port of its own and relays the bytes. Returns that port.
+pub async fn tls_proxy(certs: &TestCertificates, to_port: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&certs.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(&certs.key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(client).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to_port)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
 }

@@ -13,6 +13,9 @@ pub struct TranscoderConfig {
     pub scratch_dir: PathBuf,
     /// `auto` (best working encoder, GPU first) or an element name such as `x264enc`.
     pub encoder: String,
+    /// x264's speed preset when encoding on the CPU: `veryfast` (default), or `superfast`/`ultrafast` for
+    /// speed at some cost in quality per bit, `faster`/`fast`/`medium` for the reverse.
+    pub x264_speed_preset: fleet_pipelines::encoders::SpeedPreset,
     /// A transcode that makes no progress for this long fails instead of hanging.
     pub stall_timeout_s: u64,
     pub audio_bitrate_bps: u32,
@@ -31,10 +34,32 @@ impl Default for TranscoderConfig {
             max_cpu_load: 0.95,
             scratch_dir: std::env::temp_dir().join("fleet-transcoder"),
             encoder: "auto".into(),
+            x264_speed_preset: Default::default(),
             stall_timeout_s: 120,
             audio_bitrate_bps: 128_000,
             chunk_seconds: 600,
             shared_files_root: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_pipelines::encoders::SpeedPreset;
+
+    fn load_with(line: &str) -> Result<TranscoderConfig, fleet_protocol::config::ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("transcoder.toml");
+        std::fs::write(&file, line).unwrap();
+        fleet_protocol::config::load(Some(&file))
+    }
+
+    #[test]
+    fn the_x264_preset_is_veryfast_unless_set_and_unknown_ones_are_refused() {
+        assert_eq!(load_with("").unwrap().x264_speed_preset, SpeedPreset::Veryfast);
+        assert_eq!(load_with("x264_speed_preset = \"superfast\"").unwrap().x264_speed_preset, SpeedPreset::Superfast);
+        let refused = load_with("x264_speed_preset = \"warp\"").unwrap_err().to_string();
+        assert!(refused.contains("warp"), "{refused}");
     }
 }

@@ -36,6 +36,7 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
         inputs,
         output: partial.clone(),
         encoder: worker.encoder_for(record.request.gpu)?,
+        speed_preset: worker.config.x264_speed_preset,
         width,
         height,
         fps,

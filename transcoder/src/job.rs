@@ -190,6 +190,7 @@ pub(crate) async fn prepare(worker: &Transcoder, record: &JobRecord, scratch: &s
         schedule,
         video_window: None,
         encoder: worker.encoder_for(record.request.gpu)?,
+        speed_preset: worker.config.x264_speed_preset,
         output: scratch.join("output"),
         stall_timeout: Duration::from_secs(worker.config.stall_timeout_s),
     };
@@ -287,6 +288,12 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
     }
     worker.storage.put_bytes(&manifest_key, manifest.to_json()).await.map_err(|e| format!("manifest upload: {e}"))?;
     tracing::info!(location = %output.location, duration_s = output.duration_s, size_bytes, "recording uploaded");
+    // A recorder killed mid-upload leaves its half-written file behind on shared local storage.
+    match worker.storage.remove_abandoned_uploads(job_id.as_str(), abandoned_before(record)).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "removed abandoned partial uploads"),
+        Err(err) => tracing::warn!(%err, "could not sweep abandoned partial uploads"),
+    }
 
     worker
         .bus
@@ -305,6 +312,18 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
         .await
         .map_err(|e| e.to_string())?;
     Ok(Done::Completed)
+}
+
+/// Partial uploads last written before this have lost their writer. Every capture session has ended, so
+/// a live upload now (a restarted recorder recovering its spool) writes after the last session's end;
+/// a margin covers clocks a little apart (a shared mount's server stamps the files). Whatever is an
+/// hour old is dead in any case.
+fn abandoned_before(record: &JobRecord) -> std::time::SystemTime {
+    const CLOCK_MARGIN: Duration = Duration::from_secs(10);
+    let now = std::time::SystemTime::now();
+    let last_end = record.sessions.iter().filter_map(|s| s.ended_at_ms).max();
+    let after_sessions = last_end.map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms) - CLOCK_MARGIN);
+    after_sessions.into_iter().chain([now - Duration::from_secs(3600)]).max().expect("one at least").min(now)
 }
 
 /// Runs the blocking GStreamer transcode on its own thread, publishing progress about once a second.

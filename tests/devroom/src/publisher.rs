@@ -1,12 +1,26 @@
 //! Paces a clip out as a live track: each frame at its wall-clock instant, RTP time running on across
-//! loops, nothing sent while the track is muted, stopping when it is unpublished.
+//! loops, nothing sent while the track is muted, stopping when it is unpublished. In the scenario's
+//! garbage windows each frame's bytes are replaced by random ones.
 
 use crate::room::{OutFrame, Room, TrackState};
 use fleet_pipelines::clip::Clip;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn pace(room: Arc<Room>, track_sid: Arc<str>, clip: Arc<Clip>) {
+/// When a participant sends random bytes instead of media: windows in seconds from the room's opening.
+#[derive(Debug, Clone)]
+pub struct Garbage {
+    pub windows: Vec<[f64; 2]>,
+    pub opened: tokio::time::Instant,
+}
+
+impl Garbage {
+    fn now(&self) -> bool {
+        crate::room::in_window(&self.windows, self.opened.elapsed().as_secs_f64())
+    }
+}
+
+pub async fn pace(room: Arc<Room>, track_sid: Arc<str>, clip: Arc<Clip>, garbage: Garbage) {
     let clock_rate: u64 = if clip.spec.codec.is_video() { 90_000 } else { 48_000 };
     // A random RTP start, as real senders use.
     let rtp_base: u64 = rand::random::<u32>() as u64;
@@ -31,7 +45,7 @@ pub async fn pace(room: Arc<Room>, track_sid: Arc<str>, clip: Arc<Clip>) {
                 captured_at: (started + Duration::from_nanos(at_ns)).into_std(),
                 rtp_time,
                 keyframe: frame.keyframe,
-                data: frame.data.clone().into(),
+                data: if garbage.now() { (0..frame.data.len()).map(|_| rand::random::<u8>()).collect::<Vec<u8>>().into() } else { frame.data.clone().into() },
             });
         }
     }

@@ -220,7 +220,7 @@ pub enum TrackState {
 pub fn run_script(room: Arc<Room>, script: RoomScript, clips: Arc<ClipSet>) {
     let opened = tokio::time::Instant::now();
     for (index, participant) in script.participants.iter().enumerate() {
-        let present = (participant.join_at_s <= 0.0).then(|| join(&room, participant, index, &clips));
+        let present = (participant.join_at_s <= 0.0).then(|| join(&room, participant, index, &clips, opened));
         tokio::spawn(run_participant(room.clone(), participant.clone(), index, clips.clone(), opened, present));
     }
     if let Some(close_after) = script.close_after_s {
@@ -233,7 +233,7 @@ pub fn run_script(room: Arc<Room>, script: RoomScript, clips: Arc<ClipSet>) {
     }
 }
 
-fn in_window(windows: &[[f64; 2]], t: f64) -> bool {
+pub(crate) fn in_window(windows: &[[f64; 2]], t: f64) -> bool {
     windows.iter().any(|[from, to]| t >= *from && t < *to)
 }
 
@@ -256,14 +256,14 @@ async fn run_participant(
             if room.is_closed() {
                 return;
             }
-            join(&room, &script, index, &clips)
+            join(&room, &script, index, &clips, opened)
         }
     };
     follow_script(room, script, sid, video_clip, opened).await;
 }
 
 /// Adds the participant with its camera and microphone and starts pacing their media.
-fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &ClipSet) -> Joined {
+fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &ClipSet, opened: tokio::time::Instant) -> Joined {
     let sid = new_sid("PA_");
     let camera = script.camera.then(|| track_info(&script, TrackKind::Camera));
     let microphone = script.microphone.then(|| track_info(&script, TrackKind::Microphone));
@@ -290,11 +290,12 @@ fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &Clip
     tracing::info!(room = %room.name, identity = %script.identity, %sid, "synthetic participant joined");
     let video_clip = clips.get(crate::clips::Kind::Video(script.video_codec), index);
     let audio_clip = clips.get(crate::clips::Kind::Audio, index);
+    let garbage = publisher::Garbage { windows: script.garbage.clone(), opened };
     if let (Some(track), Some(clip)) = (&camera, video_clip.clone()) {
-        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip));
+        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage.clone()));
     }
     if let (Some(track), Some(clip)) = (&microphone, audio_clip) {
-        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip));
+        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage));
     }
     (sid, video_clip)
 }
@@ -351,7 +352,8 @@ async fn follow_script(
             let track = track_info(&script, TrackKind::ScreenShare);
             share = Some(track.sid.clone());
             if let Some(clip) = video_clip.clone() {
-                tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip));
+                let garbage = publisher::Garbage { windows: script.garbage.clone(), opened };
+                tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage));
             }
             Some(track)
         } else {

@@ -53,6 +53,10 @@ pub struct ParticipantScript {
     /// Windows in which a screen share track is published.
     #[serde(default)]
     pub screen_share: Vec<[f64; 2]>,
+    /// Windows in which every frame this participant sends (camera, microphone, share) is random bytes
+    /// of the frame's size, still in well-formed RTP: a broken or hostile client.
+    #[serde(default)]
+    pub garbage: Vec<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
@@ -103,6 +107,7 @@ impl Scenario {
                 mute_microphone: vec![],
                 screen_share: vec![],
                 speaking: vec![],
+                garbage: vec![],
             })
             .collect();
         Scenario { auto_create: false, rooms: vec![RoomScript { name: room.into(), close_after_s: None, loss_percent: 0.0, participants }] }

@@ -75,7 +75,7 @@ impl World {
     async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let s3 = S3::start(dir.path());
-        let mut setup = Setup::with_storage(dir, StorageSetup::S3 { endpoint: s3.endpoint() }, Default::default());
+        let mut setup = Setup::with_storage(dir, StorageSetup::S3 { endpoint: s3.endpoint(), ca_file: None }, Default::default());
         // A 4 s transcode AckWait so a killed transcoder's job moves on quickly (the controller owns it).
         setup.controller = None;
         setup.fleet.controller_extra = "[queues]\ntranscode_ack_wait_s = 4\n".into();

@@ -5,7 +5,12 @@
 //! doing the same composition (xstack + amix + libx264 veryfast + aac). Reports medians of wall time,
 //! times real time, the speed ratio, and each one's peak RSS.
 //!
-//! `transcode_bench --ours <raw session dir> <out.mp4> <duration s>` is the child process.
+//! The fleet runs twice per round: with the default x264 preset (`veryfast`, as ffmpeg's) and with
+//! `superfast` (`[transcoder] x264_speed_preset`). What the faster preset costs in quality is measured
+//! apart, on camera-like content (the devroom clips are flat colours, which every preset encodes
+//! perfectly): each preset encodes the same raw 720p grid with x264enc, scored by SSIM and PSNR.
+//!
+//! `transcode_bench --ours <raw session dir> <out.mp4> <duration s> <x264 preset>` is the child process.
 
 use fleet_pipelines::segment_reader::{TrackInput, probe_caps, session_tracks};
 use fleet_pipelines::transcode::{TranscodeSpec, run};
@@ -72,18 +77,27 @@ fn main() {
     let work = dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let (mut ours, mut theirs, mut ours_rss, mut theirs_rss) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ours_fast, mut ours_fast_rss) = (Vec::new(), Vec::new());
+    let ours_run = |round: usize, preset: &str| {
+        let output = work.join(format!("ours-{preset}-{round}.mp4"));
+        run_measured(Command::new(std::env::current_exe().unwrap()).arg("--ours").arg(&raw).arg(&output).arg(recorded_s.to_string()).arg(preset))
+    };
     for round in 0..options.repeats {
-        let output = work.join(format!("ours-{round}.mp4"));
-        let (wall, rss) = run_measured(
-            Command::new(std::env::current_exe().unwrap()).arg("--ours").arg(&raw).arg(&output).arg(recorded_s.to_string()),
-        );
+        let (wall, rss) = ours_run(round, "veryfast");
         ours.push(wall);
         ours_rss.push(rss);
         let (wall, rss) = run_measured(&mut ffmpeg_grid(&videos, &audios, &work, &work.join(format!("ffmpeg-{round}.mp4"))));
         theirs.push(wall);
         theirs_rss.push(rss);
-        eprintln!("[bench] round {round}: ours {:.2} s ({:.0} MB), ffmpeg {:.2} s ({:.0} MB)", ours[round], ours_rss[round], theirs[round], theirs_rss[round]);
+        let (wall, rss) = ours_run(round, "superfast");
+        ours_fast.push(wall);
+        ours_fast_rss.push(rss);
+        eprintln!(
+            "[bench] round {round}: ours {:.2} s ({:.0} MB), ffmpeg {:.2} s ({:.0} MB), ours superfast {:.2} s ({:.0} MB)",
+            ours[round], ours_rss[round], theirs[round], theirs_rss[round], ours_fast[round], ours_fast_rss[round]
+        );
     }
+    let quality = preset_quality(&work);
     let (chunked_wall_s, chunks) = runtime.block_on(chunked_on_two_transcoders(&mut recorded));
     eprintln!("[bench] chunked over 2 transcoders: {chunked_wall_s:.2} s ({chunks} chunks)");
     let ours_median = median(&mut ours.clone());
@@ -105,6 +119,15 @@ fn main() {
             "fleet_peak_rss_mb": ours_rss,
             "ffmpeg_peak_rss_mb": theirs_rss,
             "fleet_median_peak_rss_mb": median(&mut ours_rss),
+            "fleet_superfast": {
+                "x264_speed_preset": "superfast",
+                "wall_s": ours_fast,
+                "median_s": median(&mut ours_fast.clone()),
+                "times_realtime": recorded_s / median(&mut ours_fast.clone()),
+                "speed_vs_ffmpeg_veryfast": theirs_median / median(&mut ours_fast.clone()),
+                "peak_rss_mb": ours_fast_rss,
+            },
+            "x264_presets_on_camera_like_content": quality,
             "ffmpeg_median_peak_rss_mb": median(&mut theirs_rss),
             "targets": { "times_realtime": 4.0, "speed_vs_ffmpeg": 1.2, "peak_rss_mb": 500 },
             "chunked_two_transcoders": {
@@ -204,9 +227,80 @@ fn transcode_ours(args: &[String]) {
     fleet_pipelines::init().unwrap();
     let tracks = session_tracks(Path::new(&args[0])).unwrap();
     let duration_ns = (args[2].parse::<f64>().unwrap() * 1e9) as u64;
-    let spec = TranscodeSpec::hd720(tracks, duration_ns, "x264enc", PathBuf::from(&args[1]));
+    let mut spec = TranscodeSpec::hd720(tracks, duration_ns, "x264enc", PathBuf::from(&args[1]));
+    spec.speed_preset = args[3].parse().unwrap();
     let report = run(&spec, |_| {}).expect("transcode");
     assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// What each x264 preset costs and gives on camera-like content: 10 s of a 720p 2x2 grid of busy,
+/// grainy synthetic pictures (ffmpeg's lavfi sources with temporal noise), encoded by x264enc at the
+/// default 3000 kbps. CPU seconds are the encoding pipeline's (raw file in, MP4 out; x264 nearly all of
+/// it); `encode_only_ceiling_times_realtime` is how fast this machine could go if encoding were all it did.
+fn preset_quality(work: &Path) -> serde_json::Value {
+    const SECONDS: f64 = 10.0;
+    let raw = work.join("camera-like.yuv");
+    let sources = "testsrc2=size=640x360:rate=30,noise=alls=12:allf=t[a];mandelbrot=size=640x360:rate=30[b];\
+        life=size=640x360:rate=30:mold=10:ratio=0.5:death_color=#203040:life_color=#c0a080,noise=alls=12:allf=t[c];\
+        cellauto=size=640x360:rate=30,noise=alls=8:allf=t[d];[a][b][c][d]xstack=inputs=4:layout=0_0|w0_0|0_h0|w0_h0,format=yuv420p";
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", sources, "-t", &SECONDS.to_string(), "-f", "rawvideo"])
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(made.success(), "camera-like content");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut results = Vec::new();
+    for preset in ["veryfast", "superfast"] {
+        let encoded = work.join(format!("camera-like-{preset}.mp4"));
+        let launch = format!(
+            "filesrc location={} blocksize=1382400 ! rawvideoparse width=1280 height=720 format=i420 framerate=30/1 colorimetry=bt709 \
+             ! x264enc bitrate=3000 speed-preset={preset} key-int-max=60 ! video/x-h264,profile=high ! h264parse ! mp4mux ! filesink location={}",
+            raw.display(),
+            encoded.display()
+        );
+        let cpu_s = child_cpu_seconds(Command::new("gst-launch-1.0").arg("-q").args(launch.split_whitespace()));
+        let scores = Command::new("ffmpeg")
+            .args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "1280x720", "-r", "30", "-i"])
+            .arg(&raw)
+            .arg("-i")
+            .arg(&encoded)
+            .args(["-lavfi", "[1:v][0:v]ssim;[1:v][0:v]psnr", "-f", "null", "-"])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&scores.stderr);
+        let after = |key: &str| log.split(key).nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok());
+        let bytes = std::fs::metadata(&encoded).unwrap().len();
+        results.push(json!({
+            "x264_speed_preset": preset,
+            "encode_cpu_s": cpu_s,
+            "encode_only_ceiling_times_realtime": cores * SECONDS / cpu_s,
+            "ssim": after("All:"),
+            "psnr_db": after("average:"),
+            "kbps": bytes as f64 * 8.0 / SECONDS / 1000.0,
+        }));
+    }
+    std::fs::remove_file(&raw).ok();
+    json!({ "content": "10 s 1280x720 30 fps: 2x2 grid of ffmpeg lavfi testsrc2, mandelbrot, life and cellauto with temporal noise", "encoder": "x264enc 3000 kbps", "presets": results })
+}
+
+/// The user + system CPU seconds of a child process, from its rusage.
+fn child_cpu_seconds(command: &mut Command) -> f64 {
+    let before = children_cpu_seconds();
+    let status = command.status().unwrap();
+    assert!(status.success(), "{command:?}: {status}");
+    children_cpu_seconds() - before
+}
+
+fn children_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// The same composition with ffmpeg: a 2x2 grid of letterboxed 640x360 tiles, all audios mixed.
