@@ -119,3 +119,14 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The sample configuration shipped in deploy/ loads: no key there that the code does not know.
+    #[test]
+    fn the_shipped_sample_configuration_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller.toml");
+        let loaded: Result<super::Config, _> = fleet_protocol::config::load(Some(&path));
+        assert!(loaded.is_ok(), "{}: {}", path.display(), loaded.err().map(|e| e.to_string()).unwrap_or_default());
+    }
+}
