@@ -138,8 +138,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
     let session_id = session_id.expect("set by the successful update");
     tracing::info!(session = %session_id, "capture session claimed");
 
-    let already_recorded_ms = record.sessions.iter().filter_map(|s| Some(s.ended_at_ms? - s.started_at_ms)).sum::<u64>();
-    let remaining = Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(already_recorded_ms));
+    let remaining = remaining_duration(&record, fleet_protocol::time::now_ms());
     capture(recorder, job_id, &session_id, &record.request, remaining, handover_taker, shutdown).await
 }
 
@@ -570,4 +569,32 @@ async fn fail(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, handove
         handover_taker,
     };
     end_session(recorder, job_id, session_id, end).await
+}
+
+/// What is left of the job's `max_duration` for a session starting now. The recording spans from its
+/// first session's start, gaps and hand-over overlaps included (the output covers that span), so a
+/// session that resumes a crashed one or takes over from a draining one records only the rest.
+fn remaining_duration(record: &fleet_protocol::JobRecord, now_ms: u64) -> Duration {
+    let first_start = record.sessions.iter().map(|s| s.started_at_ms).min().unwrap_or(now_ms);
+    let elapsed_ms = now_ms.saturating_sub(first_start);
+    Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(elapsed_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_duration_counts_from_the_first_session_through_gaps_and_open_sessions() {
+        let request = serde_json::from_value(serde_json::json!({"room": "r", "max_duration_s": 3600})).unwrap();
+        let mut record = fleet_protocol::JobRecord::new(fleet_protocol::SafeId::parse("rec_test").unwrap(), request, 0);
+        assert_eq!(remaining_duration(&record, 1_000_000), Duration::from_secs(3600), "no session yet: all of it");
+        let session = |started: u64, ended: Option<u64>| -> CaptureSession {
+            serde_json::from_value(serde_json::json!({"id": format!("s{started}"), "node": "n", "started_at_ms": started, "ended_at_ms": ended})).unwrap()
+        };
+        // A crashed session (0..600 s), a gap, and a draining one still open when a taker starts at 3000 s.
+        record.sessions = vec![session(0, Some(600_000)), session(620_000, None), session(3_000_000, None)];
+        assert_eq!(remaining_duration(&record, 3_000_000), Duration::from_secs(600));
+        assert_eq!(remaining_duration(&record, 4_000_000), Duration::ZERO);
+    }
 }
