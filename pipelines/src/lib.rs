@@ -28,6 +28,9 @@ pub enum PipelineError {
     Build(String),
     #[error("pipeline error from {source_name}: {message}")]
     Runtime { source_name: String, message: String },
+    /// A write failed for want of space: the disk is full, not the media bad.
+    #[error("the disk is full: {source_name}: {message}")]
+    DiskFull { source_name: String, message: String },
     #[error("pipeline stalled: no progress for {0} s")]
     Stalled(u64),
     #[error("input: {0}")]
@@ -64,6 +67,9 @@ pub(crate) fn runtime_error(err: &gst::message::Error) -> PipelineError {
     let mut message = err.error().to_string();
     if let Some(debug) = err.debug() {
         message.push_str(&format!(" ({debug})"));
+    }
+    if err.error().matches(gst::ResourceError::NoSpaceLeft) {
+        return PipelineError::DiskFull { source_name, message };
     }
     PipelineError::Runtime { source_name, message }
 }

@@ -19,6 +19,10 @@ pub enum SourceEvent {
     /// Every track's last segment is closed after a stop.
     Finished,
     Failed(String),
+    /// A segment could not be written for want of disk space: the recording must go to another recorder.
+    SpoolFull(String),
+    /// One track stopped being recorded (its writer failed); the others go on.
+    TrackLost(String),
 }
 
 pub type SourceEvents = mpsc::UnboundedSender<SourceEvent>;
@@ -70,6 +74,7 @@ impl Capture {
                         SourceEvent::Fragment { participant: participant.clone(), track: track.clone(), fragment }
                     }
                     CaptureEvent::Finished => SourceEvent::Finished,
+                    CaptureEvent::Failed(err @ fleet_pipelines::PipelineError::DiskFull { .. }) => SourceEvent::SpoolFull(err.to_string()),
                     CaptureEvent::Failed(err) => SourceEvent::Failed(format!("capture failed: {err}")),
                 };
                 if events.send(translated).is_err() {

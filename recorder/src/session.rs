@@ -270,6 +270,17 @@ async fn capture(
                     failure = Some(reason);
                     break;
                 }
+                Some(SourceEvent::SpoolFull(reason)) => {
+                    // The disk filled between two checks and a write failed: the capture cannot go on
+                    // here. What was written is uploaded, and another recorder resumes the recording.
+                    tracing::error!(%reason, "handing the recording back");
+                    recorder.note_disk_full();
+                    warn_on_job(recorder, job_id, format!("{}: spool disk full: {reason}; the recording was handed to another recorder", recorder.node_id)).await;
+                    handing_back = true;
+                    failure = Some(reason);
+                    break;
+                }
+                Some(SourceEvent::TrackLost(warning)) => warn_on_job(recorder, job_id, format!("{}: {warning}", recorder.node_id)).await,
             },
             Some(record) = next_record(&mut stop_watch), if stopped.is_none() => seen = Some(record),
             _ = poll.tick(), if stopped.is_none() => {

@@ -495,14 +495,29 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Disk full on a recorder: before its writes fail (which stalled the capture without a word), the
-/// recorder hands the recording back with the reason on the job, another recorder resumes it, and the
-/// full one takes no new recording.
+/// Disk full on a recorder: before its writes fail, the recorder hands the recording back with the
+/// reason on the job, another recorder resumes it, and the full one takes no new recording.
 #[tokio::test(flavor = "multi_thread")]
 async fn full_disk_on_a_recorder_hands_the_recording_over_with_the_reason() {
+    let warning = hand_back_on_a_full_disk("min_free_spool_mb = 0.1\n", false).await;
+    assert!(warning.starts_with("rec-a: spool disk full"), "{warning}");
+}
+
+/// A disk that fills between two free-space checks (here: no minimum, and a file written until the
+/// disk is full): the failed write itself hands the recording over, with the system's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_failing_on_a_full_disk_hands_the_recording_over_with_the_reason() {
+    let warning = hand_back_on_a_full_disk("min_free_spool_mb = 0.0\n", true).await;
+    assert!(warning.starts_with("rec-a: spool disk full: the disk is full"), "{warning}");
+}
+
+/// Records on rec-a, whose spool is a 128 KiB disk, until it hands the recording to rec-b; checks the
+/// hand-over, the registry's hold and the final MP4. Returns the job's disk-full warning.
+async fn hand_back_on_a_full_disk(recorder_a_settings: &str, fill_the_disk: bool) -> String {
     let mut setup = Setup::local();
-    let _disk = SmallDisk::mount(&setup.dir.path().join("spool-rec-a"), "128k");
-    setup.fleet.recorder_settings = "min_free_spool_mb = 0.1\n".into();
+    let spool_a = setup.dir.path().join("spool-rec-a");
+    let _disk = SmallDisk::mount(&spool_a, "128k");
+    setup.fleet.recorder_settings = recorder_a_settings.into();
     let _recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 1);
     setup.fleet.recorder_settings = String::new();
     let _transcoder = setup.fleet.transcoder("tx");
@@ -510,11 +525,15 @@ async fn full_disk_on_a_recorder_hands_the_recording_over_with_the_reason() {
     let id = api.start(r#"{"room":"r","source":{"type":"test","participants":2}}"#).await;
     api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
     let _recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    if fill_the_disk {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut filler = std::fs::File::create(spool_a.join("filler")).unwrap();
+        while std::io::Write::write_all(&mut filler, &[0u8; 4096]).is_ok() {}
+    }
     let record = wait_for(api, &id, Duration::from_secs(60), |r| r["sessions"].as_array().is_some_and(|s| s.len() == 2 && s[1]["writing"] == true)).await;
     let warning = record["warnings"].as_array().and_then(|w| w.iter().find_map(|w| w.as_str().filter(|w| w.contains("spool disk full")))).map(String::from);
     println!("sessions: {}; warning: {warning:?}", record["sessions"]);
-    assert!(warning.as_deref().is_some_and(|w| w.starts_with("rec-a: spool disk full")), "{record:#}");
-    assert_eq!((record["sessions"][0]["node"].as_str(), record["sessions"][1]["node"].as_str()), (Some("rec-a"), Some("rec-b")));
+    assert_eq!((record["sessions"][0]["node"].as_str(), record["sessions"][1]["node"].as_str()), (Some("rec-a"), Some("rec-b")), "{record:#}");
     // The registry says why rec-a takes no new recording (its next heartbeat, within 2 s).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -536,4 +555,5 @@ async fn full_disk_on_a_recorder_hands_the_recording_over_with_the_reason() {
     assert_eq!(fleet_tests::media::decode_errors(&path), "");
     let lost = fleet_tests::media::black_seconds(&path, "640:360:0:180", 30.0);
     println!("media lost at the hand-back: {lost:.2} s");
+    warning.expect("a disk-full warning on the job")
 }

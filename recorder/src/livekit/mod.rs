@@ -142,7 +142,7 @@ impl TrackSink {
 enum WriterNote {
     KeyframeWanted(String),
     Finished(String),
-    Failed(String, String),
+    Failed(String, fleet_pipelines::PipelineError),
 }
 
 struct RoomCapture {
@@ -562,7 +562,7 @@ impl RoomCapture {
                 let _ = notes.send(WriterNote::Finished(sid.clone()));
             }
             TrackWriterEvent::Failed(err) => {
-                let _ = notes.send(WriterNote::Failed(sid.clone(), err.to_string()));
+                let _ = notes.send(WriterNote::Failed(sid.clone(), err));
             }
         })
         .map_err(|e| e.to_string())
@@ -577,8 +577,15 @@ impl RoomCapture {
                 }
             }
             WriterNote::Finished(sid) => self.writer_done(&sid),
-            WriterNote::Failed(sid, reason) => {
-                tracing::error!(track = %sid, %reason, "track writer failed; the track's earlier segments are kept");
+            WriterNote::Failed(sid, err) => {
+                tracing::error!(track = %sid, %err, "track writer failed; the track's earlier segments are kept");
+                // Never a silent gap: a full disk moves the recording to another recorder, any other
+                // failure is said on the job.
+                let event = match err {
+                    fleet_pipelines::PipelineError::DiskFull { .. } => SourceEvent::SpoolFull(err.to_string()),
+                    _ => SourceEvent::TrackLost(format!("track {sid} is no longer recorded: {err}")),
+                };
+                let _ = self.events.send(event);
                 self.writer_done(&sid);
             }
         }
