@@ -103,8 +103,10 @@ impl TrackWriter {
                 chain.extend([parse, avc3]);
             }
             TrackCodec::Vp9 => chain.push(make("vp9parse")?),
-            TrackCodec::Opus => chain.push(make("opusparse")?),
-            TrackCodec::Vp8 => {}
+            // No opusparse: every packet already has its time and duration. Behind opusparse, a
+            // participant's garbage made splitmuxsink fail ("Queued GOP time is negative"), and the rest
+            // of the track went unrecorded.
+            TrackCodec::Opus | TrackCodec::Vp8 => {}
         }
         let (sink, sink_pad) = segment_writer::segment_sink(dir, segment_ns, codec.kind())?;
         let pipeline = gst::Pipeline::with_name(&format!("track-{}", dir.display()));

@@ -16,6 +16,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -134,6 +135,8 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
     }
 
     let mut feeders = Vec::new();
+    // Per video track: frames fed in, frames decoded.
+    let mut frame_counts = Vec::new();
     if !spec.audio_only {
         let names: Vec<String> = videos.iter().map(|(input, _)| input.name.clone()).collect();
         let schedule = Arc::new(spec.schedule.clone().unwrap_or_else(|| Schedule::static_grid(&names, spec.width, spec.height)));
@@ -145,7 +148,8 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                     // A track the schedule shows but that has no readable video is simply not there.
                     let Some((input, caps)) = videos.iter().find(|(input, _)| &input.name == name) else { continue };
                     let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
-                    let (appsrc, pad) = add_video_input(&pipeline, caps, branch)?;
+                    let (appsrc, decoded, pad) = add_video_input(&pipeline, caps, branch)?;
+                    frame_counts.push((input.name.clone(), count_frames(appsrc.static_pad("src").expect("appsrc src")), count_frames(decoded)));
                     let range = spec.composite_start_ns()..spec.window().end_ns;
                     feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), range, problems.clone())?);
                     pads.insert(layer, pad);
@@ -171,8 +175,30 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
         let _ = feeder.join();
     }
     result?;
+    // A decoder drops what it cannot decode without a word (VP8 garbage, a broken reference): a track that
+    // lost more than half a second of frames so is named. A chunk is left out: its window ends while
+    // frames past it are still on their way.
+    if spec.video_window.is_none() {
+        for (name, fed, decoded) in &frame_counts {
+            let (fed, decoded) = (fed.load(Ordering::Relaxed), decoded.load(Ordering::Relaxed));
+            if fed.saturating_sub(decoded) >= spec.fps as u64 / 2 {
+                problems.lock().unwrap().push(format!("{name}: {} of its {fed} video frames could not be decoded", fed - decoded));
+            }
+        }
+    }
     let problems = problems.lock().unwrap().clone();
     Ok(TranscodeReport { video_tracks: videos.len(), audio_tracks: audios.len(), problems })
+}
+
+/// Counts the buffers passing `pad`.
+fn count_frames(pad: gst::Pad) -> Arc<AtomicU64> {
+    let count = Arc::new(AtomicU64::new(0));
+    let counter = count.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        gst::PadProbeReturn::Ok
+    });
+    count
 }
 
 fn media_type(caps: &gst::Caps) -> String {
@@ -343,8 +369,9 @@ fn tile_caps(tile: Tile) -> gst::Caps {
         .build()
 }
 
-/// decoded video → convert → scale (letterboxed) to the layer's current tile → compositor pad.
-fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBranch) -> Result<(gst_app::AppSrc, gst::Pad), PipelineError> {
+/// decoded video → convert → scale (letterboxed) to the layer's current tile → compositor pad. Returns
+/// the branch's source, the pad decoded frames enter by, and its compositor pad.
+fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBranch) -> Result<(gst_app::AppSrc, gst::Pad, gst::Pad), PipelineError> {
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
     scale.set_property("add-borders", true);
@@ -376,8 +403,9 @@ fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBran
         }
         gst::PadProbeReturn::Ok
     });
+    let decoded = convert.static_pad("sink").expect("videoconvert sink");
     let appsrc = add_decoded_input(pipeline, caps, &[convert, scale, filter, make("queue")?], &pad)?;
-    Ok((appsrc, pad))
+    Ok((appsrc, decoded, pad))
 }
 
 /// A participant's stand-in: a flat dark tile, made tiny and scaled by the compositor to its tile.

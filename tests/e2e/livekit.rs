@@ -323,8 +323,9 @@ garbage = [[4.0, 8.0]]
 "#;
 
 /// A participant whose camera and microphone send random bytes for 4 s (in well-formed RTP, as a broken
-/// or hostile client would): the recording completes and decodes cleanly, the other participant's
-/// picture keeps its beat throughout, and the broken one's media before and after the garbage is kept.
+/// or hostile client would): the recording completes and decodes cleanly, the job names the video that
+/// could not be decoded, the other participant's picture keeps its beat throughout, and the broken
+/// one's media before and after the garbage is kept.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_participant_sending_garbage_spoils_only_its_own_tile() {
     let mut setup = Setup::local();
@@ -335,6 +336,11 @@ async fn a_participant_sending_garbage_spoils_only_its_own_tile() {
     let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
     println!("warnings: {:#}", record["warnings"]);
     assert_eq!(record["state"], "complete", "{record:#}");
+    // The job says whose video could not be decoded; the steady participant is not named.
+    let warnings: Vec<&str> = record["warnings"].as_array().map(|w| w.iter().filter_map(|w| w.as_str()).collect()).unwrap_or_default();
+    assert!(warnings.iter().any(|w| w.starts_with("p2-broken/") && w.contains("video frames could not be decoded")), "{warnings:?}");
+    assert!(!warnings.iter().any(|w| w.contains("p1-steady")), "{warnings:?}");
+    assert!(!warnings.iter().any(|w| w.contains("no longer recorded")), "a track writer gave up on garbage: {warnings:?}");
     let path = setup.dir.path().join("garbage.mp4");
     std::fs::copy(setup.root.join(format!("recordings/{id}/{id}.mp4")), &path).unwrap();
     assert_eq!(decode_errors(&path), "", "the output decodes without an error");
@@ -352,4 +358,16 @@ async fn a_participant_sending_garbage_spoils_only_its_own_tile() {
     assert!(!broken.iter().any(|&t| (4.5..6.9).contains(&t)), "the garbage was shown as media");
     assert!(broken.iter().any(|&t| t < 3.0), "the broken participant's media before the garbage is kept");
     assert!(broken.iter().any(|&t| t > 10.0), "the broken participant's media after the garbage is kept");
+    // Its microphone too: the garbage did not end the recording of its audio (the writer once failed on
+    // it, and the rest of the track was lost). Its beep sounds with each flash after the garbage.
+    let audio = fleet_tests::sync::decode_audio(&path);
+    let tone = fleet_pipelines::markers::tone_hz(1);
+    let power = |from_s: f64| {
+        let from = (from_s * 48_000.0) as usize;
+        audio.get(from..from + 2_400).map_or(0.0, |window| fleet_tests::sync::tone_power(window, tone))
+    };
+    for &flash in broken.iter().filter(|&&t| t > 9.0) {
+        let (beep, quiet) = (power(flash), power(flash + 0.5));
+        assert!(beep > 10.0 * quiet.max(1e-9), "no beep of the broken participant at {flash:.2} s ({beep:.2e} vs {quiet:.2e} after it)");
+    }
 }
