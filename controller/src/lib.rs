@@ -10,6 +10,7 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod plugnmeet;
+pub mod tls;
 pub mod webhooks;
 
 pub use config::ControllerConfig;

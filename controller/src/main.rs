@@ -8,13 +8,12 @@ use fleet_controller::metrics::Metrics;
 use fleet_controller::{ControllerConfig, webhooks};
 use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
-use fleet_controller::{egress, plugnmeet};
+use fleet_controller::{egress, plugnmeet, tls};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 mod nats_users;
-mod tls;
 
 #[derive(Parser)]
 #[command(version, about = "Controller: REST API and job scheduling for the recording fleet")]

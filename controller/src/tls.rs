@@ -35,8 +35,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client must send a request's headers within this (a slow-headers client holds no task forever).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads the PEM certificate chain (leaf first) and private key, and checks that they match.
+/// The API's TLS acceptor: [`server_config`], offering HTTP/2 and HTTP/1.1.
 pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
+    let mut config = server_config(cert_file, key_file)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A TLS server configuration from the PEM certificate chain (leaf first) and private key, checked to
+/// match.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let certificate_error = |reason: String| TlsError::Certificate { path: cert_file.display().to_string(), reason };
     let chain = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| certificate_error(e.to_string()))?
@@ -47,14 +55,12 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Key { path: key_file.display().to_string(), reason: e.to_string() })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Mismatch(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| TlsError::Mismatch(e.to_string()))
 }
 
 /// Serves `router` over TLS until `shutdown` completes, then lets requests in flight finish.

@@ -398,16 +398,8 @@ pub fn test_ca(dir: &Path) -> TestCertificates {
 /// Puts HTTPS in front of a loopback server that speaks plain HTTP (the S3 test server): terminates TLS
 /// with `certs` on a port of its own and relays the bytes. Returns that port.
 pub async fn tls_proxy(certs: &TestCertificates, to_port: u16) -> u16 {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(&certs.cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_file(&certs.key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    // The controller's own certificate loading; no ALPN, as the relayed server speaks HTTP/1.1 only.
+    let config = fleet_controller::tls::server_config(&certs.cert, &certs.key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
