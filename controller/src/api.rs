@@ -4,6 +4,7 @@
 use crate::auth::ApiKeys;
 use crate::config::ControllerConfig;
 use crate::error::ApiError;
+use crate::jobs;
 use crate::metrics::Metrics;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -12,7 +13,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use crate::jobs;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::job::JobRequest;
 use fleet_protocol::{JobRecord, JobState, SafeId};
@@ -131,18 +131,18 @@ async fn list_recordings(
     };
     if let Some(room) = &params.room {
         if room.chars().count() > fleet_protocol::job::MAX_ROOM_NAME_LEN || room.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!("room must be at most {} characters without control characters", fleet_protocol::job::MAX_ROOM_NAME_LEN)));
+            return Err(ApiError::bad_request(format!(
+                "room must be at most {} characters without control characters",
+                fleet_protocol::job::MAX_ROOM_NAME_LEN
+            )));
         }
     }
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let mut records = state
-        .bus
-        .jobs
-        .list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s))
-        .await?;
+    let mut records =
+        state.bus.jobs.list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s)).await?;
     records.truncate(limit);
     Ok(Json(serde_json::json!({ "recordings": records })))
 }

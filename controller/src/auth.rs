@@ -32,9 +32,8 @@ impl ApiKeys {
         if let Some(path) = &config.keys_file {
             let text = std::fs::read_to_string(path).map_err(|e| KeyConfigError::File(path.display().to_string(), e.to_string()))?;
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-                let (name, hash) = line
-                    .split_once(':')
-                    .ok_or_else(|| KeyConfigError::File(path.display().to_string(), "lines must be name:sha256hex".into()))?;
+                let (name, hash) =
+                    line.split_once(':').ok_or_else(|| KeyConfigError::File(path.display().to_string(), "lines must be name:sha256hex".into()))?;
                 entries.push((name.trim().to_string(), hash.trim().to_string()));
             }
         }

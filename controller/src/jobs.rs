@@ -48,7 +48,9 @@ pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, fil
         Err(err) => return Err(err.into()),
     }
     let message = TranscodeJob { job_id: record.id.clone(), chunk: None };
-    bus.enqueue(bus.transcode_subject_for(&record), record.id.as_str(), &message).await.map_err(|e| ApiError::unavailable(format!("could not queue the transcode: {e}")))?;
+    bus.enqueue(bus.transcode_subject_for(&record), record.id.as_str(), &message)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("could not queue the transcode: {e}")))?;
     tracing::info!(job_id = %record.id, inputs = record.files.as_ref().map_or(0, |f| f.inputs.len()), "file job queued");
     Ok(record)
 }

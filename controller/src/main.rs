@@ -6,9 +6,9 @@ use fleet_controller::api::{AppState, router};
 use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
 use fleet_controller::{ControllerConfig, webhooks};
+use fleet_controller::{egress, plugnmeet, tls};
 use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
-use fleet_controller::{egress, plugnmeet, tls};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,9 +104,8 @@ async fn main() -> anyhow::Result<()> {
         (None, None) => None,
         _ => anyhow::bail!("[controller] tls_cert_file and tls_key_file go together: set both or neither"),
     };
-    let listener = tokio::net::TcpListener::bind(&config.controller.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.controller.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&config.controller.listen).await.with_context(|| format!("listening on {}", config.controller.listen))?;
     tracing::info!(address = %listener.local_addr()?, https = tls.is_some(), "controller listening");
     let state = AppState { bus, keys, metrics, config: Arc::new(config.controller) };
     match tls {

@@ -16,7 +16,10 @@ fn main() {
     while start < duration_ns {
         let end = (start + chunk_ns).min(duration_ns);
         let path = dir.join(format!("chunk-{}.mp4", chunks.len()));
-        let spec = TranscodeSpec { video_window: Some(Window { start_ns: start, end_ns: end }), ..TranscodeSpec::hd720(tracks.clone(), duration_ns, "x264enc", path.clone()) };
+        let spec = TranscodeSpec {
+            video_window: Some(Window { start_ns: start, end_ns: end }),
+            ..TranscodeSpec::hd720(tracks.clone(), duration_ns, "x264enc", path.clone())
+        };
         run(&spec, |_| {}).unwrap();
         chunks.push(path);
         start = end;

@@ -22,5 +22,11 @@ fn main() {
     }
     let started = Instant::now();
     let report = run(&spec, |_| {}).expect("transcode");
-    println!("{:.2} s wall, {} video + {} audio tracks, problems: {:?}", started.elapsed().as_secs_f64(), report.video_tracks, report.audio_tracks, report.problems);
+    println!(
+        "{:.2} s wall, {} video + {} audio tracks, problems: {:?}",
+        started.elapsed().as_secs_f64(),
+        report.video_tracks,
+        report.audio_tracks,
+        report.problems
+    );
 }

@@ -142,7 +142,11 @@ fn encode(spec: &ClipSpec) -> Result<Clip, PipelineError> {
     frames.retain(|f| f.pts_ns < duration_ns);
     if frames.is_empty() || !frames[0].keyframe {
         let first = frames.first().map(|f| format!("first frame at {} ns, keyframe {}", f.pts_ns, f.keyframe)).unwrap_or_default();
-        return Err(PipelineError::Build(format!("encoding a {} clip gave no usable frames ({} frames; {first})", spec.codec.as_str(), frames.len())));
+        return Err(PipelineError::Build(format!(
+            "encoding a {} clip gave no usable frames ({} frames; {first})",
+            spec.codec.as_str(),
+            frames.len()
+        )));
     }
     Ok(Clip { spec: spec.clone(), frames, duration_ns })
 }
@@ -183,10 +187,7 @@ fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
             let parse = make("h264parse")?;
             parse.set_property("config-interval", -1i32);
             let out = make("capsfilter")?;
-            out.set_property(
-                "caps",
-                gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
-            );
+            out.set_property("caps", gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build());
             vec![encoder, profile, parse, out]
         }
         ClipCodec::Opus => unreachable!("audio clips use audio_chain"),

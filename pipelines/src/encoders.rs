@@ -29,10 +29,8 @@ fn works(name: &str) -> bool {
         return false;
     }
     let deadline = gst::ClockTime::from_seconds(10);
-    let ok = matches!(
-        bus.timed_pop_filtered(deadline, &[gst::MessageType::Eos, gst::MessageType::Error]).map(|m| m.type_()),
-        Some(gst::MessageType::Eos)
-    );
+    let ok =
+        matches!(bus.timed_pop_filtered(deadline, &[gst::MessageType::Eos, gst::MessageType::Error]).map(|m| m.type_()), Some(gst::MessageType::Eos));
     let _ = pipeline.set_state(gst::State::Null);
     ok
 }

@@ -134,7 +134,13 @@ fn link_to_mux(from: &gst::Element, mux: &gst::Element, template: &str) -> Resul
 
 /// filesrc → decodebin; its video and audio, normalised, into this input's pads on the two concats.
 /// A kind the file lacks gets an end-of-stream on its concat pad, so the next input follows.
-fn add_input(pipeline: &gst::Pipeline, spec: &FileTranscodeSpec, path: &Path, video: &gst::Element, audio: &gst::Element) -> Result<(), PipelineError> {
+fn add_input(
+    pipeline: &gst::Pipeline,
+    spec: &FileTranscodeSpec,
+    path: &Path,
+    video: &gst::Element,
+    audio: &gst::Element,
+) -> Result<(), PipelineError> {
     let source = make("filesrc")?;
     source.set_property("location", path.to_string_lossy().to_string());
     let decode = make("decodebin")?;
@@ -153,10 +159,8 @@ fn add_input(pipeline: &gst::Pipeline, spec: &FileTranscodeSpec, path: &Path, vi
     video_filter.set_property("caps", video_caps);
     let video_branch = [make("queue")?, make("videoconvert")?, scale, video_filter];
     let audio_filter = make("capsfilter")?;
-    audio_filter.set_property(
-        "caps",
-        gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("rate", AUDIO_RATE).field("channels", 2i32).build(),
-    );
+    audio_filter
+        .set_property("caps", gst::Caps::builder("audio/x-raw").field("format", "F32LE").field("rate", AUDIO_RATE).field("channels", 2i32).build());
     let audio_branch = [make("queue")?, make("audioconvert")?, make("audioresample")?, audio_filter];
     let video_pad = request_linked(pipeline, &video_branch, video)?;
     let audio_pad = request_linked(pipeline, &audio_branch, audio)?;

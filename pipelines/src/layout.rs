@@ -87,9 +87,7 @@ pub fn grid(n: usize, width: u32, height: u32) -> Vec<Tile> {
     let rows = n.div_ceil(cols);
     let tile_w = (width as usize / cols) & !1;
     let tile_h = (height as usize / rows) & !1;
-    (0..n)
-        .map(|i| Tile { x: ((i % cols) * tile_w) as i32, y: ((i / cols) * tile_h) as i32, width: tile_w as i32, height: tile_h as i32 })
-        .collect()
+    (0..n).map(|i| Tile { x: ((i % cols) * tile_w) as i32, y: ((i / cols) * tile_h) as i32, width: tile_w as i32, height: tile_h as i32 }).collect()
 }
 
 /// One large tile above a strip of `strip` small 16:9 tiles along the bottom fifth of the frame,

@@ -9,8 +9,7 @@ use gstreamer::prelude::*;
 pub const MARKER_NS: u64 = 100_000_000;
 
 /// Background colours (ARGB) and tone frequencies per participant index.
-const COLOURS: [u32; 9] =
-    [0xffc0392b, 0xff27ae60, 0xff2e86c1, 0xfff1c40f, 0xff8e44ad, 0xff16a085, 0xffe67e22, 0xff7f8c8d, 0xffd35400];
+const COLOURS: [u32; 9] = [0xffc0392b, 0xff27ae60, 0xff2e86c1, 0xfff1c40f, 0xff8e44ad, 0xff16a085, 0xffe67e22, 0xff7f8c8d, 0xffd35400];
 
 pub fn colour(index: usize) -> u32 {
     COLOURS[index % COLOURS.len()]

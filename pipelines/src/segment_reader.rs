@@ -180,7 +180,14 @@ pub fn spawn_feeder(
                             if end.saturating_sub(first) + TRUNCATION_SLACK_NS < declared {
                                 let read_s = (end - first) as f64 / 1e9;
                                 let declared_s = declared as f64 / 1e9;
-                                report(&problems, format!("{}: {} is truncated: media ends after {read_s:.2} s of the {declared_s:.2} s its header declares", input.name, file_name(&segment.path)));
+                                report(
+                                    &problems,
+                                    format!(
+                                        "{}: {} is truncated: media ends after {read_s:.2} s of the {declared_s:.2} s its header declares",
+                                        input.name,
+                                        file_name(&segment.path)
+                                    ),
+                                );
                             }
                         }
                         break;

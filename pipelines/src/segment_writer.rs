@@ -42,9 +42,7 @@ pub fn segment_sink(dir: &Path, segment_ns: u64, kind: TrackKind) -> Result<(gst
         TrackKind::Video => "video",
         TrackKind::Audio => "audio_%u",
     };
-    let pad = sink
-        .request_pad_simple(pad_template)
-        .ok_or_else(|| PipelineError::Build(format!("splitmuxsink has no {pad_template} pad")))?;
+    let pad = sink.request_pad_simple(pad_template).ok_or_else(|| PipelineError::Build(format!("splitmuxsink has no {pad_template} pad")))?;
     Ok((sink, pad))
 }
 

@@ -35,7 +35,10 @@ pub struct TrackSpec {
 #[derive(Debug)]
 pub enum CaptureEvent {
     /// A segment file was opened (media is being written) or closed (complete, safe to upload).
-    Fragment { track: usize, fragment: FragmentMessage },
+    Fragment {
+        track: usize,
+        fragment: FragmentMessage,
+    },
     /// Every track reached end of stream: all segments are closed.
     Finished,
     Failed(PipelineError),
@@ -50,10 +53,7 @@ pub struct SyntheticRoom {
 
 impl SyntheticRoom {
     /// Builds and starts the room. `on_event` is called from a GStreamer bus thread.
-    pub fn start(
-        config: &SyntheticRoomConfig,
-        on_event: impl Fn(CaptureEvent) + Send + Sync + 'static,
-    ) -> Result<Self, PipelineError> {
+    pub fn start(config: &SyntheticRoomConfig, on_event: impl Fn(CaptureEvent) + Send + Sync + 'static) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::with_name("synthetic-room");
         let mut tracks = Vec::new();
         for index in 0..config.participants as usize {
@@ -72,9 +72,13 @@ impl SyntheticRoom {
                 };
                 pipeline.add_many(chain.iter().chain([&sink]))?;
                 gst::Element::link_many(&chain)?;
-                chain.last().expect("chains are not empty").static_pad("src").expect("src pad").link(&sink_pad).map_err(
-                    |e| PipelineError::Build(format!("linking {participant}/{track} to its segment sink: {e:?}")),
-                )?;
+                chain
+                    .last()
+                    .expect("chains are not empty")
+                    .static_pad("src")
+                    .expect("src pad")
+                    .link(&sink_pad)
+                    .map_err(|e| PipelineError::Build(format!("linking {participant}/{track} to its segment sink: {e:?}")))?;
                 tracks.push(TrackSpec { participant: participant.clone(), track: track.into(), kind, dir });
             }
         }

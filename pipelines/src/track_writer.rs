@@ -71,14 +71,11 @@ impl TrackWriter {
         crate::init()?;
         let caps = match codec {
             TrackCodec::Vp8 => {
-                let (width, height) = vp8_size(first_frame)
-                    .ok_or_else(|| PipelineError::Input("the first VP8 frame is not a keyframe".into()))?;
+                let (width, height) = vp8_size(first_frame).ok_or_else(|| PipelineError::Input("the first VP8 frame is not a keyframe".into()))?;
                 gst::Caps::builder("video/x-vp8").field("width", width as i32).field("height", height as i32).build()
             }
             TrackCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
-            TrackCodec::H264 => {
-                gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build()
-            }
+            TrackCodec::H264 => gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
             TrackCodec::Opus => gst::Caps::builder("audio/x-opus")
                 .field("rate", 48_000i32)
                 .field("channels", 2i32)
@@ -86,13 +83,7 @@ impl TrackWriter {
                 .field("streamheader", gst::Array::new([opus_head(), opus_tags()]))
                 .build(),
         };
-        let source = gst_app::AppSrc::builder()
-            .caps(&caps)
-            .format(gst::Format::Time)
-            .is_live(false)
-            .do_timestamp(false)
-            .max_bytes(64 << 20)
-            .build();
+        let source = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).is_live(false).do_timestamp(false).max_bytes(64 << 20).build();
         let mut chain: Vec<gst::Element> = vec![source.clone().upcast()];
         match codec {
             // Resolution changes are fine in VP8; H.264 needs avc3 (in-band parameter sets) for them.
@@ -112,9 +103,13 @@ impl TrackWriter {
         let pipeline = gst::Pipeline::with_name(&format!("track-{}", dir.display()));
         pipeline.add_many(chain.iter().chain([&sink]))?;
         gst::Element::link_many(&chain)?;
-        chain.last().expect("chain has the source").static_pad("src").expect("src pad").link(&sink_pad).map_err(|e| {
-            PipelineError::Build(format!("linking the track to its segment sink: {e:?}"))
-        })?;
+        chain
+            .last()
+            .expect("chain has the source")
+            .static_pad("src")
+            .expect("src pad")
+            .link(&sink_pad)
+            .map_err(|e| PipelineError::Build(format!("linking the track to its segment sink: {e:?}")))?;
 
         let on_event = std::sync::Arc::new(on_event);
         // Keyframe requests travel upstream from the segment sink to the source.

@@ -11,10 +11,10 @@
 use crate::layout::{Layer, Schedule, Tile};
 use crate::segment_reader::{self, Problems, TrackInput};
 use crate::{PipelineError, encoders, make, runtime_error};
-use std::collections::BTreeMap;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -329,14 +329,13 @@ struct VideoBranch {
 }
 
 /// appsrc → decodebin → `tail` (linked once the decoder's pad appears) → `sink_pad`.
-fn add_decoded_input(pipeline: &gst::Pipeline, caps: &gst::Caps, tail: &[gst::Element], sink_pad: &gst::Pad) -> Result<gst_app::AppSrc, PipelineError> {
-    let appsrc = gst_app::AppSrc::builder()
-        .caps(caps)
-        .format(gst::Format::Time)
-        .is_live(false)
-        .block(true)
-        .max_bytes(4 * 1024 * 1024)
-        .build();
+fn add_decoded_input(
+    pipeline: &gst::Pipeline,
+    caps: &gst::Caps,
+    tail: &[gst::Element],
+    sink_pad: &gst::Pad,
+) -> Result<gst_app::AppSrc, PipelineError> {
+    let appsrc = gst_app::AppSrc::builder().caps(caps).format(gst::Format::Time).is_live(false).block(true).max_bytes(4 * 1024 * 1024).build();
     let decode = make("decodebin")?;
     pipeline.add_many([appsrc.upcast_ref(), &decode])?;
     pipeline.add_many(tail)?;

@@ -235,7 +235,8 @@ fn a_mistimed_first_audio_packet_does_not_shift_the_rest() {
     let spec = transcode::TranscodeSpec { audio_only: true, ..spec(tracks, clip.duration_ns, output.clone()) };
     transcode::run(&spec, |_| {}).unwrap();
 
-    let decoded = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-ac", "1", "-ar", "48000", "-f", "s16le", "-"]).output().unwrap();
+    let decoded =
+        Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&output).args(["-ac", "1", "-ar", "48000", "-f", "s16le", "-"]).output().unwrap();
     let samples: Vec<i32> = decoded.stdout.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]) as i32).collect();
     for second in [1usize, 2] {
         let window = &samples[second * 48_000 - 12_000..second * 48_000 + 12_000];

@@ -49,13 +49,7 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self {
-            record_ack_wait_s: 5,
-            record_max_deliver: 20,
-            transcode_ack_wait_s: 30,
-            transcode_max_deliver: 3,
-            events_max_age_s: 7 * 24 * 3600,
-        }
+        Self { record_ack_wait_s: 5, record_max_deliver: 20, transcode_ack_wait_s: 30, transcode_max_deliver: 3, events_max_age_s: 7 * 24 * 3600 }
     }
 }
 
@@ -89,17 +83,16 @@ impl Bus {
     /// Connects (retrying until the server answers) and makes sure every stream, consumer and bucket exists.
     pub async fn connect(config: &NatsConfig, queues: &QueueSettings, client_name: &str, topology: Topology) -> Result<Self, BusError> {
         crate::tls::install_crypto_provider();
-        let mut options = async_nats::ConnectOptions::new()
-            .name(client_name)
-            .retry_on_initial_connect()
-            .require_tls(config.tls_required)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => tracing::info!("nats connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
-                    other => tracing::info!(event = %other, "nats event"),
-                }
-            });
+        let mut options =
+            async_nats::ConnectOptions::new().name(client_name).retry_on_initial_connect().require_tls(config.tls_required).event_callback(
+                |event| async move {
+                    match event {
+                        async_nats::Event::Connected => tracing::info!("nats connected"),
+                        async_nats::Event::Disconnected => tracing::warn!("nats disconnected; reconnecting"),
+                        other => tracing::info!(event = %other, "nats event"),
+                    }
+                },
+            );
         if let Some(file) = &config.credentials_file {
             options = options.credentials_file(file).await.map_err(nats_err)?;
         }
@@ -168,12 +161,7 @@ impl Bus {
     }
 
     pub async fn publish_progress(&self, job_id: &SafeId, node: &str, progress: Progress) {
-        let event = JobEvent {
-            job_id: job_id.clone(),
-            at_ms: now_ms(),
-            node: Some(node.to_string()),
-            kind: EventKind::Progress { progress },
-        };
+        let event = JobEvent { job_id: job_id.clone(), at_ms: now_ms(), node: Some(node.to_string()), kind: EventKind::Progress { progress } };
         publish_event(&self.js, &self.names, &event).await;
     }
 
@@ -261,10 +249,8 @@ async fn ensure_topology(
                 }
             }
         }
-        let config = consumer::pull::Config {
-            filter_subject: subject.clone(),
-            ..pull(name, queues.transcode_ack_wait_s, queues.transcode_max_deliver)
-        };
+        let config =
+            consumer::pull::Config { filter_subject: subject.clone(), ..pull(name, queues.transcode_ack_wait_s, queues.transcode_max_deliver) };
         transcode_consumers.push(transcode.create_consumer(config).await.map_err(nats_err)?);
     }
     let transcode_consumers: [consumer::PullConsumer; 3] = transcode_consumers.try_into().map_err(|_| nats_err("three consumers"))?;
@@ -361,8 +347,7 @@ impl JobStore {
         if entry.operation != kv::Operation::Put {
             return Ok(None);
         }
-        let record =
-            serde_json::from_slice(&entry.value).map_err(|e| BusError::Corrupt(id.to_string(), e.to_string()))?;
+        let record = serde_json::from_slice(&entry.value).map_err(|e| BusError::Corrupt(id.to_string(), e.to_string()))?;
         Ok(Some((record, entry.revision)))
     }
 

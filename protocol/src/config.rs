@@ -83,12 +83,7 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self {
-            kind: StorageKind::Local,
-            local_root: PathBuf::from("/var/lib/fleet/storage"),
-            prefix: "recordings".into(),
-            s3: S3Config::default(),
-        }
+        Self { kind: StorageKind::Local, local_root: PathBuf::from("/var/lib/fleet/storage"), prefix: "recordings".into(), s3: S3Config::default() }
     }
 }
 

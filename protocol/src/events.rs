@@ -19,6 +19,12 @@ pub struct JobEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// The job entered `state`; `record` is the job record as written, with the KV revision that wrote it.
-    State { state: JobState, revision: u64, record: Box<JobRecord> },
-    Progress { progress: Progress },
+    State {
+        state: JobState,
+        revision: u64,
+        record: Box<JobRecord>,
+    },
+    Progress {
+        progress: Progress,
+    },
 }

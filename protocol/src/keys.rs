@@ -70,14 +70,8 @@ pub struct InvalidKey(pub String);
 
 /// Keys are `/`-separated parts of `[A-Za-z0-9._-]`, none empty, `.` or `..`, no leading `/`.
 pub fn validate_key(key: &str) -> Result<(), InvalidKey> {
-    let part_ok = |p: &str| {
-        !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    if key.len() <= 1024 && key.split('/').all(part_ok) {
-        Ok(())
-    } else {
-        Err(InvalidKey(key.to_string()))
-    }
+    let part_ok = |p: &str| !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if key.len() <= 1024 && key.split('/').all(part_ok) { Ok(()) } else { Err(InvalidKey(key.to_string())) }
 }
 
 #[cfg(test)]

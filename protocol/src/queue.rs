@@ -108,7 +108,8 @@ mod tests {
     fn cpu_limit_applies_only_while_urgent_work_runs() {
         let recording = Arc::new(AtomicBool::new(false));
         let flag = recording.clone();
-        let capacity = Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: Some(Arc::new(move || flag.load(Ordering::SeqCst))), hold: None };
+        let capacity =
+            Capacity { slots: 1, max_cpu_load: 0.8, cpu_limit_only_while: Some(Arc::new(move || flag.load(Ordering::SeqCst))), hold: None };
         assert!(capacity.cpu_allows(0.5));
         assert!(capacity.cpu_allows(0.99), "unrelated load must not starve the worker");
         recording.store(true, Ordering::SeqCst);

@@ -115,14 +115,7 @@ impl Storage {
                 Ok(())
             }
             Backend::S3 { client, bucket } => {
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(full)
-                    .body(ByteStream::from(bytes))
-                    .send()
-                    .await
-                    .map_err(s3_error)?;
+                client.put_object().bucket(bucket).key(full).body(ByteStream::from(bytes)).send().await.map_err(s3_error)?;
                 Ok(())
             }
         }
@@ -141,11 +134,7 @@ impl Storage {
             }
             Backend::S3 { client, bucket } => {
                 let response = client.get_object().bucket(bucket).key(&full).send().await.map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                        StorageError::NotFound(key.into())
-                    } else {
-                        s3_error(e)
-                    }
+                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) { StorageError::NotFound(key.into()) } else { s3_error(e) }
                 })?;
                 let mut reader = response.body.into_async_read();
                 let mut file = tokio::fs::File::create(path).await?;
@@ -165,11 +154,7 @@ impl Storage {
             },
             Backend::S3 { client, bucket } => {
                 let response = client.get_object().bucket(bucket).key(&full).send().await.map_err(|e| {
-                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                        StorageError::NotFound(key.into())
-                    } else {
-                        s3_error(e)
-                    }
+                    if e.as_service_error().is_some_and(|s| s.is_no_such_key()) { StorageError::NotFound(key.into()) } else { s3_error(e) }
                 })?;
                 let data = response.body.collect().await.map_err(s3_error)?;
                 Ok(data.into_bytes().to_vec())

@@ -12,8 +12,15 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Room activity, at this running time of the session.
-    Room { running_ns: u64, entry: Entry },
-    Fragment { participant: SafeId, track: SafeId, fragment: FragmentMessage },
+    Room {
+        running_ns: u64,
+        entry: Entry,
+    },
+    Fragment {
+        participant: SafeId,
+        track: SafeId,
+        fragment: FragmentMessage,
+    },
     /// The room ended the recording (closed, or empty too long): the session stops the capture.
     Ended(EndReason),
     /// Every track's last segment is closed after a stop.
@@ -52,7 +59,12 @@ impl Capture {
         for track in started.tracks() {
             let participant = track.participant.clone();
             if track.kind == TrackKind::Video {
-                let entry = Entry::ParticipantJoined { participant: participant.clone(), identity: participant.clone(), name: participant.clone(), joined_at_ms: None };
+                let entry = Entry::ParticipantJoined {
+                    participant: participant.clone(),
+                    identity: participant.clone(),
+                    name: participant.clone(),
+                    joined_at_ms: None,
+                };
                 let _ = events.send(SourceEvent::Room { running_ns: 0, entry });
             }
             let codec = if track.kind == TrackKind::Video { "vp8" } else { "opus" };

@@ -205,7 +205,11 @@ async fn capture(
         }
     };
     let wall_zero = room.wall_ms_at_zero();
-    timeline.write(wall_zero, 0, Entry::SessionStarted { session: session_id.to_string(), node: node.to_string(), source: room.source_name().into() });
+    timeline.write(
+        wall_zero,
+        0,
+        Entry::SessionStarted { session: session_id.to_string(), node: node.to_string(), source: room.source_name().into() },
+    );
 
     let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s));
     let timeline_key = keys::timeline(job_id, session_id);
@@ -601,7 +605,8 @@ mod tests {
         let mut record = fleet_protocol::JobRecord::new(fleet_protocol::SafeId::parse("rec_test").unwrap(), request, 0);
         assert_eq!(remaining_duration(&record, 1_000_000), Duration::from_secs(3600), "no session yet: all of it");
         let session = |started: u64, ended: Option<u64>| -> CaptureSession {
-            serde_json::from_value(serde_json::json!({"id": format!("s{started}"), "node": "n", "started_at_ms": started, "ended_at_ms": ended})).unwrap()
+            serde_json::from_value(serde_json::json!({"id": format!("s{started}"), "node": "n", "started_at_ms": started, "ended_at_ms": ended}))
+                .unwrap()
         };
         // A crashed session (0..600 s), a gap, and a draining one still open when a taker starts at 3000 s.
         record.sessions = vec![session(0, Some(600_000)), session(620_000, None), session(3_000_000, None)];

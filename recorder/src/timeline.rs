@@ -8,7 +8,11 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Entry {
-    SessionStarted { session: String, node: String, source: String },
+    SessionStarted {
+        session: String,
+        node: String,
+        source: String,
+    },
     /// `joined_at_ms`: when the server says the participant joined (orders tiles; the timeline's own
     /// order of a join list is arbitrary).
     ParticipantJoined {
@@ -18,20 +22,60 @@ pub enum Entry {
         #[serde(skip_serializing_if = "Option::is_none")]
         joined_at_ms: Option<u64>,
     },
-    ParticipantLeft { participant: String },
-    TrackPublished { participant: String, track: String, kind: String, codec: String, source: String },
-    TrackUnpublished { participant: String, track: String },
-    TrackMuted { participant: String, track: String, muted: bool },
+    ParticipantLeft {
+        participant: String,
+    },
+    TrackPublished {
+        participant: String,
+        track: String,
+        kind: String,
+        codec: String,
+        source: String,
+    },
+    TrackUnpublished {
+        participant: String,
+        track: String,
+    },
+    TrackMuted {
+        participant: String,
+        track: String,
+        muted: bool,
+    },
     /// The first frame written for a track: its RTP time sits at this entry's running time.
-    TrackStarted { participant: String, track: String, rtp_time: u64, clock_rate: u32 },
+    TrackStarted {
+        participant: String,
+        track: String,
+        rtp_time: u64,
+        clock_rate: u32,
+    },
     /// An RTCP sender report: the publisher's NTP clock against the track's RTP clock.
-    SenderReport { participant: String, track: String, ntp_unix_ms: f64, rtp_time: u64 },
-    ActiveSpeakers { participants: Vec<String> },
+    SenderReport {
+        participant: String,
+        track: String,
+        ntp_unix_ms: f64,
+        rtp_time: u64,
+    },
+    ActiveSpeakers {
+        participants: Vec<String>,
+    },
     /// The signalling connection was lost and the room joined again (media continues in the same tracks).
-    Rejoined { connection: u32, reason: String },
-    SegmentOpened { participant: String, track: String, seq: u32 },
-    SegmentClosed { participant: String, track: String, seq: u32 },
-    SessionEnded { reason: String },
+    Rejoined {
+        connection: u32,
+        reason: String,
+    },
+    SegmentOpened {
+        participant: String,
+        track: String,
+        seq: u32,
+    },
+    SegmentClosed {
+        participant: String,
+        track: String,
+        seq: u32,
+    },
+    SessionEnded {
+        reason: String,
+    },
 }
 
 #[derive(Serialize)]

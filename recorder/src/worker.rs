@@ -3,14 +3,14 @@
 
 use crate::config::RecorderConfig;
 use crate::session;
+use async_nats::jetstream;
 use fleet_protocol::SafeId;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
-use fleet_protocol::queue::{self, Capacity};
 use fleet_protocol::node::{NodeInfo, NodeRole};
+use fleet_protocol::queue::{self, Capacity};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
-use async_nats::jetstream;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +34,26 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(bus: Bus, storage: Storage, config: RecorderConfig, node_id: String, mode: String) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
+    pub fn new(
+        bus: Bus,
+        storage: Storage,
+        config: RecorderConfig,
+        node_id: String,
+        mode: String,
+    ) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
         fleet_pipelines::init()?;
         std::fs::create_dir_all(&config.spool_dir)?;
-        Ok(Arc::new(Self { bus, storage, config, node_id, mode, running: Mutex::new(BTreeMap::new()), spool_bytes: AtomicU64::new(0), disk_full_at: Mutex::new(None), started_at_ms: now_ms() }))
+        Ok(Arc::new(Self {
+            bus,
+            storage,
+            config,
+            node_id,
+            mode,
+            running: Mutex::new(BTreeMap::new()),
+            spool_bytes: AtomicU64::new(0),
+            disk_full_at: Mutex::new(None),
+            started_at_ms: now_ms(),
+        }))
     }
 
     /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
@@ -108,9 +124,8 @@ impl Recorder {
         }
         let limit = self.config.max_spool_mb * (1u64 << 20) as f64;
         let spooled = self.spool_bytes.load(Ordering::Relaxed) as f64;
-        (limit > 0.0 && spooled > limit).then(|| {
-            format!("spool holds {:.2} MiB awaiting upload (limit {} MiB)", spooled / (1u64 << 20) as f64, self.config.max_spool_mb)
-        })
+        (limit > 0.0 && spooled > limit)
+            .then(|| format!("spool holds {:.2} MiB awaiting upload (limit {} MiB)", spooled / (1u64 << 20) as f64, self.config.max_spool_mb))
     }
 
     /// The spool's filesystem has less free space than `min_free_spool_mb`: captures here must hand

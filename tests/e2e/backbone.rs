@@ -73,10 +73,8 @@ async fn recording_lands_in_s3_with_signed_webhooks() {
     let api = &setup.api;
     let hooks = Receiver::start(WEBHOOK_SECRET).await;
 
-    let body = format!(
-        r#"{{"room":"room-a","source":{{"type":"test","participants":2}},"webhook_url":"{}","metadata":{{"course":"math"}}}}"#,
-        hooks.url()
-    );
+    let body =
+        format!(r#"{{"room":"room-a","source":{{"type":"test","participants":2}},"webhook_url":"{}","metadata":{{"course":"math"}}}}"#, hooks.url());
     let record = record_and_finish(api, &body).await;
     let id = record["id"].as_str().unwrap();
     assert_eq!(record["end_reason"], "api_stop");
@@ -407,7 +405,12 @@ async fn per_role_nats_logins_record_and_refuse_the_rest() {
         Err(_) => refused.push(("queue a recording", true)),
     }
     refused.push(("delete the record stream", js.delete_stream("FLEET_RECORD").await.is_err()));
-    refused.push(("create a stream", js.create_stream(async_nats::jetstream::stream::Config { name: "EVIL".into(), subjects: vec!["evil.>".into()], ..Default::default() }).await.is_err()));
+    refused.push((
+        "create a stream",
+        js.create_stream(async_nats::jetstream::stream::Config { name: "EVIL".into(), subjects: vec!["evil.>".into()], ..Default::default() })
+            .await
+            .is_err(),
+    ));
     let nodes = js.get_key_value("fleet-nodes").await.expect("a recorder may open the node registry");
     refused.push(("write another node's key", nodes.put("tx-a", "{}".into()).await.is_err()));
     refused.push(("pull the transcoders' queue", {
@@ -435,13 +438,15 @@ async fn per_role_nats_logins_record_and_refuse_the_rest() {
     assert!(messages.iter().any(|m| m.contains("Permissions Violation") && m.contains("fleet.record")), "server errors: {messages:?}");
 
     // Nothing reached the queue, and the registry entry of tx-a is still its own.
-    let admin = async_nats::jetstream::new(async_nats::ConnectOptions::with_user_and_password(
-        "controller".into(),
-        std::fs::read_to_string(setup.dir.path().join("nats-users/controller.password")).unwrap(),
-    )
-    .connect(setup.nats.url())
-    .await
-    .unwrap());
+    let admin = async_nats::jetstream::new(
+        async_nats::ConnectOptions::with_user_and_password(
+            "controller".into(),
+            std::fs::read_to_string(setup.dir.path().join("nats-users/controller.password")).unwrap(),
+        )
+        .connect(setup.nats.url())
+        .await
+        .unwrap(),
+    );
     let mut record_stream = admin.get_stream("FLEET_RECORD").await.unwrap();
     let info = record_stream.info().await.unwrap();
     println!("record stream after the attempts: {} messages, last seq {}", info.state.messages, info.state.last_sequence);
@@ -476,7 +481,8 @@ async fn api_nats_and_s3_over_tls_record_and_refuse_clients_that_skip_it() {
     // A NATS client without the CA does not get in either, asking for TLS or not.
     fleet_protocol::tls::install_crypto_provider();
     for require_tls in [true, false] {
-        let nats = tokio::time::timeout(Duration::from_secs(10), async_nats::ConnectOptions::new().require_tls(require_tls).connect(setup.nats.url())).await;
+        let nats =
+            tokio::time::timeout(Duration::from_secs(10), async_nats::ConnectOptions::new().require_tls(require_tls).connect(setup.nats.url())).await;
         let refused = format!("{nats:?}");
         println!("NATS client without the CA (require_tls {require_tls}): {refused}");
         assert!(matches!(nats, Ok(Err(_))), "a NATS client that does not trust the CA was not refused: {refused}");

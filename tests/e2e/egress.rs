@@ -148,7 +148,9 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     wait_for_status(&client, &participant_id, lk::EgressStatus::EgressActive, Duration::from_secs(30)).await;
 
     // Twirp's JSON encoding (LiveKit's protojson: camelCase, enums by name), and the token checks.
-    let token = |grants: VideoGrants| AccessToken::with_api_key(LIVEKIT_API_KEY, LIVEKIT_API_SECRET).with_identity("app").with_grants(grants).to_jwt().unwrap();
+    let token = |grants: VideoGrants| {
+        AccessToken::with_api_key(LIVEKIT_API_KEY, LIVEKIT_API_SECRET).with_identity("app").with_grants(grants).to_jwt().unwrap()
+    };
     let twirp_json = |method: &str, token: String, body: &'static str| {
         let request = reqwest::Client::new()
             .post(format!("{url}/twirp/livekit.Egress/{method}"))

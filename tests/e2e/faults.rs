@@ -441,7 +441,10 @@ async fn drained_recorder_hands_over_without_a_gap() {
     assert_eq!((old["node"].as_str(), new["node"].as_str()), (Some("rec-a"), Some("rec-b")), "{record}");
     assert_eq!(old["end_reason"], "handover");
     let overlap_ms = old["ended_at_ms"].as_i64().unwrap() - new["started_at_ms"].as_i64().unwrap();
-    eprintln!("hand-over: rec-b's session began {} ms after rec-b was started; the sessions overlap by {overlap_ms} ms", new["started_at_ms"].as_u64().unwrap().saturating_sub(joined_at));
+    eprintln!(
+        "hand-over: rec-b's session began {} ms after rec-b was started; the sessions overlap by {overlap_ms} ms",
+        new["started_at_ms"].as_u64().unwrap().saturating_sub(joined_at)
+    );
     assert!(overlap_ms >= 2000, "the old session records on 2 s (handover_overlap_s) after the new one writes: {record}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !recorder_a.exited() {
@@ -469,9 +472,13 @@ async fn drained_recorder_hands_over_without_a_gap() {
     for (participant, tile) in [(1, "640:360:0:180"), (2, "640:360:640:180")] {
         let black = fleet_tests::media::black_seconds(&path, tile, 30.0);
         let flashes = fleet_tests::sync::flash_onsets(&path, tile, 30.0);
-        let off_beat: Vec<f64> = flashes.windows(2).filter(|w| w[1] - w[0] > 1.0 + 1.5 / 30.0 && (w[1] < switch_s - 0.1 || w[0] > switch_s + 1.1)).map(|w| w[1]).collect();
+        let off_beat: Vec<f64> =
+            flashes.windows(2).filter(|w| w[1] - w[0] > 1.0 + 1.5 / 30.0 && (w[1] < switch_s - 0.1 || w[0] > switch_s + 1.1)).map(|w| w[1]).collect();
         let worst = flashes.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-        eprintln!("participant {participant}: {black:.2} s black, {} flashes, longest interval {worst:.3} s (switch at {switch_s:.2} s)", flashes.len());
+        eprintln!(
+            "participant {participant}: {black:.2} s black, {} flashes, longest interval {worst:.3} s (switch at {switch_s:.2} s)",
+            flashes.len()
+        );
         assert_eq!(black, 0.0, "participant {participant}: black frames (media lost) around the hand-over");
         assert!(off_beat.is_empty() && worst < 2.0 - 1.5 / 30.0, "participant {participant}: flashes {flashes:?}");
     }
@@ -530,8 +537,10 @@ async fn hand_back_on_a_full_disk(recorder_a_settings: &str, fill_the_disk: bool
         let mut filler = std::fs::File::create(spool_a.join("filler")).unwrap();
         while std::io::Write::write_all(&mut filler, &[0u8; 4096]).is_ok() {}
     }
-    let record = wait_for(api, &id, Duration::from_secs(60), |r| r["sessions"].as_array().is_some_and(|s| s.len() == 2 && s[1]["writing"] == true)).await;
-    let warning = record["warnings"].as_array().and_then(|w| w.iter().find_map(|w| w.as_str().filter(|w| w.contains("spool disk full")))).map(String::from);
+    let record =
+        wait_for(api, &id, Duration::from_secs(60), |r| r["sessions"].as_array().is_some_and(|s| s.len() == 2 && s[1]["writing"] == true)).await;
+    let warning =
+        record["warnings"].as_array().and_then(|w| w.iter().find_map(|w| w.as_str().filter(|w| w.contains("spool disk full")))).map(String::from);
     println!("sessions: {}; warning: {warning:?}", record["sessions"]);
     assert_eq!((record["sessions"][0]["node"].as_str(), record["sessions"][1]["node"].as_str()), (Some("rec-a"), Some("rec-b")), "{record:#}");
     // The registry says why rec-a takes no new recording (its next heartbeat, within 2 s).

@@ -35,41 +35,18 @@ screen_share = [[10, 13]]
 
 /// What a sampled patch shows.
 fn classify(rgb: [f64; 3]) -> String {
-    let argb = |c: u32| {
-        [
-            ((c >> 16) & 0xff) as f64,
-            ((c >> 8) & 0xff) as f64,
-            (c & 0xff) as f64,
-        ]
-    };
+    let argb = |c: u32| [((c >> 16) & 0xff) as f64, ((c >> 8) & 0xff) as f64, (c & 0xff) as f64];
     let candidates = [
         ("alice", argb(markers::colour(0))),
         ("bob", argb(markers::colour(1))),
         ("carol", argb(markers::colour(2))),
-        (
-            "placeholder",
-            argb(fleet_pipelines::transcode::PLACEHOLDER_ARGB),
-        ),
+        ("placeholder", argb(fleet_pipelines::transcode::PLACEHOLDER_ARGB)),
         ("black", [0.0; 3]),
         ("white", [255.0; 3]),
     ];
-    let distance = |c: &[f64; 3]| {
-        c.iter()
-            .zip(rgb)
-            .map(|(a, b)| (a - b).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let (name, best) = candidates
-        .iter()
-        .map(|(n, c)| (*n, distance(c)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap();
-    if best < 60.0 {
-        name.to_string()
-    } else {
-        format!("unknown {rgb:?}")
-    }
+    let distance = |c: &[f64; 3]| c.iter().zip(rgb).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
+    let (name, best) = candidates.iter().map(|(n, c)| (*n, distance(c))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    if best < 60.0 { name.to_string() } else { format!("unknown {rgb:?}") }
 }
 
 /// The mean colour of a `size`×`size` patch centred on (x, y) of the frame at `t_s`.
@@ -77,29 +54,12 @@ fn patch(path: &Path, t_s: f64, (x, y): (i32, i32), size: i32) -> [f64; 3] {
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-ss", &format!("{t_s:.3}"), "-i"])
         .arg(path)
-        .args([
-            "-frames:v",
-            "1",
-            "-vf",
-            &format!(
-                "crop={size}:{size}:{}:{},scale=1:1:flags=area,format=rgb24",
-                x - size / 2,
-                y - size / 2
-            ),
-        ])
+        .args(["-frames:v", "1", "-vf", &format!("crop={size}:{size}:{}:{},scale=1:1:flags=area,format=rgb24", x - size / 2, y - size / 2)])
         .args(["-f", "rawvideo", "-"])
         .output()
         .unwrap();
-    assert!(
-        output.stdout.len() >= 3,
-        "no frame at {t_s} s: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    [
-        output.stdout[0] as f64,
-        output.stdout[1] as f64,
-        output.stdout[2] as f64,
-    ]
+    assert!(output.stdout.len() >= 3, "no frame at {t_s} s: {}", String::from_utf8_lossy(&output.stderr));
+    [output.stdout[0] as f64, output.stdout[1] as f64, output.stdout[2] as f64]
 }
 
 /// Who is shown at (x, y) around `t_s`, stepping past the once-a-second white flashes.
@@ -134,28 +94,16 @@ impl Recorded {
 }
 
 async fn finish(setup: &Setup, id: &str, created_ms: f64) -> Recorded {
-    let record = setup
-        .api
-        .wait_for_state(id, &["complete", "failed"], Duration::from_secs(240))
-        .await;
+    let record = setup.api.wait_for_state(id, &["complete", "failed"], Duration::from_secs(240)).await;
     assert_eq!(record["state"], "complete", "{record:#}");
     let session = record["sessions"][0]["id"].as_str().unwrap();
-    let text = std::fs::read_to_string(
-        setup
-            .root
-            .join(format!("recordings/{id}/raw/{session}/timeline.jsonl")),
-    )
-    .unwrap();
+    let text = std::fs::read_to_string(setup.root.join(format!("recordings/{id}/raw/{session}/timeline.jsonl"))).unwrap();
     let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    let wall_zero_ms =
-        first["wall_ms"].as_f64().unwrap() - first["running_ns"].as_f64().unwrap() / 1e6;
+    let wall_zero_ms = first["wall_ms"].as_f64().unwrap() - first["running_ns"].as_f64().unwrap() / 1e6;
     let mp4 = setup.root.join(format!("recordings/{id}/{id}.mp4"));
     let errors = decode_errors(&mp4);
     assert!(errors.is_empty(), "{id}: {errors}");
-    Recorded {
-        mp4,
-        opened_s: (created_ms - wall_zero_ms) / 1000.0,
-    }
+    Recorded { mp4, opened_s: (created_ms - wall_zero_ms) / 1000.0 }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,33 +114,16 @@ async fn layouts_follow_the_room() {
     let _recorder = setup.fleet.recorder("rec-1", "both", 3);
     let _transcoder = setup.fleet.transcoder("tx-1");
 
-    let speaker = setup
-        .api
-        .start(r#"{"room":"lk-layouts","layout":"speaker"}"#)
-        .await;
-    let share = setup
-        .api
-        .start(r#"{"room":"lk-layouts","layout":"screen_share"}"#)
-        .await;
-    let single = setup
-        .api
-        .start(r#"{"room":"lk-layouts","layout":"single","participant":"bob"}"#)
-        .await;
-    setup
-        .api
-        .wait_for_state(&speaker, &["recording"], Duration::from_secs(30))
-        .await;
-    let created_ms = devroom.room_state("lk-layouts").await.expect("room open")["created_ms"]
-        .as_f64()
-        .unwrap();
+    let speaker = setup.api.start(r#"{"room":"lk-layouts","layout":"speaker"}"#).await;
+    let share = setup.api.start(r#"{"room":"lk-layouts","layout":"screen_share"}"#).await;
+    let single = setup.api.start(r#"{"room":"lk-layouts","layout":"single","participant":"bob"}"#).await;
+    setup.api.wait_for_state(&speaker, &["recording"], Duration::from_secs(30)).await;
+    let created_ms = devroom.room_state("lk-layouts").await.expect("room open")["created_ms"].as_f64().unwrap();
 
     let speaker = finish(&setup, &speaker, created_ms).await;
     let share = finish(&setup, &share, created_ms).await;
     let single = finish(&setup, &single, created_ms).await;
-    println!(
-        "the room opened at {:.3} / {:.3} / {:.3} s of the recordings",
-        speaker.opened_s, share.opened_s, single.opened_s
-    );
+    println!("the room opened at {:.3} / {:.3} / {:.3} s of the recordings", speaker.opened_s, share.opened_s, single.opened_s);
 
     let mut wrong = Vec::new();
     let mut expect = |what: &str, seen: String, expected: &str| {
@@ -205,74 +136,26 @@ async fn layouts_follow_the_room() {
     expect("speaker 3 s focus", speaker.who(3.0, FOCUS, 64), "alice");
     let tiles = strip(2);
     expect("speaker 3 s strip 1", speaker.who(3.0, tiles[0], 32), "bob");
-    expect(
-        "speaker 3 s strip 2 (camera off)",
-        speaker.who(3.0, tiles[1], 32),
-        "placeholder",
-    );
+    expect("speaker 3 s strip 2 (camera off)", speaker.who(3.0, tiles[1], 32), "placeholder");
     expect("speaker 8 s focus", speaker.who(8.0, FOCUS, 64), "bob");
-    expect(
-        "speaker 8 s strip 1",
-        speaker.who(8.0, tiles[0], 32),
-        "alice",
-    );
-    expect(
-        "speaker 8 s strip 2",
-        speaker.who(8.0, tiles[1], 32),
-        "carol",
-    );
-    expect(
-        "speaker 11.5 s focus (silence keeps bob)",
-        speaker.who(11.5, FOCUS, 64),
-        "bob",
-    );
-    expect(
-        "speaker 11.5 s strip 3 (the share)",
-        speaker.who(11.5, strip(3)[2], 32),
-        "carol",
-    );
+    expect("speaker 8 s strip 1", speaker.who(8.0, tiles[0], 32), "alice");
+    expect("speaker 8 s strip 2", speaker.who(8.0, tiles[1], 32), "carol");
+    expect("speaker 11.5 s focus (silence keeps bob)", speaker.who(11.5, FOCUS, 64), "bob");
+    expect("speaker 11.5 s strip 3 (the share)", speaker.who(11.5, strip(3)[2], 32), "carol");
     // Screen share: a grid until carol shares, then her share large and the cameras in a strip.
-    expect(
-        "share 3 s top left",
-        share.who(3.0, (320, 180), 64),
-        "alice",
-    );
+    expect("share 3 s top left", share.who(3.0, (320, 180), 64), "alice");
     expect("share 3 s top right", share.who(3.0, (960, 180), 64), "bob");
-    expect(
-        "share 3 s bottom left (camera off)",
-        share.who(3.0, (320, 540), 64),
-        "placeholder",
-    );
-    expect(
-        "share 3 s bottom right (no one)",
-        share.who(3.0, (960, 540), 64),
-        "black",
-    );
+    expect("share 3 s bottom left (camera off)", share.who(3.0, (320, 540), 64), "placeholder");
+    expect("share 3 s bottom right (no one)", share.who(3.0, (960, 540), 64), "black");
     expect("share 11.5 s focus", share.who(11.5, FOCUS, 64), "carol");
     for (tile, name) in strip(3).into_iter().zip(["alice", "bob", "carol"]) {
-        expect(
-            &format!("share 11.5 s strip {name}"),
-            share.who(11.5, tile, 32),
-            name,
-        );
+        expect(&format!("share 11.5 s strip {name}"), share.who(11.5, tile, 32), name);
     }
-    expect(
-        "share 13.5 s back to the grid",
-        share.who(13.5, (320, 180), 64),
-        "alice",
-    );
+    expect("share 13.5 s back to the grid", share.who(13.5, (320, 180), 64), "alice");
     // Single: bob, full frame, whoever speaks.
     for t in [3.0, 11.5] {
-        expect(
-            &format!("single {t} s"),
-            single.who(t, (640, 360), 64),
-            "bob",
-        );
-        expect(
-            &format!("single {t} s corner"),
-            single.who(t, (100, 100), 32),
-            "bob",
-        );
+        expect(&format!("single {t} s"), single.who(t, (640, 360), 64), "bob");
+        expect(&format!("single {t} s corner"), single.who(t, (100, 100), 32), "bob");
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -194,7 +194,10 @@ async fn plugnmeet_server_records_through_the_fleet() {
 
     let start_notify = notifies.wait_for(RecordingTasks::StartRecording, Duration::from_secs(30)).await;
     assert!(start_notify.status);
-    assert_eq!((start_notify.recording_id.as_str(), start_notify.room_table_id, start_notify.recorder_id.as_str()), (RECORDING_ID, ROOM_TABLE_ID, RECORDER_ID));
+    assert_eq!(
+        (start_notify.recording_id.as_str(), start_notify.room_table_id, start_notify.recorder_id.as_str()),
+        (RECORDING_ID, ROOM_TABLE_ID, RECORDER_ID)
+    );
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     // Stops reach every recorder; only the holder answers. A room we do not hold gets silence.
@@ -209,7 +212,12 @@ async fn plugnmeet_server_records_through_the_fleet() {
     let order: Vec<RecordingTasks> = notifies.tasks().into_iter().map(|(t, _)| t).collect();
     assert_eq!(
         order,
-        [RecordingTasks::StartRecording, RecordingTasks::EndRecording, RecordingTasks::RecordingProceeded, RecordingTasks::RecordingTranscodingFinished],
+        [
+            RecordingTasks::StartRecording,
+            RecordingTasks::EndRecording,
+            RecordingTasks::RecordingProceeded,
+            RecordingTasks::RecordingTranscodingFinished
+        ],
         "plugNmeet's order"
     );
     assert!(notifies.tasks().iter().all(|(_, ok)| *ok), "{:?}", notifies.tasks());
@@ -311,7 +319,11 @@ async fn plugnmeet_transcoding_tasks_run_on_fleet_transcoders() {
     publish(b"not a protobuf \xff\xff".to_vec()).await;
     let escape = TranscodingTaskMergeRecordings { file_paths: vec!["../../etc/passwd".into()] };
     publish(transcoding_task("RM_bad-3", TaskDetails::MergeRecordings(escape)).encode_to_vec()).await;
-    let post = TranscodingTaskPostRecording { file_path: main_path.join("node_01/room1").to_string_lossy().into(), file_name: "RM_p-1_raw.mkv".into(), recording_variant: 0 };
+    let post = TranscodingTaskPostRecording {
+        file_path: main_path.join("node_01/room1").to_string_lossy().into(),
+        file_name: "RM_p-1_raw.mkv".into(),
+        recording_variant: 0,
+    };
     publish(transcoding_task("RM_p-1", TaskDetails::PostRecording(post)).encode_to_vec()).await;
     let merge = TranscodingTaskMergeRecordings { file_paths: vec!["node_01/room1/a.mp4".into(), "node_02/room1/b.mp4".into()] };
     publish(transcoding_task("RM_m-2", TaskDetails::MergeRecordings(merge)).encode_to_vec()).await;

@@ -74,11 +74,11 @@ async fn chunked_transcode_on_two_transcoders_matches_one_node() {
     let recorded_ns = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) * 1_000_000;
     let single = setup.dir.path().join("single.mp4");
     let tracks = fleet_pipelines::segment_reader::session_tracks(&raw).unwrap();
-    fleet_pipelines::transcode::run(&fleet_pipelines::transcode::TranscodeSpec::hd720(tracks, recorded_ns, "x264enc", single.clone()), |_| {}).unwrap();
+    fleet_pipelines::transcode::run(&fleet_pipelines::transcode::TranscodeSpec::hd720(tracks, recorded_ns, "x264enc", single.clone()), |_| {})
+        .unwrap();
 
-    let frames = |path: &std::path::Path| -> u64 {
-        fleet_tests::media::stream(&ffprobe(path), "video")["nb_frames"].as_str().unwrap().parse().unwrap()
-    };
+    let frames =
+        |path: &std::path::Path| -> u64 { fleet_tests::media::stream(&ffprobe(path), "video")["nb_frames"].as_str().unwrap().parse().unwrap() };
     assert_eq!(frames(&chunked), frames(&single), "video frames, chunked vs one piece");
     let duration = |path: &std::path::Path| -> f64 { ffprobe(path)["format"]["duration"].as_str().unwrap().parse().unwrap() };
     assert!((duration(&chunked) - duration(&single)).abs() <= 1.0 / 30.0 + 0.001, "{} vs {}", duration(&chunked), duration(&single));

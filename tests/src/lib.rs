@@ -24,9 +24,8 @@ pub const S3_BUCKET: &str = "recordings";
 /// Where the fleet binaries are: `FLEET_BIN_DIR`, else the workspace's `target/debug`.
 pub fn bin_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("FLEET_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
         target.join("debug")
     });
     let path = dir.join(name);
@@ -160,7 +159,10 @@ impl S3 {
 pub enum StorageSetup {
     Local(PathBuf),
     /// `ca_file`: the private CA an `https://` endpoint's certificate comes from.
-    S3 { endpoint: String, ca_file: Option<PathBuf> },
+    S3 {
+        endpoint: String,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 impl StorageSetup {
@@ -269,13 +271,7 @@ impl Fleet {
                 self.recorder_extra
             ),
         );
-        Proc::spawn(
-            node_id,
-            &bin_path("recorder"),
-            &["--config", &config.to_string_lossy(), "--mode", mode, "--node-id", node_id],
-            &[],
-            &self.dir,
-        )
+        Proc::spawn(node_id, &bin_path("recorder"), &["--config", &config.to_string_lossy(), "--mode", mode, "--node-id", node_id], &[], &self.dir)
     }
 
     pub fn transcoder(&self, node_id: &str) -> Proc {

@@ -22,7 +22,8 @@ pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, String> {
 }
 
 pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files: &FileJob) -> Result<Done, String> {
-    let root = worker.config.shared_files_root.clone().ok_or("this transcoder has no shared_files_root: it cannot reach plugNmeet's recording files")?;
+    let root =
+        worker.config.shared_files_root.clone().ok_or("this transcoder has no shared_files_root: it cannot reach plugNmeet's recording files")?;
     let inputs = files.inputs.iter().map(|i| resolve(&root, i)).collect::<Result<Vec<_>, _>>()?;
     let output = resolve(&root, &files.output)?;
     for input in &inputs {
@@ -45,7 +46,10 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
         stall_timeout: std::time::Duration::from_secs(worker.config.stall_timeout_s),
     };
     tracing::info!(inputs = spec.inputs.len(), output = %output.display(), "file transcode");
-    tokio::task::spawn_blocking(move || file_transcode::run(&spec)).await.map_err(|e| format!("transcode thread: {e}"))?.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(move || file_transcode::run(&spec))
+        .await
+        .map_err(|e| format!("transcode thread: {e}"))?
+        .map_err(|e| e.to_string())?;
     tokio::fs::rename(&partial, &output).await.map_err(|e| format!("renaming to {}: {e}", output.display()))?;
 
     let measured = output.clone();

@@ -94,26 +94,17 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
         });
         let mut files = Vec::new();
         for (segment, key) in segments {
-            let index = record
-                .sessions
-                .iter()
-                .position(|s| s.id == segment.session)
-                .ok_or_else(|| InputError::UnknownSession(segment.session.clone()))?;
+            let index =
+                record.sessions.iter().position(|s| s.id == segment.session).ok_or_else(|| InputError::UnknownSession(segment.session.clone()))?;
             let session = &record.sessions[index];
             // Where a later session (a hand-over that overlapped this one) has this track: this one ends there.
             let track_key = (participant.to_string(), track.to_string());
-            let until_ns = record.sessions[index + 1..]
-                .iter()
-                .filter_map(|later| first_frames.get(&later.id).and_then(|f| f.get(&track_key)).copied())
-                .min();
+            let until_ns =
+                record.sessions[index + 1..].iter().filter_map(|later| first_frames.get(&later.id).and_then(|f| f.get(&track_key)).copied()).min();
             let path = into.join(&key);
             tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
             storage.get_to_file(&key, &path).await?;
-            let lipsync_ns = corrections
-                .get(&session.id)
-                .and_then(|c| c.get(&(participant.to_string(), track.to_string())))
-                .copied()
-                .unwrap_or(0);
+            let lipsync_ns = corrections.get(&session.id).and_then(|c| c.get(&(participant.to_string(), track.to_string()))).copied().unwrap_or(0);
             let offset_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000 + lipsync_ns;
             files.push(SegmentFile { path, offset_ns, until_ns });
             segment_count += 1;

@@ -2,15 +2,15 @@
 //! upload the recording and its manifest, mark the job complete. Failures are retried up to the
 //! consumer's MaxDeliver, then the job is marked failed with the reason and the message terminated.
 
-use crate::{inputs, layout_plan};
 use crate::manifest::{Manifest, codec_name, sha256_file};
 use crate::worker::Transcoder;
+use crate::{inputs, layout_plan};
 use async_nats::jetstream::{self, AckKind};
 use fleet_pipelines::{encoders, mp4_info, segment_reader, transcode};
 use fleet_protocol::bus::{Change, parse_message};
 use fleet_protocol::job::{OutputInfo, ParticipantAudio, Progress, TranscodeJob};
-use std::collections::BTreeMap;
 use fleet_protocol::{JobRecord, JobState, SafeId, keys};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -207,7 +207,14 @@ pub(crate) async fn participant_audio(
     for (participant, tracks) in &prepared.own_audio {
         let Ok(participant) = SafeId::parse(participant) else { continue };
         let path = scratch.join(format!("participant-{participant}.m4a"));
-        let own = transcode::TranscodeSpec { tracks: tracks.clone(), audio_only: true, schedule: None, video_window: None, output: path.clone(), ..prepared.spec.clone() };
+        let own = transcode::TranscodeSpec {
+            tracks: tracks.clone(),
+            audio_only: true,
+            schedule: None,
+            video_window: None,
+            output: path.clone(),
+            ..prepared.spec.clone()
+        };
         let report = tokio::task::spawn_blocking(move || transcode::run(&own, |_| {}))
             .await
             .map_err(|e| format!("transcode thread: {e}"))?
@@ -254,7 +261,12 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
     for (participant, path) in &produced.participant_files {
         let key = keys::participant_audio(job_id, participant);
         let size_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-        output.participant_audio.push(ParticipantAudio { participant: participant.to_string(), location: worker.storage.location(&key), key, size_bytes });
+        output.participant_audio.push(ParticipantAudio {
+            participant: participant.to_string(),
+            location: worker.storage.location(&key),
+            key,
+            size_bytes,
+        });
     }
     if !prepared.missing.is_empty() {
         tracing::warn!(missing = ?prepared.missing, "segments the timeline lists are not in storage; the recording has holes there");
@@ -351,7 +363,12 @@ pub(crate) async fn run_with_fallback(
 }
 
 /// `base_s`: where in the recording the transcode starts (a chunk's window), for the percentage.
-pub(crate) async fn run_pipeline(worker: &Arc<Transcoder>, job_id: &SafeId, spec: transcode::TranscodeSpec, base_s: f64) -> Result<transcode::TranscodeReport, String> {
+pub(crate) async fn run_pipeline(
+    worker: &Arc<Transcoder>,
+    job_id: &SafeId,
+    spec: transcode::TranscodeSpec,
+    base_s: f64,
+) -> Result<transcode::TranscodeReport, String> {
     let duration_s = (spec.duration_ns as f64 / 1e9).max(0.001);
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0.0f64);
     let pipeline = tokio::task::spawn_blocking(move || {

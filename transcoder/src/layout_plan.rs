@@ -58,9 +58,7 @@ pub fn plan(events: &[TimedEvent], request: &PlanRequest) -> Schedule {
     let announced: BTreeSet<String> = events
         .iter()
         .filter_map(|e| match &e.event {
-            RoomEvent::Published {
-                participant, track, ..
-            } => Some(format!("{participant}/{track}")),
+            RoomEvent::Published { participant, track, .. } => Some(format!("{participant}/{track}")),
             _ => None,
         })
         .collect();
@@ -68,51 +66,27 @@ pub fn plan(events: &[TimedEvent], request: &PlanRequest) -> Schedule {
         .video_tracks
         .iter()
         .filter(|name| !announced.contains(*name))
-        .filter_map(|name| {
-            name.split_once('/')
-                .map(|(p, t)| (p.to_string(), t.to_string()))
-        })
+        .filter_map(|name| name.split_once('/').map(|(p, t)| (p.to_string(), t.to_string())))
         .collect();
     let mut identities: BTreeMap<String, String> = BTreeMap::new();
     for event in events {
-        if let RoomEvent::Joined {
-            participant,
-            identity,
-            ..
-        } = &event.event
-        {
+        if let RoomEvent::Joined { participant, identity, .. } = &event.event {
             identities.insert(identity.clone(), participant.clone());
         }
     }
-    let chosen = request
-        .participant
-        .map(|p| identities.get(p).cloned().unwrap_or_else(|| p.to_string()));
+    let chosen = request.participant.map(|p| identities.get(p).cloned().unwrap_or_else(|| p.to_string()));
 
-    let planner = Planner {
-        request,
-        with_media,
-        chosen,
-    };
+    let planner = Planner { request, with_media, chosen };
     let mut room = Room::default();
     let mut scenes = Vec::new();
     for event in events {
-        if let Some((participant, at)) = room
-            .pending_focus
-            .clone()
-            .filter(|(_, at)| *at <= event.at_ns)
-        {
+        if let Some((participant, at)) = room.pending_focus.clone().filter(|(_, at)| *at <= event.at_ns) {
             room.pending_focus = None;
             room.focus = Some((participant, at));
-            scenes.push(Scene {
-                start_ns: at,
-                layers: planner.layers(&room),
-            });
+            scenes.push(Scene { start_ns: at, layers: planner.layers(&room) });
         }
         apply(&mut room, event, &unannounced);
-        scenes.push(Scene {
-            start_ns: event.at_ns,
-            layers: planner.layers(&room),
-        });
+        scenes.push(Scene { start_ns: event.at_ns, layers: planner.layers(&room) });
     }
     Schedule::new(scenes)
 }
@@ -126,32 +100,19 @@ fn apply(room: &mut Room, event: &TimedEvent, unannounced: &[(String, String)]) 
                     room.present.push(participant.clone());
                 }
                 room.seq += 1;
-                let state = TrackState {
-                    kind: "video".into(),
-                    source: "camera".into(),
-                    muted: false,
-                    published_seq: room.seq,
-                };
-                room.tracks
-                    .insert((participant.clone(), track.clone()), state);
+                let state = TrackState { kind: "video".into(), source: "camera".into(), muted: false, published_seq: room.seq };
+                room.tracks.insert((participant.clone(), track.clone()), state);
             }
         }
         RoomEvent::SessionEnded => *room = Room::default(),
-        RoomEvent::Joined {
-            participant,
-            joined_at_ms,
-            ..
-        } => {
+        RoomEvent::Joined { participant, joined_at_ms, .. } => {
             if !room.present.contains(participant) {
                 room.present.push(participant.clone());
             }
             if let Some(at) = joined_at_ms {
                 room.joined_at_ms.insert(participant.clone(), *at);
             }
-            let mut present: Vec<(usize, String)> = std::mem::take(&mut room.present)
-                .into_iter()
-                .enumerate()
-                .collect();
+            let mut present: Vec<(usize, String)> = std::mem::take(&mut room.present).into_iter().enumerate().collect();
             present.sort_by_key(|(index, p)| match room.joined_at_ms.get(p) {
                 Some(at) => (*at, p.clone(), *index),
                 None => (u64::MAX, String::new(), *index),
@@ -164,53 +125,29 @@ fn apply(room: &mut Room, event: &TimedEvent, unannounced: &[(String, String)]) 
             if room.focus.as_ref().is_some_and(|(p, _)| p == participant) {
                 room.focus = None;
             }
-            if room
-                .pending_focus
-                .as_ref()
-                .is_some_and(|(p, _)| p == participant)
-            {
+            if room.pending_focus.as_ref().is_some_and(|(p, _)| p == participant) {
                 room.pending_focus = None;
             }
         }
-        RoomEvent::Published {
-            participant,
-            track,
-            kind,
-            source,
-        } => {
+        RoomEvent::Published { participant, track, kind, source } => {
             room.seq += 1;
-            let state = TrackState {
-                kind: kind.clone(),
-                source: source.clone(),
-                muted: false,
-                published_seq: room.seq,
-            };
-            room.tracks
-                .insert((participant.clone(), track.clone()), state);
+            let state = TrackState { kind: kind.clone(), source: source.clone(), muted: false, published_seq: room.seq };
+            room.tracks.insert((participant.clone(), track.clone()), state);
         }
         RoomEvent::Unpublished { participant, track } => {
             room.tracks.remove(&(participant.clone(), track.clone()));
         }
-        RoomEvent::Muted {
-            participant,
-            track,
-            muted,
-        } => {
+        RoomEvent::Muted { participant, track, muted } => {
             if let Some(state) = room.tracks.get_mut(&(participant.clone(), track.clone())) {
                 state.muted = *muted;
             }
         }
         RoomEvent::Speakers { participants } => {
-            let loudest = participants
-                .iter()
-                .find(|p| room.present.contains(p))
-                .cloned();
+            let loudest = participants.iter().find(|p| room.present.contains(p)).cloned();
             let Some(loudest) = loudest else { return };
             match &room.focus {
                 Some((current, _)) if *current == loudest => room.pending_focus = None,
-                Some((_, since)) if event.at_ns < since + MIN_FOCUS_NS => {
-                    room.pending_focus = Some((loudest, since + MIN_FOCUS_NS))
-                }
+                Some((_, since)) if event.at_ns < since + MIN_FOCUS_NS => room.pending_focus = Some((loudest, since + MIN_FOCUS_NS)),
                 _ => {
                     room.pending_focus = None;
                     room.focus = Some((loudest, event.at_ns));
@@ -228,11 +165,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn visible(&self, participant: &str, track: &str, state: &TrackState) -> bool {
-        state.kind == "video"
-            && !state.muted
-            && self
-                .with_media
-                .contains(format!("{participant}/{track}").as_str())
+        state.kind == "video" && !state.muted && self.with_media.contains(format!("{participant}/{track}").as_str())
     }
 
     /// Participants with a tile, in joining order, each with what their tile shows.
@@ -244,11 +177,7 @@ impl Planner<'_> {
                 let camera = room
                     .tracks
                     .iter()
-                    .filter(|((owner, track), state)| {
-                        owner == p
-                            && state.source != "screen_share"
-                            && self.visible(owner, track, state)
-                    })
+                    .filter(|((owner, track), state)| owner == p && state.source != "screen_share" && self.visible(owner, track, state))
                     .min_by_key(|(_, state)| state.published_seq);
                 let layer = match camera {
                     Some(((owner, track), _)) => Layer::Track(format!("{owner}/{track}")),
@@ -261,18 +190,10 @@ impl Planner<'_> {
 
     /// Visible screen shares, oldest first, with their owners.
     fn shares(&self, room: &Room) -> Vec<(String, Layer)> {
-        let mut shares: Vec<_> = room
-            .tracks
-            .iter()
-            .filter(|((owner, track), state)| {
-                state.source == "screen_share" && self.visible(owner, track, state)
-            })
-            .collect();
+        let mut shares: Vec<_> =
+            room.tracks.iter().filter(|((owner, track), state)| state.source == "screen_share" && self.visible(owner, track, state)).collect();
         shares.sort_by_key(|(_, state)| state.published_seq);
-        shares
-            .into_iter()
-            .map(|((owner, track), _)| (owner.clone(), Layer::Track(format!("{owner}/{track}"))))
-            .collect()
+        shares.into_iter().map(|((owner, track), _)| (owner.clone(), Layer::Track(format!("{owner}/{track}")))).collect()
     }
 
     fn layers(&self, room: &Room) -> Vec<(Layer, Tile)> {
@@ -283,12 +204,7 @@ impl Planner<'_> {
             let mut all = Vec::new();
             for (participant, layer) in &people {
                 all.push(layer.clone());
-                all.extend(
-                    shares
-                        .iter()
-                        .filter(|(owner, _)| owner == participant)
-                        .map(|(_, l)| l.clone()),
-                );
+                all.extend(shares.iter().filter(|(owner, _)| owner == participant).map(|(_, l)| l.clone()));
             }
             let tiles = layout::grid(all.len(), width, height);
             all.into_iter().zip(tiles).collect::<Vec<_>>()
@@ -302,17 +218,13 @@ impl Planner<'_> {
         match self.request.layout {
             Layout::Grid => grid(),
             Layout::ScreenShare => match shares.last() {
-                Some((_, share)) => {
-                    focused(share.clone(), people.into_iter().map(|(_, l)| l).collect())
-                }
+                Some((_, share)) => focused(share.clone(), people.into_iter().map(|(_, l)| l).collect()),
                 None => grid(),
             },
             Layout::Speaker => {
                 let speaker = room.focus.as_ref().map(|(p, _)| p.as_str());
-                let Some(focus_index) = people
-                    .iter()
-                    .position(|(p, _)| Some(p.as_str()) == speaker)
-                    .or(if people.is_empty() { None } else { Some(0) })
+                let Some(focus_index) =
+                    people.iter().position(|(p, _)| Some(p.as_str()) == speaker).or(if people.is_empty() { None } else { Some(0) })
                 else {
                     return Vec::new();
                 };
@@ -331,9 +243,7 @@ impl Planner<'_> {
                     Some(chosen) => people.iter().find(|(p, _)| p == chosen),
                     None => people.first(),
                 };
-                shown
-                    .map(|(_, layer)| focused(layer.clone(), Vec::new()))
-                    .unwrap_or_default()
+                shown.map(|(_, layer)| focused(layer.clone(), Vec::new())).unwrap_or_default()
             }
         }
     }
@@ -346,59 +256,29 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn at(t_s: f64, event: RoomEvent) -> TimedEvent {
-        TimedEvent {
-            at_ns: (t_s * S as f64) as u64,
-            event,
-        }
+        TimedEvent { at_ns: (t_s * S as f64) as u64, event }
     }
     fn joined(p: &str) -> RoomEvent {
-        RoomEvent::Joined {
-            participant: p.into(),
-            identity: p.into(),
-            joined_at_ms: None,
-        }
+        RoomEvent::Joined { participant: p.into(), identity: p.into(), joined_at_ms: None }
     }
     fn camera(p: &str) -> RoomEvent {
-        RoomEvent::Published {
-            participant: p.into(),
-            track: format!("{p}-cam"),
-            kind: "video".into(),
-            source: "camera".into(),
-        }
+        RoomEvent::Published { participant: p.into(), track: format!("{p}-cam"), kind: "video".into(), source: "camera".into() }
     }
     fn mic(p: &str) -> RoomEvent {
-        RoomEvent::Published {
-            participant: p.into(),
-            track: format!("{p}-mic"),
-            kind: "audio".into(),
-            source: "microphone".into(),
-        }
+        RoomEvent::Published { participant: p.into(), track: format!("{p}-mic"), kind: "audio".into(), source: "microphone".into() }
     }
     fn share(p: &str) -> RoomEvent {
-        RoomEvent::Published {
-            participant: p.into(),
-            track: format!("{p}-screen"),
-            kind: "video".into(),
-            source: "screen_share".into(),
-        }
+        RoomEvent::Published { participant: p.into(), track: format!("{p}-screen"), kind: "video".into(), source: "screen_share".into() }
     }
     fn cam(p: &str) -> Layer {
         Layer::Track(format!("{p}/{p}-cam"))
     }
     fn speakers(list: &[&str]) -> RoomEvent {
-        RoomEvent::Speakers {
-            participants: list.iter().map(|s| s.to_string()).collect(),
-        }
+        RoomEvent::Speakers { participants: list.iter().map(|s| s.to_string()).collect() }
     }
 
     fn request<'a>(layout: Layout, tracks: &'a [String]) -> PlanRequest<'a> {
-        PlanRequest {
-            layout,
-            participant: None,
-            video_tracks: tracks,
-            width: 1280,
-            height: 720,
-        }
+        PlanRequest { layout, participant: None, video_tracks: tracks, width: 1280, height: 720 }
     }
 
     fn tracks(names: &[&str]) -> Vec<String> {
@@ -410,11 +290,7 @@ mod tests {
         let Some(i) = schedule.index_at((t_s * S as f64) as u64) else {
             return vec![];
         };
-        schedule.scenes()[i]
-            .layers
-            .iter()
-            .map(|(l, t)| (l.clone(), t.width))
-            .collect()
+        schedule.scenes()[i].layers.iter().map(|(l, t)| (l.clone(), t.width)).collect()
     }
 
     #[test]
@@ -427,76 +303,31 @@ mod tests {
             at(3.0, joined("b")),
             at(3.1, mic("b")),
             at(3.2, camera("b")),
-            at(
-                5.0,
-                RoomEvent::Muted {
-                    participant: "b".into(),
-                    track: "b-cam".into(),
-                    muted: true,
-                },
-            ),
-            at(
-                6.0,
-                RoomEvent::Left {
-                    participant: "a".into(),
-                },
-            ),
+            at(5.0, RoomEvent::Muted { participant: "b".into(), track: "b-cam".into(), muted: true }),
+            at(6.0, RoomEvent::Left { participant: "a".into() }),
             at(8.0, RoomEvent::SessionEnded),
         ];
         let media = tracks(&["a/a-cam", "b/b-cam"]);
         let schedule = plan(&events, &request(Layout::Grid, &media));
-        assert_eq!(
-            shown(&schedule, 1.0),
-            vec![(cam("a"), 1280)],
-            "a viewer without tracks gets no tile"
-        );
-        assert_eq!(
-            shown(&schedule, 3.15),
-            vec![(cam("a"), 640), (Layer::Placeholder("b".into()), 640)],
-            "audio only: placeholder"
-        );
-        assert_eq!(
-            shown(&schedule, 4.0),
-            vec![(cam("a"), 640), (cam("b"), 640)]
-        );
-        assert_eq!(
-            shown(&schedule, 5.5),
-            vec![(cam("a"), 640), (Layer::Placeholder("b".into()), 640)],
-            "muted camera"
-        );
-        assert_eq!(
-            shown(&schedule, 7.0),
-            vec![(Layer::Placeholder("b".into()), 1280)]
-        );
+        assert_eq!(shown(&schedule, 1.0), vec![(cam("a"), 1280)], "a viewer without tracks gets no tile");
+        assert_eq!(shown(&schedule, 3.15), vec![(cam("a"), 640), (Layer::Placeholder("b".into()), 640)], "audio only: placeholder");
+        assert_eq!(shown(&schedule, 4.0), vec![(cam("a"), 640), (cam("b"), 640)]);
+        assert_eq!(shown(&schedule, 5.5), vec![(cam("a"), 640), (Layer::Placeholder("b".into()), 640)], "muted camera");
+        assert_eq!(shown(&schedule, 7.0), vec![(Layer::Placeholder("b".into()), 1280)]);
         assert_eq!(shown(&schedule, 9.0), vec![], "after the session: black");
     }
 
     #[test]
     fn a_camera_without_media_is_a_placeholder_and_unknown_tracks_still_show() {
-        let events = vec![
-            at(0.0, RoomEvent::SessionStarted),
-            at(0.1, joined("a")),
-            at(0.1, camera("a")),
-            at(4.0, RoomEvent::SessionEnded),
-        ];
+        let events = vec![at(0.0, RoomEvent::SessionStarted), at(0.1, joined("a")), at(0.1, camera("a")), at(4.0, RoomEvent::SessionEnded)];
         let media = tracks(&["ghost/TR_9"]);
         let schedule = plan(&events, &request(Layout::Grid, &media));
-        assert_eq!(
-            shown(&schedule, 1.0),
-            vec![
-                (Layer::Track("ghost/TR_9".into()), 640),
-                (Layer::Placeholder("a".into()), 640)
-            ]
-        );
+        assert_eq!(shown(&schedule, 1.0), vec![(Layer::Track("ghost/TR_9".into()), 640), (Layer::Placeholder("a".into()), 640)]);
     }
 
     #[test]
     fn tiles_follow_the_servers_join_order() {
-        let joined_at = |p: &str, ms: u64| RoomEvent::Joined {
-            participant: p.into(),
-            identity: p.into(),
-            joined_at_ms: Some(ms),
-        };
+        let joined_at = |p: &str, ms: u64| RoomEvent::Joined { participant: p.into(), identity: p.into(), joined_at_ms: Some(ms) };
         let events = vec![
             at(0.0, RoomEvent::SessionStarted),
             // A join list arrives in any order; the server's join times (and then ids) decide.
@@ -510,13 +341,7 @@ mod tests {
         ];
         let media = tracks(&["a/a-cam", "b/b-cam", "c/c-cam"]);
         let schedule = plan(&events, &request(Layout::Grid, &media));
-        assert_eq!(
-            shown(&schedule, 1.0)
-                .into_iter()
-                .map(|(l, _)| l)
-                .collect::<Vec<_>>(),
-            vec![cam("b"), cam("a"), cam("c")]
-        );
+        assert_eq!(shown(&schedule, 1.0).into_iter().map(|(l, _)| l).collect::<Vec<_>>(), vec![cam("b"), cam("a"), cam("c")]);
     }
 
     #[test]
@@ -540,11 +365,7 @@ mod tests {
         let media = tracks(&["a/a-cam", "b/b-cam", "c/c-cam"]);
         let schedule = plan(&events, &request(Layout::Speaker, &media));
         let focus = |t: f64| shown(&schedule, t)[0].clone();
-        assert_eq!(
-            focus(0.5),
-            (cam("a"), 1280),
-            "nobody spoke yet: the first participant"
-        );
+        assert_eq!(focus(0.5), (cam("a"), 1280), "nobody spoke yet: the first participant");
         assert_eq!(shown(&schedule, 0.5).len(), 3);
         assert_eq!(focus(1.5).0, cam("b"));
         assert_eq!(focus(2.9).0, cam("b"));
@@ -565,42 +386,17 @@ mod tests {
             at(0.1, joined("b")),
             at(0.1, camera("b")),
             at(2.0, share("b")),
-            at(
-                4.0,
-                RoomEvent::Unpublished {
-                    participant: "b".into(),
-                    track: "b-screen".into(),
-                },
-            ),
+            at(4.0, RoomEvent::Unpublished { participant: "b".into(), track: "b-screen".into() }),
             at(6.0, RoomEvent::SessionEnded),
         ];
         let media = tracks(&["a/a-cam", "b/b-cam", "b/b-screen"]);
         let schedule = plan(&events, &request(Layout::ScreenShare, &media));
-        assert_eq!(
-            shown(&schedule, 1.0),
-            vec![(cam("a"), 640), (cam("b"), 640)]
-        );
-        assert_eq!(
-            shown(&schedule, 3.0),
-            vec![
-                (Layer::Track("b/b-screen".into()), 1280),
-                (cam("a"), 256),
-                (cam("b"), 256)
-            ]
-        );
-        assert_eq!(
-            shown(&schedule, 5.0),
-            vec![(cam("a"), 640), (cam("b"), 640)]
-        );
+        assert_eq!(shown(&schedule, 1.0), vec![(cam("a"), 640), (cam("b"), 640)]);
+        assert_eq!(shown(&schedule, 3.0), vec![(Layer::Track("b/b-screen".into()), 1280), (cam("a"), 256), (cam("b"), 256)]);
+        assert_eq!(shown(&schedule, 5.0), vec![(cam("a"), 640), (cam("b"), 640)]);
         // In the grid the share is one more tile, next to its owner.
         let grid = plan(&events, &request(Layout::Grid, &media));
-        assert_eq!(
-            shown(&grid, 3.0)
-                .iter()
-                .map(|(l, _)| l.clone())
-                .collect::<Vec<_>>(),
-            vec![cam("a"), cam("b"), Layer::Track("b/b-screen".into())]
-        );
+        assert_eq!(shown(&grid, 3.0).iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), vec![cam("a"), cam("b"), Layer::Track("b/b-screen".into())]);
     }
 
     #[test]
@@ -611,26 +407,14 @@ mod tests {
             at(0.1, camera("a")),
             at(0.2, joined("b")),
             at(0.2, camera("b")),
-            at(
-                3.0,
-                RoomEvent::Left {
-                    participant: "b".into(),
-                },
-            ),
+            at(3.0, RoomEvent::Left { participant: "b".into() }),
             at(6.0, RoomEvent::SessionEnded),
         ];
         let media = tracks(&["a/a-cam", "b/b-cam"]);
-        let chosen = PlanRequest {
-            participant: Some("b"),
-            ..request(Layout::Single, &media)
-        };
+        let chosen = PlanRequest { participant: Some("b"), ..request(Layout::Single, &media) };
         let schedule = plan(&events, &chosen);
         assert_eq!(shown(&schedule, 1.0), vec![(cam("b"), 1280)]);
-        assert_eq!(
-            shown(&schedule, 4.0),
-            vec![],
-            "the chosen one left: nothing shown"
-        );
+        assert_eq!(shown(&schedule, 4.0), vec![], "the chosen one left: nothing shown");
         let first = plan(&events, &request(Layout::Single, &media));
         assert_eq!(shown(&first, 1.0), vec![(cam("a"), 1280)]);
     }

@@ -2,8 +2,8 @@
 //! one faststart MP4 (or M4A for audio-only jobs) with a manifest, and marks the job complete.
 //! Runs as the `transcoder` binary (transcoder-only nodes) or inside a recorder in mode `both`.
 
-pub mod config;
 mod chunks;
+pub mod config;
 mod files;
 mod inputs;
 mod job;

@@ -11,8 +11,19 @@ use std::collections::BTreeMap;
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line {
-    TrackStarted { participant: String, track: String, rtp_time: u64, clock_rate: u32, running_ns: u64 },
-    SenderReport { participant: String, track: String, ntp_unix_ms: f64, rtp_time: u64 },
+    TrackStarted {
+        participant: String,
+        track: String,
+        rtp_time: u64,
+        clock_rate: u32,
+        running_ns: u64,
+    },
+    SenderReport {
+        participant: String,
+        track: String,
+        ntp_unix_ms: f64,
+        rtp_time: u64,
+    },
     #[serde(other)]
     Other,
 }
@@ -42,10 +53,13 @@ pub fn corrections(timeline: &str) -> Corrections {
             Ok(Line::TrackStarted { participant, track, rtp_time, clock_rate, running_ns }) => {
                 // A second start (a rejoin) begins another RTP timeline: later reports no longer
                 // describe the first one.
-                anchors
-                    .entry((participant, track))
-                    .and_modify(|a| a.closed = true)
-                    .or_insert(Anchor { rtp_time, clock_rate, running_ns, sender_report: None, closed: false });
+                anchors.entry((participant, track)).and_modify(|a| a.closed = true).or_insert(Anchor {
+                    rtp_time,
+                    clock_rate,
+                    running_ns,
+                    sender_report: None,
+                    closed: false,
+                });
             }
             Ok(Line::SenderReport { participant, track, ntp_unix_ms, rtp_time }) => {
                 if let Some(anchor) = anchors.get_mut(&(participant, track)).filter(|a| !a.closed) {

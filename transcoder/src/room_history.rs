@@ -91,77 +91,25 @@ enum Line {
 /// `end_ns`. Lines that do not parse (a line torn by a crash, a newer recorder's entries) are skipped.
 pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEvent> {
     let mut identities: BTreeMap<String, String> = BTreeMap::new();
-    let mut events = vec![TimedEvent {
-        at_ns: start_ns,
-        event: RoomEvent::SessionStarted,
-    }];
+    let mut events = vec![TimedEvent { at_ns: start_ns, event: RoomEvent::SessionStarted }];
     for line in timeline.lines() {
         let Ok(line) = serde_json::from_str::<Line>(line) else {
             continue;
         };
         let (running_ns, event) = match line {
-            Line::ParticipantJoined {
-                running_ns,
-                participant,
-                identity,
-                joined_at_ms,
-            } => {
+            Line::ParticipantJoined { running_ns, participant, identity, joined_at_ms } => {
                 identities.insert(identity.clone(), participant.clone());
-                (
-                    running_ns,
-                    RoomEvent::Joined {
-                        participant,
-                        identity,
-                        joined_at_ms,
-                    },
-                )
+                (running_ns, RoomEvent::Joined { participant, identity, joined_at_ms })
             }
-            Line::ParticipantLeft {
-                running_ns,
-                participant,
-            } => (running_ns, RoomEvent::Left { participant }),
-            Line::TrackPublished {
-                running_ns,
-                participant,
-                track,
-                kind,
-                source,
-            } => (
-                running_ns,
-                RoomEvent::Published {
-                    participant,
-                    track,
-                    kind,
-                    source,
-                },
-            ),
-            Line::TrackUnpublished {
-                running_ns,
-                participant,
-                track,
-            } => (running_ns, RoomEvent::Unpublished { participant, track }),
-            Line::TrackMuted {
-                running_ns,
-                participant,
-                track,
-                muted,
-            } => (
-                running_ns,
-                RoomEvent::Muted {
-                    participant,
-                    track,
-                    muted,
-                },
-            ),
-            Line::ActiveSpeakers {
-                running_ns,
-                participants,
-            } => {
+            Line::ParticipantLeft { running_ns, participant } => (running_ns, RoomEvent::Left { participant }),
+            Line::TrackPublished { running_ns, participant, track, kind, source } => {
+                (running_ns, RoomEvent::Published { participant, track, kind, source })
+            }
+            Line::TrackUnpublished { running_ns, participant, track } => (running_ns, RoomEvent::Unpublished { participant, track }),
+            Line::TrackMuted { running_ns, participant, track, muted } => (running_ns, RoomEvent::Muted { participant, track, muted }),
+            Line::ActiveSpeakers { running_ns, participants } => {
                 // Speakers are named by identity; segments and the other entries by participant id.
-                let participants = participants
-                    .into_iter()
-                    .map(|p| identities.get(&p).cloned().unwrap_or(p))
-                    .collect();
+                let participants = participants.into_iter().map(|p| identities.get(&p).cloned().unwrap_or(p)).collect();
                 (running_ns, RoomEvent::Speakers { participants })
             }
             Line::Other => continue,
@@ -171,10 +119,7 @@ pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEv
             events.push(TimedEvent { at_ns, event });
         }
     }
-    events.push(TimedEvent {
-        at_ns: end_ns,
-        event: RoomEvent::SessionEnded,
-    });
+    events.push(TimedEvent { at_ns: end_ns, event: RoomEvent::SessionEnded });
     // Entries are written in order, but a stable sort keeps a reordered line from confusing the planner.
     events.sort_by_key(|e| e.at_ns);
     events
@@ -200,37 +145,10 @@ mod tests {
             kinds,
             vec![
                 (1_000, RoomEvent::SessionStarted),
-                (
-                    1_100,
-                    RoomEvent::Joined {
-                        participant: "alice".into(),
-                        identity: "alice".into(),
-                        joined_at_ms: None
-                    }
-                ),
-                (
-                    1_200,
-                    RoomEvent::Published {
-                        participant: "alice".into(),
-                        track: "TR_1".into(),
-                        kind: "video".into(),
-                        source: "camera".into()
-                    }
-                ),
-                (
-                    1_300,
-                    RoomEvent::Speakers {
-                        participants: vec!["alice".into()]
-                    }
-                ),
-                (
-                    1_400,
-                    RoomEvent::Muted {
-                        participant: "alice".into(),
-                        track: "TR_1".into(),
-                        muted: true
-                    }
-                ),
+                (1_100, RoomEvent::Joined { participant: "alice".into(), identity: "alice".into(), joined_at_ms: None }),
+                (1_200, RoomEvent::Published { participant: "alice".into(), track: "TR_1".into(), kind: "video".into(), source: "camera".into() }),
+                (1_300, RoomEvent::Speakers { participants: vec!["alice".into()] }),
+                (1_400, RoomEvent::Muted { participant: "alice".into(), track: "TR_1".into(), muted: true }),
                 // The torn line is skipped; the late leave falls after the session's end and is cut.
                 (2_000, RoomEvent::SessionEnded),
             ]
@@ -242,11 +160,6 @@ mod tests {
         let timeline = r#"{"wall_ms":1,"running_ns":1,"type":"participant_joined","participant":"bob-PA_x","identity":"bob smith","name":""}
 {"wall_ms":1,"running_ns":2,"type":"active_speakers","participants":["bob smith","stranger"]}"#;
         let events = session_events(timeline, 0, 10);
-        assert_eq!(
-            events[2].event,
-            RoomEvent::Speakers {
-                participants: vec!["bob-PA_x".into(), "stranger".into()]
-            }
-        );
+        assert_eq!(events[2].event, RoomEvent::Speakers { participants: vec!["bob-PA_x".into(), "stranger".into()] });
     }
 }

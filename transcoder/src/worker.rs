@@ -3,15 +3,15 @@
 
 use crate::config::TranscoderConfig;
 use crate::job;
+use async_nats::jetstream::consumer::PullConsumer;
 use fleet_pipelines::encoders;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
-use fleet_protocol::queue::{self, Capacity, UrgentWork};
+use fleet_protocol::job::GpuPolicy;
 use fleet_protocol::node::{NodeInfo, NodeRole};
+use fleet_protocol::queue::{self, Capacity, UrgentWork};
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
-use async_nats::jetstream::consumer::PullConsumer;
-use fleet_protocol::job::GpuPolicy;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,16 +68,7 @@ impl Transcoder {
             wanted => return Err(SetupError::EncoderUnavailable(wanted.to_string(), working)),
         };
         tracing::info!(node_id = %identity.node_id, ?encoders, "transcoder ready");
-        Ok(Arc::new(Self {
-            bus,
-            storage,
-            config,
-            identity,
-            encoders,
-            running: Mutex::new(BTreeSet::new()),
-            started_at_ms: now_ms(),
-            yield_to,
-        }))
+        Ok(Arc::new(Self { bus, storage, config, identity, encoders, running: Mutex::new(BTreeSet::new()), started_at_ms: now_ms(), yield_to }))
     }
 
     pub fn encoders(&self) -> &[String] {
@@ -124,12 +115,8 @@ impl Transcoder {
     /// Serves transcode jobs until `shutdown` turns true, then lets running jobs finish.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
-        let capacity = Capacity {
-            slots: self.config.slots,
-            max_cpu_load: self.config.max_cpu_load,
-            cpu_limit_only_while: self.yield_to.clone(),
-            hold: None,
-        };
+        let capacity =
+            Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load, cpu_limit_only_while: self.yield_to.clone(), hold: None };
         let worker = self.clone();
         queue::serve(&self.queues(), capacity, shutdown, move |message| {
             let worker = worker.clone();

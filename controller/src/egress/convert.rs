@@ -25,7 +25,12 @@ pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobReq
         Some(_) => return Err(TwirpError::unimplemented("stream and segmented outputs are not supported: use one file output")),
         None => None,
     };
-    check_outputs(legacy_file, &request.file_outputs, request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(), request.audio_only)?;
+    check_outputs(
+        legacy_file,
+        &request.file_outputs,
+        request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(),
+        request.audio_only,
+    )?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::room_composite_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
@@ -53,7 +58,13 @@ pub fn participant(request: &lk::ParticipantEgressRequest) -> Result<JobRequest,
     job_request(&request.room_name, Layout::Single, Some(request.identity.clone()), preset, false)
 }
 
-fn job_request(room: &str, layout: Layout, participant: Option<String>, video_preset: VideoPreset, audio_only: bool) -> Result<JobRequest, TwirpError> {
+fn job_request(
+    room: &str,
+    layout: Layout,
+    participant: Option<String>,
+    video_preset: VideoPreset,
+    audio_only: bool,
+) -> Result<JobRequest, TwirpError> {
     if room.is_empty() {
         return Err(TwirpError::invalid_argument("room_name is required"));
     }
@@ -128,7 +139,8 @@ fn advanced_preset(options: &lk::EncodingOptions) -> Result<VideoPreset, TwirpEr
         fps: pick(options.framerate, 30),
         video_kbps: pick(options.video_bitrate, 3000),
     };
-    serde_json::from_value(serde_json::to_value(custom).expect("presets serialize")).map_err(|e: serde_json::Error| TwirpError::invalid_argument(e.to_string()))
+    serde_json::from_value(serde_json::to_value(custom).expect("presets serialize"))
+        .map_err(|e: serde_json::Error| TwirpError::invalid_argument(e.to_string()))
 }
 
 pub fn status(state: JobState) -> lk::EgressStatus {
@@ -228,7 +240,12 @@ mod tests {
         let advanced = lk::RoomCompositeEgressRequest {
             room_name: "r".into(),
             file_outputs: vec![file(lk::EncodedFileType::DefaultFiletype)],
-            options: Some(lk::room_composite_egress_request::Options::Advanced(lk::EncodingOptions { width: 640, height: 360, framerate: 25, ..Default::default() })),
+            options: Some(lk::room_composite_egress_request::Options::Advanced(lk::EncodingOptions {
+                width: 640,
+                height: 360,
+                framerate: 25,
+                ..Default::default()
+            })),
             ..Default::default()
         };
         assert_eq!(room_composite(&advanced).unwrap().video_preset.params(), (640, 360, 25, 3000));
@@ -253,7 +270,12 @@ mod tests {
 
     #[test]
     fn the_start_request_survives_the_job_record() {
-        let request = lk::ParticipantEgressRequest { room_name: "r".into(), identity: "alice".into(), file_outputs: vec![file(lk::EncodedFileType::Mp4)], ..Default::default() };
+        let request = lk::ParticipantEgressRequest {
+            room_name: "r".into(),
+            identity: "alice".into(),
+            file_outputs: vec![file(lk::EncodedFileType::Mp4)],
+            ..Default::default()
+        };
         let job = participant(&request).unwrap();
         assert_eq!((job.layout, job.participant.as_deref()), (Layout::Single, Some("alice")));
         let mut record = JobRecord::new(fleet_protocol::SafeId::parse("EG_x").unwrap(), job, 5);

@@ -14,12 +14,12 @@ pub mod webhooks;
 
 use crate::api::AppState;
 use crate::jobs;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
 use fleet_protocol::SafeId;
 use livekit_api::access_token::TokenVerifier;
 use livekit_protocol as lk;
@@ -54,11 +54,15 @@ async fn call(State(state): State<AppState>, Path(method): Path<String>, headers
     }
     let result = match method.as_str() {
         "StartRoomCompositeEgress" => match decode::<lk::RoomCompositeEgressRequest>(encoding, &body) {
-            Ok(request) => start(&state, convert::room_composite(&request), lk::egress_info::Request::RoomComposite(request)).await.map(|i| encode(encoding, &i)),
+            Ok(request) => {
+                start(&state, convert::room_composite(&request), lk::egress_info::Request::RoomComposite(request)).await.map(|i| encode(encoding, &i))
+            }
             Err(err) => Err(err),
         },
         "StartParticipantEgress" => match decode::<lk::ParticipantEgressRequest>(encoding, &body) {
-            Ok(request) => start(&state, convert::participant(&request), lk::egress_info::Request::Participant(request)).await.map(|i| encode(encoding, &i)),
+            Ok(request) => {
+                start(&state, convert::participant(&request), lk::egress_info::Request::Participant(request)).await.map(|i| encode(encoding, &i))
+            }
             Err(err) => Err(err),
         },
         "ListEgress" => match decode::<lk::ListEgressRequest>(encoding, &body) {
@@ -93,12 +97,10 @@ fn authorize(headers: &HeaderMap, api_key: &str, api_secret: &str) -> Result<(),
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| TwirpError::unauthenticated("missing Authorization: Bearer <LiveKit access token>"))?;
-    let claims = TokenVerifier::with_api_key(api_key, api_secret)
-        .verify(token)
-        .map_err(|e| {
-            tracing::debug!(err = %e, "egress token refused");
-            TwirpError::unauthenticated("invalid access token: not signed with this server's LiveKit API key and secret, or expired")
-        })?;
+    let claims = TokenVerifier::with_api_key(api_key, api_secret).verify(token).map_err(|e| {
+        tracing::debug!(err = %e, "egress token refused");
+        TwirpError::unauthenticated("invalid access token: not signed with this server's LiveKit API key and secret, or expired")
+    })?;
     if !claims.video.room_record {
         return Err(TwirpError::unauthenticated("the access token lacks the roomRecord grant"));
     }
@@ -115,11 +117,17 @@ fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u
 fn encode<T: Message + Serialize>(encoding: Encoding, message: &T) -> Response {
     match encoding {
         Encoding::Protobuf => ([(header::CONTENT_TYPE, "application/protobuf")], message.encode_to_vec()).into_response(),
-        Encoding::Json => ([(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(message).expect("protobuf messages serialize")).into_response(),
+        Encoding::Json => {
+            ([(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(message).expect("protobuf messages serialize")).into_response()
+        }
     }
 }
 
-async fn start(state: &AppState, job: Result<fleet_protocol::JobRequest, TwirpError>, request: lk::egress_info::Request) -> Result<lk::EgressInfo, TwirpError> {
+async fn start(
+    state: &AppState,
+    job: Result<fleet_protocol::JobRequest, TwirpError>,
+    request: lk::egress_info::Request,
+) -> Result<lk::EgressInfo, TwirpError> {
     let record = jobs::create(&state.bus, job?, Some(convert::origin_of(request)), "EG").await?;
     state.metrics.inc("fleet_recordings_created_total");
     Ok(convert::egress_info(&record))

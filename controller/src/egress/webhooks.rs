@@ -41,11 +41,7 @@ pub fn body(state: JobState, revision: u64, record: &JobRecord, at_ms: u64) -> V
 /// The `Authorization` header value: a short-lived token binding the body's hash.
 pub fn authorization(api_key: &str, api_secret: &str, body: &[u8]) -> Result<String, String> {
     let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
-    AccessToken::with_api_key(api_key, api_secret)
-        .with_ttl(Duration::from_secs(300))
-        .with_sha256(&digest)
-        .to_jwt()
-        .map_err(|e| e.to_string())
+    AccessToken::with_api_key(api_key, api_secret).with_ttl(Duration::from_secs(300)).with_sha256(&digest).to_jwt().map_err(|e| e.to_string())
 }
 
 /// Creates the durable consumer before the API serves (a job created meanwhile keeps its first event).
@@ -90,13 +86,7 @@ async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body:
             Ok(auth) => auth,
             Err(err) => return tracing::error!(%err, "cannot sign LiveKit webhooks"),
         };
-        let result = http
-            .post(url)
-            .header("content-type", "application/webhook+json")
-            .header("authorization", auth)
-            .body(body.to_vec())
-            .send()
-            .await;
+        let result = http.post(url).header("content-type", "application/webhook+json").header("authorization", auth).body(body.to_vec()).send().await;
         match result {
             Ok(response) if response.status().is_success() => return,
             Ok(response) => tracing::warn!(url, event, status = response.status().as_u16(), attempt, "egress webhook refused"),

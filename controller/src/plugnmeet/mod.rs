@@ -77,7 +77,9 @@ impl Door {
         let registry = registry::open(&js, &config.recorder_info_bucket, &config.recorder_id, now_ms()).await?;
         let nodes = bus.list_nodes().await.unwrap_or_default();
         registry::write(&registry, &config.recorder_id, &registry::Load::of_fleet(&nodes), now_ms()).await?;
-        crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await.map_err(|e| DoorError::Nats(e.to_string()))?;
+        crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime)
+            .await
+            .map_err(|e| DoorError::Nats(e.to_string()))?;
 
         // Recordings this door started before a restart are still stoppable.
         let mut held = HashMap::new();
@@ -400,4 +402,3 @@ async fn connect(config: &PlugnmeetConfig) -> Result<async_nats::Client, DoorErr
     let urls: Vec<&str> = config.nats_url.split(',').map(str::trim).collect();
     options.connect(urls).await.map_err(|e| DoorError::Connect(e.to_string()))
 }
-

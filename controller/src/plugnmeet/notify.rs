@@ -15,10 +15,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Notice {
     Started,
-    Ended { ok: bool, msg: String },
+    Ended {
+        ok: bool,
+        msg: String,
+    },
     /// The recording is ready: place it and report where.
     Proceeded,
-    TranscodeFinished { ok: bool, msg: String },
+    TranscodeFinished {
+        ok: bool,
+        msg: String,
+    },
 }
 
 /// The reports a job entering `state` owes plugNmeet.
@@ -95,7 +101,9 @@ pub async fn send(http: &reqwest::Client, server_url: &str, api_key: &str, api_s
                 tracing::error!(recording_id = %report.recording_id, task, status = response.status().as_u16(), "plugNmeet refused the report");
                 return false;
             }
-            Ok(response) => tracing::warn!(recording_id = %report.recording_id, task, status = response.status().as_u16(), attempt, "plugNmeet notify failed"),
+            Ok(response) => {
+                tracing::warn!(recording_id = %report.recording_id, task, status = response.status().as_u16(), attempt, "plugNmeet notify failed")
+            }
             Err(err) => tracing::warn!(recording_id = %report.recording_id, task, %err, attempt, "plugNmeet notify failed"),
         }
         tokio::time::sleep(delay).await;
@@ -115,12 +123,8 @@ mod tests {
         let mut record = JobRecord::new(SafeId::parse("rec_1").unwrap(), request, 0);
         record.state = state;
         record.transcode_attempts = transcode_attempts;
-        record.origin = Some(Origin::Plugnmeet {
-            recording_id: "RM_x-1".into(),
-            room_sid: "RM_x".into(),
-            room_table_id: 7,
-            recorder_id: "fleet".into(),
-        });
+        record.origin =
+            Some(Origin::Plugnmeet { recording_id: "RM_x-1".into(), room_sid: "RM_x".into(), room_table_id: 7, recorder_id: "fleet".into() });
         record
     }
 
@@ -128,7 +132,10 @@ mod tests {
     fn states_map_to_plugnmeets_sequence() {
         assert_eq!(notices(JobState::Recording, &record(JobState::Recording, 0)), vec![Notice::Started]);
         assert!(matches!(notices(JobState::Finalizing, &record(JobState::Finalizing, 0))[..], [Notice::Ended { ok: true, .. }]));
-        assert!(matches!(notices(JobState::Complete, &record(JobState::Complete, 1))[..], [Notice::Proceeded, Notice::TranscodeFinished { ok: true, .. }]));
+        assert!(matches!(
+            notices(JobState::Complete, &record(JobState::Complete, 1))[..],
+            [Notice::Proceeded, Notice::TranscodeFinished { ok: true, .. }]
+        ));
         let mut failed = record(JobState::Failed, 0);
         failed.error = Some("could not join room".into());
         assert_eq!(notices(JobState::Failed, &failed), vec![Notice::Ended { ok: false, msg: "could not join room".into() }]);

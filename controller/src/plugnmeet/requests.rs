@@ -12,9 +12,16 @@ pub enum Action {
     /// Not for us, or not understood: plugNmeet's recorders stay silent then.
     Ignore(&'static str),
     Refuse(CommonResponse),
-    Start { room_id: String, room_sid: String, recording_id: String, room_table_id: i64 },
+    Start {
+        room_id: String,
+        room_sid: String,
+        recording_id: String,
+        room_table_id: i64,
+    },
     /// STOP_RECORDING or STOP for the room with this table id.
-    Stop { room_table_id: i64 },
+    Stop {
+        room_table_id: i64,
+    },
 }
 
 pub fn decide(request: &PlugNmeetToRecorder, recorder_id: &str, path_placement: bool) -> Action {

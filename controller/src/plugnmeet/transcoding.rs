@@ -84,7 +84,10 @@ mod tests {
     fn paths_outside_the_root_are_refused() {
         let root = Path::new("/srv/rec");
         for paths in [vec!["../etc/passwd".to_string()], vec!["/etc/passwd".into()], vec![]] {
-            assert!(file_job(&task(TaskDetails::MergeRecordings(TranscodingTaskMergeRecordings { file_paths: paths.clone() })), root).is_err(), "{paths:?}");
+            assert!(
+                file_job(&task(TaskDetails::MergeRecordings(TranscodingTaskMergeRecordings { file_paths: paths.clone() })), root).is_err(),
+                "{paths:?}"
+            );
         }
         let mut bad_id = task(TaskDetails::MergeRecordings(TranscodingTaskMergeRecordings { file_paths: vec!["a/b.mp4".into()] }));
         bad_id.recording_id = "../x".into();

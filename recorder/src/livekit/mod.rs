@@ -13,10 +13,10 @@ use crate::timeline::Entry;
 use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
 use fleet_protocol::SafeId;
 use fleet_protocol::job::EndReason;
-use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use livekit_protocol as proto;
 use livekit_protocol::signal_request::Message as Request;
 use livekit_protocol::signal_response::Message as Response;
+use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use peer::{Peer, PeerEvent};
 use room::{Change, RoomTracker};
 use std::collections::HashMap;
@@ -189,13 +189,8 @@ impl RoomCapture {
 
     async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
         let config = self.params.config.clone();
-        self.token = recorder_token(
-            &config.api_key,
-            &config.api_secret,
-            &self.params.room,
-            &self.params.identity,
-            Duration::from_secs(config.token_ttl_s),
-        )?;
+        self.token =
+            recorder_token(&config.api_key, &config.api_secret, &self.params.room, &self.params.identity, Duration::from_secs(config.token_ttl_s))?;
         let mut lost_since: Option<Instant> = None;
         let mut lost_reason = String::new();
         let room_wait_until = Instant::now() + Duration::from_secs(config.wait_for_room_s);
@@ -379,8 +374,14 @@ impl RoomCapture {
         for change in changes {
             match change {
                 Change::Joined(p) => {
-                    let joined_at_ms = if p.joined_at_ms > 0 { Some(p.joined_at_ms as u64) } else { (p.joined_at > 0).then_some(p.joined_at as u64 * 1000) };
-                    self.timeline(Entry::ParticipantJoined { participant: participant_key(&p).to_string(), identity: p.identity, name: p.name, joined_at_ms })
+                    let joined_at_ms =
+                        if p.joined_at_ms > 0 { Some(p.joined_at_ms as u64) } else { (p.joined_at > 0).then_some(p.joined_at as u64 * 1000) };
+                    self.timeline(Entry::ParticipantJoined {
+                        participant: participant_key(&p).to_string(),
+                        identity: p.identity,
+                        name: p.name,
+                        joined_at_ms,
+                    })
                 }
                 Change::Left(p) => self.timeline(Entry::ParticipantLeft { participant: participant_key(&p).to_string() }),
                 Change::Published(p, t) => {
@@ -500,7 +501,12 @@ impl RoomCapture {
                 sink.anchor = Some((rtp, at));
                 let _ = self.events.send(SourceEvent::Room {
                     running_ns: at,
-                    entry: Entry::TrackStarted { participant: sink.participant.to_string(), track: sink.track.to_string(), rtp_time: rtp, clock_rate: sink.clock_rate },
+                    entry: Entry::TrackStarted {
+                        participant: sink.participant.to_string(),
+                        track: sink.track.to_string(),
+                        rtp_time: rtp,
+                        clock_rate: sink.clock_rate,
+                    },
                 });
                 (rtp, at)
             }
@@ -528,7 +534,12 @@ impl RoomCapture {
                 let ntp_unix_ms = report.ntp_time.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
                 let _ = self.events.send(SourceEvent::Room {
                     running_ns: self.clock.running_ns(),
-                    entry: Entry::SenderReport { participant: sink.participant.to_string(), track: sink.track.to_string(), ntp_unix_ms, rtp_time: report.rtp_time.numer() },
+                    entry: Entry::SenderReport {
+                        participant: sink.participant.to_string(),
+                        track: sink.track.to_string(),
+                        ntp_unix_ms,
+                        rtp_time: report.rtp_time.numer(),
+                    },
                 });
             }
         }
@@ -654,8 +665,12 @@ fn participant_key(info: &proto::ParticipantInfo) -> SafeId {
 }
 
 fn sanitize(raw: &str) -> SafeId {
-    let cleaned: String =
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).skip_while(|c| !c.is_ascii_alphanumeric()).take(64).collect();
+    let cleaned: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .take(64)
+        .collect();
     SafeId::parse(cleaned).unwrap_or_else(|_| SafeId::parse("participant").expect("safe"))
 }
 

@@ -36,8 +36,7 @@ pub fn token_from(headers: &HeaderMap, query_token: Option<&str>) -> Option<Stri
 
 pub fn check(token: Option<&str>, api_key: &str, api_secret: &str) -> Result<Grant, Refusal> {
     let token = token.ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "no permissions to access the room"))?;
-    let unverified = Claims::from_unverified(token)
-        .map_err(|e| refuse(StatusCode::UNAUTHORIZED, format!("invalid authorization token: {e}")))?;
+    let unverified = Claims::from_unverified(token).map_err(|e| refuse(StatusCode::UNAUTHORIZED, format!("invalid authorization token: {e}")))?;
     if unverified.iss != api_key {
         return Err(refuse(StatusCode::UNAUTHORIZED, "invalid API key"));
     }

@@ -52,9 +52,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.ready_file {
         std::fs::write(path, bound.to_string())?;
     }
-    axum::serve(listener, server.router()).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    axum::serve(listener, server.router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

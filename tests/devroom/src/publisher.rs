@@ -45,7 +45,11 @@ pub async fn pace(room: Arc<Room>, track_sid: Arc<str>, clip: Arc<Clip>, garbage
                 captured_at: (started + Duration::from_nanos(at_ns)).into_std(),
                 rtp_time,
                 keyframe: frame.keyframe,
-                data: if garbage.now() { (0..frame.data.len()).map(|_| rand::random::<u8>()).collect::<Vec<u8>>().into() } else { frame.data.clone().into() },
+                data: if garbage.now() {
+                    (0..frame.data.len()).map(|_| rand::random::<u8>()).collect::<Vec<u8>>().into()
+                } else {
+                    frame.data.clone().into()
+                },
             });
         }
     }

@@ -278,12 +278,7 @@ fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &Clip
         version: 1,
         is_publisher: true,
         kind: proto::participant_info::Kind::Standard as i32,
-        permission: Some(proto::ParticipantPermission {
-            can_subscribe: true,
-            can_publish: true,
-            can_publish_data: true,
-            ..Default::default()
-        }),
+        permission: Some(proto::ParticipantPermission { can_subscribe: true, can_publish: true, can_publish_data: true, ..Default::default() }),
         ..Default::default()
     };
     room.upsert(info);

@@ -81,11 +81,8 @@ async fn not_found() -> Response {
 
 fn admit(server: &Server, headers: &HeaderMap, query: &HashMap<String, String>) -> Result<(auth::Grant, Arc<Room>), Response> {
     let token = auth::token_from(headers, query.get("access_token").map(String::as_str));
-    let grant = auth::check(token.as_deref(), &server.config.api_key, &server.config.api_secret)
-        .map_err(|r| refusal(r.status, r.reason))?;
-    let room = server
-        .open_room(&grant.room)
-        .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "requested room does not exist"))?;
+    let grant = auth::check(token.as_deref(), &server.config.api_key, &server.config.api_secret).map_err(|r| refusal(r.status, r.reason))?;
+    let room = server.open_room(&grant.room).ok_or_else(|| refusal(StatusCode::NOT_FOUND, "requested room does not exist"))?;
     Ok((grant, room))
 }
 

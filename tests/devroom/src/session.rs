@@ -447,11 +447,8 @@ impl Peer {
                 .map(|p| p.pt());
         }
         let Some(pt) = *pt else { return };
-        let frequency = if matches!(self.rtc.media(mid).map(|m| m.kind()), Some(MediaKind::Audio)) {
-            Frequency::FORTY_EIGHT_KHZ
-        } else {
-            Frequency::NINETY_KHZ
-        };
+        let frequency =
+            if matches!(self.rtc.media(mid).map(|m| m.kind()), Some(MediaKind::Audio)) { Frequency::FORTY_EIGHT_KHZ } else { Frequency::NINETY_KHZ };
         let Some(writer) = self.rtc.writer(mid) else { return };
         if let Err(err) = writer.write(pt, frame.captured_at, MediaTime::new(frame.rtp_time, frequency), frame.data.clone()) {
             tracing::debug!(%err, "frame not written");

@@ -176,7 +176,18 @@ async fn run(fault: Fault) -> Outcome {
     let final_state = record["state"].as_str().unwrap_or("?").to_string();
     let sessions = record["sessions"]
         .as_array()
-        .map(|s| s.iter().map(|s| format!("{} {} ({})", s["id"].as_str().unwrap_or("?"), s["node"].as_str().unwrap_or("?"), s["end_reason"].as_str().unwrap_or("open"))).collect())
+        .map(|s| {
+            s.iter()
+                .map(|s| {
+                    format!(
+                        "{} {} ({})",
+                        s["id"].as_str().unwrap_or("?"),
+                        s["node"].as_str().unwrap_or("?"),
+                        s["end_reason"].as_str().unwrap_or("open")
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let states: Vec<String> = world.hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
     let distinct: std::collections::BTreeSet<&String> = states.iter().collect();
@@ -229,9 +240,7 @@ fn concurrent_capture_s(record: &Value) -> f64 {
 /// Objects of the job outside its raw media (the recording, its manifest, and anything doubled).
 async fn output_keys(s3: &S3, id: &str) -> Vec<String> {
     let listing = s3.client().await.list_objects_v2().bucket(fleet_tests::S3_BUCKET).prefix(format!("recordings/{id}/")).send().await;
-    listing
-        .map(|l| l.contents().iter().filter_map(|o| o.key().map(String::from)).filter(|k| !k.contains("/raw/")).collect())
-        .unwrap_or_default()
+    listing.map(|l| l.contents().iter().filter_map(|o| o.key().map(String::from)).filter(|k| !k.contains("/raw/")).collect()).unwrap_or_default()
 }
 
 /// Seconds of media missing from the MP4: black frames in a participant's tile (the worse one counts),

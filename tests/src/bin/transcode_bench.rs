@@ -69,9 +69,8 @@ fn main() {
         eprintln!("[bench] raw session kept in {} ({recorded_s} s)", keep.display());
     }
     let tracks = session_tracks(&raw).unwrap();
-    let (videos, audios): (Vec<TrackInput>, Vec<TrackInput>) = tracks.into_iter().partition(|t| {
-        probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/")))
-    });
+    let (videos, audios): (Vec<TrackInput>, Vec<TrackInput>) =
+        tracks.into_iter().partition(|t| probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/"))));
     assert_eq!((videos.len(), audios.len()), (4, 4), "4 cameras and 4 microphones recorded");
 
     let work = dir.path().join("work");
@@ -185,7 +184,16 @@ async fn record(dir: &Path, seconds: u64) -> Recorded {
     let kept = dir.join("raw");
     copy_dir(&raw, &kept);
     std::fs::remove_file(kept.join("timeline.jsonl")).ok();
-    Recorded { fleet, api, id, raw: kept, seconds: recorded_ms as f64 / 1000.0, _processes: vec![controller, recorder], _devroom: devroom, _nats: nats }
+    Recorded {
+        fleet,
+        api,
+        id,
+        raw: kept,
+        seconds: recorded_ms as f64 / 1000.0,
+        _processes: vec![controller, recorder],
+        _devroom: devroom,
+        _nats: nats,
+    }
 }
 
 /// Starts two transcoders that chunk the waiting job; returns the job's transcoding -> complete time.
