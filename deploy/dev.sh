@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Development entry point.
-#   deploy/dev.sh demo    install what is missing, build, run a local fleet and devroom, record a 20 s room, print the MP4
+#   deploy/dev.sh demo    install what is missing, build, run a local fleet, livekit-server and real publishers, record a 20 s room, print the MP4
+#                         (demo --devroom: the devroom stand-in instead, no root needed)
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
 #   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
@@ -55,14 +56,28 @@ ensure_s3s() {
 }
 
 # LiveKit's official Python SDK, the conformance client for tests/devroom, in its own venv.
+# Also the real publisher of the livekit-server tests (tests/conformance/publisher.py, numpy for its frames).
+PY_PACKAGES=(livekit==1.2.1 livekit-api==1.2.2 numpy==2.4.6)
 ensure_livekit_sdk() {
-  [ -x target/pyenv/bin/python ] && target/pyenv/bin/python -c 'import livekit.rtc, livekit.api' 2>/dev/null && return
-  log "installing LiveKit's Python SDK into target/pyenv"
+  [ -x target/pyenv/bin/python ] && [ "$(cat target/pyenv/.fleet-pins 2>/dev/null)" = "${PY_PACKAGES[*]}" ] && return
+  log "installing LiveKit's Python SDK into target/pyenv (${PY_PACKAGES[*]})"
   python3 -m venv target/pyenv 2>/dev/null || {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
     python3 -m venv target/pyenv
   }
-  target/pyenv/bin/pip install -q livekit livekit-api
+  target/pyenv/bin/pip install -q "${PY_PACKAGES[@]}"
+  echo "${PY_PACKAGES[*]}" > target/pyenv/.fleet-pins
+}
+
+# LiveKit's real SFU, built from the Go module registry once per machine (a few minutes) into target/tools.
+LIVEKIT_SERVER_VERSION=v1.13.5
+ensure_livekit_server() {
+  [ -x target/tools/livekit-server ] && target/tools/livekit-server --version 2>/dev/null | grep -q "${LIVEKIT_SERVER_VERSION#v}" && return
+  command -v go >/dev/null || { log "Go is needed to build livekit-server (https://go.dev/dl/)"; exit 1; }
+  log "building livekit-server $LIVEKIT_SERVER_VERSION (go install, a few minutes once)"
+  mkdir -p target/tools
+  GOBIN="$ROOT/target/tools/.gobin" go install "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_SERVER_VERSION"
+  mv target/tools/.gobin/server target/tools/livekit-server
 }
 
 ensure_deps() { ensure_apt; ensure_python; ensure_nats; }
@@ -93,9 +108,29 @@ wait_http() { # url seconds
   log "timed out waiting for $1"; return 1
 }
 
+# The demo records a real livekit-server room with real publishers (LiveKit's Python SDK). libwebrtc
+# ignores loopback, so the whole demo runs in a private network namespace (`unshare -n`, as root) with a
+# veth pair of private addresses: nothing leaves this machine. `demo --devroom` uses the devroom stand-in
+# on loopback instead (quicker, no root needed).
 demo() {
+  local backend=livekit
+  [ "${1:-}" = "--devroom" ] && backend=devroom
   ensure_deps
   build_debug
+  if [ "$backend" = livekit ]; then
+    ensure_livekit_sdk
+    ensure_livekit_server
+    if [ -z "${FLEET_DEMO_NETNS:-}" ]; then
+      [ "$(id -u)" = 0 ] || { log "the real-server demo needs root for its network namespace; try: sudo $0 demo, or $0 demo --devroom"; exit 1; }
+      FLEET_DEMO_NETNS=1 exec unshare -n "$0" demo
+    fi
+    ip link set lo up
+    ip link add fleet-v0 type veth peer name fleet-v1
+    ip addr add 10.77.0.1/24 dev fleet-v0
+    ip addr add 10.77.0.2/24 dev fleet-v1
+    ip link set fleet-v0 up
+    ip link set fleet-v1 up
+  fi
   local work="$ROOT/.fleet-dev/demo-$(date +%Y%m%d-%H%M%S)"
   mkdir -p "$work"
   local nats_port api_port key
@@ -130,15 +165,44 @@ scratch_dir = "$work/scratch"
 TOML
   trap stop_started EXIT
   nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & STARTED+=($!)
-  log "starting devroom (LiveKit stand-in; encodes its clips once, cached in target/devroom-clips)"
-  target/debug/devroom --listen "127.0.0.1:$lk_port" --scenario deploy/devroom/demo.toml --api-key demo \
-    --api-secret "$lk_secret" >"$work/devroom.log" 2>&1 & STARTED+=($!)
+  if [ "$backend" = livekit ]; then
+    cat > "$work/livekit.yaml" <<YAML
+port: $lk_port
+rtc:
+  tcp_port: $(free_port)
+  udp_port: $(free_port)
+  use_external_ip: false
+  node_ip: 10.77.0.1
+  enable_loopback_candidate: true
+keys:
+  demo: $lk_secret
+room:
+  empty_timeout: 30
+  departure_timeout: 10
+YAML
+    log "starting livekit-server $LIVEKIT_SERVER_VERSION"
+    target/tools/livekit-server --config "$work/livekit.yaml" >"$work/livekit-server.log" 2>&1 & STARTED+=($!)
+  else
+    log "starting devroom (LiveKit stand-in; encodes its clips once, cached in target/devroom-clips)"
+    target/debug/devroom --listen "127.0.0.1:$lk_port" --scenario deploy/devroom/demo.toml --api-key demo \
+      --api-secret "$lk_secret" >"$work/devroom.log" 2>&1 & STARTED+=($!)
+  fi
   target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & STARTED+=($!)
   target/debug/recorder --config "$work/recorder.toml" --mode both --node-id demo-node >"$work/recorder.log" 2>&1 & STARTED+=($!)
   wait_http "http://127.0.0.1:$api_port/readyz" 30
   wait_tcp "$lk_port" 180
   local api="http://127.0.0.1:$api_port" auth="Authorization: Bearer $key"
-  log "fleet up: nats :$nats_port, controller $api, devroom ws://127.0.0.1:$lk_port, recorder demo-node (mode both); logs in $work"
+  log "fleet up: nats :$nats_port, controller $api, $backend ws://127.0.0.1:$lk_port, recorder demo-node (mode both); logs in $work"
+
+  if [ "$backend" = livekit ]; then
+    # Real publishers: camera-like video with a flash and a beep once a second (tests/conformance/publisher.py).
+    local publish=(target/pyenv/bin/python tests/conformance/publisher.py --url "ws://127.0.0.1:$lk_port" --room demo
+      --api-key demo --api-secret "$lk_secret")
+    "${publish[@]}" --identity alice --index 0 --codec vp8 --simulcast --seconds 40 --mute-camera 8:12 >"$work/alice.log" 2>&1 & STARTED+=($!)
+    "${publish[@]}" --identity bob --index 1 --codec h264 --seconds 40 --leave-at 16 >"$work/bob.log" 2>&1 & STARTED+=($!)
+    (sleep 5; exec "${publish[@]}" --identity dana --index 2 --codec vp8 --seconds 40) >"$work/dana.log" 2>&1 & STARTED+=($!)
+    for _ in $(seq 1 300); do grep -q '"video"' "$work/alice.log" 2>/dev/null && break; sleep 0.1; done
+  fi
 
   local id
   id=$(curl -fsS -H "$auth" -H 'content-type: application/json' -X POST "$api/v1/recordings" \
@@ -155,7 +219,7 @@ TOML
   mp4=$(jq -r .output.location <<<"$record")
   echo "$record" | jq '{id, state, end_reason, sessions, output}'
   log "room events in the timeline (seconds from the start of the capture):"
-  jq -c 'select(.type | test("participant_|track_published|track_unpublished|track_muted")) | {t: ((.running_ns/1e7|round)/100), type, participant, track, muted}' \
+  jq -c 'select(.type | test("participant_|track_published|track_unpublished|track_muted")) | {t: ((.running_ns/1e7|round)/100), type, participant, track, codec, muted}' \
     "$work"/storage/recordings/"$id"/raw/s1/timeline.jsonl 2>/dev/null || true
   ffprobe -v error -show_entries format=duration,size:stream=codec_name,profile,width,height,r_frame_rate,sample_rate,channels -of default=nw=1 "$mp4"
   echo "recording: $mp4"
@@ -176,6 +240,7 @@ run_tests() {
   ensure_deps
   ensure_s3s
   ensure_livekit_sdk
+  ensure_livekit_server
   build_debug
   log "running the test suite"
   cargo test --workspace
@@ -249,11 +314,11 @@ chaos() {
 }
 
 case "${1:-}" in
-  demo) demo ;;
+  demo) shift; demo "$@" ;;
   fuzz) fuzz ;;
   chaos) shift; chaos "$@" ;;
   test) run_tests ;;
   bench) shift; bench "$@" ;;
-  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk ;;
+  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

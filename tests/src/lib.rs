@@ -5,8 +5,11 @@
 pub mod api;
 pub mod bench;
 pub mod devroom;
+pub mod livekit_server;
 pub mod media;
+pub mod netns;
 pub mod procs;
+pub mod publisher;
 pub mod sync;
 pub mod webhook;
 

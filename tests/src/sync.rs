@@ -87,12 +87,19 @@ fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, posit
 /// participant's tone within 250 ms of it. Expected markers: one per second of that span and tile.
 /// `max_video_position_error_ms` is not meaningful here and is reported as 0.
 pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
+    let indexed: Vec<(String, usize)> = tiles.iter().cloned().zip(0..).collect();
+    check_paired_indexed(path, &indexed, fps, from_s, to_s)
+}
+
+/// As [`check_paired`], with each tile's participant index (its tone) given: `(crop, index)`.
+pub fn check_paired_indexed(path: &Path, tiles: &[(String, usize)], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
     let audio = decode_audio(path);
     let mut offsets = Vec::new();
     let mut drift: f64 = 0.0;
     let mut found = 0;
     let mut missing = Vec::new();
-    for (index, tile) in tiles.iter().enumerate() {
+    for (tile, index) in tiles {
+        let (tile, index) = (tile.as_str(), *index);
         let tone = 440.0 + 110.0 * index as f64;
         let mut previous: Option<(f64, f64)> = None;
         let flashes: Vec<f64> = flash_onsets(path, tile, fps).into_iter().filter(|t| (from_s..=to_s).contains(t)).collect();

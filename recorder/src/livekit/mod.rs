@@ -364,7 +364,12 @@ impl RoomCapture {
                 }
             }
         };
-        // Also on a reconnect: the client's own task would otherwise keep the old session alive.
+        // A capture that ends says so: without a `Leave`, the server keeps a ghost recorder in the room
+        // (and the room's `active_recording` flag set) until its signalling times out. On a reconnect
+        // the socket is only closed: the client's own task would otherwise keep the old session alive.
+        if !matches!(end, ConnectionEnd::Reconnect(_)) {
+            leave_room(signal).await;
+        }
         close_signalling(signal).await;
         end
     }
@@ -638,6 +643,16 @@ impl RoomCapture {
             }
         }
     }
+}
+
+async fn leave_room(signal: &SignalClient) {
+    let leave = proto::LeaveRequest {
+        can_reconnect: false,
+        reason: proto::DisconnectReason::ClientInitiated as i32,
+        action: proto::leave_request::Action::Disconnect as i32,
+        ..Default::default()
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), signal.send(Request::Leave(leave))).await;
 }
 
 async fn close_signalling(signal: &SignalClient) {

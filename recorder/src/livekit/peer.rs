@@ -30,8 +30,10 @@ impl Peer {
     pub async fn new(ip: IpAddr) -> std::io::Result<Peer> {
         let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
         let local = socket.local_addr()?;
-        // Every codec LiveKit forwards, so the answer can bind whatever a publisher sends.
-        let config = RtcConfig::new().enable_opus(true, false).enable_vp8(true).enable_vp9(true).enable_h264(true).enable_av1(true);
+        // Only the codecs the track writer stores (`TrackCodec`): the SFU binds each downtrack to a codec
+        // of the answer, so a publisher whose primary codec is AV1 or H.265 is forwarded in its backup
+        // codec (VP8) instead of in a codec the writer would have to skip. No RED: the SFU strips it.
+        let config = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).enable_vp9(true).enable_h264(true);
         let mut rtc = config.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?);
         Ok(Peer { rtc, socket, local, next_timeout: Instant::now(), events: Vec::new(), lost: false })

@@ -1,0 +1,198 @@
+"""A real LiveKit publisher: LiveKit's Python SDK (libwebrtc inside) publishing a camera-like video track
+and a microphone track with A/V sync markers.
+
+Markers follow the fleet's sync convention: once a second of the publisher's own clock, the picture
+flashes white and the audio carries a 100 ms tone of 440 + 110 * index Hz, at the same instant. Between
+markers the picture is camera-like (a tinted texture that moves, with sensor noise) so encoders spend
+real bits, and the audio is faint noise.
+
+Events are given as seconds from the start of publishing: --mute-camera FROM:TO, --leave-at S,
+--screen-share FROM:TO (a second video track, source screen share), --resize-at S:WxH (the camera
+continues at a new size). Prints one JSON line per event on stdout ({"event": ..., "t": ...}).
+"""
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import numpy as np
+from livekit import api, rtc
+
+RATE = 48_000
+MARKER_S = 0.1
+# Tints (U, V offsets) per participant index, so tiles can be told apart.
+TINTS = [(-20, 40), (-30, -30), (40, -20), (-40, 20), (30, 30), (10, -40), (-10, 25), (25, 10), (0, -25)]
+
+
+def log(event, **fields):
+    print(json.dumps({"event": event, "t": round(time.monotonic() - START, 3), **fields}), flush=True)
+
+
+class Camera:
+    """I420 frames: a smooth random texture scrolling with the participant's tint, plus noise."""
+
+    def __init__(self, index, width, height, seed):
+        self.index = index
+        self.rng = np.random.default_rng(seed)
+        self.resize(width, height)
+
+    def resize(self, width, height):
+        self.width, self.height = width, height
+        coarse = self.rng.integers(40, 170, size=(height // 8 + 2, width // 4 + 2), dtype=np.int16)
+        texture = np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)[: height + 8, : 2 * width]
+        self.texture = texture
+        self.noise = [self.rng.integers(-12, 12, size=(height, width), dtype=np.int16) for _ in range(7)]
+        du, dv = TINTS[self.index % len(TINTS)]
+        self.u = np.full((height // 2, width // 2), 128 + du, dtype=np.uint8)
+        self.v = np.full((height // 2, width // 2), 128 + dv, dtype=np.uint8)
+
+    def frame(self, n, flash):
+        w, h = self.width, self.height
+        if flash:
+            y = np.full((h, w), 235, dtype=np.uint8)
+            u = v = np.full((h // 2, w // 2), 128, dtype=np.uint8)
+        else:
+            x = (n * 3) % w
+            dy = int(4 * np.sin(n / 15.0)) + 4
+            y = np.clip(self.texture[dy : dy + h, x : x + w] + self.noise[n % len(self.noise)], 16, 200).astype(np.uint8)
+            u, v = self.u, self.v
+        data = np.concatenate([y.ravel(), u.ravel(), v.ravel()]).tobytes()
+        return rtc.VideoFrame(w, h, rtc.VideoBufferType.I420, data)
+
+
+def in_marker(t):
+    return (t % 1.0) < MARKER_S
+
+
+def span(text):
+    a, b = text.split(":")
+    return float(a), float(b)
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--room", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--api-secret", required=True)
+    parser.add_argument("--identity", required=True)
+    parser.add_argument("--index", type=int, default=0, help="colour and tone of the markers")
+    parser.add_argument("--codec", default="vp8", choices=["vp8", "h264", "vp9", "av1"])
+    parser.add_argument("--simulcast", action="store_true")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--bitrate", type=int, default=800_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--leave-at", type=float)
+    parser.add_argument("--mute-camera", type=span)
+    parser.add_argument("--screen-share", type=span)
+    parser.add_argument("--resize-at")
+    parser.add_argument("--no-audio", action="store_true")
+    args = parser.parse_args()
+
+    token = (
+        api.AccessToken(args.api_key, args.api_secret)
+        .with_identity(args.identity)
+        .with_name(args.identity.capitalize())
+        .with_grants(api.VideoGrants(room_join=True, room=args.room, can_subscribe=False))
+        .to_jwt()
+    )
+    room = rtc.Room()
+    await room.connect(args.url, token, rtc.RoomOptions(auto_subscribe=False))
+    log("connected", room=args.room)
+
+    codecs = {"vp8": rtc.VideoCodec.VP8, "h264": rtc.VideoCodec.H264, "vp9": rtc.VideoCodec.VP9, "av1": rtc.VideoCodec.AV1}
+    camera = Camera(args.index, args.width, args.height, seed=args.index)
+    video_source = rtc.VideoSource(args.width, args.height)
+    video_track = rtc.LocalVideoTrack.create_video_track("camera", video_source)
+    video_options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA,
+        simulcast=args.simulcast,
+        video_codec=codecs[args.codec],
+        video_encoding=rtc.VideoEncoding(max_bitrate=args.bitrate, max_framerate=args.fps),
+    )
+    video_pub = await room.local_participant.publish_track(video_track, video_options)
+    log("published", kind="video", sid=video_pub.sid, codec=args.codec)
+
+    audio_source = None
+    if not args.no_audio:
+        audio_source = rtc.AudioSource(RATE, 1, queue_size_ms=40)
+        audio_track = rtc.LocalAudioTrack.create_audio_track("microphone", audio_source)
+        audio_pub = await room.local_participant.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        log("published", kind="audio", sid=audio_pub.sid)
+
+    screen = None
+    resize = None
+    if args.resize_at:
+        at, size = args.resize_at.split(":")
+        w, h = size.split("x")
+        resize = (float(at), int(w), int(h))
+
+    tone = 440.0 + 110.0 * (args.index % 9)
+    rng = np.random.default_rng(100 + args.index)
+    end = min(args.seconds, args.leave_at) if args.leave_at is not None else args.seconds
+    # Markers count from the first media instant; video and audio share this clock.
+    t0 = time.monotonic()
+    video_n = 0
+    audio_k = 0
+    muted = False
+    while True:
+        now = time.monotonic() - t0
+        if now >= end:
+            break
+        if resize and now >= resize[0]:
+            camera.resize(resize[1], resize[2])
+            log("resized", width=resize[1], height=resize[2])
+            resize = None
+        if args.mute_camera:
+            want_muted = args.mute_camera[0] <= now < args.mute_camera[1]
+            if want_muted != muted:
+                muted = want_muted
+                video_track.mute() if muted else video_track.unmute()
+                log("camera_muted" if muted else "camera_unmuted")
+        if args.screen_share:
+            sharing = args.screen_share[0] <= now < args.screen_share[1]
+            if sharing and screen is None:
+                screen_source = rtc.VideoSource(args.width, args.height)
+                screen_track = rtc.LocalVideoTrack.create_video_track("screen", screen_source)
+                screen_pub = await room.local_participant.publish_track(
+                    screen_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE, video_codec=rtc.VideoCodec.VP8)
+                )
+                screen = (screen_source, screen_pub, Camera(args.index + 4, args.width, args.height, seed=50 + args.index))
+                log("published", kind="screen", sid=screen_pub.sid)
+            elif not sharing and screen is not None:
+                await room.local_participant.unpublish_track(screen[1].sid)
+                log("unpublished", kind="screen")
+                screen = None
+        # Audio: 10 ms frames up to now, a tone burst inside markers and faint noise elsewhere.
+        if audio_source is not None:
+            while audio_k / RATE <= now:
+                t = (audio_k + np.arange(480)) / RATE
+                samples = rng.normal(0, 30, 480)
+                beep = ((t % 1.0) < MARKER_S)
+                samples = samples + beep * 9000 * np.sin(2 * np.pi * tone * t)
+                frame = rtc.AudioFrame(np.clip(samples, -32767, 32767).astype(np.int16).tobytes(), RATE, 1, 480)
+                await audio_source.capture_frame(frame)
+                audio_k += 480
+        # Video: the frame due now, judged by its centre so the flash starts on the nearest frame.
+        if video_n / args.fps <= now:
+            centre = video_n / args.fps + 0.5 / args.fps
+            video_source.capture_frame(camera.frame(video_n, in_marker(centre)))
+            if screen is not None:
+                screen[0].capture_frame(screen[2].frame(video_n // 3, False))
+            video_n += 1
+        next_video = video_n / args.fps
+        next_audio = audio_k / RATE if audio_source is not None else next_video
+        await asyncio.sleep(max(0.0, min(next_video, next_audio) - (time.monotonic() - t0)))
+    log("leaving", frames=video_n)
+    await room.disconnect()
+    log("left")
+
+
+START = time.monotonic()
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.exit(0)

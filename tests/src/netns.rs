@@ -1,0 +1,48 @@
+//! Tests with real WebRTC publishers run in a private network namespace. libwebrtc (LiveKit's Python SDK,
+//! Chromium) ignores loopback when it gathers candidates, so media must cross a real interface; a veth
+//! pair with private addresses inside a namespace the test made keeps every packet on this machine.
+//!
+//! A test calls [`enter`] first: in the parent it re-runs the same test binary under `unshare -n`
+//! (only that test), waits for it and reports its result; in the child it brings the interfaces up.
+
+use std::process::Command;
+
+/// The namespace's address for servers that real publishers must reach (livekit-server's `node_ip`).
+pub const SERVER_IP: &str = "10.77.0.1";
+/// The peer address on the other end of the veth pair.
+pub const PEER_IP: &str = "10.77.0.2";
+
+const INSIDE: &str = "FLEET_TEST_IN_NETNS";
+
+/// `test`: the test's name as the harness knows it (the function's name). Returns `true` in the child,
+/// inside the namespace, where the test body should run; `false` in the parent, after the child passed
+/// (it panics with the child's output when the child failed).
+pub fn enter(test: &str) -> bool {
+    if std::env::var_os(INSIDE).is_some() {
+        setup_interfaces();
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let status = Command::new("unshare")
+        .arg("-n")
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .status()
+        .expect("unshare runs (needs root or user namespaces)");
+    assert!(status.success(), "{test} failed inside its network namespace ({status}); its output is above");
+    false
+}
+
+fn setup_interfaces() {
+    let ip = |args: &str| {
+        let status = Command::new("ip").args(args.split_whitespace()).status().expect("ip runs");
+        assert!(status.success(), "ip {args}");
+    };
+    ip("link set lo up");
+    ip("link add fleet-v0 type veth peer name fleet-v1");
+    ip(&format!("addr add {SERVER_IP}/24 dev fleet-v0"));
+    ip(&format!("addr add {PEER_IP}/24 dev fleet-v1"));
+    ip("link set fleet-v0 up");
+    ip("link set fleet-v1 up");
+}

@@ -1,0 +1,89 @@
+//! Real publishers for the real livekit-server: LiveKit's Python SDK (libwebrtc inside) running
+//! `tests/conformance/publisher.py`, which publishes camera-like video and audio with sync markers.
+//! Run inside a test's network namespace ([`crate::netns`]): libwebrtc skips loopback.
+
+use crate::livekit_server::{API_KEY, API_SECRET, LiveKitServer};
+use crate::procs::Proc;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn python() -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
+    assert!(path.exists(), "{} is missing: run `deploy/dev.sh deps` (installs LiveKit's Python SDK)", path.display());
+    path
+}
+
+/// One publisher's settings; see the script's header for the event flags.
+#[derive(Clone)]
+pub struct PublisherSpec {
+    pub identity: String,
+    /// Marker colour and tone (440 + 110 * index Hz).
+    pub index: usize,
+    pub codec: &'static str,
+    pub simulcast: bool,
+    pub seconds: f64,
+    pub width: u32,
+    pub height: u32,
+    /// Extra script flags, e.g. `["--mute-camera", "6:9"]`.
+    pub flags: Vec<String>,
+}
+
+impl PublisherSpec {
+    pub fn new(identity: &str, index: usize, codec: &'static str) -> Self {
+        PublisherSpec { identity: identity.into(), index, codec, simulcast: false, seconds: 20.0, width: 640, height: 360, flags: Vec::new() }
+    }
+}
+
+pub struct Publisher {
+    pub proc: Proc,
+}
+
+impl Publisher {
+    pub fn start(server: &LiveKitServer, room: &str, spec: &PublisherSpec, dir: &Path) -> Publisher {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/publisher.py");
+        let mut args: Vec<String> = vec![
+            script.to_string_lossy().into(),
+            "--url".into(),
+            server.url(),
+            "--room".into(),
+            room.into(),
+            "--api-key".into(),
+            API_KEY.into(),
+            "--api-secret".into(),
+            API_SECRET.into(),
+            "--identity".into(),
+            spec.identity.clone(),
+            "--index".into(),
+            spec.index.to_string(),
+            "--codec".into(),
+            spec.codec.into(),
+            "--seconds".into(),
+            spec.seconds.to_string(),
+            "--width".into(),
+            spec.width.to_string(),
+            "--height".into(),
+            spec.height.to_string(),
+        ];
+        if spec.simulcast {
+            args.push("--simulcast".into());
+        }
+        args.extend(spec.flags.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = Proc::spawn(&format!("publisher-{}", spec.identity), &python(), &args, &[], dir);
+        Publisher { proc }
+    }
+
+    /// Waits until the script has published its camera.
+    pub fn wait_published(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.proc.log_text().contains("\"kind\": \"video\"") {
+            assert!(Instant::now() < deadline, "{} did not publish in {timeout:?}:\n{}", self.proc.name, self.proc.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Script events (`{"event": ..., "t": ...}` lines).
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.proc.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
+    }
+}
