@@ -88,6 +88,7 @@ build_debug() { log "building (debug)"; cargo build --workspace --bins -q; }
 STARTED=()
 stop_started() {
   local i p
+  disown -a 2>/dev/null || true  # no "Killed" notices for a server that outlives its grace period
   for (( i=${#STARTED[@]}-1; i>=0; i-- )); do
     p=${STARTED[i]}
     kill "$p" 2>/dev/null || continue

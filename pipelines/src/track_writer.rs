@@ -57,6 +57,10 @@ pub enum TrackWriterEvent {
 pub struct TrackWriter {
     pipeline: gst::Pipeline,
     source: gst_app::AppSrc,
+    codec: TrackCodec,
+    /// VP8's picture size (width << 16 | height) as the caps say: a keyframe of another size (a
+    /// simulcast layer switch, a publisher lowering its resolution) brings new caps.
+    vp8_size: std::sync::atomic::AtomicU32,
 }
 
 impl TrackWriter {
@@ -136,7 +140,8 @@ impl TrackWriter {
             gst::BusSyncReply::Drop
         });
         // From here on the writer owns the pipeline: a failed start still sets it to NULL on drop.
-        let writer = TrackWriter { pipeline, source };
+        let vp8_size = vp8_size(first_frame).map_or(0, |(w, h)| (w as u32) << 16 | h as u32);
+        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into() };
         writer.pipeline.set_state(gst::State::Playing)?;
         Ok(writer)
     }
@@ -145,6 +150,9 @@ impl TrackWriter {
     /// not be zero: matroskamux 1.22 writes a corrupt header for a segment whose media lasts 0 ns (a
     /// single frame without duration, e.g. a fragment cut just before a mute).
     pub fn push(&self, pts_ns: u64, duration_ns: u64, data: &[u8], keyframe: bool) -> Result<(), PipelineError> {
+        if keyframe && self.codec == TrackCodec::Vp8 {
+            self.follow_vp8_size(data);
+        }
         let mut buffer = gst::Buffer::from_mut_slice(data.to_vec());
         {
             let buffer = buffer.get_mut().expect("a new buffer is writable");
@@ -155,6 +163,16 @@ impl TrackWriter {
             }
         }
         self.source.push_buffer(buffer).map(|_| ()).map_err(|e| PipelineError::Build(format!("track writer refused a frame: {e:?}")))
+    }
+
+    fn follow_vp8_size(&self, keyframe: &[u8]) {
+        use std::sync::atomic::Ordering;
+        let Some((width, height)) = vp8_size(keyframe) else { return };
+        let packed = (width as u32) << 16 | height as u32;
+        if self.vp8_size.swap(packed, Ordering::Relaxed) != packed {
+            let caps = gst::Caps::builder("video/x-vp8").field("width", width as i32).field("height", height as i32).build();
+            self.source.set_caps(Some(&caps));
+        }
     }
 
     /// Ends the track: the last segment is closed, then `Finished` arrives.

@@ -1,8 +1,9 @@
 """A real LiveKit publisher: LiveKit's Python SDK (libwebrtc inside) publishing a camera-like video track
 and a microphone track with A/V sync markers.
 
-Markers follow the fleet's sync convention: once a second of the publisher's own clock, the picture
-flashes white and the audio carries a 100 ms tone of 440 + 110 * index Hz, at the same instant. Between
+Markers follow the fleet's sync convention: once a second, the picture flashes white and the audio
+carries a 100 ms tone of 440 + 110 * index Hz, at the same instant (at 0.3 * index s past each second of
+the wall clock, or --phase). Between
 markers the picture is camera-like (a tinted texture that moves, with sensor noise) so encoders spend
 real bits, and the audio is faint noise.
 
@@ -43,7 +44,7 @@ class Camera:
         coarse = self.rng.integers(40, 170, size=(height // 8 + 2, width // 4 + 2), dtype=np.int16)
         texture = np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)[: height + 8, : 2 * width]
         self.texture = texture
-        self.noise = [self.rng.integers(-12, 12, size=(height, width), dtype=np.int16) for _ in range(7)]
+        self.noise = [self.rng.integers(-5, 6, size=(height, width), dtype=np.int16) for _ in range(7)]
         du, dv = TINTS[self.index % len(TINTS)]
         self.u = np.full((height // 2, width // 2), 128 + du, dtype=np.uint8)
         self.v = np.full((height // 2, width // 2), 128 + dv, dtype=np.uint8)
@@ -62,8 +63,8 @@ class Camera:
         return rtc.VideoFrame(w, h, rtc.VideoBufferType.I420, data)
 
 
-def in_marker(t):
-    return (t % 1.0) < MARKER_S
+def in_marker(t, phase):
+    return ((t - phase) % 1.0) < MARKER_S
 
 
 def span(text):
@@ -84,13 +85,15 @@ async def main():
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--bitrate", type=int, default=800_000)
+    parser.add_argument("--bitrate", type=int, default=1_200_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--leave-at", type=float)
     parser.add_argument("--mute-camera", type=span)
     parser.add_argument("--screen-share", type=span)
     parser.add_argument("--resize-at")
     parser.add_argument("--no-audio", action="store_true")
+    parser.add_argument("--phase", type=float, help="markers at this fraction of each second (default: 0.3 * index)")
+    parser.add_argument("--audio-queue-ms", type=int, default=40)
     args = parser.parse_args()
 
     token = (
@@ -113,13 +116,15 @@ async def main():
         simulcast=args.simulcast,
         video_codec=codecs[args.codec],
         video_encoding=rtc.VideoEncoding(max_bitrate=args.bitrate, max_framerate=args.fps),
+        # A busy 2-core test machine should cost resolution, not frames: dropped frames move the flashes.
+        degradation_preference=rtc.DegradationPreference.MAINTAIN_FRAMERATE,
     )
     video_pub = await room.local_participant.publish_track(video_track, video_options)
     log("published", kind="video", sid=video_pub.sid, codec=args.codec)
 
     audio_source = None
     if not args.no_audio:
-        audio_source = rtc.AudioSource(RATE, 1, queue_size_ms=40)
+        audio_source = rtc.AudioSource(RATE, 1, queue_size_ms=args.audio_queue_ms)
         audio_track = rtc.LocalAudioTrack.create_audio_track("microphone", audio_source)
         audio_pub = await room.local_participant.publish_track(audio_track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
         log("published", kind="audio", sid=audio_pub.sid)
@@ -132,17 +137,38 @@ async def main():
         resize = (float(at), int(w), int(h))
 
     tone = 440.0 + 110.0 * (args.index % 9)
+    # Markers sit at a fixed phase of the wall clock's seconds, apart per participant (0.3 s), so a
+    # checker pairing each flash with the beep near it never meets another participant's marker.
+    phase = args.phase if args.phase is not None else (0.3 * args.index) % 1.0
+    phase = (phase - time.time()) % 1.0
     rng = np.random.default_rng(100 + args.index)
     end = min(args.seconds, args.leave_at) if args.leave_at is not None else args.seconds
-    # Markers count from the first media instant; video and audio share this clock.
+    # Markers count from the first media instant; video and audio share this clock. Each runs in its
+    # own task, so an audio frame waiting for its queue never delays a video frame's capture time.
     t0 = time.monotonic()
     video_n = 0
-    audio_k = 0
+
+    async def sleep_until(t):
+        await asyncio.sleep(max(0.0, t - (time.monotonic() - t0)))
+
+    async def send_audio():
+        # 10 ms frames: a tone burst inside markers, faint noise elsewhere.
+        k = 0
+        while k / RATE < end:
+            await sleep_until(k / RATE)
+            t = (k + np.arange(480)) / RATE
+            samples = rng.normal(0, 30, 480)
+            beep = ((t - phase) % 1.0) < MARKER_S
+            samples = samples + beep * 9000 * np.sin(2 * np.pi * tone * t)
+            frame = rtc.AudioFrame(np.clip(samples, -32767, 32767).astype(np.int16).tobytes(), RATE, 1, 480)
+            await audio_source.capture_frame(frame)
+            k += 480
+
+    audio_task = asyncio.ensure_future(send_audio()) if audio_source is not None else None
     muted = False
-    while True:
+    while video_n / args.fps < end:
+        await sleep_until(video_n / args.fps)
         now = time.monotonic() - t0
-        if now >= end:
-            break
         if resize and now >= resize[0]:
             camera.resize(resize[1], resize[2])
             log("resized", width=resize[1], height=resize[2])
@@ -167,26 +193,14 @@ async def main():
                 await room.local_participant.unpublish_track(screen[1].sid)
                 log("unpublished", kind="screen")
                 screen = None
-        # Audio: 10 ms frames up to now, a tone burst inside markers and faint noise elsewhere.
-        if audio_source is not None:
-            while audio_k / RATE <= now:
-                t = (audio_k + np.arange(480)) / RATE
-                samples = rng.normal(0, 30, 480)
-                beep = ((t % 1.0) < MARKER_S)
-                samples = samples + beep * 9000 * np.sin(2 * np.pi * tone * t)
-                frame = rtc.AudioFrame(np.clip(samples, -32767, 32767).astype(np.int16).tobytes(), RATE, 1, 480)
-                await audio_source.capture_frame(frame)
-                audio_k += 480
-        # Video: the frame due now, judged by its centre so the flash starts on the nearest frame.
-        if video_n / args.fps <= now:
-            centre = video_n / args.fps + 0.5 / args.fps
-            video_source.capture_frame(camera.frame(video_n, in_marker(centre)))
-            if screen is not None:
-                screen[0].capture_frame(screen[2].frame(video_n // 3, False))
-            video_n += 1
-        next_video = video_n / args.fps
-        next_audio = audio_k / RATE if audio_source is not None else next_video
-        await asyncio.sleep(max(0.0, min(next_video, next_audio) - (time.monotonic() - t0)))
+        # The frame due now, judged by its centre so the flash starts on the nearest frame.
+        centre = video_n / args.fps + 0.5 / args.fps
+        video_source.capture_frame(camera.frame(video_n, in_marker(centre, phase)))
+        if screen is not None:
+            screen[0].capture_frame(screen[2].frame(video_n // 3, False))
+        video_n += 1
+    if audio_task is not None:
+        await audio_task
     log("leaving", frames=video_n)
     await room.disconnect()
     log("left")

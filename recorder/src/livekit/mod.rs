@@ -2,6 +2,7 @@
 //! through `livekit-signaling`), receive every track on a str0m peer connection, and write each track's
 //! encoded frames to its own Matroska segments. No decoding, no browser.
 
+mod blank_frames;
 mod peer;
 mod room;
 mod sdp;
@@ -35,6 +36,8 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RTP_DRIFT_NS: i128 = 2_000_000_000;
 /// A frame's assumed duration is the last inter-frame interval, at most this (gaps are not frames).
 const MAX_FRAME_DURATION_NS: u64 = 100_000_000;
+/// How long a lost media connection waits for signalling to say why before the capture rejoins.
+const MEDIA_LOSS_GRACE: Duration = Duration::from_millis(500);
 /// Sender reports go to the timeline at most this often per track.
 const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -226,7 +229,13 @@ impl RoomCapture {
                         }
                         return Err(format!("could not join room {:?}: {reason}", self.params.room));
                     }
-                    ConnectionEnd::Reconnect(reason)
+                    if room_missing {
+                        // Joined before, and the room is gone: the server closed it.
+                        tracing::info!(%reason, "the room no longer exists");
+                        ConnectionEnd::Ended(EndReason::RoomClosed)
+                    } else {
+                        ConnectionEnd::Reconnect(reason)
+                    }
                 }
             };
             match end {
@@ -287,18 +296,18 @@ impl RoomCapture {
         let mut candidate_sent = false;
         let mut buf = vec![0u8; 2048];
         let empty_timeout = Duration::from_secs(self.params.config.empty_timeout_s);
+        // When the media connection drops, signalling may still be about to say why (the server closes a
+        // room's peer connections and sends `Leave{ROOM_CLOSED}` at the same moment): wait a little for it.
+        let mut media_lost_at: Option<Instant> = None;
         let end = loop {
-            let mut lost = false;
             for event in peer.drive() {
                 match event {
                     PeerEvent::Connected => tracing::info!("subscriber peer connection up"),
                     PeerEvent::Media(data) => self.on_media(&mut peer, &mids, *data),
-                    PeerEvent::Lost => lost = true,
+                    PeerEvent::Lost => media_lost_at = media_lost_at.or(Some(Instant::now())),
                 }
             }
-            if lost {
-                break ConnectionEnd::Reconnect("the media connection was lost".into());
-            }
+            let media_lost_deadline = media_lost_at.map(|at| at + MEDIA_LOSS_GRACE);
             self.empty_since = if self.tracker.is_empty() { self.empty_since.or(Some(Instant::now())) } else { None };
             let empty_deadline = self.empty_since.map(|since| since + empty_timeout);
             tokio::select! {
@@ -362,6 +371,7 @@ impl RoomCapture {
                     tracing::info!(timeout_s = empty_timeout.as_secs(), "the room stayed empty");
                     break ConnectionEnd::Ended(EndReason::RoomEmpty);
                 }
+                _ = sleep_until_opt(media_lost_deadline) => break ConnectionEnd::Reconnect("the media connection was lost".into()),
             }
         };
         // A capture that ends says so: without a `Leave`, the server keeps a ghost recorder in the room
@@ -442,6 +452,10 @@ impl RoomCapture {
         let keyframe = spec.codec == str0m::format::Codec::Opus || data.is_keyframe();
         let now_ns = self.clock.running_ns_at(data.network_time);
         let codec = TrackCodec::from_name(codec_name);
+        if keyframe && codec.is_some_and(|c| blank_frames::is_blank_keyframe(c, &data.data)) {
+            tracing::debug!(track = %track_sid, "the SFU's blank frame; not recorded");
+            return;
+        }
         if !self.tracks.contains_key(&track_sid) {
             let (participant, track) = self.track_ids(&track_sid);
             let video = codec.is_some_and(|c| c.kind() == fleet_pipelines::segment_writer::TrackKind::Video);
@@ -690,8 +704,43 @@ fn sanitize(raw: &str) -> SafeId {
 }
 
 fn describe_connect_error(err: &SignalError) -> String {
-    match err {
+    let text = match err {
         SignalError::Client(status, body) | SignalError::Server(status, body) => format!("the server answered {} {}", status.as_u16(), body.trim()),
         other => other.to_string(),
+    };
+    // livekit-server's 401 answers quote the token they refused: it must not reach logs or the job.
+    redact_tokens(&text)
+}
+
+/// Replaces every JWT (`eyJ…` header, three base64url parts) in `text` with `<token>`.
+fn redact_tokens(text: &str) -> String {
+    let is_jwt_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("eyJ") {
+        out.push_str(&rest[..at]);
+        let candidate = &rest[at..];
+        let len = candidate.find(|c: char| !is_jwt_char(c)).unwrap_or(candidate.len());
+        if candidate[..len].split('.').filter(|part| !part.is_empty()).count() >= 3 {
+            out.push_str("<token>");
+        } else {
+            out.push_str(&candidate[..len]);
+        }
+        rest = &candidate[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_tokens;
+
+    #[test]
+    fn tokens_in_server_answers_are_redacted() {
+        let answer = "the server answered 401 invalid token: eyJ0eXAiOiJKV1Qi.eyJleHAiOjE3OTY0.c2lnbmF0dXJl, error: signature is invalid";
+        assert_eq!(redact_tokens(answer), "the server answered 401 invalid token: <token>, error: signature is invalid");
+        assert_eq!(redact_tokens("no eyJ here"), "no eyJ here");
+        assert_eq!(redact_tokens("404 requested room does not exist"), "404 requested room does not exist");
     }
 }

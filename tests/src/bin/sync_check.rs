@@ -1,0 +1,21 @@
+//! Checks A/V sync markers in an MP4: `sync_check FILE FROM_S TO_S CROP=INDEX...` (CROP as ffmpeg's
+//! `w:h:x:y`, INDEX the participant's marker index). Prints the report as JSON.
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        eprintln!("usage: sync_check FILE FROM_S TO_S CROP=INDEX...");
+        std::process::exit(2);
+    }
+    let path = std::path::Path::new(&args[0]);
+    let (from, to): (f64, f64) = (args[1].parse().expect("FROM_S"), args[2].parse().expect("TO_S"));
+    let tiles: Vec<(String, usize)> = args[3..]
+        .iter()
+        .map(|a| {
+            let (crop, index) = a.split_once('=').expect("CROP=INDEX");
+            (crop.to_string(), index.parse().expect("INDEX"))
+        })
+        .collect();
+    let report = fleet_tests::sync::check_paired_indexed(path, &tiles, 30.0, from, to);
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
