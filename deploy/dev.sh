@@ -237,11 +237,41 @@ wait_state() { # api auth id state seconds
   log "job $3 still $state after $5 s"; exit 1
 }
 
+# LiveKit's CLI `lk`, a real client of the controller's Egress API. Its pinned dependency
+# github.com/livekit/protocol@v1.49.1-0.20260712215709-8847d7456816 is not served by the module proxy, so it is
+# built inside a module of ours that replaces it with the protocol version livekit-server v1.13.5 uses; its
+# bundled PortAudio sources are a git submodule missing from the module zip, so it links Debian's PortAudio.
+LK_VERSION=v2.18.2
+LK_PROTOCOL=v1.50.5-0.20260728075222-28e604c046c6
+ensure_lk() {
+  [ -x target/tools/lk ] && [ "$(cat target/tools/.lk-version 2>/dev/null)" = "$LK_VERSION" ] && return
+  command -v go >/dev/null || { log "Go is needed to build lk (https://go.dev/dl/)"; exit 1; }
+  for p in libasound2-dev portaudio19-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
+  done
+  log "building LiveKit's CLI lk $LK_VERSION (a few minutes once)"
+  local module="$ROOT/target/tools/.lk-module"
+  mkdir -p "$module"
+  cat > "$module/go.mod" <<GOMOD
+module fleet/lkbuild
+
+go 1.26
+
+require github.com/livekit/livekit-cli/v2 $LK_VERSION
+
+replace github.com/livekit/protocol => github.com/livekit/protocol $LK_PROTOCOL
+GOMOD
+  (cd "$module" && GOFLAGS=-mod=mod go build -tags portaudio_system -o "$ROOT/target/tools/lk" github.com/livekit/livekit-cli/v2/cmd/lk)
+  echo "$LK_VERSION" > target/tools/.lk-version
+}
+
 run_tests() {
   ensure_deps
   ensure_s3s
   ensure_livekit_sdk
   ensure_livekit_server
+  ensure_lk
   build_debug
   log "running the test suite"
   cargo test --workspace
@@ -320,6 +350,6 @@ case "${1:-}" in
   chaos) shift; chaos "$@" ;;
   test) run_tests ;;
   bench) shift; bench "$@" ;;
-  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server ;;
+  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server; ensure_lk ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;
 esac

@@ -218,3 +218,85 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     assert_eq!(*rejected.lock().unwrap(), 0, "every webhook must verify");
     drop(devroom);
 }
+
+/// LiveKit's own CLI (`lk` 2.18.2, a Twirp protobuf client) against the controller: `egress start` of a
+/// room composite and a participant egress, `list`, `stop`; the requests the fleet cannot honour
+/// (track composite, update-layout) are refused with their reason, as `lk` prints it.
+#[tokio::test(flavor = "multi_thread")]
+async fn livekit_cli_drives_the_egress_api() {
+    let lk = fleet_tests::livekit_server::tool_path("lk");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    let nats = Nats::start(dir.path());
+    let devroom = Devroom::start(dir.path(), SCENARIO);
+    let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+    fleet.recorder_extra = devroom.recorder_toml(30);
+    fleet.controller_extra = format!("[controller.egress]\nenabled = true\napi_key = \"{LIVEKIT_API_KEY}\"\napi_secret = \"{LIVEKIT_API_SECRET}\"\n");
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-1", "both", 2);
+    let url = format!("http://127.0.0.1:{port}");
+    let run = |args: &[&str]| -> (bool, String) {
+        let output = Command::new(&lk)
+            .args(["--url", &url, "--api-key", LIVEKIT_API_KEY, "--api-secret", LIVEKIT_API_SECRET])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        println!("$ lk {}\n{text}", args.join(" "));
+        (output.status.success(), text)
+    };
+    let request = |name: &str, json: &str| -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, json).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let egress_id = |text: &str| -> String {
+        let at = text.find("EG_").unwrap_or_else(|| panic!("no egress id in lk's answer: {text}"));
+        text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+    };
+
+    let composite = request(
+        "composite.json",
+        r#"{"room_name":"egress-room","layout":"grid","file_outputs":[{"file_type":"MP4","filepath":"composite.mp4"}],"advanced":{"width":640,"height":360,"framerate":30,"video_bitrate":800}}"#,
+    );
+    let (ok, text) = run(&["egress", "start", "--type", "room-composite", &composite]);
+    assert!(ok, "{text}");
+    let room_id = egress_id(&text);
+    let participant = request("participant.json", r#"{"room_name":"egress-room","identity":"bob","file_outputs":[{"filepath":"bob.mp4"}]}"#);
+    let (ok, text) = run(&["egress", "start", "--type", "participant", &participant]);
+    assert!(ok, "{text}");
+    let participant_id = egress_id(&text);
+
+    // What the fleet cannot do is refused with the reason, not accepted and ignored.
+    let track_composite = request(
+        "track-composite.json",
+        r#"{"room_name":"egress-room","audio_track_id":"TR_a","video_track_id":"TR_v","file_outputs":[{"filepath":"t.mp4"}]}"#,
+    );
+    let (ok, text) = run(&["egress", "start", "--type", "track-composite", &track_composite]);
+    assert!(!ok && text.contains("unimplemented"), "track composite: {text}");
+    let (ok, text) = run(&["egress", "update-layout", "--id", &room_id, "--layout", "speaker"]);
+    assert!(!ok && text.contains("unimplemented"), "update-layout: {text}");
+
+    let client = EgressClient::with_api_key(&url, LIVEKIT_API_KEY, LIVEKIT_API_SECRET);
+    for id in [&room_id, &participant_id] {
+        wait_for_status(&client, id, lk::EgressStatus::EgressActive, Duration::from_secs(30)).await;
+    }
+    let (ok, text) = run(&["egress", "list", "--room", "egress-room"]);
+    assert!(ok && text.contains(&room_id) && text.contains(&participant_id), "list: {text}");
+    let (ok, text) = run(&["egress", "list", "--json", "--id", &room_id]);
+    // lk prints the protobuf structs: enums as numbers.
+    assert!(ok && text.contains(&format!("\"status\": {}", lk::EgressStatus::EgressActive as i32)), "list --json: {text}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ok, text) = run(&["egress", "stop", "--id", &room_id, "--id", &participant_id]);
+    assert!(ok, "stop: {text}");
+    for id in [&room_id, &participant_id] {
+        let info = wait_for_status(&client, id, lk::EgressStatus::EgressComplete, Duration::from_secs(180)).await;
+        let path = root.join(format!("recordings/{id}/{id}.mp4"));
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as i64, info.file_results[0].size);
+        assert!(decode_errors(&path).is_empty());
+    }
+    let (ok, text) = run(&["egress", "list", "--json", "--id", &participant_id]);
+    assert!(ok && text.contains(&format!("\"status\": {}", lk::EgressStatus::EgressComplete as i32)), "list after the end: {text}");
+}
