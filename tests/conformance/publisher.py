@@ -72,7 +72,46 @@ def span(text):
     return float(a), float(b)
 
 
+def write_clip(directory, index, width, height, fps, seconds):
+    """The marker clip of a browser's fake devices: `camera.y4m` and `microphone.wav` (48 kHz mono), both
+    `seconds` long so that Chromium, looping each, keeps them in step. Markers at 0.3 * index + 0.15 s."""
+    import os
+    import wave
+
+    os.makedirs(directory, exist_ok=True)
+    # Not on the loop point: Chromium may drop the frames where its file reader wraps around.
+    phase = (0.3 * index + 0.15) % 1.0
+    camera = Camera(index, width, height, seed=index)
+    frames = int(seconds * fps)
+    with open(os.path.join(directory, "camera.y4m"), "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for n in range(frames):
+            frame = camera.frame(n, in_marker(n / fps + 0.5 / fps, phase))
+            out.write(b"FRAME\n")
+            out.write(bytes(frame.data))
+    rng = np.random.default_rng(100 + index)
+    t = np.arange(int(seconds * RATE)) / RATE
+    tone = 440.0 + 110.0 * (index % 9)
+    samples = rng.normal(0, 30, t.size) + (((t - phase) % 1.0) < MARKER_S) * 9000 * np.sin(2 * np.pi * tone * t)
+    with wave.open(os.path.join(directory, "microphone.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(np.clip(samples, -32767, 32767).astype(np.int16).tobytes())
+
+
 async def main():
+    if "--write-clip" in sys.argv:
+        clip = argparse.ArgumentParser()
+        clip.add_argument("--write-clip", required=True, help="directory for camera.y4m and microphone.wav")
+        clip.add_argument("--index", type=int, default=0)
+        clip.add_argument("--width", type=int, default=640)
+        clip.add_argument("--height", type=int, default=360)
+        clip.add_argument("--fps", type=int, default=30)
+        clip.add_argument("--seconds", type=int, default=5)
+        a = clip.parse_args()
+        write_clip(a.write_clip, a.index, a.width, a.height, a.fps, a.seconds)
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--room", required=True)

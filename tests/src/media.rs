@@ -14,9 +14,17 @@ pub fn ffprobe(path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Decodes every frame; returns what ffmpeg printed at level error (empty when clean).
+/// Decodes every frame; returns what ffmpeg printed at level error (empty when clean). Frames keep their
+/// own times and time base (`-fps_mode passthrough -enc_time_base -1`): real senders' frames are not
+/// evenly spaced, and rescaled to ffmpeg's default 1/frame-rate time base two frames 30 ms apart can
+/// land on one tick, which ffmpeg reports as non-monotonic, though nothing failed to decode.
 pub fn decode_errors(path: &Path) -> String {
-    let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().expect("ffmpeg runs");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 

@@ -87,3 +87,77 @@ impl Publisher {
         self.proc.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
     }
 }
+
+/// A headless Chromium running LiveKit's JS SDK (`tests/browser/publish.mjs`): camera and microphone from
+/// a marker clip (`publisher.py --write-clip`), published with the SDK's defaults.
+pub struct BrowserPublisher {
+    pub proc: Proc,
+}
+
+impl BrowserPublisher {
+    /// `screen_share`: seconds (from the start) during which a canvas is shared as a screen.
+    pub fn start(
+        server: &LiveKitServer,
+        room: &str,
+        identity: &str,
+        index: usize,
+        seconds: f64,
+        screen_share: Option<(f64, f64)>,
+        dir: &Path,
+    ) -> Self {
+        let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+        assert!(
+            browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
+            "the browser publisher is not installed: run `deploy/dev.sh deps` (Debian's chromium, npm packages in tests/browser)"
+        );
+        let clip = dir.join(format!("clip-{identity}"));
+        let status = std::process::Command::new(python())
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/publisher.py"))
+            .args(["--write-clip", &clip.to_string_lossy(), "--index", &index.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "writing the marker clip failed");
+        let token = livekit_api::access_token::AccessToken::with_api_key(API_KEY, API_SECRET)
+            .with_identity(identity)
+            .with_name(identity)
+            .with_grants(livekit_api::access_token::VideoGrants {
+                room_join: true,
+                room: room.into(),
+                can_publish: Some(true),
+                can_subscribe: Some(false),
+                ..Default::default()
+            })
+            .to_jwt()
+            .unwrap();
+        let mut args: Vec<String> = vec![
+            browser_dir.join("publish.mjs").to_string_lossy().into(),
+            "--url".into(),
+            server.url(),
+            "--token".into(),
+            token,
+            "--video".into(),
+            clip.join("camera.y4m").to_string_lossy().into(),
+            "--audio".into(),
+            clip.join("microphone.wav").to_string_lossy().into(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ];
+        if let Some((from, to)) = screen_share {
+            args.extend(["--screen-share".into(), format!("{from}:{to}")]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        BrowserPublisher { proc: Proc::spawn(&format!("browser-{identity}"), Path::new("node"), &args, &[], dir) }
+    }
+
+    pub fn wait_published(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.proc.log_text().contains("\"kind\":\"video\"") {
+            assert!(Instant::now() < deadline, "{} did not publish in {timeout:?}:\n{}", self.proc.name, self.proc.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.proc.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
+    }
+}

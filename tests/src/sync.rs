@@ -93,7 +93,12 @@ pub fn check_paired(path: &Path, tiles: &[String], fps: f64, from_s: f64, to_s: 
 
 /// As [`check_paired`], with each tile's participant index (its tone) given: `(crop, index)`.
 pub fn check_paired_indexed(path: &Path, tiles: &[(String, usize)], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
-    let audio = decode_audio(path);
+    check_paired_against(path, &decode_audio(path), tiles, fps, from_s, to_s)
+}
+
+/// As [`check_paired_indexed`], with the beeps looked for in `audio` (e.g. a participant's own audio file of
+/// the same recording, where no other participant's beep can overlap).
+pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
     let mut offsets = Vec::new();
     let mut drift: f64 = 0.0;
     let mut found = 0;
@@ -166,26 +171,25 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     if to <= from + RATE / 10 {
         return None;
     }
-    // Where this tone first gets strong, in 20 ms blocks (other participants' beeps may sit in the same
-    // half second: their onsets are not this one's).
-    let (block, hop) = (RATE / 50, RATE / 500);
-    let powers: Vec<(usize, f64)> = (from..to - block).step_by(hop).map(|start| (start, tone_power(&audio[start..start + block], tone))).collect();
+    // This tone's own power in 20 ms blocks every 0.5 ms: other participants' beeps may sit in the same
+    // half second, even at the same instant, and their onsets are not this one's. A block's power grows
+    // with the square of how much of the beep it holds, so the first block at a quarter of the strongest
+    // holds half a block of it: the onset is half a block after that block's start (to within a step).
+    let (block, step) = (RATE / 50, RATE / 2000);
+    let powers: Vec<(usize, f64)> = (from..to - block).step_by(step).map(|start| (start, tone_power(&audio[start..start + block], tone))).collect();
     let strongest = powers.iter().map(|(_, p)| *p).fold(0.0, f64::max);
     if strongest < 1e-6 {
         return None;
     }
-    let coarse = powers.iter().find(|(_, p)| *p > strongest / 4.0)?.0;
-    // The onset: the first sample above a tenth of the burst's peak, in the 20 ms before that block and
-    // the block itself.
-    let burst_end = (coarse + RATE / 10).min(audio.len());
-    let peak = audio[coarse..burst_end].iter().fold(0.0f32, |m, &x| m.max(x.abs()));
-    if peak < 0.01 {
-        return None;
-    }
-    let search_from = coarse.saturating_sub(block).max(from);
-    let onset = search_from + audio[search_from..burst_end].iter().position(|&x| x.abs() > peak / 10.0)?;
+    let rough = powers.iter().find(|(_, p)| *p >= strongest / 4.0)?.0 + block / 2;
+    // Codec noise moves that block estimate by several ms: the onset is the first sample from 15 ms before
+    // to 5 ms after it above a tenth of the burst's peak (another participant's beep misleads this only
+    // if it starts within those same 20 ms).
+    let peak = audio[rough..(rough + RATE / 20).min(audio.len())].iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+    let near = rough.saturating_sub(3 * RATE / 200).max(from)..(rough + RATE / 200).min(audio.len());
+    let onset = near.clone().find(|&i| audio[i].abs() > peak / 10.0).unwrap_or(rough);
     let burst = &audio[onset..(onset + RATE / 20).min(audio.len())];
     let own = tone_power(burst, tone);
     let off = tone_power(burst, tone + 55.0).max(tone_power(burst, tone - 55.0));
-    (own > 4.0 * off && own > 1e-6).then(|| onset as f64 / RATE as f64)
+    (peak >= 0.01 && own > 4.0 * off && own > 1e-6).then(|| onset as f64 / RATE as f64)
 }

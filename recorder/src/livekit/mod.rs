@@ -36,6 +36,8 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RTP_DRIFT_NS: i128 = 2_000_000_000;
 /// A frame's assumed duration is the last inter-frame interval, at most this (gaps are not frames).
 const MAX_FRAME_DURATION_NS: u64 = 100_000_000;
+/// Frames of a track are written at least this far apart (the segments' timestamp resolution).
+const MIN_FRAME_SPACING_NS: u64 = 1_000_000;
 /// How long a lost media connection waits for signalling to say why before the capture rejoins.
 const MEDIA_LOSS_GRACE: Duration = Duration::from_millis(500);
 /// Sender reports go to the timeline at most this often per track.
@@ -533,10 +535,10 @@ impl RoomCapture {
         let delta_ns = (rtp as i128 - anchor_rtp as i128) * 1_000_000_000 / sink.clock_rate.max(1) as i128;
         let mut pts = (anchor_ns as i128 + delta_ns).max(0) as u64;
         if let Some(last) = sink.last_pts_ns {
-            pts = pts.max(last);
-            if pts > last {
-                sink.frame_interval_ns = (pts - last).min(MAX_FRAME_DURATION_NS);
-            }
+            // Matroska keeps milliseconds: two frames within one (a browser's canvas capture sends such)
+            // would share a timestamp, which demuxers refuse as non-monotonic.
+            pts = pts.max(last + MIN_FRAME_SPACING_NS);
+            sink.frame_interval_ns = (pts - last).min(MAX_FRAME_DURATION_NS);
         }
         sink.last_pts_ns = Some(pts);
         if let Some(writer) = &sink.writer {
