@@ -237,6 +237,23 @@ wait_state() { # api auth id state seconds
   log "job $3 still $state after $5 s"; exit 1
 }
 
+# The browser publisher of the real-server tests: Debian's Chromium driven by playwright-core, with
+# livekit-client from npm, versions pinned by tests/browser/package-lock.json.
+ensure_browser() {
+  dpkg-query -W -f='${Status}' chromium 2>/dev/null | grep -q "install ok installed" || {
+    log "installing Debian's chromium (the browser publisher)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  }
+  command -v node >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  local lock
+  lock=$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat tests/browser/node_modules/.fleet-lock 2>/dev/null)" != "$lock" ]; then
+    log "installing the browser publisher's npm packages (tests/browser)"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock" > tests/browser/node_modules/.fleet-lock
+  fi
+}
+
 # LiveKit's CLI `lk`, a real client of the controller's Egress API. Its pinned dependency
 # github.com/livekit/protocol@v1.49.1-0.20260712215709-8847d7456816 is not served by the module proxy, so it is
 # built inside a module of ours that replaces it with the protocol version livekit-server v1.13.5 uses; its
@@ -272,6 +289,7 @@ run_tests() {
   ensure_livekit_sdk
   ensure_livekit_server
   ensure_lk
+  ensure_browser
   build_debug
   log "running the test suite"
   cargo test --workspace
@@ -350,6 +368,6 @@ case "${1:-}" in
   chaos) shift; chaos "$@" ;;
   test) run_tests ;;
   bench) shift; bench "$@" ;;
-  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server; ensure_lk ;;
+  deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server; ensure_lk; ensure_browser ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;
 esac
