@@ -18,6 +18,8 @@ pub struct ControllerConfig {
     pub plugnmeet: crate::plugnmeet::config::PlugnmeetConfig,
     /// LiveKit Egress-compatible API (off unless enabled).
     pub egress: crate::egress::config::EgressConfig,
+    /// Recordings started and stopped by livekit-server's webhooks (off unless enabled).
+    pub auto_record: crate::auto_record::AutoRecordConfig,
 }
 
 impl Default for ControllerConfig {
@@ -31,6 +33,7 @@ impl Default for ControllerConfig {
             max_body_bytes: 64 * 1024,
             plugnmeet: Default::default(),
             egress: Default::default(),
+            auto_record: Default::default(),
         }
     }
 }

@@ -10,10 +10,19 @@ use fleet_protocol::{JobRecord, JobRequest, JobState, SafeId};
 /// Validates `request`, stores the new job record and queues it for a recorder.
 /// `id_prefix` makes ids readable per door (`rec`, `EG`).
 pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_prefix: &str) -> Result<JobRecord, ApiError> {
+    create_with_id(bus, SafeId::random(id_prefix), request, origin).await
+}
+
+/// As [`create`], under an id the caller derived (so a repeated request finds its job: a conflict).
+pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: Option<Origin>) -> Result<JobRecord, ApiError> {
     request.validate().map_err(ApiError::invalid)?;
-    let mut record = JobRecord::new(SafeId::random(id_prefix), request, now_ms());
+    let mut record = JobRecord::new(id, request, now_ms());
     record.origin = origin;
-    bus.jobs.create(&record).await?;
+    match bus.jobs.create(&record).await {
+        Ok(_) => {}
+        Err(fleet_protocol::bus::BusError::AlreadyExists(id)) => return Err(ApiError::conflict(format!("recording {id} exists already"))),
+        Err(err) => return Err(err.into()),
+    }
     let message = RecordJob { job_id: record.id.clone(), handover_from: None };
     if let Err(err) = bus.enqueue(&bus.names.record_subject, record.id.as_str(), &message).await {
         let reason = format!("could not queue the recording: {err}");

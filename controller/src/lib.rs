@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod auto_record;
 pub mod config;
 pub mod egress;
 pub mod error;

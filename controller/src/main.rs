@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));
 
     config.controller.egress.check().map_err(|e| anyhow::anyhow!(e))?;
+    config.controller.auto_record.check().map_err(|e| anyhow::anyhow!(e))?;
     if config.controller.egress.enabled && !config.controller.egress.webhook_urls.is_empty() {
         egress::webhooks::prepare(&bus).await.map_err(|e| anyhow::anyhow!("creating the egress webhook consumer: {e}"))?;
         tokio::spawn(egress::webhooks::run(bus.clone(), config.controller.egress.clone()));

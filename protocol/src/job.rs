@@ -429,6 +429,8 @@ pub enum Origin {
     Plugnmeet { recording_id: String, room_sid: String, room_table_id: i64, recorder_id: String },
     /// LiveKit's Egress API; `request` is the start request as LiveKit's JSON (for `EgressInfo.request`).
     Egress { request: serde_json::Value },
+    /// An auto-record rule, on livekit-server's `room_started` webhook for this room session.
+    AutoRecord { room_sid: String },
 }
 
 /// Whole media files re-encoded, one after another, into one MP4. Paths are relative to the transcoders'

@@ -28,7 +28,8 @@ TINTS = [(-20, 40), (-30, -30), (40, -20), (-40, 20), (30, 30), (10, -40), (-10,
 
 
 def log(event, **fields):
-    print(json.dumps({"event": event, "t": round(time.monotonic() - START, 3), **fields}), flush=True)
+    wall_ms = int(time.time() * 1000)
+    print(json.dumps({"event": event, "t": round(time.monotonic() - START, 3), "wall_ms": wall_ms, **fields}), flush=True)
 
 
 class Camera:

@@ -112,7 +112,7 @@ pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)
             missing.push(format!("{index}: no flash in tile {tile}"));
         }
         for video in flashes {
-            let Some(audio) = beep_onset_near(&audio, tone, video) else {
+            let Some(audio) = beep_onset_near(audio, tone, video) else {
                 missing.push(format!("{index}@{video:.2}s: beep"));
                 continue;
             };

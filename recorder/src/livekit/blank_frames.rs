@@ -164,7 +164,7 @@ mod tests {
         ue(&mut put, height_mbs - 1);
         put(1, 1); // frame_mbs_only
         put(1, 1); // stop bit
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push(0);
         }
         let mut nal = vec![0, 0, 0, 1, 0x67];
