@@ -5,7 +5,7 @@
 // with source screen share.
 //
 // usage: node publish.mjs --url WS_URL --token JWT --video CLIP.y4m --audio CLIP.wav --seconds S
-//                         [--screen-share FROM:TO] [--chromium /usr/bin/chromium]
+//                         [--screen-share FROM:TO] [--codec vp8|vp9|av1|h264] [--chromium /usr/bin/chromium]
 // Prints one JSON line per event ({"event": ..., "t": ...}).
 
 import { chromium } from 'playwright-core';
@@ -58,16 +58,18 @@ try {
     if (message.type() === 'error') console.error(`browser: ${message.text()}`);
   });
   await tab.goto(pageUrl);
-  const joined = await tab.evaluate(async ({ url, token }) => {
+  const joined = await tab.evaluate(async ({ url, token, codec }) => {
     const { Room, VideoPresets } = window.LivekitClient;
     // The SDK's defaults, but a small camera: a 2-core test machine encodes it live.
-    const room = new Room({ adaptiveStream: true, dynacast: true, videoCaptureDefaults: { resolution: VideoPresets.h360.resolution } });
+    // `codec`: the SDK's videoCodec (its default is VP8; with AV1 or VP9 it also sends a VP8 backup).
+    const publishDefaults = codec ? { videoCodec: codec } : {};
+    const room = new Room({ adaptiveStream: true, dynacast: true, publishDefaults, videoCaptureDefaults: { resolution: VideoPresets.h360.resolution } });
     window.fleetRoom = room;
     await room.connect(url, token, { autoSubscribe: false });
     await room.localParticipant.enableCameraAndMicrophone();
     const tracks = [...room.localParticipant.trackPublications.values()].map((p) => ({ sid: p.trackSid, kind: p.kind, source: p.source, mime: p.mimeType }));
     return { room: room.name, tracks };
-  }, { url: args.url, token: args.token });
+  }, { url: args.url, token: args.token, codec: args.codec });
   log('connected', { room: joined.room });
   for (const track of joined.tracks) log('published', { kind: track.kind, sid: track.sid, source: track.source });
 

@@ -626,3 +626,68 @@ fn livekit_webhooks_auto_record_matching_rooms() {
         drop((teacher, guest));
     });
 }
+
+/// Codecs the writer does not store, against the real SFU: a browser publishing AV1 (the JS SDK adds a VP8
+/// backup) is recorded in VP8; a browser publishing VP9 (the SDK's SVC, L3T3_KEY: every spatial layer in one
+/// stream) is recorded in VP9 and decodes; a Python SDK publisher sending AV1 alone (no backup codec) is
+/// not recorded, and the job says so, naming the track.
+#[test]
+fn av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported() {
+    if !netns::enter("av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut setup = Setup::local();
+        let server = LiveKitServer::start(setup.dir.path(), &server_options());
+        setup.fleet.recorder_extra = server.recorder_toml(30);
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let room = "real-codecs";
+        let ava = BrowserPublisher::start_with_codec(&server, room, "ava", 0, 40.0, None, Some("av1"), setup.dir.path());
+        ava.wait_published(Duration::from_secs(60));
+        let vic = BrowserPublisher::start_with_codec(&server, room, "vic", 1, 40.0, None, Some("vp9"), setup.dir.path());
+        vic.wait_published(Duration::from_secs(60));
+        let mut lone = PublisherSpec::new("lone", 2, "av1");
+        (lone.width, lone.height, lone.seconds) = (320, 180, 40.0);
+        let lone = Publisher::start(&server, room, &lone, setup.dir.path());
+        lone.wait_published(Duration::from_secs(30));
+
+        let id = setup.api.start(r#"{"room":"real-codecs"}"#).await;
+        setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(setup.api.stop(&id).await.status, 202);
+        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(240)).await;
+        assert_eq!(record["state"], "complete", "{record:#}");
+
+        let entries = timeline(&setup.root, &id, "s1");
+        let video_codec = |participant: &str| -> String {
+            let published = entries.iter().find(|e| e["type"] == "track_published" && e["participant"] == participant && e["kind"] == "video");
+            published.and_then(|e| e["codec"].as_str()).unwrap_or("none").to_string()
+        };
+        println!("stored video codecs: ava {}, vic {}, lone {}", video_codec("ava"), video_codec("vic"), video_codec("lone"));
+        assert_eq!(video_codec("ava"), "vp8", "AV1 with a VP8 backup is stored as VP8");
+        assert_eq!(video_codec("vic"), "vp9");
+        let warnings = record["warnings"].to_string();
+        assert!(warnings.contains("lone/") && warnings.contains("video/AV1"), "the job names the AV1-only track: {record:#}");
+
+        let raw = setup.root.join(format!("recordings/{id}/raw/s1"));
+        for (participant, codec) in [("ava", "vp8"), ("vic", "vp9")] {
+            let video = std::fs::read_dir(raw.join(participant))
+                .unwrap()
+                .map(|t| t.unwrap().path())
+                .find(|t| t.file_name().unwrap().to_string_lossy().starts_with("TR_V"))
+                .unwrap_or_else(|| panic!("no video track of {participant}"));
+            let sizes = decoded_sizes(&video);
+            println!("{participant}: {} frames decoded, sizes {:?}", sizes.len(), sizes.iter().collect::<std::collections::BTreeSet<_>>());
+            // 10 s recorded; a browser encoding VP9 SVC on a busy 2-core machine lowers its frame rate (9 fps seen).
+            assert!(sizes.len() >= 50, "{participant}: {} frames", sizes.len());
+            let first = std::fs::read_dir(&video).unwrap().next().unwrap().unwrap().path();
+            let probe = ffprobe(&first);
+            assert_eq!(fleet_tests::media::stream(&probe, "video")["codec_name"], codec, "{participant}");
+        }
+        let (mp4, _) = setup.read_output(&record);
+        let path = setup.dir.path().join("codecs.mp4");
+        std::fs::write(&path, mp4).unwrap();
+        assert_eq!(decode_errors(&path), "");
+        drop((ava, vic, lone));
+    });
+}

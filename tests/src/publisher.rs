@@ -105,6 +105,21 @@ impl BrowserPublisher {
         screen_share: Option<(f64, f64)>,
         dir: &Path,
     ) -> Self {
+        Self::start_with_codec(server, room, identity, index, seconds, screen_share, None, dir)
+    }
+
+    /// `codec`: the JS SDK's `videoCodec` (`vp9`, `av1`: the SDK adds a VP8 backup).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with_codec(
+        server: &LiveKitServer,
+        room: &str,
+        identity: &str,
+        index: usize,
+        seconds: f64,
+        screen_share: Option<(f64, f64)>,
+        codec: Option<&str>,
+        dir: &Path,
+    ) -> Self {
         let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
         assert!(
             browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
@@ -144,6 +159,9 @@ impl BrowserPublisher {
         ];
         if let Some((from, to)) = screen_share {
             args.extend(["--screen-share".into(), format!("{from}:{to}")]);
+        }
+        if let Some(codec) = codec {
+            args.extend(["--codec".into(), codec.into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         BrowserPublisher { proc: Proc::spawn(&format!("browser-{identity}"), Path::new("node"), &args, &[], dir) }

@@ -3,6 +3,7 @@
 //! encoded frames to its own Matroska segments. No decoding, no browser.
 
 mod blank_frames;
+mod codecs;
 mod peer;
 mod room;
 mod sdp;
@@ -406,11 +407,24 @@ impl RoomCapture {
                     if video {
                         new_video.push(t.clone());
                     }
+                    let stored = codecs::stored_codec(&t);
+                    if stored.is_none() {
+                        // Said on the job, not a silent gap: the SFU has nothing to send us for it.
+                        let reason = format!(
+                            "{}/{} is published in {} only, which the recorder does not store (VP8, VP9, H.264, Opus); it is not recorded",
+                            participant_key(&p),
+                            t.sid,
+                            codecs::published_codecs(&t)
+                        );
+                        tracing::warn!(%reason);
+                        let _ = self.events.send(SourceEvent::TrackLost(reason));
+                    }
                     self.timeline(Entry::TrackPublished {
                         participant: participant_key(&p).to_string(),
                         track: t.sid.clone(),
                         kind: if video { "video".into() } else { "audio".into() },
-                        codec: t.mime_type.rsplit('/').next().unwrap_or_default().to_ascii_lowercase(),
+                        // What will be stored: a backup codec where the primary is not storable, Opus for RED.
+                        codec: stored.map_or_else(|| t.mime_type.rsplit('/').next().unwrap_or_default().to_ascii_lowercase(), |c| c.as_str().into()),
                         source: t.source().as_str_name().to_ascii_lowercase(),
                     });
                 }
