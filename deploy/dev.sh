@@ -125,12 +125,7 @@ demo() {
       [ "$(id -u)" = 0 ] || { log "the real-server demo needs root for its network namespace; try: sudo $0 demo, or $0 demo --devroom"; exit 1; }
       FLEET_DEMO_NETNS=1 exec unshare -n "$0" demo
     fi
-    ip link set lo up
-    ip link add fleet-v0 type veth peer name fleet-v1
-    ip addr add 10.77.0.1/24 dev fleet-v0
-    ip addr add 10.77.0.2/24 dev fleet-v1
-    ip link set fleet-v0 up
-    ip link set fleet-v1 up
+    deploy/netns-veth.sh
   fi
   local work="$ROOT/.fleet-dev/demo-$(date +%Y%m%d-%H%M%S)"
   mkdir -p "$work"

@@ -46,6 +46,16 @@ pub fn segment_sink(dir: &Path, segment_ns: u64, kind: TrackKind) -> Result<(gst
     Ok((sink, pad))
 }
 
+/// Matroska's Cluster element ID: every frame of a segment is inside a cluster.
+const CLUSTER_ID: [u8; 4] = [0x1F, 0x43, 0xB6, 0x75];
+
+/// Whether a closed segment holds any media. A fragment can be opened and closed with no frame in it (seen
+/// against livekit-server, at the end of a track whose publisher muted and left); matroskamux 1.22 then
+/// leaves a header that demuxers reject as corrupt, with nothing in it to keep.
+pub fn holds_media(bytes: &[u8]) -> bool {
+    bytes.windows(CLUSTER_ID.len()).any(|w| w == CLUSTER_ID)
+}
+
 /// A segment file opened or closed by a segment sink, read from its bus message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FragmentMessage {
@@ -75,4 +85,34 @@ pub fn parse_fragment_message(message: &gst::Message) -> Option<FragmentMessage>
 /// The sequence number of a segment file named `NNNNN.mkv`.
 pub fn segment_seq(path: &Path) -> Option<u32> {
     path.file_stem()?.to_str()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::holds_media;
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+
+    /// `frames` VP8 frames through matroskamux, as the file's bytes.
+    fn matroska_of(frames: i32) -> Vec<u8> {
+        crate::init().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.mkv");
+        let description = format!(
+            "videotestsrc num-buffers={frames} ! video/x-raw,width=64,height=64 ! vp8enc ! matroskamux ! filesink location={}",
+            path.display()
+        );
+        let pipeline = gst::parse::launch(&description).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+        pipeline.set_state(gst::State::Null).unwrap();
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn a_segment_without_frames_holds_no_media() {
+        assert!(!holds_media(&matroska_of(0)));
+        assert!(holds_media(&matroska_of(3)));
+    }
 }

@@ -257,6 +257,10 @@ async fn capture(
                             recording = true;
                             mark_recording(recorder, job_id, session_id, wall_zero).await;
                         }
+                    } else if !segment_holds_media(&fragment.location).await {
+                        // Nothing in it to keep, and demuxers reject its bare header as corrupt.
+                        tracing::info!(location = %fragment.location.display(), "segment closed without media; not uploaded");
+                        let _ = tokio::fs::remove_file(&fragment.location).await;
                     } else {
                         timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.to_string(), track: track_id.to_string(), seq });
                         uploader.push(fragment.location.clone(), keys::raw_segment(job_id, session_id, participant, track_id, seq));
@@ -593,6 +597,14 @@ fn remaining_duration(record: &fleet_protocol::JobRecord, now_ms: u64) -> Durati
     let first_start = record.sessions.iter().map(|s| s.started_at_ms).min().unwrap_or(now_ms);
     let elapsed_ms = now_ms.saturating_sub(first_start);
     Duration::from_millis((record.request.max_duration_s() as u64 * 1000).saturating_sub(elapsed_ms))
+}
+
+/// False only for a segment read whole and found without a frame; an unreadable one is uploaded as it is.
+async fn segment_holds_media(path: &std::path::Path) -> bool {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => fleet_pipelines::segment_writer::holds_media(&bytes),
+        Err(_) => true,
+    }
 }
 
 #[cfg(test)]

@@ -8,12 +8,7 @@ devroom=$1 python=$2 scenario=$3 clips=$4 room=$5 expect=$6 seconds=$7
 here=$(cd "$(dirname "$0")" && pwd)
 key=conformance-key secret=conformance-secret-0123456789abcdef port=17880
 
-ip link set lo up
-ip link add fleet-v0 type veth peer name fleet-v1
-ip addr add 10.77.0.1/24 dev fleet-v0
-ip addr add 10.77.0.2/24 dev fleet-v1
-ip link set fleet-v0 up
-ip link set fleet-v1 up
+"$here/../../deploy/netns-veth.sh"
 
 "$devroom" --listen 127.0.0.1:$port --rtc-ip 10.77.0.1 --scenario "$scenario" --clip-cache "$clips" \
   --api-key $key --api-secret $secret >&2 &

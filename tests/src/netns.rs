@@ -7,7 +7,8 @@
 
 use std::process::Command;
 
-/// The namespace's address for servers that real publishers must reach (livekit-server's `node_ip`).
+/// The namespace's address for servers that real publishers must reach (livekit-server's `node_ip`), as
+/// `deploy/netns-veth.sh` sets it.
 pub const SERVER_IP: &str = "10.77.0.1";
 /// The peer address on the other end of the veth pair.
 pub const PEER_IP: &str = "10.77.0.2";
@@ -39,14 +40,7 @@ pub fn enter(test: &str) -> bool {
 }
 
 fn setup_interfaces() {
-    let ip = |args: &str| {
-        let status = Command::new("ip").args(args.split_whitespace()).status().expect("ip runs");
-        assert!(status.success(), "ip {args}");
-    };
-    ip("link set lo up");
-    ip("link add fleet-v0 type veth peer name fleet-v1");
-    ip(&format!("addr add {SERVER_IP}/24 dev fleet-v0"));
-    ip(&format!("addr add {PEER_IP}/24 dev fleet-v1"));
-    ip("link set fleet-v0 up");
-    ip("link set fleet-v1 up");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/netns-veth.sh");
+    let status = Command::new(&script).status().expect("deploy/netns-veth.sh runs");
+    assert!(status.success(), "{} failed", script.display());
 }
