@@ -61,6 +61,23 @@ pub struct TrackWriter {
     /// VP8's picture size (width << 16 | height) as the caps say: a keyframe of another size (a
     /// simulcast layer switch, a publisher lowering its resolution) brings new caps.
     vp8_size: std::sync::atomic::AtomicU32,
+    /// Time of the last frame flagged a keyframe to the muxer (`u64::MAX`: none yet).
+    last_flagged_keyframe_ns: std::sync::atomic::AtomicU64,
+}
+
+/// Video keyframes closer than this to the last one flagged are written as ordinary frames. splitmuxsink
+/// cuts a segment on every flagged keyframe once a cut is due, and two keyframes in quick succession (a
+/// browser answering two keyframe requests 98 ms apart) made a one-frame segment, whose header matroskamux
+/// 1.22 writes corrupt. The frame is still a keyframe in its bitstream: decoders see it as one.
+const MIN_FLAGGED_KEYFRAME_SPACING_NS: u64 = 500_000_000;
+
+/// Whether a frame at `pts_ns` is flagged a keyframe to the muxer, given the last one flagged.
+fn flag_as_keyframe(kind: TrackKind, keyframe: bool, pts_ns: u64, last_flagged_ns: Option<u64>) -> bool {
+    match (kind, keyframe, last_flagged_ns) {
+        (_, false, _) => false,
+        (TrackKind::Audio, true, _) | (_, true, None) => true,
+        (TrackKind::Video, true, Some(last)) => pts_ns.saturating_sub(last) >= MIN_FLAGGED_KEYFRAME_SPACING_NS,
+    }
 }
 
 impl TrackWriter {
@@ -141,7 +158,7 @@ impl TrackWriter {
         });
         // From here on the writer owns the pipeline: a failed start still sets it to NULL on drop.
         let vp8_size = vp8_size(first_frame).map_or(0, |(w, h)| (w as u32) << 16 | h as u32);
-        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into() };
+        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into(), last_flagged_keyframe_ns: u64::MAX.into() };
         writer.pipeline.set_state(gst::State::Playing)?;
         Ok(writer)
     }
@@ -150,8 +167,14 @@ impl TrackWriter {
     /// not be zero: matroskamux 1.22 writes a corrupt header for a segment whose media lasts 0 ns (a
     /// single frame without duration, e.g. a fragment cut just before a mute).
     pub fn push(&self, pts_ns: u64, duration_ns: u64, data: &[u8], keyframe: bool) -> Result<(), PipelineError> {
+        use std::sync::atomic::Ordering;
         if keyframe && self.codec == TrackCodec::Vp8 {
             self.follow_vp8_size(data);
+        }
+        let last = self.last_flagged_keyframe_ns.load(Ordering::Relaxed);
+        let keyframe = flag_as_keyframe(self.codec.kind(), keyframe, pts_ns, (last != u64::MAX).then_some(last));
+        if keyframe {
+            self.last_flagged_keyframe_ns.store(pts_ns, Ordering::Relaxed);
         }
         let mut buffer = gst::Buffer::from_mut_slice(data.to_vec());
         {
@@ -241,6 +264,16 @@ mod tests {
         assert_eq!(vp8_size(&frame), Some((1280, 720)));
         frame[0] |= 1;
         assert_eq!(vp8_size(&frame), None);
+    }
+
+    #[test]
+    fn keyframes_in_quick_succession_are_not_flagged() {
+        let video = |pts_ms: u64, last_ms: Option<u64>| flag_as_keyframe(TrackKind::Video, true, pts_ms * 1_000_000, last_ms.map(|l| l * 1_000_000));
+        assert!(video(0, None), "the first keyframe");
+        assert!(!video(2_098, Some(2_000)), "98 ms after the last one");
+        assert!(video(2_500, Some(2_000)));
+        assert!(!flag_as_keyframe(TrackKind::Video, false, 9_000_000_000, None), "a delta frame stays one");
+        assert!(flag_as_keyframe(TrackKind::Audio, true, 20_000_000, Some(0)), "every Opus packet stands alone");
     }
 
     #[test]
