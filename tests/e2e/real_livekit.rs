@@ -691,3 +691,41 @@ fn av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported() {
         drop((ava, vic, lone));
     });
 }
+
+/// The devroom conformance client (`tests/conformance/sdk_client.py`, LiveKit's Python SDK subscribing)
+/// against the real server: it receives and decodes the same kinds of tracks from real publishers (VP8,
+/// H.264, Opus) as it does from devroom, so what it checks of devroom is what the real server does.
+#[test]
+fn the_sdk_conformance_client_receives_every_track_from_livekit_server() {
+    if !netns::enter("the_sdk_conformance_client_receives_every_track_from_livekit_server") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = LiveKitServer::start(dir.path(), &server_options());
+    let mut specs = vec![PublisherSpec::new("alice", 0, "vp8"), PublisherSpec::new("bob", 1, "h264")];
+    for spec in &mut specs {
+        (spec.width, spec.height, spec.seconds) = (320, 180, 30.0);
+    }
+    let publishers: Vec<Publisher> = specs.iter().map(|s| Publisher::start(&server, "conformance", s, dir.path())).collect();
+    publishers.iter().for_each(|p| p.wait_published(Duration::from_secs(30)));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/sdk_client.py");
+    let output = std::process::Command::new(fleet_tests::publisher::python())
+        .arg(script)
+        .args(["--url", &server.url(), "--room", "conformance", "--api-key", fleet_tests::livekit_server::API_KEY])
+        .args(["--api-secret", fleet_tests::livekit_server::API_SECRET, "--expect-tracks", "4", "--seconds", "5"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(output.status.success(), "the SDK client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).unwrap();
+    let mimes: std::collections::BTreeSet<&str> = result["subscribed"].as_object().unwrap().values().map(|t| t["mime"].as_str().unwrap()).collect();
+    // Python SDK microphones publish Opus with RED (`audio/red`); the client receives what the SFU sends it.
+    assert!(mimes.contains("video/H264") && mimes.contains("video/VP8"), "{mimes:?}");
+    assert!(mimes.iter().any(|m| m.starts_with("audio/")), "{mimes:?}");
+    assert_eq!(result["subscribed"].as_object().unwrap().len(), 4, "two publishers, two tracks each");
+    for (sid, frames) in result["frames"].as_object().unwrap() {
+        assert!(frames.as_u64().unwrap() >= 60, "{sid}: only {frames} frames decoded in 5 s");
+    }
+    drop(publishers);
+}
