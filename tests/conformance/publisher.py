@@ -23,6 +23,10 @@ from livekit import api, rtc
 
 RATE = 48_000
 MARKER_S = 0.1
+# Five frames of flash at 30 fps: encoders of a busy 2-core machine drop frames, and a three-frame flash was
+# sometimes lost whole. (The checker takes a white run under seven frames for a flash, and its first frame
+# for the marker's instant.)
+FLASH_S = 5 / 30
 # Tints (U, V offsets) per participant index, so tiles can be told apart.
 TINTS = [(-20, 40), (-30, -30), (40, -20), (-40, 20), (30, 30), (10, -40), (-10, 25), (25, 10), (0, -25)]
 
@@ -64,10 +68,6 @@ class Camera:
         return rtc.VideoFrame(w, h, rtc.VideoBufferType.I420, data)
 
 
-def in_marker(t, phase):
-    return ((t - phase) % 1.0) < MARKER_S
-
-
 def span(text):
     a, b = text.split(":")
     return float(a), float(b)
@@ -84,9 +84,7 @@ def write_clip(directory, index, width, height, fps, seconds):
     phase = (0.3 * index + 0.15) % 1.0
     camera = Camera(index, width, height, seed=index)
     frames = int(seconds * fps)
-    # Five frames of flash: a browser's fake camera and encoder under load drop frames, and a three-frame
-    # flash was sometimes lost whole. (The checker takes a white run under seven frames for a flash.)
-    flash_s = 5 / fps
+    flash_s = FLASH_S
     with open(os.path.join(directory, "camera.y4m"), "wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
         for n in range(frames):
@@ -238,7 +236,7 @@ async def main():
                 screen = None
         # The frame due now, judged by its centre so the flash starts on the nearest frame.
         centre = video_n / args.fps + 0.5 / args.fps
-        video_source.capture_frame(camera.frame(video_n, in_marker(centre, phase)))
+        video_source.capture_frame(camera.frame(video_n, ((centre - phase) % 1.0) < FLASH_S))
         if screen is not None:
             screen[0].capture_frame(screen[2].frame(video_n // 3, False))
         video_n += 1

@@ -93,19 +93,24 @@ enum Sender {
     BrowserFakeDevices,
 }
 
-/// What the fleet answers for with real publishers: every marker of every Python SDK publisher is found,
-/// flash and beep together (80 % of a browser's, whose fake camera skips frames under load, flashes with
-/// them), each publisher's median A/V offset within 150 ms. Tighter bounds would measure the publishers,
-/// not the fleet: their own offsets are above. The fleet's own accuracy, with senders of exact timing, is
-/// held to 40 ms (p95) and 20 ms of drift by the devroom sync tests; the figures here are printed.
+/// What the fleet answers for with real publishers: every flash in the recording has its beep, 90 % of
+/// the seconds of a Python SDK publisher have a marker (80 % of a browser's, whose fake camera skips
+/// frames under load, flashes with them), each publisher's median A/V offset within 150 ms. Tighter
+/// bounds would measure the publishers, not the fleet: their own offsets are above. The fleet's own
+/// accuracy, with senders of exact timing, is held to 40 ms (p95) and 20 ms of drift by the devroom sync
+/// tests; the figures here are printed.
 fn assert_in_sync(reports: &[SyncReport], senders: &[Sender]) {
     for ((i, report), sender) in reports.iter().enumerate().zip(senders) {
         let mut summary = serde_json::to_value(report).unwrap();
         summary["offsets_ms"] = serde_json::json!(report.offsets_ms.iter().map(|o| o.round()).collect::<Vec<_>>());
         let centre = median(&report.offsets_ms);
         println!("publisher {i}: median A/V offset {centre:.1} ms; {summary}");
-        let least_found = if *sender == Sender::PythonSdk { 0.99 } else { 0.8 };
+        // Publishers drop whole flashes now and then (an H.264 encoder re-initialising at a resize, a
+        // browser's fake camera under load), so not every second has one; but every flash in the
+        // recording has its beep.
+        let least_found = if *sender == Sender::PythonSdk { 0.9 } else { 0.8 };
         assert!(report.found_ratio >= least_found, "publisher {i}: markers found: {summary}");
+        assert!(report.missing.is_empty(), "publisher {i}: flashes without their beep: {summary}");
         assert!(centre.abs() <= 150.0, "publisher {i}: median offset {centre:.1} ms: {summary}");
     }
 }
