@@ -61,14 +61,13 @@ pub struct TrackWriter {
     /// VP8's picture size (width << 16 | height) as the caps say: a keyframe of another size (a
     /// simulcast layer switch, a publisher lowering its resolution) brings new caps.
     vp8_size: std::sync::atomic::AtomicU32,
-    /// Time of the last frame flagged a keyframe to the muxer (`u64::MAX`: none yet).
-    last_flagged_keyframe_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Video keyframes closer than this to the last one flagged are written as ordinary frames. splitmuxsink
 /// cuts a segment on every flagged keyframe once a cut is due, and two keyframes in quick succession (a
 /// browser answering two keyframe requests 98 ms apart) made a one-frame segment, whose header matroskamux
-/// 1.22 writes corrupt. The frame is still a keyframe in its bitstream: decoders see it as one.
+/// 1.22 writes corrupt. The frame is still a keyframe in its bitstream: decoders see it as one. Applied on
+/// the segment sink's pad, after the parsers (vp9parse and h264parse flag keyframes from the bitstream).
 const MIN_FLAGGED_KEYFRAME_SPACING_NS: u64 = 500_000_000;
 
 /// Whether a frame at `pts_ns` is flagged a keyframe to the muxer, given the last one flagged.
@@ -132,6 +131,25 @@ impl TrackWriter {
             .link(&sink_pad)
             .map_err(|e| PipelineError::Build(format!("linking the track to its segment sink: {e:?}")))?;
 
+        // Keyframe flags as the segment sink sees them, after any parser (which sets them from the
+        // bitstream): see `MIN_FLAGGED_KEYFRAME_SPACING_NS`.
+        if codec.kind() == TrackKind::Video {
+            let last_flagged = std::sync::Mutex::new(None::<u64>);
+            sink_pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+                    let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                    let pts = buffer.pts().map(|t| t.nseconds()).unwrap_or(0);
+                    let mut last = last_flagged.lock().unwrap_or_else(|p| p.into_inner());
+                    if flag_as_keyframe(TrackKind::Video, keyframe, pts, *last) {
+                        *last = Some(pts);
+                    } else if keyframe {
+                        buffer.make_mut().set_flags(gst::BufferFlags::DELTA_UNIT);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+
         let on_event = std::sync::Arc::new(on_event);
         // Keyframe requests travel upstream from the segment sink to the source.
         let keyframe_events = on_event.clone();
@@ -158,7 +176,7 @@ impl TrackWriter {
         });
         // From here on the writer owns the pipeline: a failed start still sets it to NULL on drop.
         let vp8_size = vp8_size(first_frame).map_or(0, |(w, h)| (w as u32) << 16 | h as u32);
-        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into(), last_flagged_keyframe_ns: u64::MAX.into() };
+        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into() };
         writer.pipeline.set_state(gst::State::Playing)?;
         Ok(writer)
     }
@@ -167,14 +185,8 @@ impl TrackWriter {
     /// not be zero: matroskamux 1.22 writes a corrupt header for a segment whose media lasts 0 ns (a
     /// single frame without duration, e.g. a fragment cut just before a mute).
     pub fn push(&self, pts_ns: u64, duration_ns: u64, data: &[u8], keyframe: bool) -> Result<(), PipelineError> {
-        use std::sync::atomic::Ordering;
         if keyframe && self.codec == TrackCodec::Vp8 {
             self.follow_vp8_size(data);
-        }
-        let last = self.last_flagged_keyframe_ns.load(Ordering::Relaxed);
-        let keyframe = flag_as_keyframe(self.codec.kind(), keyframe, pts_ns, (last != u64::MAX).then_some(last));
-        if keyframe {
-            self.last_flagged_keyframe_ns.store(pts_ns, Ordering::Relaxed);
         }
         let mut buffer = gst::Buffer::from_mut_slice(data.to_vec());
         {
