@@ -366,7 +366,9 @@ fn a_room_of_real_publishers_is_recorded() {
         // Each publisher's times count from its own start.
         let ana = BrowserPublisher::start(&server, room, "ana", 0, 40.0, Some((22.0, 27.0)), setup.dir.path());
         ana.wait_published(Duration::from_secs(60));
+        // Three live encoders share 2 cores here: the Python publishers send 320x180 so none of them starves.
         let mut ben_spec = PublisherSpec::new("ben", 1, "h264");
+        (ben_spec.width, ben_spec.height) = (320, 180);
         ben_spec.flags = ["--mute-camera", "17:19", "--leave-at", "21"].map(String::from).to_vec();
         let ben = Publisher::start(&server, room, &ben_spec, setup.dir.path());
         ben.wait_published(Duration::from_secs(30));
@@ -375,7 +377,7 @@ fn a_room_of_real_publishers_is_recorded() {
         setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut cal_spec = PublisherSpec::new("cal", 2, "vp8");
-        cal_spec.seconds = 30.0;
+        (cal_spec.width, cal_spec.height, cal_spec.seconds) = (320, 180, 30.0);
         let cal = Publisher::start(&server, room, &cal_spec, setup.dir.path());
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(setup.api.stop(&id).await.status, 202);
