@@ -274,7 +274,7 @@ require github.com/livekit/livekit-cli/v2 $LK_VERSION
 
 replace github.com/livekit/protocol => github.com/livekit/protocol $LK_PROTOCOL
 GOMOD
-  (cd "$module" && GOFLAGS=-mod=mod go build -tags portaudio_system -o "$ROOT/target/tools/lk" github.com/livekit/livekit-cli/v2/cmd/lk)
+  (cd "$module" && GOFLAGS="-mod=mod -buildvcs=false" go build -tags portaudio_system -o "$ROOT/target/tools/lk" github.com/livekit/livekit-cli/v2/cmd/lk)
   echo "$LK_VERSION" > target/tools/.lk-version
 }
 
