@@ -20,6 +20,32 @@ fn server_options() -> LiveKitOptions {
     LiveKitOptions { node_ip: netns::SERVER_IP.into(), ..LiveKitOptions::default() }
 }
 
+/// NATS, a controller, livekit-server (in the test's namespace) and one recorder (mode both) joining it.
+fn fleet_on_real_server() -> (Setup, LiveKitServer, fleet_tests::procs::Proc) {
+    let mut setup = Setup::local();
+    let server = LiveKitServer::start(setup.dir.path(), &server_options());
+    setup.fleet.recorder_extra = server.recorder_toml(30);
+    let recorder = setup.fleet.recorder("rec-1", "both", 2);
+    (setup, server, recorder)
+}
+
+/// Stops the recording and waits for its transcode, which must complete; returns the job record.
+async fn stop_and_complete(setup: &Setup, id: &str, timeout: Duration) -> Value {
+    assert_eq!(setup.api.stop(id).await.status, 202);
+    let record = setup.api.wait_for_state(id, &["complete", "failed"], timeout).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    record
+}
+
+/// The recording's MP4, copied into the test folder as `name`; it must decode without an error.
+fn keep_mp4(setup: &Setup, record: &Value, name: &str) -> std::path::PathBuf {
+    let (mp4, _) = setup.read_output(record);
+    let path = setup.dir.path().join(name);
+    std::fs::write(&path, mp4).unwrap();
+    assert_eq!(decode_errors(&path), "");
+    path
+}
+
 fn timeline(root: &Path, id: &str, session: &str) -> Vec<Value> {
     let path = root.join(format!("recordings/{id}/raw/{session}/timeline.jsonl"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -36,39 +62,28 @@ fn picture_crop(tile: (u32, u32, u32, u32)) -> String {
 }
 
 /// Pairs each publisher (by its marker index) with the tile where its flashes are, and checks A/V sync
-/// over `from_s..to_s` of the MP4: one report per publisher.
+/// over `from_s..to_s` of the MP4, with the beeps in the MP4's own (mixed) audio: one report per publisher.
 fn sync_reports(mp4: &Path, indices: &[usize], tiles: &[(u32, u32, u32, u32)], from_s: f64, to_s: f64) -> Vec<SyncReport> {
-    indices
-        .iter()
-        .map(|&index| {
-            // Its tile: where its flashes have its beeps closest (another tile's flashes may have this
-            // participant's beeps within the checker's reach, but not at the same instant).
-            tiles
-                .iter()
-                .map(|t| fleet_tests::sync::check_paired_indexed(mp4, &[(picture_crop(*t), index)], 30.0, from_s, to_s))
-                .filter(|report| !report.offsets_ms.is_empty())
-                .min_by(|a, b| median_abs(&a.offsets_ms).total_cmp(&median_abs(&b.offsets_ms)))
-                .unwrap_or_else(|| panic!("participant {index}: no flash with its beep in any tile"))
-        })
-        .collect()
+    let mixed = fleet_tests::sync::decode_audio(mp4);
+    indices.iter().map(|&index| sync_report(mp4, &mixed, index, tiles, from_s, to_s)).collect()
 }
 
 /// As [`sync_reports`], with each publisher's beeps looked for in its own audio file of the recording
 /// (`audio_per_participant`): in a busy room two publishers' beeps can start within the same few
 /// milliseconds, and in the mix one would hide the other's onset.
 fn sync_reports_own_audio(mp4: &Path, publishers: &[(usize, &Path)], tiles: &[(u32, u32, u32, u32)], from_s: f64, to_s: f64) -> Vec<SyncReport> {
-    publishers
+    publishers.iter().map(|&(index, audio_file)| sync_report(mp4, &fleet_tests::sync::decode_audio(audio_file), index, tiles, from_s, to_s)).collect()
+}
+
+/// One publisher's report, from its tile: where its flashes have its beeps closest (another tile's flashes
+/// may have this participant's beeps within the checker's reach, but not at the same instant).
+fn sync_report(mp4: &Path, audio: &[f32], index: usize, tiles: &[(u32, u32, u32, u32)], from_s: f64, to_s: f64) -> SyncReport {
+    tiles
         .iter()
-        .map(|&(index, audio_file)| {
-            let audio = fleet_tests::sync::decode_audio(audio_file);
-            tiles
-                .iter()
-                .map(|t| fleet_tests::sync::check_paired_against(mp4, &audio, &[(picture_crop(*t), index)], 30.0, from_s, to_s))
-                .filter(|report| !report.offsets_ms.is_empty())
-                .min_by(|a, b| median_abs(&a.offsets_ms).total_cmp(&median_abs(&b.offsets_ms)))
-                .unwrap_or_else(|| panic!("participant {index}: no flash with its beep in any tile"))
-        })
-        .collect()
+        .map(|t| fleet_tests::sync::check_paired_against(mp4, audio, &[(picture_crop(*t), index)], 30.0, from_s, to_s))
+        .filter(|report| !report.offsets_ms.is_empty())
+        .min_by(|a, b| median_abs(&a.offsets_ms).total_cmp(&median_abs(&b.offsets_ms)))
+        .unwrap_or_else(|| panic!("participant {index}: no flash with its beep in any tile"))
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -123,10 +138,7 @@ fn python_sdk_publishers_are_recorded_in_sync() {
         return;
     }
     runtime().block_on(async {
-        let mut setup = Setup::local();
-        let server = LiveKitServer::start(setup.dir.path(), &server_options());
-        setup.fleet.recorder_extra = server.recorder_toml(30);
-        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let (setup, server, _recorder) = fleet_on_real_server();
 
         let mut vp8 = PublisherSpec::new("alice", 0, "vp8");
         vp8.simulcast = true;
@@ -141,9 +153,7 @@ fn python_sdk_publishers_are_recorded_in_sync() {
         let id = setup.api.start(r#"{"room":"real-two"}"#).await;
         setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(16)).await;
-        assert_eq!(setup.api.stop(&id).await.status, 202);
-        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
-        assert_eq!(record["state"], "complete", "{record:#}");
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(180)).await;
         assert!(record["warnings"].as_array().is_none_or(|w| w.is_empty()), "warnings: {record:#}");
 
         let session = record["sessions"][0]["id"].as_str().unwrap().to_string();
@@ -153,10 +163,7 @@ fn python_sdk_publishers_are_recorded_in_sync() {
         let started = entries.iter().filter(|e| e["type"] == "track_started").count();
         assert_eq!(started, 4, "every track's media arrived: {entries:#?}");
 
-        let (mp4, _) = setup.read_output(&record);
-        let path = setup.dir.path().join("real-two.mp4");
-        std::fs::write(&path, mp4).unwrap();
-        assert_eq!(decode_errors(&path), "");
+        let path = keep_mp4(&setup, &record, "real-two.mp4");
         let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
         let tiles = [(0, 0, 640, 720), (640, 0, 640, 720)];
         assert_in_sync(&sync_reports(&path, &[0, 1], &tiles, 1.0, duration - 1.0), &[Sender::PythonSdk; 2]);
@@ -261,10 +268,7 @@ fn a_resolution_change_keeps_segments_decodable() {
         return;
     }
     runtime().block_on(async {
-        let mut setup = Setup::local();
-        let server = LiveKitServer::start(setup.dir.path(), &server_options());
-        setup.fleet.recorder_extra = server.recorder_toml(30);
-        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let (setup, server, _recorder) = fleet_on_real_server();
         let mut publishers = Vec::new();
         for (identity, index, codec) in [("vic", 0, "vp8"), ("hal", 1, "h264")] {
             let mut spec = PublisherSpec::new(identity, index, codec);
@@ -276,9 +280,7 @@ fn a_resolution_change_keeps_segments_decodable() {
         let id = setup.api.start(r#"{"room":"real-resize"}"#).await;
         setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(14)).await;
-        assert_eq!(setup.api.stop(&id).await.status, 202);
-        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
-        assert_eq!(record["state"], "complete", "{record:#}");
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(180)).await;
         for publisher in &publishers {
             assert!(publisher.events().iter().any(|e| e["event"] == "resized"), "{} did not resize", publisher.proc.name);
         }
@@ -309,10 +311,7 @@ fn a_resolution_change_keeps_segments_decodable() {
             assert!(sizes.contains(size), "{size} never decoded: {sizes:?}");
         }
 
-        let (mp4, _) = setup.read_output(&record);
-        let path = setup.dir.path().join("resize.mp4");
-        std::fs::write(&path, mp4).unwrap();
-        assert_eq!(decode_errors(&path), "");
+        let path = keep_mp4(&setup, &record, "resize.mp4");
         let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
         let tiles = [(0, 0, 640, 720), (640, 0, 640, 720)];
         assert_in_sync(&sync_reports(&path, &[0, 1], &tiles, 1.0, duration - 1.0), &[Sender::PythonSdk; 2]);
@@ -356,10 +355,7 @@ fn a_room_of_real_publishers_is_recorded() {
         return;
     }
     runtime().block_on(async {
-        let mut setup = Setup::local();
-        let server = LiveKitServer::start(setup.dir.path(), &server_options());
-        setup.fleet.recorder_extra = server.recorder_toml(30);
-        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let (setup, server, _recorder) = fleet_on_real_server();
         let room = "real-room";
 
         // Times from the recording's start (publishers that are there first start 2 s before it).
@@ -380,9 +376,7 @@ fn a_room_of_real_publishers_is_recorded() {
         (cal_spec.width, cal_spec.height, cal_spec.seconds) = (320, 180, 30.0);
         let cal = Publisher::start(&server, room, &cal_spec, setup.dir.path());
         tokio::time::sleep(Duration::from_secs(20)).await;
-        assert_eq!(setup.api.stop(&id).await.status, 202);
-        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(240)).await;
-        assert_eq!(record["state"], "complete", "{record:#}");
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(240)).await;
         for events in [ana.events(), ben.events(), cal.events()] {
             println!("publisher events: {}", serde_json::to_string(&events).unwrap());
         }
@@ -411,10 +405,7 @@ fn a_room_of_real_publishers_is_recorded() {
             }
         }
 
-        let (mp4, _) = setup.read_output(&record);
-        let path = setup.dir.path().join("real-room.mp4");
-        std::fs::write(&path, mp4).unwrap();
-        assert_eq!(decode_errors(&path), "");
+        let path = keep_mp4(&setup, &record, "real-room.mp4");
         // Three cameras in a 2x2 grid from cal's join until ben's mute or the screen share: sync is
         // checked there.
         let at = |kind: &str, pred: &dyn Fn(&Value) -> bool| of(kind).into_iter().find(|e| pred(e)).map(running_s).unwrap();
@@ -644,10 +635,7 @@ fn av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported() {
         return;
     }
     runtime().block_on(async {
-        let mut setup = Setup::local();
-        let server = LiveKitServer::start(setup.dir.path(), &server_options());
-        setup.fleet.recorder_extra = server.recorder_toml(30);
-        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let (setup, server, _recorder) = fleet_on_real_server();
         let room = "real-codecs";
         let ava = BrowserPublisher::start_with_codec(&server, room, "ava", 0, 40.0, None, Some("av1"), setup.dir.path());
         ava.wait_published(Duration::from_secs(60));
@@ -661,9 +649,7 @@ fn av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported() {
         let id = setup.api.start(r#"{"room":"real-codecs"}"#).await;
         setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(10)).await;
-        assert_eq!(setup.api.stop(&id).await.status, 202);
-        let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(240)).await;
-        assert_eq!(record["state"], "complete", "{record:#}");
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(240)).await;
 
         let entries = timeline(&setup.root, &id, "s1");
         let video_codec = |participant: &str| -> String {
@@ -691,10 +677,7 @@ fn av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported() {
             let probe = ffprobe(&first);
             assert_eq!(fleet_tests::media::stream(&probe, "video")["codec_name"], codec, "{participant}");
         }
-        let (mp4, _) = setup.read_output(&record);
-        let path = setup.dir.path().join("codecs.mp4");
-        std::fs::write(&path, mp4).unwrap();
-        assert_eq!(decode_errors(&path), "");
+        keep_mp4(&setup, &record, "codecs.mp4");
         drop((ava, vic, lone));
     });
 }

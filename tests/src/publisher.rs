@@ -75,16 +75,25 @@ impl Publisher {
 
     /// Waits until the script has published its camera.
     pub fn wait_published(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.proc.log_text().contains("\"kind\": \"video\"") {
-            assert!(Instant::now() < deadline, "{} did not publish in {timeout:?}:\n{}", self.proc.name, self.proc.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_camera(&self.proc, timeout);
     }
 
-    /// Script events (`{"event": ..., "t": ...}` lines).
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.proc.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
+        script_events(&self.proc)
+    }
+}
+
+/// What a publisher script logged: its `{"event": ..., "t": ...}` lines.
+fn script_events(proc: &Proc) -> Vec<serde_json::Value> {
+    proc.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
+}
+
+/// Waits until a publisher script logged its camera as published.
+fn wait_for_camera(proc: &Proc, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !script_events(proc).iter().any(|e| e["event"] == "published" && e["kind"] == "video") {
+        assert!(Instant::now() < deadline, "{} did not publish in {timeout:?}:\n{}", proc.name, proc.log_text());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -168,14 +177,10 @@ impl BrowserPublisher {
     }
 
     pub fn wait_published(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.proc.log_text().contains("\"kind\":\"video\"") {
-            assert!(Instant::now() < deadline, "{} did not publish in {timeout:?}:\n{}", self.proc.name, self.proc.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_camera(&self.proc, timeout);
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {
-        self.proc.log_text().lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v.get("event").is_some()).collect()
+        script_events(&self.proc)
     }
 }
