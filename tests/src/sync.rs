@@ -127,11 +127,14 @@ pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)
     summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0, missing)
 }
 
-/// Times of the first frame of each short white run in the tile (a stuck white tile is no flash).
+/// Times of the first frame of each short white run in the tile (a stuck white tile is no flash). A
+/// flash lasts a few frames, but an encoder short of bits (OpenH264's rate control skips up to 9 frames
+/// after a costly one) freezes the picture on it: runs up to 0.6 s count.
 pub fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
     let white: Vec<bool> = crate::media::tile_luma(path, tile).into_iter().map(|luma| luma > 200.0).collect();
+    let longest = (0.6 * fps).round() as usize;
     (0..white.len())
-        .filter(|&i| white[i] && (i == 0 || !white[i - 1]) && !white.get(i + 6).copied().unwrap_or(false))
+        .filter(|&i| white[i] && (i == 0 || !white[i - 1]) && !white.get(i + longest).copied().unwrap_or(false))
         .map(|i| i as f64 / fps)
         .collect()
 }
@@ -181,7 +184,12 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     if strongest < 1e-6 {
         return None;
     }
-    let rough = powers.iter().find(|(_, p)| *p >= strongest / 4.0)?.0 + block / 2;
+    // Walk back from the strongest block, not forward from the window's start: a louder beep of another
+    // tone earlier in the window leaks into this tone's power (a 20 ms block resolves 50 Hz; tones are
+    // 110 Hz apart) and could pass the threshold there, but a quieter gap lies between the two.
+    let strongest_at = powers.iter().position(|(_, p)| *p == strongest)?;
+    let first = powers[..=strongest_at].iter().rposition(|(_, p)| *p < strongest / 4.0).map_or(0, |i| i + 1);
+    let rough = powers[first].0 + block / 2;
     // Codec noise moves that block estimate by several ms: the onset is the first sample from 15 ms before
     // to 5 ms after it above a tenth of the burst's peak (another participant's beep misleads this only
     // if it starts within those same 20 ms).

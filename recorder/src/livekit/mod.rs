@@ -39,6 +39,8 @@ const MAX_RTP_DRIFT_NS: i128 = 2_000_000_000;
 const MAX_FRAME_DURATION_NS: u64 = 100_000_000;
 /// Frames of a track are written at least this far apart (the segments' timestamp resolution).
 const MIN_FRAME_SPACING_NS: u64 = 1_000_000;
+/// Datagrams read in one go after the socket wakes the loop; a bound keeps signalling and timers served.
+const MAX_DATAGRAMS_PER_WAKE: usize = 64;
 /// How long a lost media connection waits for signalling to say why before the capture rejoins.
 const MEDIA_LOSS_GRACE: Duration = Duration::from_millis(500);
 /// Sender reports go to the timeline at most this often per track.
@@ -119,6 +121,8 @@ struct TrackSink {
     waiting_for_keyframe: bool,
     last_keyframe_request: Option<Instant>,
     last_sender_report: Option<(Instant, SystemTime)>,
+    /// Breaks in the RTP sequence (packets that never arrived): logged, as lost audio cannot be asked for again.
+    gaps: u32,
     /// Told to finish (unpublished or stopping): frames that still arrive are dropped.
     finishing: bool,
     finished: bool,
@@ -138,6 +142,7 @@ impl TrackSink {
             waiting_for_keyframe: video,
             last_keyframe_request: None,
             last_sender_report: None,
+            gaps: 0,
             finishing: false,
             finished: false,
         }
@@ -361,6 +366,11 @@ impl RoomCapture {
                 received = peer.socket.recv_from(&mut buf) => {
                     if let Ok((n, source)) = received {
                         peer.receive(&buf[..n], source);
+                        // Whatever else has queued up meanwhile, before str0m is driven again.
+                        for _ in 0..MAX_DATAGRAMS_PER_WAKE {
+                            let Ok((n, source)) = peer.socket.try_recv_from(&mut buf) else { break };
+                            peer.receive(&buf[..n], source);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(peer.next_timeout.into()) => peer.tick(),
@@ -508,8 +518,14 @@ impl RoomCapture {
             }
         }
         let sink = self.tracks.get_mut(&track_sid).expect("present");
-        if sink.video && !data.contiguous {
-            sink.waiting_for_keyframe = true;
+        if !data.contiguous {
+            sink.waiting_for_keyframe |= sink.video;
+            if sink.anchor.is_some() {
+                sink.gaps += 1;
+                if sink.gaps.is_power_of_two() {
+                    tracing::warn!(track = %track_sid, gaps = sink.gaps, "packets missing from the track");
+                }
+            }
         }
         if sink.video && sink.waiting_for_keyframe {
             if keyframe {

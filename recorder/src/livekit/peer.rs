@@ -28,7 +28,7 @@ pub struct Peer {
 
 impl Peer {
     pub async fn new(ip: IpAddr) -> std::io::Result<Peer> {
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let socket = bind_media_socket(SocketAddr::new(ip, 0))?;
         let local = socket.local_addr()?;
         // Only the codecs the track writer stores (`TrackCodec`): the SFU binds each downtrack to a codec
         // of the answer, so a publisher whose primary codec is AV1 or H.265 is forwarded in its backup
@@ -125,6 +125,21 @@ impl Peer {
         }
         std::mem::take(&mut self.events)
     }
+}
+
+/// The kernel's default receive buffer (208 KiB on Linux) holds well under a second of a room's media:
+/// a capture loop held up that long on a busy machine would lose packets, and audio has no
+/// retransmission. Ask for 4 MiB; the kernel caps it at `net.core.rmem_max`.
+const MEDIA_RECEIVE_BUFFER: usize = 4 << 20;
+
+fn bind_media_socket(address: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if let Err(err) = socket.set_recv_buffer_size(MEDIA_RECEIVE_BUFFER) {
+        tracing::warn!(%err, "could not enlarge the media socket's receive buffer");
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// The codec name of received media, as the track writer knows it.
