@@ -8,6 +8,7 @@ mod peer;
 mod room;
 mod sdp;
 mod token;
+mod track_timing;
 
 use crate::capture::{SourceEvent, SourceEvents};
 use crate::config::LivekitConfig;
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
+use track_timing::{Restart, TrackTiming};
 
 pub use token::recorder_token;
 
@@ -32,13 +34,6 @@ pub use token::recorder_token;
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// How long stopping writers may take to close their last segments.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
-/// A frame whose RTP time puts it further than this from its arrival restarts the track's timing
-/// (str0m restarts its extended RTP time on an SSRC change).
-const MAX_RTP_DRIFT_NS: i128 = 2_000_000_000;
-/// A frame's assumed duration is the last inter-frame interval, at most this (gaps are not frames).
-const MAX_FRAME_DURATION_NS: u64 = 100_000_000;
-/// Frames of a track are written at least this far apart (the segments' timestamp resolution).
-const MIN_FRAME_SPACING_NS: u64 = 1_000_000;
 /// Datagrams read in one go after the socket wakes the loop; a bound keeps signalling and timers served.
 const MAX_DATAGRAMS_PER_WAKE: usize = 64;
 /// How long a lost media connection waits for signalling to say why before the capture rejoins.
@@ -114,10 +109,7 @@ struct TrackSink {
     track: SafeId,
     clock_rate: u32,
     writer: Option<TrackWriter>,
-    /// RTP time and running time of the first frame since the current peer connection began.
-    anchor: Option<(u64, u64)>,
-    last_pts_ns: Option<u64>,
-    frame_interval_ns: u64,
+    timing: TrackTiming,
     waiting_for_keyframe: bool,
     last_keyframe_request: Option<Instant>,
     last_sender_report: Option<(Instant, SystemTime)>,
@@ -136,9 +128,7 @@ impl TrackSink {
             track,
             clock_rate,
             writer: None,
-            anchor: None,
-            last_pts_ns: None,
-            frame_interval_ns: if video { 33_333_333 } else { 20_000_000 },
+            timing: TrackTiming::new(clock_rate, video),
             waiting_for_keyframe: video,
             last_keyframe_request: None,
             last_sender_report: None,
@@ -297,7 +287,7 @@ impl RoomCapture {
         self.apply_changes(signal, changes).await;
         // A new peer connection restarts every track's RTP timing, and video must restart on a keyframe.
         for track in self.tracks.values_mut() {
-            track.anchor = None;
+            track.timing.restart();
             track.waiting_for_keyframe = track.video;
         }
         let mut mids: HashMap<String, String> = HashMap::new();
@@ -520,7 +510,7 @@ impl RoomCapture {
         let sink = self.tracks.get_mut(&track_sid).expect("present");
         if !data.contiguous {
             sink.waiting_for_keyframe |= sink.video;
-            if sink.anchor.is_some() {
+            if sink.timing.is_anchored() {
                 sink.gaps += 1;
                 if sink.gaps.is_power_of_two() {
                     tracing::warn!(track = %track_sid, gaps = sink.gaps, "packets missing from the track");
@@ -536,44 +526,23 @@ impl RoomCapture {
             }
         }
         let rtp = data.time.numer();
-        if let Some((anchor_rtp, anchor_ns)) = sink.anchor {
-            let expected = anchor_ns as i128 + (rtp as i128 - anchor_rtp as i128) * 1_000_000_000 / sink.clock_rate.max(1) as i128;
-            if (expected - now_ns as i128).abs() > MAX_RTP_DRIFT_NS {
-                tracing::warn!(track = %track_sid, jump_ms = (expected - now_ns as i128) / 1_000_000, "RTP time jumped; restarting the track's timing");
-                sink.anchor = None;
+        let placed = sink.timing.place(rtp, now_ns);
+        if let Some(restart) = placed.restart {
+            if let Restart::Jumped { by_ms } = restart {
+                tracing::warn!(track = %track_sid, jump_ms = by_ms, "RTP time jumped; restarting the track's timing");
             }
+            let _ = self.events.send(SourceEvent::Room {
+                running_ns: placed.pts_ns,
+                entry: Entry::TrackStarted {
+                    participant: sink.participant.to_string(),
+                    track: sink.track.to_string(),
+                    rtp_time: rtp,
+                    clock_rate: sink.clock_rate,
+                },
+            });
         }
-        let (anchor_rtp, anchor_ns) = match sink.anchor {
-            Some(anchor) => anchor,
-            None => {
-                // First frame on this connection: its RTP time sits at its arrival (never before what
-                // was already written).
-                let at = sink.last_pts_ns.map_or(now_ns, |last| now_ns.max(last + 1_000_000));
-                sink.anchor = Some((rtp, at));
-                let _ = self.events.send(SourceEvent::Room {
-                    running_ns: at,
-                    entry: Entry::TrackStarted {
-                        participant: sink.participant.to_string(),
-                        track: sink.track.to_string(),
-                        rtp_time: rtp,
-                        clock_rate: sink.clock_rate,
-                    },
-                });
-                (rtp, at)
-            }
-        };
-        let delta_ns = (rtp as i128 - anchor_rtp as i128) * 1_000_000_000 / sink.clock_rate.max(1) as i128;
-        let mut pts = (anchor_ns as i128 + delta_ns).max(0) as u64;
-        if let Some(last) = sink.last_pts_ns {
-            // Matroska keeps milliseconds: two frames within one (a browser's canvas capture sends such)
-            // would share a timestamp, which demuxers refuse as non-monotonic.
-            pts = pts.max(last + MIN_FRAME_SPACING_NS);
-            sink.frame_interval_ns = (pts - last).min(MAX_FRAME_DURATION_NS);
-        }
-        sink.last_pts_ns = Some(pts);
         if let Some(writer) = &sink.writer {
-            // A frame lasts until the next one, which has not arrived: assume the last interval.
-            if let Err(err) = writer.push(pts, sink.frame_interval_ns, &data.data, keyframe) {
+            if let Err(err) = writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe) {
                 tracing::warn!(track = %track_sid, %err, "frame not written");
             }
         }
