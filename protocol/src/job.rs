@@ -231,6 +231,10 @@ pub struct JobRequest {
     pub webhook_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// Where the recording is stored (a key under the storage prefix; `filepath::expand` fills a
+    /// template in when the recording is requested). Default: `<job>/<job>.mp4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filepath: Option<String>,
 }
 
 impl JobRequest {
@@ -280,11 +284,28 @@ impl JobRequest {
                 return Err(format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"));
             }
         }
+        // A template (as requested) or its expansion (as stored): either expands to a storage key.
+        self.clone().expand_filepath(0).map_err(|e| e.to_string())?;
         Ok(())
     }
 
     pub fn max_duration_s(&self) -> u32 {
         self.max_duration_s.unwrap_or(DEFAULT_MAX_DURATION_S)
+    }
+
+    /// The request with its `filepath` template filled in as of `now_ms` (see [`crate::filepath::expand`]):
+    /// every door does this when it creates the job, so the key is fixed from then on.
+    pub fn expand_filepath(mut self, now_ms: u64) -> Result<JobRequest, crate::filepath::FilepathError> {
+        if let Some(template) = &self.filepath {
+            let context = crate::filepath::FilepathContext { room_name: &self.room, publisher_identity: self.participant.as_deref(), requested_at_ms: now_ms };
+            self.filepath = Some(crate::filepath::expand(template, &context, self.recording_extension())?);
+        }
+        Ok(self)
+    }
+
+    /// The recording's file extension: AAC in MP4 is `.m4a` when there is no picture.
+    pub fn recording_extension(&self) -> &'static str {
+        if self.audio_only { "m4a" } else { "mp4" }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod config;
 pub mod cpu;
 pub mod events;
+pub mod filepath;
 pub mod ids;
 pub mod job;
 pub mod keys;

@@ -34,7 +34,7 @@ async def main() -> None:
             print(json.dumps(out))
             return
         small = api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=800)
-        file = api.EncodedFileOutput(file_type=api.EncodedFileType.MP4, filepath="participant.mp4")
+        file = api.EncodedFileOutput(file_type=api.EncodedFileType.MP4, filepath="calls/{room_name}/{publisher_identity}-{time}")
         info = await lk.egress.start_participant_egress(
             api.ParticipantEgressRequest(room_name=args.room, identity=args.identity, file_outputs=[file], advanced=small)
         )

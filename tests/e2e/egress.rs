@@ -118,7 +118,7 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     let client = EgressClient::with_api_key(&url, LIVEKIT_API_KEY, LIVEKIT_API_SECRET);
 
     // Rust SDK: a room composite, 640x360 to keep the transcode short.
-    let file = lk::EncodedFileOutput { file_type: lk::EncodedFileType::Mp4 as i32, filepath: "room.mp4".into(), ..Default::default() };
+    let file = lk::EncodedFileOutput { file_type: lk::EncodedFileType::Mp4 as i32, filepath: "rooms/{room_name}-{utc}.mp4".into(), ..Default::default() };
     let options = RoomCompositeOptions {
         layout: "grid".into(),
         encoding: encoding::EncodingOptions { width: 640, height: 360, video_bitrate: 800, ..encoding::H264_720P_30 },
@@ -184,13 +184,20 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
         Err(err) => assert!(err.to_string().contains("failed_precondition"), "{err}"),
     }
 
-    for (id, width) in [(&room_id, 640), (&participant_id, 640)] {
+    // Each file where its request's filepath template put it (the Python SDK's had no extension).
+    // `{utc}`: 20261205093000123; `{time}`: 2026-12-05T093000.
+    let stamped = |name: &str, prefix: &str| {
+        let stamp = name.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(".mp4")).unwrap_or_default();
+        stamp.len() == 17 && stamp.chars().all(|c| c.is_ascii_digit() || "-T".contains(c))
+    };
+    for (id, width, prefix) in [(&room_id, 640, "rooms/egress-room-"), (&participant_id, 640, "calls/egress-room/alice-")] {
         let info = wait_for_status(&client, id, lk::EgressStatus::EgressComplete, Duration::from_secs(180)).await;
         assert_eq!(info.file_results.len(), 1, "{info:?}");
         let file = &info.file_results[0];
         assert!(file.size > 0 && file.duration > 4_000_000_000, "{file:?}");
         assert!(info.started_at > 0 && info.ended_at >= info.started_at, "{info:?}");
-        let path = root.join(format!("recordings/{id}/{id}.mp4"));
+        assert!(stamped(&file.filename, prefix), "{} is not {prefix}<time>.mp4", file.filename);
+        let path = root.join("recordings").join(&file.filename);
         assert_eq!(std::fs::metadata(&path).unwrap().len() as i64, file.size);
         assert!(decode_errors(&path).is_empty());
         assert!(moov_before_mdat(&std::fs::read(&path).unwrap()));
@@ -276,6 +283,9 @@ async fn livekit_cli_drives_the_egress_api() {
     );
     let (ok, text) = run(&["egress", "start", "--type", "track-composite", &track_composite]);
     assert!(!ok && text.contains("unimplemented"), "track composite: {text}");
+    let unknown_field = request("room-id.json", r#"{"room_name":"egress-room","file_outputs":[{"filepath":"{room_id}.mp4"}]}"#);
+    let (ok, text) = run(&["egress", "start", "--type", "room-composite", &unknown_field]);
+    assert!(!ok && text.contains("invalid_argument") && text.contains("{room_id}"), "a filepath field the fleet cannot fill: {text}");
     let (ok, text) = run(&["egress", "update-layout", "--id", &room_id, "--layout", "speaker"]);
     assert!(!ok && text.contains("unimplemented"), "update-layout: {text}");
 
@@ -291,9 +301,10 @@ async fn livekit_cli_drives_the_egress_api() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (ok, text) = run(&["egress", "stop", "--id", &room_id, "--id", &participant_id]);
     assert!(ok, "stop: {text}");
-    for id in [&room_id, &participant_id] {
+    for (id, name) in [(&room_id, "composite.mp4"), (&participant_id, "bob.mp4")] {
         let info = wait_for_status(&client, id, lk::EgressStatus::EgressComplete, Duration::from_secs(180)).await;
-        let path = root.join(format!("recordings/{id}/{id}.mp4"));
+        assert_eq!(info.file_results[0].filename, name);
+        let path = root.join("recordings").join(name);
         assert_eq!(std::fs::metadata(&path).unwrap().len() as i64, info.file_results[0].size);
         assert!(decode_errors(&path).is_empty());
     }

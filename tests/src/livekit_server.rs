@@ -58,7 +58,7 @@ impl LiveKitServer {
         );
         let path = dir.join("livekit.yaml");
         std::fs::write(&path, config).unwrap();
-        let proc = Proc::spawn("livekit-server", &tool_path("livekit-server"), &["--config", &path.to_string_lossy()], &[], dir);
+        let proc = Proc::spawn_remote("livekit-server", &tool_path("livekit-server"), &["--config", &path.to_string_lossy()], &[], dir);
         wait_for_port(port, Duration::from_secs(30));
         LiveKitServer { proc, port }
     }

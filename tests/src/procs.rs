@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The priority of processes standing for other machines (see [`Proc::spawn_remote`]).
+const REMOTE_NICENESS: i32 = -5;
+
 /// A child process logging to `<dir>/<name>.log`; killed (SIGKILL) when dropped. When the test is
 /// panicking, the log's tail is printed so failures explain themselves.
 pub struct Proc {
@@ -14,6 +17,50 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A process that stands for another machine (a publisher, LiveKit's server): it runs at a higher
+    /// priority (`nice -n -5`, where the tests may raise it; `nice` warns and runs it unchanged where not),
+    /// so that load on this 2-core machine (the transcode, the flakiness check's CPU hogs) falls on the
+    /// fleet under test and not on what it is fed. Threads and processes it starts inherit the priority.
+    pub fn spawn_remote(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
+        let niceness = REMOTE_NICENESS.to_string();
+        let mut niced: Vec<&str> = vec!["-n", &niceness];
+        let program = program.to_string_lossy();
+        niced.push(&program);
+        niced.extend_from_slice(args);
+        Self::spawn(name, Path::new("nice"), &niced, env, dir)
+    }
+
+    /// Gives every thread of this process and of every process below it the priority of
+    /// [`Proc::spawn_remote`]: Chromium starts its own processes at the default priority, whatever its
+    /// parent's. Threads started later inherit it from the thread that starts them.
+    pub fn prioritise_descendants(&self) {
+        let mut parent_of: Vec<(u32, u32)> = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+        let mut tree = vec![self.pid()];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(parent_of.iter().filter(|(_, p)| *p == parent).map(|(pid, _)| *pid));
+            i += 1;
+        }
+        for pid in tree {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+                if let Ok(tid) = task.file_name().to_string_lossy().parse::<libc::id_t>() {
+                    // SAFETY: setpriority takes plain integers; a thread that is gone makes it fail, harmlessly.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, REMOTE_NICENESS) };
+                }
+            }
+        }
+    }
+
     pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join(format!("{name}.log"));

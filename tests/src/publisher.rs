@@ -69,7 +69,7 @@ impl Publisher {
         }
         args.extend(spec.flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let proc = Proc::spawn(&format!("publisher-{}", spec.identity), &python(), &args, &[], dir);
+        let proc = Proc::spawn_remote(&format!("publisher-{}", spec.identity), &python(), &args, &[], dir);
         Publisher { proc }
     }
 
@@ -173,11 +173,12 @@ impl BrowserPublisher {
             args.extend(["--codec".into(), codec.into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        BrowserPublisher { proc: Proc::spawn(&format!("browser-{identity}"), Path::new("node"), &args, &[], dir) }
+        BrowserPublisher { proc: Proc::spawn_remote(&format!("browser-{identity}"), Path::new("node"), &args, &[], dir) }
     }
 
     pub fn wait_published(&self, timeout: Duration) {
         wait_for_camera(&self.proc, timeout);
+        self.proc.prioritise_descendants();
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {

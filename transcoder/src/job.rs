@@ -126,7 +126,7 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
 
     let scratch = scratch_dir(worker, job_id).await?;
     let prepared = prepare(worker, &record, scratch.path()).await?;
-    let extension = if record.request.audio_only { "m4a" } else { "mp4" };
+    let extension = record.request.recording_extension();
     let output_path = scratch.path().join(format!("{job_id}.{extension}"));
     let spec = transcode::TranscodeSpec { output: output_path.clone(), ..prepared.spec.clone() };
     let (report, encoder) = run_with_fallback(worker, job_id, spec, 0.0).await?;
@@ -245,7 +245,8 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
     let size_bytes = std::fs::metadata(output_path).map_err(|e| e.to_string())?.len();
     let path = output_path.clone();
     let sha256 = tokio::task::spawn_blocking(move || sha256_file(&path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-    let key = keys::recording(job_id, produced.extension);
+    // Where the request asked (expanded and checked when it was made), or the job's own folder.
+    let key = record.request.filepath.clone().unwrap_or_else(|| keys::recording(job_id, produced.extension));
     let manifest_key = keys::manifest(job_id);
     let mut output = OutputInfo {
         location: worker.storage.location(&key),

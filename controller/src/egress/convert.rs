@@ -25,7 +25,7 @@ pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobReq
         Some(_) => return Err(TwirpError::unimplemented("stream and segmented outputs are not supported: use one file output")),
         None => None,
     };
-    check_outputs(
+    let filepath = check_outputs(
         legacy_file,
         &request.file_outputs,
         request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(),
@@ -37,7 +37,7 @@ pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobReq
         Some(lk::room_composite_egress_request::Options::Advanced(advanced)) => advanced_preset(advanced)?,
         None => VideoPreset::Hd720p30,
     };
-    job_request(&request.room_name, layout, None, preset, request.audio_only)
+    job_request(&request.room_name, layout, None, preset, request.audio_only, filepath)
 }
 
 /// Participant egress: one participant full frame (layout `single`).
@@ -48,14 +48,15 @@ pub fn participant(request: &lk::ParticipantEgressRequest) -> Result<JobRequest,
     if request.identity.is_empty() {
         return Err(TwirpError::invalid_argument("identity is required"));
     }
-    check_outputs(None, &request.file_outputs, request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(), false)?;
+    let filepath =
+        check_outputs(None, &request.file_outputs, request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(), false)?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::participant_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
         Some(lk::participant_egress_request::Options::Advanced(advanced)) => advanced_preset(advanced)?,
         None => VideoPreset::Hd720p30,
     };
-    job_request(&request.room_name, Layout::Single, Some(request.identity.clone()), preset, false)
+    job_request(&request.room_name, Layout::Single, Some(request.identity.clone()), preset, false, filepath)
 }
 
 fn job_request(
@@ -64,6 +65,7 @@ fn job_request(
     participant: Option<String>,
     video_preset: VideoPreset,
     audio_only: bool,
+    filepath: String,
 ) -> Result<JobRequest, TwirpError> {
     if room.is_empty() {
         return Err(TwirpError::invalid_argument("room_name is required"));
@@ -74,14 +76,17 @@ fn job_request(
         "participant": participant,
         "video_preset": video_preset,
         "audio_only": audio_only,
+        // Filled in and checked when the job is created, as Egress does when it starts.
+        "filepath": filepath,
     }))
     .map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     request.validate().map_err(TwirpError::invalid_argument)?;
     Ok(request)
 }
 
-/// Exactly one file, MP4 (an `.m4a` for audio-only), stored where the fleet stores recordings.
-fn check_outputs(legacy: Option<&lk::EncodedFileOutput>, files: &[lk::EncodedFileOutput], others: usize, audio_only: bool) -> Result<(), TwirpError> {
+/// Exactly one file, MP4 (an `.m4a` for audio-only), stored in the fleet's storage under its `filepath`
+/// (a template, as Egress takes it; empty: `{room_name}-{time}`). Returns that filepath.
+fn check_outputs(legacy: Option<&lk::EncodedFileOutput>, files: &[lk::EncodedFileOutput], others: usize, audio_only: bool) -> Result<String, TwirpError> {
     if others > 0 {
         return Err(TwirpError::unimplemented("stream, segment and image outputs are not supported: use one file output"));
     }
@@ -101,7 +106,7 @@ fn check_outputs(legacy: Option<&lk::EncodedFileOutput>, files: &[lk::EncodedFil
             "per-request upload targets (s3, gcp, azure, aliOSS) are not supported: files go to the fleet's configured storage",
         ));
     }
-    Ok(())
+    Ok(file.filepath.clone())
 }
 
 fn check_webhooks(webhooks: &[lk::WebhookConfig]) -> Result<(), TwirpError> {

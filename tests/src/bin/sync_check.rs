@@ -1,10 +1,18 @@
-//! Checks A/V sync markers in an MP4: `sync_check FILE FROM_S TO_S CROP=INDEX...` (CROP as ffmpeg's
-//! `w:h:x:y`, INDEX the participant's marker index). Prints the report as JSON.
+//! Checks A/V sync markers in an MP4: `sync_check [--audio FILE] FILE FROM_S TO_S CROP=INDEX...` (CROP as
+//! ffmpeg's `w:h:x:y`, INDEX the participant's marker index; `--audio`: beeps from that file, e.g. a
+//! participant's own audio, instead of the MP4's mix). Prints the report as JSON.
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let audio = if args.first().is_some_and(|a| a == "--audio") && args.len() > 1 {
+        let file = args.remove(1);
+        args.remove(0);
+        Some(fleet_tests::sync::decode_audio(std::path::Path::new(&file)))
+    } else {
+        None
+    };
     if args.len() < 4 {
-        eprintln!("usage: sync_check FILE FROM_S TO_S CROP=INDEX...");
+        eprintln!("usage: sync_check [--audio FILE] FILE FROM_S TO_S CROP=INDEX...");
         std::process::exit(2);
     }
     let path = std::path::Path::new(&args[0]);
@@ -16,6 +24,7 @@ fn main() {
             (crop.to_string(), index.parse().expect("INDEX"))
         })
         .collect();
-    let report = fleet_tests::sync::check_paired_indexed(path, &tiles, 30.0, from, to);
+    let audio = audio.unwrap_or_else(|| fleet_tests::sync::decode_audio(path));
+    let report = fleet_tests::sync::check_paired_against(path, &audio, &tiles, 30.0, from, to);
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }
