@@ -53,9 +53,17 @@ pub fn expand(template: &str, context: &FilepathContext, extension: &str) -> Res
                 None => return Err(FilepathError::UnknownField { field: field.into(), why: "applies to participant recordings only" }),
             },
             "{room_id}" => {
-                return Err(FilepathError::UnknownField { field: field.into(), why: "is not known when the recording is requested: use {room_name}" });
+                return Err(FilepathError::UnknownField {
+                    field: field.into(),
+                    why: "is not known when the recording is requested: use {room_name}",
+                });
             }
-            _ => return Err(FilepathError::UnknownField { field: field.into(), why: "is not one of {room_name}, {time}, {utc}, {publisher_identity}" }),
+            _ => {
+                return Err(FilepathError::UnknownField {
+                    field: field.into(),
+                    why: "is not one of {room_name}, {time}, {utc}, {publisher_identity}",
+                });
+            }
         };
         expanded.push_str(&value);
         rest = &rest[close + 1..];

@@ -297,7 +297,8 @@ impl JobRequest {
     /// every door does this when it creates the job, so the key is fixed from then on.
     pub fn expand_filepath(mut self, now_ms: u64) -> Result<JobRequest, crate::filepath::FilepathError> {
         if let Some(template) = &self.filepath {
-            let context = crate::filepath::FilepathContext { room_name: &self.room, publisher_identity: self.participant.as_deref(), requested_at_ms: now_ms };
+            let context =
+                crate::filepath::FilepathContext { room_name: &self.room, publisher_identity: self.participant.as_deref(), requested_at_ms: now_ms };
             self.filepath = Some(crate::filepath::expand(template, &context, self.recording_extension())?);
         }
         Ok(self)

@@ -73,6 +73,22 @@ try {
   log('connected', { room: joined.room });
   for (const track of joined.tracks) log('published', { kind: track.kind, sid: track.sid, source: track.source });
 
+  // What the camera's encoder delivers, once a second: Chromium lowers frame rate and resolution when
+  // the machine is short of CPU (qualityLimitationReason "cpu"), and then drops whole flashes itself.
+  let running = true;
+  const reportStats = async () => {
+    while (running) {
+      const layers = await tab.evaluate(async () => {
+        const camera = [...window.fleetRoom.localParticipant.videoTrackPublications.values()].find((p) => p.source === 'camera');
+        const stats = (await camera?.track?.getSenderStats?.()) ?? [];
+        return stats.map((s) => ({ rid: s.rid ?? '', fps: s.framesPerSecond ?? 0, width: s.frameWidth ?? 0, limitation: s.qualityLimitationReason ?? '' }));
+      }).catch(() => []);
+      if (layers.length > 0) log('stats', { layers });
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  };
+  const statsDone = reportStats();
+
   const [shareFrom, shareTo] = (args['screen-share'] ?? '').split(':').map(Number);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const elapsed = () => (Date.now() - start) / 1000;
@@ -106,6 +122,8 @@ try {
     log('unpublished', { kind: 'screen' });
   }
   await sleep(Math.max(0, seconds - elapsed()) * 1000);
+  running = false;
+  await statsDone;
   log('leaving');
   await tab.evaluate(async () => window.fleetRoom.disconnect());
   log('left');

@@ -194,6 +194,12 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":""}"#)).await, 422);
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","source":{"type":"test"},"max_duration_s":99999999}"#)).await, 422);
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","wait_for_room_s":100000}"#)).await, 422);
+    for filepath in ["../up.mp4", "{room_id}.mp4", "{date}.mp4", "rec_x/raw/a.mp4", "sp ace.mp4"] {
+        let body = serde_json::json!({ "room": "r", "filepath": filepath }).to_string();
+        let refused = api.send("POST", "/v1/recordings", key, Some(&body)).await;
+        assert!(refused.body.to_string().contains("filepath"), "{filepath}: {:?}", refused.body);
+        expect(refused, 422);
+    }
     let huge = format!(r#"{{"room":"r","metadata":{{"x":"{}"}}}}"#, "a".repeat(200_000));
     expect(api.send("POST", "/v1/recordings", key, Some(&huge)).await, 413);
     expect(api.send("GET", "/v1/recordings/..%2Fetc", key, None).await, 400);

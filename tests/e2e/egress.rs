@@ -118,7 +118,8 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     let client = EgressClient::with_api_key(&url, LIVEKIT_API_KEY, LIVEKIT_API_SECRET);
 
     // Rust SDK: a room composite, 640x360 to keep the transcode short.
-    let file = lk::EncodedFileOutput { file_type: lk::EncodedFileType::Mp4 as i32, filepath: "rooms/{room_name}-{utc}.mp4".into(), ..Default::default() };
+    let file =
+        lk::EncodedFileOutput { file_type: lk::EncodedFileType::Mp4 as i32, filepath: "rooms/{room_name}-{utc}.mp4".into(), ..Default::default() };
     let options = RoomCompositeOptions {
         layout: "grid".into(),
         encoding: encoding::EncodingOptions { width: 640, height: 360, video_bitrate: 800, ..encoding::H264_720P_30 },

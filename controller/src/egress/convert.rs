@@ -48,8 +48,12 @@ pub fn participant(request: &lk::ParticipantEgressRequest) -> Result<JobRequest,
     if request.identity.is_empty() {
         return Err(TwirpError::invalid_argument("identity is required"));
     }
-    let filepath =
-        check_outputs(None, &request.file_outputs, request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(), false)?;
+    let filepath = check_outputs(
+        None,
+        &request.file_outputs,
+        request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(),
+        false,
+    )?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::participant_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
@@ -86,7 +90,12 @@ fn job_request(
 
 /// Exactly one file, MP4 (an `.m4a` for audio-only), stored in the fleet's storage under its `filepath`
 /// (a template, as Egress takes it; empty: `{room_name}-{time}`). Returns that filepath.
-fn check_outputs(legacy: Option<&lk::EncodedFileOutput>, files: &[lk::EncodedFileOutput], others: usize, audio_only: bool) -> Result<String, TwirpError> {
+fn check_outputs(
+    legacy: Option<&lk::EncodedFileOutput>,
+    files: &[lk::EncodedFileOutput],
+    others: usize,
+    audio_only: bool,
+) -> Result<String, TwirpError> {
     if others > 0 {
         return Err(TwirpError::unimplemented("stream, segment and image outputs are not supported: use one file output"));
     }
