@@ -294,17 +294,21 @@ bench() {
   # The measured work runs in GStreamer and ffmpeg (C); the dev profile (dependencies at opt-level 1) is
   # used so the bench shares the tests' build. `deploy/dev.sh bench --release` builds release binaries.
   ensure_deps
+  ensure_livekit_server
+  ensure_lk
   if [ "${1:-}" = "--release" ]; then
     shift
     log "building (release)"
     cargo build --workspace --release --bins -q
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin bench -- "$@"
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_bench
+    FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_livekit_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin transcode_bench
   else
     build_debug
     cargo run -q -p fleet-tests --bin bench -- "$@"
     cargo run -q -p fleet-tests --bin capture_bench
+    cargo run -q -p fleet-tests --bin capture_livekit_bench
     cargo run -q -p fleet-tests --bin transcode_bench
   fi
 }

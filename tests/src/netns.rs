@@ -39,6 +39,24 @@ pub fn enter(test: &str) -> bool {
     false
 }
 
+/// For a binary (a bench) whose whole run needs the namespace: outside, re-runs itself under `unshare -n`
+/// with the same arguments and exits with its status; inside, brings the interfaces up and returns.
+pub fn run_binary_inside() {
+    if std::env::var_os(INSIDE).is_some() {
+        setup_interfaces();
+        return;
+    }
+    let exe = std::env::current_exe().expect("the binary's path");
+    let status = Command::new("unshare")
+        .arg("-n")
+        .arg(&exe)
+        .args(std::env::args().skip(1))
+        .env(INSIDE, "1")
+        .status()
+        .expect("unshare runs (needs root or user namespaces)");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 fn setup_interfaces() {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/netns-veth.sh");
     let status = Command::new(&script).status().expect("deploy/netns-veth.sh runs");

@@ -7,7 +7,7 @@
 //!   opened with media in it): p50/p99 over N recordings of a 1-participant room.
 
 use fleet_tests::api::Api;
-use fleet_tests::bench::{machine, median, status_kb, summary};
+use fleet_tests::bench::{cpu_seconds, dir_size, machine, median, status_kb, summary};
 use fleet_tests::devroom::Devroom;
 use fleet_tests::procs::free_port;
 use fleet_tests::{Fleet, Nats, StorageSetup};
@@ -51,24 +51,6 @@ fn options() -> Options {
         }
     }
     o
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 #[tokio::main]
@@ -155,15 +137,4 @@ async fn main() {
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
     eprintln!("[bench] written to {}", path.display());
     drop(devroom);
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| {
-            let path = e.path();
-            if path.is_dir() { dir_size(&path) } else { e.metadata().map(|m| m.len()).unwrap_or(0) }
-        })
-        .sum()
 }

@@ -1,0 +1,224 @@
+//! Capture through LiveKit's real server beside devroom (`deploy/dev.sh bench`), written to
+//! `target/bench/capture-livekit.json` with the machine it ran on:
+//! - Recorder CPU (seconds of CPU per wall second, one core = 1.0), peak RSS and media bytes stored per
+//!   second while it records a 4-publisher room for N seconds: once from devroom, once from livekit-server
+//!   with four `lk room join --publish` publishers sending a camera-like VP8 720p30 clip (~1.5 Mbps) and
+//!   Opus, the bitrates of devroom's participants. Only the recorder process is measured.
+//! - API start → first media bytes written, p50/p99 over N recordings of a 1-publisher room, on both.
+//!
+//! The run happens in a private network namespace (it re-runs itself under `unshare -n`): `lk` (pion)
+//! and livekit-server need an interface other than loopback for media.
+
+use fleet_tests::api::Api;
+use fleet_tests::bench::{cpu_seconds, dir_size, machine, median, status_kb, summary};
+use fleet_tests::devroom::Devroom;
+use fleet_tests::livekit_server::{API_KEY, API_SECRET, LiveKitOptions, LiveKitServer, tool_path};
+use fleet_tests::procs::{Proc, free_port};
+use fleet_tests::{Fleet, Nats, StorageSetup, netns};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// devroom's rooms: the same shape as the LiveKit rooms below.
+const SCENARIO: &str = r#"
+[[rooms]]
+name = "bench-four"
+[[rooms.participants]]
+identity = "p1"
+[[rooms.participants]]
+identity = "p2"
+[[rooms.participants]]
+identity = "p3"
+[[rooms.participants]]
+identity = "p4"
+
+[[rooms]]
+name = "bench-latency"
+[[rooms.participants]]
+identity = "solo"
+"#;
+
+struct Options {
+    jobs: usize,
+    record_seconds: u64,
+}
+
+fn options() -> Options {
+    let mut o = Options { jobs: 20, record_seconds: 60 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok());
+        match (pair[0].as_str(), value) {
+            ("--jobs", Some(v)) => o.jobs = v,
+            ("--record-seconds", Some(v)) => o.record_seconds = v as u64,
+            _ => panic!("usage: capture_livekit_bench [--jobs N] [--record-seconds S]"),
+        }
+    }
+    o
+}
+
+fn main() {
+    netns::run_binary_inside();
+    tokio::runtime::Runtime::new().unwrap().block_on(run(options()));
+}
+
+async fn run(options: Options) {
+    let (camera, voice) = clips();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let root = dir.path().join("storage");
+    let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let api = Api::new(port);
+
+    eprintln!("[bench] devroom");
+    let devroom = Devroom::start(dir.path(), SCENARIO);
+    fleet.recorder_extra = devroom.recorder_toml(3600);
+    let recorder = fleet.recorder("bench-devroom", "recorder-only", 4);
+    let devroom_figures = measure(&api, &nats, &recorder, &root, &options).await;
+    drop((recorder, devroom));
+
+    eprintln!("[bench] livekit-server, publishers: lk room join --publish");
+    let server = LiveKitServer::start(dir.path(), &LiveKitOptions { node_ip: netns::SERVER_IP.into(), empty_timeout_s: 3600, ..Default::default() });
+    let mut publishers: Vec<Proc> = ["p1", "p2", "p3", "p4"].iter().map(|p| publisher(&server, "bench-four", p, &camera, &voice, dir.path())).collect();
+    publishers.push(publisher(&server, "bench-latency", "solo", &camera, &voice, dir.path()));
+    wait_for_publishers(&server, &[("bench-four", 4), ("bench-latency", 1)]).await;
+    fleet.recorder_extra = server.recorder_toml(3600);
+    let recorder = fleet.recorder("bench-livekit", "recorder-only", 4);
+    let livekit_figures = measure(&api, &nats, &recorder, &root, &options).await;
+    drop((recorder, publishers));
+
+    let ratio = |field: &str| livekit_figures["record_four_publishers"][field].as_f64().unwrap() / devroom_figures["record_four_publishers"][field].as_f64().unwrap();
+    let result = json!({
+        "machine": machine(),
+        "devroom": devroom_figures,
+        "livekit_server": livekit_figures,
+        "livekit_over_devroom": {
+            "recorder_cores": ratio("recorder_cores"),
+            "recorder_peak_rss_mb": ratio("recorder_peak_rss_mb"),
+            "stored_bytes_per_s": ratio("stored_bytes_per_s"),
+        },
+        "room": "4 publishers, each VP8 1280x720 30 fps ~1.5 Mbps + Opus: devroom's pre-encoded media; through livekit-server v1.13.5, `lk room join --publish` of a camera-like clip (testsrc2 with noise, libvpx)",
+        "targets": { "cores": 0.05, "rss_mb": 60, "start_to_first_media_p99_ms": 500 },
+        "note": "recorder-only node; the SFU, the publishers and the controller run in their own processes and are not counted",
+    });
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("capture-livekit.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    println!("{}", serde_json::to_string_pretty(&result).unwrap());
+    eprintln!("[bench] written to {}", path.display());
+}
+
+/// Start → first media over `options.jobs` recordings of `bench-latency`, then the recorder's cost while
+/// it records `bench-four`.
+async fn measure(api: &Api, nats: &Nats, recorder: &Proc, root: &Path, options: &Options) -> Value {
+    let events = async_nats::connect(nats.url()).await.unwrap();
+    let mut states = events.subscribe("fleet.events.>").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut latencies = Vec::new();
+    for _ in 0..options.jobs {
+        let started = Instant::now();
+        let id = api.start(r#"{"room":"bench-latency"}"#).await;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), states.next()).await.expect("recording event").unwrap();
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            if event["job_id"] == id.as_str() && event["state"] == "recording" {
+                break;
+            }
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        api.stop(&id).await;
+        api.wait_for_state(&id, &["finalizing", "complete"], Duration::from_secs(30)).await;
+    }
+    let latency = summary(&mut latencies);
+    eprintln!("[bench] start -> first media ms: {latency}");
+
+    let pid = recorder.pid();
+    let id = api.start(r#"{"room":"bench-four"}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let raw = root.join(format!("recordings/{id}/raw"));
+    let (cpu_before, bytes_before) = (cpu_seconds(pid), dir_size(&raw));
+    let wall = Instant::now();
+    let (mut peak_rss_kb, mut rss_samples) = (0, Vec::new());
+    while wall.elapsed() < Duration::from_secs(options.record_seconds) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = status_kb(pid, "VmRSS:");
+        peak_rss_kb = peak_rss_kb.max(rss);
+        rss_samples.push(rss as f64 / 1024.0);
+    }
+    let (cpu, wall_s, bytes) = (cpu_seconds(pid) - cpu_before, wall.elapsed().as_secs_f64(), dir_size(&raw) - bytes_before);
+    api.stop(&id).await;
+    let record = api.wait_for_state(&id, &["finalizing", "complete"], Duration::from_secs(60)).await;
+    let tracks = record["sessions"][0]["segments"].as_u64().unwrap_or(0);
+    eprintln!("[bench] recorded {wall_s:.0} s: {:.3} cores, peak RSS {} MB", cpu / wall_s, peak_rss_kb / 1024);
+    json!({
+        "api_start_to_first_media_ms": latency,
+        "record_four_publishers": {
+            "measured_wall_s": wall_s,
+            "recorder_cpu_s": cpu,
+            "recorder_cores": cpu / wall_s,
+            "recorder_peak_rss_mb": peak_rss_kb as f64 / 1024.0,
+            "recorder_median_rss_mb": median(&mut rss_samples),
+            // Segments close every few seconds: what reached the spool while measured, per second.
+            "stored_bytes_per_s": bytes as f64 / wall_s,
+            "segments_written": tracks,
+        },
+    })
+}
+
+/// One `lk room join` publishing the clips (looped) as `identity`.
+fn publisher(server: &LiveKitServer, room: &str, identity: &str, camera: &Path, voice: &Path, dir: &Path) -> Proc {
+    let (camera, voice) = (camera.to_string_lossy(), voice.to_string_lossy());
+    let url = server.url();
+    let args = [
+        "room", "join", "--url", &url, "--api-key", API_KEY, "--api-secret", API_SECRET, "--identity", identity, "--publish", &camera, "--publish", &voice,
+        "--fps", "30", room,
+    ];
+    Proc::spawn_remote(&format!("lk-{room}-{identity}"), &tool_path("lk"), &args, &[], dir)
+}
+
+async fn wait_for_publishers(server: &LiveKitServer, rooms: &[(&str, usize)]) {
+    let client = server.room_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (room, count) in rooms {
+        loop {
+            let publishing = client.list_participants(room).await.unwrap_or_default().iter().filter(|p| p.tracks.len() >= 2).count();
+            if publishing >= *count {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{room}: {publishing} of {count} publishers have both tracks");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// The publishers' clips, made once per machine under `target/bench/clips`: a camera-like 720p30 VP8 at
+/// ~1.5 Mbps (moving test pattern with sensor-like noise) and 48 kHz Opus.
+fn clips() -> (PathBuf, PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/clips");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (camera, voice) = (dir.join("camera-720p30-vp8-1500k.ivf"), dir.join("voice-opus-48k.ogg"));
+    let make = |path: &Path, args: &[&str]| {
+        if path.exists() {
+            return;
+        }
+        eprintln!("[bench] making {}", path.display());
+        let partial = path.with_extension("partial");
+        let status = std::process::Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).arg(&partial).status().expect("ffmpeg runs");
+        assert!(status.success(), "ffmpeg could not make {}", path.display());
+        std::fs::rename(&partial, path).unwrap();
+    };
+    make(
+        &camera,
+        &[
+            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t", "-t", "20", "-c:v", "libvpx", "-b:v", "1500k", "-minrate", "1500k", "-maxrate",
+            "1500k", "-deadline", "realtime", "-cpu-used", "8", "-g", "60", "-f", "ivf",
+        ],
+    );
+    make(&voice, &["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000", "-t", "20", "-c:a", "libopus", "-b:a", "32k", "-f", "ogg"]);
+    (camera, voice)
+}
