@@ -65,7 +65,11 @@ fn main() {
 
 async fn run(options: Options) {
     let (camera, voice) = clips();
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("FLEET_KEEP_TEST_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("[bench] keeping {}", dir.path().display());
+    }
     let nats = Nats::start(dir.path());
     let root = dir.path().join("storage");
     let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
@@ -77,20 +81,32 @@ async fn run(options: Options) {
     let devroom = Devroom::start(dir.path(), SCENARIO);
     fleet.recorder_extra = devroom.recorder_toml(3600);
     let recorder = fleet.recorder("bench-devroom", "recorder-only", 4);
-    let devroom_figures = measure(&api, &nats, &recorder, &root, &options).await;
+    let devroom_figures = json!({
+        "api_start_to_first_media_ms": start_to_first_media(&api, &nats, &options).await,
+        "record_four_publishers": record_four(&api, &recorder, &root, &options).await,
+    });
     drop((recorder, devroom));
 
+    // `lk` publishes a file once (no loop): each publisher starts just before what it is measured for.
     eprintln!("[bench] livekit-server, publishers: lk room join --publish");
     let server = LiveKitServer::start(dir.path(), &LiveKitOptions { node_ip: netns::SERVER_IP.into(), empty_timeout_s: 3600, ..Default::default() });
-    let mut publishers: Vec<Proc> = ["p1", "p2", "p3", "p4"].iter().map(|p| publisher(&server, "bench-four", p, &camera, &voice, dir.path())).collect();
-    publishers.push(publisher(&server, "bench-latency", "solo", &camera, &voice, dir.path()));
-    wait_for_publishers(&server, &[("bench-four", 4), ("bench-latency", 1)]).await;
     fleet.recorder_extra = server.recorder_toml(3600);
     let recorder = fleet.recorder("bench-livekit", "recorder-only", 4);
-    let livekit_figures = measure(&api, &nats, &recorder, &root, &options).await;
-    drop((recorder, publishers));
+    let solo = publisher(&server, "bench-latency", "solo", &camera, &voice, dir.path());
+    wait_for_publishers(&server, "bench-latency", 1).await;
+    let latency = start_to_first_media(&api, &nats, &options).await;
+    drop(solo);
+    let four: Vec<Proc> = ["p1", "p2", "p3", "p4"].iter().map(|p| publisher(&server, "bench-four", p, &camera, &voice, dir.path())).collect();
+    wait_for_publishers(&server, "bench-four", 4).await;
+    let livekit_figures = json!({
+        "api_start_to_first_media_ms": latency,
+        "record_four_publishers": record_four(&api, &recorder, &root, &options).await,
+    });
+    drop((recorder, four));
 
-    let ratio = |field: &str| livekit_figures["record_four_publishers"][field].as_f64().unwrap() / devroom_figures["record_four_publishers"][field].as_f64().unwrap();
+    let ratio = |field: &str| {
+        livekit_figures["record_four_publishers"][field].as_f64().unwrap() / devroom_figures["record_four_publishers"][field].as_f64().unwrap()
+    };
     let result = json!({
         "machine": machine(),
         "devroom": devroom_figures,
@@ -112,9 +128,8 @@ async fn run(options: Options) {
     eprintln!("[bench] written to {}", path.display());
 }
 
-/// Start → first media over `options.jobs` recordings of `bench-latency`, then the recorder's cost while
-/// it records `bench-four`.
-async fn measure(api: &Api, nats: &Nats, recorder: &Proc, root: &Path, options: &Options) -> Value {
+/// API start → first media bytes over `options.jobs` recordings of `bench-latency`.
+async fn start_to_first_media(api: &Api, nats: &Nats, options: &Options) -> Value {
     let events = async_nats::connect(nats.url()).await.unwrap();
     let mut states = events.subscribe("fleet.events.>").await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -135,13 +150,16 @@ async fn measure(api: &Api, nats: &Nats, recorder: &Proc, root: &Path, options: 
     }
     let latency = summary(&mut latencies);
     eprintln!("[bench] start -> first media ms: {latency}");
+    latency
+}
 
+/// The recorder's cost while it records `bench-four` for `options.record_seconds`.
+async fn record_four(api: &Api, recorder: &Proc, root: &Path, options: &Options) -> Value {
     let pid = recorder.pid();
     let id = api.start(r#"{"room":"bench-four"}"#).await;
     api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let raw = root.join(format!("recordings/{id}/raw"));
-    let (cpu_before, bytes_before) = (cpu_seconds(pid), dir_size(&raw));
+    let cpu_before = cpu_seconds(pid);
     let wall = Instant::now();
     let (mut peak_rss_kb, mut rss_samples) = (0, Vec::new());
     while wall.elapsed() < Duration::from_secs(options.record_seconds) {
@@ -150,23 +168,27 @@ async fn measure(api: &Api, nats: &Nats, recorder: &Proc, root: &Path, options: 
         peak_rss_kb = peak_rss_kb.max(rss);
         rss_samples.push(rss as f64 / 1024.0);
     }
-    let (cpu, wall_s, bytes) = (cpu_seconds(pid) - cpu_before, wall.elapsed().as_secs_f64(), dir_size(&raw) - bytes_before);
+    let (cpu, wall_s) = (cpu_seconds(pid) - cpu_before, wall.elapsed().as_secs_f64());
     api.stop(&id).await;
     let record = api.wait_for_state(&id, &["finalizing", "complete"], Duration::from_secs(60)).await;
-    let tracks = record["sessions"][0]["segments"].as_u64().unwrap_or(0);
-    eprintln!("[bench] recorded {wall_s:.0} s: {:.3} cores, peak RSS {} MB", cpu / wall_s, peak_rss_kb / 1024);
+    let session = &record["sessions"][0];
+    let session_s = (session["ended_at_ms"].as_u64().unwrap_or(0).saturating_sub(session["started_at_ms"].as_u64().unwrap_or(0))) as f64 / 1000.0;
+    let raw_bytes = dir_size(&root.join(format!("recordings/{id}/raw")));
+    eprintln!(
+        "[bench] recorded {wall_s:.0} s: {:.3} cores, peak RSS {} MB, {:.0} kB/s stored",
+        cpu / wall_s,
+        peak_rss_kb / 1024,
+        raw_bytes as f64 / session_s / 1000.0
+    );
     json!({
-        "api_start_to_first_media_ms": latency,
-        "record_four_publishers": {
-            "measured_wall_s": wall_s,
-            "recorder_cpu_s": cpu,
-            "recorder_cores": cpu / wall_s,
-            "recorder_peak_rss_mb": peak_rss_kb as f64 / 1024.0,
-            "recorder_median_rss_mb": median(&mut rss_samples),
-            // Segments close every few seconds: what reached the spool while measured, per second.
-            "stored_bytes_per_s": bytes as f64 / wall_s,
-            "segments_written": tracks,
-        },
+        "measured_wall_s": wall_s,
+        "recorder_cpu_s": cpu,
+        "recorder_cores": cpu / wall_s,
+        "recorder_peak_rss_mb": peak_rss_kb as f64 / 1024.0,
+        "recorder_median_rss_mb": median(&mut rss_samples),
+        // Everything the session stored (segments, all tracks), per second of the session.
+        "stored_bytes_per_s": raw_bytes as f64 / session_s.max(1.0),
+        "segments_written": session["segments"].as_u64().unwrap_or(0),
     })
 }
 
@@ -175,33 +197,47 @@ fn publisher(server: &LiveKitServer, room: &str, identity: &str, camera: &Path, 
     let (camera, voice) = (camera.to_string_lossy(), voice.to_string_lossy());
     let url = server.url();
     let args = [
-        "room", "join", "--url", &url, "--api-key", API_KEY, "--api-secret", API_SECRET, "--identity", identity, "--publish", &camera, "--publish", &voice,
-        "--fps", "30", room,
+        "room",
+        "join",
+        "--url",
+        &url,
+        "--api-key",
+        API_KEY,
+        "--api-secret",
+        API_SECRET,
+        "--identity",
+        identity,
+        "--publish",
+        &camera,
+        "--publish",
+        &voice,
+        "--fps",
+        "30",
+        room,
     ];
     Proc::spawn_remote(&format!("lk-{room}-{identity}"), &tool_path("lk"), &args, &[], dir)
 }
 
-async fn wait_for_publishers(server: &LiveKitServer, rooms: &[(&str, usize)]) {
+async fn wait_for_publishers(server: &LiveKitServer, room: &str, count: usize) {
     let client = server.room_client();
     let deadline = Instant::now() + Duration::from_secs(60);
-    for (room, count) in rooms {
-        loop {
-            let publishing = client.list_participants(room).await.unwrap_or_default().iter().filter(|p| p.tracks.len() >= 2).count();
-            if publishing >= *count {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{room}: {publishing} of {count} publishers have both tracks");
-            tokio::time::sleep(Duration::from_millis(250)).await;
+    loop {
+        let publishing = client.list_participants(room).await.unwrap_or_default().iter().filter(|p| p.tracks.len() >= 2).count();
+        if publishing >= count {
+            return;
         }
+        assert!(Instant::now() < deadline, "{room}: {publishing} of {count} publishers have both tracks");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
 /// The publishers' clips, made once per machine under `target/bench/clips`: a camera-like 720p30 VP8 at
-/// ~1.5 Mbps (moving test pattern with sensor-like noise) and 48 kHz Opus.
+/// ~1.5 Mbps (moving test pattern with sensor-like noise) and 48 kHz Opus, 100 s (enough for a 60 s
+/// measurement; `lk` does not loop them).
 fn clips() -> (PathBuf, PathBuf) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/clips");
     std::fs::create_dir_all(&dir).unwrap();
-    let (camera, voice) = (dir.join("camera-720p30-vp8-1500k.ivf"), dir.join("voice-opus-48k.ogg"));
+    let (camera, voice) = (dir.join("camera-720p30-vp8-1500k-100s.ivf"), dir.join("voice-opus-48k-100s.ogg"));
     let make = |path: &Path, args: &[&str]| {
         if path.exists() {
             return;
@@ -215,10 +251,30 @@ fn clips() -> (PathBuf, PathBuf) {
     make(
         &camera,
         &[
-            "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t", "-t", "20", "-c:v", "libvpx", "-b:v", "1500k", "-minrate", "1500k", "-maxrate",
-            "1500k", "-deadline", "realtime", "-cpu-used", "8", "-g", "60", "-f", "ivf",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t",
+            "-t",
+            "100",
+            "-c:v",
+            "libvpx",
+            "-b:v",
+            "1500k",
+            "-minrate",
+            "1500k",
+            "-maxrate",
+            "1500k",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-g",
+            "60",
+            "-f",
+            "ivf",
         ],
     );
-    make(&voice, &["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000", "-t", "20", "-c:a", "libopus", "-b:a", "32k", "-f", "ogg"]);
+    make(&voice, &["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000", "-t", "100", "-c:a", "libopus", "-b:a", "32k", "-f", "ogg"]);
     (camera, voice)
 }
