@@ -28,8 +28,10 @@ enum Line {
     Other,
 }
 
-/// Corrections larger than this are not believed (see `corrections`).
-const MAX_CORRECTION_NS: i64 = 250_000_000;
+/// Corrections larger than this are not believed (see `corrections`). A track is anchored at its first
+/// frame's arrival; a video track's first frame is a keyframe the sender paces out over a few hundred ms
+/// (LiveKit's SFU with a Python SDK H.264 publisher: its video anchored 364 ms late against its audio).
+const MAX_CORRECTION_NS: i64 = 1_000_000_000;
 
 /// (participant, track) → nanoseconds to add to that track's timestamps (never negative).
 pub type Corrections = BTreeMap<(String, String), u64>;
@@ -93,8 +95,9 @@ pub fn corrections(timeline: &str) -> Corrections {
         let latest = tracks.iter().map(|(_, e)| *e).max().expect("two tracks");
         let earliest = tracks.iter().map(|(_, e)| *e).min().expect("two tracks");
         if latest - earliest > MAX_CORRECTION_NS {
-            // Arrival jitter is milliseconds; a larger gap means the reports do not describe these
-            // first frames (e.g. a mapping from another stream): trust arrival times instead.
+            // Arrival jitter and keyframe pacing are well under a second; a larger gap means the reports
+            // do not describe these first frames (e.g. a mapping from another stream): trust arrival
+            // times instead.
             tracing::warn!(%participant, gap_ms = (latest - earliest) / 1_000_000, "sender reports disagree with arrival by too much; no lip-sync correction");
             continue;
         }
@@ -135,6 +138,19 @@ mod tests {
         // Both first frames were 1 s before their reports: in sync at the sender; video arrived 5 ms late.
         assert_eq!(c[&("p".into(), "a".into())], 5_000_000);
         assert!(!c.contains_key(&("q".into(), "a".into())));
+    }
+
+    #[test]
+    fn a_keyframe_paced_out_late_is_corrected() {
+        // The video's first frame (a keyframe) completed 364 ms after its capture instant, the audio's
+        // at once: the audio moves 364 ms later, to where the sender's clock puts it against the video.
+        let timeline = r#"{"type":"track_started","participant":"p","track":"a","rtp_time":0,"clock_rate":48000,"running_ns":0,"wall_ms":1}
+{"type":"sender_report","participant":"p","track":"a","ntp_unix_ms":1000.0,"rtp_time":0,"running_ns":1,"wall_ms":1}
+{"type":"track_started","participant":"p","track":"v","rtp_time":0,"clock_rate":90000,"running_ns":364000000,"wall_ms":1}
+{"type":"sender_report","participant":"p","track":"v","ntp_unix_ms":1000.0,"rtp_time":0,"running_ns":1,"wall_ms":1}"#;
+        let corrections = corrections(timeline);
+        assert_eq!(corrections[&("p".to_string(), "a".to_string())], 364_000_000);
+        assert_eq!(corrections[&("p".to_string(), "v".to_string())], 0);
     }
 
     #[test]
