@@ -82,3 +82,58 @@ fn h264_and_opus_tracks_are_written() {
         }
     }
 }
+
+/// Frames of an IVF file made by ffmpeg (libvpx-vp9): (data, keyframe).
+fn vp9_frames(width: u32, height: u32, dir: &Path) -> Vec<(Vec<u8>, bool)> {
+    let path = dir.join(format!("{width}x{height}.ivf"));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={width}x{height}:rate=30"))
+        .args(["-t", "1", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-g", "30", "-f", "ivf"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(&path).unwrap();
+    let mut frames = Vec::new();
+    let mut at = 32;
+    while at + 12 <= bytes.len() {
+        let size = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let frame = bytes[at + 12..at + 12 + size].to_vec();
+        // VP9 uncompressed header: frame_type is bit 2 (profile 0) of the first byte; 0 = keyframe.
+        let keyframe = frame[0] & 0x04 == 0;
+        frames.push((frame, keyframe));
+        at += 12 + size;
+    }
+    frames
+}
+
+#[test]
+fn a_vp9_resolution_change_inside_a_segment_keeps_it_decodable() {
+    // VP9 SVC as LiveKit forwards it: the spatial layer (so the picture size) changes on a keyframe,
+    // here from sizes that fit one byte (240x136) to ones that need two (640x360).
+    let clips = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let small = vp9_frames(240, 136, clips.path());
+    let large = vp9_frames(640, 360, clips.path());
+    let (events_tx, events) = mpsc::channel();
+    let writer = TrackWriter::start(out.path(), 10_000_000_000, TrackCodec::Vp9, &small[0].0, move |event| {
+        let _ = events_tx.send(event);
+    })
+    .unwrap();
+    for (i, (frame, keyframe)) in small.iter().chain(large.iter()).enumerate() {
+        writer.push(i as u64 * 33_333_333, 33_333_333, frame, *keyframe).unwrap();
+    }
+    writer.finish();
+    loop {
+        match events.recv_timeout(Duration::from_secs(20)).expect("the writer finishes") {
+            TrackWriterEvent::Finished => break,
+            TrackWriterEvent::Failed(err) => panic!("{err}"),
+            _ => {}
+        }
+    }
+    let files: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    for file in &files {
+        assert_eq!(decode_errors(file), "", "{}", file.display());
+    }
+}
