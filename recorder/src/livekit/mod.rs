@@ -541,10 +541,10 @@ impl RoomCapture {
                 },
             });
         }
-        if let Some(writer) = &sink.writer {
-            if let Err(err) = writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe) {
-                tracing::warn!(track = %track_sid, %err, "frame not written");
-            }
+        if let Some(writer) = &sink.writer
+            && let Err(err) = writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe)
+        {
+            tracing::warn!(track = %track_sid, %err, "frame not written");
         }
         // A report sent before the sender's first packet maps nothing (str0m sends RTP time 0 then).
         if let Some(report) = data.last_sender_info.filter(|r| r.sender_packet_count > 0) {
