@@ -30,6 +30,11 @@ fn write(codec: TrackCodec, clip: &Clip, frames: &[(u64, usize)], dir: &Path) ->
         let frame = &clip.frames[index];
         writer.push(pts, 33_333_333, &frame.data, frame.keyframe).unwrap();
     }
+    finish(&writer, &events, dir)
+}
+
+/// Ends the track, waits for the writer to close its last segment and returns the segment files.
+fn finish(writer: &TrackWriter, events: &mpsc::Receiver<TrackWriterEvent>, dir: &Path) -> Vec<std::path::PathBuf> {
     writer.finish();
     loop {
         match events.recv_timeout(Duration::from_secs(20)).expect("the writer finishes") {
@@ -124,16 +129,7 @@ fn a_vp9_resolution_change_inside_a_segment_keeps_it_decodable() {
     for (i, (frame, keyframe)) in small.iter().chain(large.iter()).enumerate() {
         writer.push(i as u64 * 33_333_333, 33_333_333, frame, *keyframe).unwrap();
     }
-    writer.finish();
-    loop {
-        match events.recv_timeout(Duration::from_secs(20)).expect("the writer finishes") {
-            TrackWriterEvent::Finished => break,
-            TrackWriterEvent::Failed(err) => panic!("{err}"),
-            _ => {}
-        }
-    }
-    let files: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().path()).collect();
-    for file in &files {
+    for file in &finish(&writer, &events, out.path()) {
         assert_eq!(decode_errors(file), "", "{}", file.display());
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod capture_bench;
 pub mod devroom;
 pub mod livekit_server;
 pub mod media;
