@@ -526,6 +526,10 @@ impl RoomCapture {
             }
         }
         let rtp = data.time.numer();
+        if !sink.video && sink.timing.steps_back(rtp) {
+            tracing::debug!(track = %track_sid, rtp, "audio frame at or before the last one written; dropped");
+            return;
+        }
         let placed = sink.timing.place(rtp, now_ns);
         if let Some(restart) = placed.restart {
             if let Restart::Jumped { by_ms } = restart {

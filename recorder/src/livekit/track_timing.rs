@@ -70,6 +70,16 @@ impl TrackTiming {
         self.anchor.is_some()
     }
 
+    /// Whether a frame at `rtp` would sit at or before the last frame written, by less than 2 s (RTP time
+    /// stepped back a little, e.g. filler frames an SFU sends as a track ends). Audio drops such a frame:
+    /// two audio frames cannot share a place, and spacing them 1 ms apart makes decoders refuse the
+    /// segment. Larger steps are jumps, for [`TrackTiming::place`].
+    pub fn steps_back(&self, rtp: u64) -> bool {
+        let (Some(anchor), Some(last)) = (self.anchor, self.last_pts_ns) else { return false };
+        let pts = anchor.pts_ns as i128 + rtp_ns(rtp as i128 - anchor.rtp as i128, self.clock_rate);
+        (0..MAX_EARLY_NS).contains(&(last as i128 - pts))
+    }
+
     /// Places the frame with RTP time `rtp` (extended) that arrived at `arrival_ns` (running time).
     pub fn place(&mut self, rtp: u64, arrival_ns: u64) -> Placement {
         let arrival = arrival_ns as i128;
@@ -184,6 +194,17 @@ mod tests {
             let placed = timing.place(5_000_000 + k * 960, 1_910 * MS + k * 20 * MS);
             assert_eq!((placed.pts_ns, placed.restart), (2_000 * MS + MIN_FRAME_SPACING_NS + k * 20 * MS, None), "frame {k}");
         }
+    }
+
+    #[test]
+    fn a_small_step_back_is_seen_and_a_jump_is_not() {
+        let mut timing = audio();
+        assert!(!timing.steps_back(0), "nothing written yet");
+        timing.place(480_000, 2_000 * MS);
+        timing.place(480_960, 2_020 * MS);
+        assert!(timing.steps_back(480_960) && timing.steps_back(480_000 - 960), "the same or an earlier place");
+        assert!(!timing.steps_back(480_960 + 960), "the next frame");
+        assert!(!timing.steps_back(480_000 - 48_000 * 5), "a 5 s jump back restarts instead");
     }
 
     #[test]
