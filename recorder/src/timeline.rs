@@ -63,6 +63,10 @@ pub enum Entry {
         connection: u32,
         reason: String,
     },
+    /// The signalling connection was lost and the same session resumed on a new one (media kept flowing).
+    Resumed {
+        reason: String,
+    },
     SegmentOpened {
         participant: String,
         track: String,

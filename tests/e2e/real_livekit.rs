@@ -265,6 +265,82 @@ fn endings_on_the_real_server() {
     });
 }
 
+/// The recorder's signalling connection is cut, and the server stays unreachable for 3 s (a relay in front
+/// of it closes the connection and refuses new ones; media keeps its own path): the recorder keeps trying
+/// to resume and resumes the same session (`reconnect=1`, the server's ICE restart) once it can, instead
+/// of joining again. Nothing of the media is lost, and the resumed signalling still brings news: a
+/// publisher who joins after the cut is recorded.
+#[test]
+fn a_signalling_drop_is_resumed_in_the_same_session() {
+    if !netns::enter("a_signalling_drop_is_resumed_in_the_same_session") {
+        return;
+    }
+    const UNREACHABLE_S: f64 = 3.0;
+    runtime().block_on(async {
+        let mut setup = Setup::local();
+        let server = LiveKitServer::start(setup.dir.path(), &server_options());
+        let relay = fleet_tests::tcp_relay::TcpRelay::start(server.port).await;
+        setup.fleet.recorder_extra = server.recorder_toml(30).replace(&server.url(), &relay.url());
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let mut spec = PublisherSpec::new("ada", 0, "vp8");
+        spec.seconds = 40.0;
+        let ada = Publisher::start(&server, "real-resume", &spec, setup.dir.path());
+        ada.wait_published(Duration::from_secs(30));
+
+        let id = setup.api.start(r#"{"room":"real-resume"}"#).await;
+        setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+        let rooms = server.room_client();
+        let recorder_sids = || async {
+            let participants = rooms.list_participants("real-resume").await.unwrap();
+            participants.into_iter().filter(|p| p.identity != "ada" && p.identity != "ben").map(|p| p.sid).collect::<Vec<_>>()
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = recorder_sids().await;
+        let cut_ms = unix_ms();
+        relay.cut(Duration::from_secs_f64(UNREACHABLE_S));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let mut late = PublisherSpec::new("ben", 1, "h264");
+        late.seconds = 30.0;
+        let ben = Publisher::start(&server, "real-resume", &late, setup.dir.path());
+        ben.wait_published(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let after = recorder_sids().await;
+        println!("recorder participants before the cut {before:?}, after {after:?}");
+        assert_eq!(before, after, "the recorder is the same participant after the cut");
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(180)).await;
+        assert!(record["warnings"].as_array().is_none_or(|w| w.is_empty()), "warnings: {record:#}");
+        assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "{record:#}");
+
+        let entries = timeline(&setup.root, &id, "s1");
+        assert!(!entries.iter().any(|e| e["type"] == "rejoined"), "rejoined instead of resuming: {entries:#?}");
+        let resumed = entries.iter().find(|e| e["type"] == "resumed").unwrap_or_else(|| panic!("no resume: {entries:#?}"));
+        let resumed_after_ms = resumed["wall_ms"].as_f64().unwrap() - cut_ms as f64;
+        let resumed_at_s = running_s(resumed);
+        println!("resumed {resumed_after_ms:.0} ms after the cut, the server unreachable for {UNREACHABLE_S} s ({})", resumed["reason"]);
+        let reachable_ms = UNREACHABLE_S * 1000.0;
+        assert!(resumed_after_ms >= reachable_ms && resumed_after_ms < reachable_ms + 1000.0, "resumed {resumed_after_ms:.0} ms after the cut");
+        let ben_tracks = entries.iter().filter(|e| e["type"] == "track_started" && e["participant"] == "ben").count();
+        assert_eq!(ben_tracks, 2, "the publisher who joined after the cut is recorded: {entries:#?}");
+
+        // No media lost across the cut: each of ada's tracks keeps its packets coming.
+        let raw = setup.root.join(format!("recordings/{id}/raw/s1/ada"));
+        for track in std::fs::read_dir(&raw).unwrap() {
+            let track = track.unwrap().path();
+            let times = fleet_tests::media::packet_times(&track);
+            let cut_at_s = resumed_at_s - resumed_after_ms / 1000.0;
+            let (gap, at) = fleet_tests::media::longest_gap(&times, cut_at_s - 1.0, resumed_at_s + 2.0);
+            let (usual, _) = fleet_tests::media::longest_gap(&times, times[0], cut_at_s - 1.0);
+            println!(
+                "{}: longest gap from the cut to the resume {gap:.3} s (at {at:.2} s; cut at {cut_at_s:.2} s), before it {usual:.3} s",
+                track.display()
+            );
+            assert!(gap <= 0.5, "{:.3} s of {} lost at {at:.2} s", gap, track.display());
+        }
+        keep_mp4(&setup, &record, "resume.mp4");
+        drop((ada, ben));
+    });
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

@@ -12,6 +12,7 @@ pub mod netns;
 pub mod procs;
 pub mod publisher;
 pub mod sync;
+pub mod tcp_relay;
 pub mod webhook;
 
 use api::Api;

@@ -50,11 +50,12 @@ impl LiveKitServer {
         let config = format!(
             "port: {port}\nrtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {rtc_udp}\n  use_external_ip: false\n  node_ip: {node_ip}\n  \
              enable_loopback_candidate: true\nkeys:\n  {API_KEY}: {API_SECRET}\nroom:\n  auto_create: {auto_create}\n  \
-             empty_timeout: {empty}\n  departure_timeout: {departure}\nlogging:\n  level: info\n{webhook}",
+             empty_timeout: {empty}\n  departure_timeout: {departure}\nlogging:\n  level: {log_level}\n  pion_level: {log_level}\n{webhook}",
             node_ip = options.node_ip,
             auto_create = options.auto_create,
             empty = options.empty_timeout_s,
             departure = options.departure_timeout_s,
+            log_level = std::env::var("FLEET_LIVEKIT_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         );
         let path = dir.join("livekit.yaml");
         std::fs::write(&path, config).unwrap();

@@ -71,3 +71,31 @@ pub fn black_seconds(path: &Path, crop: &str, fps: f64) -> f64 {
     let inner = luma.get(edge..luma.len().saturating_sub(edge)).unwrap_or(&[]);
     inner.iter().filter(|&&l| l < 30.0).count() as f64 / fps
 }
+
+/// Start times (s) of every packet in a track's segments (`<track_dir>/*.mkv`), in order: the
+/// segments keep the capture session's running time, so the list spans the whole track.
+pub fn packet_times(track_dir: &Path) -> Vec<f64> {
+    let mut segments: Vec<_> =
+        std::fs::read_dir(track_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "mkv")).collect();
+    segments.sort();
+    let mut times = Vec::new();
+    for segment in segments {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "packet=pts_time", "-of", "csv=p=0"])
+            .arg(&segment)
+            .output()
+            .expect("ffprobe runs");
+        times.extend(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok()));
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+/// The longest stretch without a packet between `from_s` and `to_s`: (length, where it began).
+pub fn longest_gap(times: &[f64], from_s: f64, to_s: f64) -> (f64, f64) {
+    times
+        .windows(2)
+        .filter(|w| w[1] >= from_s && w[0] <= to_s)
+        .map(|w| (w[1] - w[0], w[0]))
+        .fold((0.0, from_s), |best, gap| if gap.0 > best.0 { gap } else { best })
+}

@@ -5,6 +5,7 @@
 mod blank_frames;
 mod codecs;
 mod peer;
+mod recovery;
 mod room;
 mod sdp;
 mod token;
@@ -21,9 +22,12 @@ use livekit_protocol::signal_request::Message as Request;
 use livekit_protocol::signal_response::Message as Response;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use peer::{Peer, PeerEvent};
+use recovery::{Attempt, Recovery, ResumePolicy, Retry};
 use room::{Change, RoomTracker};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use track_timing::{Restart, TrackTiming};
@@ -36,10 +40,18 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Datagrams read in one go after the socket wakes the loop; a bound keeps signalling and timers served.
 const MAX_DATAGRAMS_PER_WAKE: usize = 64;
-/// How long a lost media connection waits for signalling to say why before the capture rejoins.
+/// How long a lost media connection waits for signalling to say why before the capture acts on it.
 const MEDIA_LOSS_GRACE: Duration = Duration::from_millis(500);
+/// How long the media connection may stay lost after a resume (and its ICE restart) before a rejoin.
+const MEDIA_RECOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sender reports go to the timeline at most this often per track.
 const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a resume may take before the capture rejoins instead (the server keeps the session for
+/// several seconds; its media keeps flowing meanwhile).
+const RESUME_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A resume in flight: the new signalling connection and the server's `ReconnectResponse`.
+type Resuming<'a> = Pin<Box<dyn Future<Output = Result<Result<proto::ReconnectResponse, SignalError>, tokio::time::error::Elapsed>> + Send + 'a>>;
 
 pub struct LivekitParams {
     pub config: LivekitConfig,
@@ -297,15 +309,31 @@ impl RoomCapture {
         // When the media connection drops, signalling may still be about to say why (the server closes a
         // room's peer connections and sends `Leave{ROOM_CLOSED}` at the same moment): wait a little for it.
         let mut media_lost_at: Option<Instant> = None;
+        // A resume was started for the current media loss: if media stays lost, rejoin.
+        let mut media_resumed = false;
+        let mut resume_policy = ResumePolicy::default();
+        let mut resuming: Option<(Resuming<'_>, proto::ReconnectReason, String)> = None;
+        // The next resume attempt, after one could not reach the server.
+        let mut resume_retry: Option<(Instant, proto::ReconnectReason, String)> = None;
+        // The first participant update after a resume lists everyone in the room.
+        let mut full_update_due = false;
         let end = loop {
             for event in peer.drive() {
                 match event {
                     PeerEvent::Connected => tracing::info!("subscriber peer connection up"),
                     PeerEvent::Media(data) => self.on_media(&mut peer, &mids, *data),
-                    PeerEvent::Lost => media_lost_at = media_lost_at.or(Some(Instant::now())),
+                    PeerEvent::Lost => {
+                        tracing::warn!(alive = peer.is_alive(), "subscriber peer connection lost");
+                        media_lost_at = media_lost_at.or(Some(Instant::now()));
+                    }
+                    PeerEvent::Restored => {
+                        tracing::info!("subscriber peer connection restored");
+                        media_lost_at = None;
+                        media_resumed = false;
+                    }
                 }
             }
-            let media_lost_deadline = media_lost_at.map(|at| at + MEDIA_LOSS_GRACE);
+            let media_lost_deadline = media_lost_at.map(|at| at + if media_resumed { MEDIA_RECOVERY_TIMEOUT } else { MEDIA_LOSS_GRACE });
             self.empty_since = if self.tracker.is_empty() { self.empty_since.or(Some(Instant::now())) } else { None };
             let empty_deadline = self.empty_since.map(|since| since + empty_timeout);
             tokio::select! {
@@ -329,7 +357,8 @@ impl RoomCapture {
                             peer.add_remote_candidate(&trickle.candidate_init);
                         }
                         Response::Update(update) => {
-                            let changes = self.tracker.apply(update.participants.into_iter().filter(|p| p.sid != own_sid).collect());
+                            let others = update.participants.into_iter().filter(|p| p.sid != own_sid).collect();
+                            let changes = if std::mem::take(&mut full_update_due) { self.tracker.reset(others) } else { self.tracker.apply(others) };
                             self.apply_changes(signal, changes).await;
                         }
                         Response::SpeakersChanged(speakers) => {
@@ -338,21 +367,64 @@ impl RoomCapture {
                         }
                         Response::RefreshToken(token) => self.token = token,
                         Response::Leave(leave) => {
-                            let action = leave.action();
-                            tracing::info!(reason = ?leave.reason(), ?action, "the server asked us to leave");
-                            if action == proto::leave_request::Action::Disconnect {
-                                break match leave.reason() {
-                                    proto::DisconnectReason::RoomDeleted | proto::DisconnectReason::RoomClosed => ConnectionEnd::Ended(EndReason::RoomClosed),
-                                    other => ConnectionEnd::Reconnect(format!("removed from the room ({other:?})")),
-                                };
+                            tracing::info!(reason = ?leave.reason(), action = ?leave.action(), "the server asked us to leave");
+                            let why = format!("the server asked to {:?} ({:?})", leave.action(), leave.reason());
+                            match recovery::after_leave(&leave) {
+                                Recovery::End(reason) => break ConnectionEnd::Ended(reason),
+                                Recovery::Rejoin(why) => break ConnectionEnd::Reconnect(why),
+                                Recovery::Resume(reason) => match resume_policy.resume_or_rejoin(Instant::now(), reason, &why) {
+                                    Attempt::Resume(reason) => {
+                                        resuming = Some((begin_resume(signal, &mut signal_events, reason).await, reason, why));
+                                    }
+                                    Attempt::Rejoin(why) => break ConnectionEnd::Reconnect(why),
+                                },
                             }
-                            break ConnectionEnd::Reconnect(format!("server asked to {action:?}"));
                         }
                         _ => {}
                     },
-                    Some(SignalEvent::Close(reason)) => break ConnectionEnd::Reconnect(format!("signalling closed: {reason}")),
+                    Some(SignalEvent::Close(reason)) if resuming.is_none() && resume_retry.is_none() => {
+                        let why = format!("signalling closed: {reason}");
+                        match resume_policy.resume_or_rejoin(Instant::now(), proto::ReconnectReason::RrSignalDisconnected, &why) {
+                            Attempt::Resume(reason) => {
+                                tracing::warn!(%why, "LiveKit signalling lost; resuming the session");
+                                resuming = Some((begin_resume(signal, &mut signal_events, reason).await, reason, why));
+                            }
+                            Attempt::Rejoin(why) => break ConnectionEnd::Reconnect(why),
+                        }
+                    }
+                    Some(SignalEvent::Close(_)) => {}
                     None => break ConnectionEnd::Reconnect("signalling ended".into()),
                 },
+                resumed = poll_resume(&mut resuming) => {
+                    let (_, reason, why) = resuming.take().expect("polled");
+                    let (refused, failure) = match resumed {
+                        Ok(Ok(_)) => {
+                            // Nothing waits for the ICE restart: the old media path keeps delivering meanwhile.
+                            signal.set_reconnected().await;
+                            tracing::info!(%why, "resumed the LiveKit session");
+                            resume_policy.resumed(Instant::now());
+                            self.timeline(Entry::Resumed { reason: why });
+                            full_update_due = true;
+                            candidate_sent = false;
+                            continue;
+                        }
+                        // The server answered, and will not resume this session (it no longer knows it).
+                        Ok(Err(err @ (SignalError::LeaveRequest { .. } | SignalError::Client(..)))) => (true, describe_connect_error(&err)),
+                        Ok(Err(err)) => (false, describe_connect_error(&err)),
+                        Err(_) => (false, format!("no answer within {} s", RESUME_TIMEOUT.as_secs())),
+                    };
+                    match resume_policy.failed(Instant::now(), refused, &format!("{why}; the resume failed: {failure}")) {
+                        Retry::At(at) => {
+                            tracing::debug!(%failure, "resume failed; trying again");
+                            resume_retry = Some((at, reason, why));
+                        }
+                        Retry::Rejoin(why) => break ConnectionEnd::Reconnect(why),
+                    }
+                }
+                _ = sleep_until_opt(resume_retry.as_ref().map(|(at, _, _)| *at)) => {
+                    let (_, reason, why) = resume_retry.take().expect("scheduled");
+                    resuming = Some((begin_resume(signal, &mut signal_events, reason).await, reason, why));
+                }
                 received = peer.socket.recv_from(&mut buf) => {
                     if let Ok((n, source)) = received {
                         peer.receive(&buf[..n], source);
@@ -374,7 +446,25 @@ impl RoomCapture {
                     tracing::info!(timeout_s = empty_timeout.as_secs(), "the room stayed empty");
                     break ConnectionEnd::Ended(EndReason::RoomEmpty);
                 }
-                _ = sleep_until_opt(media_lost_deadline) => break ConnectionEnd::Reconnect("the media connection was lost".into()),
+                _ = sleep_until_opt(media_lost_deadline) => {
+                    let why = "the media connection was lost".to_string();
+                    // Resuming asks the server for an ICE restart, which can find the path again; a connection
+                    // that ended for good, or one still lost after that, needs a rejoin.
+                    if !peer.is_alive() || media_resumed {
+                        break ConnectionEnd::Reconnect(why);
+                    }
+                    media_resumed = true;
+                    media_lost_at = Some(Instant::now());
+                    if resuming.is_none() && resume_retry.is_none() {
+                        match resume_policy.resume_or_rejoin(Instant::now(), proto::ReconnectReason::RrSubscriberFailed, &why) {
+                            Attempt::Resume(reason) => {
+                                tracing::warn!("media connection lost; resuming the session for an ICE restart");
+                                resuming = Some((begin_resume(signal, &mut signal_events, reason).await, reason, why));
+                            }
+                            Attempt::Rejoin(why) => break ConnectionEnd::Reconnect(why),
+                        }
+                    }
+                }
             }
         };
         // A capture that ends says so: without a `Leave`, the server keeps a ghost recorder in the room
@@ -684,6 +774,28 @@ fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mi
     }
     sink.last_keyframe_request = Some(Instant::now());
     peer.request_keyframe(mid);
+}
+
+/// Starts resuming the session on a new signalling connection. The old connection is closed first and
+/// what it still had queued is forgotten, so that its closing is not taken for a drop of the new one.
+async fn begin_resume<'a>(
+    signal: &'a SignalClient,
+    events: &mut mpsc::UnboundedReceiver<SignalEvent>,
+    reason: proto::ReconnectReason,
+) -> Resuming<'a> {
+    close_signalling(signal).await;
+    while events.try_recv().is_ok() {}
+    Box::pin(tokio::time::timeout(RESUME_TIMEOUT, signal.restart(reason)))
+}
+
+/// The resume in flight, if any; pending forever when there is none.
+async fn poll_resume(
+    resuming: &mut Option<(Resuming<'_>, proto::ReconnectReason, String)>,
+) -> Result<Result<proto::ReconnectResponse, SignalError>, tokio::time::error::Elapsed> {
+    match resuming {
+        Some((future, _, _)) => future.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

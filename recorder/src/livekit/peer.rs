@@ -13,8 +13,10 @@ use tokio::net::UdpSocket;
 pub enum PeerEvent {
     Connected,
     Media(Box<MediaData>),
-    /// ICE failed or the DTLS session ended.
+    /// ICE lost its path (consent checks unanswered), or the connection ended ([`Peer::is_alive`] says which).
     Lost,
+    /// ICE found a path again after [`PeerEvent::Lost`] (e.g. after the ICE restart a resume brings).
+    Restored,
 }
 
 pub struct Peer {
@@ -23,7 +25,10 @@ pub struct Peer {
     local: SocketAddr,
     pub next_timeout: Instant,
     events: Vec<PeerEvent>,
+    /// ICE has no path now.
     lost: bool,
+    /// The connection ended for good (DTLS closed, a fatal error): only a rejoin brings media back.
+    dead: bool,
 }
 
 impl Peer {
@@ -36,7 +41,7 @@ impl Peer {
         let config = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).enable_vp9(true).enable_h264(true);
         let mut rtc = config.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?);
-        Ok(Peer { rtc, socket, local, next_timeout: Instant::now(), events: Vec::new(), lost: false })
+        Ok(Peer { rtc, socket, local, next_timeout: Instant::now(), events: Vec::new(), lost: false, dead: false })
     }
 
     /// Our host candidate as a LiveKit trickle `candidateInit` JSON string.
@@ -76,15 +81,20 @@ impl Peer {
         let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
         if let Err(err) = self.rtc.handle_input(input) {
             tracing::warn!(%err, "peer connection input failed");
-            self.lose();
+            self.end();
         }
     }
 
     pub fn tick(&mut self) {
         if let Err(err) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
             tracing::warn!(%err, "peer connection timer failed");
-            self.lose();
+            self.end();
         }
+    }
+
+    /// False once the connection ended for good.
+    pub fn is_alive(&self) -> bool {
+        !self.dead
     }
 
     fn lose(&mut self) {
@@ -92,6 +102,11 @@ impl Peer {
             self.lost = true;
             self.events.push(PeerEvent::Lost);
         }
+    }
+
+    fn end(&mut self) {
+        self.lose();
+        self.dead = true;
         self.rtc.disconnect();
     }
 
@@ -99,7 +114,7 @@ impl Peer {
     pub fn drive(&mut self) -> Vec<PeerEvent> {
         loop {
             if !self.rtc.is_alive() {
-                self.lose();
+                self.end();
                 self.next_timeout = Instant::now() + Duration::from_secs(3600);
                 break;
             }
@@ -114,12 +129,17 @@ impl Peer {
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => self.events.push(PeerEvent::Connected),
                     Event::MediaData(data) => self.events.push(PeerEvent::Media(Box::new(data))),
+                    // A transient state: an ICE restart (which a resume brings) can find a path again.
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.lose(),
+                    Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) if self.lost && !self.dead => {
+                        self.lost = false;
+                        self.events.push(PeerEvent::Restored);
+                    }
                     _ => {}
                 },
                 Err(err) => {
                     tracing::warn!(%err, "peer connection failed");
-                    self.lose();
+                    self.end();
                 }
             }
         }
