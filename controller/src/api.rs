@@ -130,13 +130,13 @@ async fn list_recordings(
         Some(s) => Some(JobState::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?),
         None => None,
     };
-    if let Some(room) = &params.room {
-        if room.chars().count() > fleet_protocol::job::MAX_ROOM_NAME_LEN || room.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!(
-                "room must be at most {} characters without control characters",
-                fleet_protocol::job::MAX_ROOM_NAME_LEN
-            )));
-        }
+    if let Some(room) = &params.room
+        && (room.chars().count() > fleet_protocol::job::MAX_ROOM_NAME_LEN || room.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "room must be at most {} characters without control characters",
+            fleet_protocol::job::MAX_ROOM_NAME_LEN
+        )));
     }
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {

@@ -11,6 +11,9 @@ pub struct Metrics {
     transitions: Mutex<BTreeMap<String, u64>>,
 }
 
+/// A gauge to render: name, help, and its values by label set.
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
 impl Metrics {
     pub fn http_request(&self, route: &str, status: u16) {
         *self.http.lock().unwrap().entry((route.to_string(), status)).or_default() += 1;
@@ -24,8 +27,8 @@ impl Metrics {
         *self.transitions.lock().unwrap().entry(state.to_string()).or_default() += 1;
     }
 
-    /// Renders counters plus the given gauges (name, help, labelled values).
-    pub fn render(&self, gauges: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+    /// Renders counters plus the given gauges.
+    pub fn render(&self, gauges: &[Gauge]) -> String {
         let mut out = String::new();
         out.push_str("# HELP fleet_http_requests_total API requests by route and status.\n# TYPE fleet_http_requests_total counter\n");
         for ((route, status), n) in self.http.lock().unwrap().iter() {

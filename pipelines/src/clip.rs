@@ -101,27 +101,22 @@ fn encode(spec: &ClipSpec) -> Result<Clip, PipelineError> {
     pipeline.set_state(gst::State::Playing)?;
 
     let mut frames: Vec<ClipFrame> = Vec::new();
-    loop {
-        match sink.pull_sample() {
-            Ok(sample) => {
-                let Some(buffer) = sample.buffer() else { continue };
-                let Some(pts) = buffer.pts() else { continue };
-                let map = buffer.map_readable().map_err(|e| PipelineError::Build(e.to_string()))?;
-                frames.push(ClipFrame {
-                    pts_ns: pts.nseconds(),
-                    keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                    data: map.as_slice().to_vec(),
-                });
-            }
-            Err(_) => break,
-        }
+    while let Ok(sample) = sink.pull_sample() {
+        let Some(buffer) = sample.buffer() else { continue };
+        let Some(pts) = buffer.pts() else { continue };
+        let map = buffer.map_readable().map_err(|e| PipelineError::Build(e.to_string()))?;
+        frames.push(ClipFrame {
+            pts_ns: pts.nseconds(),
+            keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            data: map.as_slice().to_vec(),
+        });
     }
     let errors = pipeline.bus().and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]));
     pipeline.set_state(gst::State::Null)?;
-    if let Some(message) = errors {
-        if let gst::MessageView::Error(err) = message.view() {
-            return Err(crate::runtime_error(&err));
-        }
+    if let Some(message) = errors
+        && let gst::MessageView::Error(err) = message.view()
+    {
+        return Err(crate::runtime_error(err));
     }
     // Some video encoders shift every timestamp (x264enc adds 1000 hours so DTS never goes negative);
     // the first frame is the source's frame 0.

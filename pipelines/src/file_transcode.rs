@@ -90,7 +90,7 @@ pub fn run(spec: &FileTranscodeSpec) -> Result<(), PipelineError> {
     let result = loop {
         match bus.timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Eos, gst::MessageType::Error]) {
             Some(message) => match message.view() {
-                gst::MessageView::Error(err) => break Err(runtime_error(&err)),
+                gst::MessageView::Error(err) => break Err(runtime_error(err)),
                 _ => break Ok(()),
             },
             None => {

@@ -49,7 +49,7 @@ pub fn run(chunks: &[PathBuf], audio: Option<&Path>, output: &Path) -> Result<()
     pipeline.set_state(gst::State::Playing)?;
     let result = match bus.timed_pop_filtered(gst::ClockTime::NONE, &[gst::MessageType::Eos, gst::MessageType::Error]) {
         Some(message) => match message.view() {
-            gst::MessageView::Error(err) => Err(runtime_error(&err)),
+            gst::MessageView::Error(err) => Err(runtime_error(err)),
             _ => Ok(()),
         },
         None => Err(PipelineError::Build("the join pipeline's bus closed".into())),
@@ -77,10 +77,11 @@ fn add_demuxed_file(pipeline: &gst::Pipeline, path: &Path, media: &'static str, 
     let sink = to.static_pad("sink").expect("sink pad");
     demux.connect_pad_added(move |_, pad| {
         let wanted = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().starts_with(media))).unwrap_or(false);
-        if wanted && !sink.is_linked() {
-            if let Err(err) = pad.link(&sink) {
-                tracing::warn!(?err, "demuxed pad did not link");
-            }
+        if wanted
+            && !sink.is_linked()
+            && let Err(err) = pad.link(&sink)
+        {
+            tracing::warn!(?err, "demuxed pad did not link");
         }
     });
     Ok(())

@@ -176,19 +176,19 @@ pub fn spawn_feeder(
                 let sample = match demuxer.next() {
                     Ok(Some(sample)) => sample,
                     Ok(None) => {
-                        if let (Some((first, end)), Some(declared)) = (span, demuxer.declared_duration_ns()) {
-                            if end.saturating_sub(first) + TRUNCATION_SLACK_NS < declared {
-                                let read_s = (end - first) as f64 / 1e9;
-                                let declared_s = declared as f64 / 1e9;
-                                report(
-                                    &problems,
-                                    format!(
-                                        "{}: {} is truncated: media ends after {read_s:.2} s of the {declared_s:.2} s its header declares",
-                                        input.name,
-                                        file_name(&segment.path)
-                                    ),
-                                );
-                            }
+                        if let (Some((first, end)), Some(declared)) = (span, demuxer.declared_duration_ns())
+                            && end.saturating_sub(first) + TRUNCATION_SLACK_NS < declared
+                        {
+                            let read_s = (end - first) as f64 / 1e9;
+                            let declared_s = declared as f64 / 1e9;
+                            report(
+                                &problems,
+                                format!(
+                                    "{}: {} is truncated: media ends after {read_s:.2} s of the {declared_s:.2} s its header declares",
+                                    input.name,
+                                    file_name(&segment.path)
+                                ),
+                            );
                         }
                         break;
                     }

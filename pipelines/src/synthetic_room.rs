@@ -102,7 +102,7 @@ impl SyntheticRoom {
                         break;
                     }
                     gst::MessageView::Error(err) => {
-                        on_event(CaptureEvent::Failed(runtime_error(&err)));
+                        on_event(CaptureEvent::Failed(runtime_error(err)));
                         break;
                     }
                     _ => {}

@@ -154,10 +154,10 @@ impl TrackWriter {
         // Keyframe requests travel upstream from the segment sink to the source.
         let keyframe_events = on_event.clone();
         source.static_pad("src").expect("appsrc src").add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(event)) = &info.data {
-                if event.type_() == gst::EventType::CustomUpstream {
-                    keyframe_events(TrackWriterEvent::KeyframeWanted);
-                }
+            if let Some(gst::PadProbeData::Event(event)) = &info.data
+                && event.type_() == gst::EventType::CustomUpstream
+            {
+                keyframe_events(TrackWriterEvent::KeyframeWanted);
             }
             gst::PadProbeReturn::Ok
         });
@@ -168,7 +168,7 @@ impl TrackWriter {
             } else {
                 match message.view() {
                     gst::MessageView::Eos(_) => on_event(TrackWriterEvent::Finished),
-                    gst::MessageView::Error(err) => on_event(TrackWriterEvent::Failed(runtime_error(&err))),
+                    gst::MessageView::Error(err) => on_event(TrackWriterEvent::Failed(runtime_error(err))),
                     _ => {}
                 }
             }

@@ -274,10 +274,10 @@ fn keep_video_window(pad: &gst::Pad, window: Window, fps: u32) {
         if pts < last_start {
             return gst::PadProbeReturn::Ok;
         }
-        if !ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            if let Some(peer) = pad.peer() {
-                peer.send_event(gst::event::Eos::new());
-            }
+        if !ended.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(peer) = pad.peer()
+        {
+            peer.send_event(gst::event::Eos::new());
         }
         gst::PadProbeReturn::Drop
     });
@@ -344,10 +344,10 @@ fn add_decoded_input(
     tail.last().expect("a tail").static_pad("src").expect("src pad").link(sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
     let first = tail[0].static_pad("sink").expect("sink pad");
     decode.connect_pad_added(move |_, pad| {
-        if !first.is_linked() {
-            if let Err(err) = pad.link(&first) {
-                tracing::warn!(?err, "decoded pad did not link");
-            }
+        if !first.is_linked()
+            && let Err(err) = pad.link(&first)
+        {
+            tracing::warn!(?err, "decoded pad did not link");
         }
     });
     Ok(appsrc)
@@ -391,13 +391,13 @@ fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBran
     // frame will be shown in. Changing the filter makes the scaler renegotiate on that very frame.
     let (layer, schedule, target) = (branch.layer, branch.schedule, filter.clone());
     scale.static_pad("sink").expect("videoscale sink").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
-            if let Some(tile) = schedule.tile_at(&layer, pts.nseconds() + half_frame as u64) {
-                let mut current = current.lock().unwrap();
-                if (tile.width, tile.height) != (current.width, current.height) {
-                    *current = tile;
-                    target.set_property("caps", tile_caps(tile));
-                }
+        if let Some(pts) = info.buffer().and_then(|b| b.pts())
+            && let Some(tile) = schedule.tile_at(&layer, pts.nseconds() + half_frame as u64)
+        {
+            let mut current = current.lock().unwrap();
+            if (tile.width, tile.height) != (current.width, current.height) {
+                *current = tile;
+                target.set_property("caps", tile_caps(tile));
             }
         }
         gst::PadProbeReturn::Ok
@@ -454,7 +454,7 @@ fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTr
     compositor.set_property("emit-signals", true);
     let shown = Mutex::new(first);
     compositor.connect("samples-selected", false, move |args| {
-        let Some(pts) = args.get(2).and_then(|v| v.get::<u64>().ok()) else { return None };
+        let pts = args.get(2).and_then(|v| v.get::<u64>().ok())?;
         let index = schedule.index_at(pts);
         let mut shown = shown.lock().unwrap();
         if *shown != index {
@@ -510,7 +510,7 @@ fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl
                     on_progress((window.end_ns - window.start_ns) as f64 / 1e9);
                     return Ok(());
                 }
-                gst::MessageView::Error(err) => return Err(runtime_error(&err)),
+                gst::MessageView::Error(err) => return Err(runtime_error(err)),
                 _ => {}
             }
         }

@@ -241,13 +241,12 @@ async fn ensure_topology(
         (&names.transcoder_files_consumer, &names.transcode_files_subject),
     ] {
         // A node looks it up first: its login may read the topology but not change it.
-        if topology == Topology::Use {
-            if let Ok(mut existing) = transcode.get_consumer::<consumer::pull::Config>(name).await {
-                if existing.info().await.is_ok_and(|info| info.config.filter_subject == *subject) {
-                    transcode_consumers.push(existing);
-                    continue;
-                }
-            }
+        if topology == Topology::Use
+            && let Ok(mut existing) = transcode.get_consumer::<consumer::pull::Config>(name).await
+            && existing.info().await.is_ok_and(|info| info.config.filter_subject == *subject)
+        {
+            transcode_consumers.push(existing);
+            continue;
         }
         let config =
             consumer::pull::Config { filter_subject: subject.clone(), ..pull(name, queues.transcode_ack_wait_s, queues.transcode_max_deliver) };
@@ -391,10 +390,10 @@ impl JobStore {
         let mut records = Vec::new();
         for key in keys {
             let Ok(id) = SafeId::parse(key) else { continue };
-            if let Some((record, _)) = self.get(&id).await? {
-                if keep(&record) {
-                    records.push(record);
-                }
+            if let Some((record, _)) = self.get(&id).await?
+                && keep(&record)
+            {
+                records.push(record);
             }
         }
         records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(a.id.cmp(&b.id)));

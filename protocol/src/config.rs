@@ -151,6 +151,8 @@ mod tests {
     }
 
     #[test]
+    // figment's Jail takes a closure returning its own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn file_then_environment_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");

@@ -74,8 +74,10 @@ pub enum Desired {
 /// Where the media comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Default)]
 pub enum Source {
     /// Join the LiveKit room named in the request as a hidden subscriber.
+    #[default]
     Livekit,
     /// A synthetic room made with GStreamer test sources: the fleet's smoke test.
     Test {
@@ -86,12 +88,6 @@ pub enum Source {
 
 fn default_test_participants() -> u8 {
     2
-}
-
-impl Default for Source {
-    fn default() -> Self {
-        Source::Livekit
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,15 +256,15 @@ impl JobRequest {
         if self.wait_for_room_s.is_some_and(|w| w > MAX_ROOM_WAIT_S) {
             return Err(format!("wait_for_room_s must be at most {MAX_ROOM_WAIT_S}"));
         }
-        if let Some(max) = self.max_duration_s {
-            if max == 0 || max > MAX_DURATION_LIMIT_S {
-                return Err(format!("max_duration_s must be between 1 and {MAX_DURATION_LIMIT_S}"));
-            }
+        if let Some(max) = self.max_duration_s
+            && (max == 0 || max > MAX_DURATION_LIMIT_S)
+        {
+            return Err(format!("max_duration_s must be between 1 and {MAX_DURATION_LIMIT_S}"));
         }
-        if let Source::Test { participants } = self.source {
-            if participants == 0 || participants > MAX_TEST_PARTICIPANTS {
-                return Err(format!("source.participants must be between 1 and {MAX_TEST_PARTICIPANTS}"));
-            }
+        if let Source::Test { participants } = self.source
+            && (participants == 0 || participants > MAX_TEST_PARTICIPANTS)
+        {
+            return Err(format!("source.participants must be between 1 and {MAX_TEST_PARTICIPANTS}"));
         }
         if let Some(url) = &self.webhook_url {
             let scheme_ok = url.starts_with("http://") || url.starts_with("https://");

@@ -14,7 +14,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled the struct.
     let stats = unsafe { stats.assume_init() };
-    Some(stats.f_bavail as u64 * stats.f_frsize as u64)
+    Some(stats.f_bavail * stats.f_frsize)
 }
 
 #[cfg(test)]

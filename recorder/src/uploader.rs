@@ -2,7 +2,7 @@
 //! after storage confirmed its upload.
 
 use fleet_protocol::storage::Storage;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -40,7 +40,7 @@ impl Uploader {
     }
 }
 
-async fn upload_one(storage: &Storage, path: &PathBuf, key: &str, retry_limit: Duration) -> Result<(), String> {
+async fn upload_one(storage: &Storage, path: &Path, key: &str, retry_limit: Duration) -> Result<(), String> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {

@@ -47,10 +47,10 @@ impl Devroom {
         // Clip encoding on a cold cache takes a while.
         let deadline = Instant::now() + Duration::from_secs(180);
         let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&ready) {
-                if !addr.is_empty() {
-                    break addr;
-                }
+            if let Ok(addr) = std::fs::read_to_string(&ready)
+                && !addr.is_empty()
+            {
+                break addr;
             }
             assert!(Instant::now() < deadline, "devroom did not start:\n{}", proc.log_text());
             std::thread::sleep(Duration::from_millis(100));

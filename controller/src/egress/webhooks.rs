@@ -64,15 +64,15 @@ async fn consume(bus: &Bus, config: &EgressConfig, http: &reqwest::Client) -> Re
     let mut messages = consumer.messages().await?;
     while let Some(message) = messages.next().await {
         let message = message?;
-        if let Ok(JobEvent { kind: EventKind::State { state, revision, record }, at_ms, .. }) = serde_json::from_slice(&message.payload) {
-            if matches!(record.origin, Some(Origin::Egress { .. })) {
-                let body = body(state, revision, &record, at_ms);
-                let keepalive = crate::webhooks::keep_alive(message.clone());
-                for url in &config.webhook_urls {
-                    deliver(http, config, url, &body, event_name(state)).await;
-                }
-                keepalive.abort();
+        if let Ok(JobEvent { kind: EventKind::State { state, revision, record }, at_ms, .. }) = serde_json::from_slice(&message.payload)
+            && matches!(record.origin, Some(Origin::Egress { .. }))
+        {
+            let body = body(state, revision, &record, at_ms);
+            let keepalive = crate::webhooks::keep_alive(message.clone());
+            for url in &config.webhook_urls {
+                deliver(http, config, url, &body, event_name(state)).await;
             }
+            keepalive.abort();
         }
         let _ = message.ack().await;
     }

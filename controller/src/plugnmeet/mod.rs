@@ -137,10 +137,10 @@ impl Door {
             let door = self.clone();
             tokio::spawn(async move {
                 let reply = door.answer(&message.payload).await;
-                if let (Some(reply), Some(inbox)) = (reply, message.reply) {
-                    if let Err(err) = door.pnm.publish(inbox, reply.encode_to_vec().into()).await {
-                        tracing::warn!(%err, "could not answer plugNmeet");
-                    }
+                if let (Some(reply), Some(inbox)) = (reply, message.reply)
+                    && let Err(err) = door.pnm.publish(inbox, reply.encode_to_vec().into()).await
+                {
+                    tracing::warn!(%err, "could not answer plugNmeet");
                 }
             });
         }
@@ -236,16 +236,16 @@ impl Door {
         let mut messages = consumer.messages().await?;
         while let Some(message) = messages.next().await {
             let message = message?;
-            if let Ok(JobEvent { kind: EventKind::State { state, record, .. }, .. }) = serde_json::from_slice(&message.payload) {
-                if matches!(record.origin, Some(Origin::Plugnmeet { .. })) {
-                    let keepalive = crate::webhooks::keep_alive(message.clone());
-                    for notice in notify::notices(state, &record) {
-                        if !self.report_one(&notice, &record).await {
-                            break;
-                        }
+            if let Ok(JobEvent { kind: EventKind::State { state, record, .. }, .. }) = serde_json::from_slice(&message.payload)
+                && matches!(record.origin, Some(Origin::Plugnmeet { .. }))
+            {
+                let keepalive = crate::webhooks::keep_alive(message.clone());
+                for notice in notify::notices(state, &record) {
+                    if !self.report_one(&notice, &record).await {
+                        break;
                     }
-                    keepalive.abort();
                 }
+                keepalive.abort();
             }
             let _ = message.ack().await;
         }

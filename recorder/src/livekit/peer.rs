@@ -69,10 +69,10 @@ impl Peer {
     }
 
     pub fn request_keyframe(&mut self, mid: Mid) {
-        if let Some(mut writer) = self.rtc.writer(mid) {
-            if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-                let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
-            }
+        if let Some(mut writer) = self.rtc.writer(mid)
+            && writer.is_request_keyframe_possible(KeyframeRequestKind::Pli)
+        {
+            let _ = writer.request_keyframe(None, KeyframeRequestKind::Pli);
         }
     }
 

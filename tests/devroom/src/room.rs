@@ -265,8 +265,8 @@ async fn run_participant(
 /// Adds the participant with its camera and microphone and starts pacing their media.
 fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &ClipSet, opened: tokio::time::Instant) -> Joined {
     let sid = new_sid("PA_");
-    let camera = script.camera.then(|| track_info(&script, TrackKind::Camera));
-    let microphone = script.microphone.then(|| track_info(&script, TrackKind::Microphone));
+    let camera = script.camera.then(|| track_info(script, TrackKind::Camera));
+    let microphone = script.microphone.then(|| track_info(script, TrackKind::Microphone));
     let info = proto::ParticipantInfo {
         sid: sid.clone(),
         identity: script.identity.clone(),

@@ -141,11 +141,10 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
                 };
                 match request {
                     Request::Answer(answer) => peer.accept_answer(&answer.sdp)?,
-                    Request::Trickle(trickle) => {
-                        if trickle.target == proto::SignalTarget::Subscriber as i32 {
+                    Request::Trickle(trickle)
+                        if trickle.target == proto::SignalTarget::Subscriber as i32 => {
                             peer.add_remote_candidate(&trickle.candidate_init);
                         }
-                    }
                     Request::Subscription(update) => {
                         for sid in &update.track_sids {
                             if update.subscribe { unsubscribed.remove(sid); } else { unsubscribed.insert(sid.clone()); }
@@ -458,11 +457,11 @@ impl Peer {
     fn receive(&mut self, datagram: &[u8], source: SocketAddr) {
         let Ok(contents) = datagram.try_into() else { return };
         let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Udp, source, destination: self.local, contents });
-        if self.rtc.accepts(&input) {
-            if let Err(err) = self.rtc.handle_input(input) {
-                tracing::warn!(%err, "peer connection input failed");
-                self.rtc.disconnect();
-            }
+        if self.rtc.accepts(&input)
+            && let Err(err) = self.rtc.handle_input(input)
+        {
+            tracing::warn!(%err, "peer connection input failed");
+            self.rtc.disconnect();
         }
     }
 

@@ -1,6 +1,7 @@
 //! Backbone benchmarks (`deploy/dev.sh bench`), written to `target/bench/backbone.json` with the machine
 //! they ran on:
 //! - API start → job `recording`: p50/p99 over N jobs (timed from the state event on NATS).
+//!
 //! The transcode benchmark is `transcode_bench`, the capture benchmark `capture_bench`.
 
 use fleet_tests::api::Api;
