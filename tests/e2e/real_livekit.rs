@@ -341,6 +341,44 @@ fn a_signalling_drop_is_resumed_in_the_same_session() {
     });
 }
 
+/// A server whose media is reachable only over TCP (`rtc.force_tcp`: as behind a firewall that passes no
+/// UDP, and as livekit-server treats a participant after its UDP failed): the recorder's peer connection
+/// falls back to ICE/TCP and records every track.
+#[test]
+fn a_server_reachable_only_over_tcp_is_recorded() {
+    if !netns::enter("a_server_reachable_only_over_tcp_is_recorded") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut setup = Setup::local();
+        let server = LiveKitServer::start(setup.dir.path(), &LiveKitOptions { force_tcp: true, ..server_options() });
+        setup.fleet.recorder_extra = server.recorder_toml(30);
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let mut spec = PublisherSpec::new("tom", 0, "vp8");
+        spec.seconds = 30.0;
+        let tom = Publisher::start(&server, "real-tcp", &spec, setup.dir.path());
+        tom.wait_published(Duration::from_secs(30));
+
+        let id = setup.api.start(r#"{"room":"real-tcp"}"#).await;
+        setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(180)).await;
+        let entries = timeline(&setup.root, &id, "s1");
+        let started = entries.iter().filter(|e| e["type"] == "track_started").count();
+        assert_eq!(started, 2, "both tracks' media arrived: {entries:#?}");
+        let log = std::fs::read_to_string(setup.dir.path().join("rec-1.log")).unwrap();
+        assert!(log.contains("ICE/TCP connection open"), "media did not come over TCP");
+
+        let path = keep_mp4(&setup, &record, "tcp.mp4");
+        let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+        println!("recorded {duration:.1} s over ICE/TCP");
+        assert!(duration >= 9.0, "{duration} s");
+        let tiles = [(0, 0, 1280, 720)];
+        assert_in_sync(&sync_reports(&path, &[0], &tiles, 1.0, duration - 1.0), &[Sender::PythonSdk]);
+        drop(tom);
+    });
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

@@ -27,11 +27,15 @@ pub struct LiveKitOptions {
     pub departure_timeout_s: u32,
     /// Webhook receiver (signed with the server's API key).
     pub webhook_url: Option<String>,
+    /// Media over ICE/TCP only (the server's `rtc.force_tcp`, "for testing, disable UDP"). The server then
+    /// gathers on `node_ip` alone: with every interface rewritten to `node_ip`, pion keeps one TCP
+    /// candidate of several and the TCP connection lands on an address its mux does not serve.
+    pub force_tcp: bool,
 }
 
 impl Default for LiveKitOptions {
     fn default() -> Self {
-        LiveKitOptions { node_ip: "127.0.0.1".into(), auto_create: true, empty_timeout_s: 60, departure_timeout_s: 20, webhook_url: None }
+        LiveKitOptions { node_ip: "127.0.0.1".into(), auto_create: true, empty_timeout_s: 60, departure_timeout_s: 20, webhook_url: None, force_tcp: false }
     }
 }
 
@@ -47,15 +51,21 @@ impl LiveKitServer {
             Some(url) => format!("webhook:\n  api_key: {API_KEY}\n  urls:\n    - {url}\n"),
             None => String::new(),
         };
+        let tcp_only = if options.force_tcp {
+            format!("  force_tcp: true\n  ips:\n    includes:\n      - {}/32\n", options.node_ip)
+        } else {
+            "  enable_loopback_candidate: true\n".into()
+        };
         let config = format!(
-            "port: {port}\nrtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {rtc_udp}\n  use_external_ip: false\n  node_ip: {node_ip}\n  \
-             enable_loopback_candidate: true\nkeys:\n  {API_KEY}: {API_SECRET}\nroom:\n  auto_create: {auto_create}\n  \
-             empty_timeout: {empty}\n  departure_timeout: {departure}\nlogging:\n  level: {log_level}\n  pion_level: {log_level}\n{webhook}",
+            "port: {port}\nrtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {rtc_udp}\n  use_external_ip: false\n  node_ip: {node_ip}\n{tcp_only}keys:\n  {API_KEY}: {API_SECRET}\nroom:\n  auto_create: {auto_create}\n  \
+             empty_timeout: {empty}\n  departure_timeout: {departure}\nlogging:\n  level: {log_level}\n  pion_level: {pion_level}\n{webhook}",
             node_ip = options.node_ip,
             auto_create = options.auto_create,
             empty = options.empty_timeout_s,
             departure = options.departure_timeout_s,
+            // `FLEET_LIVEKIT_LOG_LEVEL=debug` for the server and its pion (ICE, DTLS) logs when a test needs them.
             log_level = std::env::var("FLEET_LIVEKIT_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+            pion_level = std::env::var("FLEET_LIVEKIT_LOG_LEVEL").unwrap_or_else(|_| "error".into()),
         );
         let path = dir.join("livekit.yaml");
         std::fs::write(&path, config).unwrap();

@@ -4,6 +4,7 @@
 
 mod blank_frames;
 mod codecs;
+mod ice_tcp;
 mod peer;
 mod recovery;
 mod room;
@@ -435,6 +436,7 @@ impl RoomCapture {
                         }
                     }
                 }
+                Some(packet) = peer.tcp.received.recv() => peer.receive_tcp(packet),
                 _ = tokio::time::sleep_until(peer.next_timeout.into()) => peer.tick(),
                 Some(note) = self.notes.recv() => self.on_writer_note(&mut peer, &mids, note),
                 _ = stop.changed() => {

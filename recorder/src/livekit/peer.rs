@@ -1,12 +1,13 @@
 //! The subscriber peer connection (str0m, sans-IO): LiveKit offers, we answer. This wrapper owns the
 //! UDP socket and turns str0m's output into datagrams and `PeerEvent`s; the capture loop drives it.
 
+use super::ice_tcp::{TcpLinks, TcpPacket};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
@@ -23,6 +24,10 @@ pub struct Peer {
     rtc: Rtc,
     pub socket: UdpSocket,
     local: SocketAddr,
+    /// ICE over TCP, for a server that is reachable (or offers itself) only over TCP.
+    pub tcp: TcpLinks,
+    /// Our active TCP candidate's address (port 9: an active side has no port to offer, RFC 6544).
+    local_tcp: SocketAddr,
     pub next_timeout: Instant,
     events: Vec<PeerEvent>,
     /// ICE has no path now.
@@ -41,7 +46,10 @@ impl Peer {
         let config = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).enable_vp9(true).enable_h264(true);
         let mut rtc = config.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?);
-        Ok(Peer { rtc, socket, local, next_timeout: Instant::now(), events: Vec::new(), lost: false, dead: false })
+        let local_tcp = SocketAddr::new(ip, 9);
+        let tcp_candidate = Candidate::builder().tcp().host(local_tcp).tcptype(TcpType::Active).build().map_err(|e| std::io::Error::other(e.to_string()))?;
+        rtc.add_local_candidate(tcp_candidate);
+        Ok(Peer { rtc, socket, local, tcp: TcpLinks::new(ip), local_tcp, next_timeout: Instant::now(), events: Vec::new(), lost: false, dead: false })
     }
 
     /// Our host candidate as a LiveKit trickle `candidateInit` JSON string.
@@ -85,6 +93,15 @@ impl Peer {
         }
     }
 
+    pub fn receive_tcp(&mut self, packet: TcpPacket) {
+        let Ok(contents) = packet.data.as_ref().try_into() else { return };
+        let input = Input::Receive(Instant::now(), Receive { proto: Protocol::Tcp, source: packet.source, destination: self.local_tcp, contents });
+        if let Err(err) = self.rtc.handle_input(input) {
+            tracing::warn!(%err, "peer connection input (TCP) failed");
+            self.end();
+        }
+    }
+
     pub fn tick(&mut self) {
         if let Err(err) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
             tracing::warn!(%err, "peer connection timer failed");
@@ -123,9 +140,12 @@ impl Peer {
                     self.next_timeout = at;
                     break;
                 }
-                Ok(Output::Transmit(transmit)) => {
-                    let _ = self.socket.try_send_to(&transmit.contents, transmit.destination);
-                }
+                Ok(Output::Transmit(transmit)) => match transmit.proto {
+                    Protocol::Tcp => self.tcp.send(transmit.destination, &transmit.contents),
+                    _ => {
+                        let _ = self.socket.try_send_to(&transmit.contents, transmit.destination);
+                    }
+                },
                 Ok(Output::Event(event)) => match event {
                     Event::Connected => self.events.push(PeerEvent::Connected),
                     Event::MediaData(data) => self.events.push(PeerEvent::Media(Box::new(data))),
