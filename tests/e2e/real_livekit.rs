@@ -379,6 +379,72 @@ fn a_server_reachable_only_over_tcp_is_recorded() {
     });
 }
 
+/// The recorder's media path fails while its signalling works (its media address disappears for 17 s).
+/// livekit-server declares the subscriber transport failed after 15 s, sends `Leave{RESUME}`, and from then
+/// on offers this participant only its TCP candidates. The recorder resumes the same session, answers the
+/// ICE restart, and its media comes back over ICE/TCP soon after the address does, without a rejoin.
+#[test]
+fn a_media_outage_is_resumed_with_an_ice_restart() {
+    if !netns::enter("a_media_outage_is_resumed_with_an_ice_restart") {
+        return;
+    }
+    const OUTAGE_S: f64 = 17.0;
+    runtime().block_on(async {
+        let mut setup = Setup::local();
+        let server = LiveKitServer::start(setup.dir.path(), &LiveKitOptions { node_ip_only: true, ..server_options() });
+        let address = netns::add_address("10.77.0.3");
+        setup.fleet.recorder_extra = format!("{}rtc_ip = \"{address}\"\n", server.recorder_toml(60));
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        let mut spec = PublisherSpec::new("ida", 0, "vp8");
+        spec.seconds = 60.0;
+        let ida = Publisher::start(&server, "real-outage", &spec, setup.dir.path());
+        ida.wait_published(Duration::from_secs(30));
+
+        let id = setup.api.start(r#"{"room":"real-outage"}"#).await;
+        setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+        let rooms = server.room_client();
+        let recorder_sids = || async {
+            let participants = rooms.list_participants("real-outage").await.unwrap();
+            participants.into_iter().filter(|p| p.identity != "ida").map(|p| p.sid).collect::<Vec<_>>()
+        };
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let before = recorder_sids().await;
+        let outage_ms = unix_ms();
+        netns::remove_address(&address);
+        tokio::time::sleep(Duration::from_secs_f64(OUTAGE_S)).await;
+        netns::add_address(&address);
+        let restored_ms = unix_ms();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let after = recorder_sids().await;
+        println!("recorder participants before the outage {before:?}, after {after:?}");
+        assert_eq!(before, after, "the recorder is the same participant after the outage");
+        let record = stop_and_complete(&setup, &id, Duration::from_secs(180)).await;
+        assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "{record:#}");
+
+        let entries = timeline(&setup.root, &id, "s1");
+        assert!(!entries.iter().any(|e| e["type"] == "rejoined"), "rejoined instead of resuming: {entries:#?}");
+        let resumed = entries.iter().find(|e| e["type"] == "resumed").unwrap_or_else(|| panic!("no resume: {entries:#?}"));
+        println!("resumed {:.0} ms after the outage began ({})", resumed["wall_ms"].as_f64().unwrap() - outage_ms as f64, resumed["reason"]);
+
+        // Media is back within a few seconds of the path, in every track: ICE's next check over the new TCP
+        // connection (str0m paces them up to 2 s apart by then), the DTLS path, and a keyframe.
+        let session_zero_ms = entries[0]["wall_ms"].as_f64().unwrap() - running_s(&entries[0]) * 1000.0;
+        let restored_s = (restored_ms as f64 - session_zero_ms) / 1000.0;
+        let raw = setup.root.join(format!("recordings/{id}/raw/s1/ida"));
+        for track in std::fs::read_dir(&raw).unwrap() {
+            let track = track.unwrap().path();
+            let times = fleet_tests::media::packet_times(&track);
+            let back = times.iter().copied().find(|t| *t >= restored_s).unwrap_or(f64::INFINITY);
+            println!("{}: media back {:.2} s after the path", track.display(), back - restored_s);
+            assert!(back - restored_s <= 6.0, "{} back {:.2} s after the path returned", track.display(), back - restored_s);
+        }
+        let log = std::fs::read_to_string(setup.dir.path().join("rec-1.log")).unwrap();
+        assert!(log.contains("ICE/TCP connection open"), "media did not come back over TCP");
+        keep_mp4(&setup, &record, "outage.mp4");
+        drop(ida);
+    });
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }

@@ -27,15 +27,18 @@ pub struct LiveKitOptions {
     pub departure_timeout_s: u32,
     /// Webhook receiver (signed with the server's API key).
     pub webhook_url: Option<String>,
-    /// Media over ICE/TCP only (the server's `rtc.force_tcp`, "for testing, disable UDP"). The server then
-    /// gathers on `node_ip` alone: with every interface rewritten to `node_ip`, pion keeps one TCP
-    /// candidate of several and the TCP connection lands on an address its mux does not serve.
+    /// Media over ICE/TCP only (the server's `rtc.force_tcp`, "for testing, disable UDP"); implies
+    /// `node_ip_only`.
     pub force_tcp: bool,
+    /// Candidates gathered on `node_ip` alone (no loopback candidate). Needed for ICE/TCP here: with every
+    /// interface of the namespace rewritten to `node_ip`, pion keeps one TCP candidate of several, and a
+    /// TCP connection to `node_ip` lands on an address its TCP mux does not serve.
+    pub node_ip_only: bool,
 }
 
 impl Default for LiveKitOptions {
     fn default() -> Self {
-        LiveKitOptions { node_ip: "127.0.0.1".into(), auto_create: true, empty_timeout_s: 60, departure_timeout_s: 20, webhook_url: None, force_tcp: false }
+        LiveKitOptions { node_ip: "127.0.0.1".into(), auto_create: true, empty_timeout_s: 60, departure_timeout_s: 20, webhook_url: None, force_tcp: false, node_ip_only: false }
     }
 }
 
@@ -51,13 +54,16 @@ impl LiveKitServer {
             Some(url) => format!("webhook:\n  api_key: {API_KEY}\n  urls:\n    - {url}\n"),
             None => String::new(),
         };
-        let tcp_only = if options.force_tcp {
-            format!("  force_tcp: true\n  ips:\n    includes:\n      - {}/32\n", options.node_ip)
+        let mut candidates = if options.force_tcp || options.node_ip_only {
+            format!("  ips:\n    includes:\n      - {}/32\n", options.node_ip)
         } else {
             "  enable_loopback_candidate: true\n".into()
         };
+        if options.force_tcp {
+            candidates.push_str("  force_tcp: true\n");
+        }
         let config = format!(
-            "port: {port}\nrtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {rtc_udp}\n  use_external_ip: false\n  node_ip: {node_ip}\n{tcp_only}keys:\n  {API_KEY}: {API_SECRET}\nroom:\n  auto_create: {auto_create}\n  \
+            "port: {port}\nrtc:\n  tcp_port: {rtc_tcp}\n  udp_port: {rtc_udp}\n  use_external_ip: false\n  node_ip: {node_ip}\n{candidates}keys:\n  {API_KEY}: {API_SECRET}\nroom:\n  auto_create: {auto_create}\n  \
              empty_timeout: {empty}\n  departure_timeout: {departure}\nlogging:\n  level: {log_level}\n  pion_level: {pion_level}\n{webhook}",
             node_ip = options.node_ip,
             auto_create = options.auto_create,

@@ -62,3 +62,24 @@ fn setup_interfaces() {
     let status = Command::new(&script).status().expect("deploy/netns-veth.sh runs");
     assert!(status.success(), "{} failed", script.display());
 }
+
+/// The veth end that [`PEER_IP`] is on; further test addresses go there too.
+const PEER_INTERFACE: &str = "fleet-v1";
+
+/// Adds `ip` (in the namespace's /24) to the veth pair, for a process whose path a test will cut with
+/// [`remove_address`]. Returns `ip`.
+pub fn add_address(ip: &str) -> String {
+    ip_addr("add", ip);
+    ip.to_string()
+}
+
+/// Removes an address [`add_address`] added: packets to it go nowhere, and sends from a socket bound to
+/// it fail, until it is added again (the socket stays bound).
+pub fn remove_address(ip: &str) {
+    ip_addr("del", ip);
+}
+
+fn ip_addr(verb: &str, ip: &str) {
+    let status = Command::new("ip").args(["addr", verb, &format!("{ip}/24"), "dev", PEER_INTERFACE]).status().expect("ip runs");
+    assert!(status.success(), "ip addr {verb} {ip} failed");
+}

@@ -56,36 +56,52 @@ impl TcpLinks {
     }
 }
 
+/// One link: connects, then relays both ways until either side ends. A packet whose write fails (the
+/// connection broke while idle, as when the recorder's address went away) is sent again on a new
+/// connection at once, rather than waiting for ICE's next check seconds later.
 async fn run_link(local_ip: IpAddr, remote: SocketAddr, mut outgoing: mpsc::UnboundedReceiver<Bytes>, received: mpsc::UnboundedSender<TcpPacket>) {
-    let stream = async {
-        let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.set_nodelay(true)?;
-        socket.bind(SocketAddr::new(local_ip, 0))?;
-        tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(remote)).await.map_err(std::io::Error::other)?
-    };
-    let stream = match stream.await {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::debug!(%remote, %err, "ICE/TCP connection failed");
+    let mut unsent: Option<Bytes> = None;
+    loop {
+        let stream = match connect(local_ip, remote).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::debug!(%remote, %err, "ICE/TCP connection failed");
+                return;
+            }
+        };
+        tracing::info!(%remote, "ICE/TCP connection open");
+        let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_FRAME).new_codec();
+        let (mut sink, mut frames) = Framed::new(stream, codec).split();
+        if let Some(packet) = unsent.take()
+            && sink.send(packet).await.is_err()
+        {
             return;
         }
-    };
-    tracing::info!(%remote, "ICE/TCP connection open");
-    let codec = LengthDelimitedCodec::builder().length_field_length(2).max_frame_length(MAX_FRAME).new_codec();
-    let (mut sink, mut frames) = Framed::new(stream, codec).split();
-    loop {
-        tokio::select! {
-            packet = outgoing.recv() => match packet {
-                Some(packet) => if sink.send(packet).await.is_err() { break },
-                None => break,
-            },
-            frame = frames.next() => match frame {
-                Some(Ok(frame)) => if received.send(TcpPacket { source: remote, data: frame.freeze() }).is_err() { break },
-                _ => break,
-            },
+        let failed_write = loop {
+            tokio::select! {
+                packet = outgoing.recv() => match packet {
+                    Some(packet) => if sink.send(packet.clone()).await.is_err() { break Some(packet) },
+                    None => return,
+                },
+                frame = frames.next() => match frame {
+                    Some(Ok(frame)) => if received.send(TcpPacket { source: remote, data: frame.freeze() }).is_err() { return },
+                    _ => break None,
+                },
+            }
+        };
+        tracing::info!(%remote, "ICE/TCP connection closed");
+        match failed_write {
+            Some(packet) => unsent = Some(packet),
+            None => return,
         }
     }
-    tracing::info!(%remote, "ICE/TCP connection closed");
+}
+
+async fn connect(local_ip: IpAddr, remote: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_nodelay(true)?;
+    socket.bind(SocketAddr::new(local_ip, 0))?;
+    tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(remote)).await.map_err(std::io::Error::other)?
 }
 
 #[cfg(test)]
