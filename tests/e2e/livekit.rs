@@ -371,3 +371,71 @@ async fn a_participant_sending_garbage_spoils_only_its_own_tile() {
         assert!(beep > 10.0 * quiet.max(1e-9), "no beep of the broken participant at {flash:.2} s ({beep:.2e} vs {quiet:.2e} after it)");
     }
 }
+
+const CODEC_SWITCH_ROOM: &str = r#"
+[[rooms]]
+name = "lk-codec-switch"
+close_after_s = 12
+
+[[rooms.participants]]
+identity = "p1-switching"
+video_codec = "vp8"
+switch_codec_at_s = 6.0
+"#;
+
+/// A camera whose codec changes mid-track (VP8 → H.264 on the same SSRC, as LiveKit's SFU switches a
+/// subscriber when the publisher falls back to its backup codec): the first writer closes, a new one
+/// stores the track from the switch on as `<sid>-2`, the timeline says one replaced the other, every
+/// segment decodes in its own codec, and the recording keeps the picture and its sync across the switch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_codec_change_mid_track_starts_a_new_writer() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), CODEC_SWITCH_ROOM);
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 1);
+    let id = setup.api.start(r#"{"room":"lk-codec-switch"}"#).await;
+    let record = setup.api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    assert!(record["warnings"].as_array().is_none_or(|w| w.is_empty()), "warnings: {record:#}");
+
+    let entries = timeline(&setup.root, &id);
+    let video: Vec<&Value> = entries.iter().filter(|e| e["type"] == "track_published" && e["kind"] == "video").collect();
+    assert_eq!(video.len(), 2, "the camera, then its continuation in the new codec: {video:#?}");
+    let (first, second) = (video[0]["track"].as_str().unwrap(), video[1]["track"].as_str().unwrap());
+    assert_eq!(second, format!("{first}-2"));
+    assert_eq!((video[0]["codec"].as_str(), video[1]["codec"].as_str()), (Some("vp8"), Some("h264")));
+    assert_eq!(video[1]["source"], "camera");
+    let replaced = entries.iter().find(|e| e["type"] == "track_unpublished" && e["track"] == first).expect("the first writer's track ends");
+    let switch_s = running_s(replaced);
+    println!("codec switched at {switch_s:.2} s of the session");
+
+    let media = setup.root.join(format!("recordings/{id}/raw/s1/p1-switching"));
+    for (track, codec) in [(first, "vp8"), (second, "h264")] {
+        let dir = media.join(track);
+        for segment in std::fs::read_dir(&dir).unwrap() {
+            let segment = segment.unwrap().path();
+            assert_eq!(decode_errors(&segment), "", "{}", segment.display());
+            let probe = ffprobe(&segment);
+            assert_eq!(fleet_tests::media::stream(&probe, "video")["codec_name"], codec, "{}", segment.display());
+        }
+        let (start, end, segments) = track_span(&dir);
+        println!("{track}: {start:.2}..{end:.2} s in {segments} segments");
+        if codec == "vp8" {
+            assert!((end - switch_s).abs() < 0.3, "the VP8 writer ends at the switch: {end:.2} vs {switch_s:.2}");
+        } else {
+            assert!(start - switch_s < 0.3 && start >= switch_s - 0.05, "the H.264 writer starts at the switch: {start:.2} vs {switch_s:.2}");
+        }
+    }
+
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("codec-switch.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    assert_eq!(decode_errors(&path), "");
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let report = fleet_tests::sync::check_paired(&path, &["1280:720:0:0".to_string()], 30.0, 1.0, duration - 1.0);
+    let mut summary = serde_json::to_value(&report).unwrap();
+    summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
+    println!("sync across the codec switch: {summary}");
+    assert!(report.found_ratio >= 0.95, "markers found: {summary}");
+    assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
+}

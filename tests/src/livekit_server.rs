@@ -38,7 +38,15 @@ pub struct LiveKitOptions {
 
 impl Default for LiveKitOptions {
     fn default() -> Self {
-        LiveKitOptions { node_ip: "127.0.0.1".into(), auto_create: true, empty_timeout_s: 60, departure_timeout_s: 20, webhook_url: None, force_tcp: false, node_ip_only: false }
+        LiveKitOptions {
+            node_ip: "127.0.0.1".into(),
+            auto_create: true,
+            empty_timeout_s: 60,
+            departure_timeout_s: 20,
+            webhook_url: None,
+            force_tcp: false,
+            node_ip_only: false,
+        }
     }
 }
 

@@ -119,9 +119,17 @@ impl LivekitCapture {
 struct TrackSink {
     video: bool,
     participant: SafeId,
+    /// Where the current writer stores the track (and its id in the timeline): the track's sid, then
+    /// `<sid>-2`, `-3`… after each codec change.
     track: SafeId,
+    /// How many writers this track has had: a codec change mid-track starts a new one.
+    generation: u32,
     clock_rate: u32,
     writer: Option<TrackWriter>,
+    /// What the current writer stores.
+    codec: Option<TrackCodec>,
+    /// Writers of earlier codecs, closing their last segments.
+    retired: Vec<(SafeId, TrackWriter)>,
     timing: TrackTiming,
     waiting_for_keyframe: bool,
     last_keyframe_request: Option<Instant>,
@@ -139,8 +147,11 @@ impl TrackSink {
             video,
             participant,
             track,
+            generation: 1,
             clock_rate,
             writer: None,
+            codec: None,
+            retired: Vec::new(),
             timing: TrackTiming::new(clock_rate, video),
             waiting_for_keyframe: video,
             last_keyframe_request: None,
@@ -152,11 +163,18 @@ impl TrackSink {
     }
 }
 
+/// Which writer a note is from: the track's sid, and where that writer stores it (a track whose codec
+/// changed has had several).
+struct WriterKey {
+    sid: String,
+    storage: SafeId,
+}
+
 /// Messages from track writers' pipelines back to the capture loop.
 enum WriterNote {
-    KeyframeWanted(String),
-    Finished(String),
-    Failed(String, fleet_pipelines::PipelineError),
+    KeyframeWanted(WriterKey),
+    Finished(WriterKey),
+    Failed(WriterKey, fleet_pipelines::PipelineError),
 }
 
 struct RoomCapture {
@@ -521,7 +539,7 @@ impl RoomCapture {
                     });
                 }
                 Change::Unpublished(p, t) => {
-                    self.timeline(Entry::TrackUnpublished { participant: participant_key(&p).to_string(), track: t.sid.clone() });
+                    self.timeline(Entry::TrackUnpublished { participant: participant_key(&p).to_string(), track: self.storage_id(&t.sid) });
                     if let Some(track) = self.tracks.get_mut(&t.sid) {
                         match &track.writer {
                             Some(writer) if !track.finishing => writer.finish(),
@@ -532,7 +550,7 @@ impl RoomCapture {
                     }
                 }
                 Change::Muted(p, t, muted) => {
-                    self.timeline(Entry::TrackMuted { participant: participant_key(&p).to_string(), track: t.sid.clone(), muted });
+                    self.timeline(Entry::TrackMuted { participant: participant_key(&p).to_string(), track: self.storage_id(&t.sid), muted });
                 }
             }
         }
@@ -579,6 +597,14 @@ impl RoomCapture {
         if sink.finished || sink.finishing {
             return;
         }
+        if let (Some(writing), Some(arriving)) = (sink.codec, codec)
+            && writing != arriving
+        {
+            // The SFU switched the track's codec (a publisher regressed to its backup codec): one writer
+            // stores one codec, so this one closes and a new one starts at the next keyframe.
+            self.change_codec(&track_sid, arriving);
+        }
+        let sink = self.tracks.get(&track_sid).expect("present");
         if sink.writer.is_none() {
             let Some(codec) = codec else { return };
             if sink.video && !keyframe {
@@ -590,7 +616,10 @@ impl RoomCapture {
             let started = self.start_writer(&track_sid, sink, codec, &data.data);
             let sink = self.tracks.get_mut(&track_sid).expect("present");
             match started {
-                Ok(writer) => sink.writer = Some(writer),
+                Ok(writer) => {
+                    sink.writer = Some(writer);
+                    sink.codec = Some(codec);
+                }
                 Err(reason) => {
                     tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
                     sink.finishing = true;
@@ -661,6 +690,34 @@ impl RoomCapture {
         }
     }
 
+    /// Retires the track's writer (it closes its last segment) and readies a new one for `codec`, stored
+    /// as a new track of the same participant: the timeline says the old one was unpublished and the new
+    /// one published, so the transcode shows one after the other.
+    fn change_codec(&mut self, track_sid: &str, codec: TrackCodec) {
+        let source = self.tracker.track(track_sid).map(|(_, t)| t.source().as_str_name().to_ascii_lowercase()).unwrap_or_else(|| "unknown".into());
+        let sink = self.tracks.get_mut(track_sid).expect("present");
+        let old_track = sink.track.clone();
+        if let Some(writer) = sink.writer.take() {
+            writer.finish();
+            sink.retired.push((old_track.clone(), writer));
+        }
+        sink.generation += 1;
+        let base: String = track_sid.chars().take(fleet_protocol::ids::MAX_ID_LEN - 8).collect();
+        sink.track = SafeId::parse(format!("{base}-{}", sink.generation)).unwrap_or_else(|_| sanitize(&format!("{base}-{}", sink.generation)));
+        sink.codec = None;
+        sink.timing.restart();
+        sink.waiting_for_keyframe = sink.video;
+        tracing::warn!(track = %track_sid, from = ?old_track, to = %sink.track, codec = codec.as_str(), "the track's codec changed; a new writer takes over");
+        let (participant, new_track, kind) = (sink.participant.to_string(), sink.track.to_string(), if sink.video { "video" } else { "audio" });
+        self.timeline(Entry::TrackUnpublished { participant: participant.clone(), track: old_track.to_string() });
+        self.timeline(Entry::TrackPublished { participant, track: new_track, kind: kind.into(), codec: codec.as_str().into(), source });
+    }
+
+    /// The track's id in storage and the timeline: its sid until its codec changes.
+    fn storage_id(&self, track_sid: &str) -> String {
+        self.tracks.get(track_sid).map_or_else(|| track_sid.to_string(), |t| t.track.to_string())
+    }
+
     /// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
     fn track_ids(&self, track_sid: &str) -> (SafeId, SafeId) {
         let participant = match self.tracker.track(track_sid) {
@@ -677,19 +734,21 @@ impl RoomCapture {
         let notes = self.notes_tx.clone();
         let events = self.events.clone();
         let (participant, track, sid) = (sink.participant.clone(), sink.track.clone(), track_sid.to_string());
-        tracing::info!(track = %track_sid, participant = %participant, codec = codec.as_str(), "recording track");
+        tracing::info!(track = %track_sid, participant = %participant, storage = %track, codec = codec.as_str(), "recording track");
+        let key = move || WriterKey { sid: sid.clone(), storage: track.clone() };
+        let storage = sink.track.clone();
         TrackWriter::start(&dir, params.segment_ns, codec, first_frame, move |event| match event {
             TrackWriterEvent::Fragment(fragment) => {
-                let _ = events.send(SourceEvent::Fragment { participant: participant.clone(), track: track.clone(), fragment });
+                let _ = events.send(SourceEvent::Fragment { participant: participant.clone(), track: storage.clone(), fragment });
             }
             TrackWriterEvent::KeyframeWanted => {
-                let _ = notes.send(WriterNote::KeyframeWanted(sid.clone()));
+                let _ = notes.send(WriterNote::KeyframeWanted(key()));
             }
             TrackWriterEvent::Finished => {
-                let _ = notes.send(WriterNote::Finished(sid.clone()));
+                let _ = notes.send(WriterNote::Finished(key()));
             }
             TrackWriterEvent::Failed(err) => {
-                let _ = notes.send(WriterNote::Failed(sid.clone(), err));
+                let _ = notes.send(WriterNote::Failed(key(), err));
             }
         })
         .map_err(|e| e.to_string())
@@ -697,15 +756,18 @@ impl RoomCapture {
 
     fn on_writer_note(&mut self, peer: &mut Peer, mids: &HashMap<String, String>, note: WriterNote) {
         match note {
-            WriterNote::KeyframeWanted(sid) => {
-                let mid = mids.iter().find(|(_, t)| **t == sid).map(|(m, _)| str0m::media::Mid::from(m.as_str()));
-                if let (Some(mid), Some(sink)) = (mid, self.tracks.get_mut(&sid)) {
+            WriterNote::KeyframeWanted(key) => {
+                let mid = mids.iter().find(|(_, t)| **t == key.sid).map(|(m, _)| str0m::media::Mid::from(m.as_str()));
+                if let (Some(mid), Some(sink)) = (mid, self.tracks.get_mut(&key.sid))
+                    && sink.track == key.storage
+                {
                     request_keyframe(peer, sink, mid);
                 }
             }
-            WriterNote::Finished(sid) => self.writer_done(&sid),
-            WriterNote::Failed(sid, err) => {
-                tracing::error!(track = %sid, %err, "track writer failed; the track's earlier segments are kept");
+            WriterNote::Finished(key) => self.writer_done(&key),
+            WriterNote::Failed(key, err) => {
+                let sid = key.sid.clone();
+                tracing::error!(track = %sid, storage = %key.storage, %err, "track writer failed; the track's earlier segments are kept");
                 // Never a silent gap: a full disk moves the recording to another recorder, any other
                 // failure is said on the job.
                 let event = match err {
@@ -713,16 +775,19 @@ impl RoomCapture {
                     _ => SourceEvent::TrackLost(format!("track {sid} is no longer recorded: {err}")),
                 };
                 let _ = self.events.send(event);
-                self.writer_done(&sid);
+                self.writer_done(&key);
             }
         }
     }
 
-    fn writer_done(&mut self, sid: &str) {
-        if let Some(track) = self.tracks.get_mut(sid) {
+    fn writer_done(&mut self, key: &WriterKey) {
+        let Some(track) = self.tracks.get_mut(&key.sid) else { return };
+        // Dropping a writer sets its pipeline to NULL; done here, off the bus thread that told us.
+        if track.track == key.storage {
             track.finished = true;
-            // Dropping the writer sets its pipeline to NULL; do it off the bus thread that told us.
             track.writer = None;
+        } else {
+            track.retired.retain(|(storage, _)| *storage != key.storage);
         }
     }
 
@@ -737,17 +802,17 @@ impl RoomCapture {
             track.finishing = true;
         }
         let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
-        while self.tracks.values().any(|t| !t.finished) {
+        while self.tracks.values().any(|t| !t.finished || !t.retired.is_empty()) {
             let Ok(note) = tokio::time::timeout_at(deadline, self.notes.recv()).await else {
-                let stuck: Vec<&String> = self.tracks.iter().filter(|(_, t)| !t.finished).map(|(sid, _)| sid).collect();
+                let stuck: Vec<&String> = self.tracks.iter().filter(|(_, t)| !t.finished || !t.retired.is_empty()).map(|(sid, _)| sid).collect();
                 tracing::error!(?stuck, "track writers did not finish in time; their last segments stay in the spool");
                 break;
             };
             match note {
-                Some(WriterNote::Finished(sid)) => self.writer_done(&sid),
-                Some(WriterNote::Failed(sid, reason)) => {
-                    tracing::error!(track = %sid, %reason, "track writer failed while finishing");
-                    self.writer_done(&sid);
+                Some(WriterNote::Finished(key)) => self.writer_done(&key),
+                Some(WriterNote::Failed(key, reason)) => {
+                    tracing::error!(track = %key.sid, storage = %key.storage, %reason, "track writer failed while finishing");
+                    self.writer_done(&key);
                 }
                 Some(WriterNote::KeyframeWanted(_)) => {}
                 None => break,

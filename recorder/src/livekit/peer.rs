@@ -47,7 +47,8 @@ impl Peer {
         let mut rtc = config.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?);
         let local_tcp = SocketAddr::new(ip, 9);
-        let tcp_candidate = Candidate::builder().tcp().host(local_tcp).tcptype(TcpType::Active).build().map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tcp_candidate =
+            Candidate::builder().tcp().host(local_tcp).tcptype(TcpType::Active).build().map_err(|e| std::io::Error::other(e.to_string()))?;
         rtc.add_local_candidate(tcp_candidate);
         Ok(Peer { rtc, socket, local, tcp: TcpLinks::new(ip), local_tcp, next_timeout: Instant::now(), events: Vec::new(), lost: false, dead: false })
     }

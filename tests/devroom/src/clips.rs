@@ -32,6 +32,9 @@ impl ClipSet {
         for room in &scenario.rooms {
             for (index, participant) in room.participants.iter().enumerate() {
                 set.ensure(Kind::Video(participant.video_codec), index, cache_dir)?;
+                if participant.switch_codec_at_s.is_some() {
+                    set.ensure(Kind::Video(participant.video_codec.other()), index, cache_dir)?;
+                }
                 set.ensure(Kind::Audio, index, cache_dir)?;
             }
         }

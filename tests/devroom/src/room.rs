@@ -21,6 +21,8 @@ pub struct OutFrame {
     pub rtp_time: u64,
     pub keyframe: bool,
     pub data: Arc<[u8]>,
+    /// Which codec the frame is in: it picks the payload type (a camera may switch codecs mid-track).
+    pub codec: fleet_pipelines::clip::ClipCodec,
 }
 
 /// What subscribers hear about the room.
@@ -287,10 +289,14 @@ fn join(room: &Arc<Room>, script: &ParticipantScript, index: usize, clips: &Clip
     let audio_clip = clips.get(crate::clips::Kind::Audio, index);
     let garbage = publisher::Garbage { windows: script.garbage.clone(), opened };
     if let (Some(track), Some(clip)) = (&camera, video_clip.clone()) {
-        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage.clone()));
+        let switch = script.switch_codec_at_s.and_then(|at_s| {
+            let later = clips.get(crate::clips::Kind::Video(script.video_codec.other()), index)?;
+            Some((opened + Duration::from_secs_f64(at_s), later))
+        });
+        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage.clone(), switch));
     }
     if let (Some(track), Some(clip)) = (&microphone, audio_clip) {
-        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage));
+        tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage, None));
     }
     (sid, video_clip)
 }
@@ -348,7 +354,7 @@ async fn follow_script(
             share = Some(track.sid.clone());
             if let Some(clip) = video_clip.clone() {
                 let garbage = publisher::Garbage { windows: script.garbage.clone(), opened };
-                tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage));
+                tokio::spawn(publisher::pace(room.clone(), track.sid.clone().into(), clip, garbage, None));
             }
             Some(track)
         } else {

@@ -53,6 +53,10 @@ pub struct ParticipantScript {
     /// Windows in which a screen share track is published.
     #[serde(default)]
     pub screen_share: Vec<[f64; 2]>,
+    /// The camera switches to the other video codec (VP8 ↔ H.264) at this time, on the same track (same
+    /// SSRC, another payload type), as LiveKit's SFU does when a publisher falls back to its backup codec.
+    #[serde(default)]
+    pub switch_codec_at_s: Option<f64>,
     /// Windows in which every frame this participant sends (camera, microphone, share) is random bytes
     /// of the frame's size, still in well-formed RTP: a broken or hostile client.
     #[serde(default)]
@@ -65,6 +69,15 @@ pub enum VideoCodec {
     #[default]
     Vp8,
     H264,
+}
+
+impl VideoCodec {
+    pub fn other(self) -> VideoCodec {
+        match self {
+            VideoCodec::Vp8 => VideoCodec::H264,
+            VideoCodec::H264 => VideoCodec::Vp8,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -108,6 +121,7 @@ impl Scenario {
                 screen_share: vec![],
                 speaking: vec![],
                 garbage: vec![],
+                switch_codec_at_s: None,
             })
             .collect();
         Scenario { auto_create: false, rooms: vec![RoomScript { name: room.into(), close_after_s: None, loss_percent: 0.0, participants }] }

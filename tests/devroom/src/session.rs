@@ -5,6 +5,7 @@
 use crate::auth::Grant;
 use crate::room::{OutFrame, Room, RoomEvent, new_sid, now_ms};
 use axum::extract::ws::{Message, WebSocket};
+use fleet_pipelines::clip::ClipCodec;
 use futures::{SinkExt, StreamExt};
 use livekit_protocol as proto;
 use livekit_protocol::signal_request::Message as Request;
@@ -296,7 +297,8 @@ struct Peer {
     #[allow(dead_code)]
     participant_sid: String,
     /// Track sid → its m-line while it is being sent.
-    mids: HashMap<String, (Mid, Option<Pt>)>,
+    /// Each track's m-line, and the payload type of each codec it has sent in.
+    mids: HashMap<String, (Mid, HashMap<ClipCodec, Option<Pt>>)>,
     wanted: BTreeMap<String, WantedTrack>,
     pending: Option<SdpPendingOffer>,
     negotiate_at: Option<Instant>,
@@ -370,7 +372,7 @@ impl Peer {
             let kind = if track.info.r#type == proto::TrackType::Audio as i32 { MediaKind::Audio } else { MediaKind::Video };
             let stream = format!("{}|{}", track.publisher, sid);
             let mid = api.add_media(kind, Direction::SendOnly, Some(stream), Some(sid.clone()), None);
-            self.mids.insert(sid.clone(), (mid, None));
+            self.mids.insert(sid.clone(), (mid, HashMap::new()));
         }
         let gone: Vec<String> = self.mids.keys().filter(|sid| !self.wanted.contains_key(*sid)).cloned().collect();
         for sid in gone {
@@ -429,22 +431,21 @@ impl Peer {
         if !self.connected {
             return;
         }
-        let Some((mid, pt)) = self.mids.get_mut(frame.track_sid.as_ref()) else { return };
+        let Some((mid, pts)) = self.mids.get_mut(frame.track_sid.as_ref()) else { return };
         let mid = *mid;
         let Some(writer) = self.rtc.writer(mid) else { return };
-        if pt.is_none() {
-            // The first negotiated payload type of the track's codec (packetization mode 1 for H.264).
-            let codec = self.wanted.get(frame.track_sid.as_ref()).map(|t| t.info.mime_type.to_ascii_lowercase());
-            let want = match codec.as_deref() {
-                Some("video/h264") => Codec::H264,
-                Some("audio/opus") => Codec::Opus,
-                _ => Codec::Vp8,
-            };
-            *pt = writer
+        let want = match frame.codec {
+            ClipCodec::Vp8 => Codec::Vp8,
+            ClipCodec::H264 => Codec::H264,
+            ClipCodec::Opus => Codec::Opus,
+        };
+        // The first negotiated payload type of the frame's codec (packetization mode 1 for H.264).
+        let pt = pts.entry(frame.codec).or_insert_with(|| {
+            writer
                 .payload_params()
                 .find(|p| p.spec().codec == want && (want != Codec::H264 || p.spec().format.packetization_mode == Some(1)))
-                .map(|p| p.pt());
-        }
+                .map(|p| p.pt())
+        });
         let Some(pt) = *pt else { return };
         let frequency =
             if matches!(self.rtc.media(mid).map(|m| m.kind()), Some(MediaKind::Audio)) { Frequency::FORTY_EIGHT_KHZ } else { Frequency::NINETY_KHZ };
