@@ -14,7 +14,8 @@ use tokio::net::UdpSocket;
 pub enum PeerEvent {
     Connected,
     Media(Box<MediaData>),
-    /// ICE lost its path (consent checks unanswered), or the connection ended ([`Peer::is_alive`] says which).
+    /// ICE has had no path for a while (4 s once connected, 10 s for a new connection), or the connection
+    /// ended ([`Peer::is_alive`] says which).
     Lost,
     /// ICE found a path again after [`PeerEvent::Lost`] (e.g. after the ICE restart a resume brings).
     Restored,
@@ -28,6 +29,13 @@ pub struct Peer {
     pub tcp: TcpLinks,
     /// Our active TCP candidate's address (port 9: an active side has no port to offer, RFC 6544).
     local_tcp: SocketAddr,
+    /// Whether the TCP candidate has been added: only once ICE found no path over UDP for a while, so a
+    /// TCP pair never wins a race against a working UDP one (a switch drops packets in flight).
+    tcp_enabled: bool,
+    /// Since when ICE has had no working path (from the first offer, or since it lost the path).
+    pathless_since: Option<Instant>,
+    ice_connected: bool,
+    ever_connected: bool,
     pub next_timeout: Instant,
     events: Vec<PeerEvent>,
     /// ICE has no path now.
@@ -46,11 +54,21 @@ impl Peer {
         let config = RtcConfig::new().clear_codecs().enable_opus(true, false).enable_vp8(true).enable_vp9(true).enable_h264(true);
         let mut rtc = config.build(Instant::now());
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| std::io::Error::other(e.to_string()))?);
-        let local_tcp = SocketAddr::new(ip, 9);
-        let tcp_candidate =
-            Candidate::builder().tcp().host(local_tcp).tcptype(TcpType::Active).build().map_err(|e| std::io::Error::other(e.to_string()))?;
-        rtc.add_local_candidate(tcp_candidate);
-        Ok(Peer { rtc, socket, local, tcp: TcpLinks::new(ip), local_tcp, next_timeout: Instant::now(), events: Vec::new(), lost: false, dead: false })
+        Ok(Peer {
+            rtc,
+            socket,
+            local,
+            tcp: TcpLinks::new(ip),
+            local_tcp: SocketAddr::new(ip, 9),
+            tcp_enabled: false,
+            pathless_since: None,
+            ice_connected: false,
+            ever_connected: false,
+            next_timeout: Instant::now(),
+            events: Vec::new(),
+            lost: false,
+            dead: false,
+        })
     }
 
     /// Our host candidate as a LiveKit trickle `candidateInit` JSON string.
@@ -62,6 +80,9 @@ impl Peer {
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparseable offer: {e}"))?;
         let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer not accepted: {e}"))?;
+        if !self.ice_connected {
+            self.pathless_since.get_or_insert_with(Instant::now);
+        }
         Ok(answer.to_sdp_string())
     }
 
@@ -128,8 +149,30 @@ impl Peer {
         self.rtc.disconnect();
     }
 
+    /// Offers ICE/TCP once UDP has found no path for [`TCP_FALLBACK_AFTER`].
+    fn fall_back_to_tcp(&mut self) {
+        if self.tcp_enabled || self.pathless_since.is_none_or(|since| since.elapsed() < TCP_FALLBACK_AFTER) {
+            return;
+        }
+        self.tcp_enabled = true;
+        match Candidate::builder().tcp().host(self.local_tcp).tcptype(TcpType::Active).build() {
+            Ok(candidate) => {
+                tracing::info!("no ICE path over UDP; trying TCP");
+                self.rtc.add_local_candidate(candidate);
+            }
+            Err(err) => tracing::warn!(%err, "no TCP candidate"),
+        }
+    }
+
     /// Runs str0m until it wants to wait; returns what happened.
     pub fn drive(&mut self) -> Vec<PeerEvent> {
+        self.fall_back_to_tcp();
+        // ICE without a path is reported lost only once TCP had its chance too: str0m's "disconnected"
+        // comes at once when an ICE restart brings only candidates it cannot pair yet.
+        let patience = if self.ever_connected { PATH_LOSS_TIMEOUT } else { FIRST_PATH_TIMEOUT };
+        if self.pathless_since.is_some_and(|since| since.elapsed() >= patience) {
+            self.lose();
+        }
         loop {
             if !self.rtc.is_alive() {
                 self.end();
@@ -151,10 +194,18 @@ impl Peer {
                     Event::Connected => self.events.push(PeerEvent::Connected),
                     Event::MediaData(data) => self.events.push(PeerEvent::Media(Box::new(data))),
                     // A transient state: an ICE restart (which a resume brings) can find a path again.
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => self.lose(),
-                    Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) if self.lost && !self.dead => {
-                        self.lost = false;
-                        self.events.push(PeerEvent::Restored);
+                    Event::IceConnectionStateChange(state) if !state.is_connected() && state != IceConnectionState::New => {
+                        self.ice_connected = false;
+                        self.pathless_since.get_or_insert_with(Instant::now);
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
+                        self.ice_connected = true;
+                        self.ever_connected = true;
+                        self.pathless_since = None;
+                        if self.lost && !self.dead {
+                            self.lost = false;
+                            self.events.push(PeerEvent::Restored);
+                        }
                     }
                     _ => {}
                 },
@@ -167,6 +218,13 @@ impl Peer {
         std::mem::take(&mut self.events)
     }
 }
+
+/// How long ICE may find no path over UDP before the TCP candidate is offered too.
+const TCP_FALLBACK_AFTER: Duration = Duration::from_secs(2);
+/// How long a connection that had a path may be without one before it is reported lost.
+const PATH_LOSS_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a new connection may take to find its first path.
+const FIRST_PATH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The kernel's default receive buffer (208 KiB on Linux) holds well under a second of a room's media:
 /// a capture loop held up that long on a busy machine would lose packets, and audio has no
