@@ -23,7 +23,7 @@ use livekit_protocol::signal_request::Message as Request;
 use livekit_protocol::signal_response::Message as Response;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use peer::{Peer, PeerEvent};
-use recovery::{Attempt, Recovery, ResumePolicy, Retry};
+use recovery::{Attempt, MediaAction, MediaWatch, Recovery, ResumePolicy, Retry};
 use room::{Change, RoomTracker};
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,10 +41,6 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Datagrams read in one go after the socket wakes the loop; a bound keeps signalling and timers served.
 const MAX_DATAGRAMS_PER_WAKE: usize = 64;
-/// How long a lost media connection waits for signalling to say why before the capture acts on it.
-const MEDIA_LOSS_GRACE: Duration = Duration::from_millis(500);
-/// How long the media connection may stay lost after a resume (and its ICE restart) before a rejoin.
-const MEDIA_RECOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sender reports go to the timeline at most this often per track.
 const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a resume may take before the capture rejoins instead (the server keeps the session for
@@ -325,11 +321,7 @@ impl RoomCapture {
         let mut candidate_sent = false;
         let mut buf = vec![0u8; 2048];
         let empty_timeout = Duration::from_secs(self.params.config.empty_timeout_s);
-        // When the media connection drops, signalling may still be about to say why (the server closes a
-        // room's peer connections and sends `Leave{ROOM_CLOSED}` at the same moment): wait a little for it.
-        let mut media_lost_at: Option<Instant> = None;
-        // A resume was started for the current media loss: if media stays lost, rejoin.
-        let mut media_resumed = false;
+        let mut media = MediaWatch::default();
         let mut resume_policy = ResumePolicy::default();
         let mut resuming: Option<(Resuming<'_>, proto::ReconnectReason, String)> = None;
         // The next resume attempt, after one could not reach the server.
@@ -343,16 +335,14 @@ impl RoomCapture {
                     PeerEvent::Media(data) => self.on_media(&mut peer, &mids, *data),
                     PeerEvent::Lost => {
                         tracing::warn!(alive = peer.is_alive(), "subscriber peer connection lost");
-                        media_lost_at = media_lost_at.or(Some(Instant::now()));
+                        media.lost(Instant::now());
                     }
                     PeerEvent::Restored => {
                         tracing::info!("subscriber peer connection restored");
-                        media_lost_at = None;
-                        media_resumed = false;
+                        media.restored();
                     }
                 }
             }
-            let media_lost_deadline = media_lost_at.map(|at| at + if media_resumed { MEDIA_RECOVERY_TIMEOUT } else { MEDIA_LOSS_GRACE });
             self.empty_since = if self.tracker.is_empty() { self.empty_since.or(Some(Instant::now())) } else { None };
             let empty_deadline = self.empty_since.map(|since| since + empty_timeout);
             tokio::select! {
@@ -466,15 +456,11 @@ impl RoomCapture {
                     tracing::info!(timeout_s = empty_timeout.as_secs(), "the room stayed empty");
                     break ConnectionEnd::Ended(EndReason::RoomEmpty);
                 }
-                _ = sleep_until_opt(media_lost_deadline) => {
+                _ = sleep_until_opt(media.deadline()) => {
                     let why = "the media connection was lost".to_string();
-                    // Resuming asks the server for an ICE restart, which can find the path again; a connection
-                    // that ended for good, or one still lost after that, needs a rejoin.
-                    if !peer.is_alive() || media_resumed {
+                    if media.act(Instant::now(), peer.is_alive()) == MediaAction::Rejoin {
                         break ConnectionEnd::Reconnect(why);
                     }
-                    media_resumed = true;
-                    media_lost_at = Some(Instant::now());
                     if resuming.is_none() && resume_retry.is_none() {
                         match resume_policy.resume_or_rejoin(Instant::now(), proto::ReconnectReason::RrSubscriberFailed, &why) {
                             Attempt::Resume(reason) => {

@@ -92,6 +92,53 @@ impl ResumePolicy {
     }
 }
 
+/// How long a lost media connection waits for signalling to say why before the capture acts on it (the
+/// server closes a room's peer connections and sends `Leave{ROOM_CLOSED}` at the same moment).
+const MEDIA_LOSS_GRACE: Duration = Duration::from_millis(500);
+/// How long the media connection may stay lost after a resume (and its ICE restart) before a rejoin.
+const MEDIA_RECOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to do about a media connection that stayed lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaAction {
+    /// Resume the session: its ICE restart can find the path again.
+    Resume,
+    Rejoin,
+}
+
+/// Watches the media connection: lost, given a grace for signalling to explain, then resumed once, then
+/// rejoined if still lost.
+#[derive(Debug, Default)]
+pub struct MediaWatch {
+    lost_at: Option<Instant>,
+    resumed: bool,
+}
+
+impl MediaWatch {
+    pub fn lost(&mut self, now: Instant) {
+        self.lost_at.get_or_insert(now);
+    }
+
+    pub fn restored(&mut self) {
+        *self = MediaWatch::default();
+    }
+
+    /// When to act, if the connection is lost.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.lost_at.map(|at| at + if self.resumed { MEDIA_RECOVERY_TIMEOUT } else { MEDIA_LOSS_GRACE })
+    }
+
+    /// The deadline passed at `now`. `alive`: the connection can still be restarted (it did not end).
+    pub fn act(&mut self, now: Instant, alive: bool) -> MediaAction {
+        if !alive || self.resumed {
+            return MediaAction::Rejoin;
+        }
+        self.resumed = true;
+        self.lost_at = Some(now);
+        MediaAction::Resume
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +176,24 @@ mod tests {
         policy.resumed(start + Duration::from_millis(20));
         assert!(matches!(policy.resume_or_rejoin(start + Duration::from_millis(500), reason, "closed"), Attempt::Rejoin(_)));
         assert_eq!(policy.resume_or_rejoin(start + Duration::from_secs(10), reason, "closed"), Attempt::Resume(reason));
+    }
+
+    #[test]
+    fn lost_media_is_resumed_once_then_rejoined_and_an_ended_connection_rejoined_at_once() {
+        let start = Instant::now();
+        let mut watch = MediaWatch::default();
+        assert_eq!(watch.deadline(), None);
+        watch.lost(start);
+        watch.lost(start + Duration::from_millis(100));
+        assert_eq!(watch.deadline(), Some(start + MEDIA_LOSS_GRACE));
+        let acted = start + MEDIA_LOSS_GRACE;
+        assert_eq!(watch.act(acted, true), MediaAction::Resume);
+        assert_eq!(watch.deadline(), Some(acted + MEDIA_RECOVERY_TIMEOUT));
+        assert_eq!(watch.act(acted + MEDIA_RECOVERY_TIMEOUT, true), MediaAction::Rejoin);
+        watch.restored();
+        assert_eq!(watch.deadline(), None);
+        watch.lost(start);
+        assert_eq!(watch.act(start + MEDIA_LOSS_GRACE, false), MediaAction::Rejoin);
     }
 
     #[test]
