@@ -268,8 +268,8 @@ fn endings_on_the_real_server() {
 /// The recorder's signalling connection is cut, and the server stays unreachable for 3 s (a relay in front
 /// of it closes the connection and refuses new ones; media keeps its own path): the recorder keeps trying
 /// to resume and resumes the same session (`reconnect=1`, the server's ICE restart) once it can, instead
-/// of joining again. Nothing of the media is lost, and the resumed signalling still brings news: a
-/// publisher who joins after the cut is recorded.
+/// of joining again. No audio is lost (at most a keyframe wait of video, when the ICE restart drops a
+/// packet), and the resumed signalling still brings news: a publisher who joins after the cut is recorded.
 #[test]
 fn a_signalling_drop_is_resumed_in_the_same_session() {
     if !netns::enter("a_signalling_drop_is_resumed_in_the_same_session") {
@@ -334,7 +334,13 @@ fn a_signalling_drop_is_resumed_in_the_same_session() {
                 "{}: longest gap from the cut to the resume {gap:.3} s (at {at:.2} s; cut at {cut_at_s:.2} s), before it {usual:.3} s",
                 track.display()
             );
-            assert!(gap <= 0.5, "{:.3} s of {} lost at {at:.2} s", gap, track.display());
+            // Audio (which cannot be asked for again) loses nothing beyond its silence suppression (400 ms
+            // steps between beeps). The server's ICE restart can drop a few packets (seen in 1 of 6 runs);
+            // video then waits for the keyframe it asks for (0.63 s then), so its bound allows one.
+            let first_segment = std::fs::read_dir(&track).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+            let audio = ffprobe(&first_segment)["streams"][0]["codec_type"] == "audio";
+            let bound = if audio { 0.5 } else { 1.2 };
+            assert!(gap <= bound, "{:.3} s of {} lost at {at:.2} s (bound {bound} s)", gap, track.display());
         }
         keep_mp4(&setup, &record, "resume.mp4");
         drop((ada, ben));
