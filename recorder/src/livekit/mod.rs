@@ -7,16 +7,16 @@ mod codecs;
 mod ice_tcp;
 mod peer;
 mod recovery;
+mod redact;
 mod room;
 mod sdp;
 mod token;
 mod track_timing;
+mod tracks;
 
 use crate::capture::{SourceEvent, SourceEvents};
 use crate::config::LivekitConfig;
 use crate::timeline::Entry;
-use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
-use fleet_protocol::SafeId;
 use fleet_protocol::job::EndReason;
 use livekit_protocol as proto;
 use livekit_protocol::signal_request::Message as Request;
@@ -24,6 +24,7 @@ use livekit_protocol::signal_response::Message as Response;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use peer::{Peer, PeerEvent};
 use recovery::{Attempt, MediaAction, MediaWatch, Recovery, ResumePolicy, Retry};
+use redact::describe_connect_error;
 use room::{Change, RoomTracker};
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,22 +32,16 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
-use track_timing::{Restart, TrackTiming};
+use tracks::{Tracks, participant_key};
 
 pub use token::recorder_token;
 
-/// Keyframe requests (PLI) per track at most this often.
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
-/// How long stopping writers may take to close their last segments.
-const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// Datagrams read in one go; a bound keeps signalling and timers served.
 const MAX_DATAGRAMS_PER_WAKE: usize = 256;
 /// After reading, the socket rests this long before it is read again (the kernel buffer holds what
 /// arrives meanwhile): a room's ~800 packets a second then wake the loop 200 times, not 800, which is
 /// most of what the capture costs (thread wake-ups, not decryption). Arrival times are read this late.
 const SOCKET_REST: Duration = Duration::from_millis(5);
-/// Sender reports go to the timeline at most this often per track.
-const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a resume may take before the capture rejoins instead (the server keeps the session for
 /// several seconds; its media keeps flowing meanwhile).
 const RESUME_TIMEOUT: Duration = Duration::from_secs(3);
@@ -115,76 +110,12 @@ impl LivekitCapture {
     }
 }
 
-/// One track being written.
-struct TrackSink {
-    video: bool,
-    participant: SafeId,
-    /// Where the current writer stores the track (and its id in the timeline): the track's sid, then
-    /// `<sid>-2`, `-3`… after each codec change.
-    track: SafeId,
-    /// How many writers this track has had: a codec change mid-track starts a new one.
-    generation: u32,
-    clock_rate: u32,
-    writer: Option<TrackWriter>,
-    /// What the current writer stores.
-    codec: Option<TrackCodec>,
-    /// Writers of earlier codecs, closing their last segments.
-    retired: Vec<(SafeId, TrackWriter)>,
-    timing: TrackTiming,
-    waiting_for_keyframe: bool,
-    last_keyframe_request: Option<Instant>,
-    last_sender_report: Option<(Instant, SystemTime)>,
-    /// Breaks in the RTP sequence (packets that never arrived): logged, as lost audio cannot be asked for again.
-    gaps: u32,
-    /// Told to finish (unpublished or stopping): frames that still arrive are dropped.
-    finishing: bool,
-    finished: bool,
-}
-
-impl TrackSink {
-    fn new(participant: SafeId, track: SafeId, clock_rate: u32, video: bool) -> TrackSink {
-        TrackSink {
-            video,
-            participant,
-            track,
-            generation: 1,
-            clock_rate,
-            writer: None,
-            codec: None,
-            retired: Vec::new(),
-            timing: TrackTiming::new(clock_rate, video),
-            waiting_for_keyframe: video,
-            last_keyframe_request: None,
-            last_sender_report: None,
-            gaps: 0,
-            finishing: false,
-            finished: false,
-        }
-    }
-}
-
-/// Which writer a note is from: the track's sid, and where that writer stores it (a track whose codec
-/// changed has had several).
-struct WriterKey {
-    sid: String,
-    storage: SafeId,
-}
-
-/// Messages from track writers' pipelines back to the capture loop.
-enum WriterNote {
-    KeyframeWanted(WriterKey),
-    Finished(WriterKey),
-    Failed(WriterKey, fleet_pipelines::PipelineError),
-}
-
 struct RoomCapture {
     params: LivekitParams,
     clock: SessionClock,
     events: SourceEvents,
     tracker: RoomTracker,
-    tracks: HashMap<String, TrackSink>,
-    notes_tx: mpsc::UnboundedSender<WriterNote>,
-    notes: mpsc::UnboundedReceiver<WriterNote>,
+    tracks: Tracks,
     token: String,
     connection: u32,
     empty_since: Option<Instant>,
@@ -200,19 +131,8 @@ enum ConnectionEnd {
 
 impl RoomCapture {
     fn new(params: LivekitParams, clock: SessionClock, events: SourceEvents) -> RoomCapture {
-        let (notes_tx, notes) = mpsc::unbounded_channel();
-        RoomCapture {
-            params,
-            clock,
-            events,
-            tracker: RoomTracker::default(),
-            tracks: HashMap::new(),
-            notes_tx,
-            notes,
-            token: String::new(),
-            connection: 0,
-            empty_since: None,
-        }
+        let tracks = Tracks::new(params.media_dir.clone(), params.segment_ns, clock, events.clone());
+        RoomCapture { params, clock, events, tracker: RoomTracker::default(), tracks, token: String::new(), connection: 0, empty_since: None }
     }
 
     fn timeline(&self, entry: Entry) {
@@ -244,7 +164,7 @@ impl RoomCapture {
                 }
                 (Ok((signal, _, _)), Err(err)) => {
                     close_signalling(&signal).await;
-                    self.finish_tracks().await;
+                    self.tracks.finish_all().await;
                     return Err(format!("could not open the media socket on {}: {err}", config.rtc_ip));
                 }
                 (Err(err), _) => {
@@ -278,7 +198,7 @@ impl RoomCapture {
                 ConnectionEnd::Reconnect(reason) => {
                     let since = *lost_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(config.reconnect_timeout_s) {
-                        self.finish_tracks().await;
+                        self.tracks.finish_all().await;
                         return Err(format!("lost the LiveKit connection and could not rejoin within {} s: {reason}", config.reconnect_timeout_s));
                     }
                     tracing::warn!(%reason, "LiveKit connection lost; rejoining");
@@ -287,7 +207,7 @@ impl RoomCapture {
                 }
             }
         }
-        self.finish_tracks().await;
+        self.tracks.finish_all().await;
         Ok(())
     }
 
@@ -316,11 +236,7 @@ impl RoomCapture {
         let own_sid = join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default();
         let changes = self.tracker.reset(join.other_participants.into_iter().filter(|p| p.sid != own_sid).collect());
         self.apply_changes(signal, changes).await;
-        // A new peer connection restarts every track's RTP timing, and video must restart on a keyframe.
-        for track in self.tracks.values_mut() {
-            track.timing.restart();
-            track.waiting_for_keyframe = track.video;
-        }
+        self.tracks.new_connection();
         let mut mids: HashMap<String, String> = HashMap::new();
         let mut candidate_sent = false;
         let mut buf = vec![0u8; 2048];
@@ -338,7 +254,7 @@ impl RoomCapture {
             for event in peer.drive() {
                 match event {
                     PeerEvent::Connected => tracing::info!("subscriber peer connection up"),
-                    PeerEvent::Media(data) => self.on_media(&mut peer, &mids, *data),
+                    PeerEvent::Media(data) => self.tracks.on_media(&mut peer, &mids, *data, &self.tracker),
                     PeerEvent::Lost => {
                         tracing::warn!(alive = peer.is_alive(), "subscriber peer connection lost");
                         media.lost(Instant::now());
@@ -453,7 +369,7 @@ impl RoomCapture {
                 }
                 Some(packet) = peer.tcp.received.recv() => peer.receive_tcp(packet),
                 _ = tokio::time::sleep_until(peer.next_timeout.into()) => peer.tick(),
-                Some(note) = self.notes.recv() => self.on_writer_note(&mut peer, &mids, note),
+                Some(note) = self.tracks.notes.recv() => self.tracks.on_writer_note(&mut peer, &mids, note),
                 _ = stop.changed() => {
                     if *stop.borrow() {
                         break ConnectionEnd::Stop;
@@ -532,18 +448,11 @@ impl RoomCapture {
                     });
                 }
                 Change::Unpublished(p, t) => {
-                    self.timeline(Entry::TrackUnpublished { participant: participant_key(&p).to_string(), track: self.storage_id(&t.sid) });
-                    if let Some(track) = self.tracks.get_mut(&t.sid) {
-                        match &track.writer {
-                            Some(writer) if !track.finishing => writer.finish(),
-                            Some(_) => {}
-                            None => track.finished = true,
-                        }
-                        track.finishing = true;
-                    }
+                    self.timeline(Entry::TrackUnpublished { participant: participant_key(&p).to_string(), track: self.tracks.storage_id(&t.sid) });
+                    self.tracks.unpublished(&t.sid);
                 }
                 Change::Muted(p, t, muted) => {
-                    self.timeline(Entry::TrackMuted { participant: participant_key(&p).to_string(), track: self.storage_id(&t.sid), muted });
+                    self.timeline(Entry::TrackMuted { participant: participant_key(&p).to_string(), track: self.tracks.storage_id(&t.sid), muted });
                 }
             }
         }
@@ -561,257 +470,6 @@ impl RoomCapture {
             signal.send(Request::TrackSetting(settings)).await;
         }
     }
-
-    fn on_media(&mut self, peer: &mut Peer, mids: &HashMap<String, String>, data: str0m::media::MediaData) {
-        let Some(track_sid) = mids.get(&data.mid.to_string()).cloned() else { return };
-        let spec = data.params.spec();
-        let codec_name = peer::codec_name(spec.codec);
-        let clock_rate = spec.clock_rate.get();
-        // Every audio frame stands alone; str0m flags keyframes for video only.
-        let keyframe = spec.codec == str0m::format::Codec::Opus || data.is_keyframe();
-        let now_ns = self.clock.running_ns_at(data.network_time);
-        let codec = TrackCodec::from_name(codec_name);
-        if keyframe && codec.is_some_and(|c| blank_frames::is_blank_keyframe(c, &data.data)) {
-            tracing::debug!(track = %track_sid, "the SFU's blank frame; not recorded");
-            return;
-        }
-        if !self.tracks.contains_key(&track_sid) {
-            let (participant, track) = self.track_ids(&track_sid);
-            let video = codec.is_some_and(|c| c.kind() == fleet_pipelines::segment_writer::TrackKind::Video);
-            let mut sink = TrackSink::new(participant, track, clock_rate, video);
-            if codec.is_none() {
-                tracing::warn!(track = %track_sid, codec = codec_name, "codec not recordable here; track skipped");
-                sink.finishing = true;
-                sink.finished = true;
-            }
-            self.tracks.insert(track_sid.clone(), sink);
-        }
-        let sink = self.tracks.get(&track_sid).expect("inserted above");
-        if sink.finished || sink.finishing {
-            return;
-        }
-        if let (Some(writing), Some(arriving)) = (sink.codec, codec)
-            && writing != arriving
-        {
-            // The SFU switched the track's codec (a publisher regressed to its backup codec): one writer
-            // stores one codec, so this one closes and a new one starts at the next keyframe.
-            self.change_codec(&track_sid, arriving);
-        }
-        let sink = self.tracks.get(&track_sid).expect("present");
-        if sink.writer.is_none() {
-            let Some(codec) = codec else { return };
-            if sink.video && !keyframe {
-                // Video that began with a delta frame: wait for the keyframe asked for.
-                let sink = self.tracks.get_mut(&track_sid).expect("present");
-                request_keyframe(peer, sink, data.mid);
-                return;
-            }
-            let started = self.start_writer(&track_sid, sink, codec, &data.data);
-            let sink = self.tracks.get_mut(&track_sid).expect("present");
-            match started {
-                Ok(writer) => {
-                    sink.writer = Some(writer);
-                    sink.codec = Some(codec);
-                }
-                Err(reason) => {
-                    tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
-                    sink.finishing = true;
-                    sink.finished = true;
-                    return;
-                }
-            }
-        }
-        let sink = self.tracks.get_mut(&track_sid).expect("present");
-        if !data.contiguous {
-            sink.waiting_for_keyframe |= sink.video;
-            if sink.timing.is_anchored() {
-                sink.gaps += 1;
-                if sink.gaps.is_power_of_two() {
-                    tracing::warn!(track = %track_sid, gaps = sink.gaps, "packets missing from the track");
-                }
-            }
-        }
-        if sink.video && sink.waiting_for_keyframe {
-            if keyframe {
-                sink.waiting_for_keyframe = false;
-            } else {
-                request_keyframe(peer, sink, data.mid);
-                return;
-            }
-        }
-        let rtp = data.time.numer();
-        if !sink.video && sink.timing.steps_back(rtp) {
-            tracing::debug!(track = %track_sid, rtp, "audio frame at or before the last one written; dropped");
-            return;
-        }
-        let placed = sink.timing.place(rtp, now_ns);
-        if let Some(restart) = placed.restart {
-            if let Restart::Jumped { by_ms } = restart {
-                tracing::warn!(track = %track_sid, jump_ms = by_ms, "RTP time jumped; restarting the track's timing");
-            }
-            let _ = self.events.send(SourceEvent::Room {
-                running_ns: placed.pts_ns,
-                entry: Entry::TrackStarted {
-                    participant: sink.participant.to_string(),
-                    track: sink.track.to_string(),
-                    rtp_time: rtp,
-                    clock_rate: sink.clock_rate,
-                },
-            });
-        }
-        if let Some(writer) = &sink.writer
-            && let Err(err) = writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe)
-        {
-            tracing::warn!(track = %track_sid, %err, "frame not written");
-        }
-        // A report sent before the sender's first packet maps nothing (str0m sends RTP time 0 then).
-        if let Some(report) = data.last_sender_info.filter(|r| r.sender_packet_count > 0) {
-            let due = sink.last_sender_report.is_none_or(|(at, ntp)| ntp != report.ntp_time && at.elapsed() >= SENDER_REPORT_LOG_INTERVAL);
-            if due {
-                sink.last_sender_report = Some((Instant::now(), report.ntp_time));
-                let ntp_unix_ms = report.ntp_time.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
-                let _ = self.events.send(SourceEvent::Room {
-                    running_ns: self.clock.running_ns(),
-                    entry: Entry::SenderReport {
-                        participant: sink.participant.to_string(),
-                        track: sink.track.to_string(),
-                        ntp_unix_ms,
-                        rtp_time: report.rtp_time.numer(),
-                    },
-                });
-            }
-        }
-    }
-
-    /// Retires the track's writer (it closes its last segment) and readies a new one for `codec`, stored
-    /// as a new track of the same participant: the timeline says the old one was unpublished and the new
-    /// one published, so the transcode shows one after the other.
-    fn change_codec(&mut self, track_sid: &str, codec: TrackCodec) {
-        let source = self.tracker.track(track_sid).map(|(_, t)| t.source().as_str_name().to_ascii_lowercase()).unwrap_or_else(|| "unknown".into());
-        let sink = self.tracks.get_mut(track_sid).expect("present");
-        let old_track = sink.track.clone();
-        if let Some(writer) = sink.writer.take() {
-            writer.finish();
-            sink.retired.push((old_track.clone(), writer));
-        }
-        sink.generation += 1;
-        let base: String = track_sid.chars().take(fleet_protocol::ids::MAX_ID_LEN - 8).collect();
-        sink.track = SafeId::parse(format!("{base}-{}", sink.generation)).unwrap_or_else(|_| sanitize(&format!("{base}-{}", sink.generation)));
-        sink.codec = None;
-        sink.timing.restart();
-        sink.waiting_for_keyframe = sink.video;
-        tracing::warn!(track = %track_sid, from = ?old_track, to = %sink.track, codec = codec.as_str(), "the track's codec changed; a new writer takes over");
-        let (participant, new_track, kind) = (sink.participant.to_string(), sink.track.to_string(), if sink.video { "video" } else { "audio" });
-        self.timeline(Entry::TrackUnpublished { participant: participant.clone(), track: old_track.to_string() });
-        self.timeline(Entry::TrackPublished { participant, track: new_track, kind: kind.into(), codec: codec.as_str().into(), source });
-    }
-
-    /// The track's id in storage and the timeline: its sid until its codec changes.
-    fn storage_id(&self, track_sid: &str) -> String {
-        self.tracks.get(track_sid).map_or_else(|| track_sid.to_string(), |t| t.track.to_string())
-    }
-
-    /// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
-    fn track_ids(&self, track_sid: &str) -> (SafeId, SafeId) {
-        let participant = match self.tracker.track(track_sid) {
-            Some((p, _)) => participant_key(p),
-            None => SafeId::parse("unknown").expect("safe"),
-        };
-        let track = SafeId::parse(track_sid).unwrap_or_else(|_| sanitize(track_sid));
-        (participant, track)
-    }
-
-    fn start_writer(&self, track_sid: &str, sink: &TrackSink, codec: TrackCodec, first_frame: &[u8]) -> Result<TrackWriter, String> {
-        let params = &self.params;
-        let dir = params.media_dir.join(sink.participant.as_str()).join(sink.track.as_str());
-        let notes = self.notes_tx.clone();
-        let events = self.events.clone();
-        let (participant, track, sid) = (sink.participant.clone(), sink.track.clone(), track_sid.to_string());
-        tracing::info!(track = %track_sid, participant = %participant, storage = %track, codec = codec.as_str(), "recording track");
-        let key = move || WriterKey { sid: sid.clone(), storage: track.clone() };
-        let storage = sink.track.clone();
-        TrackWriter::start(&dir, params.segment_ns, codec, first_frame, move |event| match event {
-            TrackWriterEvent::Fragment(fragment) => {
-                let _ = events.send(SourceEvent::Fragment { participant: participant.clone(), track: storage.clone(), fragment });
-            }
-            TrackWriterEvent::KeyframeWanted => {
-                let _ = notes.send(WriterNote::KeyframeWanted(key()));
-            }
-            TrackWriterEvent::Finished => {
-                let _ = notes.send(WriterNote::Finished(key()));
-            }
-            TrackWriterEvent::Failed(err) => {
-                let _ = notes.send(WriterNote::Failed(key(), err));
-            }
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    fn on_writer_note(&mut self, peer: &mut Peer, mids: &HashMap<String, String>, note: WriterNote) {
-        match note {
-            WriterNote::KeyframeWanted(key) => {
-                let mid = mids.iter().find(|(_, t)| **t == key.sid).map(|(m, _)| str0m::media::Mid::from(m.as_str()));
-                if let (Some(mid), Some(sink)) = (mid, self.tracks.get_mut(&key.sid))
-                    && sink.track == key.storage
-                {
-                    request_keyframe(peer, sink, mid);
-                }
-            }
-            WriterNote::Finished(key) => self.writer_done(&key),
-            WriterNote::Failed(key, err) => {
-                let sid = key.sid.clone();
-                tracing::error!(track = %sid, storage = %key.storage, %err, "track writer failed; the track's earlier segments are kept");
-                // Never a silent gap: a full disk moves the recording to another recorder, any other
-                // failure is said on the job.
-                let event = match err {
-                    fleet_pipelines::PipelineError::DiskFull { .. } => SourceEvent::SpoolFull(err.to_string()),
-                    _ => SourceEvent::TrackLost(format!("track {sid} is no longer recorded: {err}")),
-                };
-                let _ = self.events.send(event);
-                self.writer_done(&key);
-            }
-        }
-    }
-
-    fn writer_done(&mut self, key: &WriterKey) {
-        let Some(track) = self.tracks.get_mut(&key.sid) else { return };
-        // Dropping a writer sets its pipeline to NULL; done here, off the bus thread that told us.
-        if track.track == key.storage {
-            track.finished = true;
-            track.writer = None;
-        } else {
-            track.retired.retain(|(storage, _)| *storage != key.storage);
-        }
-    }
-
-    /// Ends every track and waits until each writer has closed its last segment.
-    async fn finish_tracks(&mut self) {
-        for track in self.tracks.values_mut() {
-            match &track.writer {
-                Some(writer) if !track.finished && !track.finishing => writer.finish(),
-                Some(_) if !track.finished => {}
-                _ => track.finished = true,
-            }
-            track.finishing = true;
-        }
-        let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
-        while self.tracks.values().any(|t| !t.finished || !t.retired.is_empty()) {
-            let Ok(note) = tokio::time::timeout_at(deadline, self.notes.recv()).await else {
-                let stuck: Vec<&String> = self.tracks.iter().filter(|(_, t)| !t.finished || !t.retired.is_empty()).map(|(sid, _)| sid).collect();
-                tracing::error!(?stuck, "track writers did not finish in time; their last segments stay in the spool");
-                break;
-            };
-            match note {
-                Some(WriterNote::Finished(key)) => self.writer_done(&key),
-                Some(WriterNote::Failed(key, reason)) => {
-                    tracing::error!(track = %key.sid, storage = %key.storage, %reason, "track writer failed while finishing");
-                    self.writer_done(&key);
-                }
-                Some(WriterNote::KeyframeWanted(_)) => {}
-                None => break,
-            }
-        }
-    }
 }
 
 async fn leave_room(signal: &SignalClient) {
@@ -826,14 +484,6 @@ async fn leave_room(signal: &SignalClient) {
 
 async fn close_signalling(signal: &SignalClient) {
     let _ = tokio::time::timeout(Duration::from_secs(2), signal.close()).await;
-}
-
-fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mid) {
-    if sink.last_keyframe_request.is_some_and(|at| at.elapsed() < KEYFRAME_REQUEST_INTERVAL) {
-        return;
-    }
-    sink.last_keyframe_request = Some(Instant::now());
-    peer.request_keyframe(mid);
 }
 
 /// Reads the datagrams queued on the media socket (up to `MAX_DATAGRAMS_PER_WAKE`); returns how many.
@@ -873,62 +523,5 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The participant's storage id: its identity when that is a safe id, else a sanitized form.
-fn participant_key(info: &proto::ParticipantInfo) -> SafeId {
-    SafeId::parse(&info.identity).unwrap_or_else(|_| sanitize(&format!("{}-{}", info.identity, info.sid)))
-}
-
-fn sanitize(raw: &str) -> SafeId {
-    let cleaned: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .skip_while(|c| !c.is_ascii_alphanumeric())
-        .take(64)
-        .collect();
-    SafeId::parse(cleaned).unwrap_or_else(|_| SafeId::parse("participant").expect("safe"))
-}
-
-fn describe_connect_error(err: &SignalError) -> String {
-    let text = match err {
-        SignalError::Client(status, body) | SignalError::Server(status, body) => format!("the server answered {} {}", status.as_u16(), body.trim()),
-        other => other.to_string(),
-    };
-    // livekit-server's 401 answers quote the token they refused: it must not reach logs or the job.
-    redact_tokens(&text)
-}
-
-/// Replaces every JWT (`eyJ…` header, three base64url parts) in `text` with `<token>`.
-fn redact_tokens(text: &str) -> String {
-    let is_jwt_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find("eyJ") {
-        out.push_str(&rest[..at]);
-        let candidate = &rest[at..];
-        let len = candidate.find(|c: char| !is_jwt_char(c)).unwrap_or(candidate.len());
-        if candidate[..len].split('.').filter(|part| !part.is_empty()).count() >= 3 {
-            out.push_str("<token>");
-        } else {
-            out.push_str(&candidate[..len]);
-        }
-        rest = &candidate[len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_tokens;
-
-    #[test]
-    fn tokens_in_server_answers_are_redacted() {
-        let answer = "the server answered 401 invalid token: eyJ0eXAiOiJKV1Qi.eyJleHAiOjE3OTY0.c2lnbmF0dXJl, error: signature is invalid";
-        assert_eq!(redact_tokens(answer), "the server answered 401 invalid token: <token>, error: signature is invalid");
-        assert_eq!(redact_tokens("no eyJ here"), "no eyJ here");
-        assert_eq!(redact_tokens("404 requested room does not exist"), "404 requested room does not exist");
     }
 }
