@@ -34,7 +34,6 @@ pub struct Peer {
     tcp_enabled: bool,
     /// Since when ICE has had no working path (from the first offer, or since it lost the path).
     pathless_since: Option<Instant>,
-    ice_connected: bool,
     ever_connected: bool,
     pub next_timeout: Instant,
     events: Vec<PeerEvent>,
@@ -62,7 +61,6 @@ impl Peer {
             local_tcp: SocketAddr::new(ip, 9),
             tcp_enabled: false,
             pathless_since: None,
-            ice_connected: false,
             ever_connected: false,
             next_timeout: Instant::now(),
             events: Vec::new(),
@@ -80,7 +78,8 @@ impl Peer {
     pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparseable offer: {e}"))?;
         let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer not accepted: {e}"))?;
-        if !self.ice_connected {
+        // A connection that had a path keeps its own account (an ICE restart starts checking again).
+        if !self.ever_connected {
             self.pathless_since.get_or_insert_with(Instant::now);
         }
         Ok(answer.to_sdp_string())
@@ -195,11 +194,9 @@ impl Peer {
                     Event::MediaData(data) => self.events.push(PeerEvent::Media(Box::new(data))),
                     // A transient state: an ICE restart (which a resume brings) can find a path again.
                     Event::IceConnectionStateChange(state) if !state.is_connected() && state != IceConnectionState::New => {
-                        self.ice_connected = false;
                         self.pathless_since.get_or_insert_with(Instant::now);
                     }
                     Event::IceConnectionStateChange(IceConnectionState::Connected | IceConnectionState::Completed) => {
-                        self.ice_connected = true;
                         self.ever_connected = true;
                         self.pathless_since = None;
                         if self.lost && !self.dead {
