@@ -241,6 +241,52 @@ async fn plugnmeet_server_records_through_the_fleet() {
     drop(devroom);
 }
 
+async fn wait_for_registration(bucket: &kv::Store, after_ms: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(ping) = field(bucket, 1).await.and_then(|p| p.parse::<u64>().ok())
+            && ping > after_ms
+            && field(bucket, 0).await.is_some()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no registration {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Start order does not matter: a controller started before plugnmeet-server made its bucket registers
+/// when the bucket appears, and again when the bucket was lost and recreated (plugnmeet-server restarted
+/// on a NATS without its JetStream data).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drop_in_waits_for_plugnmeets_bucket_and_registers_again_when_it_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let notifies = Notifies::default();
+    let server_url = notifies.start().await;
+    let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
+    fleet.controller_extra = format!(
+        "[controller.plugnmeet]\nenabled = true\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\n"
+    );
+    let port = free_port();
+    let _controller = fleet.controller(port);
+    let pnm = async_nats::connect(nats.url()).await.unwrap();
+    // The controller serves its API without the bucket, and answers on the recorder channel already.
+    let rtmp = ask(&pnm, &request(RecordingTasks::StartRtmp, RECORDER_ID)).await.expect("the recorder channel is served before the bucket exists");
+    assert!(!rtmp.status);
+
+    let js = async_nats::jetstream::new(pnm.clone());
+    let created = now_ms();
+    let bucket = js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    wait_for_registration(&bucket, created, "after the bucket was created").await;
+
+    js.delete_key_value("pnm-recorderInfo").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let recreated = now_ms();
+    let bucket = js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    wait_for_registration(&bucket, recreated, "after the bucket was recreated").await;
+}
+
 /// A short test file made with ffmpeg: `size` picture, a tone, `seconds` long, in the container the name says.
 fn make_input(path: &std::path::Path, size: &str, seconds: u32, audio_codec: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -55,7 +55,9 @@ pub struct Door {
     http: reqwest::Client,
     /// For copying finished recordings under `main_path`.
     storage: Option<Storage>,
-    registry: kv::Store,
+    /// plugNmeet's bucket once it exists; dropped and reopened when a ping fails (plugnmeet-server or its
+    /// NATS restarted without the bucket), so the fleet registers again when the server recreates it.
+    registry: tokio::sync::Mutex<Option<kv::Store>>,
     /// plugNmeet room table id -> the fleet job recording it (stops name the room, not the recording).
     held: Mutex<HashMap<i64, SafeId>>,
     /// Jobs whose START_RECORDING went out (a failover re-enters `recording`).
@@ -74,9 +76,17 @@ impl Door {
         }
         let pnm = if config.nats_url.is_empty() { bus.client.clone() } else { connect(&config).await? };
         let js = async_nats::jetstream::new(pnm.clone());
-        let registry = registry::open(&js, &config.recorder_info_bucket, &config.recorder_id, now_ms()).await?;
-        let nodes = bus.list_nodes().await.unwrap_or_default();
-        registry::write(&registry, &config.recorder_id, &registry::Load::of_fleet(&nodes), now_ms()).await?;
+        // Start order does not matter: without the bucket yet, the pinger waits for plugnmeet-server to make it.
+        let registry = match registry::open(&js, &config.recorder_info_bucket).await {
+            Ok(store) => {
+                registry::refuse_twin(&store, &config.recorder_id, None, now_ms()).await?;
+                Some(store)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "plugNmeet's recorder bucket is not there yet; registering when plugnmeet-server creates it");
+                None
+            }
+        };
         crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime)
             .await
             .map_err(|e| DoorError::Nats(e.to_string()))?;
@@ -94,7 +104,7 @@ impl Door {
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client"),
             config,
             storage,
-            registry,
+            registry: tokio::sync::Mutex::new(registry),
             held: Mutex::new(held),
             started: Mutex::new(HashSet::new()),
             starts_and_stops: tokio::sync::Mutex::new(()),
@@ -116,20 +126,57 @@ impl Door {
         if let Some(pinger) = self.pinger.lock().unwrap().take() {
             pinger.abort();
         }
-        registry::purge(&self.registry, &self.config.recorder_id).await;
+        if let Some(store) = self.registry.lock().await.as_ref() {
+            registry::purge(store, &self.config.recorder_id).await;
+        }
         let _ = self.pnm.flush().await;
     }
 
     async fn ping(self: Arc<Self>) {
+        let js = async_nats::jetstream::new(self.pnm.clone());
         let mut tick = tokio::time::interval(registry::PING_INTERVAL);
+        let mut warned = false;
+        // Our own last ping: found in the bucket on a reopen, it is not a twin's.
+        let mut last_ping = None;
         loop {
             tick.tick().await;
+            let mut registry = self.registry.lock().await;
+            if registry.is_none() {
+                match self.reopen(&js, last_ping).await {
+                    Ok(store) => {
+                        tracing::info!(bucket = %self.config.recorder_info_bucket, "plugNmeet's recorder bucket is there; registering");
+                        *registry = Some(store);
+                        warned = false;
+                    }
+                    Err(err) => {
+                        // Once per outage, not every 3 s.
+                        if !warned {
+                            tracing::warn!(%err, "plugNmeet registration waiting");
+                            warned = true;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let store = registry.as_ref().expect("opened above");
             let nodes = self.bus.list_nodes().await.unwrap_or_default();
             let load = registry::Load::of_fleet(&nodes);
-            if let Err(err) = registry::write(&self.registry, &self.config.recorder_id, &load, now_ms()).await {
-                tracing::warn!(%err, "plugNmeet ping failed");
+            let now = now_ms();
+            match registry::write(store, &self.config.recorder_id, &load, now).await {
+                Ok(()) => last_ping = Some(now),
+                Err(err) => {
+                    tracing::warn!(%err, "plugNmeet ping failed; reopening its bucket at the next ping");
+                    *registry = None;
+                }
             }
         }
+    }
+
+    /// The bucket, once plugnmeet-server has (re)created it; a twin with our id still refuses us.
+    async fn reopen(&self, js: &async_nats::jetstream::Context, last_ping: Option<u64>) -> Result<kv::Store, registry::RegistryError> {
+        let store = registry::open(js, &self.config.recorder_info_bucket).await?;
+        registry::refuse_twin(&store, &self.config.recorder_id, last_ping, now_ms()).await?;
+        Ok(store)
     }
 
     async fn serve(self: Arc<Self>, mut subscription: async_nats::Subscriber) {

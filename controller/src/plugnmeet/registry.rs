@@ -70,18 +70,28 @@ pub enum RegistryError {
     Nats(String),
 }
 
-/// Opens plugNmeet's bucket and refuses to start when a recorder with our id pinged within two intervals.
-pub async fn open(js: &async_nats::jetstream::Context, bucket: &str, recorder_id: &str, now_ms: u64) -> Result<kv::Store, RegistryError> {
-    let store = js.get_key_value(bucket).await.map_err(|e| RegistryError::NoBucket(bucket.to_string(), e.to_string()))?;
+/// Opens plugNmeet's bucket; `NoBucket` until plugnmeet-server has created it.
+pub async fn open(js: &async_nats::jetstream::Context, bucket: &str) -> Result<kv::Store, RegistryError> {
+    js.get_key_value(bucket).await.map_err(|e| RegistryError::NoBucket(bucket.to_string(), e.to_string()))
+}
+
+/// Refuses a second recorder with our id: one pinged within two intervals (`ours`: the last ping this
+/// process wrote, which is no twin's).
+pub async fn refuse_twin(store: &kv::Store, recorder_id: &str, ours: Option<u64>, now_ms: u64) -> Result<(), RegistryError> {
     let last = store.get(key(recorder_id, Field::LastPing)).await.map_err(|e| RegistryError::Nats(e.to_string()))?;
-    if let Some(last) = last.and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok()) {
-        let age = now_ms.saturating_sub(last);
-        // Two intervals: a live twin's last ping may be a whole interval old when we look.
-        if age < 2 * PING_INTERVAL.as_millis() as u64 {
-            return Err(RegistryError::Duplicate(recorder_id.to_string(), age));
-        }
+    let last = last.and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
+    match twin_age(last, ours, now_ms) {
+        Some(age) => Err(RegistryError::Duplicate(recorder_id.to_string(), age)),
+        None => Ok(()),
     }
-    Ok(store)
+}
+
+/// How long ago a live twin pinged, if one did: a stored ping that is not ours and younger than two
+/// intervals (a live twin's last ping may be a whole interval old when we look).
+fn twin_age(stored: Option<u64>, ours: Option<u64>, now_ms: u64) -> Option<u64> {
+    let stored = stored.filter(|stored| Some(*stored) != ours)?;
+    let age = now_ms.saturating_sub(stored);
+    (age < 2 * PING_INTERVAL.as_millis() as u64).then_some(age)
 }
 
 pub async fn write(store: &kv::Store, recorder_id: &str, load: &Load, now_ms: u64) -> Result<(), RegistryError> {
@@ -131,6 +141,15 @@ mod tests {
         let values = load.values(1_700_000_000_123);
         assert_eq!(values[1].1, "1700000000123");
         assert_eq!(values[4].1, "0.1235");
+    }
+
+    #[test]
+    fn a_fresh_ping_is_a_twin_unless_it_is_our_own() {
+        assert_eq!(twin_age(None, None, 10_000), None);
+        assert_eq!(twin_age(Some(8_000), None, 10_000), Some(2_000));
+        assert_eq!(twin_age(Some(8_000), Some(8_000), 10_000), None, "our own last ping");
+        assert_eq!(twin_age(Some(8_000), Some(5_000), 10_000), Some(2_000), "someone wrote after us");
+        assert_eq!(twin_age(Some(3_000), None, 10_000), None, "older than two intervals: dead");
     }
 
     #[test]
