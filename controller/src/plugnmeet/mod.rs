@@ -210,6 +210,11 @@ impl Door {
             }
             Action::Refuse(reply) => {
                 tracing::info!(room_id = %request.room_id, reason = %reply.msg, "plugNmeet request refused");
+                if request.task == proto::RecordingTasks::StartRtmp as i32 {
+                    let report = notify::rtmp_refused(&request, &self.config.recorder_id, &reply.msg);
+                    let (http, c) = (self.http.clone(), self.config.clone());
+                    tokio::spawn(async move { notify::send(&http, &c.server_url, &c.api_key, &c.api_secret, c.notify_attempts, &report).await });
+                }
                 Some(reply)
             }
             // One start or stop at a time: a start racing its retry (or a stop) would see the room as not
@@ -358,8 +363,9 @@ impl Door {
 
     async fn consume_transcoding_tasks(&self) -> Result<(), async_nats::Error> {
         let js = async_nats::jetstream::new(self.pnm.clone());
-        let stream = js.get_stream(&self.config.transcoder_jobs).await?;
-        let consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer(&self.config.transcoder_consumer).await?;
+        // Bound by consumer info alone: plugNmeet's recorder login may not read the stream's info.
+        let consumer: async_nats::jetstream::consumer::PullConsumer =
+            js.get_consumer_from_stream(&self.config.transcoder_consumer, &self.config.transcoder_jobs).await?;
         let mut messages = consumer.messages().await?;
         tracing::info!(queue = %self.config.transcoder_jobs, "consuming plugNmeet transcoding tasks");
         while let Some(message) = messages.next().await {

@@ -3,7 +3,7 @@
 //! media is being written, END_RECORDING when capture ends, RECORDING_PROCEEDED with the file, then
 //! RECORDING_TRANSCODING_FINISHED), POSTed as protobuf with plugNmeet's HMAC signature.
 
-use super::proto::{RecorderToPlugNmeet, RecordingTasks};
+use super::proto::{PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks};
 use fleet_protocol::job::Origin;
 use fleet_protocol::{JobRecord, JobState};
 use hmac::{Hmac, Mac};
@@ -68,6 +68,25 @@ pub fn message(notice: &Notice, record: &JobRecord, file: Option<(String, f32)>)
         room_table_id: *room_table_id,
         recording_variant: None,
     })
+}
+
+/// END_RTMP with the reason a START_RTMP was refused: plugNmeet passes a recorder's reply text to no one,
+/// but a report reaches its webhooks (`recorder_msg`) and the room's "ended with error" notice.
+pub fn rtmp_refused(request: &PlugNmeetToRecorder, recorder_id: &str, msg: &str) -> RecorderToPlugNmeet {
+    RecorderToPlugNmeet {
+        from: "recorder".into(),
+        task: RecordingTasks::EndRtmp as i32,
+        status: false,
+        msg: msg.into(),
+        recording_id: request.recording_id.clone(),
+        room_id: request.room_id.clone(),
+        room_sid: request.room_sid.clone(),
+        recorder_id: recorder_id.into(),
+        file_path: String::new(),
+        file_size: 0.0,
+        room_table_id: request.room_table_id,
+        recording_variant: None,
+    }
 }
 
 /// `HASH-SIGNATURE`: lowercase hex HMAC-SHA256 of the raw body with plugNmeet's API secret.
