@@ -213,6 +213,7 @@ async fn plugnmeet_server_records_through_the_fleet() {
     assert_eq!(
         order,
         [
+            RecordingTasks::EndRtmp,
             RecordingTasks::StartRecording,
             RecordingTasks::EndRecording,
             RecordingTasks::RecordingProceeded,
@@ -220,7 +221,9 @@ async fn plugnmeet_server_records_through_the_fleet() {
         ],
         "plugNmeet's order"
     );
-    assert!(notifies.tasks().iter().all(|(_, ok)| *ok), "{:?}", notifies.tasks());
+    // The refused RTMP start is reported with its reason (plugNmeet shows a recorder's reply to no one).
+    assert_eq!(notifies.tasks()[0], (RecordingTasks::EndRtmp, false));
+    assert!(notifies.tasks()[1..].iter().all(|(_, ok)| *ok), "{:?}", notifies.tasks());
     let proceeded = notifies.wait_for(RecordingTasks::RecordingProceeded, Duration::from_secs(1)).await;
     let expected_path = format!("node_01/pnm-room/{RECORDING_ID}.mp4");
     assert_eq!(proceeded.file_path, expected_path, "relative to plugNmeet's main_path");
@@ -274,6 +277,9 @@ async fn the_drop_in_waits_for_plugnmeets_bucket_and_registers_again_when_it_is_
     // The controller serves its API without the bucket, and answers on the recorder channel already.
     let rtmp = ask(&pnm, &request(RecordingTasks::StartRtmp, RECORDER_ID)).await.expect("the recorder channel is served before the bucket exists");
     assert!(!rtmp.status);
+    // plugNmeet chooses a recorder by score alone: a fleet without a free recorder slot refuses the start.
+    let full = ask(&pnm, &request(RecordingTasks::StartRecording, RECORDER_ID)).await.expect("start answered");
+    assert!(!full.status && full.msg.contains("no free recorder slot"), "{full:?}");
 
     let js = async_nats::jetstream::new(pnm.clone());
     let created = now_ms();

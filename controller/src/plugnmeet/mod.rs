@@ -234,6 +234,11 @@ impl Door {
         if let Some(job) = self.held_job(room_table_id).await {
             return requests::refusal(proto::StatusCode::Conflict, format!("this room is already being recorded ({job})"));
         }
+        let load = registry::Load::of_fleet(&self.bus.list_nodes().await.unwrap_or_default());
+        if !load.has_free_slot() {
+            let why = format!("the fleet has no free recorder slot ({} recording, {} slots)", load.running, load.max_limit);
+            return requests::refusal(proto::StatusCode::Conflict, why);
+        }
         let request: JobRequest = match serde_json::from_value(serde_json::json!({ "room": room_id })) {
             Ok(request) => request,
             Err(err) => return requests::refusal(proto::StatusCode::InvalidParameters, err.to_string()),

@@ -48,6 +48,12 @@ impl Load {
         }
     }
 
+    /// Whether a start can be taken now. plugnmeet-server picks a recorder by score alone, with no capacity
+    /// filter, so a full fleet must say no itself (queueing would leave plugNmeet waiting for a start).
+    pub fn has_free_slot(&self) -> bool {
+        self.running < self.max_limit
+    }
+
     /// Every field's value as plugNmeet writes it.
     pub fn values(&self, now_ms: u64) -> [(Field, String); 5] {
         [
@@ -163,5 +169,8 @@ mod tests {
         assert_eq!((load.max_limit, load.running, load.cores), (5, 1, 6));
         assert!((load.cpu - 0.3).abs() < 1e-9);
         assert_eq!(Load::of_fleet(&[]).cores, 1);
+        assert!(load.has_free_slot());
+        assert!(!Load::of_fleet(&[]).has_free_slot(), "no recorder: no slot");
+        assert!(!Load::of_fleet(&[node("r1", NodeRole::Recorder, 1, 1, 0.2, 2)]).has_free_slot(), "one slot, taken");
     }
 }
