@@ -6,6 +6,7 @@
 #   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
 #   deploy/dev.sh chaos   run each fault against real processes; a table of media lost and duplicates, also target/bench/chaos.json
+#   deploy/dev.sh plugnmeet  the fleet as plugNmeet's recorder beside plugnmeet-server (your binary in FLEET_PLUGNMEET_SERVER)
 #   deploy/dev.sh deps    only install what is missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,6 +82,42 @@ ensure_livekit_server() {
 }
 
 ensure_deps() { ensure_apt; ensure_python; ensure_nats; }
+
+# plugNmeet's own server, for the tests and the trial that use it. It is not on any registry this project
+# installs from (the Go module proxy refuses its module), so it is the operator's binary: FLEET_PLUGNMEET_SERVER,
+# or target/tools/plugnmeet-server. Its MariaDB and Redis come from Debian, installed only when it is there.
+plugnmeet_binary() {
+  if [ -n "${FLEET_PLUGNMEET_SERVER:-}" ]; then echo "$FLEET_PLUGNMEET_SERVER"; return; fi
+  [ -x target/tools/plugnmeet-server ] && echo "$ROOT/target/tools/plugnmeet-server"
+  return 0
+}
+ensure_plugnmeet_deps() {
+  [ -n "$(plugnmeet_binary)" ] || return 0
+  local p missing=()
+  for p in mariadb-server redis-server; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing plugnmeet-server's database and cache: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# One-command trial of the fleet as plugNmeet's recorder: plugnmeet-server (with MariaDB, Redis and its NATS),
+# livekit-server, a publisher and the fleet, in a private network namespace; records a room through plugNmeet's
+# API and prints where plugNmeet lists the recordings (the test folder is kept).
+plugnmeet_trial() {
+  [ -n "$(plugnmeet_binary)" ] || {
+    log "no plugnmeet-server binary: set FLEET_PLUGNMEET_SERVER to the one your plugNmeet deployment runs (README: \"Use the fleet as plugNmeet's recorder\")"
+    exit 1
+  }
+  [ "$(id -u)" = 0 ] || { log "the trial needs root for its network namespace; try: sudo $0 plugnmeet"; exit 1; }
+  ensure_deps; ensure_plugnmeet_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server
+  build_debug
+  FLEET_PLUGNMEET_SERVER="$(plugnmeet_binary)" FLEET_KEEP_TEST_DIRS=1 \
+    cargo test -q -p fleet-tests --test real_plugnmeet -- --nocapture
+}
 
 build_debug() { log "building (debug)"; cargo build --workspace --bins -q; }
 
@@ -285,6 +322,7 @@ run_tests() {
   ensure_livekit_server
   ensure_lk
   ensure_browser
+  ensure_plugnmeet_deps
   build_debug
   log "running the test suite"
   cargo test --workspace
@@ -366,7 +404,8 @@ case "${1:-}" in
   fuzz) fuzz ;;
   chaos) shift; chaos "$@" ;;
   test) run_tests ;;
+  plugnmeet) plugnmeet_trial ;;
   bench) shift; bench "$@" ;;
   deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server; ensure_lk; ensure_browser ;;
-  *) sed -n '2,8p' "$0"; exit 2 ;;
+  *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

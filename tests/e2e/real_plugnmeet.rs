@@ -249,6 +249,7 @@ fn plugnmeet_server_records_through_the_fleet() {
         let (first_mp4, first_duration) = check_listed_file(&pnm, &listed[0]);
         assert!((10.0..20.0).contains(&first_duration), "{first_duration} s for about 14 s recorded");
         assert_publisher_in_sync(&first_mp4, first_duration);
+        println!("plugNmeet lists the recording: {}\n  its file: {}", listed[0], first_mp4.display());
 
         // plugNmeet serves it: its download token and route give the same bytes.
         let download = pnm.call("/auth/recording/getDownloadToken", &json!({ "record_id": first_id })).await;
