@@ -20,9 +20,11 @@ S3S_VERSION=0.14.1
 log() { printf '\033[1;34m[dev]\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-ensure_apt() {
-  local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+ensure_apt() { apt_install_missing "${APT_PACKAGES[@]}"; }
+
+apt_install_missing() { # package...
+  local p missing=()
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -93,15 +95,7 @@ plugnmeet_binary() {
 }
 ensure_plugnmeet_deps() {
   [ -n "$(plugnmeet_binary)" ] || return 0
-  local p missing=()
-  for p in mariadb-server redis-server; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing plugnmeet-server's database and cache: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  apt_install_missing mariadb-server redis-server
 }
 
 # One-command trial of the fleet as plugNmeet's recorder: plugnmeet-server (with MariaDB, Redis and its NATS),
