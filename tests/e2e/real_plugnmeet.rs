@@ -120,8 +120,16 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A recording task as plugNmeet's web client sends it for a signed-in admin.
-async fn recording_task(pnm: &PlugnmeetServer, path: &str, token: &str, task: RecordingTasks, sid: &str, rtmp_url: Option<&str>) -> CommonResponse {
-    let request = RecordingReq { task: task as i32, room_id: ROOM.into(), room_table_id: 0, sid: sid.into(), rtmp_url: rtmp_url.map(str::to_string) };
+async fn recording_task(
+    pnm: &PlugnmeetServer,
+    room: &str,
+    path: &str,
+    token: &str,
+    task: RecordingTasks,
+    sid: &str,
+    rtmp_url: Option<&str>,
+) -> CommonResponse {
+    let request = RecordingReq { task: task as i32, room_id: room.into(), room_table_id: 0, sid: sid.into(), rtmp_url: rtmp_url.map(str::to_string) };
     let answer = pnm.user_call(path, token, request.encode_to_vec()).await;
     CommonResponse::decode(answer.as_slice()).unwrap_or_else(|e| panic!("{path}: not a CommonResponse ({e}): {:?}", String::from_utf8_lossy(&answer)))
 }
@@ -188,7 +196,7 @@ fn assert_publisher_in_sync(mp4: &Path, duration: f64) {
 /// pass the sync checker; its webhooks fire in order. RTMP is refused with a reason. A recorder killed
 /// mid-recording is replaced without plugNmeet hearing of an end, and ending the room in plugNmeet stops
 /// the recording. plugNmeet's merge request runs on a fleet transcoder. After plugNmeet's NATS restarts,
-/// the fleet registers again.
+/// the fleet registers again, and after plugnmeet-server restarts it is still chosen.
 #[test]
 fn plugnmeet_server_records_through_the_fleet() {
     let Some(binary) = plugnmeet_server::binary() else {
@@ -232,12 +240,12 @@ fn plugnmeet_server_records_through_the_fleet() {
         let token = joined["token"].as_str().unwrap().to_string();
 
         // Recording 1: started and stopped by plugNmeet's admin.
-        let started = recording_task(&pnm, "/api/recording", &token, RecordingTasks::StartRecording, &sid, None).await;
+        let started = recording_task(&pnm, ROOM, "/api/recording", &token, RecordingTasks::StartRecording, &sid, None).await;
         assert!(started.status, "start: {started:?}\n{}", pnm.log_tail());
         let start_event = webhooks.wait_for("start_recording", 1, Duration::from_secs(30)).await;
         assert_eq!(start_event["recording_info"]["recorder_id"], RECORDER_ID, "plugNmeet chose the fleet: {start_event:#}");
         tokio::time::sleep(Duration::from_secs(14)).await;
-        let stopped = recording_task(&pnm, "/api/recording", &token, RecordingTasks::StopRecording, &sid, None).await;
+        let stopped = recording_task(&pnm, ROOM, "/api/recording", &token, RecordingTasks::StopRecording, &sid, None).await;
         assert!(stopped.status, "stop: {stopped:?}");
         webhooks.wait_for("end_recording", 1, Duration::from_secs(30)).await;
         let proceeded = webhooks.wait_for("recording_proceeded", 1, Duration::from_secs(240)).await;
@@ -259,7 +267,7 @@ fn plugnmeet_server_records_through_the_fleet() {
 
         // RTMP: refused. plugNmeet answers its user only that the recorder refused; the reason reaches its
         // webhooks with an END_RTMP report.
-        let rtmp = recording_task(&pnm, "/api/rtmp", &token, RecordingTasks::StartRtmp, &sid, Some("rtmp://127.0.0.1:1935/live/test")).await;
+        let rtmp = recording_task(&pnm, ROOM, "/api/rtmp", &token, RecordingTasks::StartRtmp, &sid, Some("rtmp://127.0.0.1:1935/live/test")).await;
         assert!(!rtmp.status, "{rtmp:?}");
         println!("plugNmeet's answer to an RTMP start: {:?}", rtmp.msg);
         let rtmp_ended = webhooks.wait_for("end_rtmp", 1, Duration::from_secs(15)).await;
@@ -267,7 +275,7 @@ fn plugnmeet_server_records_through_the_fleet() {
         assert!(reason.contains("RTMP live streaming is not supported"), "{rtmp_ended:#}");
 
         // Recording 2: its recorder is killed mid-recording; a standby takes over and plugNmeet hears no end.
-        let started = recording_task(&pnm, "/api/recording", &token, RecordingTasks::StartRecording, &sid, None).await;
+        let started = recording_task(&pnm, ROOM, "/api/recording", &token, RecordingTasks::StartRecording, &sid, None).await;
         assert!(started.status, "second start: {started:?}\n{}", pnm.log_tail());
         webhooks.wait_for("start_recording", 2, Duration::from_secs(30)).await;
         let job = capturing_job(&setup).await;
@@ -324,7 +332,25 @@ fn plugnmeet_server_records_through_the_fleet() {
         let before = now_ms();
         pnm.restart_nats();
         wait_for_ping_after(&pnm, before, Duration::from_secs(30)).await;
-        drop((alice, recorder_2));
+        // plugnmeet-server restarts: it still chooses the fleet for a new room's recording.
+        pnm.restart_server();
+        let room_2 = "pnm-room-2";
+        let created =
+            pnm.call("/auth/room/create", &json!({ "room_id": room_2, "metadata": { "room_title": "After restarts", "room_features": {} } })).await;
+        assert_eq!(created["status"], true, "{created:#}\n{}", pnm.log_tail());
+        let sid_2 = created["room_info"]["sid"].as_str().unwrap().to_string();
+        let bob = Publisher::start(&livekit, room_2, &PublisherSpec::new("bob", 1, "vp8"), setup.dir.path());
+        bob.wait_published(Duration::from_secs(30));
+        let joined = pnm
+            .call("/auth/room/getJoinToken", &json!({ "room_id": room_2, "user_info": { "name": "Admin", "user_id": "admin_1", "is_admin": true } }))
+            .await;
+        let token_2 = joined["token"].as_str().unwrap().to_string();
+        let started = recording_task(&pnm, room_2, "/api/recording", &token_2, RecordingTasks::StartRecording, &sid_2, None).await;
+        assert!(started.status, "start after the restarts: {started:?}\n{}", pnm.log_tail());
+        webhooks.wait_for("start_recording", 3, Duration::from_secs(30)).await;
+        assert_eq!(pnm.call("/auth/room/endRoom", &json!({ "room_id": room_2 })).await["status"], true);
+        webhooks.wait_for("end_recording", 3, Duration::from_secs(30)).await;
+        drop((alice, bob, recorder_2));
     });
 }
 

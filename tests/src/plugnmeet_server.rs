@@ -42,6 +42,7 @@ pub struct PlugnmeetServer {
     /// The server's own NATS login (an nkey seed), for a test to look at its buckets.
     server_seed: String,
     dir: PathBuf,
+    binary: PathBuf,
 }
 
 impl PlugnmeetServer {
@@ -76,19 +77,33 @@ impl PlugnmeetServer {
         prepare_server_files(&dir);
         let server = spawn_server(binary, &dir, &config);
         wait_for_port(port, Duration::from_secs(60));
-        PlugnmeetServer { server, nats, _redis: redis, _mariadb: mariadb, port, nats_port, recordings, server_seed: keys.server_user_seed, dir }
+        PlugnmeetServer {
+            server,
+            nats,
+            _redis: redis,
+            _mariadb: mariadb,
+            port,
+            nats_port,
+            recordings,
+            server_seed: keys.server_user_seed,
+            dir,
+            binary: binary.to_path_buf(),
+        }
     }
 
     /// Stops plugNmeet's NATS and starts it again on the same port and JetStream folder.
     pub fn restart_nats(&mut self) {
-        self.nats.signal_term();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !self.nats.exited() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        stop(&mut self.nats);
         let config = self.dir.join("nats.conf");
         self.nats = Proc::spawn("pnm-nats", Path::new("nats-server"), &["-c", &config.to_string_lossy()], &[], &self.dir);
         wait_for_port(self.nats_port, Duration::from_secs(20));
+    }
+
+    /// Stops plugnmeet-server and starts it again on the same port, database and NATS.
+    pub fn restart_server(&mut self) {
+        stop(&mut self.server);
+        self.server = spawn_server(&self.binary, &self.dir, &self.dir.join("plugnmeet.yaml"));
+        wait_for_port(self.port, Duration::from_secs(60));
     }
 
     pub fn url(&self) -> String {
@@ -153,6 +168,15 @@ impl PlugnmeetServer {
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.join("plugnmeet-server.log")).unwrap_or_default();
         log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// SIGTERM, then waits up to 10 s for the process to exit.
+fn stop(proc: &mut Proc) {
+    proc.signal_term();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proc.exited() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
