@@ -1,7 +1,10 @@
 //! plugNmeet drop-in (issue 6): a stand-in for plugnmeet-server, written from plugNmeet's field lists
-//! (REFERENCE.md A), drives the fleet as its recorder: it watches the registration in `pnm-recorderInfo`,
-//! sends `PlugNmeetToRecorder` requests on `recorderChannel`, and receives `RecorderToPlugNmeet` notifies
-//! on `/auth/recorder/notify`, checking `API-KEY` and `HASH-SIGNATURE` as the server does.
+//! (REFERENCE.md A) and what plugnmeet-server 2.4.0 was seen to do, drives the fleet as its recorder: it
+//! watches the registration in `pnm-recorderInfo`, sends `PlugNmeetToRecorder` requests on
+//! `recorderChannel`, and receives `RecorderToPlugNmeet` notifies on `/auth/recorder/notify`, checking
+//! `API-KEY` and `HASH-SIGNATURE` as the server does. The drop-in logs in to a NATS set up as plugNmeet's,
+//! through an auth callout that grants plugNmeet's recorder permissions and no more
+//! ([`fleet_tests::plugnmeet_nats`]). `tests/e2e/real_plugnmeet.rs` runs the same against the real server.
 
 use async_nats::jetstream::kv;
 use axum::Router;
@@ -16,6 +19,7 @@ use fleet_controller::plugnmeet::proto::{
 };
 use fleet_tests::devroom::Devroom;
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
+use fleet_tests::plugnmeet_nats::PlugnmeetNats;
 use fleet_tests::procs::free_port;
 use fleet_tests::{Fleet, Nats, StorageSetup, bin_path};
 use hmac::{Hmac, Mac};
@@ -139,17 +143,19 @@ async fn plugnmeet_server_records_through_the_fleet() {
     let main_path = dir.path().join("recording_files");
     let nats = Nats::start(dir.path());
     let devroom = Devroom::start(dir.path(), SCENARIO);
-    // plugnmeet-server creates its bucket; the fleet only uses it.
-    let pnm = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(pnm.clone());
-    let bucket = js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    // plugNmeet's NATS, where the drop-in logs in as plugNmeet's recorders do; plugnmeet-server creates its
+    // bucket, the fleet only uses it.
+    let pnm_nats = PlugnmeetNats::start(dir.path(), PNM_KEY, PNM_SECRET).await;
+    let bucket = pnm_nats.create_recorder_objects().await;
+    let pnm = pnm_nats.server_connection().await;
     let notifies = Notifies::default();
     let server_url = notifies.start().await;
 
     let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
     fleet.recorder_extra = devroom.recorder_toml(30);
     fleet.controller_extra = format!(
-        "[controller.plugnmeet]\nenabled = true\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\nmain_path = \"{}\"\nsub_path = \"node_01\"\n[storage]\nkind = \"local\"\nlocal_root = \"{}\"\nprefix = \"recordings\"\n",
+        "[controller.plugnmeet]\nenabled = true\nnats_url = \"{}\"\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\nmain_path = \"{}\"\nsub_path = \"node_01\"\n[storage]\nkind = \"local\"\nlocal_root = \"{}\"\nprefix = \"recordings\"\n",
+        pnm_nats.url(),
         main_path.display(),
         root.display()
     );
@@ -268,12 +274,14 @@ async fn the_drop_in_waits_for_plugnmeets_bucket_and_registers_again_when_it_is_
     let notifies = Notifies::default();
     let server_url = notifies.start().await;
     let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
+    let pnm_nats = PlugnmeetNats::start(dir.path(), PNM_KEY, PNM_SECRET).await;
     fleet.controller_extra = format!(
-        "[controller.plugnmeet]\nenabled = true\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\n"
+        "[controller.plugnmeet]\nenabled = true\nnats_url = \"{}\"\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\n",
+        pnm_nats.url()
     );
     let port = free_port();
     let _controller = fleet.controller(port);
-    let pnm = async_nats::connect(nats.url()).await.unwrap();
+    let pnm = pnm_nats.server_connection().await;
     // The controller serves its API without the bucket, and answers on the recorder channel already.
     let rtmp = ask(&pnm, &request(RecordingTasks::StartRtmp, RECORDER_ID)).await.expect("the recorder channel is served before the bucket exists");
     assert!(!rtmp.status);
@@ -283,13 +291,13 @@ async fn the_drop_in_waits_for_plugnmeets_bucket_and_registers_again_when_it_is_
 
     let js = async_nats::jetstream::new(pnm.clone());
     let created = now_ms();
-    let bucket = js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    let bucket = pnm_nats.create_bucket().await;
     wait_for_registration(&bucket, created, "after the bucket was created").await;
 
     js.delete_key_value("pnm-recorderInfo").await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let recreated = now_ms();
-    let bucket = js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
+    let bucket = pnm_nats.create_bucket().await;
     wait_for_registration(&bucket, recreated, "after the bucket was recreated").await;
 }
 
@@ -328,34 +336,15 @@ async fn plugnmeet_transcoding_tasks_run_on_fleet_transcoders() {
     make_input(&main_path.join("node_01/room1/a.mp4"), "640x360", 2, "aac");
     make_input(&main_path.join("node_02/room1/b.mp4"), "1280x720", 3, "aac");
     let nats = Nats::start(dir.path());
-    let pnm = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(pnm.clone());
-    js.create_key_value(kv::Config { bucket: "pnm-recorderInfo".into(), ..Default::default() }).await.unwrap();
-    // plugnmeet-server's queue and consumer.
-    let queue = js
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "pnm-RecorderTranscoderJobs".into(),
-            subjects: vec!["pnm-RecorderTranscoderJobs".into()],
-            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    queue
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some("transcoderWorker".into()),
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(600),
-            max_deliver: 3,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let pnm_nats = PlugnmeetNats::start(dir.path(), PNM_KEY, PNM_SECRET).await;
+    pnm_nats.create_recorder_objects().await;
+    let js = async_nats::jetstream::new(pnm_nats.server_connection().await);
     let notifies = Notifies::default();
     let server_url = notifies.start().await;
     let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(dir.path().join("storage")));
     fleet.controller_extra = format!(
-        "[controller.plugnmeet]\nenabled = true\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\nmain_path = \"{}\"\n[storage]\nkind = \"local\"\nlocal_root = \"{}\"\n",
+        "[controller.plugnmeet]\nenabled = true\nnats_url = \"{}\"\nrecorder_id = \"{RECORDER_ID}\"\napi_key = \"{PNM_KEY}\"\napi_secret = \"{PNM_SECRET}\"\nserver_url = \"{server_url}\"\nmain_path = \"{}\"\n[storage]\nkind = \"local\"\nlocal_root = \"{}\"\n",
+        pnm_nats.url(),
         main_path.display(),
         dir.path().join("storage").display()
     );

@@ -9,6 +9,7 @@ pub mod devroom;
 pub mod livekit_server;
 pub mod media;
 pub mod netns;
+pub mod plugnmeet_nats;
 pub mod plugnmeet_server;
 pub mod procs;
 pub mod publisher;

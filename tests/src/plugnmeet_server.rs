@@ -17,8 +17,7 @@ use std::time::Duration;
 /// plugNmeet's API key and secret (its `client` section): signs API calls, recorder logins and notifies.
 pub const PNM_API_KEY: &str = "plugnmeet-test";
 pub const PNM_API_SECRET: &str = "plugnmeet-test-secret-0123456789abcdef";
-/// The account plugNmeet's users land in.
-const ACCOUNT: &str = "PNM";
+use crate::plugnmeet_nats::ACCOUNT;
 
 /// The plugnmeet-server binary to test against, when one was built.
 pub fn binary() -> Option<PathBuf> {
@@ -261,37 +260,8 @@ impl NatsKeys {
         }
     }
 
-    /// Accounts as plugNmeet's documentation sets them up: its users in one account with JetStream, that
-    /// account importing its own connect events from the system account, and every other login sent to
-    /// the auth callout (which plugnmeet-server serves).
     fn nats_config(&self, port: u16, store: &Path) -> String {
-        format!(
-            r#"listen: "127.0.0.1:{port}"
-jetstream {{ store_dir: "{store}" }}
-accounts {{
-  SYS {{ exports: [ {{ stream: "$SYS.ACCOUNT.{ACCOUNT}.>", accounts: [{ACCOUNT}] }} ] }}
-  {ACCOUNT} {{
-    jetstream: enabled
-    imports: [ {{ stream: {{ account: SYS, subject: "$SYS.ACCOUNT.{ACCOUNT}.>" }} }} ]
-    users: [ {{ nkey: {user} }} ]
-  }}
-}}
-system_account: SYS
-authorization {{
-  timeout: 5
-  auth_callout {{
-    issuer: {issuer}
-    auth_users: [ {user} ]
-    account: {ACCOUNT}
-    xkey: {xkey}
-  }}
-}}
-"#,
-            store = store.display(),
-            user = self.server_user_public,
-            issuer = self.issuer_public,
-            xkey = self.xkey_public,
-        )
+        crate::plugnmeet_nats::config_text(port, store, &self.server_user_public, &self.issuer_public, Some(&self.xkey_public))
     }
 }
 
