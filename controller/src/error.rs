@@ -58,7 +58,7 @@ impl From<fleet_protocol::bus::BusError> for ApiError {
         use fleet_protocol::bus::BusError;
         match err {
             BusError::NotFound(id) => ApiError::not_found(format!("recording {id} not found")),
-            BusError::Refused(reason) => ApiError::conflict(reason),
+            BusError::Refused(refusal) => ApiError::conflict(refusal.to_string()),
             other => ApiError::unavailable(other.to_string()),
         }
     }

@@ -2,10 +2,10 @@
 //! goes through, so validation, queueing and the stop rules never differ between them.
 
 use crate::error::ApiError;
-use fleet_protocol::bus::{Bus, Change};
-use fleet_protocol::job::{Desired, EndReason, FileJob, Origin, RecordJob, TranscodeJob};
+use fleet_protocol::bus::Bus;
+use fleet_protocol::job::{FileJob, Origin, RecordJob, TranscodeJob};
 use fleet_protocol::time::now_ms;
-use fleet_protocol::{JobRecord, JobRequest, JobState, SafeId};
+use fleet_protocol::{JobRecord, JobRequest, JobState, SafeId, Transition};
 
 /// Validates `request`, stores the new job record and queues it for a recorder.
 /// `id_prefix` makes ids readable per door (`rec`, `EG`).
@@ -27,14 +27,7 @@ pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: 
     let message = RecordJob { job_id: record.id.clone(), handover_from: None };
     if let Err(err) = bus.enqueue(&bus.names.record_subject, record.id.as_str(), &message).await {
         let reason = format!("could not queue the recording: {err}");
-        let _ = bus
-            .jobs
-            .update(&record.id, None, |r| {
-                r.state = JobState::Failed;
-                r.error = Some(reason.clone());
-                Ok(Change::Write)
-            })
-            .await;
+        let _ = bus.jobs.apply(&record.id, None, Transition::Fail { error: reason.clone() }).await;
         return Err(ApiError::unavailable(reason));
     }
     tracing::info!(job_id = %record.id, room = %record.request.room, "recording requested");
@@ -69,23 +62,7 @@ pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, fil
 /// Asks a recording to stop: a job no recorder took yet is aborted at once; a capturing one gets
 /// `desired: stop`, which its recorder watches. A job past capture is refused with the reason.
 pub async fn stop(bus: &Bus, id: &SafeId) -> Result<JobRecord, ApiError> {
-    let record = bus
-        .jobs
-        .update(id, None, |r| match r.state {
-            JobState::Queued if r.sessions.is_empty() => {
-                r.desired = Desired::Stop;
-                r.state = JobState::Aborted;
-                r.end_reason = Some(EndReason::ApiStop);
-                Ok(Change::Write)
-            }
-            _ if r.desired == Desired::Stop && r.state.is_capturing() => Ok(Change::Keep),
-            state if state.is_capturing() => {
-                r.desired = Desired::Stop;
-                Ok(Change::Write)
-            }
-            state => Err(format!("recording {} is already {}", r.id, state.as_str())),
-        })
-        .await?;
+    let (record, _) = bus.jobs.apply(id, None, Transition::RequestStop).await?;
     tracing::info!(job_id = %id, state = record.state.as_str(), "stop requested");
     Ok(record)
 }

@@ -9,6 +9,7 @@ use crate::job::{GpuPolicy, JobRecord, Progress};
 use crate::names::FleetNames;
 use crate::node::NodeInfo;
 use crate::time::now_ms;
+use crate::transition::{Applied, Transition};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ pub enum BusError {
     #[error("job {0} already exists")]
     AlreadyExists(SafeId),
     #[error("update refused: {0}")]
-    Refused(String),
+    Refused(#[from] crate::transition::Refusal),
     #[error("job record {0} is not valid JSON: {1}")]
     Corrupt(String, String),
     #[error("too many concurrent writers on job {0}")]
@@ -322,12 +323,6 @@ pub struct JobStore {
     names: FleetNames,
 }
 
-/// What an update closure decided.
-pub enum Change {
-    Write,
-    Keep,
-}
-
 impl JobStore {
     pub async fn create(&self, record: &JobRecord) -> Result<u64, BusError> {
         let value = serde_json::to_vec(record).expect("records serialize");
@@ -350,27 +345,24 @@ impl JobStore {
         Ok(Some((record, entry.revision)))
     }
 
-    /// Reads, applies `change`, and writes back only if nobody wrote in between (retrying on races).
-    /// The closure may refuse with a reason. Returns the record as stored afterwards.
-    pub async fn update<F>(&self, id: &SafeId, node: Option<&str>, mut change: F) -> Result<JobRecord, BusError>
-    where
-        F: FnMut(&mut JobRecord) -> Result<Change, String>,
-    {
+    /// The one way a job record changes: reads it, applies `transition` (the state machine in
+    /// [`crate::transition`]) and writes it back only if nobody wrote in between, retrying on races. A
+    /// refusal leaves the record as it was. Returns the record as stored afterwards and what was done.
+    pub async fn apply(&self, id: &SafeId, node: Option<&str>, transition: Transition) -> Result<(JobRecord, Applied), BusError> {
         for _ in 0..50 {
             let (current, revision) = self.get(id).await?.ok_or_else(|| BusError::NotFound(id.clone()))?;
             let mut next = current.clone();
-            match change(&mut next).map_err(BusError::Refused)? {
-                Change::Keep => return Ok(current),
-                Change::Write => {}
+            let applied = next.apply(transition.clone(), now_ms())?;
+            if !applied.changed() {
+                return Ok((current, applied));
             }
-            next.updated_at_ms = now_ms();
             let value = serde_json::to_vec(&next).expect("records serialize");
             match self.kv.update(id.as_str(), value.into(), revision).await {
                 Ok(new_revision) => {
                     if next.state != current.state {
                         self.publish_state(&next, new_revision, node).await;
                     }
-                    return Ok(next);
+                    return Ok((next, applied));
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tokio::time::sleep(Duration::from_millis(5 + rand::random::<u64>() % 20)).await;

@@ -18,9 +18,11 @@ pub mod queue;
 pub mod storage;
 pub mod time;
 pub mod tls;
+pub mod transition;
 
 pub use ids::SafeId;
 pub use job::{JobRecord, JobRequest, JobState};
+pub use transition::{Applied, Refusal, Transition};
 
 /// The fleet's version, advertised in the node registry.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -10,10 +10,11 @@ use crate::worker::Recorder;
 use async_nats::jetstream::{self, AckKind};
 use fleet_pipelines::segment_writer::segment_seq;
 use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
-use fleet_protocol::bus::{Change, parse_message};
-use fleet_protocol::job::{CaptureSession, Desired, EndReason, RecordJob, Source, TranscodeJob};
+use fleet_protocol::bus::parse_message;
+use fleet_protocol::job::{Desired, EndReason, RecordJob, Source, TranscodeJob};
 use fleet_protocol::time::now_ms;
-use fleet_protocol::{JobState, SafeId, keys};
+use fleet_protocol::transition::SessionEnd as SessionEnded;
+use fleet_protocol::{Applied, JobState, SafeId, Transition, keys};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,36 +107,12 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
     }
 
     // Claim: a new capture session in the job record.
-    let mut session_id = None;
-    let claimed = jobs
-        .update(job_id, Some(node), |r| {
-            if !r.state.is_capturing() || r.desired == Desired::Stop {
-                return Err("the job was stopped or finished before capture began".into());
-            }
-            let id = SafeId::parse(format!("s{}", r.sessions.len() + 1)).expect("session ids are valid");
-            r.sessions.push(CaptureSession {
-                id: id.clone(),
-                node: node.to_string(),
-                started_at_ms: now_ms(),
-                ended_at_ms: None,
-                segments: 0,
-                end_reason: None,
-                writing: false,
-            });
-            session_id = Some(id);
-            if r.state == JobState::Queued {
-                r.state = JobState::Starting;
-            }
-            r.record_attempts += 1;
-            Ok(Change::Write)
-        })
-        .await;
-    let record = match claimed {
-        Ok(record) => record,
+    let (record, session_id) = match jobs.apply(job_id, Some(node), Transition::OpenSession { node: node.to_string() }).await {
+        Ok((record, Applied::SessionOpened(session_id))) => (record, session_id),
+        Ok((_, applied)) => unreachable!("opening a session answers its id, not {applied:?}"),
         Err(fleet_protocol::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
         Err(err) => return Outcome::Retry(err.to_string()),
     };
-    let session_id = session_id.expect("set by the successful update");
     tracing::info!(session = %session_id, "capture session claimed");
 
     let remaining = remaining_duration(&record, fleet_protocol::time::now_ms());
@@ -406,39 +383,20 @@ async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, 
         Ok(stored) => stored,
         Err(reason) => return Outcome::Retry(reason),
     };
-    let mut finalized_here = false;
-    let result = recorder
-        .bus
-        .jobs
-        .update(job_id, Some(&recorder.node_id), |r| {
-            finalized_here = false;
-            if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
-                session.ended_at_ms = Some(end.ended_at_ms);
-                session.segments = end.segments;
-                session.end_reason = Some(end.reason);
-            }
-            // The job's state is not this session's to change when the job continues in another session:
-            // handed back, taken over, or (a taker that failed) still recorded by the draining one.
-            let draining_one_records = end.handover_taker && r.sessions.iter().any(|s| &s.id != session_id && s.ended_at_ms.is_none());
-            if end.handing_back || end.superseded || draining_one_records || !r.state.is_capturing() {
-                return Ok(Change::Write);
-            }
-            r.end_reason = Some(end.reason);
-            if let Some(failure) = &end.failure {
-                r.error = Some(failure.clone());
-            }
-            if media_stored {
-                r.state = JobState::Finalizing;
-                finalized_here = true;
-            } else {
-                r.state = JobState::Failed;
-            }
-            Ok(Change::Write)
-        })
-        .await;
-    if let Err(err) = result {
-        return Outcome::Retry(format!("could not record the end of the session: {err}"));
-    }
+    let ended = SessionEnded {
+        ended_at_ms: end.ended_at_ms,
+        segments: end.segments,
+        reason: end.reason,
+        failure: end.failure.clone(),
+        continues_elsewhere: end.handing_back || end.superseded,
+        handover_taker: end.handover_taker,
+        media_stored,
+    };
+    let transition = Transition::EndSession { session: session_id.clone(), end: ended };
+    let finalized_here = match recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), transition).await {
+        Ok((_, applied)) => applied == Applied::Finalized,
+        Err(err) => return Outcome::Retry(format!("could not record the end of the session: {err}")),
+    };
     if end.handing_back {
         return Outcome::HandBack;
     }
@@ -471,21 +429,8 @@ fn end_reason_name(reason: EndReason) -> &'static str {
 }
 
 async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, wall_zero: u64) {
-    let result = recorder
-        .bus
-        .jobs
-        .update(job_id, Some(&recorder.node_id), |r| {
-            if let Some(session) = r.sessions.iter_mut().find(|s| &s.id == session_id) {
-                session.started_at_ms = wall_zero;
-                session.writing = true;
-            }
-            if r.state.is_capturing() {
-                r.state = JobState::Recording;
-            }
-            Ok(Change::Write)
-        })
-        .await;
-    if let Err(err) = result {
+    let transition = Transition::MediaWriting { session: session_id.clone(), wall_zero_ms: wall_zero };
+    if let Err(err) = recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), transition).await {
         tracing::warn!(%err, "could not mark the job recording");
     }
 }
@@ -518,18 +463,7 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
 
 /// Adds `warning` to the job record (once).
 async fn warn_on_job(recorder: &Recorder, job_id: &SafeId, warning: String) {
-    let result = recorder
-        .bus
-        .jobs
-        .update(job_id, None, |r| {
-            if r.warnings.contains(&warning) {
-                return Ok(Change::Keep);
-            }
-            r.warnings.push(warning.clone());
-            Ok(Change::Write)
-        })
-        .await;
-    if let Err(err) = result {
+    if let Err(err) = recorder.bus.jobs.apply(job_id, None, Transition::Warn { warning }).await {
         tracing::warn!(%err, "could not add a warning to the job");
     }
 }
@@ -553,23 +487,8 @@ async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
         Ok(stored) => stored,
         Err(reason) => return Outcome::Retry(reason),
     };
-    let mut finalized_here = false;
-    let result = recorder
-        .bus
-        .jobs
-        .update(job_id, Some(&recorder.node_id), |r| {
-            finalized_here = false;
-            if !r.state.is_capturing() {
-                return Ok(Change::Keep);
-            }
-            r.state = if media_stored { JobState::Finalizing } else { JobState::Aborted };
-            finalized_here = media_stored;
-            r.end_reason = Some(EndReason::ApiStop);
-            Ok(Change::Write)
-        })
-        .await;
-    match result {
-        Ok(_) if finalized_here => enqueue_transcode(recorder, job_id).await,
+    match recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), Transition::StopWithoutCapture { media_stored }).await {
+        Ok((_, Applied::Finalized)) => enqueue_transcode(recorder, job_id).await,
         Ok(_) => Outcome::Done,
         Err(err) => Outcome::Retry(err.to_string()),
     }
@@ -610,6 +529,7 @@ async fn segment_holds_media(path: &std::path::Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_protocol::job::CaptureSession;
 
     #[test]
     fn max_duration_counts_from_the_first_session_through_gaps_and_open_sessions() {

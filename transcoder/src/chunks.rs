@@ -8,9 +8,9 @@
 use crate::job::{self, Done, Produced};
 use crate::worker::Transcoder;
 use fleet_pipelines::transcode::{self, Window};
-use fleet_protocol::bus::Change;
 use fleet_protocol::job::{ChunkPlan, TranscodeJob};
-use fleet_protocol::{JobRecord, JobState, keys};
+use fleet_protocol::transition::JOIN_STALE_MS;
+use fleet_protocol::{JobRecord, JobState, Refusal, Transition, keys};
 use std::sync::Arc;
 
 /// Splits the job into chunks when it is long enough; true when the chunks were queued (the job's own
@@ -22,18 +22,8 @@ pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, Stri
         return Ok(false);
     }
     // A redelivered job keeps the plan it already has.
-    let record = worker
-        .bus
-        .jobs
-        .update(&record.id, None, |r| {
-            if r.chunks.is_some() {
-                return Ok(Change::Keep);
-            }
-            r.chunks = Some(ChunkPlan::new(duration_ns, chunk_ns));
-            Ok(Change::Write)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let planned = Transition::PlanChunks(ChunkPlan::new(duration_ns, chunk_ns));
+    let (record, _) = worker.bus.jobs.apply(&record.id, None, planned).await.map_err(|e| e.to_string())?;
     let subject = worker.bus.transcode_subject_for(&record).to_string();
     let plan = record.chunks.expect("the plan was just stored");
     for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
@@ -68,27 +58,8 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
         let (report, _encoder) = job::run_with_fallback(worker, &record.id, spec, start_ns as f64 / 1e9).await?;
         worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.map_err(|e| format!("chunk upload: {e}"))?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
-        record = worker
-            .bus
-            .jobs
-            .update(&record.id, None, |r| {
-                if r.state.is_terminal() {
-                    return Ok(Change::Keep);
-                }
-                let Some(plan) = r.chunks.as_mut() else { return Err("the chunk plan is gone".into()) };
-                if plan.done.contains(&index) {
-                    return Ok(Change::Keep); // a duplicate of this chunk got there first
-                }
-                plan.done.push(index);
-                for problem in &report.problems {
-                    if !r.warnings.contains(problem) {
-                        r.warnings.push(problem.clone());
-                    }
-                }
-                Ok(Change::Write)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let done = Transition::ChunkDone { index, problems: report.problems };
+        record = worker.bus.jobs.apply(&record.id, None, done).await.map_err(|e| e.to_string())?.0;
     }
     if !record.chunks.as_ref().is_some_and(ChunkPlan::is_complete) || record.state.is_terminal() {
         return Ok(Done::NothingToDo);
@@ -97,25 +68,9 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
     // chunk came back because its holder stopped answering; if that holder's claim is still fresh, look
     // again once it would have gone stale.
     let node = worker.identity.node_id.to_string();
-    let claimed = worker
-        .bus
-        .jobs
-        .update(&record.id, None, |r| {
-            let Some(plan) = r.chunks.as_mut() else { return Err("the chunk plan is gone".into()) };
-            let now = fleet_protocol::time::now_ms();
-            match &plan.joining {
-                Some((_, since)) if now.saturating_sub(*since) < JOIN_STALE_MS => Err("another transcoder is joining".into()),
-                _ if r.state.is_terminal() => Err("the job has ended".into()),
-                _ => {
-                    plan.joining = Some((node.clone(), now));
-                    Ok(Change::Write)
-                }
-            }
-        })
-        .await;
-    match claimed {
-        Ok(record) => join(worker, &record).await,
-        Err(fleet_protocol::bus::BusError::Refused(reason)) if reason.starts_with("another") => {
+    match worker.bus.jobs.apply(&record.id, None, Transition::ClaimJoin { node }).await {
+        Ok((record, _)) => join(worker, &record).await,
+        Err(fleet_protocol::bus::BusError::Refused(reason @ Refusal::JoinClaimed { .. })) => {
             tracing::info!(%reason, "not joining now; will look again");
             Ok(Done::Later(std::time::Duration::from_millis(JOIN_STALE_MS)))
         }
@@ -127,8 +82,6 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
     }
 }
 
-/// A join claim not refreshed for this long belongs to a joiner that died.
-const JOIN_STALE_MS: u64 = 45_000;
 /// How often a running join refreshes its claim.
 const JOIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -141,15 +94,8 @@ async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, Stri
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(JOIN_REFRESH).await;
-                let _ = worker
-                    .bus
-                    .jobs
-                    .update(&id, None, |r| {
-                        let Some((_, since)) = r.chunks.as_mut().and_then(|p| p.joining.as_mut()) else { return Ok(Change::Keep) };
-                        *since = fleet_protocol::time::now_ms();
-                        Ok(Change::Write)
-                    })
-                    .await;
+                let refresh = Transition::RefreshJoin { node: worker.identity.node_id.to_string() };
+                let _ = worker.bus.jobs.apply(&id, None, refresh).await;
             }
         })
     };

@@ -6,9 +6,8 @@ use crate::job::Done;
 use crate::manifest::{codec_name, sha256_file};
 use crate::worker::Transcoder;
 use fleet_pipelines::{file_transcode, mp4_info};
-use fleet_protocol::bus::Change;
 use fleet_protocol::job::{FileJob, OutputInfo};
-use fleet_protocol::{JobRecord, JobState};
+use fleet_protocol::{JobRecord, Transition};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -70,21 +69,8 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
         participant_audio: Vec::new(),
     };
     tracing::info!(location = %out.location, duration_s = out.duration_s, size_bytes = out.size_bytes, "file transcode done");
-    worker
-        .bus
-        .jobs
-        .update(&record.id, Some(&worker.identity.node_id), |r| {
-            if r.state.is_terminal() {
-                return Ok(Change::Keep);
-            }
-            r.state = JobState::Complete;
-            r.output = Some(out.clone());
-            r.progress = None;
-            r.error = None;
-            Ok(Change::Write)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let complete = Transition::Complete { output: out, warnings: Vec::new() };
+    worker.bus.jobs.apply(&record.id, Some(&worker.identity.node_id), complete).await.map_err(|e| e.to_string())?;
     Ok(Done::Completed)
 }
 

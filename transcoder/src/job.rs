@@ -7,9 +7,9 @@ use crate::worker::Transcoder;
 use crate::{inputs, layout_plan};
 use async_nats::jetstream::{self, AckKind};
 use fleet_pipelines::{encoders, mp4_info, segment_reader, transcode};
-use fleet_protocol::bus::{Change, parse_message};
+use fleet_protocol::bus::parse_message;
 use fleet_protocol::job::{OutputInfo, ParticipantAudio, Progress, TranscodeJob};
-use fleet_protocol::{JobRecord, JobState, SafeId, keys};
+use fleet_protocol::{JobRecord, SafeId, Transition, keys};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,22 +95,9 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
     if let Some(index) = job.chunk {
         return crate::chunks::transcode_chunk(worker, record, index).await;
     }
-    let claimed = worker
-        .bus
-        .jobs
-        .update(job_id, Some(node), |r| {
-            // Only a captured job is transcoded: a late duplicate must not reopen a finished one.
-            if !matches!(r.state, JobState::Finalizing | JobState::Transcoding) {
-                return Err(format!("job is {}", r.state.as_str()));
-            }
-            r.state = JobState::Transcoding;
-            r.transcode_attempts = delivered.max(1) as u32;
-            r.progress = Some(Progress { percent: 0.0, speed: 0.0, node: node.to_string() });
-            Ok(Change::Write)
-        })
-        .await;
-    let record = match claimed {
-        Ok(record) => record,
+    let claim = Transition::ClaimTranscode { node: node.to_string(), attempt: delivered.try_into().unwrap_or(u32::MAX) };
+    let record = match worker.bus.jobs.apply(job_id, Some(node), claim).await {
+        Ok((record, _)) => record,
         Err(fleet_protocol::bus::BusError::Refused(reason)) => {
             tracing::info!(%reason, "not transcoding");
             return Ok(Done::NothingToDo);
@@ -308,22 +295,7 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
         Err(err) => tracing::warn!(%err, "could not sweep abandoned partial uploads"),
     }
 
-    worker
-        .bus
-        .jobs
-        .update(job_id, Some(node), |r| {
-            if r.state.is_terminal() {
-                return Ok(Change::Keep);
-            }
-            r.state = JobState::Complete;
-            r.output = Some(output.clone());
-            r.progress = None;
-            r.error = None;
-            r.warnings = warnings.clone();
-            Ok(Change::Write)
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    worker.bus.jobs.apply(job_id, Some(node), Transition::Complete { output, warnings }).await.map_err(|e| e.to_string())?;
     Ok(Done::Completed)
 }
 
@@ -390,17 +362,7 @@ pub(crate) async fn run_pipeline(
                     node: worker.identity.node_id.clone(),
                 };
                 worker.bus.publish_progress(&job_id, &worker.identity.node_id, progress.clone()).await;
-                let _ = worker
-                    .bus
-                    .jobs
-                    .update(&job_id, None, |r| {
-                        if r.state != JobState::Transcoding {
-                            return Ok(Change::Keep);
-                        }
-                        r.progress = Some(progress.clone());
-                        Ok(Change::Write)
-                    })
-                    .await;
+                let _ = worker.bus.jobs.apply(&job_id, None, Transition::Progress(progress)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
@@ -412,34 +374,13 @@ pub(crate) async fn run_pipeline(
 
 async fn mark_failed(worker: &Transcoder, job_id: &SafeId, reason: &str) {
     let node = worker.identity.node_id.clone();
-    let result = worker
-        .bus
-        .jobs
-        .update(job_id, Some(&node), |r: &mut JobRecord| {
-            if r.state.is_terminal() {
-                return Ok(Change::Keep);
-            }
-            r.state = JobState::Failed;
-            r.error = Some(format!("transcode failed: {reason}"));
-            r.progress = None;
-            Ok(Change::Write)
-        })
-        .await;
-    if let Err(err) = result {
+    let failed = Transition::Fail { error: format!("transcode failed: {reason}") };
+    if let Err(err) = worker.bus.jobs.apply(job_id, Some(&node), failed).await {
         tracing::error!(%err, "could not mark job failed");
     }
 }
 
 async fn note_error(worker: &Transcoder, job_id: &SafeId, reason: &str) {
-    let _ = worker
-        .bus
-        .jobs
-        .update(job_id, None, |r| {
-            if r.state.is_terminal() {
-                return Ok(Change::Keep);
-            }
-            r.error = Some(format!("transcode attempt failed (will retry): {reason}"));
-            Ok(Change::Write)
-        })
-        .await;
+    let noted = Transition::NoteRetryError { error: format!("transcode attempt failed (will retry): {reason}") };
+    let _ = worker.bus.jobs.apply(job_id, None, noted).await;
 }

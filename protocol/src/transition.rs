@@ -1,0 +1,576 @@
+//! The job state machine: every change to a job record is a [`Transition`], applied by
+//! [`JobRecord::apply`] with the time as an argument (no I/O), which either changes the record, leaves it
+//! as it is, or refuses with a typed [`Refusal`]. `JobStore::apply` is the only way a record is written.
+
+use crate::ids::SafeId;
+use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress};
+
+/// A join claim not refreshed for this long belongs to a joiner that died.
+pub const JOIN_STALE_MS: u64 = 45_000;
+
+/// How a capture session ended, as its recorder reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEnd {
+    pub ended_at_ms: u64,
+    pub segments: u32,
+    pub reason: EndReason,
+    /// Why the capture failed, when it did.
+    pub failure: Option<String>,
+    /// The recording goes on in another session (handed back to the queue, or taken over by the session
+    /// that now writes media): only this session is closed.
+    pub continues_elsewhere: bool,
+    /// The session was started by a hand-over request: while the draining session still records, the job
+    /// is that session's to end.
+    pub handover_taker: bool,
+    /// Some media of the job (any session) reached storage: the job is finalized rather than failed.
+    pub media_stored: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// A recorder starts a capture session.
+    OpenSession {
+        node: String,
+    },
+    /// The session's first segment opened; `wall_zero_ms` is its media's time zero.
+    MediaWriting {
+        session: SafeId,
+        wall_zero_ms: u64,
+    },
+    EndSession {
+        session: SafeId,
+        end: SessionEnd,
+    },
+    /// An API client asks the recording to stop.
+    RequestStop,
+    /// A stop found no capture running: what is stored is finalized, else the job is aborted.
+    StopWithoutCapture {
+        media_stored: bool,
+    },
+    /// A transcoder takes the captured job (`attempt`: the delivery count of its message).
+    ClaimTranscode {
+        node: String,
+        attempt: u32,
+    },
+    Progress(Progress),
+    /// A long recording is split into chunks (kept when a plan exists: a redelivery).
+    PlanChunks(ChunkPlan),
+    ChunkDone {
+        index: u32,
+        problems: Vec<String>,
+    },
+    /// A transcoder claims joining the chunks; refused while another's claim is fresh.
+    ClaimJoin {
+        node: String,
+    },
+    /// The joiner's claim is kept fresh while it runs.
+    RefreshJoin {
+        node: String,
+    },
+    Complete {
+        output: OutputInfo,
+        warnings: Vec<String>,
+    },
+    Fail {
+        error: String,
+    },
+    /// A transcode attempt failed and will be retried: the reason shows on the job meanwhile.
+    NoteRetryError {
+        error: String,
+    },
+    /// A problem that does not fail the job (added once).
+    Warn {
+        warning: String,
+    },
+}
+
+/// What applying a transition did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Nothing to write: the record already says it (a duplicate, or a job that moved on).
+    Unchanged,
+    Changed,
+    /// [`Transition::OpenSession`]: the new session's id.
+    SessionOpened(SafeId),
+    /// The job entered `finalizing` here: the caller queues its transcode.
+    Finalized,
+}
+
+impl Applied {
+    pub fn changed(&self) -> bool {
+        !matches!(self, Applied::Unchanged)
+    }
+}
+
+/// Why a transition was refused; the record is left as it was.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the job was stopped or finished before capture began")]
+    CaptureNotWanted,
+    #[error("recording {id} is already {}", state.as_str())]
+    AlreadyEnded { id: SafeId, state: JobState },
+    #[error("job is {}", state.as_str())]
+    NotCaptured { state: JobState },
+    #[error("the chunk plan is gone")]
+    NoChunkPlan,
+    #[error("another transcoder ({node}) is joining")]
+    JoinClaimed { node: String },
+    #[error("the job has ended")]
+    Ended,
+}
+
+impl JobRecord {
+    /// Applies `transition` at `now_ms`. On `Err` and on [`Applied::Unchanged`] the record is untouched;
+    /// otherwise its `updated_at_ms` is `now_ms`.
+    pub fn apply(&mut self, transition: Transition, now_ms: u64) -> Result<Applied, Refusal> {
+        let applied = self.change(transition, now_ms)?;
+        if applied.changed() {
+            self.updated_at_ms = now_ms;
+        }
+        Ok(applied)
+    }
+
+    fn change(&mut self, transition: Transition, now_ms: u64) -> Result<Applied, Refusal> {
+        use Transition as T;
+        match transition {
+            T::OpenSession { node } => {
+                if !self.state.is_capturing() || self.desired == Desired::Stop {
+                    return Err(Refusal::CaptureNotWanted);
+                }
+                let id = SafeId::parse(format!("s{}", self.sessions.len() + 1)).expect("session ids are valid");
+                self.sessions.push(CaptureSession {
+                    id: id.clone(),
+                    node,
+                    started_at_ms: now_ms,
+                    ended_at_ms: None,
+                    segments: 0,
+                    end_reason: None,
+                    writing: false,
+                });
+                if self.state == JobState::Queued {
+                    self.state = JobState::Starting;
+                }
+                self.record_attempts += 1;
+                Ok(Applied::SessionOpened(id))
+            }
+            T::MediaWriting { session, wall_zero_ms } => {
+                if self.state.is_terminal() {
+                    return Ok(Applied::Unchanged);
+                }
+                if let Some(session) = self.sessions.iter_mut().find(|s| s.id == session) {
+                    session.started_at_ms = wall_zero_ms;
+                    session.writing = true;
+                }
+                if self.state.is_capturing() {
+                    self.state = JobState::Recording;
+                }
+                Ok(Applied::Changed)
+            }
+            T::EndSession { session, end } => {
+                if let Some(ended) = self.sessions.iter_mut().find(|s| s.id == session) {
+                    ended.ended_at_ms = Some(end.ended_at_ms);
+                    ended.segments = end.segments;
+                    ended.end_reason = Some(end.reason);
+                }
+                // The job's state is not this session's to change when the job goes on in another session.
+                let draining_one_records = end.handover_taker && self.sessions.iter().any(|s| s.id != session && s.ended_at_ms.is_none());
+                if end.continues_elsewhere || draining_one_records || !self.state.is_capturing() {
+                    return Ok(Applied::Changed);
+                }
+                self.end_reason = Some(end.reason);
+                if let Some(failure) = end.failure {
+                    self.error = Some(failure);
+                }
+                if end.media_stored {
+                    self.state = JobState::Finalizing;
+                    Ok(Applied::Finalized)
+                } else {
+                    self.state = JobState::Failed;
+                    Ok(Applied::Changed)
+                }
+            }
+            T::RequestStop => match self.state {
+                // No recorder took it yet: nothing to finalize.
+                JobState::Queued if self.sessions.is_empty() => {
+                    self.desired = Desired::Stop;
+                    self.state = JobState::Aborted;
+                    self.end_reason = Some(EndReason::ApiStop);
+                    Ok(Applied::Changed)
+                }
+                state if state.is_capturing() && self.desired == Desired::Stop => Ok(Applied::Unchanged),
+                state if state.is_capturing() => {
+                    self.desired = Desired::Stop;
+                    Ok(Applied::Changed)
+                }
+                state => Err(Refusal::AlreadyEnded { id: self.id.clone(), state }),
+            },
+            T::StopWithoutCapture { media_stored } => {
+                if !self.state.is_capturing() {
+                    return Ok(Applied::Unchanged);
+                }
+                self.end_reason = Some(EndReason::ApiStop);
+                if media_stored {
+                    self.state = JobState::Finalizing;
+                    Ok(Applied::Finalized)
+                } else {
+                    self.state = JobState::Aborted;
+                    Ok(Applied::Changed)
+                }
+            }
+            T::ClaimTranscode { node, attempt } => {
+                // Only a captured job is transcoded: a late duplicate must not reopen a finished one.
+                if !matches!(self.state, JobState::Finalizing | JobState::Transcoding) {
+                    return Err(Refusal::NotCaptured { state: self.state });
+                }
+                self.state = JobState::Transcoding;
+                self.transcode_attempts = attempt.max(1);
+                self.progress = Some(Progress { percent: 0.0, speed: 0.0, node });
+                Ok(Applied::Changed)
+            }
+            T::Progress(progress) => {
+                if self.state != JobState::Transcoding {
+                    return Ok(Applied::Unchanged);
+                }
+                self.progress = Some(progress);
+                Ok(Applied::Changed)
+            }
+            T::PlanChunks(plan) => {
+                if self.chunks.is_some() {
+                    return Ok(Applied::Unchanged);
+                }
+                self.chunks = Some(plan);
+                Ok(Applied::Changed)
+            }
+            T::ChunkDone { index, problems } => {
+                if self.state.is_terminal() {
+                    return Ok(Applied::Unchanged);
+                }
+                let plan = self.chunks.as_mut().ok_or(Refusal::NoChunkPlan)?;
+                if plan.done.contains(&index) {
+                    return Ok(Applied::Unchanged); // a duplicate of this chunk got there first
+                }
+                plan.done.push(index);
+                self.add_warnings(problems);
+                Ok(Applied::Changed)
+            }
+            T::ClaimJoin { node } => {
+                let terminal = self.state.is_terminal();
+                let plan = self.chunks.as_mut().ok_or(Refusal::NoChunkPlan)?;
+                match &plan.joining {
+                    Some((holder, since)) if now_ms.saturating_sub(*since) < JOIN_STALE_MS => Err(Refusal::JoinClaimed { node: holder.clone() }),
+                    _ if terminal => Err(Refusal::Ended),
+                    _ => {
+                        plan.joining = Some((node, now_ms));
+                        Ok(Applied::Changed)
+                    }
+                }
+            }
+            T::RefreshJoin { node } => match self.chunks.as_mut().and_then(|p| p.joining.as_mut()) {
+                Some((holder, since)) if *holder == node => {
+                    *since = now_ms;
+                    Ok(Applied::Changed)
+                }
+                _ => Ok(Applied::Unchanged),
+            },
+            T::Complete { output, warnings } => {
+                if self.state.is_terminal() {
+                    return Ok(Applied::Unchanged);
+                }
+                self.state = JobState::Complete;
+                self.output = Some(output);
+                self.progress = None;
+                self.error = None;
+                self.add_warnings(warnings);
+                Ok(Applied::Changed)
+            }
+            T::Fail { error } => {
+                if self.state.is_terminal() {
+                    return Ok(Applied::Unchanged);
+                }
+                self.state = JobState::Failed;
+                self.error = Some(error);
+                self.progress = None;
+                Ok(Applied::Changed)
+            }
+            T::NoteRetryError { error } => {
+                if self.state.is_terminal() {
+                    return Ok(Applied::Unchanged);
+                }
+                self.error = Some(error);
+                Ok(Applied::Changed)
+            }
+            T::Warn { warning } => {
+                if self.warnings.contains(&warning) {
+                    return Ok(Applied::Unchanged);
+                }
+                self.warnings.push(warning);
+                Ok(Applied::Changed)
+            }
+        }
+    }
+
+    /// Adds each warning not there yet, keeping those already on the record.
+    fn add_warnings(&mut self, warnings: Vec<String>) {
+        for warning in warnings {
+            if !self.warnings.contains(&warning) {
+                self.warnings.push(warning);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobRequest;
+
+    const NOW: u64 = 1_000_000;
+
+    fn record(state: JobState) -> JobRecord {
+        let request: JobRequest = serde_json::from_str(r#"{"room":"r"}"#).unwrap();
+        let mut record = JobRecord::new(SafeId::parse("rec_t").unwrap(), request, 0);
+        record.state = state;
+        record
+    }
+
+    fn with_session(state: JobState) -> JobRecord {
+        let mut r = record(state);
+        r.sessions.push(CaptureSession {
+            id: SafeId::parse("s1").unwrap(),
+            node: "rec-1".into(),
+            started_at_ms: 10,
+            ended_at_ms: None,
+            segments: 0,
+            end_reason: None,
+            writing: false,
+        });
+        r
+    }
+
+    fn output() -> OutputInfo {
+        OutputInfo {
+            key: "k".into(),
+            location: "l".into(),
+            manifest_key: "m".into(),
+            size_bytes: 1,
+            duration_s: 1.0,
+            video_codec: None,
+            audio_codec: None,
+            sha256: "h".into(),
+            participant_audio: vec![],
+        }
+    }
+
+    fn end(media_stored: bool) -> SessionEnd {
+        SessionEnd {
+            ended_at_ms: 500,
+            segments: 3,
+            reason: EndReason::RoomClosed,
+            failure: None,
+            continues_elsewhere: false,
+            handover_taker: false,
+            media_stored,
+        }
+    }
+
+    fn s1() -> SafeId {
+        SafeId::parse("s1").unwrap()
+    }
+
+    fn progress() -> Progress {
+        Progress { percent: 5.0, speed: 2.0, node: "tx".into() }
+    }
+
+    fn plan() -> ChunkPlan {
+        ChunkPlan::new(20_000_000_000, 10_000_000_000)
+    }
+
+    fn every_transition() -> Vec<Transition> {
+        use Transition as T;
+        vec![
+            T::OpenSession { node: "rec-1".into() },
+            T::MediaWriting { session: s1(), wall_zero_ms: 20 },
+            T::EndSession { session: s1(), end: end(true) },
+            T::RequestStop,
+            T::StopWithoutCapture { media_stored: true },
+            T::ClaimTranscode { node: "tx".into(), attempt: 1 },
+            T::Progress(progress()),
+            T::PlanChunks(plan()),
+            T::ChunkDone { index: 0, problems: vec![] },
+            T::ClaimJoin { node: "tx".into() },
+            T::RefreshJoin { node: "tx".into() },
+            T::Complete { output: output(), warnings: vec![] },
+            T::Fail { error: "boom".into() },
+            T::NoteRetryError { error: "retry".into() },
+            T::Warn { warning: "w".into() },
+        ]
+    }
+
+    /// The state each transition leads to from each state (`None`: refused); a record with one open
+    /// session and a chunk plan, so every transition has what it needs.
+    #[test]
+    fn every_transition_from_every_state() {
+        use JobState::*;
+        let name = |t: &Transition| format!("{t:?}").split([' ', '(']).next().unwrap().to_string();
+        // Rows in the order of `every_transition`; columns in `JobState::ALL`'s order:
+        //                    Queued      Starting    Recording   Finalizing  Transcoding Complete  Failed    Aborted
+        let table: [[Option<JobState>; 8]; 15] = [
+            /* OpenSession    */ [Some(Starting), Some(Starting), Some(Recording), None, None, None, None, None],
+            /* MediaWriting   */
+            [Some(Recording), Some(Recording), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* EndSession     */
+            [Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* RequestStop    */ [Some(Queued), Some(Starting), Some(Recording), None, None, None, None, None],
+            /* StopWithout…   */
+            [Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* ClaimTranscode */ [None, None, None, Some(Transcoding), Some(Transcoding), None, None, None],
+            /* Progress       */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* PlanChunks     */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* ChunkDone      */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* ClaimJoin      */ [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), None, None, None],
+            /* RefreshJoin    */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* Complete       */
+            [Some(Complete), Some(Complete), Some(Complete), Some(Complete), Some(Complete), Some(Complete), Some(Failed), Some(Aborted)],
+            /* Fail           */
+            [Some(Failed), Some(Failed), Some(Failed), Some(Failed), Some(Failed), Some(Complete), Some(Failed), Some(Aborted)],
+            /* NoteRetryError */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* Warn           */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+        ];
+        for (transition, row) in every_transition().into_iter().zip(table) {
+            for (from, expected) in JobState::ALL.into_iter().zip(row) {
+                let mut r = with_session(from);
+                r.chunks = Some(plan());
+                let before = r.clone();
+                let result = r.apply(transition.clone(), NOW);
+                match expected {
+                    None => {
+                        assert!(result.is_err(), "{} from {from:?}: expected a refusal, got {result:?}", name(&transition));
+                        assert_eq!(r, before, "a refusal leaves the record as it was");
+                    }
+                    Some(to) => {
+                        let applied = result.unwrap_or_else(|e| panic!("{} from {from:?}: refused ({e})", name(&transition)));
+                        assert_eq!(r.state, to, "{} from {from:?}", name(&transition));
+                        if applied.changed() {
+                            assert_eq!(r.updated_at_ms, NOW);
+                        } else {
+                            assert_eq!(r, before, "{} from {from:?}: unchanged means untouched", name(&transition));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_before_any_recorder_took_the_job_aborts_it() {
+        let mut r = record(JobState::Queued);
+        assert_eq!(r.apply(Transition::RequestStop, NOW), Ok(Applied::Changed));
+        assert_eq!((r.state, r.desired, r.end_reason), (JobState::Aborted, Desired::Stop, Some(EndReason::ApiStop)));
+        let mut capturing = with_session(JobState::Recording);
+        assert_eq!(capturing.apply(Transition::RequestStop, NOW), Ok(Applied::Changed));
+        assert_eq!((capturing.state, capturing.desired), (JobState::Recording, Desired::Stop));
+        assert_eq!(capturing.apply(Transition::RequestStop, NOW), Ok(Applied::Unchanged), "twice is once");
+        assert_eq!(record(JobState::Complete).apply(Transition::RequestStop, NOW).unwrap_err().to_string(), "recording rec_t is already complete");
+    }
+
+    #[test]
+    fn sessions_open_and_end() {
+        let mut r = record(JobState::Queued);
+        assert_eq!(r.apply(Transition::OpenSession { node: "rec-1".into() }, NOW), Ok(Applied::SessionOpened(s1())));
+        assert_eq!((r.state, r.record_attempts, r.sessions[0].started_at_ms), (JobState::Starting, 1, NOW));
+        r.apply(Transition::MediaWriting { session: s1(), wall_zero_ms: NOW + 50 }, NOW + 60).unwrap();
+        assert!(r.sessions[0].writing && r.sessions[0].started_at_ms == NOW + 50);
+        assert_eq!(r.state, JobState::Recording);
+        // The next session of a failover is s2.
+        let mut next = r.clone();
+        assert_eq!(next.apply(Transition::OpenSession { node: "rec-2".into() }, NOW).unwrap(), Applied::SessionOpened(SafeId::parse("s2").unwrap()));
+
+        let mut failed = r.clone();
+        let failure = SessionEnd { failure: Some("could not join".into()), ..end(false) };
+        assert_eq!(failed.apply(Transition::EndSession { session: s1(), end: failure }, NOW), Ok(Applied::Changed));
+        assert_eq!((failed.state, failed.error.as_deref()), (JobState::Failed, Some("could not join")));
+        assert_eq!(failed.sessions[0].ended_at_ms, Some(500));
+
+        let mut finalized = r.clone();
+        assert_eq!(finalized.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW), Ok(Applied::Finalized));
+        assert_eq!((finalized.state, finalized.end_reason), (JobState::Finalizing, Some(EndReason::RoomClosed)));
+
+        // Handed on: the session closes, the job goes on.
+        let mut handed = r.clone();
+        let handover = SessionEnd { continues_elsewhere: true, ..end(true) };
+        assert_eq!(handed.apply(Transition::EndSession { session: s1(), end: handover }, NOW), Ok(Applied::Changed));
+        assert_eq!((handed.state, handed.sessions[0].segments), (JobState::Recording, 3));
+
+        let mut stopped = r.clone();
+        stopped.apply(Transition::RequestStop, NOW).unwrap();
+        assert_eq!(stopped.apply(Transition::OpenSession { node: "rec-2".into() }, NOW), Err(Refusal::CaptureNotWanted));
+    }
+
+    #[test]
+    fn a_hand_over_taker_does_not_end_the_job_while_the_draining_session_records() {
+        let mut r = with_session(JobState::Recording);
+        r.apply(Transition::OpenSession { node: "rec-2".into() }, NOW).unwrap();
+        let s2 = SafeId::parse("s2").unwrap();
+        let taker_failed = SessionEnd { handover_taker: true, failure: Some("no media".into()), ..end(false) };
+        r.apply(Transition::EndSession { session: s2, end: taker_failed }, NOW).unwrap();
+        assert_eq!(r.state, JobState::Recording, "s1 still records");
+        assert_eq!(r.error, None);
+    }
+
+    #[test]
+    fn a_stop_without_capture_finalizes_what_is_stored() {
+        let mut stored = with_session(JobState::Starting);
+        assert_eq!(stored.apply(Transition::StopWithoutCapture { media_stored: true }, NOW), Ok(Applied::Finalized));
+        let mut nothing = with_session(JobState::Starting);
+        assert_eq!(nothing.apply(Transition::StopWithoutCapture { media_stored: false }, NOW), Ok(Applied::Changed));
+        assert_eq!((nothing.state, nothing.end_reason), (JobState::Aborted, Some(EndReason::ApiStop)));
+    }
+
+    #[test]
+    fn transcode_claims_progress_completion_and_failure() {
+        let mut r = with_session(JobState::Finalizing);
+        r.apply(Transition::ClaimTranscode { node: "tx".into(), attempt: 2 }, NOW).unwrap();
+        assert_eq!((r.state, r.transcode_attempts, r.progress.as_ref().map(|p| p.percent)), (JobState::Transcoding, 2, Some(0.0)));
+        r.apply(Transition::Progress(progress()), NOW).unwrap();
+        r.apply(Transition::NoteRetryError { error: "e".into() }, NOW).unwrap();
+        r.apply(Transition::Warn { warning: "early".into() }, NOW).unwrap();
+        let mut done = r.clone();
+        done.apply(Transition::Complete { output: output(), warnings: vec!["late".into(), "early".into()] }, NOW).unwrap();
+        assert_eq!((done.state, done.progress.clone(), done.error.clone()), (JobState::Complete, None, None));
+        assert_eq!(done.warnings, ["early", "late"], "warnings added meanwhile are kept, none twice");
+        assert_eq!(done.apply(Transition::Fail { error: "late".into() }, NOW), Ok(Applied::Unchanged), "a complete job stays complete");
+        r.apply(Transition::Fail { error: "transcode failed: x".into() }, NOW).unwrap();
+        assert_eq!((r.state, r.progress.clone()), (JobState::Failed, None));
+        assert_eq!(
+            record(JobState::Recording).apply(Transition::ClaimTranscode { node: "tx".into(), attempt: 1 }, NOW),
+            Err(Refusal::NotCaptured { state: JobState::Recording })
+        );
+    }
+
+    #[test]
+    fn chunks_are_planned_once_done_once_and_joined_by_one() {
+        let mut r = with_session(JobState::Transcoding);
+        assert_eq!(r.apply(Transition::ChunkDone { index: 0, problems: vec![] }, NOW), Err(Refusal::NoChunkPlan));
+        r.apply(Transition::PlanChunks(plan()), NOW).unwrap();
+        let mut other = plan();
+        other.count = 99;
+        assert_eq!(r.apply(Transition::PlanChunks(other), NOW), Ok(Applied::Unchanged), "a redelivery keeps the plan");
+        r.apply(Transition::ChunkDone { index: 1, problems: vec!["p".into()] }, NOW).unwrap();
+        assert_eq!(r.apply(Transition::ChunkDone { index: 1, problems: vec![] }, NOW), Ok(Applied::Unchanged));
+        assert_eq!(r.warnings, ["p"]);
+
+        r.apply(Transition::ClaimJoin { node: "tx-a".into() }, NOW).unwrap();
+        assert_eq!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 1_000), Err(Refusal::JoinClaimed { node: "tx-a".into() }));
+        assert_eq!(r.apply(Transition::RefreshJoin { node: "tx-b".into() }, NOW + 2_000), Ok(Applied::Unchanged), "only the holder refreshes");
+        r.apply(Transition::RefreshJoin { node: "tx-a".into() }, NOW + 40_000).unwrap();
+        assert!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 60_000).is_err(), "refreshed: still fresh");
+        r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 40_000 + JOIN_STALE_MS).unwrap();
+        assert_eq!(r.chunks.unwrap().joining, Some(("tx-b".into(), NOW + 40_000 + JOIN_STALE_MS)), "a stale claim is taken over");
+    }
+}
