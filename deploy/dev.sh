@@ -309,6 +309,22 @@ GOMOD
   echo "$LK_VERSION" > target/tools/.lk-version
 }
 
+# Formatting and lints as CI holds them (rustup's default profile has both tools; a toolchain without one says so).
+lint() {
+  if cargo fmt --version >/dev/null 2>&1; then
+    log "checking formatting (cargo fmt --check)"
+    cargo fmt --all --check
+  else
+    log "rustfmt is not installed: formatting not checked"
+  fi
+  if cargo clippy --version >/dev/null 2>&1; then
+    log "checking lints (clippy, warnings as errors)"
+    cargo clippy --workspace --all-targets -q -- -D warnings
+  else
+    log "clippy is not installed: lints not checked"
+  fi
+}
+
 run_tests() {
   ensure_deps
   ensure_s3s
@@ -317,6 +333,7 @@ run_tests() {
   ensure_lk
   ensure_browser
   ensure_plugnmeet_deps
+  lint
   build_debug
   log "running the test suite"
   cargo test --workspace
