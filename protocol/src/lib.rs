@@ -17,6 +17,7 @@ pub mod process;
 pub mod queue;
 pub mod storage;
 pub mod time;
+pub mod timeline;
 pub mod tls;
 pub mod transition;
 

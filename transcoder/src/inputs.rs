@@ -5,6 +5,7 @@ use crate::room_history::{self, RoomEvent, TimedEvent};
 use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
 use fleet_protocol::keys::{self, SegmentKey};
 use fleet_protocol::storage::Storage;
+use fleet_protocol::timeline::{self, Entry};
 use fleet_protocol::{JobRecord, SafeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -116,17 +117,10 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
 
 /// Per (participant, track): the session running time at which its first segment opened.
 fn first_segment_times(timeline: &str) -> BTreeMap<(String, String), u64> {
-    #[derive(serde::Deserialize)]
-    struct Opened {
-        r#type: String,
-        running_ns: u64,
-        participant: Option<String>,
-        track: Option<String>,
-    }
     let mut first = BTreeMap::new();
-    for opened in timeline.lines().filter_map(|line| serde_json::from_str::<Opened>(line).ok()).filter(|o| o.r#type == "segment_opened") {
-        if let (Some(participant), Some(track)) = (opened.participant, opened.track) {
-            first.entry((participant, track)).or_insert(opened.running_ns);
+    for line in timeline::parse(timeline) {
+        if let Entry::SegmentOpened { participant, track, .. } = line.entry {
+            first.entry((participant, track)).or_insert(line.running_ns);
         }
     }
     first
@@ -134,21 +128,12 @@ fn first_segment_times(timeline: &str) -> BTreeMap<(String, String), u64> {
 
 /// The storage keys of the segments a timeline records as closed (every closed segment is uploaded).
 fn closed_segment_keys(timeline: &str, job: &SafeId, session: &SafeId) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Closed {
-        r#type: String,
-        participant: Option<String>,
-        track: Option<String>,
-        seq: Option<u32>,
-    }
-    timeline
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Closed>(line).ok())
-        .filter(|c| c.r#type == "segment_closed")
-        .filter_map(|c| {
-            let participant = SafeId::parse(c.participant?).ok()?;
-            let track = SafeId::parse(c.track?).ok()?;
-            Some(keys::raw_segment(job, session, &participant, &track, c.seq?))
+    timeline::parse(timeline)
+        .filter_map(|line| match line.entry {
+            Entry::SegmentClosed { participant, track, seq } => {
+                Some(keys::raw_segment(job, session, &SafeId::parse(participant).ok()?, &SafeId::parse(track).ok()?, seq))
+            }
+            _ => None,
         })
         .collect()
 }

@@ -5,28 +5,8 @@
 //! first frames' NTP times say how far apart they really were, and the correction moves the tracks so
 //! the recording agrees.
 
-use serde::Deserialize;
+use fleet_protocol::timeline::{self, Entry};
 use std::collections::BTreeMap;
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Line {
-    TrackStarted {
-        participant: String,
-        track: String,
-        rtp_time: u64,
-        clock_rate: u32,
-        running_ns: u64,
-    },
-    SenderReport {
-        participant: String,
-        track: String,
-        ntp_unix_ms: f64,
-        rtp_time: u64,
-    },
-    #[serde(other)]
-    Other,
-}
 
 /// Corrections larger than this are not believed (see `corrections`). A track is anchored at its first
 /// frame's arrival; a video track's first frame is a keyframe the sender paces out over a few hundred ms
@@ -50,9 +30,10 @@ struct Anchor {
 /// session is used (after a rejoin, tracks keep the first connection's alignment).
 pub fn corrections(timeline: &str) -> Corrections {
     let mut anchors: BTreeMap<(String, String), Anchor> = BTreeMap::new();
-    for line in timeline.lines() {
-        match serde_json::from_str::<Line>(line) {
-            Ok(Line::TrackStarted { participant, track, rtp_time, clock_rate, running_ns }) => {
+    for line in timeline::parse(timeline) {
+        let running_ns = line.running_ns;
+        match line.entry {
+            Entry::TrackStarted { participant, track, rtp_time, clock_rate } => {
                 // A second start (a rejoin) begins another RTP timeline: later reports no longer
                 // describe the first one.
                 anchors.entry((participant, track)).and_modify(|a| a.closed = true).or_insert(Anchor {
@@ -63,7 +44,7 @@ pub fn corrections(timeline: &str) -> Corrections {
                     closed: false,
                 });
             }
-            Ok(Line::SenderReport { participant, track, ntp_unix_ms, rtp_time }) => {
+            Entry::SenderReport { participant, track, ntp_unix_ms, rtp_time } => {
                 if let Some(anchor) = anchors.get_mut(&(participant, track)).filter(|a| !a.closed) {
                     anchor.sender_report.get_or_insert((ntp_unix_ms, rtp_time));
                 }

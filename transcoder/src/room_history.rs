@@ -2,7 +2,7 @@
 //! on the recording's timeline: who was there, which tracks were published and muted, who spoke.
 //! Pure parsing; the layout planner turns it into scenes.
 
-use serde::Deserialize;
+use fleet_protocol::timeline::{self, Entry};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,72 +47,28 @@ pub struct TimedEvent {
     pub event: RoomEvent,
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Line {
-    ParticipantJoined {
-        running_ns: u64,
-        participant: String,
-        identity: String,
-        #[serde(default)]
-        joined_at_ms: Option<u64>,
-    },
-    ParticipantLeft {
-        running_ns: u64,
-        participant: String,
-    },
-    TrackPublished {
-        running_ns: u64,
-        participant: String,
-        track: String,
-        kind: String,
-        source: String,
-    },
-    TrackUnpublished {
-        running_ns: u64,
-        participant: String,
-        track: String,
-    },
-    TrackMuted {
-        running_ns: u64,
-        participant: String,
-        track: String,
-        muted: bool,
-    },
-    ActiveSpeakers {
-        running_ns: u64,
-        participants: Vec<String>,
-    },
-    #[serde(other)]
-    Other,
-}
-
 /// One session's room events, from its timeline text, shifted to start at `start_ns` and cut at
 /// `end_ns`. Lines that do not parse (a line torn by a crash, a newer recorder's entries) are skipped.
 pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEvent> {
     let mut identities: BTreeMap<String, String> = BTreeMap::new();
     let mut events = vec![TimedEvent { at_ns: start_ns, event: RoomEvent::SessionStarted }];
-    for line in timeline.lines() {
-        let Ok(line) = serde_json::from_str::<Line>(line) else {
-            continue;
-        };
-        let (running_ns, event) = match line {
-            Line::ParticipantJoined { running_ns, participant, identity, joined_at_ms } => {
+    for line in timeline::parse(timeline) {
+        let running_ns = line.running_ns;
+        let event = match line.entry {
+            Entry::ParticipantJoined { participant, identity, joined_at_ms, .. } => {
                 identities.insert(identity.clone(), participant.clone());
-                (running_ns, RoomEvent::Joined { participant, identity, joined_at_ms })
+                RoomEvent::Joined { participant, identity, joined_at_ms }
             }
-            Line::ParticipantLeft { running_ns, participant } => (running_ns, RoomEvent::Left { participant }),
-            Line::TrackPublished { running_ns, participant, track, kind, source } => {
-                (running_ns, RoomEvent::Published { participant, track, kind, source })
-            }
-            Line::TrackUnpublished { running_ns, participant, track } => (running_ns, RoomEvent::Unpublished { participant, track }),
-            Line::TrackMuted { running_ns, participant, track, muted } => (running_ns, RoomEvent::Muted { participant, track, muted }),
-            Line::ActiveSpeakers { running_ns, participants } => {
+            Entry::ParticipantLeft { participant } => RoomEvent::Left { participant },
+            Entry::TrackPublished { participant, track, kind, source, .. } => RoomEvent::Published { participant, track, kind, source },
+            Entry::TrackUnpublished { participant, track } => RoomEvent::Unpublished { participant, track },
+            Entry::TrackMuted { participant, track, muted } => RoomEvent::Muted { participant, track, muted },
+            Entry::ActiveSpeakers { participants } => {
                 // Speakers are named by identity; segments and the other entries by participant id.
                 let participants = participants.into_iter().map(|p| identities.get(&p).cloned().unwrap_or(p)).collect();
-                (running_ns, RoomEvent::Speakers { participants })
+                RoomEvent::Speakers { participants }
             }
-            Line::Other => continue,
+            _ => continue,
         };
         let at_ns = start_ns.saturating_add(running_ns);
         if at_ns < end_ns {
