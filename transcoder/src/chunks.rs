@@ -5,6 +5,7 @@
 //! whose mark completes the plan joins the chunks without re-encoding, with the audio mixed once for the
 //! whole recording (cheap, and AAC frames never straddle a cut), and finishes the job as usual.
 
+use crate::error::{Context, TranscodeError};
 use crate::job::{self, Done, Produced};
 use crate::worker::Transcoder;
 use fleet_pipelines::transcode::{self, Window};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 /// Splits the job into chunks when it is long enough; true when the chunks were queued (the job's own
 /// message is then done with).
-pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, String> {
+pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, TranscodeError> {
     let chunk_ns = worker.config.chunk_seconds * 1_000_000_000;
     let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
     if chunk_ns == 0 || record.request.audio_only || duration_ns <= chunk_ns {
@@ -23,21 +24,21 @@ pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, Stri
     }
     // A redelivered job keeps the plan it already has.
     let planned = Transition::PlanChunks(ChunkPlan::new(duration_ns, chunk_ns));
-    let (record, _) = worker.bus.jobs.apply(&record.id, None, planned).await.map_err(|e| e.to_string())?;
+    let (record, _) = worker.bus.jobs.apply(&record.id, None, planned).await?;
     let subject = worker.bus.transcode_subject_for(&record).to_string();
     let plan = record.chunks.expect("the plan was just stored");
     for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
         // Fixed message ids: queueing again after a crash does not duplicate a chunk.
         let message_id = format!("transcode-{}-chunk-{index}", record.id);
         let message = TranscodeJob { job_id: record.id.clone(), chunk: Some(index) };
-        worker.bus.enqueue(&subject, &message_id, &message).await.map_err(|e| format!("could not queue chunk {index}: {e}"))?;
+        worker.bus.enqueue(&subject, &message_id, &message).await?;
     }
     tracing::info!(chunks = plan.count, chunk_s = worker.config.chunk_seconds, "recording split into chunks");
     Ok(true)
 }
 
 /// Transcodes chunk `index` (unless it is done already) and joins the recording if that completed it.
-pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index: u32) -> Result<Done, String> {
+pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index: u32) -> Result<Done, TranscodeError> {
     // A chunk message that does not fit the record is foreign or stale: dropped, the job untouched.
     let Some(plan) = record.chunks.clone().filter(|plan| index < plan.count) else {
         tracing::warn!(index, plan = ?record.chunks, "chunk message that does not match the job's chunk plan; dropped");
@@ -56,10 +57,10 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
         let path = scratch.path().join(format!("chunk-{index}.mp4"));
         let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
         let (report, _encoder) = job::run_with_fallback(worker, &record.id, spec, start_ns as f64 / 1e9).await?;
-        worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.map_err(|e| format!("chunk upload: {e}"))?;
+        worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.context("chunk upload")?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
         let done = Transition::ChunkDone { index, problems: report.problems };
-        record = worker.bus.jobs.apply(&record.id, None, done).await.map_err(|e| e.to_string())?.0;
+        record = worker.bus.jobs.apply(&record.id, None, done).await?.0;
     }
     if !record.chunks.as_ref().is_some_and(ChunkPlan::is_complete) || record.state.is_terminal() {
         return Ok(Done::NothingToDo);
@@ -78,7 +79,7 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
             tracing::info!(%reason, "not joining");
             Ok(Done::NothingToDo)
         }
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -86,7 +87,7 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
 const JOIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Joins every chunk with the whole recording's audio and finishes the job.
-async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, String> {
+async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, TranscodeError> {
     let plan = record.chunks.as_ref().expect("joined only with a complete plan");
     tracing::info!(chunks = plan.count, "joining the chunks");
     let refresher = {
@@ -104,29 +105,23 @@ async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, Stri
     result
 }
 
-async fn join_chunks(worker: &Arc<Transcoder>, record: &JobRecord, plan: &ChunkPlan) -> Result<Done, String> {
+async fn join_chunks(worker: &Arc<Transcoder>, record: &JobRecord, plan: &ChunkPlan) -> Result<Done, TranscodeError> {
     let scratch = job::scratch_dir(worker, &record.id).await?;
     let prepared = job::prepare(worker, record, scratch.path()).await?;
     let mut chunks = Vec::new();
     for index in 0..plan.count {
         let path = scratch.path().join(format!("chunk-{index:05}.mp4"));
-        worker.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.map_err(|e| format!("chunk {index}: {e}"))?;
+        worker.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.context(format!("chunk {index}"))?;
         chunks.push(path);
     }
     let audio = scratch.path().join("audio.m4a");
     let spec = transcode::TranscodeSpec { audio_only: true, schedule: None, video_window: None, output: audio.clone(), ..prepared.spec.clone() };
-    let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {}))
-        .await
-        .map_err(|e| format!("transcode thread: {e}"))?
-        .map_err(|e| format!("audio: {e}"))?;
+    let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {})).await.context("transcode thread")?.context("audio")?;
     let mut problems = report.problems;
     let participant_files = job::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     let output = scratch.path().join(format!("{}.mp4", record.id));
     let (out, audio_in) = (output.clone(), audio.clone());
-    tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out))
-        .await
-        .map_err(|e| format!("join thread: {e}"))?
-        .map_err(|e| format!("join: {e}"))?;
+    tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out)).await.context("join thread")?.context("join")?;
     // Assumes every chunk used this node's encoder. Known gap: chunks made by different encoders (a GPU
     // node and a CPU node, or a GPU fallback) have different H.264 parameter sets and fail to join.
     let encoder = prepared.spec.encoder.clone();

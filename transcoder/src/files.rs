@@ -2,6 +2,7 @@
 //! `main_path` mounted on the transcoder) re-encoded, one after another, into one MP4 written next to
 //! them: plugNmeet's post-recording transcode and its merge of recordings.
 
+use crate::error::{Context, TranscodeError};
 use crate::job::Done;
 use crate::manifest::{codec_name, sha256_file};
 use crate::worker::Transcoder;
@@ -12,22 +13,25 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 /// `relative` under `root`, refusing anything that would leave it.
-pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, String> {
+pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, TranscodeError> {
     let path = Path::new(relative);
     if relative.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!("{relative:?} is not a plain path below the shared recordings root"));
+        return Err(TranscodeError::Files(format!("{relative:?} is not a plain path below the shared recordings root")));
     }
     Ok(root.join(path))
 }
 
-pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files: &FileJob) -> Result<Done, String> {
-    let root =
-        worker.config.shared_files_root.clone().ok_or("this transcoder has no shared_files_root: it cannot reach plugNmeet's recording files")?;
+pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files: &FileJob) -> Result<Done, TranscodeError> {
+    let root = worker
+        .config
+        .shared_files_root
+        .clone()
+        .ok_or_else(|| TranscodeError::Files("this transcoder has no shared_files_root: it cannot reach plugNmeet's recording files".into()))?;
     let inputs = files.inputs.iter().map(|i| resolve(&root, i)).collect::<Result<Vec<_>, _>>()?;
     let output = resolve(&root, &files.output)?;
     for input in &inputs {
         if !input.is_file() {
-            return Err(format!("input {} does not exist", input.display()));
+            return Err(TranscodeError::Files(format!("input {} does not exist", input.display())));
         }
     }
     let partial = output.with_extension("mp4.part");
@@ -45,32 +49,28 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
         stall_timeout: std::time::Duration::from_secs(worker.config.stall_timeout_s),
     };
     tracing::info!(inputs = spec.inputs.len(), output = %output.display(), "file transcode");
-    tokio::task::spawn_blocking(move || file_transcode::run(&spec))
-        .await
-        .map_err(|e| format!("transcode thread: {e}"))?
-        .map_err(|e| e.to_string())?;
-    tokio::fs::rename(&partial, &output).await.map_err(|e| format!("renaming to {}: {e}", output.display()))?;
+    tokio::task::spawn_blocking(move || file_transcode::run(&spec)).await.context("transcode thread")?.context("file transcode")?;
+    tokio::fs::rename(&partial, &output).await.context(format!("renaming to {}", output.display()))?;
 
     let measured = output.clone();
-    let (info, sha256) = tokio::task::spawn_blocking(move || (mp4_info::read(&measured), sha256_file(&measured)))
-        .await
-        .map_err(|e| format!("measuring thread: {e}"))?;
-    let info = info.map_err(|e| format!("the output is not a valid MP4: {e}"))?;
+    let (info, sha256) =
+        tokio::task::spawn_blocking(move || (mp4_info::read(&measured), sha256_file(&measured))).await.context("measuring thread")?;
+    let info = info.context("the output is not a valid MP4")?;
     let codec = |prefix: &str| info.sample_entries.iter().find(|e| e.starts_with(prefix)).map(|e| codec_name(e));
     let out = OutputInfo {
         key: files.output.clone(),
         location: output.to_string_lossy().to_string(),
         manifest_key: String::new(),
-        size_bytes: tokio::fs::metadata(&output).await.map_err(|e| e.to_string())?.len(),
+        size_bytes: tokio::fs::metadata(&output).await.context("measuring the output")?.len(),
         duration_s: info.duration_s,
         video_codec: codec("avc"),
         audio_codec: codec("mp4a"),
-        sha256: sha256.map_err(|e| e.to_string())?,
+        sha256: sha256.context("hashing the output")?,
         participant_audio: Vec::new(),
     };
     tracing::info!(location = %out.location, duration_s = out.duration_s, size_bytes = out.size_bytes, "file transcode done");
     let complete = Transition::Complete { output: out, warnings: Vec::new() };
-    worker.bus.jobs.apply(&record.id, Some(&worker.identity.node_id), complete).await.map_err(|e| e.to_string())?;
+    worker.bus.jobs.apply(&record.id, Some(&worker.identity.node_id), complete).await?;
     Ok(Done::Completed)
 }
 

@@ -2,6 +2,7 @@
 //! upload the recording and its manifest, mark the job complete. Failures are retried up to the
 //! consumer's MaxDeliver, then the job is marked failed with the reason and the message terminated.
 
+use crate::error::{Context, Disposition, TranscodeError};
 use crate::manifest::{Manifest, codec_name, sha256_file};
 use crate::worker::Transcoder;
 use crate::{inputs, layout_plan};
@@ -50,16 +51,18 @@ pub async fn handle_delivery(worker: &Arc<Transcoder>, message: jetstream::Messa
             Ok(Done::Later(delay)) => {
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             }
-            Err(reason) if max_deliver > 0 && delivered >= max_deliver => {
-                tracing::error!(%reason, delivered, "transcode failed for the last time");
-                mark_failed(worker, &job.job_id, &reason).await;
-                let _ = message.ack_with(AckKind::Term).await;
-            }
-            Err(reason) => {
-                tracing::warn!(%reason, delivered, "transcode failed; will retry");
-                note_error(worker, &job.job_id, &reason).await;
-                let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
-            }
+            Err(err) => match err.disposition(delivered, max_deliver) {
+                Disposition::GiveUp => {
+                    tracing::error!(reason = %err, delivered, permanent = err.is_permanent(), "transcode failed for good");
+                    mark_failed(worker, &job.job_id, &err.to_string()).await;
+                    let _ = message.ack_with(AckKind::Term).await;
+                }
+                Disposition::Retry => {
+                    tracing::warn!(reason = %err, delivered, "transcode failed; will retry");
+                    note_error(worker, &job.job_id, &err.to_string()).await;
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                }
+            },
         }
     }
     .instrument(span)
@@ -81,10 +84,10 @@ async fn keep_alive(message: jetstream::Message) {
     }
 }
 
-async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: i64) -> Result<Done, String> {
+async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: i64) -> Result<Done, TranscodeError> {
     let job_id = &job.job_id;
     let node = worker.identity.node_id.as_str();
-    let Some((record, _)) = worker.bus.jobs.get(job_id).await.map_err(|e| e.to_string())? else {
+    let Some((record, _)) = worker.bus.jobs.get(job_id).await? else {
         tracing::warn!("transcode job for an unknown job record; dropping");
         return Ok(Done::NothingToDo);
     };
@@ -102,7 +105,7 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
             tracing::info!(%reason, "not transcoding");
             return Ok(Done::NothingToDo);
         }
-        Err(err) => return Err(err.to_string()),
+        Err(err) => return Err(err.into()),
     };
     if let Some(files) = &record.files {
         return crate::files::transcode_files(worker, &record, files).await;
@@ -122,9 +125,9 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
     finish(worker, &record, &prepared, Produced { path: output_path, extension, encoder, problems, participant_files }).await
 }
 
-pub(crate) async fn scratch_dir(worker: &Transcoder, job_id: &SafeId) -> Result<tempfile::TempDir, String> {
-    tokio::fs::create_dir_all(&worker.config.scratch_dir).await.map_err(|e| format!("scratch dir: {e}"))?;
-    tempfile::Builder::new().prefix(&format!("{job_id}-")).tempdir_in(&worker.config.scratch_dir).map_err(|e| format!("scratch dir: {e}"))
+pub(crate) async fn scratch_dir(worker: &Transcoder, job_id: &SafeId) -> Result<tempfile::TempDir, TranscodeError> {
+    tokio::fs::create_dir_all(&worker.config.scratch_dir).await.context("scratch dir")?;
+    tempfile::Builder::new().prefix(&format!("{job_id}-")).tempdir_in(&worker.config.scratch_dir).context("scratch dir")
 }
 
 /// A job's inputs on local disk and the transcode they call for (the whole recording).
@@ -137,8 +140,8 @@ pub(crate) struct Prepared {
 }
 
 /// Downloads the raw segments and timelines and plans the composite.
-pub(crate) async fn prepare(worker: &Transcoder, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, String> {
-    let inputs = inputs::download(&worker.storage, record, scratch).await.map_err(|e| e.to_string())?;
+pub(crate) async fn prepare(worker: &Transcoder, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, TranscodeError> {
+    let inputs = inputs::download(&worker.storage, record, scratch).await?;
     tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
     let audio_only = record.request.audio_only;
     let (width, height, fps, video_kbps) = record.request.video_preset.params();
@@ -189,7 +192,7 @@ pub(crate) async fn participant_audio(
     prepared: &Prepared,
     scratch: &std::path::Path,
     problems: &mut Vec<String>,
-) -> Result<Vec<(SafeId, std::path::PathBuf)>, String> {
+) -> Result<Vec<(SafeId, std::path::PathBuf)>, TranscodeError> {
     let mut files = Vec::new();
     for (participant, tracks) in &prepared.own_audio {
         let Ok(participant) = SafeId::parse(participant) else { continue };
@@ -204,8 +207,8 @@ pub(crate) async fn participant_audio(
         };
         let report = tokio::task::spawn_blocking(move || transcode::run(&own, |_| {}))
             .await
-            .map_err(|e| format!("transcode thread: {e}"))?
-            .map_err(|e| format!("{participant}'s audio: {e}"))?;
+            .context("transcode thread")?
+            .context(format!("{participant}'s audio"))?;
         problems.extend(report.problems.into_iter().map(|p| format!("{participant}'s audio: {p}")));
         files.push((participant, path));
     }
@@ -224,14 +227,14 @@ pub(crate) struct Produced {
 
 /// Measures the recording, uploads it (and the participants' audio) and its manifest, and marks the
 /// job complete.
-pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &Prepared, produced: Produced) -> Result<Done, String> {
+pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &Prepared, produced: Produced) -> Result<Done, TranscodeError> {
     let job_id = &record.id;
     let node = worker.identity.node_id.as_str();
     let output_path = &produced.path;
-    let info = mp4_info::read(output_path).map_err(|e| format!("output is not a valid MP4: {e}"))?;
-    let size_bytes = std::fs::metadata(output_path).map_err(|e| e.to_string())?.len();
+    let info = mp4_info::read(output_path).context("output is not a valid MP4")?;
+    let size_bytes = std::fs::metadata(output_path).context("measuring the output")?.len();
     let path = output_path.clone();
-    let sha256 = tokio::task::spawn_blocking(move || sha256_file(&path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let sha256 = tokio::task::spawn_blocking(move || sha256_file(&path)).await.context("hashing thread")?.context("hashing the output")?;
     // Where the request asked (expanded and checked when it was made), or the job's own folder.
     let key = record.request.filepath.clone().unwrap_or_else(|| keys::recording(job_id, produced.extension));
     let manifest_key = keys::manifest(job_id);
@@ -248,7 +251,7 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
     };
     for (participant, path) in &produced.participant_files {
         let key = keys::participant_audio(job_id, participant);
-        let size_bytes = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+        let size_bytes = std::fs::metadata(path).context("measuring a participant's audio")?.len();
         output.participant_audio.push(ParticipantAudio {
             participant: participant.to_string(),
             location: worker.storage.location(&key),
@@ -282,11 +285,11 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
     };
     // The recording first, then the manifest that vouches for it; every key is fixed, so a retry
     // after a crash overwrites rather than duplicates.
-    worker.storage.put_file(&output.key, output_path).await.map_err(|e| format!("upload: {e}"))?;
+    worker.storage.put_file(&output.key, output_path).await.context("upload")?;
     for ((_, path), audio) in produced.participant_files.iter().zip(&output.participant_audio) {
-        worker.storage.put_file(&audio.key, path).await.map_err(|e| format!("upload of {}: {e}", audio.key))?;
+        worker.storage.put_file(&audio.key, path).await.context(format!("upload of {}", audio.key))?;
     }
-    worker.storage.put_bytes(&manifest_key, manifest.to_json()).await.map_err(|e| format!("manifest upload: {e}"))?;
+    worker.storage.put_bytes(&manifest_key, manifest.to_json()).await.context("manifest upload")?;
     tracing::info!(location = %output.location, duration_s = output.duration_s, size_bytes, "recording uploaded");
     // A recorder killed mid-upload leaves its half-written file behind on shared local storage.
     match worker.storage.remove_abandoned_uploads(job_id.as_str(), abandoned_before(record)).await {
@@ -295,7 +298,7 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
         Err(err) => tracing::warn!(%err, "could not sweep abandoned partial uploads"),
     }
 
-    worker.bus.jobs.apply(job_id, Some(node), Transition::Complete { output, warnings }).await.map_err(|e| e.to_string())?;
+    worker.bus.jobs.apply(job_id, Some(node), Transition::Complete { output, warnings }).await?;
     Ok(Done::Completed)
 }
 
@@ -319,7 +322,7 @@ pub(crate) async fn run_with_fallback(
     job_id: &SafeId,
     spec: transcode::TranscodeSpec,
     base_s: f64,
-) -> Result<(transcode::TranscodeReport, String), String> {
+) -> Result<(transcode::TranscodeReport, String), TranscodeError> {
     let encoder = spec.encoder.clone();
     let fallback = spec.clone();
     match run_pipeline(worker, job_id, spec, base_s).await {
@@ -341,7 +344,7 @@ pub(crate) async fn run_pipeline(
     job_id: &SafeId,
     spec: transcode::TranscodeSpec,
     base_s: f64,
-) -> Result<transcode::TranscodeReport, String> {
+) -> Result<transcode::TranscodeReport, TranscodeError> {
     let duration_s = (spec.duration_ns as f64 / 1e9).max(0.001);
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0.0f64);
     let pipeline = tokio::task::spawn_blocking(move || {
@@ -367,9 +370,9 @@ pub(crate) async fn run_pipeline(
             }
         })
     };
-    let result = pipeline.await.map_err(|e| format!("transcode thread: {e}"))?;
+    let result = pipeline.await.context("transcode thread")?;
     publisher.abort();
-    result.map_err(|e| e.to_string())
+    result.context("transcode")
 }
 
 async fn mark_failed(worker: &Transcoder, job_id: &SafeId, reason: &str) {

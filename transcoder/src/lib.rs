@@ -4,6 +4,7 @@
 
 mod chunks;
 pub mod config;
+mod error;
 mod files;
 mod inputs;
 mod job;

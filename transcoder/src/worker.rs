@@ -2,6 +2,7 @@
 //! node registry, and drain running jobs on shutdown.
 
 use crate::config::TranscoderConfig;
+use crate::error::TranscodeError;
 use crate::job;
 use async_nats::jetstream::consumer::PullConsumer;
 use fleet_pipelines::encoders;
@@ -76,7 +77,7 @@ impl Transcoder {
     }
 
     /// The encoder a job's GPU policy asks for, among this node's working ones (best first).
-    pub(crate) fn encoder_for(&self, policy: GpuPolicy) -> Result<String, String> {
+    pub(crate) fn encoder_for(&self, policy: GpuPolicy) -> Result<String, TranscodeError> {
         choose_encoder(&self.encoders, policy)
     }
 
@@ -147,13 +148,14 @@ impl Transcoder {
     }
 }
 
-pub(crate) fn choose_encoder(working: &[String], policy: GpuPolicy) -> Result<String, String> {
+pub(crate) fn choose_encoder(working: &[String], policy: GpuPolicy) -> Result<String, TranscodeError> {
     let pick = |hardware: bool| working.iter().find(|e| encoders::is_hardware(e) == hardware).cloned();
-    match policy {
+    let missing = match policy {
         GpuPolicy::Any => working.first().cloned().ok_or_else(|| "no working encoder".to_string()),
         GpuPolicy::Require => pick(true).ok_or_else(|| format!("the job requires a GPU encoder; this node has {working:?}")),
         GpuPolicy::Forbid => pick(false).ok_or_else(|| format!("the job forbids GPU encoders; this node has only {working:?}")),
-    }
+    };
+    missing.map_err(TranscodeError::NoEncoder)
 }
 
 #[cfg(test)]
@@ -168,7 +170,7 @@ mod tests {
         assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Require).unwrap(), "nvh264enc");
         assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Forbid).unwrap(), "x264enc");
         assert_eq!(choose_encoder(&cpu_node, GpuPolicy::Any).unwrap(), "x264enc");
-        assert!(choose_encoder(&cpu_node, GpuPolicy::Require).unwrap_err().contains("requires a GPU"));
+        assert!(choose_encoder(&cpu_node, GpuPolicy::Require).unwrap_err().to_string().contains("requires a GPU"));
         assert!(choose_encoder(&["vah264enc".to_string()], GpuPolicy::Forbid).is_err());
     }
 }
