@@ -13,6 +13,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
+use fleet_protocol::config::ConfigError;
+use fleet_protocol::job::InvalidRequest;
 use fleet_protocol::job::Origin;
 use fleet_protocol::{JobRequest, SafeId};
 use livekit_api::access_token::TokenVerifier;
@@ -45,13 +47,13 @@ pub struct AutoRecordRule {
 }
 
 impl AutoRecordConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.enabled && (self.api_key.is_empty() || self.api_secret.is_empty()) {
-            return Err("controller.auto_record needs api_key and api_secret (those livekit-server signs its webhooks with)".into());
+            return Err(ConfigError::new("controller.auto_record needs api_key and api_secret (those livekit-server signs its webhooks with)"));
         }
         for rule in &self.rules {
             if let Some(request) = &rule.request {
-                request_for(rule, "room-name-check").map_err(|e| format!("controller.auto_record rule {request}: {e}"))?;
+                request_for(rule, "room-name-check").map_err(|e| ConfigError::new(format!("controller.auto_record rule {request}: {e}")))?;
             }
         }
         Ok(())
@@ -90,11 +92,11 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-fn request_for(rule: &AutoRecordRule, room: &str) -> Result<JobRequest, String> {
+fn request_for(rule: &AutoRecordRule, room: &str) -> Result<JobRequest, InvalidRequest> {
     let mut request = rule.request.clone().unwrap_or_else(|| serde_json::json!({}));
-    let object = request.as_object_mut().ok_or("request must be a table")?;
+    let object = request.as_object_mut().ok_or(InvalidRequest::from("request must be a table"))?;
     object.insert("room".into(), room.into());
-    let request: JobRequest = serde_json::from_value(request).map_err(|e| e.to_string())?;
+    let request: JobRequest = serde_json::from_value(request).map_err(|e| InvalidRequest(e.to_string()))?;
     request.validate()?;
     Ok(request)
 }
@@ -123,7 +125,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: String
                 tracing::debug!(room = %room.name, "room started; no auto-record rule matches");
                 return Ok(StatusCode::OK);
             };
-            let request = request_for(rule, &room.name).map_err(ApiError::invalid)?;
+            let request = request_for(rule, &room.name).map_err(|e| ApiError::invalid(e.to_string()))?;
             let origin = Origin::AutoRecord { room_sid: room.sid.clone() };
             match jobs::create_with_id(&state.bus, job_id(&room.sid)?, request, Some(origin)).await {
                 Ok(record) => tracing::info!(job_id = %record.id, room = %room.name, "auto-record: recording the room"),

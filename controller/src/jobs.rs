@@ -16,7 +16,7 @@ pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_p
 /// As [`create`], under an id the caller derived (so a repeated request finds its job: a conflict).
 pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: Option<Origin>) -> Result<JobRecord, ApiError> {
     let request = request.expand_filepath(now_ms()).map_err(|e| ApiError::invalid(e.to_string()))?;
-    request.validate().map_err(ApiError::invalid)?;
+    request.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     let mut record = JobRecord::new(id, request, now_ms());
     record.origin = origin;
     match bus.jobs.create(&record).await {
@@ -38,7 +38,7 @@ pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: 
 /// transcoder. The id is derived from `key`, so a redelivered request finds the job it already made.
 pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, files: FileJob, key: &str) -> Result<JobRecord, ApiError> {
     let request = request.expand_filepath(now_ms()).map_err(|e| ApiError::invalid(e.to_string()))?;
-    request.validate().map_err(ApiError::invalid)?;
+    request.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     let id = SafeId::parse(format!("file_{key}")).map_err(|e| ApiError::invalid(format!("file job id: {e}")))?;
     let mut record = JobRecord::new(id, request, now_ms());
     record.state = JobState::Transcoding;

@@ -84,8 +84,8 @@ async fn main() -> anyhow::Result<()> {
     webhooks::prepare(&bus, &config.controller.webhooks).await.map_err(|e| anyhow::anyhow!("creating the webhook consumer: {e}"))?;
     tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));
 
-    config.controller.egress.check().map_err(|e| anyhow::anyhow!(e))?;
-    config.controller.auto_record.check().map_err(|e| anyhow::anyhow!(e))?;
+    config.controller.egress.check()?;
+    config.controller.auto_record.check()?;
     if config.controller.egress.enabled && !config.controller.egress.webhook_urls.is_empty() {
         egress::webhooks::prepare(&bus).await.map_err(|e| anyhow::anyhow!("creating the egress webhook consumer: {e}"))?;
         tokio::spawn(egress::webhooks::run(bus.clone(), config.controller.egress.clone()));

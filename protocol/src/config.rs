@@ -12,6 +12,12 @@ use crate::names::FleetNames;
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
 /// Loads a role's configuration. `path` may be absent: the defaults then run a single-machine fleet.
 pub fn load<T: DeserializeOwned + Serialize + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(T::default()));

@@ -233,14 +233,25 @@ pub struct JobRequest {
     pub filepath: Option<String>,
 }
 
+/// Why a recording request is not valid; the message is shown to the API client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+impl From<&str> for InvalidRequest {
+    fn from(message: &str) -> Self {
+        InvalidRequest(message.to_string())
+    }
+}
+
 impl JobRequest {
     /// Checks what serde cannot: lengths, ranges, URL shape. The message is shown to the API client.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidRequest> {
         if self.room.is_empty() {
             return Err("room must not be empty".into());
         }
         if self.room.chars().count() > MAX_ROOM_NAME_LEN {
-            return Err(format!("room must be at most {MAX_ROOM_NAME_LEN} characters"));
+            return Err(InvalidRequest(format!("room must be at most {MAX_ROOM_NAME_LEN} characters")));
         }
         if self.room.chars().any(char::is_control) {
             return Err("room must not contain control characters".into());
@@ -250,21 +261,21 @@ impl JobRequest {
                 return Err("participant applies to layout single only".into());
             }
             if participant.is_empty() || participant.chars().count() > MAX_ROOM_NAME_LEN || participant.chars().any(char::is_control) {
-                return Err(format!("participant must be 1-{MAX_ROOM_NAME_LEN} characters without control characters"));
+                return Err(InvalidRequest(format!("participant must be 1-{MAX_ROOM_NAME_LEN} characters without control characters")));
             }
         }
         if self.wait_for_room_s.is_some_and(|w| w > MAX_ROOM_WAIT_S) {
-            return Err(format!("wait_for_room_s must be at most {MAX_ROOM_WAIT_S}"));
+            return Err(InvalidRequest(format!("wait_for_room_s must be at most {MAX_ROOM_WAIT_S}")));
         }
         if let Some(max) = self.max_duration_s
             && (max == 0 || max > MAX_DURATION_LIMIT_S)
         {
-            return Err(format!("max_duration_s must be between 1 and {MAX_DURATION_LIMIT_S}"));
+            return Err(InvalidRequest(format!("max_duration_s must be between 1 and {MAX_DURATION_LIMIT_S}")));
         }
         if let Source::Test { participants } = self.source
             && (participants == 0 || participants > MAX_TEST_PARTICIPANTS)
         {
-            return Err(format!("source.participants must be between 1 and {MAX_TEST_PARTICIPANTS}"));
+            return Err(InvalidRequest(format!("source.participants must be between 1 and {MAX_TEST_PARTICIPANTS}")));
         }
         if let Some(url) = &self.webhook_url {
             let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
@@ -277,11 +288,11 @@ impl JobRequest {
                 return Err("metadata must be a JSON object".into());
             }
             if metadata.to_string().len() > MAX_METADATA_BYTES {
-                return Err(format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON"));
+                return Err(InvalidRequest(format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")));
             }
         }
         // A template (as requested) or its expansion (as stored): either expands to a storage key.
-        self.clone().expand_filepath(0).map_err(|e| e.to_string())?;
+        self.clone().expand_filepath(0).map_err(|e| InvalidRequest(e.to_string()))?;
         Ok(())
     }
 

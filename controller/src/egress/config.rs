@@ -1,3 +1,4 @@
+use fleet_protocol::config::ConfigError;
 use serde::{Deserialize, Serialize};
 
 /// `[controller.egress]`: the LiveKit Egress-compatible API.
@@ -14,12 +15,12 @@ pub struct EgressConfig {
 }
 
 impl EgressConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.enabled && (self.api_key.is_empty() || self.api_secret.is_empty()) {
-            return Err("controller.egress needs api_key and api_secret (LiveKit's)".into());
+            return Err(ConfigError::new("controller.egress needs api_key and api_secret (LiveKit's)"));
         }
         if self.webhook_urls.iter().any(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
-            return Err("controller.egress.webhook_urls must be http(s) URLs".into());
+            return Err(ConfigError::new("controller.egress.webhook_urls must be http(s) URLs"));
         }
         Ok(())
     }

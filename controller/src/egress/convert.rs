@@ -84,7 +84,7 @@ fn job_request(
         "filepath": filepath,
     }))
     .map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
-    request.validate().map_err(TwirpError::invalid_argument)?;
+    request.validate().map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     Ok(request)
 }
 

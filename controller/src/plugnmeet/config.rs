@@ -1,3 +1,4 @@
+use fleet_protocol::config::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -52,16 +53,21 @@ impl Default for PlugnmeetConfig {
 
 impl PlugnmeetConfig {
     /// Refuses a configuration that would fail only later, at the first request.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         if self.api_key.is_empty() || self.api_secret.is_empty() {
-            return Err("controller.plugnmeet needs api_key and api_secret (plugNmeet's)".into());
+            return Err(ConfigError::new("controller.plugnmeet needs api_key and api_secret (plugNmeet's)"));
         }
-        fleet_protocol::SafeId::parse(self.recorder_id.as_str()).map_err(|e| format!("controller.plugnmeet.recorder_id: {e}"))?;
+        fleet_protocol::SafeId::parse(self.recorder_id.as_str()).map_err(|e| ConfigError::new(format!("controller.plugnmeet.recorder_id: {e}")))?;
+        if self.recorder_id.len() > 36 {
+            return Err(ConfigError::new(
+                "controller.plugnmeet.recorder_id must be at most 36 characters (plugNmeet stores it in a 36-character column)",
+            ));
+        }
         if !self.server_url.starts_with("http://") && !self.server_url.starts_with("https://") {
-            return Err("controller.plugnmeet.server_url must be an http(s) URL".into());
+            return Err(ConfigError::new("controller.plugnmeet.server_url must be an http(s) URL"));
         }
         if self.main_path.is_some() && !super::files::is_safe_relative(&self.sub_path) {
-            return Err("controller.plugnmeet.sub_path must be a relative path without '..'".into());
+            return Err(ConfigError::new("controller.plugnmeet.sub_path must be a relative path without '..'"));
         }
         Ok(())
     }

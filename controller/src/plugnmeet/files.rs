@@ -2,8 +2,27 @@
 //! `<main_path>/<sub_path>/<room_id>/<recording_id>.mp4` (reported relative to the root), or, without a
 //! shared root, left in object storage and reported by key.
 
-use fleet_protocol::storage::Storage;
-use std::path::{Component, Path};
+use fleet_protocol::storage::{Storage, StorageError};
+use std::path::{Component, Path, PathBuf};
+
+/// Why a finished recording could not be put where plugNmeet serves it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("the job has no output")]
+    NoOutput,
+    #[error("not a plugNmeet job")]
+    NotPlugnmeet,
+    #[error("{0:?} would leave the recordings root")]
+    LeavesRoot(String),
+    #[error("recording path has no folder")]
+    NoFolder,
+    #[error("creating {0}: {1}")]
+    CreateFolder(PathBuf, #[source] std::io::Error),
+    #[error("copying {key} to {}: {source}", partial.display())]
+    Copy { key: String, partial: PathBuf, source: StorageError },
+    #[error("renaming to {0}: {1}")]
+    Rename(PathBuf, #[source] std::io::Error),
+}
 
 /// A relative path that stays below its root: no `..`, no root, no prefix.
 pub fn is_safe_relative(path: &str) -> bool {
@@ -18,13 +37,13 @@ pub fn relative_path(sub_path: &str, room_id: &str, recording_id: &str) -> Strin
 
 /// Copies the recording at `key` to `main_path/relative` (through a temporary file, renamed when whole)
 /// and returns its size. An existing file of the same name is replaced: a redelivered event repeats the copy.
-pub async fn place(storage: &Storage, key: &str, main_path: &Path, relative: &str) -> Result<u64, String> {
+pub async fn place(storage: &Storage, key: &str, main_path: &Path, relative: &str) -> Result<u64, PlaceError> {
     let target = main_path.join(relative);
-    let folder = target.parent().ok_or("recording path has no folder")?;
-    tokio::fs::create_dir_all(folder).await.map_err(|e| format!("creating {}: {e}", folder.display()))?;
+    let folder = target.parent().ok_or(PlaceError::NoFolder)?;
+    tokio::fs::create_dir_all(folder).await.map_err(|e| PlaceError::CreateFolder(folder.to_path_buf(), e))?;
     let partial = target.with_extension("mp4.part");
-    let size = storage.get_to_file(key, &partial).await.map_err(|e| format!("copying {key} to {}: {e}", partial.display()))?;
-    tokio::fs::rename(&partial, &target).await.map_err(|e| format!("renaming to {}: {e}", target.display()))?;
+    let size = storage.get_to_file(key, &partial).await.map_err(|source| PlaceError::Copy { key: key.into(), partial: partial.clone(), source })?;
+    tokio::fs::rename(&partial, &target).await.map_err(|e| PlaceError::Rename(target.clone(), e))?;
     Ok(size)
 }
 

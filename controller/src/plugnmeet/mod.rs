@@ -37,8 +37,8 @@ const EVENTS_CONSUMER: &str = "controller-plugnmeet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DoorError {
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] fleet_protocol::config::ConfigError),
     #[error("connecting to plugNmeet's NATS: {0}")]
     Connect(String),
     #[error(transparent)]
@@ -70,9 +70,9 @@ pub struct Door {
 impl Door {
     /// Connects, registers (refusing a duplicate recorder id) and starts serving plugNmeet.
     pub async fn start(bus: Bus, config: PlugnmeetConfig, storage: Option<Storage>) -> Result<Arc<Door>, DoorError> {
-        config.check().map_err(DoorError::Config)?;
+        config.check()?;
         if config.main_path.is_some() && storage.is_none() {
-            return Err(DoorError::Config("controller.plugnmeet.main_path needs the controller's [storage] section".into()));
+            return Err(fleet_protocol::config::ConfigError::new("controller.plugnmeet.main_path needs the controller's [storage] section").into());
         }
         let pnm = if config.nats_url.is_empty() { bus.client.clone() } else { connect(&config).await? };
         let js = async_nats::jetstream::new(pnm.clone());
@@ -332,7 +332,7 @@ impl Door {
     }
 
     /// Storage or the shared mount may fail for a moment: a few tries before plugNmeet hears of a failure.
-    async fn file_for_with_retries(&self, record: &JobRecord) -> Result<(String, f32), String> {
+    async fn file_for_with_retries(&self, record: &JobRecord) -> Result<(String, f32), files::PlaceError> {
         let mut delay = Duration::from_secs(1);
         for attempt in 1.. {
             match self.file_for(record).await {
@@ -379,11 +379,11 @@ impl Door {
                 Ok(()) => {
                     let _ = message.ack().await;
                 }
-                Err((reason, retry)) if retry => {
+                Err(reason @ TaskNotTaken::Unavailable(_)) => {
                     tracing::warn!(%reason, "plugNmeet transcoding task not taken; will retry");
                     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
                 }
-                Err((reason, _)) => {
+                Err(reason) => {
                     tracing::error!(%reason, "plugNmeet transcoding task refused");
                     let _ = message.ack_with(AckKind::Term).await;
                 }
@@ -392,10 +392,9 @@ impl Door {
         Ok(())
     }
 
-    /// Err((reason, worth retrying)).
-    async fn take_transcoding_task(&self, payload: &[u8]) -> Result<(), (String, bool)> {
-        let task = proto::TranscodingTask::decode(payload).map_err(|e| (format!("undecodable TranscodingTask: {e}"), false))?;
-        let main_path = self.config.main_path.as_deref().ok_or(("no main_path".to_string(), false))?;
+    async fn take_transcoding_task(&self, payload: &[u8]) -> Result<(), TaskNotTaken> {
+        let task = proto::TranscodingTask::decode(payload).map_err(|e| TaskNotTaken::Refused(format!("undecodable TranscodingTask: {e}")))?;
+        let main_path = self.config.main_path.as_deref().ok_or_else(|| TaskNotTaken::Refused("no main_path".into()))?;
         let origin = Origin::Plugnmeet {
             recording_id: task.recording_id.clone(),
             room_sid: task.room_sid.clone(),
@@ -403,29 +402,29 @@ impl Door {
             recorder_id: task.recorder_id.clone(),
         };
         let room = if task.room_id.is_empty() { "plugnmeet".to_string() } else { task.room_id.clone() };
-        let request: JobRequest = serde_json::from_value(serde_json::json!({ "room": room })).map_err(|e| (e.to_string(), false))?;
+        let request: JobRequest = serde_json::from_value(serde_json::json!({ "room": room })).map_err(|e| TaskNotTaken::Refused(e.to_string()))?;
         let files = match transcoding::file_job(&task, main_path) {
             Ok(files) => files,
-            Err(reason) => {
+            Err(refused) => {
                 // plugNmeet hears of a task it sent that cannot run, as from its own transcoder.
                 let mut record = fleet_protocol::JobRecord::new(SafeId::random("file"), request, now_ms());
                 record.origin = Some(origin);
+                let reason = refused.to_string();
                 self.post(&Notice::TranscodeFinished { ok: false, msg: reason.clone() }, &record, None).await;
-                return Err((reason, false));
+                return Err(TaskNotTaken::Refused(reason));
             }
         };
         // A request the fleet refuses stays refused; a fleet that could not store or queue it may recover.
-        jobs::create_file_job(&self.bus, request, origin, files, &task.recording_id).await.map_err(|e| {
-            let retry = e.status.is_server_error();
-            (e.message, retry)
-        })?;
+        jobs::create_file_job(&self.bus, request, origin, files, &task.recording_id)
+            .await
+            .map_err(|e| if e.status.is_server_error() { TaskNotTaken::Unavailable(e.message) } else { TaskNotTaken::Refused(e.message) })?;
         Ok(())
     }
 
     /// Puts the finished recording where plugNmeet serves it; returns (file_path, size in MB).
-    async fn file_for(&self, record: &JobRecord) -> Result<(String, f32), String> {
-        let output = record.output.as_ref().ok_or("the job has no output")?;
-        let Some(Origin::Plugnmeet { recording_id, .. }) = &record.origin else { return Err("not a plugNmeet job".into()) };
+    async fn file_for(&self, record: &JobRecord) -> Result<(String, f32), files::PlaceError> {
+        let output = record.output.as_ref().ok_or(files::PlaceError::NoOutput)?;
+        let Some(Origin::Plugnmeet { recording_id, .. }) = &record.origin else { return Err(files::PlaceError::NotPlugnmeet) };
         if record.files.is_some() {
             // A file job's transcoder wrote it under the shared root already; its key is relative to it.
             return Ok((output.key.clone(), files::size_mb(output.size_bytes)));
@@ -434,7 +433,7 @@ impl Door {
             (Some(main_path), Some(storage)) => {
                 let relative = files::relative_path(&self.config.sub_path, &record.request.room, recording_id);
                 if !files::is_safe_relative(&relative) || SafeId::parse(recording_id.as_str()).is_err() {
-                    return Err(format!("{relative:?} would leave the recordings root"));
+                    return Err(files::PlaceError::LeavesRoot(relative));
                 }
                 let size = files::place(storage, &output.key, main_path, &relative).await?;
                 Ok((relative, files::size_mb(size)))
@@ -442,6 +441,16 @@ impl Door {
             _ => Ok((output.key.clone(), files::size_mb(output.size_bytes))),
         }
     }
+}
+
+/// Why a plugNmeet transcoding task was not taken: refused for good (the message is terminated), or the
+/// fleet could not take it now (redelivered later).
+#[derive(Debug, thiserror::Error)]
+enum TaskNotTaken {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// plugNmeet's NATS with its recorder login: a fresh 5-minute token for every connection attempt.

@@ -12,9 +12,28 @@ use fleet_protocol::SafeId;
 use fleet_protocol::job::FileJob;
 use std::path::Path;
 
+/// Why a task cannot become a file job (it is refused, and plugNmeet told why).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TaskError {
+    #[error("recording_id {0:?}: {1}")]
+    RecordingId(String, String),
+    #[error("merge task without files")]
+    NoFiles,
+    #[error("task without details")]
+    NoDetails,
+    #[error("{0:?} is outside the recordings root {1}")]
+    OutsideRoot(String, String),
+    #[error("{0:?} is not a plain path below the recordings root")]
+    NotPlain(String),
+    #[error("file name {0:?}")]
+    FileName(String),
+    #[error("output {0} would overwrite an input")]
+    Overwrite(String),
+}
+
 /// The fleet file job for a task: inputs and output relative to `main_path`.
-pub fn file_job(task: &TranscodingTask, main_path: &Path) -> Result<FileJob, String> {
-    SafeId::parse(task.recording_id.as_str()).map_err(|e| format!("recording_id {:?}: {e}", task.recording_id))?;
+pub fn file_job(task: &TranscodingTask, main_path: &Path) -> Result<FileJob, TaskError> {
+    SafeId::parse(task.recording_id.as_str()).map_err(|e| TaskError::RecordingId(task.recording_id.clone(), e.to_string()))?;
     let inputs = match &task.task_details {
         Some(TaskDetails::PostRecording(post)) => {
             let folder = relative_to(&post.file_path, main_path)?;
@@ -23,33 +42,33 @@ pub fn file_job(task: &TranscodingTask, main_path: &Path) -> Result<FileJob, Str
         Some(TaskDetails::MergeRecordings(merge)) if !merge.file_paths.is_empty() => {
             merge.file_paths.iter().map(|p| relative_to(p, main_path)).collect::<Result<Vec<_>, _>>()?
         }
-        Some(TaskDetails::MergeRecordings(_)) => return Err("merge task without files".into()),
-        None => return Err("task without details".into()),
+        Some(TaskDetails::MergeRecordings(_)) => return Err(TaskError::NoFiles),
+        None => return Err(TaskError::NoDetails),
     };
     let folder = Path::new(&inputs[0]).parent().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
     let output = join(&folder, &format!("{}.mp4", task.recording_id))?;
     if inputs.contains(&output) {
-        return Err(format!("output {output} would overwrite an input"));
+        return Err(TaskError::Overwrite(output));
     }
     Ok(FileJob { inputs, output })
 }
 
 /// `path` as a plain path relative to `main_path` (absolute paths must lie under it).
-fn relative_to(path: &str, main_path: &Path) -> Result<String, String> {
+fn relative_to(path: &str, main_path: &Path) -> Result<String, TaskError> {
     let relative = match Path::new(path).strip_prefix(main_path) {
         Ok(rest) => rest.to_string_lossy().to_string(),
-        Err(_) if Path::new(path).is_absolute() => return Err(format!("{path:?} is outside the recordings root {}", main_path.display())),
+        Err(_) if Path::new(path).is_absolute() => return Err(TaskError::OutsideRoot(path.into(), main_path.display().to_string())),
         Err(_) => path.trim_start_matches("./").to_string(),
     };
     if relative.is_empty() || !is_safe_relative(&relative) {
-        return Err(format!("{path:?} is not a plain path below the recordings root"));
+        return Err(TaskError::NotPlain(path.into()));
     }
     Ok(relative)
 }
 
-fn join(folder: &str, name: &str) -> Result<String, String> {
+fn join(folder: &str, name: &str) -> Result<String, TaskError> {
     if name.is_empty() || name.contains('/') || name == ".." {
-        return Err(format!("file name {name:?}"));
+        return Err(TaskError::FileName(name.into()));
     }
     Ok(if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") })
 }
