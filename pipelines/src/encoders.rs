@@ -64,11 +64,16 @@ impl SpeedPreset {
     const ALL: [SpeedPreset; 6] = [Self::Ultrafast, Self::Superfast, Self::Veryfast, Self::Faster, Self::Fast, Self::Medium];
 }
 
-impl std::str::FromStr for SpeedPreset {
-    type Err = String;
+/// A speed preset name x264 does not have (of those offered).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown x264 speed preset {0:?}")]
+pub struct UnknownSpeedPreset(pub String);
 
-    fn from_str(name: &str) -> Result<Self, String> {
-        Self::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| format!("unknown x264 speed preset {name:?}"))
+impl std::str::FromStr for SpeedPreset {
+    type Err = UnknownSpeedPreset;
+
+    fn from_str(name: &str) -> Result<Self, UnknownSpeedPreset> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| UnknownSpeedPreset(name.into()))
     }
 }
 

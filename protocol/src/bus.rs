@@ -413,6 +413,11 @@ impl JobStore {
 }
 
 /// Parses a queue message body, naming what was wrong so the worker can log it and terminate the message.
-pub fn parse_message<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(payload).map_err(|e| format!("malformed message: {e}"))
+pub fn parse_message<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> Result<T, MalformedMessage> {
+    serde_json::from_slice(payload).map_err(MalformedMessage)
 }
+
+/// A queue message body that is not the JSON its queue carries.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed message: {0}")]
+pub struct MalformedMessage(#[source] pub serde_json::Error);

@@ -129,13 +129,15 @@ enum PresetWire {
 }
 
 impl TryFrom<PresetWire> for VideoPreset {
-    type Error = String;
+    type Error = InvalidRequest;
 
-    fn try_from(wire: PresetWire) -> Result<Self, String> {
+    fn try_from(wire: PresetWire) -> Result<Self, InvalidRequest> {
         match wire {
             PresetWire::Name(name) if name == "720p30" => Ok(VideoPreset::Hd720p30),
             PresetWire::Name(name) if name == "1080p30" => Ok(VideoPreset::Hd1080p30),
-            PresetWire::Name(name) => Err(format!("unknown video_preset {name:?}: use 720p30, 1080p30 or {{width, height, fps, video_kbps}}")),
+            PresetWire::Name(name) => {
+                Err(InvalidRequest(format!("unknown video_preset {name:?}: use 720p30, 1080p30 or {{width, height, fps, video_kbps}}")))
+            }
             PresetWire::Custom(custom) => {
                 let CustomPreset { width, height, fps, video_kbps } = custom;
                 if !(160..=3840).contains(&width) || !(90..=2160).contains(&height) || width % 2 == 1 || height % 2 == 1 {

@@ -39,18 +39,25 @@ pub enum Capture {
     Livekit(LivekitCapture),
 }
 
+/// Why the synthetic room did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyntheticStartError {
+    #[error(transparent)]
+    Pipeline(#[from] fleet_pipelines::PipelineError),
+    #[error("start-up thread: {0}")]
+    Thread(#[from] tokio::task::JoinError),
+}
+
 impl Capture {
     /// Starts the synthetic room; its per-index events are translated to participant/track ids.
-    pub async fn synthetic(config: SyntheticRoomConfig, events: SourceEvents) -> Result<Capture, String> {
+    pub async fn synthetic(config: SyntheticRoomConfig, events: SourceEvents) -> Result<Capture, SyntheticStartError> {
         let (raw_tx, mut raw) = mpsc::unbounded_channel();
         let started = tokio::task::spawn_blocking(move || {
             SyntheticRoom::start(&config, move |event| {
                 let _ = raw_tx.send(event);
             })
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .await??;
         let ids: Vec<(SafeId, SafeId)> = started
             .tracks()
             .iter()

@@ -5,6 +5,7 @@
 mod capture;
 pub mod config;
 mod disk;
+mod error;
 mod livekit;
 mod recovery;
 mod session;

@@ -5,6 +5,7 @@
 
 use crate::worker::Recorder;
 use fleet_pipelines::segment_writer::segment_seq;
+use fleet_protocol::storage::StorageError;
 use fleet_protocol::{SafeId, keys};
 use std::path::{Path, PathBuf};
 
@@ -44,7 +45,7 @@ pub async fn recover(recorder: &Recorder, orphans: Vec<Orphan>) -> usize {
     recovered
 }
 
-async fn recover_session(recorder: &Recorder, job: &SafeId, session: &SafeId, dir: &Path) -> Result<usize, String> {
+async fn recover_session(recorder: &Recorder, job: &SafeId, session: &SafeId, dir: &Path) -> Result<usize, StorageError> {
     let mut count = 0;
     for (participant, participant_dir) in id_dirs(&dir.join("media")) {
         for (track, track_dir) in id_dirs(&participant_dir) {
@@ -54,14 +55,14 @@ async fn recover_session(recorder: &Recorder, job: &SafeId, session: &SafeId, di
                     continue;
                 }
                 let key = keys::raw_segment(job, session, &participant, &track, seq);
-                recorder.storage.put_file(&key, &file).await.map_err(|e| e.to_string())?;
+                recorder.storage.put_file(&key, &file).await?;
                 count += 1;
             }
         }
     }
     let timeline = dir.join("timeline.jsonl");
     if timeline.exists() {
-        recorder.storage.put_file(&keys::timeline(job, session), &timeline).await.map_err(|e| e.to_string())?;
+        recorder.storage.put_file(&keys::timeline(job, session), &timeline).await?;
     }
     Ok(count)
 }

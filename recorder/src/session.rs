@@ -3,6 +3,7 @@
 //! the job to the transcode queue.
 
 use crate::capture::{Capture, SourceEvent};
+use crate::error::RecordError;
 use crate::livekit::{LivekitCapture, LivekitParams};
 use crate::timeline::{Entry, Timeline};
 use crate::uploader::Uploader;
@@ -10,7 +11,7 @@ use crate::worker::Recorder;
 use async_nats::jetstream::{self, AckKind};
 use fleet_pipelines::segment_writer::segment_seq;
 use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
-use fleet_protocol::bus::parse_message;
+use fleet_protocol::bus::{BusError, parse_message};
 use fleet_protocol::job::{Desired, EndReason, RecordJob, Source, TranscodeJob};
 use fleet_protocol::time::now_ms;
 use fleet_protocol::transition::SessionEnd as SessionEnded;
@@ -28,7 +29,7 @@ enum Outcome {
     /// This node is shutting down mid-recording: redeliver now so another recorder resumes the job.
     HandBack,
     /// Could not even start (e.g. NATS trouble): retry later.
-    Retry(String),
+    Retry(RecordError),
 }
 
 pub async fn handle_delivery(recorder: Arc<Recorder>, message: jetstream::Message, shutdown: watch::Receiver<bool>) {
@@ -92,7 +93,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
             tracing::warn!("recording message for an unknown job; dropping");
             return Outcome::Done;
         }
-        Err(err) => return Outcome::Retry(err.to_string()),
+        Err(err) => return Outcome::Retry(err.into()),
     };
     match record.state {
         JobState::Queued | JobState::Starting | JobState::Recording => {}
@@ -111,7 +112,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
         Ok((record, Applied::SessionOpened(session_id))) => (record, session_id),
         Ok((_, applied)) => unreachable!("opening a session answers its id, not {applied:?}"),
         Err(fleet_protocol::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
-        Err(err) => return Outcome::Retry(err.to_string()),
+        Err(err) => return Outcome::Retry(err.into()),
     };
     tracing::info!(session = %session_id, "capture session claimed");
 
@@ -121,10 +122,10 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
 
 /// Asks another recorder to take this session's recording over: a hand-over message on the record
 /// queue (de-duplicated per session), taken by any recorder with a free slot.
-async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId) -> Result<(), String> {
+async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId) -> Result<(), BusError> {
     let message = RecordJob { job_id: job_id.clone(), handover_from: Some(session_id.clone()) };
     let message_id = format!("handover-{job_id}-{session_id}");
-    recorder.bus.enqueue(&recorder.bus.names.record_handover_subject, &message_id, &message).await.map_err(|e| e.to_string())
+    recorder.bus.enqueue(&recorder.bus.names.record_handover_subject, &message_id, &message).await
 }
 
 /// True when a session that began after `session_id` is writing media: this one ends, after an overlap.
@@ -330,7 +331,7 @@ async fn capture(
     timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text.into() });
     let timeline_uploaded = upload_timeline(recorder, &timeline_key, &timeline).await;
     if let Err(reason) = &uploaded {
-        failure.get_or_insert_with(|| reason.clone());
+        failure.get_or_insert_with(|| reason.to_string());
     }
     if uploaded.is_ok() && timeline_uploaded {
         // Everything this session wrote is confirmed in storage; the spool copy can go.
@@ -357,8 +358,8 @@ async fn capture(
 }
 
 /// Whether any raw segment of the job is in storage, from any session (a killed recorder's included).
-async fn media_stored(recorder: &Recorder, job_id: &SafeId) -> Result<bool, String> {
-    let objects = recorder.storage.list(&keys::raw_prefix(job_id)).await.map_err(|e| format!("could not check the stored media: {e}"))?;
+async fn media_stored(recorder: &Recorder, job_id: &SafeId) -> Result<bool, RecordError> {
+    let objects = recorder.storage.list(&keys::raw_prefix(job_id)).await.map_err(|e| RecordError::Storage("could not check the stored media", e))?;
     Ok(objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()))
 }
 
@@ -395,7 +396,7 @@ async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, 
     let transition = Transition::EndSession { session: session_id.clone(), end: ended };
     let finalized_here = match recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), transition).await {
         Ok((_, applied)) => applied == Applied::Finalized,
-        Err(err) => return Outcome::Retry(format!("could not record the end of the session: {err}")),
+        Err(err) => return Outcome::Retry(RecordError::JobStore("could not record the end of the session", err)),
     };
     if end.handing_back {
         return Outcome::HandBack;
@@ -448,8 +449,8 @@ async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) ->
 async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
     let subject = match recorder.bus.jobs.get(job_id).await {
         Ok(Some((record, _))) => recorder.bus.transcode_subject_for(&record).to_string(),
-        Ok(None) => return Outcome::Retry(format!("job {job_id} has no record")),
-        Err(err) => return Outcome::Retry(format!("reading the job record: {err}")),
+        Ok(None) => return Outcome::Retry(RecordError::NoRecord(job_id.clone())),
+        Err(err) => return Outcome::Retry(RecordError::JobStore("reading the job record", err)),
     };
     if subject == recorder.bus.names.transcode_gpu_subject {
         warn_when_no_gpu_transcoder(recorder, job_id).await;
@@ -457,7 +458,7 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
     let message_id = format!("transcode-{job_id}");
     match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone(), chunk: None }).await {
         Ok(()) => Outcome::Done,
-        Err(err) => Outcome::Retry(format!("could not queue the transcode: {err}")),
+        Err(err) => Outcome::Retry(RecordError::JobStore("could not queue the transcode", err)),
     }
 }
 
@@ -490,7 +491,7 @@ async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
     match recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), Transition::StopWithoutCapture { media_stored }).await {
         Ok((_, Applied::Finalized)) => enqueue_transcode(recorder, job_id).await,
         Ok(_) => Outcome::Done,
-        Err(err) => Outcome::Retry(err.to_string()),
+        Err(err) => Outcome::Retry(err.into()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Uploads closed segments in the order they closed, retrying with backoff. A local file is deleted only
 //! after storage confirmed its upload.
 
+use crate::error::RecordError;
 use fleet_protocol::storage::Storage;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use tokio::sync::mpsc;
 
 pub struct Uploader {
     queue: mpsc::UnboundedSender<(PathBuf, String)>,
-    task: tokio::task::JoinHandle<Result<u32, String>>,
+    task: tokio::task::JoinHandle<Result<u32, RecordError>>,
 }
 
 impl Uploader {
@@ -34,13 +35,13 @@ impl Uploader {
     }
 
     /// Waits until every pushed file is uploaded; returns how many were.
-    pub async fn finish(self) -> Result<u32, String> {
+    pub async fn finish(self) -> Result<u32, RecordError> {
         drop(self.queue);
-        self.task.await.map_err(|e| format!("uploader task: {e}"))?
+        self.task.await.map_err(|e| RecordError::Task("uploader task", e))?
     }
 }
 
-async fn upload_one(storage: &Storage, path: &Path, key: &str, retry_limit: Duration) -> Result<(), String> {
+async fn upload_one(storage: &Storage, path: &Path, key: &str, retry_limit: Duration) -> Result<(), RecordError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
@@ -51,7 +52,7 @@ async fn upload_one(storage: &Storage, path: &Path, key: &str, retry_limit: Dura
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
-            Err(err) => return Err(format!("upload of {key} kept failing for {} s: {err}", retry_limit.as_secs())),
+            Err(source) => return Err(RecordError::UploadGaveUp { key: key.into(), seconds: retry_limit.as_secs(), source }),
         }
     }
 }

@@ -189,12 +189,12 @@ fn recorder_publish_allow() -> Vec<String> {
 
 /// plugNmeet's recorder login check: an HS256 token with the API secret, `iss` = the API key, `name` =
 /// the recorder marker, `sub` = `user_id` when set, `nbf`/`exp` (when present) within a minute's leeway.
-fn recorder_id(token: &str, api_key: &str, api_secret: &str) -> Result<String, String> {
+fn recorder_id(token: &str, api_key: &str, api_secret: &str) -> Result<String, &'static str> {
     let parts: Vec<&str> = token.split('.').collect();
-    let [header, body, signature] = parts[..] else { return Err("not a token".into()) };
+    let [header, body, signature] = parts[..] else { return Err("not a token") };
     let header: Value = decode_part(header).ok_or("bad token header")?;
     if header["alg"] != "HS256" {
-        return Err("only HS256 tokens".into());
+        return Err("only HS256 tokens");
     }
     let mut mac = Hmac::<Sha256>::new_from_slice(api_secret.as_bytes()).unwrap();
     mac.update(format!("{}.{body}", parts[0]).as_bytes());
@@ -203,17 +203,17 @@ fn recorder_id(token: &str, api_key: &str, api_secret: &str) -> Result<String, S
     let claims: Value = decode_part(body).ok_or("bad token claims")?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     if claims["iss"] != api_key {
-        return Err("wrong issuer".into());
+        return Err("wrong issuer");
     }
     if claims["exp"].as_i64().is_some_and(|exp| now > exp + 60) || claims["nbf"].as_i64().is_some_and(|nbf| now < nbf - 60) {
-        return Err("token expired or not yet valid".into());
+        return Err("token expired or not yet valid");
     }
     if claims["name"] != RECORDER_AUTH_NAME {
-        return Err("not a recorder".into());
+        return Err("not a recorder");
     }
     let sub = claims["sub"].as_str().unwrap_or("");
     if claims["user_id"].as_str().is_some_and(|user| !user.is_empty() && user != sub) {
-        return Err("sub and user_id differ".into());
+        return Err("sub and user_id differ");
     }
     Ok(sub.to_string())
 }

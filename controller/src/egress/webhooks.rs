@@ -39,9 +39,9 @@ pub fn body(state: JobState, revision: u64, record: &JobRecord, at_ms: u64) -> V
 }
 
 /// The `Authorization` header value: a short-lived token binding the body's hash.
-pub fn authorization(api_key: &str, api_secret: &str, body: &[u8]) -> Result<String, String> {
+pub fn authorization(api_key: &str, api_secret: &str, body: &[u8]) -> Result<String, livekit_api::access_token::AccessTokenError> {
     let digest = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body));
-    AccessToken::with_api_key(api_key, api_secret).with_ttl(Duration::from_secs(300)).with_sha256(&digest).to_jwt().map_err(|e| e.to_string())
+    AccessToken::with_api_key(api_key, api_secret).with_ttl(Duration::from_secs(300)).with_sha256(&digest).to_jwt()
 }
 
 /// Creates the durable consumer before the API serves (a job created meanwhile keeps its first event).

@@ -4,6 +4,7 @@
 
 mod blank_frames;
 mod codecs;
+mod error;
 mod ice_tcp;
 mod peer;
 mod recovery;
@@ -17,6 +18,7 @@ mod tracks;
 use crate::capture::{SourceEvent, SourceEvents};
 use crate::config::LivekitConfig;
 use crate::timeline::Entry;
+use error::CaptureError;
 use fleet_protocol::job::EndReason;
 use livekit_protocol as proto;
 use livekit_protocol::signal_request::Message as Request;
@@ -95,7 +97,7 @@ impl LivekitCapture {
             let outcome = capture.run(stop_rx).await;
             let _ = events.send(match outcome {
                 Ok(()) => SourceEvent::Finished,
-                Err(reason) => SourceEvent::Failed(reason),
+                Err(reason) => SourceEvent::Failed(reason.to_string()),
             });
         });
         LivekitCapture { clock, stop }
@@ -139,7 +141,7 @@ impl RoomCapture {
         let _ = self.events.send(SourceEvent::Room { running_ns: self.clock.running_ns(), entry });
     }
 
-    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), String> {
+    async fn run(&mut self, mut stop: watch::Receiver<bool>) -> Result<(), CaptureError> {
         let config = self.params.config.clone();
         self.token =
             recorder_token(&config.api_key, &config.api_secret, &self.params.room, &self.params.identity, Duration::from_secs(config.token_ttl_s))?;
@@ -165,7 +167,7 @@ impl RoomCapture {
                 (Ok((signal, _, _)), Err(err)) => {
                     close_signalling(&signal).await;
                     self.tracks.finish_all().await;
-                    return Err(format!("could not open the media socket on {}: {err}", config.rtc_ip));
+                    return Err(CaptureError::MediaSocket { ip: config.rtc_ip, source: err });
                 }
                 (Err(err), _) => {
                     let reason = describe_connect_error(&err);
@@ -176,7 +178,7 @@ impl RoomCapture {
                             tokio::time::sleep(Duration::from_secs(1)).await;
                             continue;
                         }
-                        return Err(format!("could not join room {:?}: {reason}", self.params.room));
+                        return Err(CaptureError::Join { room: self.params.room.clone(), reason });
                     }
                     if room_missing {
                         // Joined before, and the room is gone: the server closed it.
@@ -199,7 +201,7 @@ impl RoomCapture {
                     let since = *lost_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(config.reconnect_timeout_s) {
                         self.tracks.finish_all().await;
-                        return Err(format!("lost the LiveKit connection and could not rejoin within {} s: {reason}", config.reconnect_timeout_s));
+                        return Err(CaptureError::Rejoin { seconds: config.reconnect_timeout_s, reason });
                     }
                     tracing::warn!(%reason, "LiveKit connection lost; rejoining");
                     lost_reason = reason;
@@ -274,7 +276,7 @@ impl RoomCapture {
                             mids = sdp::tracks_by_mid(&offer.sdp);
                             let answer = match peer.accept_offer(&offer.sdp) {
                                 Ok(answer) => answer,
-                                Err(reason) => break ConnectionEnd::Reconnect(reason),
+                                Err(refused) => break ConnectionEnd::Reconnect(refused.to_string()),
                             };
                             let first_mid = answer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("0").trim().to_string();
                             signal.send(Request::Answer(proto::SessionDescription { r#type: "answer".into(), sdp: answer, id: offer.id, ..Default::default() })).await;

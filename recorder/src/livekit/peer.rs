@@ -1,6 +1,7 @@
 //! The subscriber peer connection (str0m, sans-IO): LiveKit offers, we answer. This wrapper owns the
 //! UDP socket and turns str0m's output into datagrams and `PeerEvent`s; the capture loop drives it.
 
+use super::error::OfferError;
 use super::ice_tcp::{TcpLinks, TcpPacket};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -75,9 +76,9 @@ impl Peer {
         serde_json::json!({ "candidate": candidate, "sdpMid": sdp_mid, "sdpMLineIndex": 0 }).to_string()
     }
 
-    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, String> {
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("unparseable offer: {e}"))?;
-        let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer not accepted: {e}"))?;
+    pub fn accept_offer(&mut self, sdp: &str) -> Result<String, OfferError> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(OfferError::Unparseable)?;
+        let answer = self.rtc.sdp_api().accept_offer(offer).map_err(OfferError::NotAccepted)?;
         // A connection that had a path keeps its own account (an ICE restart starts checking again).
         if !self.ever_connected {
             self.pathless_since.get_or_insert_with(Instant::now);

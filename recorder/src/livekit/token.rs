@@ -1,11 +1,12 @@
 //! The recorder's join token: hidden, flagged as a recorder, subscribe-only, one room, short-lived.
 
+use super::error::CaptureError;
 use livekit_api::access_token::{AccessToken, VideoGrants};
 use std::time::Duration;
 
-pub fn recorder_token(api_key: &str, api_secret: &str, room: &str, identity: &str, ttl: Duration) -> Result<String, String> {
+pub fn recorder_token(api_key: &str, api_secret: &str, room: &str, identity: &str, ttl: Duration) -> Result<String, CaptureError> {
     if api_key.is_empty() || api_secret.is_empty() {
-        return Err("the recorder has no LiveKit API key/secret configured ([recorder.livekit])".into());
+        return Err(CaptureError::NoCredentials);
     }
     let grants = VideoGrants {
         room_join: true,
@@ -24,7 +25,7 @@ pub fn recorder_token(api_key: &str, api_secret: &str, room: &str, identity: &st
         .with_grants(grants)
         .with_ttl(ttl)
         .to_jwt()
-        .map_err(|e| format!("could not sign the LiveKit token: {e}"))
+        .map_err(|e| CaptureError::Token(e.to_string()))
 }
 
 #[cfg(test)]

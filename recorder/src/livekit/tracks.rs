@@ -8,6 +8,7 @@ use super::track_timing::{Restart, TrackTiming};
 use super::{SessionClock, blank_frames};
 use crate::capture::{SourceEvent, SourceEvents};
 use crate::timeline::Entry;
+use fleet_pipelines::PipelineError;
 use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
 use fleet_protocol::SafeId;
 use livekit_protocol as proto;
@@ -277,7 +278,7 @@ impl Tracks {
         self.sinks.get(track_sid).map_or_else(|| track_sid.to_string(), |t| t.track.to_string())
     }
 
-    fn start_writer(&self, track_sid: &str, sink: &TrackSink, codec: TrackCodec, first_frame: &[u8]) -> Result<TrackWriter, String> {
+    fn start_writer(&self, track_sid: &str, sink: &TrackSink, codec: TrackCodec, first_frame: &[u8]) -> Result<TrackWriter, PipelineError> {
         let dir = self.media_dir.join(sink.participant.as_str()).join(sink.track.as_str());
         let notes = self.notes_tx.clone();
         let events = self.events.clone();
@@ -299,7 +300,6 @@ impl Tracks {
                 let _ = notes.send(WriterNote::Failed(key(), err));
             }
         })
-        .map_err(|e| e.to_string())
     }
 
     pub fn on_writer_note(&mut self, peer: &mut Peer, mids: &HashMap<String, String>, note: WriterNote) {
