@@ -9,6 +9,7 @@
 use crate::config::WebhookConfig;
 use crate::metrics::Metrics;
 use async_nats::jetstream::{AckKind, consumer};
+use backon::Retryable;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::events::{EventKind, JobEvent};
 use futures::StreamExt;
@@ -142,10 +143,9 @@ async fn deliver(
     body: Vec<u8>,
     message: &async_nats::jetstream::Message,
 ) -> bool {
-    let mut delay = Duration::from_secs(1);
-    for attempt in 1..=config.max_attempts.max(1) {
+    let post = || async {
         let timestamp = fleet_protocol::time::now_ms() / 1000;
-        let result = http
+        let sent = http
             .post(url)
             .header("content-type", "application/json")
             .header("x-fleet-event", event)
@@ -155,20 +155,34 @@ async fn deliver(
             .body(body.clone())
             .send()
             .await;
-        match result {
-            Ok(response) if response.status().is_success() => {
-                tracing::debug!(delivery, url, "webhook delivered");
-                return true;
-            }
-            Ok(response) => tracing::warn!(delivery, url, status = response.status().as_u16(), attempt, "webhook refused"),
-            Err(err) => tracing::warn!(delivery, url, %err, attempt, "webhook failed"),
-        }
+        let failed = match sent {
+            Ok(response) if response.status().is_success() => return Ok(()),
+            Ok(response) => DeliveryFailed::Status(response.status()),
+            Err(err) => DeliveryFailed::Transport(err),
+        };
+        // The event stays ours while we retry.
         let _ = message.ack_with(AckKind::Progress).await;
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(20));
+        Err(failed)
+    };
+    let schedule = fleet_protocol::retry::attempts(config.max_attempts.max(1) as usize, Duration::from_secs(1), Duration::from_secs(20));
+    match post.retry(schedule).notify(|failed, _| tracing::warn!(delivery, url, %failed, "webhook failed; retrying")).await {
+        Ok(()) => {
+            tracing::debug!(delivery, url, "webhook delivered");
+            true
+        }
+        Err(failed) => {
+            tracing::error!(delivery, url, %failed, "webhook given up after {} attempts", config.max_attempts);
+            false
+        }
     }
-    tracing::error!(delivery, url, "webhook given up after {} attempts", config.max_attempts);
-    false
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeliveryFailed {
+    #[error("{0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("refused: {0}")]
+    Status(reqwest::StatusCode),
 }
 
 #[cfg(test)]

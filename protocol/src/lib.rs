@@ -15,6 +15,7 @@ pub mod nats_access;
 pub mod node;
 pub mod process;
 pub mod queue;
+pub mod retry;
 pub mod storage;
 pub mod time;
 pub mod timeline;

@@ -2,9 +2,10 @@
 //! after storage confirmed its upload.
 
 use crate::error::RecordError;
+use backon::Retryable;
 use fleet_protocol::storage::Storage;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub struct Uploader {
@@ -42,17 +43,9 @@ impl Uploader {
 }
 
 async fn upload_one(storage: &Storage, path: &Path, key: &str, retry_limit: Duration) -> Result<(), RecordError> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match storage.put_file(key, path).await {
-            Ok(()) => return Ok(()),
-            Err(err) if started.elapsed() < retry_limit => {
-                tracing::warn!(%err, key, retry_in_ms = delay.as_millis() as u64, "segment upload failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-            Err(source) => return Err(RecordError::UploadGaveUp { key: key.into(), seconds: retry_limit.as_secs(), source }),
-        }
-    }
+    (|| storage.put_file(key, path))
+        .retry(fleet_protocol::retry::for_about(retry_limit, Duration::from_millis(500), Duration::from_secs(30)))
+        .notify(|err, retry_in| tracing::warn!(%err, key, retry_in_ms = retry_in.as_millis() as u64, "segment upload failed; retrying"))
+        .await
+        .map_err(|source| RecordError::UploadGaveUp { key: key.into(), seconds: retry_limit.as_secs(), source })
 }

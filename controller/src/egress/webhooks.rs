@@ -5,6 +5,7 @@
 
 use super::config::EgressConfig;
 use super::convert;
+use backon::Retryable;
 use base64::Engine;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::events::{EventKind, JobEvent};
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 const EVENTS_CONSUMER: &str = "controller-egress-webhooks";
-const ATTEMPTS: u32 = 5;
+const ATTEMPTS: usize = 5;
 
 pub fn event_name(state: JobState) -> &'static str {
     match state {
@@ -80,22 +81,37 @@ async fn consume(bus: &Bus, config: &EgressConfig, http: &reqwest::Client) -> Re
 }
 
 async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body: &[u8], event: &str) {
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1..=ATTEMPTS {
-        let auth = match authorization(&config.api_key, &config.api_secret, body) {
-            Ok(auth) => auth,
-            Err(err) => return tracing::error!(%err, "cannot sign LiveKit webhooks"),
-        };
-        let result = http.post(url).header("content-type", "application/webhook+json").header("authorization", auth).body(body.to_vec()).send().await;
-        match result {
-            Ok(response) if response.status().is_success() => return,
-            Ok(response) => tracing::warn!(url, event, status = response.status().as_u16(), attempt, "egress webhook refused"),
-            Err(err) => tracing::warn!(url, event, %err, attempt, "egress webhook failed"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+    let post = || async {
+        // Signed per attempt: the token is short-lived.
+        let auth = authorization(&config.api_key, &config.api_secret, body).map_err(DeliveryFailed::Signing)?;
+        let response = http
+            .post(url)
+            .header("content-type", "application/webhook+json")
+            .header("authorization", auth)
+            .body(body.to_vec())
+            .send()
+            .await
+            .map_err(DeliveryFailed::Transport)?;
+        if response.status().is_success() { Ok(()) } else { Err(DeliveryFailed::Status(response.status())) }
+    };
+    let result = post
+        .retry(fleet_protocol::retry::attempts(ATTEMPTS, Duration::from_millis(500), Duration::from_secs(10)))
+        .when(|failed| !matches!(failed, DeliveryFailed::Signing(_)))
+        .notify(|failed, _| tracing::warn!(url, event, %failed, "egress webhook failed; retrying"))
+        .await;
+    if let Err(failed) = result {
+        tracing::error!(url, event, %failed, "egress webhook given up");
     }
-    tracing::error!(url, event, "egress webhook given up");
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DeliveryFailed {
+    #[error("cannot sign LiveKit webhooks: {0}")]
+    Signing(#[source] livekit_api::access_token::AccessTokenError),
+    #[error("{0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod transcoding;
 
 use crate::jobs;
 use async_nats::jetstream::{AckKind, kv};
+use backon::Retryable;
 use config::PlugnmeetConfig;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::events::{EventKind, JobEvent};
@@ -333,19 +334,10 @@ impl Door {
 
     /// Storage or the shared mount may fail for a moment: a few tries before plugNmeet hears of a failure.
     async fn file_for_with_retries(&self, record: &JobRecord) -> Result<(String, f32), files::PlaceError> {
-        let mut delay = Duration::from_secs(1);
-        for attempt in 1.. {
-            match self.file_for(record).await {
-                Ok(file) => return Ok(file),
-                Err(reason) if attempt < 4 => {
-                    tracing::warn!(job_id = %record.id, %reason, attempt, "placing the recording failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-                Err(reason) => return Err(reason),
-            }
-        }
-        unreachable!("the loop returns")
+        (|| self.file_for(record))
+            .retry(fleet_protocol::retry::attempts(4, Duration::from_secs(1), Duration::from_secs(16)))
+            .notify(|reason, _| tracing::warn!(job_id = %record.id, %reason, "placing the recording failed; retrying"))
+            .await
     }
 
     async fn post(&self, notice: &Notice, record: &JobRecord, file: Option<(String, f32)>) {

@@ -4,7 +4,9 @@
 //! RECORDING_TRANSCODING_FINISHED), POSTed as protobuf with plugNmeet's HMAC signature.
 
 use super::proto::{PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks};
+use backon::Retryable;
 use fleet_protocol::job::Origin;
+use fleet_protocol::retry;
 use fleet_protocol::{JobRecord, JobState};
 use hmac::{Hmac, Mac};
 use prost::Message;
@@ -101,35 +103,43 @@ pub async fn send(http: &reqwest::Client, server_url: &str, api_key: &str, api_s
     let url = format!("{}/auth/recorder/notify", server_url.trim_end_matches('/'));
     let body = report.encode_to_vec();
     let task = RecordingTasks::try_from(report.task).map(|t| t.as_str_name()).unwrap_or("?");
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1..=attempts.max(1) {
-        let result = http
+    let post = || async {
+        let response = http
             .post(&url)
             .header("content-type", "application/protobuf")
             .header("API-KEY", api_key)
             .header("HASH-SIGNATURE", signature(api_secret, &body))
             .body(body.clone())
             .send()
-            .await;
-        match result {
-            Ok(response) if response.status().is_success() => {
-                tracing::info!(recording_id = %report.recording_id, task, "plugNmeet notified");
-                return true;
-            }
-            Ok(response) if response.status().is_client_error() => {
-                tracing::error!(recording_id = %report.recording_id, task, status = response.status().as_u16(), "plugNmeet refused the report");
-                return false;
-            }
-            Ok(response) => {
-                tracing::warn!(recording_id = %report.recording_id, task, status = response.status().as_u16(), attempt, "plugNmeet notify failed")
-            }
-            Err(err) => tracing::warn!(recording_id = %report.recording_id, task, %err, attempt, "plugNmeet notify failed"),
+            .await
+            .map_err(NotifyFailed::Transport)?;
+        if response.status().is_success() { Ok(()) } else { Err(NotifyFailed::Status(response.status())) }
+    };
+    let schedule = retry::attempts(attempts.max(1) as usize, Duration::from_millis(500), Duration::from_secs(10));
+    let result = post
+        .retry(schedule)
+        // A 4xx is plugNmeet's answer about this report: sending it again cannot change it.
+        .when(|failed| !matches!(failed, NotifyFailed::Status(status) if status.is_client_error()))
+        .notify(|failed, _| tracing::warn!(recording_id = %report.recording_id, task, %failed, "plugNmeet notify failed; retrying"))
+        .await;
+    match result {
+        Ok(()) => {
+            tracing::info!(recording_id = %report.recording_id, task, "plugNmeet notified");
+            true
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        Err(failed) => {
+            tracing::error!(recording_id = %report.recording_id, task, %failed, "plugNmeet report given up");
+            false
+        }
     }
-    tracing::error!(recording_id = %report.recording_id, task, "plugNmeet report given up");
-    false
+}
+
+#[derive(Debug, thiserror::Error)]
+enum NotifyFailed {
+    #[error("{0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("answered {0}")]
+    Status(reqwest::StatusCode),
 }
 
 #[cfg(test)]
