@@ -8,6 +8,7 @@ pub mod auto_record;
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod event_sinks;
 pub mod jobs;
 pub mod metrics;
 pub mod plugnmeet;

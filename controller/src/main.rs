@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use fleet_controller::api::{AppState, router};
 use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
-use fleet_controller::{ControllerConfig, webhooks};
+use fleet_controller::{ControllerConfig, event_sinks, webhooks};
 use fleet_controller::{egress, plugnmeet, tls};
 use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
@@ -81,14 +81,16 @@ async fn main() -> anyhow::Result<()> {
     let keys = ApiKeys::from_config(&config.controller.auth)?;
     let bus = Bus::connect(&config.nats, &config.queues, "controller", Topology::Own).await.context("connecting to NATS")?;
     let metrics = Arc::new(Metrics::default());
-    webhooks::prepare(&bus, &config.controller.webhooks).await.map_err(|e| anyhow::anyhow!("creating the webhook consumer: {e}"))?;
-    tokio::spawn(webhooks::run(bus.clone(), config.controller.webhooks.clone(), metrics.clone()));
+    let fleet_webhooks = Arc::new(webhooks::FleetWebhooks::new(config.controller.webhooks.clone(), metrics.clone()));
+    event_sinks::prepare(&bus, fleet_webhooks.as_ref()).await.map_err(|e| anyhow::anyhow!("creating the webhook consumer: {e}"))?;
+    tokio::spawn(event_sinks::run(bus.clone(), fleet_webhooks));
 
     config.controller.egress.check()?;
     config.controller.auto_record.check()?;
     if config.controller.egress.enabled && !config.controller.egress.webhook_urls.is_empty() {
-        egress::webhooks::prepare(&bus).await.map_err(|e| anyhow::anyhow!("creating the egress webhook consumer: {e}"))?;
-        tokio::spawn(egress::webhooks::run(bus.clone(), config.controller.egress.clone()));
+        let egress_webhooks = Arc::new(egress::webhooks::EgressWebhooks::new(config.controller.egress.clone()));
+        event_sinks::prepare(&bus, egress_webhooks.as_ref()).await.map_err(|e| anyhow::anyhow!("creating the egress webhook consumer: {e}"))?;
+        tokio::spawn(event_sinks::run(bus.clone(), egress_webhooks));
     }
     let plugnmeet_door = if config.controller.plugnmeet.enabled {
         let storage = match config.controller.plugnmeet.main_path {

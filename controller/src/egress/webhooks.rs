@@ -5,13 +5,11 @@
 
 use super::config::EgressConfig;
 use super::convert;
+use crate::event_sinks::{Delivery, EventSink, StateEvent};
 use backon::Retryable;
 use base64::Engine;
-use fleet_protocol::bus::Bus;
-use fleet_protocol::events::{EventKind, JobEvent};
 use fleet_protocol::job::Origin;
 use fleet_protocol::{JobRecord, JobState};
-use futures::StreamExt;
 use livekit_api::access_token::AccessToken;
 use livekit_protocol as lk;
 use sha2::{Digest, Sha256};
@@ -45,39 +43,37 @@ pub fn authorization(api_key: &str, api_secret: &str, body: &[u8]) -> Result<Str
     AccessToken::with_api_key(api_key, api_secret).with_ttl(Duration::from_secs(300)).with_sha256(&digest).to_jwt()
 }
 
-/// Creates the durable consumer before the API serves (a job created meanwhile keeps its first event).
-pub async fn prepare(bus: &Bus) -> Result<(), async_nats::Error> {
-    crate::webhooks::events_consumer(bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await.map(|_| ())
+/// LiveKit-format webhooks for jobs started through the Egress API, as an event sink: one event at a time,
+/// to every configured URL, so receivers see each job's events in order.
+pub struct EgressWebhooks {
+    config: EgressConfig,
+    http: reqwest::Client,
 }
 
-pub async fn run(bus: Bus, config: EgressConfig) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
-    loop {
-        if let Err(err) = consume(&bus, &config, &http).await {
-            tracing::warn!(%err, "egress webhook consumer stopped; restarting");
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+impl EgressWebhooks {
+    pub fn new(config: EgressConfig) -> Self {
+        Self { config, http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client") }
     }
 }
 
-async fn consume(bus: &Bus, config: &EgressConfig, http: &reqwest::Client) -> Result<(), async_nats::Error> {
-    let consumer = crate::webhooks::events_consumer(bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await?;
-    let mut messages = consumer.messages().await?;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        if let Ok(JobEvent { kind: EventKind::State { state, revision, record }, at_ms, .. }) = serde_json::from_slice(&message.payload)
-            && matches!(record.origin, Some(Origin::Egress { .. }))
-        {
-            let body = body(state, revision, &record, at_ms);
-            let keepalive = crate::webhooks::keep_alive(message.clone());
-            for url in &config.webhook_urls {
-                deliver(http, config, url, &body, event_name(state)).await;
-            }
-            keepalive.abort();
-        }
-        let _ = message.ack().await;
+impl EventSink for EgressWebhooks {
+    fn consumer_name(&self) -> &str {
+        EVENTS_CONSUMER
     }
-    Ok(())
+
+    fn delivery(&self) -> Delivery {
+        Delivery::OneAtATime
+    }
+
+    async fn handle(&self, event: StateEvent) {
+        if !matches!(event.record.origin, Some(Origin::Egress { .. })) {
+            return;
+        }
+        let body = body(event.state, event.revision, &event.record, event.at_ms);
+        for url in &self.config.webhook_urls {
+            deliver(&self.http, &self.config, url, &body, event_name(event.state)).await;
+        }
+    }
 }
 
 async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body: &[u8], event: &str) {

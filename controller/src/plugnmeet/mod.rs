@@ -15,12 +15,12 @@ pub mod requests;
 pub mod token;
 pub mod transcoding;
 
+use crate::event_sinks::{self, Delivery, EventSink, StateEvent};
 use crate::jobs;
 use async_nats::jetstream::{AckKind, kv};
 use backon::Retryable;
 use config::PlugnmeetConfig;
 use fleet_protocol::bus::Bus;
-use fleet_protocol::events::{EventKind, JobEvent};
 use fleet_protocol::job::Origin;
 use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
@@ -88,9 +88,6 @@ impl Door {
                 None
             }
         };
-        crate::webhooks::events_consumer(&bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime)
-            .await
-            .map_err(|e| DoorError::Nats(e.to_string()))?;
 
         // Recordings this door started before a restart are still stoppable.
         let mut held = HashMap::new();
@@ -114,7 +111,8 @@ impl Door {
         let subscription = door.pnm.subscribe(door.config.recorder_channel.clone()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
         *door.pinger.lock().unwrap() = Some(tokio::spawn(door.clone().ping()));
         tokio::spawn(door.clone().serve(subscription));
-        tokio::spawn(door.clone().report());
+        event_sinks::prepare(&door.bus, door.as_ref()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
+        tokio::spawn(event_sinks::run(door.bus.clone(), door.clone()));
         if door.config.main_path.is_some() {
             tokio::spawn(door.clone().transcoding_tasks());
         }
@@ -279,37 +277,6 @@ impl Door {
         }
     }
 
-    /// Turns job events into plugNmeet notifies, one event at a time so their order holds.
-    async fn report(self: Arc<Self>) {
-        loop {
-            if let Err(err) = self.report_events().await {
-                tracing::warn!(%err, "plugNmeet report consumer stopped; restarting");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    async fn report_events(&self) -> Result<(), async_nats::Error> {
-        let consumer = crate::webhooks::events_consumer(&self.bus, EVENTS_CONSUMER, crate::webhooks::Delivery::OneAtATime).await?;
-        let mut messages = consumer.messages().await?;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            if let Ok(JobEvent { kind: EventKind::State { state, record, .. }, .. }) = serde_json::from_slice(&message.payload)
-                && matches!(record.origin, Some(Origin::Plugnmeet { .. }))
-            {
-                let keepalive = crate::webhooks::keep_alive(message.clone());
-                for notice in notify::notices(state, &record) {
-                    if !self.report_one(&notice, &record).await {
-                        break;
-                    }
-                }
-                keepalive.abort();
-            }
-            let _ = message.ack().await;
-        }
-        Ok(())
-    }
-
     /// Sends one report; false when the rest of this event's reports must not follow (the file could
     /// not be placed: plugNmeet then hears of the failure instead of a success).
     async fn report_one(&self, notice: &Notice, record: &JobRecord) -> bool {
@@ -431,6 +398,28 @@ impl Door {
                 Ok((relative, files::size_mb(size)))
             }
             _ => Ok((output.key.clone(), files::size_mb(output.size_bytes))),
+        }
+    }
+}
+
+/// plugNmeet's reports as an event sink: one event at a time, so plugNmeet hears them in order.
+impl EventSink for Door {
+    fn consumer_name(&self) -> &str {
+        EVENTS_CONSUMER
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::OneAtATime
+    }
+
+    async fn handle(&self, event: StateEvent) {
+        if !matches!(event.record.origin, Some(Origin::Plugnmeet { .. })) {
+            return;
+        }
+        for notice in notify::notices(event.state, &event.record) {
+            if !self.report_one(&notice, &event.record).await {
+                break;
+            }
         }
     }
 }
