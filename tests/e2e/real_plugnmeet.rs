@@ -332,8 +332,11 @@ fn plugnmeet_server_records_through_the_fleet() {
         let before = now_ms();
         pnm.restart_nats();
         wait_for_ping_after(&pnm, before, Duration::from_secs(30)).await;
-        // plugnmeet-server restarts: it still chooses the fleet for a new room's recording.
+        // plugnmeet-server restarts: it still chooses the fleet for a new room's recording. Its auth callout
+        // is down meanwhile, so the fleet's connection may be logging in again: wait for its next ping.
+        let before = now_ms();
         pnm.restart_server();
+        wait_for_ping_after(&pnm, before, Duration::from_secs(30)).await;
         let room_2 = "pnm-room-2";
         let created =
             pnm.call("/auth/room/create", &json!({ "room_id": room_2, "metadata": { "room_title": "After restarts", "room_features": {} } })).await;
@@ -346,7 +349,8 @@ fn plugnmeet_server_records_through_the_fleet() {
             .await;
         let token_2 = joined["token"].as_str().unwrap().to_string();
         let started = recording_task(&pnm, room_2, "/api/recording", &token_2, RecordingTasks::StartRecording, &sid_2, None).await;
-        assert!(started.status, "start after the restarts: {started:?}\n{}", pnm.log_tail());
+        let controller_log = setup.controller.as_ref().map(|c| c.log_text()).unwrap_or_default();
+        assert!(started.status, "start after the restarts: {started:?}\n{}\n--- controller:\n{controller_log}", pnm.log_tail());
         webhooks.wait_for("start_recording", 3, Duration::from_secs(30)).await;
         assert_eq!(pnm.call("/auth/room/endRoom", &json!({ "room_id": room_2 })).await["status"], true);
         webhooks.wait_for("end_recording", 3, Duration::from_secs(30)).await;

@@ -76,7 +76,7 @@ impl Door {
             return Err(fleet_protocol::config::ConfigError::new("controller.plugnmeet.main_path needs the controller's [storage] section").into());
         }
         let pnm = if config.nats_url.is_empty() { bus.client.clone() } else { connect(&config).await? };
-        let js = async_nats::jetstream::new(pnm.clone());
+        let js = registry::context(&pnm);
         // Start order does not matter: without the bucket yet, the pinger waits for plugnmeet-server to make it.
         let registry = match registry::open(&js, &config.recorder_info_bucket).await {
             Ok(store) => {
@@ -132,7 +132,7 @@ impl Door {
     }
 
     async fn ping(self: Arc<Self>) {
-        let js = async_nats::jetstream::new(self.pnm.clone());
+        let js = registry::context(&self.pnm);
         let mut tick = tokio::time::interval(registry::PING_INTERVAL);
         let mut warned = false;
         // Our own last ping: found in the bucket on a reopen, it is not a twin's.

@@ -8,6 +8,17 @@ use fleet_protocol::node::{NodeInfo, NodeRole};
 use std::time::Duration;
 
 pub const PING_INTERVAL: Duration = Duration::from_secs(3);
+/// How long one bucket request may take. Shorter than the ping interval: a request lost with its
+/// connection (plugNmeet's NATS restarting) must not hold the pings up for JetStream's default 5 s, or
+/// plugNmeet's 8 s ping timeout can pass before the fleet pings again.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A JetStream context for plugNmeet's bucket, with [`REQUEST_TIMEOUT`].
+pub fn context(client: &async_nats::Client) -> async_nats::jetstream::Context {
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
+    js
+}
 
 /// plugNmeet's `RecorderInfoKeys`, by their wire numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
