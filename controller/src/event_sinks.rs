@@ -69,7 +69,7 @@ async fn consume<S: EventSink>(bus: &Bus, sink: &Arc<S>) -> Result<(), async_nat
                 continue;
             }
             Err(err) => {
-                tracing::warn!(%err, subject = %message.subject, consumer = sink.consumer_name(), "ignoring a malformed event");
+                tracing::warn!(%err, subject = %message.subject, consumer = sink.consumer_name(), "ignoring malformed event");
                 let _ = message.ack_with(AckKind::Term).await;
                 continue;
             }
