@@ -3,15 +3,12 @@
 
 use async_nats::jetstream;
 use fleet_protocol::job::{CaptureSession, JobRequest};
+use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobState, SafeId};
 use fleet_tests::Setup;
 use fleet_tests::media::ffprobe;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
 
 async fn wait_for(api: &fleet_tests::api::Api, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + timeout;

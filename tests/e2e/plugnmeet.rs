@@ -17,6 +17,7 @@ use fleet_controller::plugnmeet::proto::{
     CommonResponse, PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks, TranscodingTask, TranscodingTaskMergeRecordings,
     TranscodingTaskPostRecording,
 };
+use fleet_protocol::time::now_ms;
 use fleet_tests::devroom::Devroom;
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
 use fleet_tests::plugnmeet_nats::PlugnmeetNats;
@@ -130,10 +131,6 @@ async fn ask(nats: &async_nats::Client, message: &PlugNmeetToRecorder) -> Option
 async fn field(bucket: &kv::Store, n: u8) -> Option<String> {
     let value = bucket.get(format!("recorder_{RECORDER_ID}-FIELD_{n}")).await.unwrap()?;
     Some(String::from_utf8(value.to_vec()).unwrap())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,6 +14,7 @@ use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use fleet_controller::plugnmeet::proto::{CommonResponse, RecordingTasks};
+use fleet_protocol::time::now_ms;
 use fleet_tests::Setup;
 use fleet_tests::livekit_server::{LiveKitOptions, LiveKitServer};
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat};
@@ -154,10 +155,6 @@ async fn wait_for_ping_after(pnm: &PlugnmeetServer, after_ms: u64, timeout: Dura
         assert!(Instant::now() < deadline, "the fleet is not registered with plugNmeet (last ping {:?})", last_ping(pnm).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
 /// A recording plugNmeet lists: its file under plugNmeet's recordings root, of the size it lists, a
