@@ -9,6 +9,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod event_sinks;
+pub mod http_post;
 pub mod jobs;
 pub mod metrics;
 pub mod plugnmeet;

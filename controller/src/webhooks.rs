@@ -8,6 +8,7 @@
 
 use crate::config::WebhookConfig;
 use crate::event_sinks::{Delivery, EventSink, StateEvent};
+use crate::http_post;
 use crate::metrics::Metrics;
 use backon::Retryable;
 use hmac::{Hmac, Mac};
@@ -74,18 +75,15 @@ impl EventSink for FleetWebhooks {
 async fn deliver(http: &reqwest::Client, config: &WebhookConfig, url: &str, event: &str, delivery: &str, body: Vec<u8>) -> bool {
     let post = || async {
         let timestamp = fleet_protocol::time::now_ms() / 1000;
-        let response = http
+        let request = http
             .post(url)
             .header("content-type", "application/json")
             .header("x-fleet-event", event)
             .header("x-fleet-delivery", delivery)
             .header("x-fleet-timestamp", timestamp.to_string())
             .header("x-fleet-signature", sign(&config.secret, timestamp, &body))
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(DeliveryFailed::Transport)?;
-        if response.status().is_success() { Ok(()) } else { Err(DeliveryFailed::Status(response.status())) }
+            .body(body.clone());
+        http_post::send(request).await
     };
     let schedule = fleet_protocol::retry::attempts(config.max_attempts.max(1) as usize, Duration::from_secs(1), Duration::from_secs(20));
     match post.retry(schedule).notify(|failed, _| tracing::warn!(delivery, url, %failed, "webhook failed; retrying")).await {
@@ -98,14 +96,6 @@ async fn deliver(http: &reqwest::Client, config: &WebhookConfig, url: &str, even
             false
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum DeliveryFailed {
-    #[error("{0}")]
-    Transport(#[source] reqwest::Error),
-    #[error("refused: {0}")]
-    Status(reqwest::StatusCode),
 }
 
 #[cfg(test)]

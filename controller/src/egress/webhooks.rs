@@ -6,6 +6,7 @@
 use super::config::EgressConfig;
 use super::convert;
 use crate::event_sinks::{Delivery, EventSink, StateEvent};
+use crate::http_post::{self, PostFailed};
 use backon::Retryable;
 use base64::Engine;
 use fleet_protocol::job::Origin;
@@ -80,15 +81,8 @@ async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body:
     let post = || async {
         // Signed per attempt: the token is short-lived.
         let auth = authorization(&config.api_key, &config.api_secret, body).map_err(DeliveryFailed::Signing)?;
-        let response = http
-            .post(url)
-            .header("content-type", "application/webhook+json")
-            .header("authorization", auth)
-            .body(body.to_vec())
-            .send()
-            .await
-            .map_err(DeliveryFailed::Transport)?;
-        if response.status().is_success() { Ok(()) } else { Err(DeliveryFailed::Status(response.status())) }
+        let request = http.post(url).header("content-type", "application/webhook+json").header("authorization", auth).body(body.to_vec());
+        Ok(http_post::send(request).await?)
     };
     let result = post
         .retry(fleet_protocol::retry::attempts(ATTEMPTS, Duration::from_millis(500), Duration::from_secs(10)))
@@ -104,10 +98,8 @@ async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body:
 enum DeliveryFailed {
     #[error("cannot sign LiveKit webhooks: {0}")]
     Signing(#[source] livekit_api::access_token::AccessTokenError),
-    #[error("{0}")]
-    Transport(#[source] reqwest::Error),
-    #[error("answered {0}")]
-    Status(reqwest::StatusCode),
+    #[error(transparent)]
+    Post(#[from] PostFailed),
 }
 
 #[cfg(test)]

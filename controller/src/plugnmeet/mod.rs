@@ -78,15 +78,13 @@ impl Door {
         let pnm = if config.nats_url.is_empty() { bus.client.clone() } else { connect(&config).await? };
         let js = registry::context(&pnm);
         // Start order does not matter: without the bucket yet, the pinger waits for plugnmeet-server to make it.
-        let registry = match registry::open(&js, &config.recorder_info_bucket).await {
-            Ok(store) => {
-                registry::refuse_twin(&store, &config.recorder_id, None, now_ms()).await?;
-                Some(store)
-            }
-            Err(err) => {
+        let registry = match registry::open_as(&js, &config.recorder_info_bucket, &config.recorder_id, None, now_ms()).await {
+            Ok(store) => Some(store),
+            Err(err @ registry::RegistryError::NoBucket(..)) => {
                 tracing::warn!(%err, "plugNmeet's recorder bucket is not there yet; registering when plugnmeet-server creates it");
                 None
             }
+            Err(err) => return Err(err.into()),
         };
 
         // Recordings this door started before a restart are still stoppable.
@@ -141,7 +139,7 @@ impl Door {
             tick.tick().await;
             let mut registry = self.registry.lock().await;
             if registry.is_none() {
-                match self.reopen(&js, last_ping).await {
+                match registry::open_as(&js, &self.config.recorder_info_bucket, &self.config.recorder_id, last_ping, now_ms()).await {
                     Ok(store) => {
                         tracing::info!(bucket = %self.config.recorder_info_bucket, "plugNmeet's recorder bucket is there; registering");
                         *registry = Some(store);
@@ -169,13 +167,6 @@ impl Door {
                 }
             }
         }
-    }
-
-    /// The bucket, once plugnmeet-server has (re)created it; a twin with our id still refuses us.
-    async fn reopen(&self, js: &async_nats::jetstream::Context, last_ping: Option<u64>) -> Result<kv::Store, registry::RegistryError> {
-        let store = registry::open(js, &self.config.recorder_info_bucket).await?;
-        registry::refuse_twin(&store, &self.config.recorder_id, last_ping, now_ms()).await?;
-        Ok(store)
     }
 
     async fn serve(self: Arc<Self>, mut subscription: async_nats::Subscriber) {

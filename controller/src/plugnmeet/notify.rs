@@ -4,6 +4,7 @@
 //! RECORDING_TRANSCODING_FINISHED), POSTed as protobuf with plugNmeet's HMAC signature.
 
 use super::proto::{PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks};
+use crate::http_post::{self, PostFailed};
 use backon::Retryable;
 use fleet_protocol::job::Origin;
 use fleet_protocol::retry;
@@ -104,22 +105,19 @@ pub async fn send(http: &reqwest::Client, server_url: &str, api_key: &str, api_s
     let body = report.encode_to_vec();
     let task = RecordingTasks::try_from(report.task).map(|t| t.as_str_name()).unwrap_or("?");
     let post = || async {
-        let response = http
+        let request = http
             .post(&url)
             .header("content-type", "application/protobuf")
             .header("API-KEY", api_key)
             .header("HASH-SIGNATURE", signature(api_secret, &body))
-            .body(body.clone())
-            .send()
-            .await
-            .map_err(NotifyFailed::Transport)?;
-        if response.status().is_success() { Ok(()) } else { Err(NotifyFailed::Status(response.status())) }
+            .body(body.clone());
+        http_post::send(request).await
     };
     let schedule = retry::attempts(attempts.max(1) as usize, Duration::from_millis(500), Duration::from_secs(10));
     let result = post
         .retry(schedule)
         // A 4xx is plugNmeet's answer about this report: sending it again cannot change it.
-        .when(|failed| !matches!(failed, NotifyFailed::Status(status) if status.is_client_error()))
+        .when(|failed| !matches!(failed, PostFailed::Status(status) if status.is_client_error()))
         .notify(|failed, _| tracing::warn!(recording_id = %report.recording_id, task, %failed, "plugNmeet notify failed; retrying"))
         .await;
     match result {
@@ -132,14 +130,6 @@ pub async fn send(http: &reqwest::Client, server_url: &str, api_key: &str, api_s
             false
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum NotifyFailed {
-    #[error("{0}")]
-    Transport(#[source] reqwest::Error),
-    #[error("answered {0}")]
-    Status(reqwest::StatusCode),
 }
 
 #[cfg(test)]

@@ -87,14 +87,22 @@ pub enum RegistryError {
     Nats(String),
 }
 
-/// Opens plugNmeet's bucket; `NoBucket` until plugnmeet-server has created it.
-pub async fn open(js: &async_nats::jetstream::Context, bucket: &str) -> Result<kv::Store, RegistryError> {
-    js.get_key_value(bucket).await.map_err(|e| RegistryError::NoBucket(bucket.to_string(), e.to_string()))
+/// Opens plugNmeet's bucket for `recorder_id`: `NoBucket` until plugnmeet-server has created it, and
+/// `Duplicate` while a twin with our id pings (`ours`: the last ping this process wrote, which is no twin's).
+pub async fn open_as(
+    js: &async_nats::jetstream::Context,
+    bucket: &str,
+    recorder_id: &str,
+    ours: Option<u64>,
+    now_ms: u64,
+) -> Result<kv::Store, RegistryError> {
+    let store = js.get_key_value(bucket).await.map_err(|e| RegistryError::NoBucket(bucket.to_string(), e.to_string()))?;
+    refuse_twin(&store, recorder_id, ours, now_ms).await?;
+    Ok(store)
 }
 
-/// Refuses a second recorder with our id: one pinged within two intervals (`ours`: the last ping this
-/// process wrote, which is no twin's).
-pub async fn refuse_twin(store: &kv::Store, recorder_id: &str, ours: Option<u64>, now_ms: u64) -> Result<(), RegistryError> {
+/// Refuses a second recorder with our id: one pinged within two intervals.
+async fn refuse_twin(store: &kv::Store, recorder_id: &str, ours: Option<u64>, now_ms: u64) -> Result<(), RegistryError> {
     let last = store.get(key(recorder_id, Field::LastPing)).await.map_err(|e| RegistryError::Nats(e.to_string()))?;
     let last = last.and_then(|v| String::from_utf8_lossy(&v).parse::<u64>().ok());
     match twin_age(last, ours, now_ms) {
