@@ -12,6 +12,7 @@ pub mod event_sinks;
 pub mod http_post;
 pub mod jobs;
 pub mod metrics;
+pub mod node_requests;
 pub mod plugnmeet;
 pub mod tls;
 pub mod webhooks;

@@ -29,6 +29,8 @@ pub enum BusError {
     Corrupt(String, String),
     #[error("too many concurrent writers on job {0}")]
     Contention(SafeId),
+    #[error("not allowed: {0}")]
+    Forbidden(#[from] crate::job_requests::Forbidden),
 }
 
 fn nats_err(err: impl std::fmt::Display) -> BusError {
@@ -135,6 +137,11 @@ impl Bus {
         };
         let jobs = JobStore { kv: jobs_kv, js: js.clone(), names: names.clone() };
         Ok(Self { client, js, names, jobs, nodes, record_consumer, transcode_consumer, transcode_gpu_consumer, transcode_files_consumer })
+    }
+
+    /// How a node changes job records: through the controller, as `role` node `node_id`.
+    pub fn job_requests(&self, role: crate::nats_access::Role, node_id: &str) -> crate::job_requests::JobRequests {
+        crate::job_requests::JobRequests::new(self.client.clone(), &self.names.job_requests_prefix, role, node_id)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -345,12 +352,25 @@ impl JobStore {
         Ok(Some((record, entry.revision)))
     }
 
-    /// The one way a job record changes: reads it, applies `transition` (the state machine in
+    /// The one way a job record changes (the controller's: nodes ask it through `crate::job_requests`): reads it, applies `transition` (the state machine in
     /// [`crate::transition`]) and writes it back only if nobody wrote in between, retrying on races. A
     /// refusal leaves the record as it was. Returns the record as stored afterwards and what was done.
     pub async fn apply(&self, id: &SafeId, node: Option<&str>, transition: Transition) -> Result<(JobRecord, Applied), BusError> {
+        self.apply_if(id, node, transition, |_| Ok(())).await
+    }
+
+    /// [`Self::apply`], when `allowed` passes on the record the transition is applied to (checked on
+    /// every read, so a record changed in between is checked again).
+    pub async fn apply_if(
+        &self,
+        id: &SafeId,
+        node: Option<&str>,
+        transition: Transition,
+        allowed: impl Fn(&JobRecord) -> Result<(), crate::job_requests::Forbidden>,
+    ) -> Result<(JobRecord, Applied), BusError> {
         for _ in 0..50 {
             let (current, revision) = self.get(id).await?.ok_or_else(|| BusError::NotFound(id.clone()))?;
+            allowed(&current)?;
             let mut next = current.clone();
             let applied = next.apply(transition.clone(), now_ms())?;
             if !applied.changed() {

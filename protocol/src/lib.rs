@@ -8,6 +8,7 @@ pub mod events;
 pub mod filepath;
 pub mod ids;
 pub mod job;
+pub mod job_requests;
 pub mod keys;
 pub mod logging;
 pub mod names;

@@ -25,6 +25,8 @@ pub struct FleetNames {
     /// Events go to `<events_prefix>.<job id>`; a stream keeps them so a controller that was down catches up.
     pub events_prefix: String,
     pub events_stream: String,
+    /// Nodes ask the controller to change job records on `<job_requests_prefix>.<role>.<node id>`.
+    pub job_requests_prefix: String,
 }
 
 impl Default for FleetNames {
@@ -45,6 +47,7 @@ impl Default for FleetNames {
             nodes_bucket: "fleet-nodes".into(),
             events_prefix: "fleet.events".into(),
             events_stream: "FLEET_EVENTS".into(),
+            job_requests_prefix: "fleet.jobs.apply".into(),
         }
     }
 }

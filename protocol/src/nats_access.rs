@@ -1,9 +1,10 @@
 //! Least-privilege NATS permissions for each fleet role, derived from the configured names, and the
 //! nats-server `authorization` block that gives each process its own user.
 //!
-//! Only the controller creates jobs and owns the topology. A node may: pull from and acknowledge its own
-//! queues, queue the transcode (or chunks) of a job it holds, read and compare-and-set job records,
-//! publish job events, read the node registry and write its own registry key. Everything else (queueing
+//! Only the controller creates jobs, writes job records and owns the topology. A node may: pull from and
+//! acknowledge its own queues, queue the transcode (or chunks) of a job it holds, read job records and
+//! ask the controller to change them on its own request subject (`crate::job_requests`), publish
+//! progress events, read the node registry and write its own registry key. Everything else (queueing
 //! a recording, creating or deleting streams, consumers and buckets, another node's key) is refused by
 //! the server.
 
@@ -20,6 +21,19 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Recorder => "recorder",
+            Role::Transcoder => "transcoder",
+            Role::Both => "both",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Controller, Role::Recorder, Role::Transcoder, Role::Both].into_iter().find(|r| r.as_str() == s)
+    }
+
     fn records(self) -> bool {
         matches!(self, Role::Recorder | Role::Both)
     }
@@ -95,7 +109,8 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
     // File jobs come only from the controller.
     publish.extend([names.transcode_subject.clone(), names.transcode_gpu_subject.clone()]);
     publish.push(names.events_wildcard());
-    publish.push(format!("$KV.{}.>", names.jobs_bucket));
+    // Job records change only through the controller, which checks that this node holds the job.
+    publish.push(crate::job_requests::subject(&names.job_requests_prefix, role, node_id));
     bucket_reads(&names.jobs_bucket, &mut publish);
     publish.push(format!("$KV.{}.{node_id}", names.nodes_bucket));
     bucket_reads(&names.nodes_bucket, &mut publish);
@@ -135,6 +150,8 @@ mod tests {
         assert!(recorder.publish.contains(&"$KV.fleet-nodes.rec-a".to_string()));
         assert!(!recorder.publish.iter().any(|s| s == "$KV.fleet-nodes.>"));
         assert!(!recorder.publish.iter().any(|s| s.contains("transcoders")));
+        assert!(!recorder.publish.iter().any(|s| s.starts_with("$KV.fleet-jobs")), "job records are the controller's to write");
+        assert!(recorder.publish.contains(&"fleet.jobs.apply.recorder.rec-a".to_string()));
         let transcoder = permissions(&names, Role::Transcoder, "tx-a");
         assert!(transcoder.publish.contains(&"$JS.API.CONSUMER.MSG.NEXT.FLEET_TRANSCODE.transcoders-gpu".to_string()));
         assert!(!transcoder.publish.iter().any(|s| s.contains(".recorders")));

@@ -4,12 +4,13 @@
 
 use crate::ids::SafeId;
 use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress};
+use serde::{Deserialize, Serialize};
 
 /// A join claim not refreshed for this long belongs to a joiner that died.
 pub const JOIN_STALE_MS: u64 = 45_000;
 
 /// How a capture session ended, as its recorder reports it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionEnd {
     pub ended_at_ms: u64,
     pub segments: u32,
@@ -26,7 +27,9 @@ pub struct SessionEnd {
     pub media_stored: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized because nodes send theirs to the controller, which applies them (`crate::job_requests`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "transition", rename_all = "snake_case")]
 pub enum Transition {
     /// A recorder starts a capture session.
     OpenSession {
@@ -85,7 +88,8 @@ pub enum Transition {
 }
 
 /// What applying a transition did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "applied", content = "session", rename_all = "snake_case")]
 pub enum Applied {
     /// Nothing to write: the record already says it (a duplicate, or a job that moved on).
     Unchanged,
@@ -103,7 +107,8 @@ impl Applied {
 }
 
 /// Why a transition was refused; the record is left as it was.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "refusal", rename_all = "snake_case")]
 pub enum Refusal {
     #[error("the job was stopped or finished before capture began")]
     CaptureNotWanted,

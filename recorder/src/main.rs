@@ -4,6 +4,8 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_protocol::job_requests::embedded_transcoder_id;
+use fleet_protocol::nats_access::Role;
 use fleet_protocol::process::{host_name, shutdown_signal};
 use fleet_protocol::storage::Storage;
 use fleet_recorder::{Recorder, RecorderConfig};
@@ -76,14 +78,16 @@ async fn main() -> anyhow::Result<()> {
         Mode::Both => "both",
         Mode::RecorderOnly => "recorder-only",
     };
-    let recorder = Recorder::new(bus.clone(), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
+    let role = if args.mode == Mode::Both { Role::Both } else { Role::Recorder };
+    let recorder = Recorder::new(bus.clone(), bus.job_requests(role, &node_id), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
     let mut workers = tokio::task::JoinSet::new();
     workers.spawn(recorder.clone().run(shutdown_rx.clone()));
     if args.mode == Mode::Both {
-        let identity = WorkerIdentity { node_id: format!("{node_id}-transcoder"), mode: "both".into() };
+        let identity = WorkerIdentity { node_id: embedded_transcoder_id(&node_id), mode: "both".into() };
         let recording = recorder.clone();
         let yield_to: fleet_protocol::queue::UrgentWork = std::sync::Arc::new(move || recording.is_recording());
-        let transcoder = Transcoder::new(bus, storage, config.transcoder, identity, Some(yield_to)).await?;
+        let transcoder =
+            Transcoder::new(bus.clone(), bus.job_requests(Role::Both, &node_id), storage, config.transcoder, identity, Some(yield_to)).await?;
         workers.spawn(transcoder.run(shutdown_rx));
     }
     tokio::spawn(async move {

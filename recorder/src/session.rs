@@ -86,8 +86,7 @@ async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
 /// `handover_taker`: this delivery is a draining recorder's request to take its capture over.
 async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool, shutdown: watch::Receiver<bool>) -> Outcome {
     let node = recorder.node_id.as_str();
-    let jobs = &recorder.bus.jobs;
-    let record = match jobs.get(job_id).await {
+    let record = match recorder.bus.jobs.get(job_id).await {
         Ok(Some((record, _))) => record,
         Ok(None) => {
             tracing::warn!("recording message for an unknown job; dropping");
@@ -108,7 +107,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
     }
 
     // Claim: a new capture session in the job record.
-    let (record, session_id) = match jobs.apply(job_id, Some(node), Transition::OpenSession { node: node.to_string() }).await {
+    let (record, session_id) = match recorder.jobs.apply(job_id, Transition::OpenSession { node: node.to_string() }).await {
         Ok((record, Applied::SessionOpened(session_id))) => (record, session_id),
         Ok((_, applied)) => unreachable!("opening a session answers its id, not {applied:?}"),
         Err(fleet_protocol::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
@@ -394,7 +393,7 @@ async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, 
         media_stored,
     };
     let transition = Transition::EndSession { session: session_id.clone(), end: ended };
-    let finalized_here = match recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), transition).await {
+    let finalized_here = match recorder.jobs.apply(job_id, transition).await {
         Ok((_, applied)) => applied == Applied::Finalized,
         Err(err) => return Outcome::Retry(RecordError::JobStore("could not record the end of the session", err)),
     };
@@ -431,7 +430,7 @@ fn end_reason_name(reason: EndReason) -> &'static str {
 
 async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, wall_zero: u64) {
     let transition = Transition::MediaWriting { session: session_id.clone(), wall_zero_ms: wall_zero };
-    if let Err(err) = recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), transition).await {
+    if let Err(err) = recorder.jobs.apply(job_id, transition).await {
         tracing::warn!(%err, "could not mark the job recording");
     }
 }
@@ -464,7 +463,7 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
 
 /// Adds `warning` to the job record (once).
 async fn warn_on_job(recorder: &Recorder, job_id: &SafeId, warning: String) {
-    if let Err(err) = recorder.bus.jobs.apply(job_id, None, Transition::Warn { warning }).await {
+    if let Err(err) = recorder.jobs.apply(job_id, Transition::Warn { warning }).await {
         tracing::warn!(%err, "could not add a warning to the job");
     }
 }
@@ -488,7 +487,7 @@ async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
         Ok(stored) => stored,
         Err(reason) => return Outcome::Retry(reason),
     };
-    match recorder.bus.jobs.apply(job_id, Some(&recorder.node_id), Transition::StopWithoutCapture { media_stored }).await {
+    match recorder.jobs.apply(job_id, Transition::StopWithoutCapture { media_stored }).await {
         Ok((_, Applied::Finalized)) => enqueue_transcode(recorder, job_id).await,
         Ok(_) => Outcome::Done,
         Err(err) => Outcome::Retry(err.into()),

@@ -7,6 +7,7 @@ use async_nats::jetstream;
 use fleet_protocol::SafeId;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
+use fleet_protocol::job_requests::JobRequests;
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::queue::{self, Capacity};
 use fleet_protocol::storage::Storage;
@@ -19,6 +20,8 @@ use tokio::sync::watch;
 
 pub struct Recorder {
     pub(crate) bus: Bus,
+    /// Job record changes, asked of the controller.
+    pub(crate) jobs: JobRequests,
     pub(crate) storage: Storage,
     pub(crate) config: RecorderConfig,
     pub(crate) node_id: String,
@@ -36,6 +39,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(
         bus: Bus,
+        jobs: JobRequests,
         storage: Storage,
         config: RecorderConfig,
         node_id: String,
@@ -45,6 +49,7 @@ impl Recorder {
         std::fs::create_dir_all(&config.spool_dir)?;
         Ok(Arc::new(Self {
             bus,
+            jobs,
             storage,
             config,
             node_id,

@@ -5,7 +5,7 @@ use fleet_tests::api::Api;
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
 use fleet_tests::webhook::Receiver;
 use fleet_tests::{API_KEY, S3, Setup, StorageSetup, WEBHOOK_SECRET};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::Digest;
 use std::path::Path;
 use std::time::Duration;
@@ -431,6 +431,29 @@ async fn per_role_nats_logins_record_and_refuse_the_rest() {
             .await
             .unwrap_or(true)
     }));
+    // Job records: not writable directly, and the controller refuses changes to a job the recorder does
+    // not hold (the transcoder completed it) or in another node's name.
+    let job_id = record["id"].as_str().unwrap();
+    let jobs = js.get_key_value("fleet-jobs").await.expect("a recorder may read job records");
+    let before = jobs.entry(job_id).await.unwrap().expect("the job's record");
+    refused.push(("write a job record", jobs.put(job_id, "{}".into()).await.is_err()));
+    for (transition, subject) in [
+        (json!({"transition": "fail", "error": "forged"}), "fleet.jobs.apply.recorder.rec-a"),
+        (json!({"transition": "claim_transcode", "node": "rec-a", "attempt": 1}), "fleet.jobs.apply.recorder.rec-a"),
+        (json!({"transition": "request_stop"}), "fleet.jobs.apply.recorder.rec-a"),
+        (json!({"transition": "fail", "error": "forged"}), "fleet.jobs.apply.transcoder.tx-a"),
+    ] {
+        let request = json!({"request_id": "forged-1", "job_id": job_id, "transition": transition});
+        let answer = tokio::time::timeout(Duration::from_secs(3), client.request(subject, request.to_string().into())).await;
+        let outcome = match &answer {
+            Ok(Ok(reply)) => serde_json::from_slice::<Value>(&reply.payload).unwrap()["outcome"].as_str().unwrap_or("").to_string(),
+            _ => "no answer".to_string(),
+        };
+        println!("{subject} {transition}: {outcome}");
+        refused.push(("change a job it does not hold", outcome == "forbidden" || outcome == "no answer"));
+    }
+    let after = jobs.entry(job_id).await.unwrap().unwrap();
+    assert_eq!(after.revision, before.revision, "the job record was changed");
     println!("refused: {refused:?}");
     for (what, was_refused) in &refused {
         assert!(was_refused, "the recorder's login could {what}");
@@ -442,6 +465,10 @@ async fn per_role_nats_logins_record_and_refuse_the_rest() {
         messages.push(message);
     }
     assert!(messages.iter().any(|m| m.contains("Permissions Violation") && m.contains("fleet.record")), "server errors: {messages:?}");
+    assert!(
+        messages.iter().any(|m| m.contains("Permissions Violation") && m.contains("fleet.jobs.apply.transcoder.tx-a")),
+        "server errors: {messages:?}"
+    );
 
     // Nothing reached the queue, and the registry entry of tx-a is still its own.
     let admin = async_nats::jetstream::new(

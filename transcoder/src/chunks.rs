@@ -24,7 +24,7 @@ pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, Tran
     }
     // A redelivered job keeps the plan it already has.
     let planned = Transition::PlanChunks(ChunkPlan::new(duration_ns, chunk_ns));
-    let (record, _) = worker.bus.jobs.apply(&record.id, None, planned).await?;
+    let (record, _) = worker.jobs.apply(&record.id, planned).await?;
     let subject = worker.bus.transcode_subject_for(&record).to_string();
     let plan = record.chunks.expect("the plan was just stored");
     for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
@@ -60,7 +60,7 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
         worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.context("chunk upload")?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
         let done = Transition::ChunkDone { index, problems: report.problems };
-        record = worker.bus.jobs.apply(&record.id, None, done).await?.0;
+        record = worker.jobs.apply(&record.id, done).await?.0;
     }
     if !record.chunks.as_ref().is_some_and(ChunkPlan::is_complete) || record.state.is_terminal() {
         return Ok(Done::NothingToDo);
@@ -69,7 +69,7 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
     // chunk came back because its holder stopped answering; if that holder's claim is still fresh, look
     // again once it would have gone stale.
     let node = worker.identity.node_id.to_string();
-    match worker.bus.jobs.apply(&record.id, None, Transition::ClaimJoin { node }).await {
+    match worker.jobs.apply(&record.id, Transition::ClaimJoin { node }).await {
         Ok((record, _)) => join(worker, &record).await,
         Err(fleet_protocol::bus::BusError::Refused(reason @ Refusal::JoinClaimed { .. })) => {
             tracing::info!(%reason, "not joining now; will look again");
@@ -96,7 +96,7 @@ async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, Tran
             loop {
                 tokio::time::sleep(JOIN_REFRESH).await;
                 let refresh = Transition::RefreshJoin { node: worker.identity.node_id.to_string() };
-                let _ = worker.bus.jobs.apply(&id, None, refresh).await;
+                let _ = worker.jobs.apply(&id, refresh).await;
             }
         })
     };

@@ -70,7 +70,7 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
     };
     tracing::info!(location = %out.location, duration_s = out.duration_s, size_bytes = out.size_bytes, "file transcode done");
     let complete = Transition::Complete { output: out, warnings: Vec::new() };
-    worker.bus.jobs.apply(&record.id, Some(&worker.identity.node_id), complete).await?;
+    worker.jobs.apply(&record.id, complete).await?;
     Ok(Done::Completed)
 }
 

@@ -99,7 +99,7 @@ async fn transcode_job(worker: &Arc<Transcoder>, job: &TranscodeJob, delivered: 
         return crate::chunks::transcode_chunk(worker, record, index).await;
     }
     let claim = Transition::ClaimTranscode { node: node.to_string(), attempt: delivered.try_into().unwrap_or(u32::MAX) };
-    let record = match worker.bus.jobs.apply(job_id, Some(node), claim).await {
+    let record = match worker.jobs.apply(job_id, claim).await {
         Ok((record, _)) => record,
         Err(fleet_protocol::bus::BusError::Refused(reason)) => {
             tracing::info!(%reason, "not transcoding");
@@ -229,7 +229,6 @@ pub(crate) struct Produced {
 /// job complete.
 pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &Prepared, produced: Produced) -> Result<Done, TranscodeError> {
     let job_id = &record.id;
-    let node = worker.identity.node_id.as_str();
     let output_path = &produced.path;
     let info = mp4_info::read(output_path).context("output is not a valid MP4")?;
     let size_bytes = std::fs::metadata(output_path).context("measuring the output")?.len();
@@ -298,7 +297,7 @@ pub(crate) async fn finish(worker: &Transcoder, record: &JobRecord, prepared: &P
         Err(err) => tracing::warn!(%err, "could not sweep abandoned partial uploads"),
     }
 
-    worker.bus.jobs.apply(job_id, Some(node), Transition::Complete { output, warnings }).await?;
+    worker.jobs.apply(job_id, Transition::Complete { output, warnings }).await?;
     Ok(Done::Completed)
 }
 
@@ -365,7 +364,7 @@ pub(crate) async fn run_pipeline(
                     node: worker.identity.node_id.clone(),
                 };
                 worker.bus.publish_progress(&job_id, &worker.identity.node_id, progress.clone()).await;
-                let _ = worker.bus.jobs.apply(&job_id, None, Transition::Progress(progress)).await;
+                let _ = worker.jobs.apply(&job_id, Transition::Progress(progress)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
@@ -376,14 +375,13 @@ pub(crate) async fn run_pipeline(
 }
 
 async fn mark_failed(worker: &Transcoder, job_id: &SafeId, reason: &str) {
-    let node = worker.identity.node_id.clone();
     let failed = Transition::Fail { error: format!("transcode failed: {reason}") };
-    if let Err(err) = worker.bus.jobs.apply(job_id, Some(&node), failed).await {
+    if let Err(err) = worker.jobs.apply(job_id, failed).await {
         tracing::error!(%err, "could not mark job failed");
     }
 }
 
 async fn note_error(worker: &Transcoder, job_id: &SafeId, reason: &str) {
     let noted = Transition::NoteRetryError { error: format!("transcode attempt failed (will retry): {reason}") };
-    let _ = worker.bus.jobs.apply(job_id, None, noted).await;
+    let _ = worker.jobs.apply(job_id, noted).await;
 }

@@ -9,6 +9,7 @@ use fleet_pipelines::encoders;
 use fleet_protocol::bus::Bus;
 use fleet_protocol::cpu::{CpuSampler, cores};
 use fleet_protocol::job::GpuPolicy;
+use fleet_protocol::job_requests::JobRequests;
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::queue::{self, Capacity, UrgentWork};
 use fleet_protocol::storage::Storage;
@@ -27,6 +28,8 @@ pub struct WorkerIdentity {
 
 pub struct Transcoder {
     pub(crate) bus: Bus,
+    /// Job record changes, asked of the controller.
+    pub(crate) jobs: JobRequests,
     pub(crate) storage: Storage,
     pub(crate) config: TranscoderConfig,
     pub(crate) identity: WorkerIdentity,
@@ -51,6 +54,7 @@ impl Transcoder {
     /// `yield_to`: in mode `both`, tells whether live recordings run on this node (the CPU limit then applies).
     pub async fn new(
         bus: Bus,
+        jobs: JobRequests,
         storage: Storage,
         config: TranscoderConfig,
         identity: WorkerIdentity,
@@ -69,7 +73,7 @@ impl Transcoder {
             wanted => return Err(SetupError::EncoderUnavailable(wanted.to_string(), working)),
         };
         tracing::info!(node_id = %identity.node_id, ?encoders, "transcoder ready");
-        Ok(Arc::new(Self { bus, storage, config, identity, encoders, running: Mutex::new(BTreeSet::new()), started_at_ms: now_ms(), yield_to }))
+        Ok(Arc::new(Self { bus, jobs, storage, config, identity, encoders, running: Mutex::new(BTreeSet::new()), started_at_ms: now_ms(), yield_to }))
     }
 
     pub fn encoders(&self) -> &[String] {
