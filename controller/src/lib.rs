@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod node_requests;
 pub mod plugnmeet;
+pub mod state_events;
 pub mod tls;
 pub mod webhooks;
 

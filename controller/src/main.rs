@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use fleet_controller::api::{AppState, router};
 use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
-use fleet_controller::{ControllerConfig, event_sinks, node_requests, webhooks};
+use fleet_controller::{ControllerConfig, event_sinks, node_requests, state_events, webhooks};
 use fleet_controller::{egress, plugnmeet, tls};
 use fleet_protocol::bus::{Bus, QueueSettings, Topology};
 use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
@@ -80,6 +80,8 @@ async fn main() -> anyhow::Result<()> {
     fleet_protocol::logging::init(&config.log);
     let keys = ApiKeys::from_config(&config.controller.auth)?;
     let bus = Bus::connect(&config.nats, &config.queues, "controller", Topology::Own).await.context("connecting to NATS")?;
+    let job_changes = state_events::prepare(&bus).await.context("reading the job bucket's changes")?;
+    tokio::spawn(state_events::run(bus.clone(), job_changes));
     let node_job_requests = node_requests::subscribe(&bus).await.context("subscribing to the nodes' job requests")?;
     tokio::spawn(node_requests::serve(bus.clone(), node_job_requests));
     let metrics = Arc::new(Metrics::default());

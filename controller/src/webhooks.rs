@@ -4,7 +4,7 @@
 //!
 //! Signature: `X-Fleet-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with the Unix
 //! timestamp in `X-Fleet-Timestamp`. Receivers recompute it and reject stale timestamps (replays).
-//! `X-Fleet-Delivery` (`<job id>-<revision>`) is the same on every retry: use it to de-duplicate.
+//! `X-Fleet-Delivery` (`<job id>-<revision>-<state>`) is the same on every retry: use it to de-duplicate.
 
 use crate::config::WebhookConfig;
 use crate::event_sinks::{Delivery, EventSink, StateEvent};
@@ -66,7 +66,7 @@ impl EventSink for FleetWebhooks {
             "recording": record,
         }))
         .expect("webhook body serializes");
-        let delivery = format!("{job_id}-{revision}");
+        let delivery = format!("{job_id}-{revision}-{}", state.as_str());
         let delivered = deliver(&self.http, &self.config, &url, &event_name, &delivery, body).await;
         self.metrics.inc(if delivered { "fleet_webhooks_delivered_total" } else { "fleet_webhooks_failed_total" });
     }

@@ -135,7 +135,7 @@ impl Bus {
                 Err(err) => return Err(err),
             }
         };
-        let jobs = JobStore { kv: jobs_kv, js: js.clone(), names: names.clone() };
+        let jobs = JobStore { kv: jobs_kv };
         Ok(Self { client, js, names, jobs, nodes, record_consumer, transcode_consumer, transcode_gpu_consumer, transcode_files_consumer })
     }
 
@@ -213,17 +213,26 @@ async fn ensure_topology(
     let record = work_queue_stream(js, &names.record_stream, record_subjects).await?;
     let transcode_subjects = vec![names.transcode_subject.clone(), names.transcode_gpu_subject.clone(), names.transcode_files_subject.clone()];
     let transcode = work_queue_stream(js, &names.transcode_stream, transcode_subjects).await?;
-    js.get_or_create_stream(stream::Config {
-        name: names.events_stream.clone(),
-        subjects: vec![names.events_wildcard()],
-        retention: stream::RetentionPolicy::Limits,
-        storage: stream::StorageType::File,
-        max_age: Duration::from_secs(queues.events_max_age_s),
-        max_messages: 1_000_000,
-        ..Default::default()
-    })
-    .await
-    .map_err(nats_err)?;
+    let mut events = js
+        .get_or_create_stream(stream::Config {
+            name: names.events_stream.clone(),
+            subjects: vec![names.events_wildcard()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            max_age: Duration::from_secs(queues.events_max_age_s),
+            max_messages: 1_000_000,
+            duplicate_window: EVENT_DEDUP_WINDOW,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats_err)?;
+    // Streams made before state events had ids remembered the default two minutes.
+    if topology == Topology::Own {
+        let current = events.info().await.map_err(nats_err)?.config.clone();
+        if current.duplicate_window != EVENT_DEDUP_WINDOW {
+            js.update_stream(stream::Config { duplicate_window: EVENT_DEDUP_WINDOW, ..current }).await.map_err(nats_err)?;
+        }
+    }
 
     let pull = |name: &str, ack_wait_s: u64, max_deliver: i64| consumer::pull::Config {
         durable_name: Some(name.to_string()),
@@ -313,31 +322,46 @@ async fn get_or_create_bucket(js: &jetstream::Context, config: kv::Config) -> Re
 }
 
 async fn publish_event(js: &jetstream::Context, names: &FleetNames, event: &JobEvent) {
-    let payload = serde_json::to_vec(event).expect("events serialize");
-    let subject = names.event_subject(event.job_id.as_str());
-    let result = async { js.publish(subject, payload.into()).await.map_err(nats_err)?.await.map_err(nats_err) };
-    if let Err(err) = tokio::time::timeout(Duration::from_secs(5), result).await.unwrap_or_else(|_| Err(nats_err("timed out"))) {
+    if let Err(err) = store_event(js, names, event, None).await {
         tracing::warn!(job_id = %event.job_id, %err, "event not stored");
     }
 }
 
-/// Job records in the `fleet-jobs` bucket. Every write is a compare-and-set on the revision, and every
-/// state change is published as an event by the writer.
+/// Stores `event` in the events stream; with `message_id`, one already stored under that id within the
+/// stream's duplicate window is not stored again.
+pub async fn store_event(js: &jetstream::Context, names: &FleetNames, event: &JobEvent, message_id: Option<&str>) -> Result<(), BusError> {
+    let payload = serde_json::to_vec(event).expect("events serialize");
+    let subject = names.event_subject(event.job_id.as_str());
+    let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
+    if let Some(id) = message_id {
+        message = message.message_id(id);
+    }
+    let result = async { js.send_publish(subject, message).await.map_err(nats_err)?.await.map_err(nats_err) };
+    tokio::time::timeout(Duration::from_secs(5), result).await.unwrap_or_else(|_| Err(nats_err("timed out")))?;
+    Ok(())
+}
+
+/// A state event's id in the events stream: one per job and state change.
+pub fn state_event_id(job_id: &SafeId, seq: u32) -> String {
+    format!("state-{job_id}-{seq}")
+}
+
+/// How long the events stream remembers event ids (a state event derived again within it is dropped).
+pub const EVENT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Job records in the `fleet-jobs` bucket. Every write is a compare-and-set on the revision. State events
+/// are not published here: the controller derives them from the bucket's change stream
+/// (`state_log` entries), so a writer that dies after its write loses none.
 #[derive(Clone)]
 pub struct JobStore {
     kv: kv::Store,
-    js: jetstream::Context,
-    names: FleetNames,
 }
 
 impl JobStore {
     pub async fn create(&self, record: &JobRecord) -> Result<u64, BusError> {
         let value = serde_json::to_vec(record).expect("records serialize");
         match self.kv.create(record.id.as_str(), value.into()).await {
-            Ok(revision) => {
-                self.publish_state(record, revision, None).await;
-                Ok(revision)
-            }
+            Ok(revision) => Ok(revision),
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Err(BusError::AlreadyExists(record.id.clone())),
             Err(err) => Err(nats_err(err)),
         }
@@ -372,18 +396,13 @@ impl JobStore {
             let (current, revision) = self.get(id).await?.ok_or_else(|| BusError::NotFound(id.clone()))?;
             allowed(&current)?;
             let mut next = current.clone();
-            let applied = next.apply(transition.clone(), now_ms())?;
+            let applied = next.apply(transition.clone(), now_ms(), node)?;
             if !applied.changed() {
                 return Ok((current, applied));
             }
             let value = serde_json::to_vec(&next).expect("records serialize");
             match self.kv.update(id.as_str(), value.into(), revision).await {
-                Ok(new_revision) => {
-                    if next.state != current.state {
-                        self.publish_state(&next, new_revision, node).await;
-                    }
-                    return Ok((next, applied));
-                }
+                Ok(_) => return Ok((next, applied)),
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tokio::time::sleep(Duration::from_millis(5 + rand::random::<u64>() % 20)).await;
                 }
@@ -419,16 +438,6 @@ impl JobStore {
             let entry = entry.ok()?;
             serde_json::from_slice(&entry.value).ok()
         }))
-    }
-
-    async fn publish_state(&self, record: &JobRecord, revision: u64, node: Option<&str>) {
-        let event = JobEvent {
-            job_id: record.id.clone(),
-            at_ms: now_ms(),
-            node: node.map(str::to_string),
-            kind: EventKind::State { state: record.state, revision, record: Box::new(record.clone()) },
-        };
-        publish_event(&self.js, &self.names, &event).await;
     }
 }
 

@@ -419,6 +419,22 @@ pub struct JobRecord {
     pub files: Option<FileJob>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Every state the job entered, in order: the controller publishes a state event for each entry it
+    /// has not published yet, from the bucket's change stream (so no writer publishes, and none is lost).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_log: Vec<StateChange>,
+}
+
+/// One entry of [`JobRecord::state_log`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// 1 for the state the job was created in, then one more for each change.
+    pub seq: u32,
+    pub state: JobState,
+    pub at_ms: u64,
+    /// The node whose request made the change (none: the controller's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl JobRecord {
@@ -441,6 +457,7 @@ impl JobRecord {
             files: None,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
+            state_log: vec![StateChange { seq: 1, state: JobState::Queued, at_ms: now_ms, node: None }],
         }
     }
 

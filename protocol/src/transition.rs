@@ -3,7 +3,7 @@
 //! as it is, or refuses with a typed [`Refusal`]. `JobStore::apply` is the only way a record is written.
 
 use crate::ids::SafeId;
-use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress};
+use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress, StateChange};
 use serde::{Deserialize, Serialize};
 
 /// A join claim not refreshed for this long belongs to a joiner that died.
@@ -127,10 +127,16 @@ pub enum Refusal {
 impl JobRecord {
     /// Applies `transition` at `now_ms`. On `Err` and on [`Applied::Unchanged`] the record is untouched;
     /// otherwise its `updated_at_ms` is `now_ms`.
-    pub fn apply(&mut self, transition: Transition, now_ms: u64) -> Result<Applied, Refusal> {
+    /// A change of state is added to the record's `state_log`, by `node` when a node asked for it.
+    pub fn apply(&mut self, transition: Transition, now_ms: u64, node: Option<&str>) -> Result<Applied, Refusal> {
+        let before = self.state;
         let applied = self.change(transition, now_ms)?;
         if applied.changed() {
             self.updated_at_ms = now_ms;
+        }
+        if self.state != before {
+            let seq = self.state_log.last().map_or(1, |last| last.seq) + 1;
+            self.state_log.push(StateChange { seq, state: self.state, at_ms: now_ms, node: node.map(str::to_string) });
         }
         Ok(applied)
     }
@@ -452,7 +458,7 @@ mod tests {
                 let mut r = with_session(from);
                 r.chunks = Some(plan());
                 let before = r.clone();
-                let result = r.apply(transition.clone(), NOW);
+                let result = r.apply(transition.clone(), NOW, Some("node-x"));
                 match expected {
                     None => {
                         assert!(result.is_err(), "{} from {from:?}: expected a refusal, got {result:?}", name(&transition));
@@ -461,6 +467,15 @@ mod tests {
                     Some(to) => {
                         let applied = result.unwrap_or_else(|e| panic!("{} from {from:?}: refused ({e})", name(&transition)));
                         assert_eq!(r.state, to, "{} from {from:?}", name(&transition));
+                        // A change of state, and only that, is logged (for its event).
+                        let expected_log = if to == from {
+                            before.state_log.clone()
+                        } else {
+                            let mut log = before.state_log.clone();
+                            log.push(StateChange { seq: 2, state: to, at_ms: NOW, node: Some("node-x".into()) });
+                            log
+                        };
+                        assert_eq!(r.state_log, expected_log, "{} from {from:?}", name(&transition));
                         if applied.changed() {
                             assert_eq!(r.updated_at_ms, NOW);
                         } else {
@@ -475,55 +490,61 @@ mod tests {
     #[test]
     fn a_stop_before_any_recorder_took_the_job_aborts_it() {
         let mut r = record(JobState::Queued);
-        assert_eq!(r.apply(Transition::RequestStop, NOW), Ok(Applied::Changed));
+        assert_eq!(r.apply(Transition::RequestStop, NOW, None), Ok(Applied::Changed));
         assert_eq!((r.state, r.desired, r.end_reason), (JobState::Aborted, Desired::Stop, Some(EndReason::ApiStop)));
         let mut capturing = with_session(JobState::Recording);
-        assert_eq!(capturing.apply(Transition::RequestStop, NOW), Ok(Applied::Changed));
+        assert_eq!(capturing.apply(Transition::RequestStop, NOW, None), Ok(Applied::Changed));
         assert_eq!((capturing.state, capturing.desired), (JobState::Recording, Desired::Stop));
-        assert_eq!(capturing.apply(Transition::RequestStop, NOW), Ok(Applied::Unchanged), "twice is once");
-        assert_eq!(record(JobState::Complete).apply(Transition::RequestStop, NOW).unwrap_err().to_string(), "recording rec_t is already complete");
+        assert_eq!(capturing.apply(Transition::RequestStop, NOW, None), Ok(Applied::Unchanged), "twice is once");
+        assert_eq!(
+            record(JobState::Complete).apply(Transition::RequestStop, NOW, None).unwrap_err().to_string(),
+            "recording rec_t is already complete"
+        );
     }
 
     #[test]
     fn sessions_open_and_end() {
         let mut r = record(JobState::Queued);
-        assert_eq!(r.apply(Transition::OpenSession { node: "rec-1".into() }, NOW), Ok(Applied::SessionOpened(s1())));
+        assert_eq!(r.apply(Transition::OpenSession { node: "rec-1".into() }, NOW, None), Ok(Applied::SessionOpened(s1())));
         assert_eq!((r.state, r.record_attempts, r.sessions[0].started_at_ms), (JobState::Starting, 1, NOW));
-        r.apply(Transition::MediaWriting { session: s1(), wall_zero_ms: NOW + 50 }, NOW + 60).unwrap();
+        r.apply(Transition::MediaWriting { session: s1(), wall_zero_ms: NOW + 50 }, NOW + 60, None).unwrap();
         assert!(r.sessions[0].writing && r.sessions[0].started_at_ms == NOW + 50);
         assert_eq!(r.state, JobState::Recording);
         // The next session of a failover is s2.
         let mut next = r.clone();
-        assert_eq!(next.apply(Transition::OpenSession { node: "rec-2".into() }, NOW).unwrap(), Applied::SessionOpened(SafeId::parse("s2").unwrap()));
+        assert_eq!(
+            next.apply(Transition::OpenSession { node: "rec-2".into() }, NOW, None).unwrap(),
+            Applied::SessionOpened(SafeId::parse("s2").unwrap())
+        );
 
         let mut failed = r.clone();
         let failure = SessionEnd { failure: Some("could not join".into()), ..end(false) };
-        assert_eq!(failed.apply(Transition::EndSession { session: s1(), end: failure }, NOW), Ok(Applied::Changed));
+        assert_eq!(failed.apply(Transition::EndSession { session: s1(), end: failure }, NOW, None), Ok(Applied::Changed));
         assert_eq!((failed.state, failed.error.as_deref()), (JobState::Failed, Some("could not join")));
         assert_eq!(failed.sessions[0].ended_at_ms, Some(500));
 
         let mut finalized = r.clone();
-        assert_eq!(finalized.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW), Ok(Applied::Finalized));
+        assert_eq!(finalized.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW, None), Ok(Applied::Finalized));
         assert_eq!((finalized.state, finalized.end_reason), (JobState::Finalizing, Some(EndReason::RoomClosed)));
 
         // Handed on: the session closes, the job goes on.
         let mut handed = r.clone();
         let handover = SessionEnd { continues_elsewhere: true, ..end(true) };
-        assert_eq!(handed.apply(Transition::EndSession { session: s1(), end: handover }, NOW), Ok(Applied::Changed));
+        assert_eq!(handed.apply(Transition::EndSession { session: s1(), end: handover }, NOW, None), Ok(Applied::Changed));
         assert_eq!((handed.state, handed.sessions[0].segments), (JobState::Recording, 3));
 
         let mut stopped = r.clone();
-        stopped.apply(Transition::RequestStop, NOW).unwrap();
-        assert_eq!(stopped.apply(Transition::OpenSession { node: "rec-2".into() }, NOW), Err(Refusal::CaptureNotWanted));
+        stopped.apply(Transition::RequestStop, NOW, None).unwrap();
+        assert_eq!(stopped.apply(Transition::OpenSession { node: "rec-2".into() }, NOW, None), Err(Refusal::CaptureNotWanted));
     }
 
     #[test]
     fn a_hand_over_taker_does_not_end_the_job_while_the_draining_session_records() {
         let mut r = with_session(JobState::Recording);
-        r.apply(Transition::OpenSession { node: "rec-2".into() }, NOW).unwrap();
+        r.apply(Transition::OpenSession { node: "rec-2".into() }, NOW, None).unwrap();
         let s2 = SafeId::parse("s2").unwrap();
         let taker_failed = SessionEnd { handover_taker: true, failure: Some("no media".into()), ..end(false) };
-        r.apply(Transition::EndSession { session: s2, end: taker_failed }, NOW).unwrap();
+        r.apply(Transition::EndSession { session: s2, end: taker_failed }, NOW, None).unwrap();
         assert_eq!(r.state, JobState::Recording, "s1 still records");
         assert_eq!(r.error, None);
     }
@@ -531,29 +552,29 @@ mod tests {
     #[test]
     fn a_stop_without_capture_finalizes_what_is_stored() {
         let mut stored = with_session(JobState::Starting);
-        assert_eq!(stored.apply(Transition::StopWithoutCapture { media_stored: true }, NOW), Ok(Applied::Finalized));
+        assert_eq!(stored.apply(Transition::StopWithoutCapture { media_stored: true }, NOW, None), Ok(Applied::Finalized));
         let mut nothing = with_session(JobState::Starting);
-        assert_eq!(nothing.apply(Transition::StopWithoutCapture { media_stored: false }, NOW), Ok(Applied::Changed));
+        assert_eq!(nothing.apply(Transition::StopWithoutCapture { media_stored: false }, NOW, None), Ok(Applied::Changed));
         assert_eq!((nothing.state, nothing.end_reason), (JobState::Aborted, Some(EndReason::ApiStop)));
     }
 
     #[test]
     fn transcode_claims_progress_completion_and_failure() {
         let mut r = with_session(JobState::Finalizing);
-        r.apply(Transition::ClaimTranscode { node: "tx".into(), attempt: 2 }, NOW).unwrap();
+        r.apply(Transition::ClaimTranscode { node: "tx".into(), attempt: 2 }, NOW, None).unwrap();
         assert_eq!((r.state, r.transcode_attempts, r.progress.as_ref().map(|p| p.percent)), (JobState::Transcoding, 2, Some(0.0)));
-        r.apply(Transition::Progress(progress()), NOW).unwrap();
-        r.apply(Transition::NoteRetryError { error: "e".into() }, NOW).unwrap();
-        r.apply(Transition::Warn { warning: "early".into() }, NOW).unwrap();
+        r.apply(Transition::Progress(progress()), NOW, None).unwrap();
+        r.apply(Transition::NoteRetryError { error: "e".into() }, NOW, None).unwrap();
+        r.apply(Transition::Warn { warning: "early".into() }, NOW, None).unwrap();
         let mut done = r.clone();
-        done.apply(Transition::Complete { output: output(), warnings: vec!["late".into(), "early".into()] }, NOW).unwrap();
+        done.apply(Transition::Complete { output: output(), warnings: vec!["late".into(), "early".into()] }, NOW, None).unwrap();
         assert_eq!((done.state, done.progress.clone(), done.error.clone()), (JobState::Complete, None, None));
         assert_eq!(done.warnings, ["early", "late"], "warnings added meanwhile are kept, none twice");
-        assert_eq!(done.apply(Transition::Fail { error: "late".into() }, NOW), Ok(Applied::Unchanged), "a complete job stays complete");
-        r.apply(Transition::Fail { error: "transcode failed: x".into() }, NOW).unwrap();
+        assert_eq!(done.apply(Transition::Fail { error: "late".into() }, NOW, None), Ok(Applied::Unchanged), "a complete job stays complete");
+        r.apply(Transition::Fail { error: "transcode failed: x".into() }, NOW, None).unwrap();
         assert_eq!((r.state, r.progress.clone()), (JobState::Failed, None));
         assert_eq!(
-            record(JobState::Recording).apply(Transition::ClaimTranscode { node: "tx".into(), attempt: 1 }, NOW),
+            record(JobState::Recording).apply(Transition::ClaimTranscode { node: "tx".into(), attempt: 1 }, NOW, None),
             Err(Refusal::NotCaptured { state: JobState::Recording })
         );
     }
@@ -561,21 +582,21 @@ mod tests {
     #[test]
     fn chunks_are_planned_once_done_once_and_joined_by_one() {
         let mut r = with_session(JobState::Transcoding);
-        assert_eq!(r.apply(Transition::ChunkDone { index: 0, problems: vec![] }, NOW), Err(Refusal::NoChunkPlan));
-        r.apply(Transition::PlanChunks(plan()), NOW).unwrap();
+        assert_eq!(r.apply(Transition::ChunkDone { index: 0, problems: vec![] }, NOW, None), Err(Refusal::NoChunkPlan));
+        r.apply(Transition::PlanChunks(plan()), NOW, None).unwrap();
         let mut other = plan();
         other.count = 99;
-        assert_eq!(r.apply(Transition::PlanChunks(other), NOW), Ok(Applied::Unchanged), "a redelivery keeps the plan");
-        r.apply(Transition::ChunkDone { index: 1, problems: vec!["p".into()] }, NOW).unwrap();
-        assert_eq!(r.apply(Transition::ChunkDone { index: 1, problems: vec![] }, NOW), Ok(Applied::Unchanged));
+        assert_eq!(r.apply(Transition::PlanChunks(other), NOW, None), Ok(Applied::Unchanged), "a redelivery keeps the plan");
+        r.apply(Transition::ChunkDone { index: 1, problems: vec!["p".into()] }, NOW, None).unwrap();
+        assert_eq!(r.apply(Transition::ChunkDone { index: 1, problems: vec![] }, NOW, None), Ok(Applied::Unchanged));
         assert_eq!(r.warnings, ["p"]);
 
-        r.apply(Transition::ClaimJoin { node: "tx-a".into() }, NOW).unwrap();
-        assert_eq!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 1_000), Err(Refusal::JoinClaimed { node: "tx-a".into() }));
-        assert_eq!(r.apply(Transition::RefreshJoin { node: "tx-b".into() }, NOW + 2_000), Ok(Applied::Unchanged), "only the holder refreshes");
-        r.apply(Transition::RefreshJoin { node: "tx-a".into() }, NOW + 40_000).unwrap();
-        assert!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 60_000).is_err(), "refreshed: still fresh");
-        r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 40_000 + JOIN_STALE_MS).unwrap();
+        r.apply(Transition::ClaimJoin { node: "tx-a".into() }, NOW, None).unwrap();
+        assert_eq!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 1_000, None), Err(Refusal::JoinClaimed { node: "tx-a".into() }));
+        assert_eq!(r.apply(Transition::RefreshJoin { node: "tx-b".into() }, NOW + 2_000, None), Ok(Applied::Unchanged), "only the holder refreshes");
+        r.apply(Transition::RefreshJoin { node: "tx-a".into() }, NOW + 40_000, None).unwrap();
+        assert!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 60_000, None).is_err(), "refreshed: still fresh");
+        r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 40_000 + JOIN_STALE_MS, None).unwrap();
         assert_eq!(r.chunks.unwrap().joining, Some(("tx-b".into(), NOW + 40_000 + JOIN_STALE_MS)), "a stale claim is taken over");
     }
 }
