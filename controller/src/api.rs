@@ -13,9 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleet_protocol::bus::Bus;
 use fleet_protocol::job::JobRequest;
 use fleet_protocol::{JobRecord, JobState, SafeId};
+use fleet_runtime::bus::Bus;
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -102,7 +102,7 @@ async fn start_recording(
 
 async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
-    let (record, _) = state.bus.jobs.get(&id).await?.ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
+    let (record, _) = state.bus.jobs().get(&id).await?.ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
     Ok(Json(record))
 }
 
@@ -142,8 +142,11 @@ async fn list_recordings(
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let mut records =
-        state.bus.jobs.list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s)).await?;
+    let mut records = state
+        .bus
+        .jobs()
+        .list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s))
+        .await?;
     records.truncate(limit);
     Ok(Json(serde_json::json!({ "recordings": records })))
 }

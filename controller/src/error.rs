@@ -53,9 +53,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<fleet_protocol::bus::BusError> for ApiError {
-    fn from(err: fleet_protocol::bus::BusError) -> Self {
-        use fleet_protocol::bus::BusError;
+impl From<fleet_runtime::bus::BusError> for ApiError {
+    fn from(err: fleet_runtime::bus::BusError) -> Self {
+        use fleet_runtime::bus::BusError;
         match err {
             BusError::NotFound(id) => ApiError::not_found(format!("recording {id} not found")),
             BusError::Refused(refusal) => ApiError::conflict(refusal.to_string()),

@@ -3,9 +3,9 @@
 //! own, so each catches up by itself after a restart; one loop, here, runs them all.
 
 use async_nats::jetstream::{AckKind, consumer};
-use fleet_protocol::bus::Bus;
 use fleet_protocol::events::{EventKind, JobEvent};
 use fleet_protocol::{JobRecord, JobState, SafeId};
+use fleet_runtime::bus::Bus;
 use futures::StreamExt;
 use std::future::Future;
 use std::sync::Arc;
@@ -105,13 +105,13 @@ fn keep_alive(message: async_nats::jetstream::Message) -> tokio::task::JoinHandl
 
 /// A durable consumer of every job event, named `name`.
 async fn events_consumer(bus: &Bus, name: &str, delivery: Delivery) -> Result<consumer::PullConsumer, async_nats::Error> {
-    let stream = bus.js.get_stream(&bus.names.events_stream).await?;
+    let stream = bus.js().get_stream(&bus.names().events_stream).await?;
     let consumer = stream
         .get_or_create_consumer(
             name,
             consumer::pull::Config {
                 durable_name: Some(name.to_string()),
-                filter_subject: bus.names.events_wildcard(),
+                filter_subject: bus.names().events_wildcard(),
                 // A new controller starts from now; an existing durable resumes where it stopped.
                 deliver_policy: consumer::DeliverPolicy::New,
                 ack_wait: Duration::from_secs(30),

@@ -2,10 +2,10 @@
 //! goes through, so validation, queueing and the stop rules never differ between them.
 
 use crate::error::ApiError;
-use fleet_protocol::bus::Bus;
 use fleet_protocol::job::{FileJob, Origin, RecordJob, TranscodeJob};
 use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobRequest, JobState, SafeId, Transition};
+use fleet_runtime::bus::Bus;
 
 /// Validates `request`, stores the new job record and queues it for a recorder.
 /// `id_prefix` makes ids readable per door (`rec`, `EG`).
@@ -19,15 +19,15 @@ pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: 
     request.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     let mut record = JobRecord::new(id, request, now_ms());
     record.origin = origin;
-    match bus.jobs.create(&record).await {
+    match bus.jobs().create(&record).await {
         Ok(_) => {}
-        Err(fleet_protocol::bus::BusError::AlreadyExists(id)) => return Err(ApiError::conflict(format!("recording {id} exists already"))),
+        Err(fleet_runtime::bus::BusError::AlreadyExists(id)) => return Err(ApiError::conflict(format!("recording {id} exists already"))),
         Err(err) => return Err(err.into()),
     }
     let message = RecordJob { job_id: record.id.clone(), handover_from: None };
-    if let Err(err) = bus.enqueue(&bus.names.record_subject, record.id.as_str(), &message).await {
+    if let Err(err) = bus.enqueue(&bus.names().record_subject, record.id.as_str(), &message).await {
         let reason = format!("could not queue the recording: {err}");
-        let _ = bus.jobs.apply(&record.id, None, Transition::Fail { error: reason.clone() }).await;
+        let _ = bus.jobs().apply(&record.id, None, Transition::Fail { error: reason.clone() }).await;
         return Err(ApiError::unavailable(reason));
     }
     tracing::info!(job_id = %record.id, room = %record.request.room, "recording requested");
@@ -44,9 +44,9 @@ pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, fil
     record.state = JobState::Transcoding;
     record.origin = Some(origin);
     record.files = Some(files);
-    match bus.jobs.create(&record).await {
+    match bus.jobs().create(&record).await {
         Ok(_) => {}
-        Err(fleet_protocol::bus::BusError::AlreadyExists(_)) => {
+        Err(fleet_runtime::bus::BusError::AlreadyExists(_)) => {
             tracing::info!(job_id = %record.id, "file job exists already (a redelivered request)");
         }
         Err(err) => return Err(err.into()),
@@ -62,7 +62,7 @@ pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, fil
 /// Asks a recording to stop: a job no recorder took yet is aborted at once; a capturing one gets
 /// `desired: stop`, which its recorder watches. A job past capture is refused with the reason.
 pub async fn stop(bus: &Bus, id: &SafeId) -> Result<JobRecord, ApiError> {
-    let (record, _) = bus.jobs.apply(id, None, Transition::RequestStop).await?;
+    let (record, _) = bus.jobs().apply(id, None, Transition::RequestStop).await?;
     tracing::info!(job_id = %id, state = record.state.as_str(), "stop requested");
     Ok(record)
 }

@@ -7,8 +7,8 @@ use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
 use fleet_controller::{ControllerConfig, event_sinks, node_requests, state_events, webhooks};
 use fleet_controller::{egress, plugnmeet, tls};
-use fleet_protocol::bus::{Bus, QueueSettings, Topology};
-use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_runtime::bus::{Bus, QueueSettings, Topology};
+use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +63,7 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    fleet_protocol::tls::install_crypto_provider();
+    fleet_runtime::tls::install_crypto_provider();
     let args = Args::parse();
     match args.command {
         Some(Command::HashKey { key }) => {
@@ -71,13 +71,13 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::NatsUsers { out, controller, recorders, transcoders, both }) => {
-            let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
+            let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
             return nats_users::write(&config.nats.names, &out, controller, recorders, transcoders, both);
         }
         None => {}
     }
-    let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
-    fleet_protocol::logging::init(&config.log);
+    let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
+    fleet_runtime::logging::init(&config.log);
     let keys = ApiKeys::from_config(&config.controller.auth)?;
     let bus = Bus::connect(&config.nats, &config.queues, "controller", Topology::Own).await.context("connecting to NATS")?;
     let job_changes = state_events::prepare(&bus).await.context("reading the job bucket's changes")?;
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let plugnmeet_door = if config.controller.plugnmeet.enabled {
         let storage = match config.controller.plugnmeet.main_path {
-            Some(_) => Some(fleet_protocol::storage::Storage::from_config(&config.storage).await.context("opening storage")?),
+            Some(_) => Some(fleet_runtime::storage::Storage::from_config(&config.storage).await.context("opening storage")?),
             None => None,
         };
         Some(plugnmeet::Door::start(bus.clone(), config.controller.plugnmeet.clone(), storage).await.context("plugNmeet drop-in")?)
@@ -116,8 +116,8 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, https = tls.is_some(), "controller listening");
     let state = AppState { bus, keys, metrics, config: Arc::new(config.controller) };
     match tls {
-        Some(acceptor) => tls::serve(listener, acceptor, router(state), fleet_protocol::process::shutdown_signal()).await,
-        None => axum::serve(listener, router(state)).with_graceful_shutdown(fleet_protocol::process::shutdown_signal()).await?,
+        Some(acceptor) => tls::serve(listener, acceptor, router(state), fleet_runtime::process::shutdown_signal()).await,
+        None => axum::serve(listener, router(state)).with_graceful_shutdown(fleet_runtime::process::shutdown_signal()).await?,
     }
     if let Some(door) = plugnmeet_door {
         door.shutdown().await;
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn the_shipped_sample_configuration_loads() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/controller.toml");
-        let loaded: Result<super::Config, _> = fleet_protocol::config::load(Some(&path));
+        let loaded: Result<super::Config, _> = fleet_runtime::config::load(Some(&path));
         assert!(loaded.is_ok(), "{}: {}", path.display(), loaded.err().map(|e| e.to_string()).unwrap_or_default());
     }
 }

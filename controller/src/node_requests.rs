@@ -3,9 +3,9 @@
 //! goes through `JobStore::apply`, the one write path. Controllers share the subscription as a queue
 //! group, so any of them answers.
 
-use fleet_protocol::bus::{Bus, BusError};
 use fleet_protocol::job_requests::{ApplyReply, ApplyRequest, Requester, authorize, requester_from_subject};
 use fleet_protocol::time::now_ms;
+use fleet_runtime::bus::{Bus, BusError};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,11 +33,11 @@ impl AnsweredRequests {
 
 /// Subscribes to every node's requests (before the controller says it is up, so none is missed).
 pub async fn subscribe(bus: &Bus) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
-    bus.client.queue_subscribe(format!("{}.>", bus.names.job_requests_prefix), "controllers".into()).await
+    bus.client().queue_subscribe(format!("{}.>", bus.names().job_requests_prefix), "controllers".into()).await
 }
 
 pub async fn serve(bus: Bus, mut requests: async_nats::Subscriber) {
-    let prefix = bus.names.job_requests_prefix.clone();
+    let prefix = bus.names().job_requests_prefix.clone();
     let answered = Arc::new(Mutex::new(AnsweredRequests::default()));
     while let Some(message) = requests.next().await {
         let (bus, answered, prefix) = (bus.clone(), answered.clone(), prefix.clone());
@@ -45,7 +45,7 @@ pub async fn serve(bus: Bus, mut requests: async_nats::Subscriber) {
             let Some(reply_to) = message.reply.clone() else { return };
             let reply = answer(&bus, &answered, &prefix, &message).await;
             let payload = serde_json::to_vec(&reply).expect("replies serialize");
-            if let Err(err) = bus.client.publish(reply_to, payload.into()).await {
+            if let Err(err) = bus.client().publish(reply_to, payload.into()).await {
                 tracing::warn!(%err, "could not answer a node's job request");
             }
         });
@@ -73,7 +73,7 @@ async fn answer(bus: &Bus, answered: &Mutex<AnsweredRequests>, prefix: &str, mes
 async fn apply(bus: &Bus, requester: &Requester, request: &ApplyRequest) -> ApplyReply {
     let job_id = &request.job_id;
     let allowed = |record: &fleet_protocol::JobRecord| authorize(record, requester, &request.transition);
-    match bus.jobs.apply_if(job_id, Some(&requester.node), request.transition.clone(), allowed).await {
+    match bus.jobs().apply_if(job_id, Some(&requester.node), request.transition.clone(), allowed).await {
         Ok((record, applied)) => ApplyReply::Applied { record: Box::new(record), applied },
         Err(BusError::Refused(refusal)) => ApplyReply::Refused { refusal },
         Err(BusError::Forbidden(reason)) => {

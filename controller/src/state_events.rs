@@ -5,10 +5,11 @@
 //! controller that dies mid-way publishes the rest when it comes back.
 
 use async_nats::jetstream::{self, AckKind, consumer};
-use fleet_protocol::bus::{Bus, BusError, state_event_id, store_event};
+use fleet_protocol::SafeId;
 use fleet_protocol::events::{EventKind, JobEvent};
 use fleet_protocol::job::JobRecord;
-use fleet_protocol::{SafeId, retry};
+use fleet_runtime::bus::{Bus, BusError, state_event_id, store_event};
+use fleet_runtime::retry;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,7 +39,7 @@ pub fn events_for(record: &JobRecord, revision: u64, published: Option<u32>) -> 
 /// The durable consumer on the bucket's stream, from its first revision.
 pub async fn prepare(bus: &Bus) -> Result<consumer::PullConsumer, BusError> {
     let nats = |err: &dyn std::fmt::Display| BusError::Nats(err.to_string());
-    let stream = bus.js.get_stream(format!("KV_{}", bus.names.jobs_bucket)).await.map_err(|e| nats(&e))?;
+    let stream = bus.js().get_stream(format!("KV_{}", bus.names().jobs_bucket)).await.map_err(|e| nats(&e))?;
     let config = consumer::pull::Config {
         durable_name: Some(CONSUMER.into()),
         deliver_policy: consumer::DeliverPolicy::All,
@@ -51,7 +52,7 @@ pub async fn prepare(bus: &Bus) -> Result<consumer::PullConsumer, BusError> {
 }
 
 pub async fn run(bus: Bus, consumer: consumer::PullConsumer) {
-    let prefix = format!("$KV.{}.", bus.names.jobs_bucket);
+    let prefix = format!("$KV.{}.", bus.names().jobs_bucket);
     let mut published: HashMap<SafeId, u32> = HashMap::new();
     loop {
         let mut messages = match consumer.messages().await {
@@ -103,7 +104,7 @@ async fn store_until_stored(bus: &Bus, message: &jetstream::Message, id: &str, e
     use backon::BackoffBuilder;
     let mut delays = retry::for_about(Duration::MAX, Duration::from_millis(100), Duration::from_secs(5)).build();
     loop {
-        match store_event(&bus.js, &bus.names, event, Some(id)).await {
+        match store_event(bus.js(), bus.names(), event, Some(id)).await {
             Ok(()) => return,
             Err(err) => {
                 tracing::warn!(%err, job_id = %event.job_id, "state event not stored yet; retrying");

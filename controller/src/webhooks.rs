@@ -85,7 +85,7 @@ async fn deliver(http: &reqwest::Client, config: &WebhookConfig, url: &str, even
             .body(body.clone());
         http_post::send(request).await
     };
-    let schedule = fleet_protocol::retry::attempts(config.max_attempts.max(1) as usize, Duration::from_secs(1), Duration::from_secs(20));
+    let schedule = fleet_runtime::retry::attempts(config.max_attempts.max(1) as usize, Duration::from_secs(1), Duration::from_secs(20));
     match post.retry(schedule).notify(|failed, _| tracing::warn!(delivery, url, %failed, "webhook failed; retrying")).await {
         Ok(()) => {
             tracing::debug!(delivery, url, "webhook delivered");

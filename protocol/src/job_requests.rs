@@ -4,13 +4,11 @@
 //! node the controller reads from the subject are the ones the server authenticated; a recorder's login
 //! therefore cannot complete, fail or rewrite a job it does not hold.
 
-use crate::bus::BusError;
 use crate::ids::SafeId;
 use crate::job::JobRecord;
 use crate::nats_access::Role;
 use crate::transition::{Applied, Refusal, Transition};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// One transition a node asks for. `request_id` is the same on every retry, so a retry whose first try
 /// was applied (its reply lost) gets that first answer back instead of applying twice.
@@ -142,60 +140,6 @@ fn transition_name(transition: &Transition) -> String {
     serde_json::to_value(transition).ok().and_then(|v| v.get("transition").and_then(|t| t.as_str()).map(str::to_string)).unwrap_or_default()
 }
 
-/// A node's side: sends transitions to the controller and waits for the answer, retrying (same
-/// request id) while no controller answers, e.g. during its restart.
-#[derive(Clone)]
-pub struct JobRequests {
-    client: async_nats::Client,
-    subject: String,
-    /// How long to keep asking while no controller answers.
-    patience: Duration,
-}
-
-impl JobRequests {
-    pub fn new(client: async_nats::Client, prefix: &str, role: Role, node: &str) -> Self {
-        Self { client, subject: subject(prefix, role, node), patience: Duration::from_secs(120) }
-    }
-
-    /// Applies `transition` to job `id` through the controller: the record as stored afterwards and what
-    /// was done, or why not.
-    pub async fn apply(&self, id: &SafeId, transition: Transition) -> Result<(JobRecord, Applied), BusError> {
-        let request = ApplyRequest { request_id: random_request_id(), job_id: id.clone(), transition };
-        let payload: bytes::Bytes = serde_json::to_vec(&request).expect("requests serialize").into();
-        let ask = || async {
-            let answer = tokio::time::timeout(Duration::from_secs(10), self.client.request(self.subject.clone(), payload.clone()))
-                .await
-                .map_err(|_| BusError::Nats("the controller did not answer in 10 s".into()))?
-                .map_err(|err| BusError::Nats(format!("asking the controller: {err}")))?;
-            let reply: ApplyReply =
-                serde_json::from_slice(&answer.payload).map_err(|err| BusError::Nats(format!("unreadable answer from the controller: {err}")))?;
-            match reply {
-                ApplyReply::Failed { error } => Err(BusError::Nats(format!("the controller could not apply it: {error}"))),
-                other => Ok(other),
-            }
-        };
-        use backon::Retryable;
-        let schedule = crate::retry::for_about(self.patience, Duration::from_millis(200), Duration::from_secs(5));
-        let reply = ask
-            .retry(schedule)
-            .notify(
-                |err, delay| tracing::warn!(%err, job_id = %id, retry_in_ms = delay.as_millis() as u64, "job change not applied yet; asking again"),
-            )
-            .await?;
-        match reply {
-            ApplyReply::Applied { record, applied } => Ok((*record, applied)),
-            ApplyReply::Refused { refusal } => Err(BusError::Refused(refusal)),
-            ApplyReply::Forbidden { reason } => Err(BusError::Forbidden(reason)),
-            ApplyReply::NotFound => Err(BusError::NotFound(id.clone())),
-            ApplyReply::Failed { .. } => unreachable!("retried above"),
-        }
-    }
-}
-
-fn random_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,7 +267,7 @@ mod tests {
 
     #[test]
     fn requests_and_replies_round_trip() {
-        let request = ApplyRequest { request_id: random_request_id(), job_id: SafeId::parse("rec_t").unwrap(), transition: end() };
+        let request = ApplyRequest { request_id: "r1".into(), job_id: SafeId::parse("rec_t").unwrap(), transition: end() };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ApplyRequest>(&json).unwrap(), request);
         for reply in [

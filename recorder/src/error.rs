@@ -2,8 +2,8 @@
 //! session's media that could not be stored (the session fails with this reason).
 
 use fleet_protocol::SafeId;
-use fleet_protocol::bus::BusError;
-use fleet_protocol::storage::StorageError;
+use fleet_runtime::bus::BusError;
+use fleet_runtime::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -6,7 +6,6 @@ mod capture;
 pub mod config;
 mod disk;
 mod error;
-mod livekit;
 mod recovery;
 mod session;
 mod timeline;

@@ -2,13 +2,13 @@
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use fleet_protocol::bus::{Bus, QueueSettings, Topology};
-use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
 use fleet_protocol::job_requests::embedded_transcoder_id;
 use fleet_protocol::nats_access::Role;
-use fleet_protocol::process::{host_name, shutdown_signal};
-use fleet_protocol::storage::Storage;
 use fleet_recorder::{Recorder, RecorderConfig};
+use fleet_runtime::bus::{Bus, QueueSettings, Topology};
+use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_runtime::process::{host_name, shutdown_signal};
+use fleet_runtime::storage::Storage;
 use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -64,10 +64,10 @@ impl Default for Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    fleet_protocol::tls::install_crypto_provider();
+    fleet_runtime::tls::install_crypto_provider();
     let args = Args::parse();
-    let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
-    fleet_protocol::logging::init(&config.log);
+    let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
+    fleet_runtime::logging::init(&config.log);
     let node_id = args.node_id.or(config.node_id).unwrap_or_else(host_name);
     fleet_protocol::SafeId::parse(node_id.as_str()).context("node id")?;
     let bus = Bus::connect(&config.nats, &config.queues, &node_id, Topology::Use).await.context("connecting to NATS")?;
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     if args.mode == Mode::Both {
         let identity = WorkerIdentity { node_id: embedded_transcoder_id(&node_id), mode: "both".into() };
         let recording = recorder.clone();
-        let yield_to: fleet_protocol::queue::UrgentWork = std::sync::Arc::new(move || recording.is_recording());
+        let yield_to: fleet_runtime::queue::UrgentWork = std::sync::Arc::new(move || recording.is_recording());
         let transcoder =
             Transcoder::new(bus.clone(), bus.job_requests(Role::Both, &node_id), storage, config.transcoder, identity, Some(yield_to)).await?;
         workers.spawn(transcoder.run(shutdown_rx));
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn the_shipped_sample_configuration_loads() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/recorder.toml");
-        let loaded: Result<super::Config, _> = fleet_protocol::config::load(Some(&path));
+        let loaded: Result<super::Config, _> = fleet_runtime::config::load(Some(&path));
         assert!(loaded.is_ok(), "{}: {}", path.display(), loaded.err().map(|e| e.to_string()).unwrap_or_default());
     }
 }

@@ -5,8 +5,8 @@
 
 use crate::worker::Recorder;
 use fleet_pipelines::segment_writer::segment_seq;
-use fleet_protocol::storage::StorageError;
 use fleet_protocol::{SafeId, keys};
+use fleet_runtime::storage::StorageError;
 use std::path::{Path, PathBuf};
 
 /// A session directory left in the spool by an earlier process.

@@ -3,7 +3,7 @@
 
 use crate::error::RecordError;
 use backon::Retryable;
-use fleet_protocol::storage::Storage;
+use fleet_runtime::storage::Storage;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ impl Uploader {
 
 async fn upload_one(storage: &Storage, path: &Path, key: &str, retry_limit: Duration) -> Result<(), RecordError> {
     (|| storage.put_file(key, path))
-        .retry(fleet_protocol::retry::for_about(retry_limit, Duration::from_millis(500), Duration::from_secs(30)))
+        .retry(fleet_runtime::retry::for_about(retry_limit, Duration::from_millis(500), Duration::from_secs(30)))
         .notify(|err, retry_in| tracing::warn!(%err, key, retry_in_ms = retry_in.as_millis() as u64, "segment upload failed; retrying"))
         .await
         .map_err(|source| RecordError::UploadGaveUp { key: key.into(), seconds: retry_limit.as_secs(), source })

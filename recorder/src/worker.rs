@@ -5,13 +5,13 @@ use crate::config::RecorderConfig;
 use crate::session;
 use async_nats::jetstream;
 use fleet_protocol::SafeId;
-use fleet_protocol::bus::Bus;
-use fleet_protocol::cpu::{CpuSampler, cores};
-use fleet_protocol::job_requests::JobRequests;
 use fleet_protocol::node::{NodeInfo, NodeRole};
-use fleet_protocol::queue::{self, Capacity};
-use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
+use fleet_runtime::bus::Bus;
+use fleet_runtime::cpu::{CpuSampler, cores};
+use fleet_runtime::job_client::JobRequests;
+use fleet_runtime::queue::{self, Capacity};
+use fleet_runtime::storage::Storage;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,7 +84,7 @@ impl Recorder {
         };
         let worker = self.clone();
         let stop = shutdown.clone();
-        queue::serve(&[&self.bus.record_consumer], capacity, shutdown, move |message| {
+        queue::serve(&[self.bus.record_consumer()], capacity, shutdown, move |message| {
             session::handle_delivery(worker.clone(), message, stop.clone())
         })
         .await;

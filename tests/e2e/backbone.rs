@@ -512,7 +512,7 @@ async fn api_nats_and_s3_over_tls_record_and_refuse_clients_that_skip_it() {
     let refused = client().get(format!("https://127.0.0.1:{}/v1/recordings", setup.port)).send().await.unwrap_err();
     assert!(format!("{refused:?}").to_lowercase().contains("certificate"), "not a certificate refusal: {refused:?}");
     // A NATS client without the CA does not get in either, asking for TLS or not.
-    fleet_protocol::tls::install_crypto_provider();
+    fleet_runtime::tls::install_crypto_provider();
     for require_tls in [true, false] {
         let nats =
             tokio::time::timeout(Duration::from_secs(10), async_nats::ConnectOptions::new().require_tls(require_tls).connect(setup.nats.url())).await;
@@ -521,9 +521,9 @@ async fn api_nats_and_s3_over_tls_record_and_refuse_clients_that_skip_it() {
         assert!(matches!(nats, Ok(Err(_))), "a NATS client that does not trust the CA was not refused: {refused}");
     }
     // Storage without the CA refuses the S3 server's certificate.
-    let untrusting = fleet_protocol::config::StorageConfig {
-        kind: fleet_protocol::config::StorageKind::S3,
-        s3: fleet_protocol::config::S3Config {
+    let untrusting = fleet_runtime::config::StorageConfig {
+        kind: fleet_runtime::config::StorageKind::S3,
+        s3: fleet_runtime::config::S3Config {
             endpoint: Some(s3_https),
             access_key_id: Some(fleet_tests::S3_ACCESS_KEY.into()),
             secret_access_key: Some(fleet_tests::S3_SECRET_KEY.into()),
@@ -532,7 +532,7 @@ async fn api_nats_and_s3_over_tls_record_and_refuse_clients_that_skip_it() {
         },
         ..Default::default()
     };
-    let storage = fleet_protocol::storage::Storage::from_config(&untrusting).await.unwrap();
+    let storage = fleet_runtime::storage::Storage::from_config(&untrusting).await.unwrap();
     let refused = storage.put_bytes("tls-check/object", b"x".to_vec()).await.unwrap_err().to_string();
     assert!(refused.to_lowercase().contains("certificate"), "not a certificate refusal: {refused}");
     // The controller's key is checked over HTTPS as over HTTP.

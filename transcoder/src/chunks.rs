@@ -1,13 +1,14 @@
 //! Chunked transcode of long recordings. The transcoder that takes the job splits the recording's
 //! video into chunks of `chunk_seconds`, records the plan in the job record and queues one message per
 //! chunk, so every free transcoder takes one. Each chunk is composited and encoded on its own, starting
-//! on a keyframe; its worker uploads it and marks it done in the record (compare-and-set). The worker
+//! on a keyframe; its ctx uploads it and marks it done in the record (compare-and-set). The ctx
 //! whose mark completes the plan joins the chunks without re-encoding, with the audio mixed once for the
 //! whole recording (cheap, and AAC frames never straddle a cut), and finishes the job as usual.
 
+use crate::context::{Done, JobContext};
 use crate::error::{Context, TranscodeError};
-use crate::job::{self, Done, Produced};
-use crate::worker::Transcoder;
+use crate::stages::publish::Produced;
+use crate::stages::{encode, prepare, publish};
 use fleet_pipelines::transcode::{self, Window};
 use fleet_protocol::job::{ChunkPlan, TranscodeJob};
 use fleet_protocol::transition::JOIN_STALE_MS;
@@ -16,29 +17,29 @@ use std::sync::Arc;
 
 /// Splits the job into chunks when it is long enough; true when the chunks were queued (the job's own
 /// message is then done with).
-pub async fn split(worker: &Transcoder, record: &JobRecord) -> Result<bool, TranscodeError> {
-    let chunk_ns = worker.config.chunk_seconds * 1_000_000_000;
+pub async fn split(ctx: &JobContext, record: &JobRecord) -> Result<bool, TranscodeError> {
+    let chunk_ns = ctx.config.chunk_seconds * 1_000_000_000;
     let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
     if chunk_ns == 0 || record.request.audio_only || duration_ns <= chunk_ns {
         return Ok(false);
     }
     // A redelivered job keeps the plan it already has.
     let planned = Transition::PlanChunks(ChunkPlan::new(duration_ns, chunk_ns));
-    let (record, _) = worker.jobs.apply(&record.id, planned).await?;
-    let subject = worker.bus.transcode_subject_for(&record).to_string();
+    let (record, _) = ctx.jobs.apply(&record.id, planned).await?;
+    let subject = ctx.bus.transcode_subject_for(&record).to_string();
     let plan = record.chunks.expect("the plan was just stored");
     for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
         // Fixed message ids: queueing again after a crash does not duplicate a chunk.
         let message_id = format!("transcode-{}-chunk-{index}", record.id);
         let message = TranscodeJob { job_id: record.id.clone(), chunk: Some(index) };
-        worker.bus.enqueue(&subject, &message_id, &message).await?;
+        ctx.bus.enqueue(&subject, &message_id, &message).await?;
     }
-    tracing::info!(chunks = plan.count, chunk_s = worker.config.chunk_seconds, "recording split into chunks");
+    tracing::info!(chunks = plan.count, chunk_s = ctx.config.chunk_seconds, "recording split into chunks");
     Ok(true)
 }
 
 /// Transcodes chunk `index` (unless it is done already) and joins the recording if that completed it.
-pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index: u32) -> Result<Done, TranscodeError> {
+pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u32) -> Result<Done, TranscodeError> {
     // A chunk message that does not fit the record is foreign or stale: dropped, the job untouched.
     let Some(plan) = record.chunks.clone().filter(|plan| index < plan.count) else {
         tracing::warn!(index, plan = ?record.chunks, "chunk message that does not match the job's chunk plan; dropped");
@@ -52,15 +53,15 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
     if !plan.done.contains(&index) {
         let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
         let (start_ns, end_ns) = plan.window(index, duration_ns);
-        let scratch = job::scratch_dir(worker, &record.id).await?;
-        let prepared = job::prepare(worker, &record, scratch.path()).await?;
+        let scratch = prepare::scratch_dir(ctx, &record.id).await?;
+        let prepared = prepare::prepare(ctx, &record, scratch.path()).await?;
         let path = scratch.path().join(format!("chunk-{index}.mp4"));
         let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
-        let (report, _encoder) = job::run_with_fallback(worker, &record.id, spec, start_ns as f64 / 1e9).await?;
-        worker.storage.put_file(&keys::chunk(&record.id, index), &path).await.context("chunk upload")?;
+        let (report, _encoder) = encode::run_with_fallback(ctx, &record.id, spec, start_ns as f64 / 1e9).await?;
+        ctx.storage.put_file(&keys::chunk(&record.id, index), &path).await.context("chunk upload")?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
         let done = Transition::ChunkDone { index, problems: report.problems };
-        record = worker.jobs.apply(&record.id, done).await?.0;
+        record = ctx.jobs.apply(&record.id, done).await?.0;
     }
     if !record.chunks.as_ref().is_some_and(ChunkPlan::is_complete) || record.state.is_terminal() {
         return Ok(Done::NothingToDo);
@@ -68,14 +69,14 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
     // Exactly one join at a time: claimed in the record and refreshed while it runs. This delivery of a
     // chunk came back because its holder stopped answering; if that holder's claim is still fresh, look
     // again once it would have gone stale.
-    let node = worker.identity.node_id.to_string();
-    match worker.jobs.apply(&record.id, Transition::ClaimJoin { node }).await {
-        Ok((record, _)) => join(worker, &record).await,
-        Err(fleet_protocol::bus::BusError::Refused(reason @ Refusal::JoinClaimed { .. })) => {
+    let node = ctx.node_id.to_string();
+    match ctx.jobs.apply(&record.id, Transition::ClaimJoin { node }).await {
+        Ok((record, _)) => join(ctx, &record).await,
+        Err(fleet_runtime::bus::BusError::Refused(reason @ Refusal::JoinClaimed { .. })) => {
             tracing::info!(%reason, "not joining now; will look again");
             Ok(Done::Later(std::time::Duration::from_millis(JOIN_STALE_MS)))
         }
-        Err(fleet_protocol::bus::BusError::Refused(reason)) => {
+        Err(fleet_runtime::bus::BusError::Refused(reason)) => {
             tracing::info!(%reason, "not joining");
             Ok(Done::NothingToDo)
         }
@@ -87,45 +88,45 @@ pub async fn transcode_chunk(worker: &Arc<Transcoder>, record: JobRecord, index:
 const JOIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Joins every chunk with the whole recording's audio and finishes the job.
-async fn join(worker: &Arc<Transcoder>, record: &JobRecord) -> Result<Done, TranscodeError> {
+async fn join(ctx: &Arc<JobContext>, record: &JobRecord) -> Result<Done, TranscodeError> {
     let plan = record.chunks.as_ref().expect("joined only with a complete plan");
     tracing::info!(chunks = plan.count, "joining the chunks");
     let refresher = {
-        let (worker, id) = (worker.clone(), record.id.clone());
+        let (ctx, id) = (ctx.clone(), record.id.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(JOIN_REFRESH).await;
-                let refresh = Transition::RefreshJoin { node: worker.identity.node_id.to_string() };
-                let _ = worker.jobs.apply(&id, refresh).await;
+                let refresh = Transition::RefreshJoin { node: ctx.node_id.to_string() };
+                let _ = ctx.jobs.apply(&id, refresh).await;
             }
         })
     };
-    let result = join_chunks(worker, record, plan).await;
+    let result = join_chunks(ctx, record, plan).await;
     refresher.abort();
     result
 }
 
-async fn join_chunks(worker: &Arc<Transcoder>, record: &JobRecord, plan: &ChunkPlan) -> Result<Done, TranscodeError> {
-    let scratch = job::scratch_dir(worker, &record.id).await?;
-    let prepared = job::prepare(worker, record, scratch.path()).await?;
+async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan) -> Result<Done, TranscodeError> {
+    let scratch = prepare::scratch_dir(ctx, &record.id).await?;
+    let prepared = prepare::prepare(ctx, record, scratch.path()).await?;
     let mut chunks = Vec::new();
     for index in 0..plan.count {
         let path = scratch.path().join(format!("chunk-{index:05}.mp4"));
-        worker.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.context(format!("chunk {index}"))?;
+        ctx.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.context(format!("chunk {index}"))?;
         chunks.push(path);
     }
     let audio = scratch.path().join("audio.m4a");
     let spec = transcode::TranscodeSpec { audio_only: true, schedule: None, video_window: None, output: audio.clone(), ..prepared.spec.clone() };
     let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {})).await.context("transcode thread")?.context("audio")?;
     let mut problems = report.problems;
-    let participant_files = job::participant_audio(&prepared, scratch.path(), &mut problems).await?;
+    let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     let output = scratch.path().join(format!("{}.mp4", record.id));
     let (out, audio_in) = (output.clone(), audio.clone());
     tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out)).await.context("join thread")?.context("join")?;
     // Assumes every chunk used this node's encoder. Known gap: chunks made by different encoders (a GPU
     // node and a CPU node, or a GPU fallback) have different H.264 parameter sets and fail to join.
     let encoder = prepared.spec.encoder.clone();
-    job::finish(worker, record, &prepared, Produced { path: output, extension: "mp4", encoder, problems, participant_files }).await
+    publish::publish(ctx, record, &prepared, Produced { path: output, extension: "mp4", encoder, problems, participant_files }).await
 }
 
 #[cfg(test)]

@@ -48,11 +48,11 @@ mod tests {
     use super::*;
     use fleet_pipelines::encoders::SpeedPreset;
 
-    fn load_with(line: &str) -> Result<TranscoderConfig, fleet_protocol::config::ConfigError> {
+    fn load_with(line: &str) -> Result<TranscoderConfig, fleet_runtime::config::ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("transcoder.toml");
         std::fs::write(&file, line).unwrap();
-        fleet_protocol::config::load(Some(&file))
+        fleet_runtime::config::load(Some(&file))
     }
 
     #[test]

@@ -4,8 +4,8 @@
 use crate::inputs::InputError;
 use fleet_pipelines::PipelineError;
 use fleet_pipelines::mp4_info::Mp4Error;
-use fleet_protocol::bus::BusError;
-use fleet_protocol::storage::StorageError;
+use fleet_runtime::bus::BusError;
+use fleet_runtime::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TranscodeError {

@@ -2,10 +2,9 @@
 //! `main_path` mounted on the transcoder) re-encoded, one after another, into one MP4 written next to
 //! them: plugNmeet's post-recording transcode and its merge of recordings.
 
+use crate::context::{Done, JobContext};
 use crate::error::{Context, TranscodeError};
-use crate::job::Done;
 use crate::manifest::{codec_name, sha256_file};
-use crate::worker::Transcoder;
 use fleet_pipelines::{file_transcode, mp4_info};
 use fleet_protocol::job::{FileJob, OutputInfo};
 use fleet_protocol::{JobRecord, Transition};
@@ -21,8 +20,8 @@ pub fn resolve(root: &Path, relative: &str) -> Result<PathBuf, TranscodeError> {
     Ok(root.join(path))
 }
 
-pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files: &FileJob) -> Result<Done, TranscodeError> {
-    let root = worker
+pub async fn transcode_files(ctx: &Arc<JobContext>, record: &JobRecord, files: &FileJob) -> Result<Done, TranscodeError> {
+    let root = ctx
         .config
         .shared_files_root
         .clone()
@@ -39,14 +38,14 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
     let spec = file_transcode::FileTranscodeSpec {
         inputs,
         output: partial.clone(),
-        encoder: worker.encoder_for(record.request.gpu)?,
-        speed_preset: worker.config.x264_speed_preset,
+        encoder: ctx.encoder_for(record.request.gpu)?,
+        speed_preset: ctx.config.x264_speed_preset,
         width,
         height,
         fps,
         video_kbps,
-        audio_bps: worker.config.audio_bitrate_bps,
-        stall_timeout: std::time::Duration::from_secs(worker.config.stall_timeout_s),
+        audio_bps: ctx.config.audio_bitrate_bps,
+        stall_timeout: std::time::Duration::from_secs(ctx.config.stall_timeout_s),
     };
     tracing::info!(inputs = spec.inputs.len(), output = %output.display(), "file transcode");
     tokio::task::spawn_blocking(move || file_transcode::run(&spec)).await.context("transcode thread")?.context("file transcode")?;
@@ -70,7 +69,7 @@ pub async fn transcode_files(worker: &Arc<Transcoder>, record: &JobRecord, files
     };
     tracing::info!(location = %out.location, duration_s = out.duration_s, size_bytes = out.size_bytes, "file transcode done");
     let complete = Transition::Complete { output: out, warnings: Vec::new() };
-    worker.jobs.apply(&record.id, complete).await?;
+    ctx.jobs.apply(&record.id, complete).await?;
     Ok(Done::Completed)
 }
 

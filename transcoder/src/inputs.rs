@@ -4,9 +4,9 @@
 use crate::room_history::{self, RoomEvent, TimedEvent};
 use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
 use fleet_protocol::keys::{self, SegmentKey};
-use fleet_protocol::storage::Storage;
 use fleet_protocol::timeline::{self, Entry};
 use fleet_protocol::{JobRecord, SafeId};
+use fleet_runtime::storage::Storage;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -19,7 +19,7 @@ pub enum InputError {
     #[error("segments of unknown session {0} (not in the job record)")]
     UnknownSession(SafeId),
     #[error("storage: {0}")]
-    Storage(#[from] fleet_protocol::storage::StorageError),
+    Storage(#[from] fleet_runtime::storage::StorageError),
 }
 
 pub struct Inputs {

@@ -4,14 +4,17 @@
 
 mod chunks;
 pub mod config;
+mod context;
+mod delivery;
 mod error;
 mod files;
 mod inputs;
-mod job;
 mod layout_plan;
 mod lipsync;
 mod manifest;
+mod recording;
 mod room_history;
+mod stages;
 mod worker;
 
 pub use config::TranscoderConfig;

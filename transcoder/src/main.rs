@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
-use fleet_protocol::bus::{Bus, QueueSettings, Topology};
-use fleet_protocol::config::{LogConfig, NatsConfig, StorageConfig};
-use fleet_protocol::storage::Storage;
+use fleet_runtime::bus::{Bus, QueueSettings, Topology};
+use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_runtime::storage::Storage;
 use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -33,11 +33,11 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    fleet_protocol::tls::install_crypto_provider();
+    fleet_runtime::tls::install_crypto_provider();
     let args = Args::parse();
-    let config: Config = fleet_protocol::config::load(args.config.as_deref())?;
-    fleet_protocol::logging::init(&config.log);
-    let node_id = args.node_id.or(config.node_id).unwrap_or_else(|| format!("{}-transcoder", fleet_protocol::process::host_name()));
+    let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
+    fleet_runtime::logging::init(&config.log);
+    let node_id = args.node_id.or(config.node_id).unwrap_or_else(|| format!("{}-transcoder", fleet_runtime::process::host_name()));
     let bus = Bus::connect(&config.nats, &config.queues, &node_id, Topology::Use).await.context("connecting to NATS")?;
     let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
     let identity = WorkerIdentity { node_id, mode: "transcoder-only".into() };
@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let transcoder = Transcoder::new(bus, jobs, storage, config.transcoder, identity, None).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        fleet_protocol::process::shutdown_signal().await;
+        fleet_runtime::process::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing running transcodes");
         let _ = shutdown_tx.send(true);
     });
@@ -59,7 +59,7 @@ mod tests {
     #[test]
     fn the_shipped_sample_configuration_loads() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/transcoder.toml");
-        let loaded: Result<super::Config, _> = fleet_protocol::config::load(Some(&path));
+        let loaded: Result<super::Config, _> = fleet_runtime::config::load(Some(&path));
         assert!(loaded.is_ok(), "{}: {}", path.display(), loaded.err().map(|e| e.to_string()).unwrap_or_default());
     }
 }

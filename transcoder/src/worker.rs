@@ -2,20 +2,18 @@
 //! node registry, and drain running jobs on shutdown.
 
 use crate::config::TranscoderConfig;
-use crate::error::TranscodeError;
-use crate::job;
+use crate::context::{JobContext, Running};
+use crate::delivery;
 use async_nats::jetstream::consumer::PullConsumer;
 use fleet_pipelines::encoders;
-use fleet_protocol::bus::Bus;
-use fleet_protocol::cpu::{CpuSampler, cores};
-use fleet_protocol::job::GpuPolicy;
-use fleet_protocol::job_requests::JobRequests;
 use fleet_protocol::node::{NodeInfo, NodeRole};
-use fleet_protocol::queue::{self, Capacity, UrgentWork};
-use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use fleet_runtime::bus::Bus;
+use fleet_runtime::cpu::{CpuSampler, cores};
+use fleet_runtime::job_client::JobRequests;
+use fleet_runtime::queue::{self, Capacity, UrgentWork};
+use fleet_runtime::storage::Storage;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -27,15 +25,9 @@ pub struct WorkerIdentity {
 }
 
 pub struct Transcoder {
-    pub(crate) bus: Bus,
-    /// Job record changes, asked of the controller.
-    pub(crate) jobs: JobRequests,
-    pub(crate) storage: Storage,
-    pub(crate) config: TranscoderConfig,
-    pub(crate) identity: WorkerIdentity,
-    /// Working encoders, best first; the first is used.
-    pub(crate) encoders: Vec<String>,
-    running: Mutex<BTreeSet<String>>,
+    /// All that the jobs it runs see of it.
+    ctx: Arc<JobContext>,
+    identity: WorkerIdentity,
     started_at_ms: u64,
     yield_to: Option<UrgentWork>,
 }
@@ -73,27 +65,24 @@ impl Transcoder {
             wanted => return Err(SetupError::EncoderUnavailable(wanted.to_string(), working)),
         };
         tracing::info!(node_id = %identity.node_id, ?encoders, "transcoder ready");
-        Ok(Arc::new(Self { bus, jobs, storage, config, identity, encoders, running: Mutex::new(BTreeSet::new()), started_at_ms: now_ms(), yield_to }))
+        let ctx = JobContext { bus, jobs, storage, config, node_id: identity.node_id.clone(), encoders, running: Running::default() };
+        Ok(Arc::new(Self { ctx: Arc::new(ctx), identity, started_at_ms: now_ms(), yield_to }))
     }
 
     pub fn encoders(&self) -> &[String] {
-        &self.encoders
-    }
-
-    /// The encoder a job's GPU policy asks for, among this node's working ones (best first).
-    pub(crate) fn encoder_for(&self, policy: GpuPolicy) -> Result<String, TranscodeError> {
-        choose_encoder(&self.encoders, policy)
+        &self.ctx.encoders
     }
 
     /// The transcode queues this node can serve: every node the plain one; nodes with a GPU encoder the
     /// GPU one; nodes with the shared recordings root the file jobs.
     fn queues(&self) -> Vec<&PullConsumer> {
-        let mut queues = vec![&self.bus.transcode_consumer];
-        if self.encoders.iter().any(|e| encoders::is_hardware(e)) {
-            queues.push(&self.bus.transcode_gpu_consumer);
+        let bus = &self.ctx.bus;
+        let mut queues = vec![bus.transcode_consumer()];
+        if self.ctx.encoders.iter().any(|e| encoders::is_hardware(e)) {
+            queues.push(bus.transcode_gpu_consumer());
         }
-        if self.config.shared_files_root.is_some() {
-            queues.push(&self.bus.transcode_files_consumer);
+        if self.ctx.config.shared_files_root.is_some() {
+            queues.push(bus.transcode_files_consumer());
         }
         queues
     }
@@ -104,11 +93,11 @@ impl Transcoder {
             role: NodeRole::Transcoder,
             mode: self.identity.mode.clone(),
             version: fleet_protocol::VERSION.into(),
-            slots: self.config.slots,
-            running_jobs: self.running.lock().unwrap().iter().cloned().collect(),
+            slots: self.ctx.config.slots,
+            running_jobs: self.ctx.running.keys(),
             cpu_load,
             cores: cores(),
-            encoders: self.encoders.clone(),
+            encoders: self.ctx.encoders.clone(),
             draining,
             spool_bytes: 0,
             holding: None,
@@ -120,61 +109,26 @@ impl Transcoder {
     /// Serves transcode jobs until `shutdown` turns true, then lets running jobs finish.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let heartbeat = tokio::spawn(self.clone().heartbeat_loop(shutdown.clone()));
-        let capacity =
-            Capacity { slots: self.config.slots, max_cpu_load: self.config.max_cpu_load, cpu_limit_only_while: self.yield_to.clone(), hold: None };
-        let worker = self.clone();
+        let config = &self.ctx.config;
+        let capacity = Capacity { slots: config.slots, max_cpu_load: config.max_cpu_load, cpu_limit_only_while: self.yield_to.clone(), hold: None };
+        let ctx = self.ctx.clone();
         queue::serve(&self.queues(), capacity, shutdown, move |message| {
-            let worker = worker.clone();
-            async move { job::handle_delivery(&worker, message).await }
+            let ctx = ctx.clone();
+            async move { delivery::handle_delivery(&ctx, message).await }
         })
         .await;
         heartbeat.abort();
-        self.bus.remove_node(&self.identity.node_id).await;
+        self.ctx.bus.remove_node(&self.identity.node_id).await;
     }
 
     async fn heartbeat_loop(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         let sampler = CpuSampler::default();
         loop {
             let info = self.node_info(sampler.sample(), *shutdown.borrow());
-            if let Err(err) = self.bus.heartbeat(&info).await {
+            if let Err(err) = self.ctx.bus.heartbeat(&info).await {
                 tracing::warn!(%err, "heartbeat failed");
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-    }
-
-    pub(crate) fn claim(&self, job_id: &str) -> bool {
-        self.running.lock().unwrap().insert(job_id.to_string())
-    }
-
-    pub(crate) fn release(&self, job_id: &str) {
-        self.running.lock().unwrap().remove(job_id);
-    }
-}
-
-pub(crate) fn choose_encoder(working: &[String], policy: GpuPolicy) -> Result<String, TranscodeError> {
-    let pick = |hardware: bool| working.iter().find(|e| encoders::is_hardware(e) == hardware).cloned();
-    let missing = match policy {
-        GpuPolicy::Any => working.first().cloned().ok_or_else(|| "no working encoder".to_string()),
-        GpuPolicy::Require => pick(true).ok_or_else(|| format!("the job requires a GPU encoder; this node has {working:?}")),
-        GpuPolicy::Forbid => pick(false).ok_or_else(|| format!("the job forbids GPU encoders; this node has only {working:?}")),
-    };
-    missing.map_err(TranscodeError::NoEncoder)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gpu_policy_picks_the_encoder() {
-        let gpu_node: Vec<String> = ["nvh264enc", "x264enc"].map(String::from).to_vec();
-        let cpu_node: Vec<String> = vec!["x264enc".into()];
-        assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Any).unwrap(), "nvh264enc");
-        assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Require).unwrap(), "nvh264enc");
-        assert_eq!(choose_encoder(&gpu_node, GpuPolicy::Forbid).unwrap(), "x264enc");
-        assert_eq!(choose_encoder(&cpu_node, GpuPolicy::Any).unwrap(), "x264enc");
-        assert!(choose_encoder(&cpu_node, GpuPolicy::Require).unwrap_err().to_string().contains("requires a GPU"));
-        assert!(choose_encoder(&["vah264enc".to_string()], GpuPolicy::Forbid).is_err());
     }
 }

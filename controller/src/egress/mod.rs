@@ -136,7 +136,7 @@ async fn start(
 async fn list(state: &AppState, request: &lk::ListEgressRequest) -> Result<lk::ListEgressResponse, TwirpError> {
     let records = state
         .bus
-        .jobs
+        .jobs()
         .list(|r| {
             (request.room_name.is_empty() || r.request.room == request.room_name)
                 && (request.egress_id.is_empty() || r.id.as_str() == request.egress_id)
@@ -149,7 +149,7 @@ async fn list(state: &AppState, request: &lk::ListEgressRequest) -> Result<lk::L
 
 async fn stop(state: &AppState, egress_id: &str) -> Result<lk::EgressInfo, TwirpError> {
     let id = SafeId::parse(egress_id).map_err(|e| TwirpError::invalid_argument(format!("egress_id: {e}")))?;
-    match state.bus.jobs.get(&id).await {
+    match state.bus.jobs().get(&id).await {
         Ok(Some(_)) => {}
         Ok(None) => return Err(TwirpError::not_found("egress does not exist")),
         Err(err) => return Err(TwirpError::unavailable(err.to_string())),

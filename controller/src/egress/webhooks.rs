@@ -85,7 +85,7 @@ async fn deliver(http: &reqwest::Client, config: &EgressConfig, url: &str, body:
         Ok(http_post::send(request).await?)
     };
     let result = post
-        .retry(fleet_protocol::retry::attempts(ATTEMPTS, Duration::from_millis(500), Duration::from_secs(10)))
+        .retry(fleet_runtime::retry::attempts(ATTEMPTS, Duration::from_millis(500), Duration::from_secs(10)))
         .when(|failed| !matches!(failed, DeliveryFailed::Signing(_)))
         .notify(|failed, _| tracing::warn!(url, event, %failed, "egress webhook failed; retrying"))
         .await;

@@ -1,4 +1,4 @@
-use fleet_protocol::config::ConfigError;
+use fleet_runtime::config::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -2,7 +2,7 @@
 //! `<main_path>/<sub_path>/<room_id>/<recording_id>.mp4` (reported relative to the root), or, without a
 //! shared root, left in object storage and reported by key.
 
-use fleet_protocol::storage::{Storage, StorageError};
+use fleet_runtime::storage::{Storage, StorageError};
 use std::path::{Component, Path, PathBuf};
 
 /// Why a finished recording could not be put where plugNmeet serves it.

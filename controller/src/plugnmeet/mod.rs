@@ -20,11 +20,11 @@ use crate::jobs;
 use async_nats::jetstream::{AckKind, kv};
 use backon::Retryable;
 use config::PlugnmeetConfig;
-use fleet_protocol::bus::Bus;
 use fleet_protocol::job::Origin;
-use fleet_protocol::storage::Storage;
 use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobRequest, SafeId};
+use fleet_runtime::bus::Bus;
+use fleet_runtime::storage::Storage;
 use futures::StreamExt;
 use notify::Notice;
 use prost::Message;
@@ -39,7 +39,7 @@ const EVENTS_CONSUMER: &str = "controller-plugnmeet";
 #[derive(Debug, thiserror::Error)]
 pub enum DoorError {
     #[error(transparent)]
-    Config(#[from] fleet_protocol::config::ConfigError),
+    Config(#[from] fleet_runtime::config::ConfigError),
     #[error("connecting to plugNmeet's NATS: {0}")]
     Connect(String),
     #[error(transparent)]
@@ -73,9 +73,9 @@ impl Door {
     pub async fn start(bus: Bus, config: PlugnmeetConfig, storage: Option<Storage>) -> Result<Arc<Door>, DoorError> {
         config.check()?;
         if config.main_path.is_some() && storage.is_none() {
-            return Err(fleet_protocol::config::ConfigError::new("controller.plugnmeet.main_path needs the controller's [storage] section").into());
+            return Err(fleet_runtime::config::ConfigError::new("controller.plugnmeet.main_path needs the controller's [storage] section").into());
         }
-        let pnm = if config.nats_url.is_empty() { bus.client.clone() } else { connect(&config).await? };
+        let pnm = if config.nats_url.is_empty() { bus.client().clone() } else { connect(&config).await? };
         let js = registry::context(&pnm);
         // Start order does not matter: without the bucket yet, the pinger waits for plugnmeet-server to make it.
         let registry = match registry::open_as(&js, &config.recorder_info_bucket, &config.recorder_id, None, now_ms()).await {
@@ -89,7 +89,7 @@ impl Door {
 
         // Recordings this door started before a restart are still stoppable.
         let mut held = HashMap::new();
-        for record in bus.jobs.list(|r| r.state.is_capturing()).await.map_err(|e| DoorError::Nats(e.to_string()))? {
+        for record in bus.jobs().list(|r| r.state.is_capturing()).await.map_err(|e| DoorError::Nats(e.to_string()))? {
             if let Some(Origin::Plugnmeet { room_table_id, .. }) = &record.origin {
                 held.insert(*room_table_id, record.id.clone());
             }
@@ -255,7 +255,7 @@ impl Door {
     /// The job recording this room, if it is still capturing (stale entries are dropped).
     async fn held_job(&self, room_table_id: i64) -> Option<SafeId> {
         let job = self.held.lock().unwrap().get(&room_table_id).cloned()?;
-        match self.bus.jobs.get(&job).await {
+        match self.bus.jobs().get(&job).await {
             Ok(Some((record, _))) if record.state.is_capturing() => Some(job),
             Err(err) => {
                 tracing::warn!(%err, job_id = %job, "could not read a held job; treating it as held");
@@ -293,7 +293,7 @@ impl Door {
     /// Storage or the shared mount may fail for a moment: a few tries before plugNmeet hears of a failure.
     async fn file_for_with_retries(&self, record: &JobRecord) -> Result<(String, f32), files::PlaceError> {
         (|| self.file_for(record))
-            .retry(fleet_protocol::retry::attempts(4, Duration::from_secs(1), Duration::from_secs(16)))
+            .retry(fleet_runtime::retry::attempts(4, Duration::from_secs(1), Duration::from_secs(16)))
             .notify(|reason, _| tracing::warn!(job_id = %record.id, %reason, "placing the recording failed; retrying"))
             .await
     }

@@ -6,7 +6,7 @@ use super::peer::{self, Peer};
 use super::room::RoomTracker;
 use super::track_timing::{Restart, TrackTiming};
 use super::{SessionClock, blank_frames};
-use crate::capture::{SourceEvent, SourceEvents};
+use crate::capture::events::{SourceEvent, SourceEvents};
 use crate::timeline::Entry;
 use fleet_pipelines::PipelineError;
 use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};

@@ -3,14 +3,14 @@
 //! and node heartbeats.
 
 use crate::config::NatsConfig;
-use crate::events::{EventKind, JobEvent};
-use crate::ids::SafeId;
-use crate::job::{GpuPolicy, JobRecord, Progress};
-use crate::names::FleetNames;
-use crate::node::NodeInfo;
-use crate::time::now_ms;
-use crate::transition::{Applied, Transition};
 use async_nats::jetstream::{self, consumer, kv, stream};
+use fleet_protocol::events::{EventKind, JobEvent};
+use fleet_protocol::ids::SafeId;
+use fleet_protocol::job::{GpuPolicy, JobRecord, Progress};
+use fleet_protocol::names::FleetNames;
+use fleet_protocol::node::NodeInfo;
+use fleet_protocol::time::now_ms;
+use fleet_protocol::transition::{Applied, Transition};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -24,13 +24,13 @@ pub enum BusError {
     #[error("job {0} already exists")]
     AlreadyExists(SafeId),
     #[error("update refused: {0}")]
-    Refused(#[from] crate::transition::Refusal),
+    Refused(#[from] fleet_protocol::transition::Refusal),
     #[error("job record {0} is not valid JSON: {1}")]
     Corrupt(String, String),
     #[error("too many concurrent writers on job {0}")]
     Contention(SafeId),
     #[error("not allowed: {0}")]
-    Forbidden(#[from] crate::job_requests::Forbidden),
+    Forbidden(#[from] fleet_protocol::job_requests::Forbidden),
 }
 
 fn nats_err(err: impl std::fmt::Display) -> BusError {
@@ -68,18 +68,15 @@ pub enum Topology {
 /// A connected process's view of the fleet's NATS resources.
 #[derive(Clone)]
 pub struct Bus {
-    pub client: async_nats::Client,
-    pub js: jetstream::Context,
-    pub names: FleetNames,
-    pub jobs: JobStore,
-    pub nodes: kv::Store,
-    pub record_consumer: consumer::PullConsumer,
-    /// Transcodes any transcoder may take.
-    pub transcode_consumer: consumer::PullConsumer,
-    /// Transcodes that require a GPU encoder.
-    pub transcode_gpu_consumer: consumer::PullConsumer,
-    /// File jobs, for transcoders with the shared recordings root.
-    pub transcode_files_consumer: consumer::PullConsumer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    names: FleetNames,
+    jobs: JobStore,
+    nodes: kv::Store,
+    record_consumer: consumer::PullConsumer,
+    transcode_consumer: consumer::PullConsumer,
+    transcode_gpu_consumer: consumer::PullConsumer,
+    transcode_files_consumer: consumer::PullConsumer,
 }
 
 impl Bus {
@@ -140,8 +137,44 @@ impl Bus {
     }
 
     /// How a node changes job records: through the controller, as `role` node `node_id`.
-    pub fn job_requests(&self, role: crate::nats_access::Role, node_id: &str) -> crate::job_requests::JobRequests {
-        crate::job_requests::JobRequests::new(self.client.clone(), &self.names.job_requests_prefix, role, node_id)
+    pub fn job_requests(&self, role: fleet_protocol::nats_access::Role, node_id: &str) -> crate::job_client::JobRequests {
+        crate::job_client::JobRequests::new(self.client.clone(), &self.names.job_requests_prefix, role, node_id)
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn js(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn names(&self) -> &FleetNames {
+        &self.names
+    }
+
+    /// Job records: reads for everyone, writes for the controller (nodes use [`Self::job_requests`]).
+    pub fn jobs(&self) -> &JobStore {
+        &self.jobs
+    }
+
+    pub fn record_consumer(&self) -> &consumer::PullConsumer {
+        &self.record_consumer
+    }
+
+    /// Transcodes any transcoder may take.
+    pub fn transcode_consumer(&self) -> &consumer::PullConsumer {
+        &self.transcode_consumer
+    }
+
+    /// Transcodes that require a GPU encoder.
+    pub fn transcode_gpu_consumer(&self) -> &consumer::PullConsumer {
+        &self.transcode_gpu_consumer
+    }
+
+    /// File jobs, for transcoders with the shared recordings root.
+    pub fn transcode_files_consumer(&self) -> &consumer::PullConsumer {
+        &self.transcode_files_consumer
     }
 
     pub fn is_connected(&self) -> bool {
@@ -376,8 +409,8 @@ impl JobStore {
         Ok(Some((record, entry.revision)))
     }
 
-    /// The one way a job record changes (the controller's: nodes ask it through `crate::job_requests`): reads it, applies `transition` (the state machine in
-    /// [`crate::transition`]) and writes it back only if nobody wrote in between, retrying on races. A
+    /// The one way a job record changes (the controller's: nodes ask it through `fleet_protocol::job_requests`): reads it, applies `transition` (the state machine in
+    /// [`fleet_protocol::transition`]) and writes it back only if nobody wrote in between, retrying on races. A
     /// refusal leaves the record as it was. Returns the record as stored afterwards and what was done.
     pub async fn apply(&self, id: &SafeId, node: Option<&str>, transition: Transition) -> Result<(JobRecord, Applied), BusError> {
         self.apply_if(id, node, transition, |_| Ok(())).await
@@ -390,7 +423,7 @@ impl JobStore {
         id: &SafeId,
         node: Option<&str>,
         transition: Transition,
-        allowed: impl Fn(&JobRecord) -> Result<(), crate::job_requests::Forbidden>,
+        allowed: impl Fn(&JobRecord) -> Result<(), fleet_protocol::job_requests::Forbidden>,
     ) -> Result<(JobRecord, Applied), BusError> {
         for _ in 0..50 {
             let (current, revision) = self.get(id).await?.ok_or_else(|| BusError::NotFound(id.clone()))?;

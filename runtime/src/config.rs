@@ -6,7 +6,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::{Path, PathBuf};
 
-use crate::names::FleetNames;
+use fleet_protocol::names::FleetNames;
 
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]

@@ -15,7 +15,7 @@ mod token;
 mod track_timing;
 mod tracks;
 
-use crate::capture::{SourceEvent, SourceEvents};
+use crate::capture::events::{SourceEvent, SourceEvents};
 use crate::config::LivekitConfig;
 use crate::timeline::Entry;
 use error::CaptureError;

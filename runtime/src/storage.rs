@@ -2,8 +2,8 @@
 //! Writes are atomic from a reader's point of view (local: write to a temporary file, then rename).
 
 use crate::config::{StorageConfig, StorageKind};
-use crate::keys::{InvalidKey, validate_key};
 use aws_sdk_s3::primitives::ByteStream;
+use fleet_protocol::keys::{InvalidKey, validate_key};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 

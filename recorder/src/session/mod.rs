@@ -2,23 +2,27 @@
 //! into segments, upload them while recording, stop on API stop / max duration / shutdown, then hand
 //! the job to the transcode queue.
 
-use crate::capture::{Capture, SourceEvent};
+mod control;
+
+use crate::capture::Capture;
+use crate::capture::events::SourceEvent;
+use crate::capture::livekit::{LivekitCapture, LivekitParams};
 use crate::error::RecordError;
-use crate::livekit::{LivekitCapture, LivekitParams};
 use crate::timeline::{Entry, Timeline};
 use crate::uploader::Uploader;
 use crate::worker::Recorder;
 use async_nats::jetstream::{self, AckKind};
+use control::{Action, CaptureControl, Input, Limits};
 use fleet_pipelines::segment_writer::segment_seq;
 use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
-use fleet_protocol::bus::{BusError, parse_message};
 use fleet_protocol::job::{Desired, EndReason, RecordJob, Source, TranscodeJob};
 use fleet_protocol::time::now_ms;
 use fleet_protocol::transition::SessionEnd as SessionEnded;
 use fleet_protocol::{Applied, JobState, SafeId, Transition, keys};
+use fleet_runtime::bus::{BusError, parse_message};
 use futures::StreamExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -86,7 +90,7 @@ async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
 /// `handover_taker`: this delivery is a draining recorder's request to take its capture over.
 async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool, shutdown: watch::Receiver<bool>) -> Outcome {
     let node = recorder.node_id.as_str();
-    let record = match recorder.bus.jobs.get(job_id).await {
+    let record = match recorder.bus.jobs().get(job_id).await {
         Ok(Some((record, _))) => record,
         Ok(None) => {
             tracing::warn!("recording message for an unknown job; dropping");
@@ -110,7 +114,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
     let (record, session_id) = match recorder.jobs.apply(job_id, Transition::OpenSession { node: node.to_string() }).await {
         Ok((record, Applied::SessionOpened(session_id))) => (record, session_id),
         Ok((_, applied)) => unreachable!("opening a session answers its id, not {applied:?}"),
-        Err(fleet_protocol::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
+        Err(fleet_runtime::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
         Err(err) => return Outcome::Retry(err.into()),
     };
     tracing::info!(session = %session_id, "capture session claimed");
@@ -124,13 +128,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
 async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId) -> Result<(), BusError> {
     let message = RecordJob { job_id: job_id.clone(), handover_from: Some(session_id.clone()) };
     let message_id = format!("handover-{job_id}-{session_id}");
-    recorder.bus.enqueue(&recorder.bus.names.record_handover_subject, &message_id, &message).await
-}
-
-/// True when a session that began after `session_id` is writing media: this one ends, after an overlap.
-fn successor_writing(record: &fleet_protocol::JobRecord, session_id: &SafeId) -> bool {
-    let Some(own) = record.sessions.iter().position(|s| &s.id == session_id) else { return false };
-    record.sessions[own + 1..].iter().any(|s| s.writing && s.ended_at_ms.is_none())
+    recorder.bus.enqueue(&recorder.bus.names().record_handover_subject, &message_id, &message).await
 }
 
 /// Runs the capture until it ends, uploading segments as they close.
@@ -163,7 +161,7 @@ async fn capture(
                 segment_ns,
                 out_dir: spool.join("media"),
             };
-            match Capture::synthetic(room_config, events_tx).await {
+            match crate::capture::synthetic::start(room_config, events_tx).await.map(Capture::Synthetic) {
                 Ok(capture) => capture,
                 Err(err) => return fail(recorder, job_id, session_id, handover_taker, format!("capture did not start: {err}")).await,
             }
@@ -190,36 +188,25 @@ async fn capture(
 
     let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s));
     let timeline_key = keys::timeline(job_id, session_id);
-    let mut stop_watch = match recorder.bus.jobs.watch(job_id).await {
+    let mut stop_watch = match recorder.bus.jobs().watch(job_id).await {
         Ok(watch) => Some(Box::pin(watch)),
         Err(err) => {
             tracing::warn!(%err, "cannot watch the job record; stop requests will be polled");
             None
         }
     };
-    let max_duration = tokio::time::sleep(remaining);
-    tokio::pin!(max_duration);
+    let limits = Limits {
+        max_duration: remaining,
+        handover_overlap: Duration::from_secs(config.handover_overlap_s),
+        finish_timeout: Duration::from_secs(config.finish_timeout_s),
+    };
+    let mut control = CaptureControl::new(session_id.clone(), limits, Instant::now());
     let mut poll = tokio::time::interval(Duration::from_secs(2));
-    let mut recording = false;
-    let mut segments = 0u32;
-    let mut stopped: Option<(EndReason, u64)> = None;
-    let mut handing_back = false;
-    // Draining: another recorder was asked to take over.
-    let mut handover_requested = false;
-    // A later session of this job writes media (a hand-over, or a redelivery that reached another
-    // recorder, e.g. after a NATS outage longer than AckWait): the newest capture goes on, this one ends.
-    let mut superseded = false;
-    // Once the successor writes, this session records on a little longer: its other tracks may begin later.
-    let overlap_end = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
-    tokio::pin!(overlap_end);
-    let mut failure: Option<String> = None;
-    let finish_deadline = tokio::time::sleep(Duration::from_secs(u64::MAX / 4));
-    tokio::pin!(finish_deadline);
+    // The source's running time when it was told to stop: the session's end.
+    let mut stopped_at_ns = None;
 
-    loop {
-        let mut stop_reason = None;
-        // The job record as last seen, from the watch or the poll.
-        let mut seen = None;
+    'session: loop {
+        let mut inputs = Vec::new();
         tokio::select! {
             event = events.recv() => match event {
                 Some(SourceEvent::Room { running_ns, entry }) => timeline.write(wall_zero + running_ns / 1_000_000, running_ns, entry),
@@ -230,10 +217,7 @@ async fn capture(
                     let wall_ms = wall_zero + running_ns / 1_000_000;
                     if fragment.opened {
                         timeline.write(wall_ms, running_ns, Entry::SegmentOpened { participant: participant.to_string(), track: track_id.to_string(), seq });
-                        if !recording {
-                            recording = true;
-                            mark_recording(recorder, job_id, session_id, wall_zero).await;
-                        }
+                        inputs.push(Input::SegmentOpened);
                     } else if !segment_holds_media(&fragment.location).await {
                         // Nothing in it to keep, and demuxers reject its bare header as corrupt.
                         tracing::info!(location = %fragment.location.display(), "segment closed without media; not uploaded");
@@ -241,93 +225,72 @@ async fn capture(
                     } else {
                         timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.to_string(), track: track_id.to_string(), seq });
                         uploader.push(fragment.location.clone(), keys::raw_segment(job_id, session_id, participant, track_id, seq));
-                        segments += 1;
                         upload_timeline(recorder, &timeline_key, &timeline).await;
+                        inputs.push(Input::SegmentClosed);
                     }
                 }
-                Some(SourceEvent::Ended(reason)) => {
-                    if stopped.is_none() {
-                        stop_reason = Some(reason);
-                    }
-                }
-                Some(SourceEvent::Finished) | None => break,
-                Some(SourceEvent::Failed(reason)) => {
-                    failure = Some(reason);
-                    break;
-                }
+                Some(SourceEvent::Ended(reason)) => inputs.push(Input::RoomEnded(reason)),
+                Some(SourceEvent::Finished) | None => inputs.push(Input::SourceFinished),
+                Some(SourceEvent::Failed(reason)) => inputs.push(Input::SourceFailed(reason)),
                 Some(SourceEvent::SpoolFull(reason)) => {
-                    // The disk filled between two checks and a write failed: the capture cannot go on
-                    // here. What was written is uploaded, and another recorder resumes the recording.
-                    tracing::error!(%reason, "handing the recording back");
+                    tracing::error!(%reason, "a segment write failed for a full disk");
                     recorder.note_disk_full();
-                    warn_on_job(recorder, job_id, format!("{}: spool disk full: {reason}; the recording was handed to another recorder", recorder.node_id)).await;
-                    handing_back = true;
-                    failure = Some(reason);
-                    break;
+                    inputs.push(Input::SpoolFull(reason));
                 }
                 Some(SourceEvent::TrackLost(warning)) => warn_on_job(recorder, job_id, format!("{}: {warning}", recorder.node_id)).await,
             },
-            Some(record) = next_record(&mut stop_watch), if stopped.is_none() => seen = Some(record),
-            _ = poll.tick(), if stopped.is_none() => {
-                // A full spool disk would stall the capture (writes block or fail): hand the recording
-                // to another recorder while what was written can still be closed and uploaded.
+            Some(record) = next_record(&mut stop_watch), if control.running() => inputs.push(Input::Record(Box::new(record))),
+            _ = poll.tick(), if control.running() => {
+                // A full spool disk would stall the capture (writes block or fail).
                 if let Some(reason) = recorder.spool_disk_full() {
-                    tracing::error!(%reason, "handing the recording back");
+                    tracing::error!(%reason, "spool disk full");
                     recorder.note_disk_full();
-                    warn_on_job(recorder, job_id, format!("{}: {reason}; the recording was handed to another recorder", recorder.node_id)).await;
-                    handing_back = true;
-                    stop_reason = Some(EndReason::Error);
+                    inputs.push(Input::DiskFull(reason));
                 }
                 // Backstop for a missed watch update (e.g. across a NATS reconnect).
-                seen = recorder.bus.jobs.get(job_id).await.ok().flatten().map(|(record, _)| record);
-            }
-            _ = &mut max_duration, if stopped.is_none() => stop_reason = Some(EndReason::MaxDuration),
-            _ = &mut overlap_end, if stopped.is_none() && superseded => stop_reason = Some(EndReason::Handover),
-            _ = shutdown.changed(), if stopped.is_none() && !handover_requested => {
-                // Drain: keep recording until another recorder writes this room too (or the job ends).
-                match request_handover(recorder, job_id, session_id).await {
-                    Ok(()) => {
-                        tracing::info!(session = %session_id, "draining: asked another recorder to take the recording over; recording on until it does");
-                        handover_requested = true;
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "draining: no hand-over possible; handing the job back to the queue");
-                        handing_back = true;
-                        stop_reason = Some(EndReason::Error);
-                    }
+                if let Some((record, _)) = recorder.bus.jobs().get(job_id).await.ok().flatten() {
+                    inputs.push(Input::Record(Box::new(record)));
                 }
             }
-            _ = &mut finish_deadline, if stopped.is_some() => {
-                failure = Some(format!("capture did not finish within {} s of the stop", config.finish_timeout_s));
-                break;
-            }
+            _ = tokio::time::sleep_until(control.next_deadline().into()) => inputs.push(Input::Tick),
+            _ = shutdown.changed(), if control.may_drain() => inputs.push(Input::Shutdown),
         }
-        if let Some(record) = seen {
-            if record.desired == Desired::Stop {
-                stop_reason = Some(EndReason::ApiStop);
-            } else if !superseded && successor_writing(&record, session_id) {
-                superseded = true;
-                overlap_end.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.handover_overlap_s));
+        while !inputs.is_empty() {
+            for action in inputs.drain(..).flat_map(|input| control.handle(input, Instant::now())).collect::<Vec<_>>() {
+                match action {
+                    Action::MarkRecording => mark_recording(recorder, job_id, session_id, wall_zero).await,
+                    Action::StopSource(reason) => {
+                        tracing::info!(?reason, "stopping capture");
+                        stopped_at_ns = Some(room.running_time_ns());
+                        room.stop();
+                    }
+                    Action::RequestHandover => {
+                        // Drain: keep recording until another recorder writes this room too (or the job ends).
+                        let requested = match request_handover(recorder, job_id, session_id).await {
+                            Ok(()) => {
+                                tracing::info!(session = %session_id, "draining: asked another recorder to take the recording over; recording on until it does");
+                                true
+                            }
+                            Err(err) => {
+                                tracing::warn!(%err, "draining: no hand-over possible; handing the job back to the queue");
+                                false
+                            }
+                        };
+                        inputs.push(Input::HandoverRequested(requested));
+                    }
+                    Action::Warn(warning) => warn_on_job(recorder, job_id, format!("{}: {warning}", recorder.node_id)).await,
+                    Action::Exit => break 'session,
+                }
             }
-        }
-        if let Some(reason) = stop_reason {
-            tracing::info!(?reason, "stopping capture");
-            stopped = Some((reason, room.running_time_ns()));
-            room.stop();
-            finish_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(config.finish_timeout_s));
         }
     }
 
-    let end_running_ns = stopped.map(|(_, at)| at).unwrap_or_else(|| room.running_time_ns());
+    let end_running_ns = stopped_at_ns.unwrap_or_else(|| room.running_time_ns());
     drop(room);
     let uploaded = uploader.finish().await;
-    let end_reason = match (&failure, stopped) {
-        (Some(_), _) => EndReason::Error,
-        (None, Some((reason, _))) => reason,
-        (None, None) => EndReason::Error,
-    };
-    let reason_text = if handing_back { "handback" } else { end_reason_name(end_reason) };
-    timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: reason_text.into() });
+    let ending = control.ending();
+    let mut failure = ending.failure.clone();
+    timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: ending.reason_text.into() });
     let timeline_uploaded = upload_timeline(recorder, &timeline_key, &timeline).await;
     if let Err(reason) = &uploaded {
         failure.get_or_insert_with(|| reason.to_string());
@@ -342,15 +305,15 @@ async fn capture(
             let _ = tokio::fs::remove_dir(job_dir).await;
         }
     }
-    tracing::info!(segments, uploaded = ?uploaded, end_ms = end_running_ns / 1_000_000, reason = reason_text, "capture ended");
+    tracing::info!(segments = ending.segments, uploaded = ?uploaded, end_ms = end_running_ns / 1_000_000, reason = ending.reason_text, "capture ended");
 
     let end = SessionEnd {
         ended_at_ms: wall_zero + end_running_ns / 1_000_000,
-        segments,
-        reason: end_reason,
+        segments: ending.segments,
+        reason: ending.reason,
         failure,
-        handing_back,
-        superseded,
+        handing_back: ending.handing_back,
+        superseded: ending.superseded,
         handover_taker,
     };
     end_session(recorder, job_id, session_id, end).await
@@ -417,17 +380,6 @@ where
     }
 }
 
-fn end_reason_name(reason: EndReason) -> &'static str {
-    match reason {
-        EndReason::ApiStop => "api_stop",
-        EndReason::MaxDuration => "max_duration",
-        EndReason::RoomClosed => "room_closed",
-        EndReason::RoomEmpty => "room_empty",
-        EndReason::Error => "error",
-        EndReason::Handover => "handover",
-    }
-}
-
 async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, wall_zero: u64) {
     let transition = Transition::MediaWriting { session: session_id.clone(), wall_zero_ms: wall_zero };
     if let Err(err) = recorder.jobs.apply(job_id, transition).await {
@@ -446,12 +398,12 @@ async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) ->
 }
 
 async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
-    let subject = match recorder.bus.jobs.get(job_id).await {
+    let subject = match recorder.bus.jobs().get(job_id).await {
         Ok(Some((record, _))) => recorder.bus.transcode_subject_for(&record).to_string(),
         Ok(None) => return Outcome::Retry(RecordError::NoRecord(job_id.clone())),
         Err(err) => return Outcome::Retry(RecordError::JobStore("reading the job record", err)),
     };
-    if subject == recorder.bus.names.transcode_gpu_subject {
+    if subject == recorder.bus.names().transcode_gpu_subject {
         warn_when_no_gpu_transcoder(recorder, job_id).await;
     }
     let message_id = format!("transcode-{job_id}");

@@ -1,0 +1,72 @@
+//! Inputs on local disk: a scratch directory, the raw segments and timelines downloaded, the layout
+//! planned, and the transcode they call for.
+
+use crate::context::JobContext;
+use crate::error::{Context, TranscodeError};
+use crate::{inputs, layout_plan};
+use fleet_pipelines::{segment_reader, transcode};
+use fleet_protocol::{JobRecord, SafeId};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub(crate) async fn scratch_dir(ctx: &JobContext, job_id: &SafeId) -> Result<tempfile::TempDir, TranscodeError> {
+    tokio::fs::create_dir_all(&ctx.config.scratch_dir).await.context("scratch dir")?;
+    tempfile::Builder::new().prefix(&format!("{job_id}-")).tempdir_in(&ctx.config.scratch_dir).context("scratch dir")
+}
+
+/// A job's inputs on local disk and the transcode they call for (the whole recording).
+pub(crate) struct Prepared {
+    pub spec: transcode::TranscodeSpec,
+    pub missing: Vec<String>,
+    pub segment_count: usize,
+    /// participant → their audio tracks, for `audio_per_participant`.
+    pub own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>>,
+}
+
+/// Downloads the raw segments and timelines and plans the composite.
+pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, TranscodeError> {
+    let inputs = inputs::download(&ctx.storage, record, scratch).await?;
+    tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
+    let audio_only = record.request.audio_only;
+    let (width, height, fps, video_kbps) = record.request.video_preset.params();
+    let is_kind = |t: &segment_reader::TrackInput, kind: &str| {
+        segment_reader::probe_caps(t).is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with(kind)))
+    };
+    let mut own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>> = BTreeMap::new();
+    if record.request.audio_per_participant {
+        for track in inputs.tracks.iter().filter(|t| is_kind(t, "audio/")) {
+            let participant = track.name.split('/').next().unwrap_or_default().to_string();
+            own_audio.entry(participant).or_default().push(track.clone());
+        }
+    }
+    let schedule = (!audio_only).then(|| {
+        let video_tracks: Vec<String> = inputs.tracks.iter().filter(|t| is_kind(t, "video/")).map(|t| t.name.clone()).collect();
+        let request = layout_plan::PlanRequest {
+            layout: record.request.layout,
+            participant: record.request.participant.as_deref(),
+            video_tracks: &video_tracks,
+            width,
+            height,
+        };
+        let schedule = layout_plan::plan(&inputs.room_events, &request);
+        tracing::info!(layout = ?record.request.layout, scenes = schedule.scenes().len(), video_tracks = video_tracks.len(), "layout planned");
+        schedule
+    });
+    let spec = transcode::TranscodeSpec {
+        tracks: inputs.tracks,
+        duration_ns: inputs.duration_ns,
+        width,
+        height,
+        fps,
+        video_kbps,
+        audio_bps: ctx.config.audio_bitrate_bps,
+        audio_only,
+        schedule,
+        video_window: None,
+        encoder: ctx.encoder_for(record.request.gpu)?,
+        speed_preset: ctx.config.x264_speed_preset,
+        output: scratch.join("output"),
+        stall_timeout: Duration::from_secs(ctx.config.stall_timeout_s),
+    };
+    Ok(Prepared { spec, missing: inputs.missing, segment_count: inputs.segment_count, own_audio })
+}
