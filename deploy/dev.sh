@@ -113,154 +113,25 @@ plugnmeet_trial() {
     cargo test -q -p fleet-tests --test real_plugnmeet -- --nocapture
 }
 
-build_debug() { log "building (debug)"; cargo build --workspace --bins -q; }
-
-# Processes started by this script; stopped newest first (nodes before NATS) when it exits.
-STARTED=()
-stop_started() {
-  local i p
-  disown -a 2>/dev/null || true  # no "Killed" notices for a server that outlives its grace period
-  for (( i=${#STARTED[@]}-1; i>=0; i-- )); do
-    p=${STARTED[i]}
-    kill "$p" 2>/dev/null || continue
-    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+# The product binaries are built on their own, so test-only features of shared dependencies (livekit-api's
+# `services`, which brings a second reqwest) stay out of them; then the test tools.
+PRODUCT=(-p fleet-controller -p fleet-recorder -p fleet-transcoder)
+build_debug() {
+  log "building (debug)"
+  cargo build -q "${PRODUCT[@]}" --bins
+  cargo build -q -p fleet-tests -p devroom --bins
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_tcp() { # port seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-  log "timed out waiting for port $1"; return 1
-}
-
-wait_http() { # url seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  log "timed out waiting for $1"; return 1
-}
-
-# The demo records a real livekit-server room with real publishers (LiveKit's Python SDK). libwebrtc
-# ignores loopback, so the whole demo runs in a private network namespace (`unshare -n`, as root) with a
-# veth pair of private addresses: nothing leaves this machine. `demo --devroom` uses the devroom stand-in
-# on loopback instead (quicker, no root needed).
+# The demo (tests/src/bin/demo.rs) records a real livekit-server room with real publishers (LiveKit's Python
+# SDK) in a private network namespace (root), or with `--devroom` the devroom stand-in on loopback.
 demo() {
-  local backend=livekit
-  [ "${1:-}" = "--devroom" ] && backend=devroom
   ensure_deps
-  build_debug
-  if [ "$backend" = livekit ]; then
+  if [ "${1:-}" != "--devroom" ]; then
     ensure_livekit_sdk
     ensure_livekit_server
-    if [ -z "${FLEET_DEMO_NETNS:-}" ]; then
-      [ "$(id -u)" = 0 ] || { log "the real-server demo needs root for its network namespace; try: sudo $0 demo, or $0 demo --devroom"; exit 1; }
-      FLEET_DEMO_NETNS=1 exec unshare -n "$0" demo
-    fi
-    deploy/netns-veth.sh
   fi
-  local work="$ROOT/.fleet-dev/demo-$(date +%Y%m%d-%H%M%S)"
-  mkdir -p "$work"
-  local nats_port api_port key
-  nats_port=$(free_port); api_port=$(free_port)
-  key=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  echo "demo:$(printf %s "$key" | sha256sum | cut -d' ' -f1)" > "$work/api-keys"
-  cat > "$work/controller.toml" <<TOML
-[controller]
-listen = "127.0.0.1:$api_port"
-[controller.auth]
-keys_file = "$work/api-keys"
-[nats]
-url = "nats://127.0.0.1:$nats_port"
-TOML
-  local lk_port lk_secret
-  lk_port=$(free_port)
-  lk_secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  cat > "$work/recorder.toml" <<TOML
-[nats]
-url = "nats://127.0.0.1:$nats_port"
-[storage]
-kind = "local"
-local_root = "$work/storage"
-[recorder]
-spool_dir = "$work/spool"
-[recorder.livekit]
-url = "ws://127.0.0.1:$lk_port"
-api_key = "demo"
-api_secret = "$lk_secret"
-[transcoder]
-scratch_dir = "$work/scratch"
-TOML
-  trap stop_started EXIT
-  nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & STARTED+=($!)
-  if [ "$backend" = livekit ]; then
-    cat > "$work/livekit.yaml" <<YAML
-port: $lk_port
-rtc:
-  tcp_port: $(free_port)
-  udp_port: $(free_port)
-  use_external_ip: false
-  node_ip: 10.77.0.1
-  enable_loopback_candidate: true
-keys:
-  demo: $lk_secret
-room:
-  empty_timeout: 30
-  departure_timeout: 10
-YAML
-    log "starting livekit-server $LIVEKIT_SERVER_VERSION"
-    target/tools/livekit-server --config "$work/livekit.yaml" >"$work/livekit-server.log" 2>&1 & STARTED+=($!)
-  else
-    log "starting devroom (LiveKit stand-in; encodes its clips once, cached in target/devroom-clips)"
-    target/debug/devroom --listen "127.0.0.1:$lk_port" --scenario deploy/devroom/demo.toml --api-key demo \
-      --api-secret "$lk_secret" >"$work/devroom.log" 2>&1 & STARTED+=($!)
-  fi
-  target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & STARTED+=($!)
-  target/debug/recorder --config "$work/recorder.toml" --mode both --node-id demo-node >"$work/recorder.log" 2>&1 & STARTED+=($!)
-  wait_http "http://127.0.0.1:$api_port/readyz" 30
-  wait_tcp "$lk_port" 180
-  local api="http://127.0.0.1:$api_port" auth="Authorization: Bearer $key"
-  log "fleet up: nats :$nats_port, controller $api, $backend ws://127.0.0.1:$lk_port, recorder demo-node (mode both); logs in $work"
-
-  if [ "$backend" = livekit ]; then
-    # Real publishers: camera-like video with a flash and a beep once a second (tests/conformance/publisher.py).
-    local publish=(target/pyenv/bin/python tests/conformance/publisher.py --url "ws://127.0.0.1:$lk_port" --room demo
-      --api-key demo --api-secret "$lk_secret")
-    "${publish[@]}" --identity alice --index 0 --codec vp8 --simulcast --seconds 40 --mute-camera 8:12 >"$work/alice.log" 2>&1 & STARTED+=($!)
-    "${publish[@]}" --identity bob --index 1 --codec h264 --seconds 40 --leave-at 16 >"$work/bob.log" 2>&1 & STARTED+=($!)
-    (sleep 5; exec "${publish[@]}" --identity dana --index 2 --codec vp8 --seconds 40) >"$work/dana.log" 2>&1 & STARTED+=($!)
-    for _ in $(seq 1 300); do grep -q '"video"' "$work/alice.log" 2>/dev/null && break; sleep 0.1; done
-  fi
-
-  local id
-  id=$(curl -fsS -H "$auth" -H 'content-type: application/json' -X POST "$api/v1/recordings" \
-    -d '{"room":"demo"}' | jq -r .id)
-  log "recording $id requested"
-  wait_state "$api" "$auth" "$id" recording 30
-  log "recording LiveKit room 'demo' for 20 s (3 participants: dana joins at 5 s, alice mutes 8-12 s, bob leaves at 16 s)"
-  sleep 20
-  curl -fsS -H "$auth" -X POST "$api/v1/recordings/$id/stop" >/dev/null
-  log "stopped; waiting for the transcode"
-  wait_state "$api" "$auth" "$id" complete 180
-  local record mp4
-  record=$(curl -fsS -H "$auth" "$api/v1/recordings/$id")
-  mp4=$(jq -r .output.location <<<"$record")
-  echo "$record" | jq '{id, state, end_reason, sessions, output}'
-  log "room events in the timeline (seconds from the start of the capture):"
-  jq -c 'select(.type | test("participant_|track_published|track_unpublished|track_muted")) | {t: ((.running_ns/1e7|round)/100), type, participant, track, codec, muted}' \
-    "$work"/storage/recordings/"$id"/raw/s1/timeline.jsonl 2>/dev/null || true
-  ffprobe -v error -show_entries format=duration,size:stream=codec_name,profile,width,height,r_frame_rate,sample_rate,channels -of default=nw=1 "$mp4"
-  echo "recording: $mp4"
-}
-
-wait_state() { # api auth id state seconds
-  local state
-  for _ in $(seq 1 $(( $5 * 5 ))); do
-    state=$(curl -fsS -H "$2" "$1/v1/recordings/$3" | jq -r .state)
-    [ "$state" = "$4" ] && return 0
-    case "$state" in failed|aborted) log "job $3 ended $state"; curl -fsS -H "$2" "$1/v1/recordings/$3" | jq . >&2; exit 1;; esac
-    sleep 0.2
-  done
-  log "job $3 still $state after $5 s"; exit 1
+  build_debug
+  exec target/debug/demo "$@"
 }
 
 # The browser publisher of the real-server tests: Debian's Chromium driven by playwright-core, with
@@ -348,7 +219,8 @@ bench() {
   if [ "${1:-}" = "--release" ]; then
     shift
     log "building (release)"
-    cargo build --workspace --release --bins -q
+    cargo build --release -q "${PRODUCT[@]}" --bins
+    cargo build --release -q -p fleet-tests -p devroom --bins
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin bench -- "$@"
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_livekit_bench
@@ -362,41 +234,12 @@ bench() {
   fi
 }
 
-# schemathesis drives every operation of the OpenAPI document with generated valid and invalid requests
-# against a real controller (and NATS) and checks: no 5xx, documented status codes and content types,
-# responses matching their schemas, invalid data refused.
+# The API fuzz (tests/src/bin/fuzz.rs): schemathesis against a real controller and NATS.
 fuzz() {
   ensure_deps
   build_debug
   [ -x target/fuzzenv/bin/schemathesis ] || { log "installing schemathesis into target/fuzzenv"; python3 -m venv target/fuzzenv; target/fuzzenv/bin/pip install -q schemathesis; }
-  local work="$ROOT/.fleet-dev/fuzz-$(date +%Y%m%d-%H%M%S)" nats_port api_port
-  mkdir -p "$work" target/bench
-  nats_port=$(free_port); api_port=$(free_port)
-  cat > "$work/controller.toml" <<TOML
-[controller]
-listen = "127.0.0.1:$api_port"
-[[controller.auth.keys]]
-name = "fuzz"
-sha256 = "$(printf fuzz-key | sha256sum | cut -d' ' -f1)"
-[nats]
-url = "nats://127.0.0.1:$nats_port"
-TOML
-  # No webhook secret: generated jobs asking for webhooks (to random hosts) are refused, so nothing leaves
-  # this machine.
-  trap stop_started EXIT
-  nats-server -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 & STARTED+=($!)
-  target/debug/controller --config "$work/controller.toml" >"$work/controller.log" 2>&1 & STARTED+=($!)
-  wait_http "http://127.0.0.1:$api_port/readyz" 30
-  local status=0
-  target/fuzzenv/bin/schemathesis run "http://127.0.0.1:$api_port/v1/openapi.json" -H "Authorization: Bearer fuzz-key" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection \
-    --max-time "${FUZZ_SECONDS:-240}" --workers 1 --report json --report-json-path "$work/report.json" || status=$?
-  jq --arg machine "$(uname -m) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-    '{machine: $machine, schemathesis: .schemathesis_version, seconds: .running_time, test_cases: .test_cases, failures: .failures}' \
-    "$work/report.json" > target/bench/api-fuzz.json
-  cat target/bench/api-fuzz.json
-  grep -q 'ERROR\|panicked' "$work/controller.log" && { log "the controller logged errors: $work/controller.log"; status=1; }
-  return $status
+  target/debug/fuzz
 }
 
 # Each fault of docs/guarantees.md against real processes (nats-server, s3s-fs, a controller, two

@@ -1,13 +1,11 @@
 //! HTTP handlers. Small on purpose: each validates its input, talks to the job store or the queue, and
 //! answers JSON. Authentication and request metrics are middleware.
 
-use crate::auth::ApiKeys;
-use crate::config::ControllerConfig;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::jobs;
-use crate::metrics::Metrics;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+pub use crate::state::AppState;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,19 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleet_protocol::job::JobRequest;
 use fleet_protocol::{JobRecord, JobState, SafeId};
-use fleet_runtime::bus::Bus;
 use serde::Deserialize;
-use std::sync::Arc;
 
 const OPENAPI: &str = include_str!("openapi.json");
-
-#[derive(Clone)]
-pub struct AppState {
-    pub bus: Bus,
-    pub keys: ApiKeys,
-    pub metrics: Arc<Metrics>,
-    pub config: Arc<ControllerConfig>,
-}
 
 pub fn router(state: AppState) -> Router {
     let mut protected = Router::new()
@@ -75,23 +63,7 @@ fn parse_id(raw: &str) -> Result<SafeId, ApiError> {
     SafeId::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))
 }
 
-fn json_error(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send JSON with Content-Type: application/json")
-        }
-        JsonRejection::BytesRejection(e) => ApiError::new(e.status(), "payload_too_large", e.body_text()),
-        other => ApiError::bad_request(other.body_text()),
-    }
-}
-
-async fn start_recording(
-    State(state): State<AppState>,
-    body: Result<Json<JobRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
-    let Json(request) = body.map_err(json_error)?;
+async fn start_recording(State(state): State<AppState>, ApiJson(request): ApiJson<JobRequest>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }
@@ -121,11 +93,7 @@ struct ListParams {
     limit: Option<usize>,
 }
 
-async fn list_recordings(
-    State(state): State<AppState>,
-    params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQuery<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
     let wanted_state = match params.state.as_deref() {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?),
         None => None,

@@ -19,7 +19,7 @@ pub struct ControllerConfig {
     /// LiveKit Egress-compatible API (off unless enabled).
     pub egress: crate::egress::config::EgressConfig,
     /// Recordings started and stopped by livekit-server's webhooks (off unless enabled).
-    pub auto_record: crate::auto_record::AutoRecordConfig,
+    pub auto_record: crate::auto_record::config::AutoRecordConfig,
 }
 
 impl Default for ControllerConfig {

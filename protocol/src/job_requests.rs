@@ -71,11 +71,6 @@ pub fn embedded_transcoder_id(node_id: &str) -> String {
     format!("{node_id}-transcoder")
 }
 
-/// The subject a node sends its requests on.
-pub fn subject(prefix: &str, role: Role, node: &str) -> String {
-    format!("{prefix}.{}.{node}", role.as_str())
-}
-
 /// Reads the requester from a request's subject (`<prefix>.<role>.<node>`).
 pub fn requester_from_subject(prefix: &str, subject: &str) -> Option<Requester> {
     let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
@@ -256,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_subject_names_the_requester() {
-        let s = subject("fleet.jobs.apply", Role::Recorder, "rec-a");
+        let s = crate::names::FleetNames::default().job_request_subject("recorder", "rec-a");
         assert_eq!(s, "fleet.jobs.apply.recorder.rec-a");
         assert_eq!(requester_from_subject("fleet.jobs.apply", &s), Some(who(Role::Recorder, "rec-a")));
         assert_eq!(requester_from_subject("fleet.jobs.apply", "fleet.jobs.apply.controller.c"), None);

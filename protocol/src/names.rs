@@ -57,6 +57,11 @@ impl FleetNames {
         format!("{}.{}", self.events_prefix, job_id)
     }
 
+    /// Where a node of `role` (`recorder`, `transcoder`, `both`) named `node` asks for job record changes.
+    pub fn job_request_subject(&self, role: &str, node: &str) -> String {
+        format!("{}.{role}.{node}", self.job_requests_prefix)
+    }
+
     pub fn events_wildcard(&self) -> String {
         format!("{}.>", self.events_prefix)
     }

@@ -3,7 +3,7 @@
 //!
 //! Only the controller creates jobs, writes job records and owns the topology. A node may: pull from and
 //! acknowledge its own queues, queue the transcode (or chunks) of a job it holds, read job records and
-//! ask the controller to change them on its own request subject (`crate::job_requests`), publish
+//! ask the controller to change them on its own request subject (see `job_requests`), publish
 //! progress events, read the node registry and write its own registry key. Everything else (queueing
 //! a recording, creating or deleting streams, consumers and buckets, another node's key) is refused by
 //! the server.
@@ -110,7 +110,7 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
     publish.extend([names.transcode_subject.clone(), names.transcode_gpu_subject.clone()]);
     publish.push(names.events_wildcard());
     // Job records change only through the controller, which checks that this node holds the job.
-    publish.push(crate::job_requests::subject(&names.job_requests_prefix, role, node_id));
+    publish.push(names.job_request_subject(role.as_str(), node_id));
     bucket_reads(&names.jobs_bucket, &mut publish);
     publish.push(format!("$KV.{}.{node_id}", names.nodes_bucket));
     bucket_reads(&names.nodes_bucket, &mut publish);

@@ -27,7 +27,7 @@ pub struct SessionEnd {
     pub media_stored: bool,
 }
 
-/// Serialized because nodes send theirs to the controller, which applies them (`crate::job_requests`).
+/// Serialized because nodes send theirs to the controller, which applies them (see `job_requests`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "transition", rename_all = "snake_case")]
 pub enum Transition {

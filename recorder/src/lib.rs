@@ -4,6 +4,7 @@
 
 mod capture;
 pub mod config;
+mod context;
 mod disk;
 mod error;
 mod recovery;

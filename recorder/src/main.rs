@@ -7,6 +7,7 @@ use fleet_protocol::nats_access::Role;
 use fleet_recorder::{Recorder, RecorderConfig};
 use fleet_runtime::bus::{Bus, QueueSettings, Topology};
 use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_runtime::job_client::JobRequests;
 use fleet_runtime::process::{host_name, shutdown_signal};
 use fleet_runtime::storage::Storage;
 use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
@@ -79,7 +80,8 @@ async fn main() -> anyhow::Result<()> {
         Mode::RecorderOnly => "recorder-only",
     };
     let role = if args.mode == Mode::Both { Role::Both } else { Role::Recorder };
-    let recorder = Recorder::new(bus.clone(), bus.job_requests(role, &node_id), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
+    let recorder =
+        Recorder::new(bus.clone(), JobRequests::for_node(&bus, role, &node_id), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
     let mut workers = tokio::task::JoinSet::new();
     workers.spawn(recorder.clone().run(shutdown_rx.clone()));
     if args.mode == Mode::Both {
@@ -87,7 +89,8 @@ async fn main() -> anyhow::Result<()> {
         let recording = recorder.clone();
         let yield_to: fleet_runtime::queue::UrgentWork = std::sync::Arc::new(move || recording.is_recording());
         let transcoder =
-            Transcoder::new(bus.clone(), bus.job_requests(Role::Both, &node_id), storage, config.transcoder, identity, Some(yield_to)).await?;
+            Transcoder::new(bus.clone(), JobRequests::for_node(&bus, Role::Both, &node_id), storage, config.transcoder, identity, Some(yield_to))
+                .await?;
         workers.spawn(transcoder.run(shutdown_rx));
     }
     tokio::spawn(async move {

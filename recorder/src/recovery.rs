@@ -3,7 +3,7 @@
 //! A killed writer's Matroska file is readable up to its last written frame, so the media up to the
 //! crash reaches the recording instead of being lost with the process.
 
-use crate::worker::Recorder;
+use crate::context::NodeContext;
 use fleet_pipelines::segment_writer::segment_seq;
 use fleet_protocol::{SafeId, keys};
 use fleet_runtime::storage::StorageError;
@@ -25,7 +25,7 @@ pub fn orphans(spool: &Path) -> Vec<Orphan> {
 }
 
 /// Uploads and removes the given orphaned sessions. Returns how many segment files were recovered.
-pub async fn recover(recorder: &Recorder, orphans: Vec<Orphan>) -> usize {
+pub async fn recover(recorder: &NodeContext, orphans: Vec<Orphan>) -> usize {
     let mut recovered = 0;
     for Orphan { job, session, dir } in orphans {
         match recover_session(recorder, &job, &session, &dir).await {
@@ -45,7 +45,7 @@ pub async fn recover(recorder: &Recorder, orphans: Vec<Orphan>) -> usize {
     recovered
 }
 
-async fn recover_session(recorder: &Recorder, job: &SafeId, session: &SafeId, dir: &Path) -> Result<usize, StorageError> {
+async fn recover_session(recorder: &NodeContext, job: &SafeId, session: &SafeId, dir: &Path) -> Result<usize, StorageError> {
     let mut count = 0;
     for (participant, participant_dir) in id_dirs(&dir.join("media")) {
         for (track, track_dir) in id_dirs(&participant_dir) {

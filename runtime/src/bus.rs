@@ -136,11 +136,6 @@ impl Bus {
         Ok(Self { client, js, names, jobs, nodes, record_consumer, transcode_consumer, transcode_gpu_consumer, transcode_files_consumer })
     }
 
-    /// How a node changes job records: through the controller, as `role` node `node_id`.
-    pub fn job_requests(&self, role: fleet_protocol::nats_access::Role, node_id: &str) -> crate::job_client::JobRequests {
-        crate::job_client::JobRequests::new(self.client.clone(), &self.names.job_requests_prefix, role, node_id)
-    }
-
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }

@@ -1,9 +1,9 @@
 //! A node's side of `fleet_protocol::job_requests`: job record changes asked of the controller.
 
-use crate::bus::BusError;
+use crate::bus::{Bus, BusError};
 use fleet_protocol::ids::SafeId;
 use fleet_protocol::job::JobRecord;
-use fleet_protocol::job_requests::{ApplyReply, ApplyRequest, subject};
+use fleet_protocol::job_requests::{ApplyReply, ApplyRequest};
 use fleet_protocol::nats_access::Role;
 use fleet_protocol::transition::{Applied, Transition};
 use std::time::Duration;
@@ -19,8 +19,9 @@ pub struct JobRequests {
 }
 
 impl JobRequests {
-    pub fn new(client: async_nats::Client, prefix: &str, role: Role, node: &str) -> Self {
-        Self { client, subject: subject(prefix, role, node), patience: Duration::from_secs(120) }
+    /// The job client of node `node`, whose login has `role`.
+    pub fn for_node(bus: &Bus, role: Role, node: &str) -> Self {
+        Self { client: bus.client().clone(), subject: bus.names().job_request_subject(role.as_str(), node), patience: Duration::from_secs(120) }
     }
 
     /// Applies `transition` to job `id` through the controller: the record as stored afterwards and what

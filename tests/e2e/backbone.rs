@@ -88,17 +88,13 @@ async fn recording_lands_in_s3_with_signed_webhooks() {
     assert!(timeline.lines().any(|l| l.contains("\"segment_closed\"")), "{timeline}");
 
     // Webhooks: every state, in order, each signed.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let wanted = ["queued", "starting", "recording", "finalizing", "transcoding", "complete"];
-    loop {
+    let events = fleet_tests::wait::until("a webhook for every state", Duration::from_secs(20), || async {
         let events: Vec<String> = hooks.events_for(id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
-        if events.len() >= wanted.len() {
-            assert_eq!(events, wanted);
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "webhooks so far: {events:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if events.len() >= wanted.len() { Ok(events) } else { Err(format!("{events:?}")) }
+    })
+    .await;
+    assert_eq!(events, wanted);
     for delivery in hooks.events_for(id) {
         assert!(delivery.signature_ok, "bad signature on {}", delivery.event);
         assert_eq!(delivery.event, format!("recording.{}", delivery.body["state"].as_str().unwrap()));
@@ -126,8 +122,7 @@ async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
     let api = &setup.api;
 
     // The registry shows both roles.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    fleet_tests::wait::until("both roles registered", Duration::from_secs(20), || async {
         let nodes = api.send("GET", "/v1/nodes", Some(API_KEY), None).await.body;
         let roles: Vec<(String, String)> = nodes["nodes"]
             .as_array()
@@ -138,11 +133,11 @@ async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
         if roles.contains(&("rec-only".into(), "recorder".into())) && roles.contains(&("tx-a".into(), "transcoder".into())) {
             let tx = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "tx-a").unwrap();
             assert!(tx["encoders"].as_array().unwrap().iter().any(|e| e == "x264enc"), "{tx}");
-            break;
+            return Ok(());
         }
-        assert!(std::time::Instant::now() < deadline, "nodes: {nodes}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        Err(nodes.to_string())
+    })
+    .await;
 
     let body = r#"{"room":"room-a","source":{"type":"test","participants":2},"audio_per_participant":true}"#;
     let record = record_and_finish(api, body).await;
@@ -287,8 +282,7 @@ async fn controller_restart_mid_recording_loses_nothing() {
     // The restarted controller's durable consumer delivers every state. Delivery is at least once: a
     // controller killed between a POST and its ack sends that event again, with the same
     // X-Fleet-Delivery id, which is what receivers de-duplicate on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    let (states, repeated) = fleet_tests::wait::until("webhooks up to complete", Duration::from_secs(20), || async {
         let deliveries = hooks.events_for(&id);
         let mut seen = std::collections::HashSet::new();
         let mut states = Vec::new();
@@ -301,15 +295,12 @@ async fn controller_restart_mid_recording_loses_nothing() {
                 repeated.push(state);
             }
         }
-        if states.last().map(String::as_str) == Some("complete") {
-            println!("states {states:?}; redelivered after the kill: {repeated:?}");
-            assert_eq!(states, ["queued", "starting", "recording", "finalizing", "transcoding", "complete"]);
-            assert!(repeated.len() <= 1, "only an event in flight at the kill may come twice: {repeated:?}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "webhooks so far: {states:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if states.last().map(String::as_str) == Some("complete") { Ok((states, repeated)) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    println!("states {states:?}; redelivered after the kill: {repeated:?}");
+    assert_eq!(states, ["queued", "starting", "recording", "finalizing", "transcoding", "complete"]);
+    assert!(repeated.len() <= 1, "only an event in flight at the kill may come twice: {repeated:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -357,15 +348,12 @@ async fn gpu_policy_routes_transcodes() {
     let nats = async_nats::connect(setup.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);
     let mut stream = js.get_stream("FLEET_TRANSCODE").await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    fleet_tests::wait::until("the transcode in the GPU queue", Duration::from_secs(10), || async {
         let mut gpu_queue = stream.get_consumer::<async_nats::jetstream::consumer::pull::Config>("transcoders-gpu").await.unwrap();
-        if gpu_queue.info().await.unwrap().num_pending == 1 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the transcode never reached the GPU queue");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let pending = gpu_queue.info().await.unwrap().num_pending;
+        if pending == 1 { Ok(()) } else { Err(format!("{pending} pending")) }
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let waiting = api.get(&required_id).await;
     assert_eq!(waiting["state"], "finalizing", "a job requiring a GPU must wait for one: {waiting:#}");

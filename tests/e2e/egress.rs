@@ -19,7 +19,7 @@ use livekit_protocol as lk;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SCENARIO: &str = r#"
 [[rooms]]
@@ -64,24 +64,22 @@ async fn receive(State((received, rejected)): State<(Received, Arc<Mutex<u32>>)>
 }
 
 async fn wait_for_status(client: &EgressClient, id: &str, wanted: lk::EgressStatus, timeout: Duration) -> lk::EgressInfo {
-    let deadline = Instant::now() + timeout;
-    loop {
+    fleet_tests::wait::until(&format!("{id} {wanted:?}"), timeout, || async {
         let options = EgressListOptions { filter: EgressListFilter::Egress(id.to_string()), ..Default::default() };
         let items = client.list_egress(options).await.expect("ListEgress answers");
-        if let Some(info) = items.into_iter().find(|i| i.egress_id == id) {
-            if info.status == wanted as i32 {
-                return info;
-            }
-            assert!(
-                !matches!(lk::EgressStatus::try_from(info.status), Ok(lk::EgressStatus::EgressFailed | lk::EgressStatus::EgressAborted)),
-                "{id} ended {:?}: {}",
-                info.status,
-                info.error
-            );
-            assert!(Instant::now() < deadline, "{id} not {wanted:?} after {timeout:?}: {info:?}");
+        let Some(info) = items.into_iter().find(|i| i.egress_id == id) else { return Err("not listed".to_string()) };
+        if info.status == wanted as i32 {
+            return Ok(info);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        assert!(
+            !matches!(lk::EgressStatus::try_from(info.status), Ok(lk::EgressStatus::EgressFailed | lk::EgressStatus::EgressAborted)),
+            "{id} ended {:?}: {}",
+            info.status,
+            info.error
+        );
+        Err(format!("{info:?}"))
+    })
+    .await
 }
 
 fn python_client(url: &str, extra: &[&str]) -> serde_json::Value {
@@ -208,20 +206,16 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     }
 
     // Webhooks: started, updated, ended for each, every one verified by LiveKit's receiver.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let got = fleet_tests::wait::until("egress_ended for both", Duration::from_secs(30), || async {
         let got = hooks.lock().unwrap().clone();
         let ended = |id: &str| got.iter().any(|(e, i, s)| e == "egress_ended" && i == id && *s == lk::EgressStatus::EgressComplete as i32);
-        if ended(&room_id) && ended(&participant_id) {
-            for id in [&room_id, &participant_id] {
-                let events: Vec<&str> = got.iter().filter(|(_, i, _)| i == id).map(|(e, _, _)| e.as_str()).collect();
-                assert_eq!(events.first(), Some(&"egress_started"), "{id}: {events:?}");
-                assert!(events.contains(&"egress_updated"), "{id}: {events:?}");
-            }
-            break;
-        }
-        assert!(Instant::now() < deadline, "webhooks missing: {got:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if ended(&room_id) && ended(&participant_id) { Ok(got) } else { Err(format!("{got:?}")) }
+    })
+    .await;
+    for id in [&room_id, &participant_id] {
+        let events: Vec<&str> = got.iter().filter(|(_, i, _)| i == id).map(|(e, _, _)| e.as_str()).collect();
+        assert_eq!(events.first(), Some(&"egress_started"), "{id}: {events:?}");
+        assert!(events.contains(&"egress_updated"), "{id}: {events:?}");
     }
     assert_eq!(*rejected.lock().unwrap(), 0, "every webhook must verify");
     drop(devroom);

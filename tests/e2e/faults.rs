@@ -11,15 +11,11 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 async fn wait_for(api: &fleet_tests::api::Api, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
+    fleet_tests::wait::until(&format!("job {id}"), timeout, || async {
         let record = api.get(id).await;
-        if done(&record) {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "condition not met after {timeout:?}: {record}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if done(&record) { Ok(record) } else { Err(record.to_string()) }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,11 +52,10 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
     let uploaded_before_kill = count("s1");
     let _recorder_a_again = setup.fleet.recorder("rec-a", "recorder-only", 1);
     let spool = setup.dir.path().join("spool-rec-a").join(&id);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while spool.exists() {
-        assert!(Instant::now() < deadline, "spool of the killed recorder not recovered: {}", spool.display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    fleet_tests::wait::until("the killed recorder's spool recovered", Duration::from_secs(15), || async {
+        if spool.exists() { Err(spool.display().to_string()) } else { Ok(()) }
+    })
+    .await;
     let recovered = count("s1") - uploaded_before_kill;
     eprintln!("spool recovery: {recovered} segments uploaded after the restart ({uploaded_before_kill} before the kill)");
     assert!(recovered >= 4, "the open segment of each of the 4 tracks must be recovered, got {recovered}");
@@ -307,16 +302,12 @@ async fn object_store_outage_spools_holds_new_jobs_and_loses_nothing() {
 
     s3.kill();
     let down_at = Instant::now();
-    let deadline = down_at + Duration::from_secs(60);
-    let holding = loop {
+    let holding = fleet_tests::wait::until("the spool past its limit", Duration::from_secs(60), || async {
         let nodes = api.send("GET", "/v1/nodes", Some(fleet_tests::API_KEY), None).await.body;
         let node = nodes["nodes"].as_array().and_then(|n| n.iter().find(|n| n["id"] == "rec-a").cloned()).unwrap_or_default();
-        if let Some(reason) = node["holding"].as_str() {
-            break reason.to_string();
-        }
-        assert!(Instant::now() < deadline, "the spool never passed its limit: {node}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+        node["holding"].as_str().map(str::to_string).ok_or_else(|| node.to_string())
+    })
+    .await;
     eprintln!("{:.1} s into the outage the recorder holds: {holding}", down_at.elapsed().as_secs_f64());
     let second = api.start(room).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -398,18 +389,14 @@ async fn killed_transcoder_is_replaced_with_one_output_and_one_webhook_per_state
     assert_eq!(manifest["output"]["size_bytes"].as_u64(), Some(mp4.len() as u64));
 
     // One webhook per state, in order, though two transcoders worked on the job.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let states: Vec<String> = hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
-        if states.last().is_some_and(|s| s == "complete") {
-            tokio::time::sleep(Duration::from_secs(1)).await; // a late duplicate would show by now
-            let states: Vec<String> = hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
-            assert_eq!(states, ["queued", "starting", "recording", "finalizing", "transcoding", "complete"]);
-            break;
-        }
-        assert!(Instant::now() < deadline, "webhooks so far: {states:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let states = || hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect::<Vec<String>>();
+    fleet_tests::wait::until("the complete webhook", Duration::from_secs(20), || async {
+        let states = states();
+        if states.last().is_some_and(|s| s == "complete") { Ok(()) } else { Err(format!("{states:?}")) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a late duplicate would show by now
+    assert_eq!(states(), ["queued", "starting", "recording", "finalizing", "transcoding", "complete"]);
 }
 
 /// Graceful drain (SIGTERM): with no other recorder the draining one records on; once another joins,
@@ -443,11 +430,11 @@ async fn drained_recorder_hands_over_without_a_gap() {
         new["started_at_ms"].as_u64().unwrap().saturating_sub(joined_at)
     );
     assert!(overlap_ms >= 2000, "the old session records on 2 s (handover_overlap_s) after the new one writes: {record}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !recorder_a.exited() {
-        assert!(Instant::now() < deadline, "the drained recorder did not exit after its hand-over");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fleet_tests::wait::until("the drained recorder's exit after its hand-over", Duration::from_secs(20), || {
+        let exited = recorder_a.exited();
+        async move { if exited { Ok(()) } else { Err("running".to_string()) } }
+    })
+    .await;
     assert_eq!(api.get(&id).await["state"], "recording");
 
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -541,16 +528,12 @@ async fn hand_back_on_a_full_disk(recorder_a_settings: &str, fill_the_disk: bool
     println!("sessions: {}; warning: {warning:?}", record["sessions"]);
     assert_eq!((record["sessions"][0]["node"].as_str(), record["sessions"][1]["node"].as_str()), (Some("rec-a"), Some("rec-b")), "{record:#}");
     // The registry says why rec-a takes no new recording (its next heartbeat, within 2 s).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    fleet_tests::wait::until("rec-a saying it takes no new recording", Duration::from_secs(5), || async {
         let nodes = api.send("GET", "/v1/nodes", Some(fleet_tests::API_KEY), None).await.body;
         let rec_a = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "rec-a").cloned().unwrap_or_default();
-        if rec_a["holding"].as_str().is_some_and(|h| h.contains("spool disk full")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "rec-a must say it takes no new recording: {rec_a}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        if rec_a["holding"].as_str().is_some_and(|h| h.contains("spool disk full")) { Ok(()) } else { Err(rec_a.to_string()) }
+    })
+    .await;
 
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(api.stop(&id).await.status, 202);

@@ -27,7 +27,7 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PNM_KEY: &str = "plugnmeet";
 const PNM_SECRET: &str = "plugnmeet-secret-0123456789";
@@ -72,14 +72,11 @@ impl Notifies {
     }
 
     async fn wait_for_recording(&self, task: RecordingTasks, recording_id: &str, timeout: Duration) -> RecorderToPlugNmeet {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = self.accepted.lock().unwrap().iter().find(|n| n.task == task as i32 && n.recording_id == recording_id).cloned() {
-                return found;
-            }
-            assert!(Instant::now() < deadline, "no {task:?} notify after {timeout:?}; got {:?}", self.tasks());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        fleet_tests::wait::until(&format!("a {task:?} notify"), timeout, || async {
+            let found = self.accepted.lock().unwrap().iter().find(|n| n.task == task as i32 && n.recording_id == recording_id).cloned();
+            found.ok_or_else(|| format!("{:?}", self.tasks()))
+        })
+        .await
     }
 }
 
@@ -161,11 +158,11 @@ async fn plugnmeet_server_records_through_the_fleet() {
     let _recorder = fleet.recorder("rec-1", "both", 2);
 
     // Registration: five fields; the capacity follows the fleet's recorders (one node, two slots).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while field(&bucket, 0).await.as_deref() != Some("2") {
-        assert!(Instant::now() < deadline, "max_limit never reached 2: {:?}", field(&bucket, 0).await);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fleet_tests::wait::until("max_limit 2", Duration::from_secs(15), || async {
+        let max_limit = field(&bucket, 0).await;
+        if max_limit.as_deref() == Some("2") { Ok(()) } else { Err(format!("{max_limit:?}")) }
+    })
+    .await;
     let ping: u64 = field(&bucket, 1).await.unwrap().parse().unwrap();
     assert!(now_ms().abs_diff(ping) < 5_000, "last ping {ping} is not recent");
     assert!(field(&bucket, 2).await.unwrap().parse::<u32>().unwrap() >= 1);
@@ -248,17 +245,12 @@ async fn plugnmeet_server_records_through_the_fleet() {
 }
 
 async fn wait_for_registration(bucket: &kv::Store, after_ms: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(ping) = field(bucket, 1).await.and_then(|p| p.parse::<u64>().ok())
-            && ping > after_ms
-            && field(bucket, 0).await.is_some()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no registration {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fleet_tests::wait::until(&format!("a registration {what}"), Duration::from_secs(10), || async {
+        let ping = field(bucket, 1).await.and_then(|p| p.parse::<u64>().ok());
+        let registered = ping.is_some_and(|ping| ping > after_ms) && field(bucket, 0).await.is_some();
+        if registered { Ok(()) } else { Err(format!("last ping {ping:?}")) }
+    })
+    .await
 }
 
 /// Start order does not matter: a controller started before plugnmeet-server made its bucket registers

@@ -238,11 +238,11 @@ fn endings_on_the_real_server() {
         // Stop: the recorder leaves, and the server says so at once.
         let id = setup.api.start(r#"{"room":"real-stop"}"#).await;
         setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !server.room("real-stop").await.is_some_and(|r| r.active_recording) {
-            assert!(std::time::Instant::now() < deadline, "the server never marked real-stop as recorded");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        fleet_tests::wait::until("the server marking real-stop as recorded", Duration::from_secs(10), || async {
+            let room = server.room("real-stop").await;
+            if room.as_ref().is_some_and(|r| r.active_recording) { Ok(()) } else { Err(format!("{room:?}")) }
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(setup.api.stop(&id).await.status, 202);
         let flag_dropped_ms = loop {

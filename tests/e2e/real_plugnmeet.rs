@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RECORDER_ID: &str = "fleet";
 const SUB_PATH: &str = "fleet";
@@ -73,15 +73,11 @@ impl Webhooks {
 
     /// The `n`th (from 1) recording event named `event`.
     async fn wait_for(&self, event: &str, n: usize, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        fleet_tests::wait::until(&format!("{event} #{n}"), timeout, || async {
             let found: Vec<Value> = self.events.lock().unwrap().iter().filter(|e| e["event"] == event).cloned().collect();
-            if found.len() >= n {
-                return found[n - 1].clone();
-            }
-            assert!(Instant::now() < deadline, "no {event} #{n} after {timeout:?}; recording events so far: {:?}", self.recording_events());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            found.get(n - 1).cloned().ok_or_else(|| format!("recording events so far: {:?}", self.recording_events()))
+        })
+        .await
     }
 }
 
@@ -150,11 +146,11 @@ async fn last_ping(pnm: &PlugnmeetServer) -> Option<u64> {
 }
 
 async fn wait_for_ping_after(pnm: &PlugnmeetServer, after_ms: u64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while last_ping(pnm).await.is_none_or(|ping| ping <= after_ms) {
-        assert!(Instant::now() < deadline, "the fleet is not registered with plugNmeet (last ping {:?})", last_ping(pnm).await);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    fleet_tests::wait::until("the fleet registered with plugNmeet", timeout, || async {
+        let ping = last_ping(pnm).await;
+        if ping.is_some_and(|ping| ping > after_ms) { Ok(()) } else { Err(format!("last ping {ping:?}")) }
+    })
+    .await
 }
 
 /// A recording plugNmeet lists: its file under plugNmeet's recordings root, of the size it lists, a
@@ -357,25 +353,19 @@ fn plugnmeet_server_records_through_the_fleet() {
 
 /// The one fleet job that is capturing, by the controller's API.
 async fn capturing_job(setup: &Setup) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    fleet_tests::wait::until("a recording job", Duration::from_secs(20), || async {
         let list = setup.api.send("GET", "/v1/recordings?state=recording", Some(fleet_tests::API_KEY), None).await;
-        if let Some(job) = list.body["recordings"].as_array().and_then(|r| r.first()) {
-            return job["id"].as_str().unwrap().to_string();
-        }
-        assert!(Instant::now() < deadline, "no recording job: {:?}", list.body);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        let job = list.body["recordings"].as_array().and_then(|r| r.first()).and_then(|job| job["id"].as_str()).map(str::to_string);
+        job.ok_or_else(|| list.body.to_string())
+    })
+    .await
 }
 
 async fn wait_for_sessions(setup: &Setup, job: &str, sessions: usize, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
+    fleet_tests::wait::until(&format!("session {sessions}"), timeout, || async {
         let record = setup.api.get(job).await;
-        if record["sessions"].as_array().is_some_and(|s| s.len() >= sessions) && record["state"] == "recording" {
-            return record;
-        }
-        assert!(Instant::now() < deadline, "no session {sessions}: {record:#}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        let there = record["sessions"].as_array().is_some_and(|s| s.len() >= sessions) && record["state"] == "recording";
+        if there { Ok(record) } else { Err(record.to_string()) }
+    })
+    .await
 }

@@ -1,7 +1,7 @@
 //! A small client of the controller's REST API for tests.
 
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Api {
     pub base: String,
@@ -62,16 +62,11 @@ impl Api {
 
     /// Polls until the job is in one of `states`; panics with the record after `timeout`.
     pub async fn wait_for_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        crate::wait::until(&format!("job {id} in {states:?}"), timeout, || async {
             let reply = self.send("GET", &format!("/v1/recordings/{id}"), Some(crate::API_KEY), None).await;
-            if reply.status == 200 && states.contains(&reply.body["state"].as_str().unwrap_or("")) {
-                return reply.body;
-            }
-            if Instant::now() > deadline {
-                panic!("job {id} not in {states:?} after {timeout:?}: {}", reply.body);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let wanted = reply.status == 200 && states.contains(&reply.body["state"].as_str().unwrap_or(""));
+            if wanted { Ok(reply.body) } else { Err(reply.body.to_string()) }
+        })
+        .await
     }
 }

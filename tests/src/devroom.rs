@@ -3,7 +3,7 @@
 use crate::bin_path;
 use crate::procs::Proc;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const LIVEKIT_API_KEY: &str = "devroom-test-key";
 pub const LIVEKIT_API_SECRET: &str = "devroom-test-secret-0123456789abcdef";
@@ -45,16 +45,9 @@ impl Devroom {
             dir,
         );
         // Clip encoding on a cold cache takes a while.
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&ready)
-                && !addr.is_empty()
-            {
-                break addr;
-            }
-            assert!(Instant::now() < deadline, "devroom did not start:\n{}", proc.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let addr = crate::wait::until_blocking("devroom started", Duration::from_secs(180), Duration::from_millis(100), || {
+            std::fs::read_to_string(&ready).ok().filter(|addr| !addr.is_empty()).ok_or_else(|| proc.log_text())
+        });
         Devroom { proc, addr }
     }
 

@@ -15,6 +15,7 @@ pub mod procs;
 pub mod publisher;
 pub mod sync;
 pub mod tcp_relay;
+pub mod wait;
 pub mod webhook;
 
 use api::Api;
@@ -197,6 +198,8 @@ pub struct Fleet {
     pub transcoder_extra: String,
     /// Appended to the controller's config (front doors, `[storage]`).
     pub controller_extra: String,
+    /// The controller's webhook secret; without one it refuses jobs that ask for webhooks.
+    pub webhook_secret: Option<String>,
     /// Where `controller nats-users` wrote the passwords, when NATS requires each process's own login
     /// (the controller logs in as `controller`, nodes by node id).
     pub nats_logins: Option<PathBuf>,
@@ -216,6 +219,7 @@ impl Fleet {
             recorder_settings: String::new(),
             transcoder_extra: String::new(),
             controller_extra: String::new(),
+            webhook_secret: Some(WEBHOOK_SECRET.to_string()),
             nats_logins: None,
             nats_tls_ca: None,
             controller_tls: None,
@@ -248,9 +252,13 @@ impl Fleet {
             "controller",
             "controller",
             &format!(
-                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n[controller.webhooks]\nsecret = \"{WEBHOOK_SECRET}\"\n{}",
+                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n{}{}",
                 match &self.controller_tls {
                     Some((cert, key)) => format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert.display(), key.display()),
+                    None => String::new(),
+                },
+                match &self.webhook_secret {
+                    Some(secret) => format!("[controller.webhooks]\nsecret = \"{secret}\"\n"),
                     None => String::new(),
                 },
                 self.controller_extra

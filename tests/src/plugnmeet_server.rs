@@ -173,10 +173,8 @@ impl PlugnmeetServer {
 /// SIGTERM, then waits up to 10 s for the process to exit.
 fn stop(proc: &mut Proc) {
     proc.signal_term();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !proc.exited() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exited = || if proc.exited() { Ok(()) } else { Err(String::new()) };
+    let _ = crate::wait::poll_blocking(Duration::from_secs(10), Duration::from_millis(50), exited);
 }
 
 fn spawn_server(binary: &Path, dir: &Path, config: &Path) -> Proc {

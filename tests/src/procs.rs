@@ -3,7 +3,7 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The priority of processes standing for other machines (see [`Proc::spawn_remote`]).
 const REMOTE_NICENESS: i32 = -5;
@@ -83,13 +83,8 @@ impl Proc {
     /// SIGTERM, then wait up to `grace` for a clean exit (SIGKILL after).
     pub fn terminate(mut self, grace: Duration) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let exited = || if let Ok(Some(_)) = self.child.try_wait() { Ok(()) } else { Err(String::new()) };
+        let _ = crate::wait::poll_blocking(grace, Duration::from_millis(100), exited);
     }
 
     /// Sends SIGTERM and returns at once (a drain that is watched, not awaited).
@@ -127,12 +122,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn wait_for_port(port: u16, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nothing listening on 127.0.0.1:{port} after {timeout:?}");
+    crate::wait::until_blocking(&format!("a listener on 127.0.0.1:{port}"), timeout, Duration::from_millis(50), || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(drop).map_err(|e| e.to_string())
+    })
 }

@@ -5,7 +5,7 @@
 use crate::livekit_server::{API_KEY, API_SECRET, LiveKitServer};
 use crate::procs::Proc;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn python() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pyenv/bin/python");
@@ -90,11 +90,10 @@ fn script_events(proc: &Proc) -> Vec<serde_json::Value> {
 
 /// Waits until a publisher script logged its camera as published.
 fn wait_for_camera(proc: &Proc, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !script_events(proc).iter().any(|e| e["event"] == "published" && e["kind"] == "video") {
-        assert!(Instant::now() < deadline, "{} did not publish in {timeout:?}:\n{}", proc.name, proc.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::wait::until_blocking(&format!("{} publishing its camera", proc.name), timeout, Duration::from_millis(100), || {
+        let published = script_events(proc).iter().any(|e| e["event"] == "published" && e["kind"] == "video");
+        if published { Ok(()) } else { Err(proc.log_text()) }
+    })
 }
 
 /// A headless Chromium running LiveKit's JS SDK (`tests/browser/publish.mjs`): camera and microphone from

@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let bus = Bus::connect(&config.nats, &config.queues, &node_id, Topology::Use).await.context("connecting to NATS")?;
     let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
     let identity = WorkerIdentity { node_id, mode: "transcoder-only".into() };
-    let jobs = bus.job_requests(fleet_protocol::nats_access::Role::Transcoder, &identity.node_id);
+    let jobs = fleet_runtime::job_client::JobRequests::for_node(&bus, fleet_protocol::nats_access::Role::Transcoder, &identity.node_id);
     let transcoder = Transcoder::new(bus, jobs, storage, config.transcoder, identity, None).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

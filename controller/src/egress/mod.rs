@@ -12,8 +12,8 @@ pub mod convert;
 pub mod twirp;
 pub mod webhooks;
 
-use crate::api::AppState;
 use crate::jobs;
+use crate::state::AppState;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

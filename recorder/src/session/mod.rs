@@ -7,10 +7,10 @@ mod control;
 use crate::capture::Capture;
 use crate::capture::events::SourceEvent;
 use crate::capture::livekit::{LivekitCapture, LivekitParams};
+use crate::context::NodeContext;
 use crate::error::RecordError;
 use crate::timeline::{Entry, Timeline};
 use crate::uploader::Uploader;
-use crate::worker::Recorder;
 use async_nats::jetstream::{self, AckKind};
 use control::{Action, CaptureControl, Input, Limits};
 use fleet_pipelines::segment_writer::segment_seq;
@@ -36,7 +36,7 @@ enum Outcome {
     Retry(RecordError),
 }
 
-pub async fn handle_delivery(recorder: Arc<Recorder>, message: jetstream::Message, shutdown: watch::Receiver<bool>) {
+pub async fn handle_delivery(recorder: Arc<NodeContext>, message: jetstream::Message, shutdown: watch::Receiver<bool>) {
     let job: RecordJob = match parse_message(&message.payload) {
         Ok(job) => job,
         Err(reason) => {
@@ -88,7 +88,7 @@ async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
 }
 
 /// `handover_taker`: this delivery is a draining recorder's request to take its capture over.
-async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool, shutdown: watch::Receiver<bool>) -> Outcome {
+async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bool, shutdown: watch::Receiver<bool>) -> Outcome {
     let node = recorder.node_id.as_str();
     let record = match recorder.bus.jobs().get(job_id).await {
         Ok(Some((record, _))) => record,
@@ -125,7 +125,7 @@ async fn record(recorder: &Arc<Recorder>, job_id: &SafeId, handover_taker: bool,
 
 /// Asks another recorder to take this session's recording over: a hand-over message on the record
 /// queue (de-duplicated per session), taken by any recorder with a free slot.
-async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId) -> Result<(), BusError> {
+async fn request_handover(recorder: &NodeContext, job_id: &SafeId, session_id: &SafeId) -> Result<(), BusError> {
     let message = RecordJob { job_id: job_id.clone(), handover_from: Some(session_id.clone()) };
     let message_id = format!("handover-{job_id}-{session_id}");
     recorder.bus.enqueue(&recorder.bus.names().record_handover_subject, &message_id, &message).await
@@ -133,7 +133,7 @@ async fn request_handover(recorder: &Recorder, job_id: &SafeId, session_id: &Saf
 
 /// Runs the capture until it ends, uploading segments as they close.
 async fn capture(
-    recorder: &Arc<Recorder>,
+    recorder: &Arc<NodeContext>,
     job_id: &SafeId,
     session_id: &SafeId,
     request: &fleet_protocol::job::JobRequest,
@@ -320,7 +320,7 @@ async fn capture(
 }
 
 /// Whether any raw segment of the job is in storage, from any session (a killed recorder's included).
-async fn media_stored(recorder: &Recorder, job_id: &SafeId) -> Result<bool, RecordError> {
+async fn media_stored(recorder: &NodeContext, job_id: &SafeId) -> Result<bool, RecordError> {
     let objects = recorder.storage.list(&keys::raw_prefix(job_id)).await.map_err(|e| RecordError::Storage("could not check the stored media", e))?;
     Ok(objects.iter().any(|o| keys::parse_segment_key(job_id, &o.key).is_some()))
 }
@@ -341,7 +341,7 @@ struct SessionEnd {
 /// Records the end of a session. The job's own state changes only while the job is still in capture
 /// (another node may have moved it on): it is finalized when any media of the job reached storage, from
 /// this session or an earlier one, and failed otherwise.
-async fn end_session(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, end: SessionEnd) -> Outcome {
+async fn end_session(recorder: &NodeContext, job_id: &SafeId, session_id: &SafeId, end: SessionEnd) -> Outcome {
     let media_stored = match media_stored(recorder, job_id).await {
         Ok(stored) => stored,
         Err(reason) => return Outcome::Retry(reason),
@@ -380,14 +380,14 @@ where
     }
 }
 
-async fn mark_recording(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, wall_zero: u64) {
+async fn mark_recording(recorder: &NodeContext, job_id: &SafeId, session_id: &SafeId, wall_zero: u64) {
     let transition = Transition::MediaWriting { session: session_id.clone(), wall_zero_ms: wall_zero };
     if let Err(err) = recorder.jobs.apply(job_id, transition).await {
         tracing::warn!(%err, "could not mark the job recording");
     }
 }
 
-async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) -> bool {
+async fn upload_timeline(recorder: &NodeContext, key: &str, timeline: &Timeline) -> bool {
     match recorder.storage.put_file(key, timeline.path()).await {
         Ok(()) => true,
         Err(err) => {
@@ -397,7 +397,7 @@ async fn upload_timeline(recorder: &Recorder, key: &str, timeline: &Timeline) ->
     }
 }
 
-async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
+async fn enqueue_transcode(recorder: &NodeContext, job_id: &SafeId) -> Outcome {
     let subject = match recorder.bus.jobs().get(job_id).await {
         Ok(Some((record, _))) => recorder.bus.transcode_subject_for(&record).to_string(),
         Ok(None) => return Outcome::Retry(RecordError::NoRecord(job_id.clone())),
@@ -414,7 +414,7 @@ async fn enqueue_transcode(recorder: &Recorder, job_id: &SafeId) -> Outcome {
 }
 
 /// Adds `warning` to the job record (once).
-async fn warn_on_job(recorder: &Recorder, job_id: &SafeId, warning: String) {
+async fn warn_on_job(recorder: &NodeContext, job_id: &SafeId, warning: String) {
     if let Err(err) = recorder.jobs.apply(job_id, Transition::Warn { warning }).await {
         tracing::warn!(%err, "could not add a warning to the job");
     }
@@ -422,7 +422,7 @@ async fn warn_on_job(recorder: &Recorder, job_id: &SafeId, warning: String) {
 
 /// A job that requires a GPU waits in its queue until a GPU transcoder joins: say so on the job when
 /// none is registered now, so the wait is not a mystery.
-async fn warn_when_no_gpu_transcoder(recorder: &Recorder, job_id: &SafeId) {
+async fn warn_when_no_gpu_transcoder(recorder: &NodeContext, job_id: &SafeId) {
     let nodes = recorder.bus.list_nodes().await.unwrap_or_default();
     if nodes.iter().any(|n| n.encoders.iter().any(|e| fleet_pipelines::encoders::is_hardware(e))) {
         return;
@@ -434,7 +434,7 @@ async fn warn_when_no_gpu_transcoder(recorder: &Recorder, job_id: &SafeId) {
 
 /// A stop arrived while no capture ran: abort when nothing was recorded, else finalize what exists
 /// (a killed recorder's segments are in storage even though its session never recorded its count).
-async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
+async fn stop_without_capture(recorder: &NodeContext, job_id: &SafeId) -> Outcome {
     let media_stored = match media_stored(recorder, job_id).await {
         Ok(stored) => stored,
         Err(reason) => return Outcome::Retry(reason),
@@ -447,7 +447,7 @@ async fn stop_without_capture(recorder: &Recorder, job_id: &SafeId) -> Outcome {
 }
 
 /// The capture could not run; media from earlier sessions is still finalized.
-async fn fail(recorder: &Recorder, job_id: &SafeId, session_id: &SafeId, handover_taker: bool, reason: String) -> Outcome {
+async fn fail(recorder: &NodeContext, job_id: &SafeId, session_id: &SafeId, handover_taker: bool, reason: String) -> Outcome {
     tracing::error!(%reason, "recording failed");
     let end = SessionEnd {
         ended_at_ms: now_ms(),

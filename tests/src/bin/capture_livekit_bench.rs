@@ -18,7 +18,7 @@ use fleet_tests::procs::{Proc, free_port};
 use fleet_tests::{Fleet, Nats, StorageSetup, netns};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn main() {
     netns::run_binary_inside();
@@ -118,15 +118,11 @@ fn publisher(server: &LiveKitServer, room: &str, identity: &str, camera: &Path, 
 
 async fn wait_for_publishers(server: &LiveKitServer, room: &str, count: usize) {
     let client = server.room_client();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    fleet_tests::wait::until(&format!("{room}: {count} publishers with both tracks"), Duration::from_secs(60), || async {
         let publishing = client.list_participants(room).await.unwrap_or_default().iter().filter(|p| p.tracks.len() >= 2).count();
-        if publishing >= count {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{room}: {publishing} of {count} publishers have both tracks");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        if publishing >= count { Ok(()) } else { Err(format!("{publishing} publishing")) }
+    })
+    .await
 }
 
 /// The publishers' clips, made once per machine under `target/bench/clips`: a camera-like 720p30 VP8 at

@@ -91,14 +91,13 @@ impl World {
     }
 
     async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        // The caller judges a record that never got there: the last one seen comes back either way.
+        let polled = fleet_tests::wait::poll(timeout, Duration::from_millis(200), || async {
             let record = self.record(id).await;
-            if done(&record) || Instant::now() > deadline {
-                return record;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            if done(&record) { Ok(record) } else { Err(record.to_string()) }
+        })
+        .await;
+        polled.unwrap_or_else(|seen| serde_json::from_str(&seen).unwrap_or(Value::Null))
     }
 }
 
@@ -123,10 +122,12 @@ async fn run(fault: Fault) -> Outcome {
         Fault::RecorderDrained => {
             if let Some(mut draining) = world.recorders.remove(&holder) {
                 draining.signal_term();
-                let deadline = Instant::now() + Duration::from_secs(40);
-                while !draining.exited() && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                // Judged by the outcome: a drain that takes longer shows there.
+                let _ = fleet_tests::wait::poll(Duration::from_secs(40), Duration::from_millis(200), || {
+                    let exited = draining.exited();
+                    async move { if exited { Ok(()) } else { Err(String::new()) } }
+                })
+                .await;
             }
             tokio::time::sleep(Duration::from_secs(3)).await;
         }

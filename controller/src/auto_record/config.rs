@@ -1,24 +1,8 @@
-//! Auto-record: livekit-server's webhooks (signed as LiveKit signs them: a JWT of the server's API key
-//! with the body's SHA-256) start a recording when a room matching a rule starts, and stop it when the
-//! room finishes, as LiveKit's auto egress and plugNmeet's auto-record do. Configured in
-//! `[controller.auto_record]`; served at `POST /livekit/webhook`.
-//!
-//! One job per room session: its id derives from the room's sid, so a redelivered `room_started` finds the
-//! job it already made, and `room_finished` knows which job to stop.
+//! `[controller.auto_record]`: which rooms are recorded, and with what request. Pure: no I/O.
 
-use crate::api::AppState;
-use crate::error::ApiError;
-use crate::jobs;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::post;
+use fleet_protocol::JobRequest;
 use fleet_protocol::job::InvalidRequest;
-use fleet_protocol::job::Origin;
-use fleet_protocol::{JobRequest, SafeId};
 use fleet_runtime::config::ConfigError;
-use livekit_api::access_token::TokenVerifier;
-use livekit_api::webhooks::WebhookReceiver;
 use serde::{Deserialize, Serialize};
 
 /// `[controller.auto_record]`.
@@ -92,54 +76,13 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-fn request_for(rule: &AutoRecordRule, room: &str) -> Result<JobRequest, InvalidRequest> {
+pub(crate) fn request_for(rule: &AutoRecordRule, room: &str) -> Result<JobRequest, InvalidRequest> {
     let mut request = rule.request.clone().unwrap_or_else(|| serde_json::json!({}));
     let object = request.as_object_mut().ok_or(InvalidRequest::from("request must be a table"))?;
     object.insert("room".into(), room.into());
     let request: JobRequest = serde_json::from_value(request).map_err(|e| InvalidRequest(e.to_string()))?;
     request.validate()?;
     Ok(request)
-}
-
-/// The job of one room session (`auto_<room sid>`).
-fn job_id(room_sid: &str) -> Result<SafeId, ApiError> {
-    SafeId::parse(format!("auto_{room_sid}")).map_err(|e| ApiError::invalid(format!("room sid {room_sid:?}: {e}")))
-}
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/livekit/webhook", post(receive))
-}
-
-async fn receive(State(state): State<AppState>, headers: HeaderMap, body: String) -> Result<StatusCode, ApiError> {
-    let config = &state.config.auto_record;
-    if !config.enabled {
-        return Err(ApiError::not_found("auto-record is not enabled on this controller (controller.auto_record.enabled)"));
-    }
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let receiver = WebhookReceiver::new(TokenVerifier::with_api_key(&config.api_key, &config.api_secret));
-    let event = receiver.receive(&body, auth).map_err(|e| ApiError::unauthorized(format!("webhook not signed by the LiveKit key: {e}")))?;
-    let Some(room) = event.room else { return Ok(StatusCode::OK) };
-    match event.event.as_str() {
-        "room_started" => {
-            let Some(rule) = config.rule_for(&room.name, &room.metadata) else {
-                tracing::debug!(room = %room.name, "room started; no auto-record rule matches");
-                return Ok(StatusCode::OK);
-            };
-            let request = request_for(rule, &room.name).map_err(|e| ApiError::invalid(e.to_string()))?;
-            let origin = Origin::AutoRecord { room_sid: room.sid.clone() };
-            match jobs::create_with_id(&state.bus, job_id(&room.sid)?, request, Some(origin)).await {
-                Ok(record) => tracing::info!(job_id = %record.id, room = %room.name, "auto-record: recording the room"),
-                Err(err) if err.is_conflict() => tracing::info!(room = %room.name, "auto-record: the room is recorded already"),
-                Err(err) => return Err(err),
-            }
-        }
-        "room_finished" => match jobs::stop(&state.bus, &job_id(&room.sid)?).await {
-            Ok(record) => tracing::info!(job_id = %record.id, room = %room.name, "auto-record: the room finished; recording stops"),
-            Err(err) => tracing::debug!(room = %room.name, reason = %err.message, "auto-record: nothing to stop"),
-        },
-        _ => {}
-    }
-    Ok(StatusCode::OK)
 }
 
 #[cfg(test)]

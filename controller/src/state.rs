@@ -1,0 +1,15 @@
+//! What every handler shares: the bus, the API keys, the metrics and the configuration.
+
+use crate::auth::ApiKeys;
+use crate::config::ControllerConfig;
+use crate::metrics::Metrics;
+use fleet_runtime::bus::Bus;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Bus,
+    pub keys: ApiKeys,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ControllerConfig>,
+}
