@@ -201,6 +201,13 @@ async fn capture(
         finish_timeout: Duration::from_secs(config.finish_timeout_s),
     };
     let mut control = CaptureControl::new(session_id.clone(), limits, Instant::now());
+    // What the job record is told while capturing goes through the controller; it runs beside the loop,
+    // which must never wait on it (a controller restarting), and is done before the session's end is.
+    let mut job_notes = tokio::task::JoinSet::new();
+    let note_warning = |job_notes: &mut tokio::task::JoinSet<()>, warning: String| {
+        let (ctx, job_id, warning) = (recorder.clone(), job_id.clone(), format!("{}: {warning}", recorder.node_id));
+        job_notes.spawn(async move { warn_on_job(&ctx, &job_id, warning).await });
+    };
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     // The source's running time when it was told to stop: the session's end.
     let mut stopped_at_ns = None;
@@ -237,7 +244,7 @@ async fn capture(
                     recorder.note_disk_full();
                     inputs.push(Input::SpoolFull(reason));
                 }
-                Some(SourceEvent::TrackLost(warning)) => warn_on_job(recorder, job_id, format!("{}: {warning}", recorder.node_id)).await,
+                Some(SourceEvent::TrackLost(warning)) => note_warning(&mut job_notes, warning),
             },
             Some(record) = next_record(&mut stop_watch), if control.running() => inputs.push(Input::Record(Box::new(record))),
             _ = poll.tick(), if control.running() => {
@@ -258,7 +265,10 @@ async fn capture(
         while !inputs.is_empty() {
             for action in inputs.drain(..).flat_map(|input| control.handle(input, Instant::now())).collect::<Vec<_>>() {
                 match action {
-                    Action::MarkRecording => mark_recording(recorder, job_id, session_id, wall_zero).await,
+                    Action::MarkRecording => {
+                        let (ctx, job_id, session_id) = (recorder.clone(), job_id.clone(), session_id.clone());
+                        job_notes.spawn(async move { mark_recording(&ctx, &job_id, &session_id, wall_zero).await });
+                    }
                     Action::StopSource(reason) => {
                         tracing::info!(?reason, "stopping capture");
                         stopped_at_ns = Some(room.running_time_ns());
@@ -278,7 +288,7 @@ async fn capture(
                         };
                         inputs.push(Input::HandoverRequested(requested));
                     }
-                    Action::Warn(warning) => warn_on_job(recorder, job_id, format!("{}: {warning}", recorder.node_id)).await,
+                    Action::Warn(warning) => note_warning(&mut job_notes, warning),
                     Action::Exit => break 'session,
                 }
             }
@@ -286,6 +296,7 @@ async fn capture(
     }
 
     let end_running_ns = stopped_at_ns.unwrap_or_else(|| room.running_time_ns());
+    job_notes.join_all().await;
     drop(room);
     let uploaded = uploader.finish().await;
     let ending = control.ending();
