@@ -119,7 +119,7 @@ enum Server {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
 }
 
 /// `.fleet-dev/demo-<time>-*`, kept after the run.

@@ -14,7 +14,7 @@ use std::process::Command;
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection";
 
 fn main() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf();
     let schemathesis = workspace.join("target/fuzzenv/bin/schemathesis");
     assert!(schemathesis.exists(), "{} is missing: run `deploy/dev.sh fuzz` (installs it)", schemathesis.display());
     let seconds = std::env::var("FUZZ_SECONDS").unwrap_or_else(|_| "240".into());
