@@ -542,6 +542,26 @@ impl ChunkPlan {
     }
 }
 
+/// Records and outputs for the unit tests of the modules that change records.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::OutputInfo;
+
+    pub fn output() -> OutputInfo {
+        OutputInfo {
+            key: "k".into(),
+            location: "l".into(),
+            manifest_key: "m".into(),
+            size_bytes: 1,
+            duration_s: 1.0,
+            video_codec: None,
+            audio_codec: None,
+            sha256: "h".into(),
+            participant_audio: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

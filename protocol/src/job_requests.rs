@@ -138,7 +138,8 @@ fn transition_name(transition: &Transition) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::{CaptureSession, ChunkPlan, JobRequest, JobState, OutputInfo, Progress};
+    use crate::job::fixtures::output;
+    use crate::job::{CaptureSession, ChunkPlan, JobRequest, JobState, Progress};
     use crate::transition::SessionEnd;
 
     fn record() -> JobRecord {
@@ -167,20 +168,6 @@ mod tests {
 
     fn who(role: Role, node: &str) -> Requester {
         Requester { role, node: node.into() }
-    }
-
-    fn output() -> OutputInfo {
-        OutputInfo {
-            key: "k".into(),
-            location: "l".into(),
-            manifest_key: "m".into(),
-            size_bytes: 1,
-            duration_s: 1.0,
-            video_codec: None,
-            audio_codec: None,
-            sha256: "h".into(),
-            participant_audio: vec![],
-        }
     }
 
     fn end() -> Transition {

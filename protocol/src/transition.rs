@@ -334,6 +334,7 @@ impl JobRecord {
 mod tests {
     use super::*;
     use crate::job::JobRequest;
+    use crate::job::fixtures::output;
 
     const NOW: u64 = 1_000_000;
 
@@ -356,20 +357,6 @@ mod tests {
             writing: false,
         });
         r
-    }
-
-    fn output() -> OutputInfo {
-        OutputInfo {
-            key: "k".into(),
-            location: "l".into(),
-            manifest_key: "m".into(),
-            size_bytes: 1,
-            duration_s: 1.0,
-            video_codec: None,
-            audio_codec: None,
-            sha256: "h".into(),
-            participant_audio: vec![],
-        }
     }
 
     fn end(media_stored: bool) -> SessionEnd {
