@@ -16,6 +16,7 @@ APT_PACKAGES=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev li
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq)
 S3S_VERSION=0.14.1
+SCHEMATHESIS_VERSION=4.32.5  # deploy/dev.sh fuzz
 
 log() { printf '\033[1;34m[dev]\033[0m %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -238,7 +239,7 @@ bench() {
 fuzz() {
   ensure_deps
   build_debug
-  [ -x target/fuzzenv/bin/schemathesis ] || { log "installing schemathesis into target/fuzzenv"; python3 -m venv target/fuzzenv; target/fuzzenv/bin/pip install -q schemathesis; }
+  [ -x target/fuzzenv/bin/schemathesis ] || { log "installing schemathesis into target/fuzzenv"; python3 -m venv target/fuzzenv; target/fuzzenv/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"; }
   target/debug/fuzz
 }
 
