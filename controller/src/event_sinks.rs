@@ -26,6 +26,8 @@ pub enum Delivery {
 pub struct StateEvent {
     pub job_id: SafeId,
     pub state: JobState,
+    /// Its number among the job's state changes: with the job id, what identifies the event.
+    pub seq: u32,
     pub revision: u64,
     pub at_ms: u64,
     pub record: JobRecord,
@@ -61,8 +63,8 @@ async fn consume<S: EventSink>(bus: &Bus, sink: &Arc<S>) -> Result<(), async_nat
     while let Some(message) = messages.next().await {
         let message = message?;
         let event = match serde_json::from_slice::<JobEvent>(&message.payload) {
-            Ok(JobEvent { job_id, at_ms, kind: EventKind::State { state, revision, record }, .. }) => {
-                StateEvent { job_id, state, revision, at_ms, record: *record }
+            Ok(JobEvent { job_id, at_ms, kind: EventKind::State { state, seq, revision, record }, .. }) => {
+                StateEvent { job_id, state, seq, revision, at_ms, record: *record }
             }
             Ok(_) => {
                 let _ = message.ack().await;

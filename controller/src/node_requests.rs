@@ -1,35 +1,16 @@
 //! Applies the job changes nodes ask for (`fleet_protocol::job_requests`): the requester is read from
 //! the subject its login may publish on, checked against the record ([`authorize`]), and the transition
-//! goes through `JobStore::apply`, the one write path. Controllers share the subscription as a queue
-//! group, so any of them answers.
+//! goes through `JobStore::apply_if`, the one write path, once per request id (the record remembers the
+//! answer, so a retry that reaches another controller, or one restarted, is not applied twice).
+//! Controllers share the subscription as a queue group, so any of them answers.
 
+use fleet_protocol::events::{EventKind, JobEvent};
+use fleet_protocol::job::Progress;
 use fleet_protocol::job_requests::{ApplyReply, ApplyRequest, Requester, authorize, requester_from_subject};
 use fleet_protocol::time::now_ms;
-use fleet_runtime::bus::{Bus, BusError};
+use fleet_protocol::{SafeId, Transition};
+use fleet_runtime::bus::{Bus, BusError, store_event};
 use futures::StreamExt;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-/// How long an answer is kept for a node whose reply was lost and who asks again with the same id.
-const ANSWER_KEPT_MS: u64 = 5 * 60 * 1000;
-
-/// Answers already given, by request id, so a retried request is answered, not applied twice.
-#[derive(Default)]
-pub struct AnsweredRequests {
-    answers: HashMap<String, (u64, ApplyReply)>,
-}
-
-impl AnsweredRequests {
-    pub fn get(&self, request_id: &str) -> Option<&ApplyReply> {
-        self.answers.get(request_id).map(|(_, reply)| reply)
-    }
-
-    /// Keeps `reply` for `request_id`, forgetting answers older than [`ANSWER_KEPT_MS`] at `now_ms`.
-    pub fn keep(&mut self, request_id: String, reply: ApplyReply, now_ms: u64) {
-        self.answers.retain(|_, (at, _)| now_ms.saturating_sub(*at) < ANSWER_KEPT_MS);
-        self.answers.insert(request_id, (now_ms, reply));
-    }
-}
 
 /// Subscribes to every node's requests (before the controller says it is up, so none is missed).
 pub async fn subscribe(bus: &Bus) -> Result<async_nats::Subscriber, async_nats::SubscribeError> {
@@ -38,12 +19,11 @@ pub async fn subscribe(bus: &Bus) -> Result<async_nats::Subscriber, async_nats::
 
 pub async fn serve(bus: Bus, mut requests: async_nats::Subscriber) {
     let prefix = bus.names().job_requests_prefix.clone();
-    let answered = Arc::new(Mutex::new(AnsweredRequests::default()));
     while let Some(message) = requests.next().await {
-        let (bus, answered, prefix) = (bus.clone(), answered.clone(), prefix.clone());
+        let (bus, prefix) = (bus.clone(), prefix.clone());
         tokio::spawn(async move {
             let Some(reply_to) = message.reply.clone() else { return };
-            let reply = answer(&bus, &answered, &prefix, &message).await;
+            let reply = answer(&bus, &prefix, &message).await;
             let payload = serde_json::to_vec(&reply).expect("replies serialize");
             if let Err(err) = bus.client().publish(reply_to, payload.into()).await {
                 tracing::warn!(%err, "could not answer a node's job request");
@@ -52,7 +32,7 @@ pub async fn serve(bus: Bus, mut requests: async_nats::Subscriber) {
     }
 }
 
-async fn answer(bus: &Bus, answered: &Mutex<AnsweredRequests>, prefix: &str, message: &async_nats::Message) -> ApplyReply {
+async fn answer(bus: &Bus, prefix: &str, message: &async_nats::Message) -> ApplyReply {
     let Some(requester) = requester_from_subject(prefix, message.subject.as_str()) else {
         return ApplyReply::Failed { error: format!("no requester in subject {}", message.subject) };
     };
@@ -60,21 +40,20 @@ async fn answer(bus: &Bus, answered: &Mutex<AnsweredRequests>, prefix: &str, mes
         Ok(request) => request,
         Err(err) => return ApplyReply::Failed { error: format!("malformed request: {err}") },
     };
-    if let Some(reply) = answered.lock().expect("not poisoned").get(&request.request_id) {
-        return reply.clone();
-    }
-    let reply = apply(bus, &requester, &request).await;
-    if !matches!(reply, ApplyReply::Failed { .. }) {
-        answered.lock().expect("not poisoned").keep(request.request_id.clone(), reply.clone(), now_ms());
-    }
-    reply
+    apply(bus, &requester, &request).await
 }
 
 async fn apply(bus: &Bus, requester: &Requester, request: &ApplyRequest) -> ApplyReply {
     let job_id = &request.job_id;
     let allowed = |record: &fleet_protocol::JobRecord| authorize(record, requester, &request.transition);
-    match bus.jobs().apply_if(job_id, Some(&requester.node), request.transition.clone(), allowed).await {
-        Ok((record, applied)) => ApplyReply::Applied { record: Box::new(record), applied },
+    let applied = bus.jobs().apply_if(job_id, Some(&requester.node), request.transition.clone(), Some(&request.request_id), allowed).await;
+    match applied {
+        Ok((record, applied)) => {
+            if let (Transition::Progress(progress), true) = (&request.transition, applied.changed()) {
+                publish_progress(bus, job_id, &requester.node, progress.clone()).await;
+            }
+            ApplyReply::Applied { record: Box::new(record), applied }
+        }
         Err(BusError::Refused(refusal)) => ApplyReply::Refused { refusal },
         Err(BusError::Forbidden(reason)) => {
             tracing::warn!(%job_id, node = requester.node, role = requester.role.as_str(), %reason, "job change refused");
@@ -85,17 +64,10 @@ async fn apply(bus: &Bus, requester: &Requester, request: &ApplyRequest) -> Appl
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_kept_for_retries_and_forgotten_later() {
-        let mut answered = AnsweredRequests::default();
-        answered.keep("a".into(), ApplyReply::NotFound, 1_000);
-        assert_eq!(answered.get("a"), Some(&ApplyReply::NotFound));
-        answered.keep("b".into(), ApplyReply::NotFound, 1_000 + ANSWER_KEPT_MS);
-        assert_eq!(answered.get("a"), None, "older than the window");
-        assert!(answered.get("b").is_some());
+/// Progress events come from the controller too (nodes may not publish events): one per applied report.
+async fn publish_progress(bus: &Bus, job_id: &SafeId, node: &str, progress: Progress) {
+    let event = JobEvent { job_id: job_id.clone(), at_ms: now_ms(), node: Some(node.to_string()), kind: EventKind::Progress { progress } };
+    if let Err(err) = store_event(bus.js(), bus.names(), &event, None).await {
+        tracing::debug!(%err, %job_id, "progress event not stored");
     }
 }

@@ -1,8 +1,10 @@
 //! State events from the job bucket's own history. Writers only write records; this loop reads the
 //! bucket's change stream in revision order (a durable consumer, one message in flight, so two
-//! controllers cannot reorder it) and publishes an event for every `state_log` entry not yet published,
-//! under an id the events stream de-duplicates. A writer that dies after its write loses no event, and a
-//! controller that dies mid-way publishes the rest when it comes back.
+//! controllers cannot reorder it) and publishes an event for every `state_log` entry not yet published.
+//! What was published is read back from the events stream itself (the job's last state event) whenever
+//! a record has an entry this controller has not seen published, so a restart or a second controller
+//! publishes nothing twice; the events stream's de-duplication by id covers a crash between a publish
+//! and its acknowledgement. A writer that dies after its write loses no event.
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use fleet_protocol::SafeId;
@@ -29,7 +31,7 @@ pub fn events_for(record: &JobRecord, revision: u64, published: Option<u32>) -> 
                 job_id: record.id.clone(),
                 at_ms: change.at_ms,
                 node: change.node.clone(),
-                kind: EventKind::State { state: change.state, revision, record: Box::new(record.clone()) },
+                kind: EventKind::State { state: change.state, seq: change.seq, revision, record: Box::new(record.clone()) },
             };
             (change.seq, event)
         })
@@ -53,6 +55,15 @@ pub async fn prepare(bus: &Bus) -> Result<consumer::PullConsumer, BusError> {
 
 pub async fn run(bus: Bus, consumer: consumer::PullConsumer) {
     let prefix = format!("$KV.{}.", bus.names().jobs_bucket);
+    let events = loop {
+        match bus.js().get_stream(&bus.names().events_stream).await {
+            Ok(events) => break events,
+            Err(err) => {
+                tracing::warn!(%err, "cannot open the events stream; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
     let mut published: HashMap<SafeId, u32> = HashMap::new();
     loop {
         let mut messages = match consumer.messages().await {
@@ -65,7 +76,7 @@ pub async fn run(bus: Bus, consumer: consumer::PullConsumer) {
         };
         while let Some(message) = messages.next().await {
             match message {
-                Ok(message) => handle(&bus, &prefix, &mut published, message).await,
+                Ok(message) => handle(&bus, &events, &prefix, &mut published, message).await,
                 Err(err) => {
                     tracing::warn!(%err, "job bucket change stream interrupted");
                     break;
@@ -75,7 +86,7 @@ pub async fn run(bus: Bus, consumer: consumer::PullConsumer) {
     }
 }
 
-async fn handle(bus: &Bus, prefix: &str, published: &mut HashMap<SafeId, u32>, message: jetstream::Message) {
+async fn handle(bus: &Bus, events: &jetstream::stream::Stream, prefix: &str, published: &mut HashMap<SafeId, u32>, message: jetstream::Message) {
     let revision = message.info().map(|info| info.stream_sequence).unwrap_or(0);
     let is_put = message.headers.as_ref().and_then(|h| h.get("KV-Operation")).is_none();
     let key = message.subject.as_str().strip_prefix(prefix).unwrap_or_default();
@@ -88,13 +99,43 @@ async fn handle(bus: &Bus, prefix: &str, published: &mut HashMap<SafeId, u32>, m
         None => None,
     };
     if let Some(record) = record {
-        for (seq, event) in events_for(&record, revision, published.get(&record.id).copied()) {
+        let newest = record.state_log.last().map_or(0, |change| change.seq);
+        let mut known = published.get(&record.id).copied();
+        if known.is_none_or(|seen| seen < newest) {
+            let stored = last_published(bus, events, &message, &record.id).await;
+            known = Some(known.unwrap_or(0).max(stored));
+        }
+        for (seq, event) in events_for(&record, revision, known) {
             store_until_stored(bus, &message, &state_event_id(&record.id, seq), &event).await;
             published.insert(record.id.clone(), seq);
         }
     }
     if let Err(err) = message.ack().await {
         tracing::warn!(%err, revision, "could not acknowledge a job change (it comes again; its events are not doubled)");
+    }
+}
+
+/// The `seq` of the job's last state event in the events stream (0: none), asked until the stream answers.
+async fn last_published(bus: &Bus, events: &jetstream::stream::Stream, message: &jetstream::Message, job_id: &SafeId) -> u32 {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    use backon::BackoffBuilder;
+    let subject = bus.names().event_subject(job_id.as_str());
+    let mut delays = retry::for_about(Duration::MAX, Duration::from_millis(100), Duration::from_secs(5)).build();
+    loop {
+        match events.get_last_raw_message_by_subject(&subject).await {
+            Ok(last) => {
+                return match serde_json::from_slice::<JobEvent>(&last.payload) {
+                    Ok(JobEvent { kind: EventKind::State { seq, .. }, .. }) => seq,
+                    _ => 0,
+                };
+            }
+            Err(err) if matches!(err.kind(), LastRawMessageErrorKind::NoMessageFound) => return 0,
+            Err(err) => {
+                tracing::warn!(%err, %job_id, "cannot read the job's last state event yet; retrying");
+                let _ = message.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+            }
+        }
     }
 }
 

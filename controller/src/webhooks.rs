@@ -4,7 +4,8 @@
 //!
 //! Signature: `X-Fleet-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` with the Unix
 //! timestamp in `X-Fleet-Timestamp`. Receivers recompute it and reject stale timestamps (replays).
-//! `X-Fleet-Delivery` (`<job id>-<revision>-<state>`) is the same on every retry: use it to de-duplicate.
+//! `X-Fleet-Delivery` (`<job id>-<n>`, n the state change's number in the job) is the same on every retry
+//! and every redelivery: use it to de-duplicate.
 
 use crate::config::WebhookConfig;
 use crate::event_sinks::{Delivery, EventSink, StateEvent};
@@ -49,7 +50,7 @@ impl EventSink for FleetWebhooks {
     }
 
     async fn handle(&self, event: StateEvent) {
-        let StateEvent { job_id, state, revision, at_ms, record } = event;
+        let StateEvent { job_id, state, seq, revision, at_ms, record } = event;
         self.metrics.state_transition(state.as_str());
         let Some(url) = record.request.webhook_url.clone() else { return };
         if self.config.secret.is_empty() {
@@ -66,7 +67,7 @@ impl EventSink for FleetWebhooks {
             "recording": record,
         }))
         .expect("webhook body serializes");
-        let delivery = format!("{job_id}-{revision}-{}", state.as_str());
+        let delivery = format!("{job_id}-{seq}");
         let delivered = deliver(&self.http, &self.config, &url, &event_name, &delivery, body).await;
         self.metrics.inc(if delivered { "fleet_webhooks_delivered_total" } else { "fleet_webhooks_failed_total" });
     }

@@ -1,5 +1,7 @@
-//! Events published on `fleet.events.<job id>` after every state change and while transcoding.
-//! A stream keeps them, so the controller turns every one into a webhook even if it was down.
+//! Job events, published by the controller alone: a state event on `fleet.events.<job id>` for every state
+//! a record entered (derived from the jobs bucket's history), and progress events on
+//! `fleet.events.<job id>.progress` while transcoding. A stream keeps them, so the controller turns every
+//! one into a webhook even if it was down.
 
 use crate::ids::SafeId;
 use crate::job::{JobRecord, JobState, Progress};
@@ -18,9 +20,13 @@ pub struct JobEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    /// The job entered `state`; `record` is the job record as written, with the KV revision that wrote it.
+    /// The job entered `state`, its `seq`th state (its `state_log` entry); `record` is the record as read
+    /// when the event was derived, at KV `revision` (the write that entered the state, or a later one when
+    /// the controller caught up).
     State {
         state: JobState,
+        #[serde(default)]
+        seq: u32,
         revision: u64,
         record: Box<JobRecord>,
     },

@@ -423,7 +423,39 @@ pub struct JobRecord {
     /// has not published yet, from the bucket's change stream (so no writer publishes, and none is lost).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state_log: Vec<StateChange>,
+    /// The last node requests that changed this record (see [`AppliedRequest`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_requests: Vec<AppliedRequest>,
 }
+
+/// What applying a transition did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "applied", content = "session", rename_all = "snake_case")]
+pub enum Applied {
+    /// Nothing to write: the record already says it (a duplicate, or a job that moved on).
+    Unchanged,
+    Changed,
+    /// `Transition::OpenSession`: the new session's id.
+    SessionOpened(SafeId),
+    /// The job entered `finalizing` here: the caller queues its transcode.
+    Finalized,
+}
+
+impl Applied {
+    pub fn changed(&self) -> bool {
+        !matches!(self, Applied::Unchanged)
+    }
+}
+
+/// A node request applied to a record: a retry of it gets this answer instead of being applied again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedRequest {
+    pub id: String,
+    pub applied: Applied,
+}
+
+/// How many applied requests a record remembers (a node retries within seconds).
+const REMEMBERED_REQUESTS: usize = 16;
 
 /// One entry of [`JobRecord::state_log`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -458,7 +490,20 @@ impl JobRecord {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             state_log: vec![StateChange { seq: 1, state: JobState::Queued, at_ms: now_ms, node: None }],
+            recent_requests: Vec::new(),
         }
+    }
+
+    /// What request `id` did, when this record applied it.
+    pub fn applied_request(&self, id: &str) -> Option<&Applied> {
+        self.recent_requests.iter().find(|r| r.id == id).map(|r| &r.applied)
+    }
+
+    /// Remembers that request `id` did `applied` (the oldest is forgotten past a few).
+    pub fn remember_request(&mut self, id: &str, applied: Applied) {
+        self.recent_requests.push(AppliedRequest { id: id.to_string(), applied });
+        let excess = self.recent_requests.len().saturating_sub(REMEMBERED_REQUESTS);
+        self.recent_requests.drain(..excess);
     }
 
     /// Total media time captured, from the first session's start to the last session's end.

@@ -5,7 +5,7 @@
 //! therefore cannot complete, fail or rewrite a job it does not hold.
 
 use crate::ids::SafeId;
-use crate::job::JobRecord;
+use crate::job::{Desired, JobRecord, JobState};
 use crate::nats_access::Role;
 use crate::transition::{Applied, Refusal, Transition};
 use serde::{Deserialize, Serialize};
@@ -107,10 +107,11 @@ pub fn authorize(record: &JobRecord, requester: &Requester, transition: &Transit
             recorder_only()?;
             require(holds_session(session), &format!("session {session}"))
         }
+        // A recorder handed a job that is to stop (or no longer capturing) closes it without capturing; a
+        // crashed recorder's session stays open in the record, so who holds it cannot be the test.
         T::StopWithoutCapture { .. } => {
             recorder_only()?;
-            let others_open = record.sessions.iter().any(|s| s.ended_at_ms.is_none() && !requester.is(&s.node));
-            require(!others_open, "the open session")
+            require(record.desired == Desired::Stop || !record.state.is_capturing(), "a job to stop")
         }
         T::ClaimTranscode { node, .. } | T::ClaimJoin { node } | T::RefreshJoin { node } => transcoder_only().and_then(|_| itself(node)),
         T::Progress(progress) => {
@@ -124,9 +125,11 @@ pub fn authorize(record: &JobRecord, requester: &Requester, transition: &Transit
         T::Fail { .. } | T::NoteRetryError { .. } => {
             transcoder_only().and_then(|_| require(holds_transcode || holds_join || chunked, "the transcode"))
         }
+        // A recorder that queues a captured job's transcode may say why it will wait (no GPU transcoder).
         T::Warn { .. } => {
             let holds_any_session = record.sessions.iter().any(|s| requester.is(&s.node));
-            require((records && holds_any_session) || (transcodes && (holds_transcode || holds_join || chunked)), "any part")
+            let queues_transcode = record.state == JobState::Finalizing;
+            require((records && (holds_any_session || queues_transcode)) || (transcodes && (holds_transcode || holds_join || chunked)), "any part")
         }
     }
 }
@@ -139,7 +142,7 @@ fn transition_name(transition: &Transition) -> String {
 mod tests {
     use super::*;
     use crate::job::fixtures::output;
-    use crate::job::{CaptureSession, ChunkPlan, JobRequest, JobState, Progress};
+    use crate::job::{CaptureSession, ChunkPlan, JobRequest, Progress};
     use crate::transition::SessionEnd;
 
     fn record() -> JobRecord {
@@ -195,8 +198,12 @@ mod tests {
         assert_eq!(authorize(&r, &who(Role::Recorder, "rec-a"), &open), Ok(()));
         assert!(matches!(authorize(&r, &who(Role::Recorder, "rec-b"), &open), Err(Forbidden::NotItself { .. })));
         let stop = Transition::StopWithoutCapture { media_stored: false };
-        assert!(authorize(&r, &who(Role::Recorder, "rec-b"), &stop).is_err(), "another node's open session");
-        assert_eq!(authorize(&r, &who(Role::Recorder, "rec-a"), &stop), Ok(()));
+        assert!(authorize(&r, &who(Role::Recorder, "rec-b"), &stop).is_err(), "a job nobody asked to stop");
+        let mut to_stop = r.clone();
+        to_stop.desired = Desired::Stop;
+        // rec-a's session may be a crashed recorder's: any recorder handed the job closes it.
+        assert_eq!(authorize(&to_stop, &who(Role::Recorder, "rec-b"), &stop), Ok(()));
+        assert!(authorize(&to_stop, &who(Role::Transcoder, "tx"), &stop).is_err());
         assert!(authorize(&r, &who(Role::Recorder, "rec-a"), &Transition::RequestStop).is_err(), "stops are the controller's");
     }
 

@@ -17,8 +17,8 @@ pub mod timeline;
 pub mod transition;
 
 pub use ids::SafeId;
-pub use job::{JobRecord, JobRequest, JobState};
-pub use transition::{Applied, Refusal, Transition};
+pub use job::{Applied, JobRecord, JobRequest, JobState};
+pub use transition::{Refusal, Transition};
 
 /// The fleet's version, advertised in the node registry.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

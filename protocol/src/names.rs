@@ -62,6 +62,10 @@ impl FleetNames {
         format!("{}.{role}.{node}", self.job_requests_prefix)
     }
 
+    pub fn progress_event_subject(&self, job_id: &str) -> String {
+        format!("{}.{}.progress", self.events_prefix, job_id)
+    }
+
     pub fn events_wildcard(&self) -> String {
         format!("{}.>", self.events_prefix)
     }

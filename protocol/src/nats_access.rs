@@ -3,8 +3,8 @@
 //!
 //! Only the controller creates jobs, writes job records and owns the topology. A node may: pull from and
 //! acknowledge its own queues, queue the transcode (or chunks) of a job it holds, read job records and
-//! ask the controller to change them on its own request subject (see `job_requests`), publish
-//! progress events, read the node registry and write its own registry key. Everything else (queueing
+//! ask the controller to change them on its own request subject (see `job_requests`), read the node
+//! registry and write its own registry key. Events are the controller's to publish. Everything else (queueing
 //! a recording, creating or deleting streams, consumers and buckets, another node's key) is refused by
 //! the server.
 
@@ -108,7 +108,6 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
     // A recorder queues the transcode of the job it captured; a transcoder queues a job's chunks.
     // File jobs come only from the controller.
     publish.extend([names.transcode_subject.clone(), names.transcode_gpu_subject.clone()]);
-    publish.push(names.events_wildcard());
     // Job records change only through the controller, which checks that this node holds the job.
     publish.push(names.job_request_subject(role.as_str(), node_id));
     bucket_reads(&names.jobs_bucket, &mut publish);

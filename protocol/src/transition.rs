@@ -3,6 +3,7 @@
 //! as it is, or refuses with a typed [`Refusal`]. `JobStore::apply` is the only way a record is written.
 
 use crate::ids::SafeId;
+pub use crate::job::Applied;
 use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress, StateChange};
 use serde::{Deserialize, Serialize};
 
@@ -85,25 +86,6 @@ pub enum Transition {
     Warn {
         warning: String,
     },
-}
-
-/// What applying a transition did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "applied", content = "session", rename_all = "snake_case")]
-pub enum Applied {
-    /// Nothing to write: the record already says it (a duplicate, or a job that moved on).
-    Unchanged,
-    Changed,
-    /// [`Transition::OpenSession`]: the new session's id.
-    SessionOpened(SafeId),
-    /// The job entered `finalizing` here: the caller queues its transcode.
-    Finalized,
-}
-
-impl Applied {
-    pub fn changed(&self) -> bool {
-        !matches!(self, Applied::Unchanged)
-    }
 }
 
 /// Why a transition was refused; the record is left as it was.
@@ -406,6 +388,17 @@ mod tests {
 
     /// The state each transition leads to from each state (`None`: refused); a record with one open
     /// session and a chunk plan, so every transition has what it needs.
+    #[test]
+    fn a_record_remembers_the_last_requests_it_applied() {
+        let mut r = record(JobState::Queued);
+        for i in 0..20 {
+            r.remember_request(&format!("r{i}"), Applied::SessionOpened(s1()));
+        }
+        assert_eq!(r.recent_requests.len(), 16);
+        assert_eq!(r.applied_request("r3"), None, "the oldest are forgotten");
+        assert_eq!(r.applied_request("r19"), Some(&Applied::SessionOpened(s1())));
+    }
+
     #[test]
     fn every_transition_from_every_state() {
         use JobState::*;

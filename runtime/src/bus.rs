@@ -6,7 +6,7 @@ use crate::config::NatsConfig;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use fleet_protocol::events::{EventKind, JobEvent};
 use fleet_protocol::ids::SafeId;
-use fleet_protocol::job::{GpuPolicy, JobRecord, Progress};
+use fleet_protocol::job::{GpuPolicy, JobRecord, StateChange};
 use fleet_protocol::names::FleetNames;
 use fleet_protocol::node::NodeInfo;
 use fleet_protocol::time::now_ms;
@@ -196,11 +196,6 @@ impl Bus {
         }
     }
 
-    pub async fn publish_progress(&self, job_id: &SafeId, node: &str, progress: Progress) {
-        let event = JobEvent { job_id: job_id.clone(), at_ms: now_ms(), node: Some(node.to_string()), kind: EventKind::Progress { progress } };
-        publish_event(&self.js, &self.names, &event).await;
-    }
-
     /// Writes this node's registry entry.
     pub async fn heartbeat(&self, info: &NodeInfo) -> Result<(), BusError> {
         let value = serde_json::to_vec(info).expect("node info serializes");
@@ -249,7 +244,7 @@ async fn ensure_topology(
             storage: stream::StorageType::File,
             max_age: Duration::from_secs(queues.events_max_age_s),
             max_messages: 1_000_000,
-            duplicate_window: EVENT_DEDUP_WINDOW,
+            duplicate_window: event_dedup_window(queues),
             ..Default::default()
         })
         .await
@@ -257,8 +252,8 @@ async fn ensure_topology(
     // Streams made before state events had ids remembered the default two minutes.
     if topology == Topology::Own {
         let current = events.info().await.map_err(nats_err)?.config.clone();
-        if current.duplicate_window != EVENT_DEDUP_WINDOW {
-            js.update_stream(stream::Config { duplicate_window: EVENT_DEDUP_WINDOW, ..current }).await.map_err(nats_err)?;
+        if current.duplicate_window != event_dedup_window(queues) {
+            js.update_stream(stream::Config { duplicate_window: event_dedup_window(queues), ..current }).await.map_err(nats_err)?;
         }
     }
 
@@ -349,17 +344,14 @@ async fn get_or_create_bucket(js: &jetstream::Context, config: kv::Config) -> Re
     }
 }
 
-async fn publish_event(js: &jetstream::Context, names: &FleetNames, event: &JobEvent) {
-    if let Err(err) = store_event(js, names, event, None).await {
-        tracing::warn!(job_id = %event.job_id, %err, "event not stored");
-    }
-}
-
 /// Stores `event` in the events stream; with `message_id`, one already stored under that id within the
 /// stream's duplicate window is not stored again.
 pub async fn store_event(js: &jetstream::Context, names: &FleetNames, event: &JobEvent, message_id: Option<&str>) -> Result<(), BusError> {
     let payload = serde_json::to_vec(event).expect("events serialize");
-    let subject = names.event_subject(event.job_id.as_str());
+    let subject = match event.kind {
+        EventKind::State { .. } => names.event_subject(event.job_id.as_str()),
+        EventKind::Progress { .. } => names.progress_event_subject(event.job_id.as_str()),
+    };
     let mut message = jetstream::message::PublishMessage::build().payload(payload.into());
     if let Some(id) = message_id {
         message = message.message_id(id);
@@ -377,6 +369,11 @@ pub fn state_event_id(job_id: &SafeId, seq: u32) -> String {
 /// How long the events stream remembers event ids (a state event derived again within it is dropped).
 pub const EVENT_DEDUP_WINDOW: Duration = Duration::from_secs(3600);
 
+/// The server refuses a duplicate window longer than the stream keeps its messages.
+fn event_dedup_window(queues: &QueueSettings) -> Duration {
+    EVENT_DEDUP_WINDOW.min(Duration::from_secs(queues.events_max_age_s))
+}
+
 /// Job records in the `fleet-jobs` bucket. Every write is a compare-and-set on the revision. State events
 /// are not published here: the controller derives them from the bucket's change stream
 /// (`state_log` entries), so a writer that dies after its write loses none.
@@ -386,8 +383,11 @@ pub struct JobStore {
 }
 
 impl JobStore {
+    /// Stores a new record; its state log starts with the state it is created in.
     pub async fn create(&self, record: &JobRecord) -> Result<u64, BusError> {
-        let value = serde_json::to_vec(record).expect("records serialize");
+        let mut record = record.clone();
+        record.state_log = vec![StateChange { seq: 1, state: record.state, at_ms: record.created_at_ms, node: None }];
+        let value = serde_json::to_vec(&record).expect("records serialize");
         match self.kv.create(record.id.as_str(), value.into()).await {
             Ok(revision) => Ok(revision),
             Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => Err(BusError::AlreadyExists(record.id.clone())),
@@ -408,25 +408,34 @@ impl JobStore {
     /// [`fleet_protocol::transition`]) and writes it back only if nobody wrote in between, retrying on races. A
     /// refusal leaves the record as it was. Returns the record as stored afterwards and what was done.
     pub async fn apply(&self, id: &SafeId, node: Option<&str>, transition: Transition) -> Result<(JobRecord, Applied), BusError> {
-        self.apply_if(id, node, transition, |_| Ok(())).await
+        self.apply_if(id, node, transition, None, |_| Ok(())).await
     }
 
-    /// [`Self::apply`], when `allowed` passes on the record the transition is applied to (checked on
-    /// every read, so a record changed in between is checked again).
+    /// [`Self::apply`] for a node's request: when `allowed` passes on the record the transition is applied
+    /// to (checked on every read, so a record changed in between is checked again), and once only for
+    /// `request_id` (a retry gets the first answer, from the record, whichever controller answers it).
     pub async fn apply_if(
         &self,
         id: &SafeId,
         node: Option<&str>,
         transition: Transition,
+        request_id: Option<&str>,
         allowed: impl Fn(&JobRecord) -> Result<(), fleet_protocol::job_requests::Forbidden>,
     ) -> Result<(JobRecord, Applied), BusError> {
         for _ in 0..50 {
             let (current, revision) = self.get(id).await?.ok_or_else(|| BusError::NotFound(id.clone()))?;
+            if let Some(done) = request_id.and_then(|request| current.applied_request(request)) {
+                let done = done.clone();
+                return Ok((current, done));
+            }
             allowed(&current)?;
             let mut next = current.clone();
             let applied = next.apply(transition.clone(), now_ms(), node)?;
             if !applied.changed() {
                 return Ok((current, applied));
+            }
+            if let Some(request) = request_id {
+                next.remember_request(request, applied.clone());
             }
             let value = serde_json::to_vec(&next).expect("records serialize");
             match self.kv.update(id.as_str(), value.into(), revision).await {

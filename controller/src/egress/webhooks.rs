@@ -27,11 +27,11 @@ pub fn event_name(state: JobState) -> &'static str {
     }
 }
 
-pub fn body(state: JobState, revision: u64, record: &JobRecord, at_ms: u64) -> Vec<u8> {
+pub fn body(state: JobState, seq: u32, record: &JobRecord, at_ms: u64) -> Vec<u8> {
     let event = lk::WebhookEvent {
         event: event_name(state).into(),
         egress_info: Some(convert::egress_info(record)),
-        id: format!("EV_{}-{revision}", record.id),
+        id: format!("EV_{}-{seq}", record.id),
         created_at: (at_ms / 1000) as i64,
         ..Default::default()
     };
@@ -70,7 +70,7 @@ impl EventSink for EgressWebhooks {
         if !matches!(event.record.origin, Some(Origin::Egress { .. })) {
             return;
         }
-        let body = body(event.state, event.revision, &event.record, event.at_ms);
+        let body = body(event.state, event.seq, &event.record, event.at_ms);
         for url in &self.config.webhook_urls {
             deliver(&self.http, &self.config, url, &body, event_name(event.state)).await;
         }

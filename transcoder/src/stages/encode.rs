@@ -88,7 +88,6 @@ pub(crate) async fn run_pipeline(
                     speed: done_s / started.elapsed().as_secs_f64().max(0.001),
                     node: ctx.node_id.clone(),
                 };
-                ctx.bus.publish_progress(&job_id, &ctx.node_id, progress.clone()).await;
                 let _ = ctx.jobs.apply(&job_id, Transition::Progress(progress)).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
