@@ -590,7 +590,21 @@ impl ChunkPlan {
 /// Records and outputs for the unit tests of the modules that change records.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use super::OutputInfo;
+    use super::{CaptureSession, OutputInfo};
+    use crate::ids::SafeId;
+
+    /// Session `s1` of `node`, open and not yet writing.
+    pub fn session(node: &str, started_at_ms: u64) -> CaptureSession {
+        CaptureSession {
+            id: SafeId::parse("s1").unwrap(),
+            node: node.into(),
+            started_at_ms,
+            ended_at_ms: None,
+            segments: 0,
+            end_reason: None,
+            writing: false,
+        }
+    }
 
     pub fn output() -> OutputInfo {
         OutputInfo {

@@ -141,7 +141,7 @@ fn transition_name(transition: &Transition) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::fixtures::output;
+    use crate::job::fixtures::{output, session};
     use crate::job::{CaptureSession, ChunkPlan, JobRequest, Progress};
     use crate::transition::SessionEnd;
 
@@ -149,15 +149,7 @@ mod tests {
         let request: JobRequest = serde_json::from_str(r#"{"room":"r"}"#).unwrap();
         let mut record = JobRecord::new(SafeId::parse("rec_t").unwrap(), request, 0);
         record.state = JobState::Recording;
-        record.sessions.push(CaptureSession {
-            id: SafeId::parse("s1").unwrap(),
-            node: "rec-a".into(),
-            started_at_ms: 1,
-            ended_at_ms: None,
-            segments: 0,
-            end_reason: None,
-            writing: true,
-        });
+        record.sessions.push(CaptureSession { writing: true, ..session("rec-a", 1) });
         record
     }
 

@@ -316,7 +316,7 @@ impl JobRecord {
 mod tests {
     use super::*;
     use crate::job::JobRequest;
-    use crate::job::fixtures::output;
+    use crate::job::fixtures::{output, session};
 
     const NOW: u64 = 1_000_000;
 
@@ -329,15 +329,7 @@ mod tests {
 
     fn with_session(state: JobState) -> JobRecord {
         let mut r = record(state);
-        r.sessions.push(CaptureSession {
-            id: SafeId::parse("s1").unwrap(),
-            node: "rec-1".into(),
-            started_at_ms: 10,
-            ended_at_ms: None,
-            segments: 0,
-            end_reason: None,
-            writing: false,
-        });
+        r.sessions.push(session("rec-1", 10));
         r
     }
 
