@@ -114,13 +114,24 @@ plugnmeet_trial() {
     cargo test -q -p fleet-tests --test real_plugnmeet -- --nocapture
 }
 
-# The product binaries are built on their own, so test-only features of shared dependencies (livekit-api's
-# `services`, which brings a second reqwest) stay out of them; then the test tools.
+# One debug build of the whole workspace: `cargo test --workspace` unifies features across members anyway, so
+# building the product crates on their own first compiled every shared dependency twice (twice the disk and
+# a quarter of CI's time). The release build (`bench --release`) keeps the product binaries apart, so test-only
+# features of shared dependencies (livekit-api's `services`) stay out of what is deployed.
 PRODUCT=(-p fleet-controller -p fleet-recorder -p fleet-transcoder)
 build_debug() {
   log "building (debug)"
-  cargo build -q "${PRODUCT[@]}" --bins
-  cargo build -q -p fleet-tests -p devroom --bins
+  cargo build -q --workspace --bins
+}
+
+# A debug build and its tests need about 6 GiB; warn before the compiler runs out of room half way.
+check_disk() {
+  mkdir -p target
+  local free_kib
+  free_kib=$(df -Pk target | awk 'NR==2 {print $4}')
+  if [ "${free_kib:-0}" -lt $((6 * 1024 * 1024)) ]; then
+    log "warning: only $((free_kib / 1024)) MiB free under target/; the build and tests need about 6 GiB"
+  fi
 }
 
 # The demo (tests/src/bin/demo.rs) records a real livekit-server room with real publishers (LiveKit's Python
@@ -205,6 +216,7 @@ run_tests() {
   ensure_lk
   ensure_browser
   ensure_plugnmeet_deps
+  check_disk
   lint
   build_debug
   log "running the test suite"
