@@ -233,6 +233,9 @@ pub struct JobRequest {
     /// template in when the recording is requested). Default: `<job>/<job>.mp4`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filepath: Option<String>,
+    /// An end-to-end encrypted room: the keys the transcoder decrypts with (stored sealed only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e2ee: Option<crate::e2ee::E2eeRequest>,
 }
 
 /// Why a recording request is not valid; the message is shown to the API client.
@@ -292,6 +295,9 @@ impl JobRequest {
             if metadata.to_string().len() > MAX_METADATA_BYTES {
                 return Err(InvalidRequest(format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")));
             }
+        }
+        if let Some(e2ee) = &self.e2ee {
+            e2ee.validate().map_err(|e| InvalidRequest(e.to_string()))?;
         }
         // A template (as requested) or its expansion (as stored): either expands to a storage key.
         self.clone().expand_filepath(0).map_err(|e| InvalidRequest(e.to_string()))?;
