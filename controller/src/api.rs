@@ -63,10 +63,11 @@ fn parse_id(raw: &str) -> Result<SafeId, ApiError> {
     SafeId::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))
 }
 
-async fn start_recording(State(state): State<AppState>, ApiJson(request): ApiJson<JobRequest>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+async fn start_recording(State(state): State<AppState>, ApiJson(mut request): ApiJson<JobRequest>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }
+    crate::e2ee::seal_request(&mut request, state.e2ee_seal.as_ref())?;
     let record = jobs::create(&state.bus, request, None, "rec").await?;
     state.metrics.inc("fleet_recordings_created_total");
     Ok((StatusCode::CREATED, Json(record)))

@@ -20,6 +20,9 @@ pub struct ControllerConfig {
     pub egress: crate::egress::config::EgressConfig,
     /// Recordings started and stopped by livekit-server's webhooks (off unless enabled).
     pub auto_record: crate::auto_record::config::AutoRecordConfig,
+    /// The transcoders' public key (base64, printed by `transcoder e2ee-keygen`): E2EE keys in requests are
+    /// sealed to it. Absent: requests with plaintext keys are refused (ready-sealed keys still pass).
+    pub e2ee_public_key: Option<String>,
 }
 
 impl Default for ControllerConfig {
@@ -34,6 +37,7 @@ impl Default for ControllerConfig {
             plugnmeet: Default::default(),
             egress: Default::default(),
             auto_record: Default::default(),
+            e2ee_public_key: None,
         }
     }
 }

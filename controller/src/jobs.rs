@@ -15,6 +15,10 @@ pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_p
 
 /// As [`create`], under an id the caller derived (so a repeated request finds its job: a conflict).
 pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: Option<Origin>) -> Result<JobRecord, ApiError> {
+    if request.e2ee.as_ref().is_some_and(|e| e.keys.is_some()) {
+        // A door forgot `e2ee::seal_request`: storing would silently drop the keys (they never serialize).
+        return Err(ApiError::invalid("e2ee: keys must be sealed before the recording is stored"));
+    }
     let request = request.expand_filepath(now_ms()).map_err(|e| ApiError::invalid(e.to_string()))?;
     request.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     let mut record = JobRecord::new(id, request, now_ms());

@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
     fleet_runtime::logging::init(&config.log);
     let keys = ApiKeys::from_config(&config.controller.auth)?;
+    let e2ee_seal = fleet_controller::e2ee::public_key(config.controller.e2ee_public_key.as_deref())?;
     let bus = Bus::connect(&config.nats, &config.queues, "controller", Topology::Own).await.context("connecting to NATS")?;
     let job_changes = state_events::prepare(&bus).await.context("reading the job bucket's changes")?;
     tokio::spawn(state_events::run(bus.clone(), job_changes));
@@ -114,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&config.controller.listen).await.with_context(|| format!("listening on {}", config.controller.listen))?;
     tracing::info!(address = %listener.local_addr()?, https = tls.is_some(), "controller listening");
-    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller) };
+    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller), e2ee_seal };
     match tls {
         Some(acceptor) => tls::serve(listener, acceptor, router(state), fleet_runtime::process::shutdown_signal()).await,
         None => axum::serve(listener, router(state)).with_graceful_shutdown(fleet_runtime::process::shutdown_signal()).await?,

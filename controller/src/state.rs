@@ -12,4 +12,6 @@ pub struct AppState {
     pub keys: ApiKeys,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ControllerConfig>,
+    /// Seals E2EE keys in requests to the transcoders (none: requests with plaintext keys are refused).
+    pub e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
 }

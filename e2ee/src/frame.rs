@@ -47,8 +47,6 @@ pub enum FrameError {
     TooShort,
     #[error("IV length {0} (12 expected)")]
     IvLength(u8),
-    #[error("no slice in the H.264 frame")]
-    NoSlice,
 }
 
 /// Takes an encrypted frame apart.
@@ -81,9 +79,11 @@ fn clear_len(codec: FrameCodec, frame: &[u8]) -> Result<usize, FrameError> {
         // The first byte's lowest bit is clear on a keyframe (whose header also carries the picture size).
         FrameCodec::Vp8 => Ok(if frame.first().is_some_and(|b| b & 0x01 == 0) { 10 } else { 3 }),
         FrameCodec::Vp9 => Ok(0),
+        // Up to the first slice's NAL header and one byte more; none without a slice. The native
+        // senders count in a byte, so a header past 255 bytes wraps: copied, or such frames would not open.
         FrameCodec::H264 => {
             let slice = nal_units(frame).find(|&(at, _)| frame.get(at).is_some_and(|h| matches!(h & 0x1f, 1 | 5)));
-            slice.map(|(at, _)| at + 2).ok_or(FrameError::NoSlice)
+            Ok(slice.map_or(0, |(at, _)| (at + 2) % 256))
         }
     }
 }
@@ -176,7 +176,8 @@ mod tests {
         let parts = split(FrameCodec::H264, &h264).unwrap();
         assert_eq!(parts.header, &h264[..13]);
         assert_eq!((parts.sealed.len(), parts.key_index), (16, 0));
-        assert_eq!(split(FrameCodec::H264, &[0, 0, 0, 1, 0x67, 1, 2]).unwrap_err(), FrameError::NoSlice);
+        let no_slice = [[0u8, 0, 0, 1, 0x67].as_slice(), &[1u8; 30], &[12, 0]].concat();
+        assert_eq!(split(FrameCodec::H264, &no_slice).unwrap().header.len(), 0, "all of it is ciphertext");
         assert_eq!(split(FrameCodec::Opus, &[0u8; 20]).unwrap_err(), FrameError::TooShort);
     }
 }

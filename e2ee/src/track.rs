@@ -29,20 +29,19 @@ pub struct TrackStats {
 pub struct TrackDecryptor {
     codec: FrameCodec,
     ring: KeyRing,
-    trailer: Option<Vec<u8>>,
+    trailers: Vec<Vec<u8>>,
     stats: TrackStats,
 }
 
 impl TrackDecryptor {
-    /// `trailer`: the room's `sif_trailer` from the recorder's join (none: nothing is taken as injected).
-    pub fn new(codec: FrameCodec, ring: KeyRing, trailer: Option<Vec<u8>>) -> TrackDecryptor {
-        TrackDecryptor { codec, ring, trailer: trailer.filter(|t| !t.is_empty()), stats: TrackStats::default() }
+    /// `trailers`: the room's `sif_trailer` as each capture session's join gave it.
+    pub fn new(codec: FrameCodec, ring: KeyRing, mut trailers: Vec<Vec<u8>>) -> TrackDecryptor {
+        trailers.retain(|t| !t.is_empty());
+        TrackDecryptor { codec, ring, trailers, stats: TrackStats::default() }
     }
 
     pub fn decrypt(&mut self, frame: &[u8]) -> Decrypted {
-        if let Some(trailer) = &self.trailer
-            && frame.ends_with(trailer)
-        {
+        if self.trailers.iter().any(|trailer| frame.ends_with(trailer)) {
             self.stats.injected += 1;
             return Decrypted::Injected;
         }
@@ -100,7 +99,7 @@ mod tests {
     #[test]
     fn decrypts_drops_injected_frames_and_counts_failures() {
         let opus = [0xfc, 1, 2, 3, 4, 5];
-        let mut track = TrackDecryptor::new(FrameCodec::Opus, ring("room key"), Some(b"TRAILER".to_vec()));
+        let mut track = TrackDecryptor::new(FrameCodec::Opus, ring("room key"), vec![b"TRAILER".to_vec()]);
         assert_eq!(track.decrypt(&encrypt(FrameCodec::Opus, &opus, b"room key", 0)), Decrypted::Frame(opus.to_vec()));
         assert_eq!(track.decrypt(b"\xf8silenceTRAILER"), Decrypted::Injected);
         assert_eq!(track.decrypt(&[]), Decrypted::Frame(Vec::new()));
@@ -112,7 +111,7 @@ mod tests {
     #[test]
     fn vp8_keyframes_keep_ten_clear_bytes() {
         let keyframe: Vec<u8> = (0..40u8).map(|b| if b == 0 { 0x10 } else { b }).collect();
-        let mut track = TrackDecryptor::new(FrameCodec::Vp8, ring("k"), None);
+        let mut track = TrackDecryptor::new(FrameCodec::Vp8, ring("k"), Vec::new());
         let encrypted = encrypt(FrameCodec::Vp8, &keyframe, b"k", 0);
         assert_eq!(&encrypted[..10], &keyframe[..10]);
         assert_eq!(track.decrypt(&encrypted), Decrypted::Frame(keyframe));

@@ -27,6 +27,37 @@ pub struct TrackInput {
     /// For logs and reports, e.g. `s1/participant-1/camera`.
     pub name: String,
     pub segments: Vec<SegmentFile>,
+    /// Turns each stored frame into the one decoded (an end-to-end encrypted track's decryption).
+    pub filter: Option<FrameFilter>,
+}
+
+impl TrackInput {
+    pub fn new(name: String, segments: Vec<SegmentFile>) -> TrackInput {
+        TrackInput { name, segments, filter: None }
+    }
+}
+
+/// A stored frame in, the frame to decode out, or `None` to drop it (a frame that did not decrypt). Its
+/// owner keeps whatever it counts.
+#[derive(Clone)]
+pub struct FrameFilter(pub std::sync::Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>);
+
+impl std::fmt::Debug for FrameFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameFilter")
+    }
+}
+
+impl FrameFilter {
+    /// The frame's buffer with its bytes replaced by the filter's output (timestamps and flags kept).
+    fn apply(&self, mut buffer: gst::Buffer) -> Option<gst::Buffer> {
+        let filtered = {
+            let map = buffer.map_readable().ok()?;
+            (self.0)(map.as_slice())?
+        };
+        buffer.make_mut().replace_all_memory(gst::Memory::from_mut_slice(filtered));
+        Some(buffer)
+    }
 }
 
 /// The tracks of one capture session laid out on disk as `<dir>/<participant>/<track>/NNNNN.mkv`
@@ -46,7 +77,7 @@ pub fn session_tracks(dir: &Path) -> std::io::Result<Vec<TrackInput>> {
                 participant.file_name().unwrap_or_default().to_string_lossy(),
                 track.file_name().unwrap_or_default().to_string_lossy()
             );
-            tracks.push(TrackInput { name, segments });
+            tracks.push(TrackInput::new(name, segments));
         }
     }
     Ok(tracks)
@@ -201,7 +232,13 @@ pub fn spawn_feeder(
                     let end = pts.nseconds() + sample.buffer().and_then(|b| b.duration()).map(|d| d.nseconds()).unwrap_or(0);
                     span = Some(span.map_or((pts.nseconds(), end), |(first, last)| (first.min(pts.nseconds()), last.max(end))));
                 }
-                let Some(frame) = shift(&sample, segment.offset_ns) else { continue };
+                let Some(mut frame) = shift(&sample, segment.offset_ns) else { continue };
+                if let Some(filter) = &input.filter {
+                    match filter.apply(frame.0) {
+                        Some(buffer) => frame.0 = buffer,
+                        None => continue,
+                    }
+                }
                 let Some(pts) = frame.0.pts() else { continue };
                 if pts.nseconds() >= range.end {
                     break 'segments;

@@ -61,6 +61,8 @@ pub struct TrackWriter {
     /// VP8's picture size (width << 16 | height) as the caps say: a keyframe of another size (a
     /// simulcast layer switch, a publisher lowering its resolution) brings new caps.
     vp8_size: std::sync::atomic::AtomicU32,
+    /// An end-to-end encrypted track: frames are stored byte-exact, through no parser.
+    encrypted: bool,
 }
 
 /// Video keyframes closer than this to the last one flagged are written as ordinary frames. splitmuxsink
@@ -80,11 +82,15 @@ fn flag_as_keyframe(kind: TrackKind, keyframe: bool, pts_ns: u64, last_flagged_n
 }
 
 impl TrackWriter {
-    /// `first_frame` must be a keyframe for video: VP8's picture size is read from it.
+    /// `first_frame` must be a keyframe for video: VP8's picture size is read from it. An `encrypted`
+    /// track (LiveKit's end-to-end encryption) is stored byte-exact: no parser sees its frames (they would
+    /// rewrite or reject ciphertext), and H.264 goes length-prefixed with the start codes' exact places
+    /// kept, its decoder configuration taken from the first keyframe's parameter sets (sent in the clear).
     pub fn start(
         dir: &Path,
         segment_ns: u64,
         codec: TrackCodec,
+        encrypted: bool,
         first_frame: &[u8],
         on_event: impl Fn(TrackWriterEvent) + Send + Sync + 'static,
     ) -> Result<TrackWriter, PipelineError> {
@@ -94,7 +100,22 @@ impl TrackWriter {
                 let (width, height) = vp8_size(first_frame).ok_or_else(|| PipelineError::Input("the first VP8 frame is not a keyframe".into()))?;
                 gst::Caps::builder("video/x-vp8").field("width", width as i32).field("height", height as i32).build()
             }
+            // The picture size of encrypted VP9 is in its ciphertext: the container's is nominal (Matroska
+            // wants one), decoders take the bitstream's.
+            TrackCodec::Vp9 if encrypted => gst::Caps::builder("video/x-vp9").field("width", 640i32).field("height", 360i32).build(),
             TrackCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
+            TrackCodec::H264 if encrypted => {
+                let missing = || PipelineError::Input("the first frame of an encrypted H.264 track has no SPS and PPS".into());
+                let config = crate::avc::decoder_config(first_frame).ok_or_else(missing)?;
+                let (width, height) = crate::avc::h264_sps_size(first_frame).ok_or_else(missing)?;
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "avc3")
+                    .field("alignment", "au")
+                    .field("width", width as i32)
+                    .field("height", height as i32)
+                    .field("codec_data", gst::Buffer::from_mut_slice(config))
+                    .build()
+            }
             TrackCodec::H264 => gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").field("alignment", "au").build(),
             TrackCodec::Opus => gst::Caps::builder("audio/x-opus")
                 .field("rate", 48_000i32)
@@ -106,6 +127,7 @@ impl TrackWriter {
         let source = gst_app::AppSrc::builder().caps(&caps).format(gst::Format::Time).is_live(false).do_timestamp(false).max_bytes(64 << 20).build();
         let mut chain: Vec<gst::Element> = vec![source.clone().upcast()];
         match codec {
+            _ if encrypted => {}
             // Resolution changes are fine in VP8; H.264 needs avc3 (in-band parameter sets) for them.
             TrackCodec::H264 => {
                 let parse = make("h264parse")?;
@@ -176,7 +198,7 @@ impl TrackWriter {
         });
         // From here on the writer owns the pipeline: a failed start still sets it to NULL on drop.
         let vp8_size = vp8_size(first_frame).map_or(0, |(w, h)| (w as u32) << 16 | h as u32);
-        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into() };
+        let writer = TrackWriter { pipeline, source, codec, vp8_size: vp8_size.into(), encrypted };
         writer.pipeline.set_state(gst::State::Playing)?;
         Ok(writer)
     }
@@ -188,7 +210,13 @@ impl TrackWriter {
         if keyframe && self.codec == TrackCodec::Vp8 {
             self.follow_vp8_size(data);
         }
-        let mut buffer = gst::Buffer::from_mut_slice(data.to_vec());
+        let data = if self.encrypted && self.codec == TrackCodec::H264 {
+            crate::avc::annex_b_to_length_prefixed(data)
+                .ok_or_else(|| PipelineError::Input("an encrypted H.264 frame without 4-byte start codes cannot be stored exactly".into()))?
+        } else {
+            data.to_vec()
+        };
+        let mut buffer = gst::Buffer::from_mut_slice(data);
         {
             let buffer = buffer.get_mut().expect("a new buffer is writable");
             buffer.set_pts(gst::ClockTime::from_nseconds(pts_ns));

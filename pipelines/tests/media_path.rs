@@ -43,10 +43,10 @@ fn capture(dir: &std::path::Path, participants: u8, millis: u64, offset_ns: u64)
         .map(|track| {
             let mut files: Vec<_> = std::fs::read_dir(&track.dir).unwrap().map(|e| e.unwrap().path()).collect();
             files.sort();
-            TrackInput {
-                name: format!("{}/{}", track.participant, track.track),
-                segments: files.into_iter().map(|path| SegmentFile { path, offset_ns, until_ns: None }).collect(),
-            }
+            TrackInput::new(
+                format!("{}/{}", track.participant, track.track),
+                files.into_iter().map(|path| SegmentFile { path, offset_ns, until_ns: None }).collect(),
+            )
         })
         .collect();
     (tracks, recorded_ns, closed)
@@ -214,7 +214,7 @@ fn a_mistimed_first_audio_packet_does_not_shift_the_rest() {
     let track_dir = dir.path().join("raw/participant-1/microphone");
     std::fs::create_dir_all(&track_dir).unwrap();
     let (events_tx, events) = mpsc::channel();
-    let writer = TrackWriter::start(&track_dir, 2_000_000_000, TrackCodec::Opus, &clip.frames[0].data, move |event| {
+    let writer = TrackWriter::start(&track_dir, 2_000_000_000, TrackCodec::Opus, false, &clip.frames[0].data, move |event| {
         let _ = events_tx.send(event);
     })
     .unwrap();

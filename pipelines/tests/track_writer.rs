@@ -22,7 +22,7 @@ fn decode_errors(path: &Path) -> String {
 fn write(codec: TrackCodec, clip: &Clip, frames: &[(u64, usize)], dir: &Path) -> Vec<std::path::PathBuf> {
     let (events_tx, events) = mpsc::channel();
     let first = &clip.frames[frames[0].1];
-    let writer = TrackWriter::start(dir, 1_000_000_000, codec, &first.data, move |event| {
+    let writer = TrackWriter::start(dir, 1_000_000_000, codec, false, &first.data, move |event| {
         let _ = events_tx.send(event);
     })
     .unwrap();
@@ -122,7 +122,7 @@ fn a_vp9_resolution_change_inside_a_segment_keeps_it_decodable() {
     let small = vp9_frames(240, 136, clips.path());
     let large = vp9_frames(640, 360, clips.path());
     let (events_tx, events) = mpsc::channel();
-    let writer = TrackWriter::start(out.path(), 10_000_000_000, TrackCodec::Vp9, &small[0].0, move |event| {
+    let writer = TrackWriter::start(out.path(), 10_000_000_000, TrackCodec::Vp9, false, &small[0].0, move |event| {
         let _ = events_tx.send(event);
     })
     .unwrap();

@@ -30,6 +30,9 @@ pub enum Entry {
         kind: String,
         codec: String,
         source: String,
+        /// LiveKit end-to-end encryption (`gcm`, `custom`): its frames are stored as received, ciphertext.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        encryption: Option<String>,
     },
     TrackUnpublished {
         participant: String,
@@ -66,6 +69,11 @@ pub enum Entry {
     Resumed {
         reason: String,
     },
+    /// The room's `sif_trailer` (base64), from the join: the SFU ends the frames it injects into encrypted
+    /// tracks with it.
+    E2eeTrailer {
+        trailer: String,
+    },
     SegmentOpened {
         participant: String,
         track: String,
@@ -82,6 +90,18 @@ pub enum Entry {
     /// An entry this reader does not know (a newer recorder's): skipped by readers, never written.
     #[serde(other)]
     Unknown,
+}
+
+/// The timeline's form of a room's trailer.
+pub fn encode_trailer(trailer: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(trailer)
+}
+
+/// The trailer's bytes from [`Entry::E2eeTrailer`].
+pub fn decode_trailer(trailer: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(trailer).ok()
 }
 
 /// One timeline line.

@@ -7,6 +7,10 @@ the wall clock, or --phase). Between
 markers the picture is camera-like (a tinted texture that moves, with sensor noise) so encoders spend
 real bits, and the audio is faint noise.
 
+End-to-end encryption (LiveKit's frame encryption, as the SDK does it): --e2ee-key TEXT (the room's shared
+key, index 0), --e2ee-own-key TEXT (this participant's own key instead), --e2ee-key-change S:TEXT (at S
+seconds, key index 1 becomes TEXT and is used from then on).
+
 Events are given as seconds from the start of publishing: --mute-camera FROM:TO, --leave-at S,
 --screen-share FROM:TO (a second video track, source screen share), --resize-at S:WxH (the camera
 continues at a new size). Prints one JSON line per event on stdout ({"event": ..., "t": ...}).
@@ -135,6 +139,9 @@ async def main():
     parser.add_argument("--no-audio", action="store_true")
     parser.add_argument("--phase", type=float, help="markers at this fraction of each second (default: 0.3 * index)")
     parser.add_argument("--audio-queue-ms", type=int, default=40)
+    parser.add_argument("--e2ee-key")
+    parser.add_argument("--e2ee-own-key")
+    parser.add_argument("--e2ee-key-change")
     args = parser.parse_args()
 
     token = (
@@ -145,8 +152,18 @@ async def main():
         .to_jwt()
     )
     room = rtc.Room()
-    await room.connect(args.url, token, rtc.RoomOptions(auto_subscribe=False))
-    log("connected", room=args.room)
+    encryption = None
+    if args.e2ee_key or args.e2ee_own_key:
+        shared = args.e2ee_key.encode() if args.e2ee_key else None
+        encryption = rtc.E2EEOptions(key_provider_options=rtc.KeyProviderOptions(shared_key=shared))
+    await room.connect(args.url, token, rtc.RoomOptions(auto_subscribe=False, encryption=encryption))
+    if args.e2ee_own_key:
+        room.e2ee_manager.key_provider.set_key(args.identity, args.e2ee_own_key.encode(), 0)
+    log("connected", room=args.room, e2ee=encryption is not None)
+    key_change = None
+    if args.e2ee_key_change:
+        at, text = args.e2ee_key_change.split(":", 1)
+        key_change = (float(at), text.encode())
 
     codecs = {"vp8": rtc.VideoCodec.VP8, "h264": rtc.VideoCodec.H264, "vp9": rtc.VideoCodec.VP9, "av1": rtc.VideoCodec.AV1}
     camera = Camera(args.index, args.width, args.height, seed=args.index)
@@ -210,6 +227,16 @@ async def main():
     while video_n / args.fps < end:
         await sleep_until(video_n / args.fps)
         now = time.monotonic() - t0
+        if key_change and now >= key_change[0]:
+            provider = room.e2ee_manager.key_provider
+            if args.e2ee_own_key:
+                provider.set_key(args.identity, key_change[1], 1)
+            else:
+                provider.set_shared_key(key_change[1], key_index=1)
+            for cryptor in room.e2ee_manager.frame_cryptors():
+                cryptor.set_key_index(1)
+            log("key_changed", key_index=1)
+            key_change = None
         if resize and now >= resize[0]:
             camera.resize(resize[1], resize[2])
             log("resized", width=resize[1], height=resize[2])

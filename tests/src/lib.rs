@@ -198,6 +198,8 @@ pub struct Fleet {
     pub transcoder_extra: String,
     /// Appended to the controller's config (front doors, `[storage]`).
     pub controller_extra: String,
+    /// Added to the controller's `[controller]` section (e.g. `e2ee_public_key = "..."`).
+    pub controller_settings: String,
     /// The controller's webhook secret; without one it refuses jobs that ask for webhooks.
     pub webhook_secret: Option<String>,
     /// Where `controller nats-users` wrote the passwords, when NATS requires each process's own login
@@ -219,6 +221,7 @@ impl Fleet {
             recorder_settings: String::new(),
             transcoder_extra: String::new(),
             controller_extra: String::new(),
+            controller_settings: String::new(),
             webhook_secret: Some(WEBHOOK_SECRET.to_string()),
             nats_logins: None,
             nats_tls_ca: None,
@@ -252,7 +255,8 @@ impl Fleet {
             "controller",
             "controller",
             &format!(
-                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n{}{}",
+                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n{}{}",
+                self.controller_settings,
                 match &self.controller_tls {
                     Some((cert, key)) => format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert.display(), key.display()),
                     None => String::new(),

@@ -60,7 +60,8 @@ pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u3
         let (report, _encoder) = encode::run_with_fallback(ctx, &record.id, spec, start_ns as f64 / 1e9).await?;
         ctx.storage.put_file(&keys::chunk(&record.id, index), &path).await.context("chunk upload")?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
-        let done = Transition::ChunkDone { index, problems: report.problems };
+        let problems = [report.problems, prepared.decryption.report()].concat();
+        let done = Transition::ChunkDone { index, problems };
         record = ctx.jobs.apply(&record.id, done).await?.0;
     }
     if !record.chunks.as_ref().is_some_and(ChunkPlan::is_complete) || record.state.is_terminal() {
@@ -120,6 +121,7 @@ async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan
     let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {})).await.context("transcode thread")?.context("audio")?;
     let mut problems = report.problems;
     let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
+    problems.extend(prepared.decryption.report());
     let output = scratch.path().join(format!("{}.mp4", record.id));
     let (out, audio_in) = (output.clone(), audio.clone());
     tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out)).await.context("join thread")?.context("join")?;

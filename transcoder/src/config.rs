@@ -25,6 +25,11 @@ pub struct TranscoderConfig {
     /// plugNmeet's recordings root (`main_path`) as mounted here: file jobs (plugNmeet's post-recording
     /// and merge tasks) read and write below it. Absent: file jobs fail with that reason.
     pub shared_files_root: Option<PathBuf>,
+    /// The transcoders' X25519 private key (base64, as `transcoder e2ee-keygen` writes it) that opens the
+    /// end-to-end encryption keys jobs carry sealed. A file readable by the transcoder alone.
+    pub e2ee_private_key_file: Option<PathBuf>,
+    /// The same key given inline (e.g. `FLEET_TRANSCODER__E2EE_PRIVATE_KEY` from a secret); the file wins.
+    pub e2ee_private_key: Option<String>,
 }
 
 impl Default for TranscoderConfig {
@@ -39,6 +44,8 @@ impl Default for TranscoderConfig {
             audio_bitrate_bps: 128_000,
             chunk_seconds: 600,
             shared_files_root: None,
+            e2ee_private_key_file: None,
+            e2ee_private_key: None,
         }
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct JobContext {
     pub encoders: Vec<String>,
     /// Jobs (and chunks, `<job>#<index>`) running here.
     pub running: Running,
+    /// Opens the end-to-end encryption keys jobs carry sealed; none configured: such jobs fail here.
+    pub e2ee: Option<fleet_e2ee::TranscoderKeyPair>,
 }
 
 impl JobContext {

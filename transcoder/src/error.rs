@@ -29,6 +29,12 @@ pub enum TranscodeError {
     /// A file job's paths cannot be used here (outside the shared root, missing, no root configured).
     #[error("{0}")]
     Files(String),
+    /// The job's end-to-end encryption keys cannot serve (a required key missing): no node can do better.
+    #[error("end-to-end encryption: {0}")]
+    E2eeKeys(String),
+    /// This node cannot open the job's sealed keys (no key pair here, or another pair's): another may.
+    #[error("end-to-end encryption: {0}")]
+    E2eeNode(String),
 }
 
 /// What becomes of a transcode message after a failure.
@@ -43,7 +49,10 @@ pub enum Disposition {
 impl TranscodeError {
     /// Another attempt cannot succeed: the job's own inputs are unusable, whatever the machine.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, TranscodeError::Files(_) | TranscodeError::Inputs(InputError::NoSession | InputError::UnknownSession(_)))
+        matches!(
+            self,
+            TranscodeError::Files(_) | TranscodeError::E2eeKeys(_) | TranscodeError::Inputs(InputError::NoSession | InputError::UnknownSession(_))
+        )
     }
 
     /// `delivered`: this message's delivery count; `max_deliver`: the queue's limit (0 or less: none).

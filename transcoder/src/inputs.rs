@@ -1,6 +1,7 @@
 //! Finds a job's raw segments in storage, downloads them, and places each capture session on the
 //! recording's timeline (its offset from the first session's start).
 
+use crate::decryption::TimelineE2ee;
 use crate::room_history::{self, RoomEvent, TimedEvent};
 use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
 use fleet_protocol::keys::{self, SegmentKey};
@@ -30,6 +31,8 @@ pub struct Inputs {
     pub room_events: Vec<TimedEvent>,
     pub duration_ns: u64,
     pub segment_count: usize,
+    /// The end-to-end encrypted tracks and the room's trailer, from the timelines.
+    pub e2ee: TimelineE2ee,
 }
 
 pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Result<Inputs, InputError> {
@@ -57,6 +60,7 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
     // Recording time of each session's first frame per track, for cutting an overlapped session.
     let mut first_frames: BTreeMap<SafeId, BTreeMap<(String, String), u64>> = BTreeMap::new();
     let mut room_events = Vec::new();
+    let mut e2ee = TimelineE2ee::default();
     for (index, session) in record.sessions.iter().enumerate() {
         let start_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000;
         let end_ns = session.ended_at_ms.map(|end| end.saturating_sub(first_start) * 1_000_000).unwrap_or(duration_ms * 1_000_000);
@@ -73,6 +77,7 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
                 String::new()
             }
         };
+        e2ee.read(&text);
         let found = crate::lipsync::corrections(&text);
         if !found.is_empty() {
             tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
@@ -110,9 +115,9 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Res
             files.push(SegmentFile { path, offset_ns, until_ns });
             segment_count += 1;
         }
-        tracks.push(TrackInput { name: format!("{participant}/{track}"), segments: files });
+        tracks.push(TrackInput::new(format!("{participant}/{track}"), files));
     }
-    Ok(Inputs { tracks, missing, room_events, duration_ns: duration_ms * 1_000_000, segment_count })
+    Ok(Inputs { tracks, missing, room_events, duration_ns: duration_ms * 1_000_000, segment_count, e2ee })
 }
 
 /// Per (participant, track): the session running time at which its first segment opened.

@@ -5,6 +5,7 @@
 mod chunks;
 pub mod config;
 mod context;
+mod decryption;
 mod delivery;
 mod error;
 mod files;

@@ -18,6 +18,19 @@ struct Args {
     /// Node id in the registry (default: host name + "-transcoder").
     #[arg(long)]
     node_id: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Makes the transcoders' key pair for end-to-end encrypted rooms: writes the private key to a new file
+    /// (readable by its owner only; give it to every transcoder as `e2ee_private_key_file`) and prints the
+    /// public key (the controller's `e2ee_public_key`, which seals jobs' keys to it).
+    E2eeKeygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -35,6 +48,12 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     fleet_runtime::tls::install_crypto_provider();
     let args = Args::parse();
+    if let Some(Command::E2eeKeygen { out }) = &args.command {
+        let pair = fleet_e2ee::TranscoderKeyPair::generate();
+        write_private(out, &pair.private_base64()).with_context(|| format!("writing {}", out.display()))?;
+        println!("{}", pair.public().to_base64());
+        return Ok(());
+    }
     let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
     fleet_runtime::logging::init(&config.log);
     let node_id = args.node_id.or(config.node_id).unwrap_or_else(|| format!("{}-transcoder", fleet_runtime::process::host_name()));
@@ -51,6 +70,15 @@ async fn main() -> anyhow::Result<()> {
     });
     transcoder.run(shutdown_rx).await;
     Ok(())
+}
+
+/// Creates `path` (never overwrites one) readable and writable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")
 }
 
 #[cfg(test)]

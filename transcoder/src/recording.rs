@@ -18,5 +18,6 @@ pub(crate) async fn transcode(ctx: &Arc<JobContext>, record: &JobRecord) -> Resu
     let (report, encoder) = encode::run_with_fallback(ctx, job_id, spec, 0.0).await?;
     let mut problems = report.problems;
     let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
+    problems.extend(prepared.decryption.report());
     publish::publish(ctx, record, &prepared, publish::Produced { path: output_path, extension, encoder, problems, participant_files }).await
 }

@@ -40,6 +40,21 @@ pub enum SetupError {
     EncoderUnavailable(String, Vec<String>),
     #[error("pipelines: {0}")]
     Pipelines(#[from] fleet_pipelines::PipelineError),
+    #[error("the E2EE private key ({0}): {1}")]
+    E2eeKey(String, String),
+}
+
+/// The key pair that opens jobs' sealed keys, from the configured file or inline secret.
+fn e2ee_key_pair(config: &TranscoderConfig) -> Result<Option<fleet_e2ee::TranscoderKeyPair>, SetupError> {
+    let (text, origin) = match (&config.e2ee_private_key_file, &config.e2ee_private_key) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|e| SetupError::E2eeKey(path.display().to_string(), e.to_string()))?;
+            (text, path.display().to_string())
+        }
+        (None, Some(inline)) => (inline.clone(), "e2ee_private_key".to_string()),
+        (None, None) => return Ok(None),
+    };
+    fleet_e2ee::TranscoderKeyPair::from_base64(&text).map(Some).map_err(|e| SetupError::E2eeKey(origin, e.to_string()))
 }
 
 impl Transcoder {
@@ -64,8 +79,9 @@ impl Transcoder {
             }
             wanted => return Err(SetupError::EncoderUnavailable(wanted.to_string(), working)),
         };
-        tracing::info!(node_id = %identity.node_id, ?encoders, "transcoder ready");
-        let ctx = JobContext { bus, jobs, storage, config, node_id: identity.node_id.clone(), encoders, running: Running::default() };
+        let e2ee = e2ee_key_pair(&config)?;
+        tracing::info!(node_id = %identity.node_id, ?encoders, e2ee_public_key = ?e2ee.as_ref().map(|p| p.public().to_base64()), "transcoder ready");
+        let ctx = JobContext { bus, jobs, storage, config, node_id: identity.node_id.clone(), encoders, running: Running::default(), e2ee };
         Ok(Arc::new(Self { ctx: Arc::new(ctx), identity, started_at_ms: now_ms(), yield_to }))
     }
 

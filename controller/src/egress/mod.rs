@@ -107,10 +107,26 @@ fn authorize(headers: &HeaderMap, api_key: &str, api_secret: &str) -> Result<(),
     Ok(())
 }
 
+/// The Egress API has no field for end-to-end encryption keys; one sent anyway would be ignored and the
+/// recording hold ciphertext only. Said plainly instead.
+fn refuse_e2ee_fields(body: &[u8]) -> Result<(), TwirpError> {
+    const E2EE_FIELDS: [&str; 5] = ["e2ee", "encryption", "encryption_key", "e2ee_key", "shared_key"];
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(body) else { return Ok(()) };
+    match fields.keys().find(|k| E2EE_FIELDS.contains(&k.as_str())) {
+        Some(field) => Err(TwirpError::invalid_argument(format!(
+            "{field}: the Egress API carries no end-to-end encryption keys; record an encrypted room with POST /v1/recordings and its e2ee field"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn decode<T: Message + Default + DeserializeOwned>(encoding: Encoding, body: &[u8]) -> Result<T, TwirpError> {
     match encoding {
         Encoding::Protobuf => T::decode(body).map_err(|e| TwirpError::malformed(format!("request is not valid protobuf: {e}"))),
-        Encoding::Json => serde_json::from_slice(body).map_err(|e| TwirpError::malformed(format!("request is not valid JSON: {e}"))),
+        Encoding::Json => {
+            refuse_e2ee_fields(body)?;
+            serde_json::from_slice(body).map_err(|e| TwirpError::malformed(format!("request is not valid JSON: {e}")))
+        }
     }
 }
 

@@ -49,6 +49,7 @@ pub async fn start(config: SyntheticRoomConfig, events: SourceEvents) -> Result<
             kind: track.kind.as_str().into(),
             codec: codec.into(),
             source: source.into(),
+            encryption: None,
         };
         let _ = events.send(SourceEvent::Room { running_ns: 0, entry });
     }

@@ -2,7 +2,9 @@
 //! planned, and the transcode they call for.
 
 use crate::context::JobContext;
+use crate::decryption::Decryption;
 use crate::error::{Context, TranscodeError};
+use fleet_e2ee::E2eeKeys;
 use crate::{inputs, layout_plan};
 use fleet_pipelines::{segment_reader, transcode};
 use fleet_protocol::{JobRecord, SafeId};
@@ -21,11 +23,19 @@ pub(crate) struct Prepared {
     pub segment_count: usize,
     /// participant → their audio tracks, for `audio_per_participant`.
     pub own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>>,
+    /// The encrypted tracks' decryptors (their counts become warnings).
+    pub decryption: Decryption,
 }
 
 /// Downloads the raw segments and timelines and plans the composite.
 pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, TranscodeError> {
-    let inputs = inputs::download(&ctx.storage, record, scratch).await?;
+    let mut inputs = inputs::download(&ctx.storage, record, scratch).await?;
+    let keys = open_keys(ctx, record)?;
+    let require_keys = record.request.e2ee.as_ref().is_some_and(|e| e.require_keys);
+    let decryption = Decryption::attach(&mut inputs.tracks, &inputs.e2ee, keys.as_ref(), require_keys)?;
+    if !inputs.e2ee.tracks.is_empty() {
+        tracing::info!(encrypted = inputs.e2ee.tracks.len(), keys = keys.is_some(), left_out = decryption.left_out.len(), "end-to-end encrypted tracks");
+    }
     tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
     let audio_only = record.request.audio_only;
     let (width, height, fps, video_kbps) = record.request.video_preset.params();
@@ -68,5 +78,14 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
         output: scratch.join("output"),
         stall_timeout: Duration::from_secs(ctx.config.stall_timeout_s),
     };
-    Ok(Prepared { spec, missing: inputs.missing, segment_count: inputs.segment_count, own_audio })
+    Ok(Prepared { spec, missing: inputs.missing, segment_count: inputs.segment_count, own_audio, decryption })
+}
+
+/// The job's end-to-end encryption keys, opened with this node's key pair; none when the job has none.
+fn open_keys(ctx: &JobContext, record: &JobRecord) -> Result<Option<E2eeKeys>, TranscodeError> {
+    let Some(sealed) = record.request.e2ee.as_ref().and_then(|e| e.sealed_keys.as_deref()) else { return Ok(None) };
+    let pair = ctx.e2ee.as_ref().ok_or_else(|| {
+        TranscodeError::E2eeNode("the job carries sealed keys and this transcoder has no key pair (e2ee_private_key_file)".into())
+    })?;
+    pair.open(sealed).map(Some).map_err(|e| TranscodeError::E2eeNode(e.to_string()))
 }

@@ -4,6 +4,7 @@
 //! recorded they would become a picture-size change at the end of every track. No camera sends pictures
 //! of 16x16 or less, so a keyframe that small is taken for one of them and not recorded.
 
+use fleet_pipelines::avc::h264_sps_size;
 use fleet_pipelines::track_writer::{TrackCodec, vp8_size};
 
 /// Largest width and height of a picture taken for the SFU's filler.
@@ -17,119 +18,6 @@ pub fn is_blank_keyframe(codec: TrackCodec, frame: &[u8]) -> bool {
         TrackCodec::Vp9 | TrackCodec::Opus => None,
     };
     size.is_some_and(|(w, h)| w <= BLANK_MAX_SIDE && h <= BLANK_MAX_SIDE)
-}
-
-/// Picture size (in whole macroblocks, before cropping) from the first SPS of an Annex-B access unit.
-pub fn h264_sps_size(access_unit: &[u8]) -> Option<(u32, u32)> {
-    let sps = annex_b_nal_units(access_unit).find(|nal| nal.first().is_some_and(|h| h & 0x1f == 7))?;
-    let rbsp = unescape(&sps[1..]);
-    let mut bits = BitReader { data: &rbsp, pos: 0 };
-    let profile_idc = bits.bits(8)?;
-    bits.bits(16)?; // constraint flags, level_idc
-    bits.ue()?; // seq_parameter_set_id
-    if [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135].contains(&profile_idc) {
-        if bits.ue()? == 3 {
-            bits.bits(1)?; // separate_colour_plane_flag
-        }
-        bits.ue()?; // bit_depth_luma_minus8
-        bits.ue()?; // bit_depth_chroma_minus8
-        bits.bits(1)?; // qpprime_y_zero_transform_bypass_flag
-        if bits.bits(1)? == 1 {
-            return None; // scaling matrices: not worth parsing to tell a size
-        }
-    }
-    bits.ue()?; // log2_max_frame_num_minus4
-    match bits.ue()? {
-        0 => {
-            bits.ue()?; // log2_max_pic_order_cnt_lsb_minus4
-        }
-        1 => {
-            bits.bits(1)?;
-            bits.se()?;
-            bits.se()?;
-            for _ in 0..bits.ue()?.min(255) {
-                bits.se()?;
-            }
-        }
-        _ => {}
-    }
-    bits.ue()?; // max_num_ref_frames
-    bits.bits(1)?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = bits.ue()? + 1;
-    let height_units = bits.ue()? + 1;
-    let frame_mbs_only = bits.bits(1)?;
-    Some((width_mbs * 16, (2 - frame_mbs_only) * height_units * 16))
-}
-
-fn annex_b_nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let ends: Vec<usize> = starts.iter().skip(1).map(|&s| s - 3).chain([data.len()]).collect();
-    starts.into_iter().zip(ends).map(move |(s, e)| {
-        // A 4-byte start code leaves a zero at the end of the unit before it.
-        let mut end = e;
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        &data[s..end]
-    })
-}
-
-/// Removes emulation-prevention bytes (00 00 03 → 00 00).
-fn unescape(nal: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nal.len());
-    let mut zeros = 0;
-    for &byte in nal {
-        if zeros >= 2 && byte == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if byte == 0 { zeros + 1 } else { 0 };
-        out.push(byte);
-    }
-    out
-}
-
-struct BitReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl BitReader<'_> {
-    fn bits(&mut self, n: u32) -> Option<u32> {
-        let mut value = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            value = (value << 1) | ((byte >> (7 - self.pos % 8)) & 1) as u32;
-            self.pos += 1;
-        }
-        Some(value)
-    }
-
-    /// Unsigned Exp-Golomb.
-    fn ue(&mut self) -> Option<u32> {
-        let mut zeros = 0;
-        while self.bits(1)? == 0 {
-            zeros += 1;
-            if zeros > 31 {
-                return None;
-            }
-        }
-        Some((1u32 << zeros) - 1 + self.bits(zeros)?)
-    }
-
-    fn se(&mut self) -> Option<i32> {
-        let k = self.ue()?;
-        Some(if k % 2 == 1 { k.div_ceil(2) as i32 } else { -((k / 2) as i32) })
-    }
 }
 
 #[cfg(test)]
@@ -196,8 +84,4 @@ mod tests {
         assert!(!is_blank_keyframe(TrackCodec::Opus, &[0; 20]));
     }
 
-    #[test]
-    fn emulation_prevention_is_removed() {
-        assert_eq!(unescape(&[0, 0, 3, 1, 0, 0, 3]), vec![0, 0, 1, 0, 0]);
-    }
 }

@@ -45,3 +45,12 @@ mod tests {
         assert_eq!(published_codecs(&track("video/AV1", &[])), "video/AV1");
     }
 }
+
+/// A track's end-to-end encryption (`gcm`, `custom`), none when it is sent in the clear.
+pub fn encryption_name(track: &proto::TrackInfo) -> Option<&'static str> {
+    match track.encryption() {
+        proto::encryption::Type::None => None,
+        proto::encryption::Type::Gcm => Some("gcm"),
+        proto::encryption::Type::Custom => Some("custom"),
+    }
+}

@@ -236,6 +236,10 @@ impl RoomCapture {
         tracing::info!(room_sid, participants = join.other_participants.len(), connection = self.connection, "joined the LiveKit room");
         // A hidden participant may hear about itself; it is not part of the room being recorded.
         let own_sid = join.participant.as_ref().map(|p| p.sid.clone()).unwrap_or_default();
+        if !join.sif_trailer.is_empty() {
+            // What the SFU appends to the frames it injects into encrypted tracks: the transcoder drops those.
+            self.timeline(Entry::E2eeTrailer { trailer: fleet_protocol::timeline::encode_trailer(&join.sif_trailer) });
+        }
         let changes = self.tracker.reset(join.other_participants.into_iter().filter(|p| p.sid != own_sid).collect());
         self.apply_changes(signal, changes).await;
         self.tracks.new_connection();
@@ -447,6 +451,7 @@ impl RoomCapture {
                         // What will be stored: a backup codec where the primary is not storable, Opus for RED.
                         codec: stored.map_or_else(|| t.mime_type.rsplit('/').next().unwrap_or_default().to_ascii_lowercase(), |c| c.as_str().into()),
                         source: t.source().as_str_name().to_ascii_lowercase(),
+                        encryption: codecs::encryption_name(&t).map(String::from),
                     });
                 }
                 Change::Unpublished(p, t) => {

@@ -27,6 +27,8 @@ const SENDER_REPORT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// One track being written.
 pub struct TrackSink {
     video: bool,
+    /// LiveKit end-to-end encryption (`gcm`, `custom`): the frames are stored exactly as they came.
+    encryption: Option<&'static str>,
     participant: SafeId,
     /// Where the current writer stores the track (and its id in the timeline): the track's sid, then
     /// `<sid>-2`, `-3`… after each codec change.
@@ -51,9 +53,10 @@ pub struct TrackSink {
 }
 
 impl TrackSink {
-    fn new(participant: SafeId, track: SafeId, clock_rate: u32, video: bool) -> TrackSink {
+    fn new(participant: SafeId, track: SafeId, clock_rate: u32, video: bool, encryption: Option<&'static str>) -> TrackSink {
         TrackSink {
             video,
+            encryption,
             participant,
             track,
             generation: 1,
@@ -145,7 +148,7 @@ impl Tracks {
         if !self.sinks.contains_key(&track_sid) {
             let (participant, track) = track_ids(room, &track_sid);
             let video = codec.is_some_and(|c| c.kind() == fleet_pipelines::segment_writer::TrackKind::Video);
-            let mut sink = TrackSink::new(participant, track, clock_rate, video);
+            let mut sink = TrackSink::new(participant, track, clock_rate, video, track_encryption(room, &track_sid));
             if codec.is_none() {
                 tracing::warn!(track = %track_sid, codec = codec_name, "codec not recordable here; track skipped");
                 sink.finishing = true;
@@ -269,8 +272,9 @@ impl Tracks {
         sink.waiting_for_keyframe = sink.video;
         tracing::warn!(track = %track_sid, from = ?old_track, to = %sink.track, codec = codec.as_str(), "the track's codec changed; a new writer takes over");
         let (participant, new_track, kind) = (sink.participant.to_string(), sink.track.to_string(), if sink.video { "video" } else { "audio" });
+        let encryption = sink.encryption.map(String::from);
         self.timeline(Entry::TrackUnpublished { participant: participant.clone(), track: old_track.to_string() });
-        self.timeline(Entry::TrackPublished { participant, track: new_track, kind: kind.into(), codec: codec.as_str().into(), source });
+        self.timeline(Entry::TrackPublished { participant, track: new_track, kind: kind.into(), codec: codec.as_str().into(), source, encryption });
     }
 
     /// The track's id in storage and the timeline: its sid until its codec changes.
@@ -286,7 +290,7 @@ impl Tracks {
         tracing::info!(track = %track_sid, participant = %participant, storage = %track, codec = codec.as_str(), "recording track");
         let key = move || WriterKey { sid: sid.clone(), storage: track.clone() };
         let storage = sink.track.clone();
-        TrackWriter::start(&dir, self.segment_ns, codec, first_frame, move |event| match event {
+        TrackWriter::start(&dir, self.segment_ns, codec, sink.encryption.is_some(), first_frame, move |event| match event {
             TrackWriterEvent::Fragment(fragment) => {
                 let _ = events.send(SourceEvent::Fragment { participant: participant.clone(), track: storage.clone(), fragment });
             }
@@ -378,6 +382,11 @@ fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mi
 }
 
 /// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
+/// The track's end-to-end encryption as the SFU announced it, if any.
+fn track_encryption(room: &RoomTracker, track_sid: &str) -> Option<&'static str> {
+    room.track(track_sid).and_then(|(_, t)| super::codecs::encryption_name(t))
+}
+
 fn track_ids(room: &RoomTracker, track_sid: &str) -> (SafeId, SafeId) {
     let participant = match room.track(track_sid) {
         Some((p, _)) => participant_key(p),
