@@ -233,12 +233,6 @@ pub fn spawn_feeder(
                     span = Some(span.map_or((pts.nseconds(), end), |(first, last)| (first.min(pts.nseconds()), last.max(end))));
                 }
                 let Some(mut frame) = shift(&sample, segment.offset_ns) else { continue };
-                if let Some(filter) = &input.filter {
-                    match filter.apply(frame.0) {
-                        Some(buffer) => frame.0 = buffer,
-                        None => continue,
-                    }
-                }
                 let Some(pts) = frame.0.pts() else { continue };
                 if pts.nseconds() >= range.end {
                     break 'segments;
@@ -248,6 +242,13 @@ pub fn spawn_feeder(
                     break;
                 }
                 frames += 1;
+                // Read, but not for the decoder (a frame that did not decrypt: its owner counts it).
+                if let Some(filter) = &input.filter {
+                    match filter.apply(frame.0) {
+                        Some(buffer) => frame.0 = buffer,
+                        None => continue,
+                    }
+                }
                 if pts.nseconds() < range.start {
                     if !frame.0.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                         lead_in.clear();

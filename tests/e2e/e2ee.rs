@@ -234,8 +234,10 @@ fn wrong_keys_are_reported_and_a_key_change_is_followed() {
         let rekey = setup.api.wait_for_state(rekey_id, &["complete", "failed"], Duration::from_secs(240)).await;
         assert_eq!(rekey["state"], "complete", "{rekey:#}");
         assert!(rekey["warnings"].as_array().is_none_or(|w| w.is_empty()), "both keys given: every frame decrypts: {rekey:#}");
-        let changed = erin.events().iter().find(|e| e["event"] == "key_changed").map(|e| e["t"].as_f64().unwrap());
-        assert!(changed.is_some(), "erin changed keys while recorded: {:?}", erin.events());
+        let changed_ms = erin.events().iter().find(|e| e["event"] == "key_changed").and_then(|e| e["wall_ms"].as_u64());
+        let session = &rekey["sessions"][0];
+        let (from_ms, to_ms) = (session["started_at_ms"].as_u64().unwrap(), session["ended_at_ms"].as_u64().unwrap());
+        assert!(changed_ms.is_some_and(|at| from_ms + 2_000 < at && at + 2_000 < to_ms), "erin changed keys while recorded: {changed_ms:?} in {from_ms}..{to_ms}");
         let path = keep_mp4(&setup, &rekey, "rekey.mp4");
         let duration: f64 = fleet_tests::media::ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
         // Alone in the room, erin fills the picture: her tint after the change says the new key decrypted.
