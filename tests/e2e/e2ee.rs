@@ -52,8 +52,8 @@ fn publisher(identity: &str, index: usize, codec: &'static str, flags: &[&str]) 
     spec
 }
 
-/// Mean U and V of the picture in `crop` at `at_s`, decoded by ffmpeg.
-fn chroma_at(mp4: &Path, crop: &str, at_s: f64) -> (f64, f64) {
+/// Mean Y, U and V of the picture in `crop` at `at_s`, decoded by ffmpeg.
+fn planes_at(mp4: &Path, crop: &str, at_s: f64) -> (f64, f64, f64) {
     let out = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-ss", &format!("{at_s:.2}"), "-i"])
         .arg(mp4)
@@ -67,12 +67,23 @@ fn chroma_at(mp4: &Path, crop: &str, at_s: f64) -> (f64, f64) {
     let (luma, chroma) = (w * h, (w / 2) * (h / 2));
     assert_eq!(out.stdout.len(), luma + 2 * chroma, "ffmpeg gave no picture at {at_s} s: {}", String::from_utf8_lossy(&out.stderr));
     let mean = |plane: &[u8]| plane.iter().map(|&b| b as f64).sum::<f64>() / plane.len() as f64;
-    (mean(&out.stdout[luma..luma + chroma]), mean(&out.stdout[luma + chroma..]))
+    (mean(&out.stdout[..luma]), mean(&out.stdout[luma..luma + chroma]), mean(&out.stdout[luma + chroma..]))
+}
+
+/// An ARGB colour in limited-range BT.601 YUV (what the MP4 holds).
+fn bt601(argb: u32) -> (f64, f64, f64) {
+    let [r, g, b] = [(argb >> 16) & 0xff, (argb >> 8) & 0xff, argb & 0xff].map(f64::from);
+    (16.0 + 0.257 * r + 0.504 * g + 0.098 * b, 128.0 - 0.148 * r - 0.291 * g + 0.439 * b, 128.0 + 0.439 * r - 0.368 * g - 0.071 * b)
 }
 
 /// The median tint of a tile over several instants (a flash, white and untinted, may fall on one).
 fn tile_tint(mp4: &Path, crop: &str, from_s: f64, to_s: f64) -> (f64, f64) {
-    let samples: Vec<(f64, f64)> = (0..7).map(|i| chroma_at(mp4, crop, from_s + (to_s - from_s) * i as f64 / 6.0)).collect();
+    let samples: Vec<(f64, f64)> = (0..7)
+        .map(|i| {
+            let (_, u, v) = planes_at(mp4, crop, from_s + (to_s - from_s) * i as f64 / 6.0);
+            (u, v)
+        })
+        .collect();
     let us: Vec<f64> = samples.iter().map(|s| s.0).collect();
     let vs: Vec<f64> = samples.iter().map(|s| s.1).collect();
     (median(&us) - 128.0, median(&vs) - 128.0)
@@ -185,16 +196,17 @@ fn an_encrypted_room_is_stored_as_ciphertext_and_decrypted_by_the_transcoder() {
     });
 }
 
-/// A wrong key: the job completes and names the tracks it could not decrypt, with counts. A key change
-/// mid-recording (a new key index) is followed when the job carries both keys. A job that requires keys
-/// for every encrypted track and lacks one fails, naming the track.
+/// A wrong key: the job completes and names the tracks it could not decrypt, with counts. No key for a
+/// publisher: their tracks are left out (a placeholder tile) with a warning. A job that requires keys for
+/// every encrypted track and lacks one fails, naming the track. A key change mid-recording (a new key
+/// index) is followed when the job carries both keys.
 #[test]
 fn wrong_keys_are_reported_and_a_key_change_is_followed() {
     if !netns::enter("wrong_keys_are_reported_and_a_key_change_is_followed") {
         return;
     }
     runtime().block_on(async {
-        let (setup, server, _recorder) = fleet_with_key_pair(3);
+        let (setup, server, _recorder) = fleet_with_key_pair(4);
         let dir = setup.dir.path();
         let dave = Publisher::start(&server, "e2ee-wrong", &publisher("dave", 0, "vp8", &["--e2ee-key", "daves-real-key"]), dir);
         let erin = Publisher::start(&server, "e2ee-rekey", &publisher("erin", 1, "vp8", &["--e2ee-key", "first-key", "--e2ee-key-change", "14:second-key"]), dir);
@@ -203,9 +215,10 @@ fn wrong_keys_are_reported_and_a_key_change_is_followed() {
 
         let wrong = json!({ "room": "e2ee-wrong", "e2ee": { "keys": { "shared": [{ "passphrase": "not-the-key" }] } } });
         let required = json!({ "room": "e2ee-wrong", "e2ee": { "keys": { "participants": { "someone-else": [{ "passphrase": "x" }] } }, "require_keys": true } });
+        let keyless = json!({ "room": "e2ee-wrong", "e2ee": { "keys": { "participants": { "someone-else": [{ "passphrase": "x" }] } } } });
         let rekey = json!({ "room": "e2ee-rekey", "e2ee": { "keys": { "shared": [{ "index": 0, "passphrase": "first-key" }, { "index": 1, "passphrase": "second-key" }] } } });
         let mut ids = Vec::new();
-        for request in [&wrong, &required, &rekey] {
+        for request in [&wrong, &required, &rekey, &keyless] {
             ids.push(setup.api.start(&request.to_string()).await);
         }
         for id in &ids {
@@ -215,7 +228,7 @@ fn wrong_keys_are_reported_and_a_key_change_is_followed() {
         for id in &ids {
             assert_eq!(setup.api.stop(id).await.status, 202);
         }
-        let [wrong_id, required_id, rekey_id] = [&ids[0], &ids[1], &ids[2]];
+        let [wrong_id, required_id, rekey_id, keyless_id] = [&ids[0], &ids[1], &ids[2], &ids[3]];
 
         let wrong = setup.api.wait_for_state(wrong_id, &["complete", "failed"], Duration::from_secs(240)).await;
         assert_eq!(wrong["state"], "complete", "{wrong:#}");
@@ -230,6 +243,19 @@ fn wrong_keys_are_reported_and_a_key_change_is_followed() {
         assert_eq!(required["state"], "failed", "{required:#}");
         let error = required["error"].as_str().unwrap();
         assert!(error.contains("dave/") && error.contains("no key") && error.contains("requires keys"), "{error}");
+
+        let keyless = setup.api.wait_for_state(keyless_id, &["complete", "failed"], Duration::from_secs(240)).await;
+        assert_eq!(keyless["state"], "complete", "{keyless:#}");
+        let warnings = keyless["warnings"].as_array().cloned().unwrap_or_default();
+        assert_eq!(warnings.len(), 2, "camera and microphone: {warnings:#?}");
+        assert!(warnings.iter().all(|w| w.as_str().unwrap().starts_with("dave/") && w.as_str().unwrap().contains("no key")), "{warnings:#?}");
+        let path = keep_mp4(&setup, &keyless, "keyless.mp4");
+        let duration: f64 = fleet_tests::media::ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+        let shown = planes_at(&path, &picture_crop((0, 0, 1280, 720)), duration / 2.0);
+        let placeholder = bt601(fleet_pipelines::transcode::PLACEHOLDER_ARGB);
+        println!("keyless: dave's tile is YUV {shown:.1?}, the placeholder {placeholder:.1?}");
+        let near = (shown.0 - placeholder.0).abs().max((shown.1 - placeholder.1).abs()).max((shown.2 - placeholder.2).abs());
+        assert!(near <= 4.0, "dave's camera, with no key, is the placeholder: YUV {shown:.1?}, placeholder {placeholder:.1?}");
 
         let rekey = setup.api.wait_for_state(rekey_id, &["complete", "failed"], Duration::from_secs(240)).await;
         assert_eq!(rekey["state"], "complete", "{rekey:#}");
