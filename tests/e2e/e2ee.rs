@@ -24,14 +24,7 @@ const TINTS: [(f64, f64); 3] = [(-20.0, 40.0), (-30.0, -30.0), (40.0, -20.0)];
 /// jobs' keys to it, beside livekit-server; one recorder in mode both.
 fn fleet_with_key_pair(slots: u32) -> (Setup, LiveKitServer, fleet_tests::procs::Proc) {
     let mut setup = Setup::local();
-    let private_file = setup.dir.path().join("transcoders-e2ee.key");
-    let out = std::process::Command::new(fleet_tests::bin_path("transcoder"))
-        .args(["e2ee-keygen", "--out"])
-        .arg(&private_file)
-        .output()
-        .expect("transcoder e2ee-keygen runs");
-    assert!(out.status.success(), "e2ee-keygen: {}", String::from_utf8_lossy(&out.stderr));
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (public, private_file) = fleet_tests::transcoder_key_pair(setup.dir.path());
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&private_file).unwrap().permissions().mode() & 0o777, 0o600, "the private key is its owner's only");
     setup.fleet.controller_settings = format!("e2ee_public_key = \"{public}\"\n");

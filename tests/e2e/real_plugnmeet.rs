@@ -369,3 +369,89 @@ async fn wait_for_sessions(setup: &Setup, job: &str, sessions: usize, timeout: D
     })
     .await
 }
+
+/// A room plugnmeet-server encrypts end to end with its own key: the drop-in reads the key from the room's
+/// settings, seals it, and the recording plugNmeet lists is decrypted (the publisher's picture and markers,
+/// in sync). A room whose users insert their own key is refused in plugNmeet's words.
+#[test]
+fn plugnmeet_e2ee_rooms_are_recorded_with_the_servers_key() {
+    let Some(binary) = plugnmeet_server::binary() else {
+        println!("NOT RUN: no plugnmeet-server binary (set FLEET_PLUGNMEET_SERVER; README, \"Use the fleet as plugNmeet's recorder\")");
+        return;
+    };
+    if !netns::enter("plugnmeet_e2ee_rooms_are_recorded_with_the_servers_key") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut setup = Setup::local();
+        let livekit = LiveKitServer::start(setup.dir.path(), &LiveKitOptions { node_ip: netns::SERVER_IP.into(), ..LiveKitOptions::default() });
+        let webhooks = Webhooks::default();
+        let webhook_url = webhooks.start().await;
+        let pnm = PlugnmeetServer::start(&binary, setup.dir.path(), &livekit, &webhook_url);
+        let (public, private_file) = fleet_tests::transcoder_key_pair(setup.dir.path());
+        setup.controller = None;
+        setup.fleet.controller_settings = format!("e2ee_public_key = \"{public}\"\n");
+        setup.fleet.controller_extra =
+            format!("{}[storage]\nkind = \"local\"\nlocal_root = \"{}\"\n", pnm.controller_toml(RECORDER_ID, SUB_PATH), setup.root.display());
+        setup.fleet.recorder_extra = livekit.recorder_toml(30);
+        setup.fleet.transcoder_extra = format!("e2ee_private_key_file = \"{}\"\n", private_file.display());
+        setup.controller = Some(setup.fleet.controller(setup.port));
+        let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+        wait_for_ping_after(&pnm, 0, Duration::from_secs(20)).await;
+
+        let e2ee = |self_insert: bool| json!({ "is_enabled": true, "enabled_self_insert_encryption_key": self_insert });
+        let create = |room: &str, self_insert: bool| {
+            json!({ "room_id": room, "metadata": { "room_title": "E2EE", "room_features": { "end_to_end_encryption_features": e2ee(self_insert) } } })
+        };
+        let created = pnm.call("/auth/room/create", &create(ROOM, false)).await;
+        assert_eq!(created["status"], true, "{created:#}\n{}", pnm.log_tail());
+        let metadata: Value = serde_json::from_str(created["room_info"]["metadata"].as_str().unwrap()).unwrap();
+        let key = metadata["room_features"]["end_to_end_encryption_features"]["encryption_key"].as_str().unwrap().to_string();
+        let sid = created["room_info"]["sid"].as_str().unwrap().to_string();
+        // plugNmeet's web client gives the key to LiveKit's setKey(string): a passphrase, as here.
+        let mut spec = PublisherSpec::new("alice", 0, "vp8");
+        spec.seconds = 60.0;
+        spec.flags = vec!["--e2ee-key".into(), key.clone()];
+        let alice = Publisher::start(&livekit, ROOM, &spec, setup.dir.path());
+        alice.wait_published(Duration::from_secs(30));
+        let joined = pnm
+            .call("/auth/room/getJoinToken", &json!({ "room_id": ROOM, "user_info": { "name": "Admin", "user_id": "admin_1", "is_admin": true } }))
+            .await;
+        let token = joined["token"].as_str().unwrap().to_string();
+
+        let started = recording_task(&pnm, ROOM, "/api/recording", &token, RecordingTasks::StartRecording, &sid, None).await;
+        assert!(started.status, "start: {started:?}\n{}", pnm.log_tail());
+        webhooks.wait_for("start_recording", 1, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(14)).await;
+        let stopped = recording_task(&pnm, ROOM, "/api/recording", &token, RecordingTasks::StopRecording, &sid, None).await;
+        assert!(stopped.status, "stop: {stopped:?}");
+        webhooks.wait_for("recording_proceeded", 1, Duration::from_secs(240)).await;
+        let listed = recordings(&pnm).await;
+        assert_eq!(listed.len(), 1, "{listed:#?}");
+        let (mp4, duration) = check_listed_file(&pnm, &listed[0]);
+        assert_publisher_in_sync(&mp4, duration);
+        let jobs = setup.api.send("GET", "/v1/recordings", Some(fleet_tests::API_KEY), None).await;
+        let job = &jobs.body["recordings"][0];
+        assert!(job["request"]["e2ee"]["sealed_keys"].is_string(), "the job holds the room's key sealed: {job:#}");
+        assert!(!jobs.body.to_string().contains(&key), "the room's key in the clear");
+        assert!(job["warnings"].as_array().is_none_or(|w| w.is_empty()), "every frame decrypted: {job:#}");
+
+        // A room whose users type their own key: plugNmeet's recorder cannot record it, nor can the fleet.
+        let own = pnm.call("/auth/room/create", &create("pnm-own-key", true)).await;
+        assert_eq!(own["status"], true, "{own:#}");
+        let own_sid = own["room_info"]["sid"].as_str().unwrap().to_string();
+        let own_token = pnm
+            .call("/auth/room/getJoinToken", &json!({ "room_id": "pnm-own-key", "user_info": { "name": "Admin", "user_id": "admin_2", "is_admin": true } }))
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let refused = recording_task(&pnm, "pnm-own-key", "/api/recording", &own_token, RecordingTasks::StartRecording, &own_sid, None).await;
+        println!("self-inserted key: {refused:?}");
+        assert!(!refused.status, "a room with a self-inserted key is not recorded: {refused:?}");
+        // plugnmeet-server shows its users its own words for any refusal; the fleet's reason is plugNmeet's client's.
+        let reason = fleet_controller::plugnmeet::room_e2ee::SELF_INSERTED_KEY_REFUSAL;
+        assert!(setup.controller.as_ref().unwrap().log_text().contains(reason), "the refusal gives plugNmeet's reason");
+        drop(alice);
+    });
+}

@@ -387,6 +387,19 @@ impl Setup {
     }
 }
 
+/// A transcoders' key pair for end-to-end encrypted rooms, made by `transcoder e2ee-keygen` in `dir`:
+/// the public key (the controller's `e2ee_public_key`) and the private key's file.
+pub fn transcoder_key_pair(dir: &Path) -> (String, PathBuf) {
+    let private_file = dir.join("transcoders-e2ee.key");
+    let out = std::process::Command::new(bin_path("transcoder"))
+        .args(["e2ee-keygen", "--out"])
+        .arg(&private_file)
+        .output()
+        .expect("transcoder e2ee-keygen runs");
+    assert!(out.status.success(), "e2ee-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8(out.stdout).unwrap().trim().to_string(), private_file)
+}
+
 /// PEM files of a test CA and of a server certificate it signed for `localhost` and `127.0.0.1`.
 pub struct TestCertificates {
     pub ca: PathBuf,

@@ -12,6 +12,7 @@ pub mod notify;
 pub mod proto;
 pub mod registry;
 pub mod requests;
+pub mod room_e2ee;
 pub mod token;
 pub mod transcoding;
 
@@ -66,11 +67,18 @@ pub struct Door {
     starts_and_stops: tokio::sync::Mutex<()>,
     /// Stopped before the purge on shutdown, or a late ping would bring the registration back.
     pinger: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Seals the key of a room plugnmeet-server encrypts (none: such rooms are refused).
+    e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
 }
 
 impl Door {
     /// Connects, registers (refusing a duplicate recorder id) and starts serving plugNmeet.
-    pub async fn start(bus: Bus, config: PlugnmeetConfig, storage: Option<Storage>) -> Result<Arc<Door>, DoorError> {
+    pub async fn start(
+        bus: Bus,
+        config: PlugnmeetConfig,
+        storage: Option<Storage>,
+        e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
+    ) -> Result<Arc<Door>, DoorError> {
         config.check()?;
         if config.main_path.is_some() && storage.is_none() {
             return Err(fleet_runtime::config::ConfigError::new("controller.plugnmeet.main_path needs the controller's [storage] section").into());
@@ -105,6 +113,7 @@ impl Door {
             started: Mutex::new(HashSet::new()),
             starts_and_stops: tokio::sync::Mutex::new(()),
             pinger: Mutex::new(None),
+            e2ee_seal,
         });
         let subscription = door.pnm.subscribe(door.config.recorder_channel.clone()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
         *door.pinger.lock().unwrap() = Some(tokio::spawn(door.clone().ping()));
@@ -229,10 +238,13 @@ impl Door {
             let why = format!("the fleet has no free recorder slot ({} recording, {} slots)", load.running, load.max_limit);
             return requests::refusal(proto::StatusCode::Conflict, why);
         }
-        let request: JobRequest = match serde_json::from_value(serde_json::json!({ "room": room_id })) {
+        let mut request: JobRequest = match serde_json::from_value(serde_json::json!({ "room": room_id })) {
             Ok(request) => request,
             Err(err) => return requests::refusal(proto::StatusCode::InvalidParameters, err.to_string()),
         };
+        if let Err(refusal) = self.add_room_keys(&mut request).await {
+            return refusal;
+        }
         let origin = Origin::Plugnmeet { recording_id: recording_id.clone(), room_sid, room_table_id, recorder_id: self.config.recorder_id.clone() };
         match jobs::create(&self.bus, request, Some(origin), "rec").await {
             Ok(record) => {
@@ -241,6 +253,32 @@ impl Door {
                 requests::success()
             }
             Err(err) => requests::from_api_error(err),
+        }
+    }
+
+    /// A room plugnmeet-server encrypts with its own key is recorded with that key (sealed at once); one
+    /// whose users chose their key is refused in plugNmeet's words. When the room's settings cannot be read
+    /// the recording goes ahead: an encrypted track then stays ciphertext, and the job says so.
+    async fn add_room_keys(&self, request: &mut JobRequest) -> Result<(), proto::CommonResponse> {
+        let c = &self.config;
+        let found = room_e2ee::fetch(&self.http, &c.server_url, &c.api_key, &c.api_secret, &request.room).await;
+        match found {
+            Ok(Some(room_e2ee::RoomE2ee::ServerKey(key))) => {
+                request.e2ee = Some(room_e2ee::request_for(&key));
+                crate::e2ee::seal_request(request, self.e2ee_seal.as_ref()).map_err(requests::from_api_error)
+            }
+            Ok(Some(room_e2ee::RoomE2ee::SelfInsertedKey)) => {
+                Err(requests::refusal(proto::StatusCode::InvalidParameters, room_e2ee::SELF_INSERTED_KEY_REFUSAL.to_string()))
+            }
+            Ok(Some(room_e2ee::RoomE2ee::Off)) => Ok(()),
+            Ok(None) => {
+                tracing::warn!(room = %request.room, "plugnmeet-server gave no settings for the room; recording it without keys");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(room = %request.room, %err, "recording the room without keys");
+                Ok(())
+            }
         }
     }
 
