@@ -268,6 +268,7 @@ impl Door {
                 crate::e2ee::seal_request(request, self.e2ee_seal.as_ref()).map_err(requests::from_api_error)
             }
             Ok(Some(room_e2ee::RoomE2ee::SelfInsertedKey)) => {
+                tracing::info!(room = %request.room, reason = room_e2ee::SELF_INSERTED_KEY_REFUSAL, "plugNmeet recording refused");
                 Err(requests::refusal(proto::StatusCode::InvalidParameters, room_e2ee::SELF_INSERTED_KEY_REFUSAL.to_string()))
             }
             Ok(Some(room_e2ee::RoomE2ee::Off)) => Ok(()),
