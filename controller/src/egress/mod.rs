@@ -173,3 +173,17 @@ async fn stop(state: &AppState, egress_id: &str) -> Result<lk::EgressInfo, Twirp
     let record = jobs::stop(&state.bus, &id).await?;
     Ok(convert::egress_info(&record))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e2ee_fields_are_refused_with_the_way_to_record_an_encrypted_room() {
+        let refused = refuse_e2ee_fields(br#"{"room_name":"r","e2ee":{"shared_key":"k"}}"#).unwrap_err();
+        assert!(format!("{refused:?}").contains("/v1/recordings"), "{refused:?}");
+        assert!(!format!("{refused:?}").contains("\"k\""), "the key is not echoed");
+        assert!(refuse_e2ee_fields(br#"{"room_name":"r","layout":"grid"}"#).is_ok());
+        assert!(refuse_e2ee_fields(b"not json").is_ok(), "left to the decoder's own error");
+    }
+}

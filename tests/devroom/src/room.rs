@@ -41,6 +41,9 @@ pub struct Room {
     pub name: String,
     pub sid: String,
     pub created_ms: i64,
+    /// What this room's SFU appends to frames it injects into encrypted tracks; livekit-server sends every
+    /// joiner one (random per room, ASCII), encrypted room or not.
+    pub sif_trailer: Vec<u8>,
     /// Share of RTP/RTCP datagrams dropped towards each subscriber (0..1).
     pub loss: f64,
     events: broadcast::Sender<RoomEvent>,
@@ -76,6 +79,7 @@ impl Room {
             name: name.to_string(),
             sid: new_sid("RM_"),
             created_ms: now_ms(),
+            sif_trailer: new_sid("").into_bytes(),
             loss: loss_percent / 100.0,
             events,
             state: Mutex::new(RoomState::default()),

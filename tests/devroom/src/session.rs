@@ -89,6 +89,7 @@ async fn run_inner(socket: WebSocket, params: ClientParams, participant_sid: Str
             ..Default::default()
         }),
         subscriber_primary: true,
+        sif_trailer: room.sif_trailer.clone(),
         fast_publish: false,
         ping_interval: 5,
         ping_timeout: 15,
