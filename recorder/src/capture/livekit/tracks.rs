@@ -381,12 +381,12 @@ fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mi
     peer.request_keyframe(mid);
 }
 
-/// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
 /// The track's end-to-end encryption as the SFU announced it, if any.
 fn track_encryption(room: &RoomTracker, track_sid: &str) -> Option<&'static str> {
     room.track(track_sid).and_then(|(_, t)| super::codecs::encryption_name(t))
 }
 
+/// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
 fn track_ids(room: &RoomTracker, track_sid: &str) -> (SafeId, SafeId) {
     let participant = match room.track(track_sid) {
         Some((p, _)) => participant_key(p),
