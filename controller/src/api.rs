@@ -63,7 +63,10 @@ fn parse_id(raw: &str) -> Result<SafeId, ApiError> {
     SafeId::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))
 }
 
-async fn start_recording(State(state): State<AppState>, ApiJson(mut request): ApiJson<JobRequest>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+async fn start_recording(
+    State(state): State<AppState>,
+    ApiJson(mut request): ApiJson<JobRequest>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }

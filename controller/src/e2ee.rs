@@ -13,7 +13,9 @@ pub fn seal_request(request: &mut JobRequest, seal_to: Option<&TranscoderPublicK
     e2ee.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
     let Some(keys) = e2ee.keys.take() else { return Ok(()) };
     let public = seal_to.ok_or_else(|| {
-        ApiError::invalid("e2ee: this controller cannot accept keys: no e2ee_public_key (the transcoders' key) is configured; send sealed_keys or configure it")
+        ApiError::invalid(
+            "e2ee: this controller cannot accept keys: no e2ee_public_key (the transcoders' key) is configured; send sealed_keys or configure it",
+        )
     })?;
     let sealed = public.seal(&keys).map_err(|e| ApiError::unavailable(format!("e2ee: {e}")))?;
     e2ee.sealed_keys = Some(sealed);
@@ -22,9 +24,7 @@ pub fn seal_request(request: &mut JobRequest, seal_to: Option<&TranscoderPublicK
 
 /// The configured transcoders' public key, checked at start-up.
 pub fn public_key(configured: Option<&str>) -> anyhow::Result<Option<TranscoderPublicKey>> {
-    configured
-        .map(|text| TranscoderPublicKey::from_base64(text).map_err(|e| anyhow::anyhow!("controller.e2ee_public_key: {e}")))
-        .transpose()
+    configured.map(|text| TranscoderPublicKey::from_base64(text).map_err(|e| anyhow::anyhow!("controller.e2ee_public_key: {e}"))).transpose()
 }
 
 #[cfg(test)]

@@ -102,7 +102,11 @@ async fn main() -> anyhow::Result<()> {
             Some(_) => Some(fleet_runtime::storage::Storage::from_config(&config.storage).await.context("opening storage")?),
             None => None,
         };
-        Some(plugnmeet::Door::start(bus.clone(), config.controller.plugnmeet.clone(), storage, e2ee_seal.clone()).await.context("plugNmeet drop-in")?)
+        Some(
+            plugnmeet::Door::start(bus.clone(), config.controller.plugnmeet.clone(), storage, e2ee_seal.clone())
+                .await
+                .context("plugNmeet drop-in")?,
+        )
     } else {
         None
     };

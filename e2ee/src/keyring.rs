@@ -5,7 +5,7 @@
 use crate::kdf;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes128Gcm, Nonce};
-use fleet_protocol::e2ee::{E2eeKey, InvalidE2ee, Kdf};
+use fleet_protocol::e2ee::{E2eeKey, InvalidE2ee, Kdf, MAX_RATCHET_WINDOW};
 use std::collections::BTreeMap;
 
 /// One key index: its material's generations (derived on demand) and the one in use.
@@ -64,10 +64,13 @@ impl KeyRing {
             let material = key.material()?;
             ring.insert(key.index, RatchetedKey { kdf: key.kdf, materials: vec![material], ciphers: Vec::new(), current: 0 });
         }
-        Ok(KeyRing { keys: ring, salt: salt.to_vec(), ratchet_window })
+        // Every generation tried costs two key derivations: a window is never wider than the contract's.
+        Ok(KeyRing { keys: ring, salt: salt.to_vec(), ratchet_window: ratchet_window.min(MAX_RATCHET_WINDOW) })
     }
 
-    /// Opens `sealed` (ciphertext and tag) with the key `index`, ratcheting forward if need be.
+    /// Opens `sealed` (ciphertext and tag) with the key `index`, ratcheting forward if need be. A frame
+    /// of an earlier generation (a second pass over the same track) opens with the generations already
+    /// derived, which cost nothing more.
     pub fn open(&mut self, index: u8, iv: &[u8; 12], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenFailure> {
         let salt = self.salt.clone();
         let window = self.ratchet_window;
@@ -77,6 +80,12 @@ impl KeyRing {
             let payload = Payload { msg: sealed, aad };
             if let Ok(plain) = key.cipher(generation, &salt).decrypt(Nonce::from_slice(iv), payload) {
                 key.current = generation;
+                return Ok(plain);
+            }
+        }
+        for generation in (0..first).rev() {
+            let payload = Payload { msg: sealed, aad };
+            if let Ok(plain) = key.ciphers[generation].decrypt(Nonce::from_slice(iv), payload) {
                 return Ok(plain);
             }
         }
@@ -114,5 +123,10 @@ pub(crate) mod tests {
         assert_eq!(ring.open(1, &iv, b"", &sealed).unwrap_err(), OpenFailure::NoKeyIndex(1));
         let too_far = seal_with(Kdf::Pbkdf2, b"zero", 6, &iv, b"", b"x");
         assert_eq!(ring.open(0, &iv, b"", &too_far).unwrap_err(), OpenFailure::WrongKey { index: 0, tried: 4 });
+        // A second pass from the start (another output of the same track) opens the earlier generation.
+        let first = seal_with(Kdf::Hkdf, b"three", 0, &iv, b"", b"early");
+        assert_eq!(ring.open(3, &iv, b"", &first).unwrap(), b"early");
+        let wide = KeyRing::new(&[key(0, "zero", Kdf::Pbkdf2)], kdf::DEFAULT_SALT, u32::MAX).unwrap();
+        assert_eq!(wide.ratchet_window, MAX_RATCHET_WINDOW, "a window from sealed keys is bounded too");
     }
 }

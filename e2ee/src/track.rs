@@ -49,12 +49,10 @@ impl TrackDecryptor {
             self.stats.decrypted += 1;
             return Decrypted::Frame(Vec::new());
         }
-        let opened = frame::split(self.codec, frame)
-            .map_err(|e| e.to_string())
-            .and_then(|parts| {
-                let plain = self.ring.open(parts.key_index, &parts.iv, parts.header, &parts.sealed).map_err(|e| e.to_string())?;
-                Ok([parts.header, &plain].concat())
-            });
+        let opened = frame::split(self.codec, frame).map_err(|e| e.to_string()).and_then(|parts| {
+            let plain = self.ring.open(parts.key_index, &parts.iv, parts.header, &parts.sealed).map_err(|e| e.to_string())?;
+            Ok([parts.header, &plain].concat())
+        });
         match opened {
             Ok(plain) => {
                 self.stats.decrypted += 1;
@@ -70,6 +68,11 @@ impl TrackDecryptor {
 
     pub fn stats(&self) -> &TrackStats {
         &self.stats
+    }
+
+    /// Starts counting again (the track is read once more from its start).
+    pub fn reset_stats(&mut self) {
+        self.stats = TrackStats::default();
     }
 }
 

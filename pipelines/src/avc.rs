@@ -61,10 +61,10 @@ pub fn decoder_config(access_unit: &[u8]) -> Option<Vec<u8>> {
     let sps = units.iter().find(|u| u.first().is_some_and(|h| h & 0x1f == 7) && u.len() >= 4)?;
     let pps = units.iter().find(|u| u.first().is_some_and(|h| h & 0x1f == 8))?;
     let mut config = vec![1, sps[1], sps[2], sps[3], 0xff, 0xe1];
-    config.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    config.extend_from_slice(&u16::try_from(sps.len()).ok()?.to_be_bytes());
     config.extend_from_slice(sps);
     config.push(1);
-    config.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    config.extend_from_slice(&u16::try_from(pps.len()).ok()?.to_be_bytes());
     config.extend_from_slice(pps);
     Some(config)
 }
@@ -105,11 +105,17 @@ pub fn h264_sps_size(access_unit: &[u8]) -> Option<(u32, u32)> {
     }
     bits.ue()?; // max_num_ref_frames
     bits.bits(1)?; // gaps_in_frame_num_value_allowed_flag
-    let width_mbs = bits.ue()? + 1;
-    let height_units = bits.ue()? + 1;
+    // Publisher data: sizes past H.264's largest level (and arithmetic that would overflow) are refused.
+    let width_mbs = bits.ue()?.checked_add(1)?;
+    let height_units = bits.ue()?.checked_add(1)?;
     let frame_mbs_only = bits.bits(1)?;
-    Some((width_mbs * 16, (2 - frame_mbs_only) * height_units * 16))
+    let width = width_mbs.checked_mul(16)?;
+    let height = (2 - frame_mbs_only).checked_mul(height_units)?.checked_mul(16)?;
+    (width <= MAX_DIMENSION && height <= MAX_DIMENSION).then_some((width, height))
 }
+
+/// Larger than any H.264 level allows (8192x4320 at level 6.2).
+const MAX_DIMENSION: u32 = 16_384;
 
 struct BitReader<'a> {
     data: &'a [u8],

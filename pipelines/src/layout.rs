@@ -2,6 +2,8 @@
 //! participant's placeholder) with the tile it fills. The transcoder plans the schedule from the room's
 //! timeline; the pipeline only looks scenes up by output time. Also the tile geometry of each layout.
 
+use std::collections::BTreeMap;
+
 /// A rectangle of the output frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
@@ -20,17 +22,31 @@ pub enum Layer {
     Placeholder(String),
 }
 
+impl Layer {
+    /// The participant the layer belongs to.
+    pub fn participant(&self) -> &str {
+        match self {
+            Layer::Track(name) => name.split('/').next().unwrap_or(name),
+            Layer::Placeholder(participant) => participant,
+        }
+    }
+}
+
 /// The layers shown from `start_ns` until the next scene starts. Later layers draw on top.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Scene {
     pub start_ns: u64,
     pub layers: Vec<(Layer, Tile)>,
+    /// The active speaker's tile, outlined.
+    pub highlight: Option<Tile>,
 }
 
 /// Scenes in time order; before the first one nothing is shown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schedule {
     scenes: Vec<Scene>,
+    /// participant → the name shown on their tiles.
+    names: BTreeMap<String, String>,
 }
 
 impl Schedule {
@@ -41,17 +57,29 @@ impl Schedule {
         for scene in scenes {
             match kept.last_mut() {
                 Some(last) if last.start_ns == scene.start_ns => *last = scene,
-                Some(last) if last.layers == scene.layers => {}
+                Some(last) if (&last.layers, last.highlight) == (&scene.layers, scene.highlight) => {}
                 _ => kept.push(scene),
             }
         }
-        Schedule { scenes: kept }
+        Schedule { scenes: kept, names: BTreeMap::new() }
+    }
+
+    /// The names shown on each participant's tiles (participant → name).
+    pub fn with_names(mut self, names: BTreeMap<String, String>) -> Schedule {
+        self.names = names;
+        self
+    }
+
+    /// The name shown on `layer`'s tile: its participant's name, else the participant id.
+    pub fn label(&self, layer: &Layer) -> String {
+        let participant = layer.participant();
+        self.names.get(participant).cloned().unwrap_or_else(|| participant.to_string())
     }
 
     /// Every video track in a static grid for the whole recording (no room history to go by).
     pub fn static_grid(tracks: &[String], width: u32, height: u32) -> Schedule {
         let layers = tracks.iter().cloned().map(Layer::Track).zip(grid(tracks.len(), width, height)).collect();
-        Schedule::new(vec![Scene { start_ns: 0, layers }])
+        Schedule::new(vec![Scene { start_ns: 0, layers, highlight: None }])
     }
 
     pub fn scenes(&self) -> &[Scene] {
@@ -107,6 +135,28 @@ pub fn focus_with_strip(strip: usize, width: u32, height: u32) -> (Tile, Vec<Til
     (focus, tiles)
 }
 
+/// Up to two initials of a name, upper case, for a placeholder tile.
+pub fn initials(name: &str) -> String {
+    let initials: String = name.split_whitespace().filter_map(|word| word.chars().next()).take(2).flat_map(char::to_uppercase).collect();
+    if initials.is_empty() { "?".into() } else { initials }
+}
+
+/// `tile` grown by `by` pixels on every side, kept inside a `width`×`height` frame.
+pub fn outline(tile: Tile, by: i32, width: u32, height: u32) -> [Tile; 4] {
+    let left = (tile.x - by).max(0);
+    let top = (tile.y - by).max(0);
+    let right = (tile.x + tile.width + by).min(width as i32);
+    let bottom = (tile.y + tile.height + by).min(height as i32);
+    let (w, h) = (right - left, bottom - top);
+    let thickness = by.max(1) * 2;
+    [
+        Tile { x: left, y: top, width: w, height: thickness.min(h) },
+        Tile { x: left, y: (bottom - thickness).max(top), width: w, height: thickness.min(h) },
+        Tile { x: left, y: top, width: thickness.min(w), height: h },
+        Tile { x: (right - thickness).max(left), y: top, width: thickness.min(w), height: h },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,16 +190,39 @@ mod tests {
         let a = Layer::Track("a/cam".into());
         let tile = grid(1, 1280, 720)[0];
         let schedule = Schedule::new(vec![
-            Scene { start_ns: 5, layers: vec![] },
-            Scene { start_ns: 1, layers: vec![(a.clone(), tile)] },
-            Scene { start_ns: 3, layers: vec![(a.clone(), tile)] },
+            Scene { start_ns: 5, layers: vec![], highlight: None },
+            Scene { start_ns: 1, layers: vec![(a.clone(), tile)], highlight: None },
+            Scene { start_ns: 3, layers: vec![(a.clone(), tile)], highlight: None },
+            Scene { start_ns: 4, layers: vec![(a.clone(), tile)], highlight: Some(tile) },
         ]);
-        // The identical scene at 3 is merged into the one at 1.
-        assert_eq!(schedule.scenes().len(), 2);
+        // The identical scene at 3 is merged into the one at 1; the highlight at 4 is a change.
+        assert_eq!(schedule.scenes().len(), 3);
         assert_eq!(schedule.tile_at(&a, 0), None);
         assert_eq!(schedule.tile_at(&a, 1), Some(tile));
         assert_eq!(schedule.tile_at(&a, 4), Some(tile));
         assert_eq!(schedule.tile_at(&a, 5), None);
-        assert_eq!(schedule.layers(), vec![a]);
+        assert_eq!(schedule.layers(), vec![a.clone()]);
+        assert_eq!(schedule.scenes()[1].highlight, Some(tile));
+        let named = schedule.with_names([("a".to_string(), "Alice A.".to_string())].into());
+        assert_eq!(named.label(&a), "Alice A.");
+        assert_eq!(named.label(&Layer::Placeholder("b".into())), "b", "no name: the id");
+    }
+
+    #[test]
+    fn an_outline_straddles_the_tile_edge_inside_the_frame() {
+        let tile = Tile { x: 0, y: 360, width: 640, height: 360 };
+        let [top, bottom, left, right] = outline(tile, 3, 1280, 720);
+        assert_eq!(top, Tile { x: 0, y: 357, width: 643, height: 6 });
+        assert_eq!(bottom, Tile { x: 0, y: 714, width: 643, height: 6 }, "clipped at the frame's bottom");
+        assert_eq!(left, Tile { x: 0, y: 357, width: 6, height: 363 });
+        assert_eq!(right, Tile { x: 637, y: 357, width: 6, height: 363 });
+    }
+
+    #[test]
+    fn initials_of_names() {
+        assert_eq!(initials("alice"), "A");
+        assert_eq!(initials("Ada Lovelace King"), "AL");
+        assert_eq!(initials("  émile  zola "), "ÉZ");
+        assert_eq!(initials(""), "?");
     }
 }

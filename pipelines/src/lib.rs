@@ -8,6 +8,7 @@ pub mod encoders;
 pub mod file_transcode;
 pub mod join;
 pub mod layout;
+pub mod look;
 pub mod markers;
 pub mod mp4_info;
 pub mod segment_reader;

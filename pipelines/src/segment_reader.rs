@@ -40,7 +40,10 @@ impl TrackInput {
 /// A stored frame in, the frame to decode out, or `None` to drop it (a frame that did not decrypt). Its
 /// owner keeps whatever it counts.
 #[derive(Clone)]
-pub struct FrameFilter(pub std::sync::Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>);
+pub struct FrameFilter(pub Arc<FilterFn>);
+
+/// See [`FrameFilter`].
+pub type FilterFn = dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync;
 
 impl std::fmt::Debug for FrameFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +96,15 @@ const TRUNCATION_SLACK_NS: u64 = 300_000_000;
 /// Reading one local file never legitimately pauses this long.
 const DEMUX_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Why a segment's read ended before its end.
+#[derive(Debug, thiserror::Error)]
+enum ReadStopped {
+    #[error("{0}")]
+    Demuxer(String),
+    #[error("the demuxer made no progress for {0} s")]
+    Stalled(u64),
+}
+
 /// A one-file demuxer: `filesrc ! matroskademux ! appsink`.
 struct SegmentDemuxer {
     pipeline: gst::Pipeline,
@@ -121,7 +133,7 @@ impl SegmentDemuxer {
     /// The next encoded frame, or `None` at the end; `Err` says why reading stopped early. Never waits
     /// forever: a demuxer that errors out without an end-of-stream, or that stops making progress on a
     /// damaged file, ends the read with the reason.
-    fn next(&self) -> Result<Option<gst::Sample>, String> {
+    fn next(&self) -> Result<Option<gst::Sample>, ReadStopped> {
         let started = std::time::Instant::now();
         loop {
             if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
@@ -131,10 +143,10 @@ impl SegmentDemuxer {
                 return Ok(None);
             }
             if let Some(error) = self.bus_error() {
-                return Err(error);
+                return Err(ReadStopped::Demuxer(error));
             }
             if started.elapsed() > DEMUX_STALL {
-                return Err(format!("the demuxer made no progress for {} s", DEMUX_STALL.as_secs()));
+                return Err(ReadStopped::Stalled(DEMUX_STALL.as_secs()));
             }
         }
     }

@@ -8,7 +8,8 @@
 //! scaled to its tile in its own branch (its own thread), ahead of time, so the compositor only blends;
 //! a frame that reaches it at another size is scaled there, which is slower but still right.
 
-use crate::layout::{Layer, Schedule, Tile};
+use crate::layout::{self, Layer, Schedule, Tile};
+use crate::look::{self, Look};
 use crate::segment_reader::{self, Problems, TrackInput};
 use crate::{PipelineError, encoders, make, runtime_error};
 use gstreamer as gst;
@@ -38,6 +39,8 @@ pub struct TranscodeSpec {
     pub audio_only: bool,
     /// What is shown when; `None` puts every video track in one static grid.
     pub schedule: Option<Schedule>,
+    /// Names, outline, background, logo, title.
+    pub look: Look,
     /// Only this part of the recording, video only, its timestamps starting at zero: one chunk of a
     /// chunked transcode. Its ends must sit on the output's frame grid.
     pub video_window: Option<Window>,
@@ -63,6 +66,7 @@ impl TranscodeSpec {
             audio_bps: 128_000,
             audio_only: false,
             schedule: None,
+            look: Look::default(),
             video_window: None,
             encoder: encoder.to_string(),
             speed_preset: encoders::SpeedPreset::default(),
@@ -148,18 +152,33 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                     // A track the schedule shows but that has no readable video is simply not there.
                     let Some((input, caps)) = videos.iter().find(|(input, _)| &input.name == name) else { continue };
                     let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
-                    let (appsrc, decoded, pad) = add_video_input(&pipeline, caps, branch)?;
+                    let name = spec.look.names.then(|| look::name_overlay(&spec.look, &schedule.label(&layer), spec.height)).transpose()?;
+                    let (appsrc, decoded, pad) = add_video_input(&pipeline, caps, branch, name)?;
                     frame_counts.push((input.name.clone(), count_frames(appsrc.static_pad("src").expect("appsrc src")), count_frames(decoded)));
                     let range = spec.composite_start_ns()..spec.window().end_ns;
                     feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), range, problems.clone())?);
                     pads.insert(layer, pad);
                 }
                 Layer::Placeholder(_) => {
-                    pads.insert(layer, add_placeholder(&pipeline, &compositor, spec)?);
+                    let pad = if spec.look.names {
+                        let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
+                        add_named_placeholder(&pipeline, spec, branch)?
+                    } else {
+                        add_placeholder(&pipeline, &compositor, spec)?
+                    };
+                    pads.insert(layer, pad);
                 }
             }
         }
-        follow_schedule(&compositor, schedule, pads, spec.composite_start_ns());
+        let outline = match spec.look.highlight_argb {
+            Some(argb) => add_outline(&pipeline, &compositor, spec, argb)?,
+            None => Vec::new(),
+        };
+        if let Some(logo) = &spec.look.logo {
+            look::add_logo(&pipeline, &compositor, logo, frames_for(spec.window().end_ns, spec.fps as u64, 1), spec.fps)?;
+        }
+        let frame = (spec.width, spec.height);
+        follow_schedule(&compositor, schedule, Pads { layers: pads, outline, frame }, spec.composite_start_ns());
     }
     if spec.video_window.is_none() {
         let mixer = build_audio_output(spec, &pipeline, &mux)?;
@@ -228,7 +247,10 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     // A chunk's frames start at its window: the compositor starts there too, and drops what came before
     // (the frames from the keyframe before the window, fed so the decoders can start).
     let window = spec.window();
-    let (background, background_caps) = tiny_solid_source(spec, 0xff000000)?;
+    // A coloured background is the base layer made opaque: one full-frame blend per frame, paid only
+    // when the background is not black.
+    let coloured = spec.look.background_argb & 0xffffff != 0;
+    let (background, background_caps) = tiny_solid_source(spec, spec.look.background_argb)?;
     let compositor = make("compositor")?;
     compositor.set_property_from_str("background", "black");
     keep_video_window(&compositor.static_pad("src").expect("compositor src"), window, spec.fps);
@@ -240,6 +262,7 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
         // The chunk's file starts at zero; the joiner puts it back in its place.
         compositor.static_pad("src").expect("compositor src").set_offset(-(window.start_ns as i64));
     }
+    let title = spec.look.title.as_deref().map(|t| look::title_overlay(&spec.look, t, spec.height)).transpose()?;
     let convert = make("videoconvert")?;
     let output_caps = make("capsfilter")?;
     output_caps.set_property("caps", raw_caps(Some("I420")));
@@ -248,10 +271,15 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     profile.set_property("caps", gst::Caps::builder("video/x-h264").field("profile", "high").build());
     let parse = make("h264parse")?;
     let queue = make("queue")?;
-    pipeline.add_many([&background, &background_caps, &compositor, &convert, &output_caps, &encoder, &profile, &parse, &queue])?;
-    gst::Element::link_many([&background, &background_caps, &compositor, &convert, &output_caps, &encoder, &profile, &parse, &queue])?;
+    let mut chain = vec![background, background_caps.clone(), compositor.clone()];
+    chain.extend(title);
+    chain.extend([convert, output_caps, encoder, profile, parse, queue.clone()]);
+    pipeline.add_many(&chain)?;
+    gst::Element::link_many(&chain)?;
     if let Some(base_pad) = background_caps.static_pad("src").and_then(|p| p.peer()) {
-        base_pad.set_property("alpha", 0.0f64);
+        base_pad.set_property("alpha", if coloured { 1.0f64 } else { 0.0 });
+        base_pad.set_property("width", spec.width as i32);
+        base_pad.set_property("height", spec.height as i32);
     }
     let mux_pad = mux.request_pad_simple("video_%u").ok_or_else(|| PipelineError::Build("mp4mux video pad".into()))?;
     queue.static_pad("src").expect("queue src").link(&mux_pad).map_err(|e| PipelineError::Build(format!("video to mux: {e:?}")))?;
@@ -370,15 +398,16 @@ fn tile_caps(tile: Tile) -> gst::Caps {
 
 /// decoded video → convert → scale (letterboxed) to the layer's current tile → compositor pad. Returns
 /// the branch's source, the pad decoded frames enter by, and its compositor pad.
-fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBranch) -> Result<(gst_app::AppSrc, gst::Pad, gst::Pad), PipelineError> {
+fn add_video_input(
+    pipeline: &gst::Pipeline,
+    caps: &gst::Caps,
+    branch: VideoBranch,
+    name: Option<gst::Element>,
+) -> Result<(gst_app::AppSrc, gst::Pad, gst::Pad), PipelineError> {
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
     scale.set_property("add-borders", true);
     let filter = make("capsfilter")?;
-    let first_tile = branch.schedule.scenes().iter().find_map(|s| s.layers.iter().find(|(l, _)| *l == branch.layer).map(|(_, t)| *t));
-    let first_tile = first_tile.unwrap_or(Tile { x: 0, y: 0, width: 320, height: 180 });
-    filter.set_property("caps", tile_caps(first_tile));
-    let current = Mutex::new(first_tile);
     let pad = branch.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
     pad.set_property("alpha", 0.0f64);
     pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
@@ -387,12 +416,27 @@ fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBran
     // (videorate would do it too, but it swallows the GAP events that blank long holes.)
     let half_frame = 500_000_000 / branch.fps as i64;
     pad.set_offset(half_frame);
-    // Resize ahead of the compositor: before a frame enters the scaler, aim the scaler at the tile the
-    // frame will be shown in. Changing the filter makes the scaler renegotiate on that very frame.
-    let (layer, schedule, target) = (branch.layer, branch.schedule, filter.clone());
+    follow_tile(&scale, &filter, &branch, half_frame as u64);
+    let decoded = convert.static_pad("sink").expect("videoconvert sink");
+    let mut tail = vec![convert, scale, filter];
+    tail.extend(name);
+    tail.push(make("queue")?);
+    let appsrc = add_decoded_input(pipeline, caps, &tail, &pad)?;
+    Ok((appsrc, decoded, pad))
+}
+
+/// Resize ahead of the compositor: before a frame enters `scale`, aim it (through `filter`) at the tile
+/// the frame will be shown in, `lookahead_ns` after its timestamp. Changing the filter makes the scaler
+/// renegotiate on that very frame.
+fn follow_tile(scale: &gst::Element, filter: &gst::Element, branch: &VideoBranch, lookahead_ns: u64) {
+    let first_tile = branch.schedule.scenes().iter().find_map(|s| s.layers.iter().find(|(l, _)| *l == branch.layer).map(|(_, t)| *t));
+    let first_tile = first_tile.unwrap_or(Tile { x: 0, y: 0, width: 320, height: 180 });
+    filter.set_property("caps", tile_caps(first_tile));
+    let current = Mutex::new(first_tile);
+    let (layer, schedule, target) = (branch.layer.clone(), branch.schedule.clone(), filter.clone());
     scale.static_pad("sink").expect("videoscale sink").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         if let Some(pts) = info.buffer().and_then(|b| b.pts())
-            && let Some(tile) = schedule.tile_at(&layer, pts.nseconds() + half_frame as u64)
+            && let Some(tile) = schedule.tile_at(&layer, pts.nseconds() + lookahead_ns)
         {
             let mut current = current.lock().unwrap();
             if (tile.width, tile.height) != (current.width, current.height) {
@@ -402,9 +446,45 @@ fn add_video_input(pipeline: &gst::Pipeline, caps: &gst::Caps, branch: VideoBran
         }
         gst::PadProbeReturn::Ok
     });
-    let decoded = convert.static_pad("sink").expect("videoconvert sink");
-    let appsrc = add_decoded_input(pipeline, caps, &[convert, scale, filter, make("queue")?], &pad)?;
-    Ok((appsrc, decoded, pad))
+}
+
+/// A participant's stand-in with their initials and name: a flat dark 16:9 frame with the initials,
+/// scaled to the tile it is shown in (as a track's branch is), then named.
+fn add_named_placeholder(pipeline: &gst::Pipeline, spec: &TranscodeSpec, branch: VideoBranch) -> Result<gst::Pad, PipelineError> {
+    let label = branch.schedule.label(&branch.layer);
+    let (source, size) = solid_source(spec, PLACEHOLDER_ARGB, PLACEHOLDER_FRAME)?;
+    let initials = look::initials_overlay(&spec.look, &layout::initials(&label))?;
+    let scale = make("videoscale")?;
+    let filter = make("capsfilter")?;
+    let name = look::name_overlay(&spec.look, &label, spec.height)?;
+    let queue = make("queue")?;
+    let chain = [source, size, initials, scale.clone(), filter.clone(), name, queue.clone()];
+    pipeline.add_many(&chain)?;
+    gst::Element::link_many(&chain)?;
+    follow_tile(&scale, &filter, &branch, 0);
+    let pad = branch.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("alpha", 0.0f64);
+    queue.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("placeholder: {e:?}")))?;
+    Ok(pad)
+}
+
+/// The size a named placeholder is drawn at before it is scaled to its tile.
+const PLACEHOLDER_FRAME: (i32, i32) = (640, 360);
+
+/// The active speaker's outline: four thin bars of one colour, placed on the tile's edges by the schedule.
+fn add_outline(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &TranscodeSpec, argb: u32) -> Result<Vec<gst::Pad>, PipelineError> {
+    let mut pads = Vec::with_capacity(4);
+    for _ in 0..4 {
+        let (source, filter) = tiny_solid_source(spec, argb)?;
+        pipeline.add_many([&source, &filter])?;
+        source.link(&filter)?;
+        let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+        pad.set_property("alpha", 0.0f64);
+        pad.set_property("zorder", look::OUTLINE_ZORDER);
+        filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("outline: {e:?}")))?;
+        pads.push(pad);
+    }
+    Ok(pads)
 }
 
 /// A participant's stand-in: a flat dark tile, made tiny and scaled by the compositor to its tile.
@@ -421,6 +501,11 @@ fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &T
 /// A 16x16 frame of one colour for every output frame of the transcode's window (the compositor scales
 /// it where it is shown): source and caps filter, not yet in a pipeline.
 fn tiny_solid_source(spec: &TranscodeSpec, argb: u32) -> Result<(gst::Element, gst::Element), PipelineError> {
+    solid_source(spec, argb, (16, 16))
+}
+
+/// A frame of one colour, `width`×`height`, for every output frame of the transcode's window.
+fn solid_source(spec: &TranscodeSpec, argb: u32, (width, height): (i32, i32)) -> Result<(gst::Element, gst::Element), PipelineError> {
     let source = make("videotestsrc")?;
     source.set_property_from_str("pattern", "solid-color");
     source.set_property("foreground-color", argb);
@@ -433,8 +518,9 @@ fn tiny_solid_source(spec: &TranscodeSpec, argb: u32) -> Result<(gst::Element, g
         "caps",
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
-            .field("width", 16)
-            .field("height", 16)
+            .field("width", width)
+            .field("height", height)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
             .field("colorimetry", COLORIMETRY)
             .build(),
@@ -445,8 +531,17 @@ fn tiny_solid_source(spec: &TranscodeSpec, argb: u32) -> Result<(gst::Element, g
 /// The placeholder tile's colour (ARGB): a dark slate that reads as "camera off", not as a gap.
 pub const PLACEHOLDER_ARGB: u32 = 0xff3a4150;
 
+/// The compositor pads a scene positions.
+struct Pads {
+    layers: BTreeMap<Layer, gst::Pad>,
+    /// The speaker outline's four bars (none without an outline).
+    outline: Vec<gst::Pad>,
+    /// The output's width and height.
+    frame: (u32, u32),
+}
+
 /// Applies the scene of each output frame to the compositor's pads, just before the frame is blended.
-fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTreeMap<Layer, gst::Pad>, start_ns: u64) {
+fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: Pads, start_ns: u64) {
     // The first frame's scene is set before the pipeline runs: the signal is not emitted for every
     // first frame (a chunk's first frame came out black without this).
     let first = schedule.index_at(start_ns);
@@ -465,24 +560,38 @@ fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: BTr
     });
 }
 
-fn apply_scene(schedule: &Schedule, index: Option<usize>, pads: &BTreeMap<Layer, gst::Pad>) {
+fn apply_scene(schedule: &Schedule, index: Option<usize>, pads: &Pads) {
+    let scene = index.map(|i| &schedule.scenes()[i]);
+    let highlight = scene.and_then(|s| s.highlight);
+    let (width, height) = pads.frame;
+    match highlight {
+        Some(tile) if !pads.outline.is_empty() => {
+            let by = (look::OUTLINE_PX * height as i32 / 720).max(1);
+            for (pad, bar) in pads.outline.iter().zip(layout::outline(tile, by, width, height)) {
+                place(pad, bar, look::OUTLINE_ZORDER);
+            }
+        }
+        _ => pads.outline.iter().for_each(|pad| pad.set_property("alpha", 0.0f64)),
+    }
     {
-        let layers = index.map(|i| schedule.scenes()[i].layers.as_slice()).unwrap_or_default();
-        for (layer, pad) in pads {
+        let layers = scene.map(|s| s.layers.as_slice()).unwrap_or_default();
+        for (layer, pad) in &pads.layers {
             match layers.iter().position(|(l, _)| l == layer) {
-                Some(order) => {
-                    let tile = layers[order].1;
-                    pad.set_property("xpos", tile.x);
-                    pad.set_property("ypos", tile.y);
-                    pad.set_property("width", tile.width);
-                    pad.set_property("height", tile.height);
-                    pad.set_property("zorder", order as u32 + 1);
-                    pad.set_property("alpha", 1.0f64);
-                }
+                Some(order) => place(pad, layers[order].1, order as u32 + 1),
                 None => pad.set_property("alpha", 0.0f64),
             }
         }
     }
+}
+
+/// Shows `pad` at `tile`, stacked at `zorder`.
+fn place(pad: &gst::Pad, tile: Tile, zorder: u32) {
+    pad.set_property("xpos", tile.x);
+    pad.set_property("ypos", tile.y);
+    pad.set_property("width", tile.width);
+    pad.set_property("height", tile.height);
+    pad.set_property("zorder", zorder);
+    pad.set_property("alpha", 1.0f64);
 }
 
 /// decoded audio → the mix format → mixer pad.

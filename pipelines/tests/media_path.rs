@@ -67,6 +67,7 @@ fn spec(tracks: Vec<TrackInput>, duration_ns: u64, output: std::path::PathBuf) -
         audio_bps: 128_000,
         audio_only: false,
         schedule: None,
+        look: fleet_pipelines::look::Look::plain(),
         video_window: None,
         encoder: cpu_encoder(),
         speed_preset: Default::default(),

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod names;
 pub mod nats_access;
 pub mod node;
+pub mod secret;
 pub mod time;
 pub mod timeline;
 pub mod transition;

@@ -31,7 +31,10 @@ fn fleet_with_key_pair(slots: u32) -> (Setup, LiveKitServer, fleet_tests::procs:
     setup.fleet.transcoder_extra = format!("e2ee_private_key_file = \"{}\"\n", private_file.display());
     setup.controller = None;
     setup.controller = Some(setup.fleet.controller(setup.port));
-    let server = LiveKitServer::start(setup.dir.path(), &fleet_tests::livekit_server::LiveKitOptions { node_ip: netns::SERVER_IP.into(), ..Default::default() });
+    let server = LiveKitServer::start(
+        setup.dir.path(),
+        &fleet_tests::livekit_server::LiveKitOptions { node_ip: netns::SERVER_IP.into(), ..Default::default() },
+    );
     setup.fleet.recorder_extra = server.recorder_toml(30);
     let recorder = setup.fleet.recorder("rec-1", "both", slots);
     (setup, server, recorder)
@@ -86,7 +89,10 @@ fn assert_tint(mp4: &Path, crop: &str, from_s: f64, to_s: f64, index: usize, who
     let (u, v) = tile_tint(mp4, crop, from_s, to_s);
     let (want_u, want_v) = TINTS[index];
     println!("{who}: tint ({u:.1}, {v:.1}), painted ({want_u}, {want_v})");
-    assert!((u - want_u).abs() <= 8.0 && (v - want_v).abs() <= 8.0, "{who}'s tile is not their picture: tint ({u:.1}, {v:.1}), painted ({want_u}, {want_v})");
+    assert!(
+        (u - want_u).abs() <= 8.0 && (v - want_v).abs() <= 8.0,
+        "{who}'s tile is not their picture: tint ({u:.1}, {v:.1}), painted ({want_u}, {want_v})"
+    );
 }
 
 /// Every file under `dir`, except the publishers' own logs (they are given the keys on their command line).
@@ -111,7 +117,13 @@ fn secret_forms(passphrase: &str) -> Vec<Vec<u8>> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
     let key = fleet_e2ee::kdf::aes_key(fleet_e2ee::Kdf::Pbkdf2, passphrase.as_bytes(), fleet_e2ee::kdf::DEFAULT_SALT);
-    vec![passphrase.as_bytes().to_vec(), b64.encode(passphrase).into_bytes(), key.to_vec(), hex::encode(key).into_bytes(), b64.encode(key).into_bytes()]
+    vec![
+        passphrase.as_bytes().to_vec(),
+        b64.encode(passphrase).into_bytes(),
+        key.to_vec(),
+        hex::encode(key).into_bytes(),
+        b64.encode(key).into_bytes(),
+    ]
 }
 
 /// Three publishers with end-to-end encryption: VP8 and H.264 with the room's key, VP8 with the

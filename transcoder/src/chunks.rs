@@ -57,10 +57,14 @@ pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u3
         let prepared = prepare::prepare(ctx, &record, scratch.path()).await?;
         let path = scratch.path().join(format!("chunk-{index}.mp4"));
         let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
-        let (report, _encoder) = encode::run_with_fallback(ctx, &record.id, spec, start_ns as f64 / 1e9).await?;
+        let (report, _encoder) =
+            encode::run_with_fallback(ctx, &record.id, spec, start_ns as f64 / 1e9, || prepared.decryption.restart_counts()).await?;
         ctx.storage.put_file(&keys::chunk(&record.id, index), &path).await.context("chunk upload")?;
         tracing::info!(index, start_ms = start_ns / 1_000_000, end_ms = end_ns / 1_000_000, "chunk done");
-        let problems = [report.problems, prepared.decryption.report()].concat();
+        // Each chunk counts its own video frames: its warnings say which part of the recording they are.
+        let window = format!("chunk {index} ({}-{} s)", start_ns / 1_000_000_000, end_ns.div_ceil(1_000_000_000));
+        let decryption = prepared.decryption.report().into_iter().map(|w| format!("{window}: {w}"));
+        let problems = report.problems.into_iter().chain(decryption).collect();
         let done = Transition::ChunkDone { index, problems };
         record = ctx.jobs.apply(&record.id, done).await?.0;
     }
@@ -120,8 +124,8 @@ async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan
     let spec = transcode::TranscodeSpec { audio_only: true, schedule: None, video_window: None, output: audio.clone(), ..prepared.spec.clone() };
     let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {})).await.context("transcode thread")?.context("audio")?;
     let mut problems = report.problems;
-    let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     problems.extend(prepared.decryption.report());
+    let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     let output = scratch.path().join(format!("{}.mp4", record.id));
     let (out, audio_in) = (output.clone(), audio.clone());
     tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out)).await.context("join thread")?.context("join")?;

@@ -29,7 +29,7 @@ pub struct TranscoderConfig {
     /// end-to-end encryption keys jobs carry sealed. A file readable by the transcoder alone.
     pub e2ee_private_key_file: Option<PathBuf>,
     /// The same key given inline (e.g. `FLEET_TRANSCODER__E2EE_PRIVATE_KEY` from a secret); the file wins.
-    pub e2ee_private_key: Option<String>,
+    pub e2ee_private_key: Option<fleet_protocol::secret::Secret>,
 }
 
 impl Default for TranscoderConfig {

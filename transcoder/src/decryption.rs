@@ -89,7 +89,11 @@ impl Decryption {
                     kept.push(input);
                 }
                 _ => {
-                    let why = if codec.is_none() { format!("its codec ({}) is not one the transcoder decrypts", encrypted.codec) } else { "the job has no key for it".into() };
+                    let why = if codec.is_none() {
+                        format!("its codec ({}) is not one the transcoder decrypts", encrypted.codec)
+                    } else {
+                        "the job has no key for it".into()
+                    };
                     let who = encrypted.identity.as_deref().unwrap_or("an unknown participant");
                     let problem = format!("{} (of {who}) is end-to-end encrypted and {why}", input.name);
                     if require_keys {
@@ -102,6 +106,14 @@ impl Decryption {
         }
         *tracks = kept;
         Ok(decryption)
+    }
+
+    /// Counts from zero again: the tracks are about to be read once more from their start (an encoder
+    /// fallback), and only that pass counts.
+    pub fn restart_counts(&self) {
+        for (_, decryptor) in &self.tracks {
+            decryptor.lock().unwrap_or_else(|p| p.into_inner()).reset_stats();
+        }
     }
 
     /// Logs each decrypted track's counts; returns one warning per track that had frames it could not
@@ -119,7 +131,6 @@ impl Decryption {
         }
         warnings
     }
-
 }
 
 /// The key ring that applies to a sender: their own keys, else the room's shared ones.
@@ -174,7 +185,10 @@ mod tests {
 {"wall_ms":1,"running_ns":0,"type":"track_published","participant":"bob","track":"TR_c","kind":"video","codec":"vp8","source":"camera"}"#;
 
     fn inputs() -> Vec<TrackInput> {
-        ["alice/TR_a", "bob/TR_b", "bob/TR_c"].iter().map(|n| TrackInput::new(n.to_string(), vec![SegmentFile { path: "x".into(), offset_ns: 0, until_ns: None }])).collect()
+        ["alice/TR_a", "bob/TR_b", "bob/TR_c"]
+            .iter()
+            .map(|n| TrackInput::new(n.to_string(), vec![SegmentFile { path: "x".into(), offset_ns: 0, until_ns: None }]))
+            .collect()
     }
 
     #[test]

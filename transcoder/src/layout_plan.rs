@@ -48,6 +48,8 @@ struct Room {
     focus: Option<(String, u64)>,
     /// A focus move held back by the hysteresis: (participant, when it may happen).
     pending_focus: Option<(String, u64)>,
+    /// The loudest present participant right now (no hysteresis): their tile is outlined.
+    speaking: Option<String>,
     seq: u64,
 }
 
@@ -69,9 +71,12 @@ pub fn plan(events: &[TimedEvent], request: &PlanRequest) -> Schedule {
         .filter_map(|name| name.split_once('/').map(|(p, t)| (p.to_string(), t.to_string())))
         .collect();
     let mut identities: BTreeMap<String, String> = BTreeMap::new();
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     for event in events {
-        if let RoomEvent::Joined { participant, identity, .. } = &event.event {
+        if let RoomEvent::Joined { participant, identity, name, .. } = &event.event {
             identities.insert(identity.clone(), participant.clone());
+            let shown = if name.trim().is_empty() { identity } else { name };
+            names.insert(participant.clone(), shown.trim().to_string());
         }
     }
     let chosen = request.participant.map(|p| identities.get(p).cloned().unwrap_or_else(|| p.to_string()));
@@ -83,12 +88,12 @@ pub fn plan(events: &[TimedEvent], request: &PlanRequest) -> Schedule {
         if let Some((participant, at)) = room.pending_focus.clone().filter(|(_, at)| *at <= event.at_ns) {
             room.pending_focus = None;
             room.focus = Some((participant, at));
-            scenes.push(Scene { start_ns: at, layers: planner.layers(&room) });
+            scenes.push(planner.scene(&room, at));
         }
         apply(&mut room, event, &unannounced);
-        scenes.push(Scene { start_ns: event.at_ns, layers: planner.layers(&room) });
+        scenes.push(planner.scene(&room, event.at_ns));
     }
-    Schedule::new(scenes)
+    Schedule::new(scenes).with_names(names)
 }
 
 fn apply(room: &mut Room, event: &TimedEvent, unannounced: &[(String, String)]) {
@@ -128,6 +133,9 @@ fn apply(room: &mut Room, event: &TimedEvent, unannounced: &[(String, String)]) 
             if room.pending_focus.as_ref().is_some_and(|(p, _)| p == participant) {
                 room.pending_focus = None;
             }
+            if room.speaking.as_ref() == Some(participant) {
+                room.speaking = None;
+            }
         }
         RoomEvent::Published { participant, track, kind, source } => {
             room.seq += 1;
@@ -144,6 +152,7 @@ fn apply(room: &mut Room, event: &TimedEvent, unannounced: &[(String, String)]) 
         }
         RoomEvent::Speakers { participants } => {
             let loudest = participants.iter().find(|p| room.present.contains(p)).cloned();
+            room.speaking = loudest.clone();
             let Some(loudest) = loudest else { return };
             match &room.focus {
                 Some((current, _)) if *current == loudest => room.pending_focus = None,
@@ -194,6 +203,16 @@ impl Planner<'_> {
             room.tracks.iter().filter(|((owner, track), state)| state.source == "screen_share" && self.visible(owner, track, state)).collect();
         shares.sort_by_key(|(_, state)| state.published_seq);
         shares.into_iter().map(|((owner, track), _)| (owner.clone(), Layer::Track(format!("{owner}/{track}")))).collect()
+    }
+
+    /// What is shown from `start_ns`: the layers, and the speaker's tile outlined where there are several.
+    fn scene(&self, room: &Room, start_ns: u64) -> Scene {
+        let layers = self.layers(room);
+        let highlight = room.speaking.as_ref().filter(|_| layers.len() > 1).and_then(|speaker| {
+            let (_, own) = self.participant_tiles(room).into_iter().find(|(p, _)| p == speaker)?;
+            layers.iter().find(|(layer, _)| *layer == own).map(|(_, tile)| *tile)
+        });
+        Scene { start_ns, layers, highlight }
     }
 
     fn layers(&self, room: &Room) -> Vec<(Layer, Tile)> {
@@ -259,7 +278,7 @@ mod tests {
         TimedEvent { at_ns: (t_s * S as f64) as u64, event }
     }
     fn joined(p: &str) -> RoomEvent {
-        RoomEvent::Joined { participant: p.into(), identity: p.into(), joined_at_ms: None }
+        RoomEvent::Joined { participant: p.into(), identity: p.into(), name: String::new(), joined_at_ms: None }
     }
     fn camera(p: &str) -> RoomEvent {
         RoomEvent::Published { participant: p.into(), track: format!("{p}-cam"), kind: "video".into(), source: "camera".into() }
@@ -327,7 +346,8 @@ mod tests {
 
     #[test]
     fn tiles_follow_the_servers_join_order() {
-        let joined_at = |p: &str, ms: u64| RoomEvent::Joined { participant: p.into(), identity: p.into(), joined_at_ms: Some(ms) };
+        let joined_at =
+            |p: &str, ms: u64| RoomEvent::Joined { participant: p.into(), identity: p.into(), name: String::new(), joined_at_ms: Some(ms) };
         let events = vec![
             at(0.0, RoomEvent::SessionStarted),
             // A join list arrives in any order; the server's join times (and then ids) decide.
@@ -375,6 +395,35 @@ mod tests {
         assert_eq!(focus(8.0).0, cam("a"), "a keeps the focus for its minimum");
         assert_eq!(focus(9.5).0, cam("a"), "the held move to c was dropped");
         assert_eq!(focus(10.5).0, cam("b"));
+    }
+
+    #[test]
+    fn the_speakers_tile_is_outlined_and_tiles_carry_names() {
+        let mut events = vec![at(0.0, RoomEvent::SessionStarted)];
+        events.push(at(0.1, RoomEvent::Joined { participant: "PA_a".into(), identity: "a".into(), name: "Ada L".into(), joined_at_ms: None }));
+        events.push(at(0.1, RoomEvent::Published { participant: "PA_a".into(), track: "cam".into(), kind: "video".into(), source: "camera".into() }));
+        events.push(at(0.1, joined("b")));
+        events.push(at(0.1, mic("b")));
+        events.extend([
+            at(1.0, speakers(&["b"])),
+            at(1.5, speakers(&["PA_a", "b"])), // follows at once, no hysteresis
+            at(3.0, speakers(&[])),
+            at(4.0, speakers(&["b"])),
+            at(5.0, RoomEvent::Left { participant: "b".into() }),
+            at(6.0, RoomEvent::SessionEnded),
+        ]);
+        let media = tracks(&["PA_a/cam"]);
+        let schedule = plan(&events, &request(Layout::Grid, &media));
+        let highlight = |t: f64| schedule.scenes()[schedule.index_at((t * S as f64) as u64).unwrap()].highlight;
+        let grid = layout::grid(2, 1280, 720);
+        assert_eq!(highlight(0.5), None, "nobody spoke yet");
+        assert_eq!(highlight(1.2), Some(grid[1]), "b's placeholder tile");
+        assert_eq!(highlight(2.0), Some(grid[0]));
+        assert_eq!(highlight(3.5), None, "silence");
+        assert_eq!(highlight(4.5), Some(grid[1]));
+        assert_eq!(highlight(5.5), None, "b left; one tile is never outlined");
+        assert_eq!(schedule.label(&Layer::Track("PA_a/cam".into())), "Ada L");
+        assert_eq!(schedule.label(&Layer::Placeholder("b".into())), "b", "no name: the identity");
     }
 
     #[test]

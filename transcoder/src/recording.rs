@@ -15,9 +15,10 @@ pub(crate) async fn transcode(ctx: &Arc<JobContext>, record: &JobRecord) -> Resu
     let extension = record.request.recording_extension();
     let output_path = scratch.path().join(format!("{job_id}.{extension}"));
     let spec = transcode::TranscodeSpec { output: output_path.clone(), ..prepared.spec.clone() };
-    let (report, encoder) = encode::run_with_fallback(ctx, job_id, spec, 0.0).await?;
+    let (report, encoder) = encode::run_with_fallback(ctx, job_id, spec, 0.0, || prepared.decryption.restart_counts()).await?;
     let mut problems = report.problems;
-    let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
+    // The composite read every track once: its counts are the report (own audio reads some again).
     problems.extend(prepared.decryption.report());
+    let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     publish::publish(ctx, record, &prepared, publish::Produced { path: output_path, extension, encoder, problems, participant_files }).await
 }

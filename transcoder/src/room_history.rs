@@ -14,6 +14,8 @@ pub enum RoomEvent {
     Joined {
         participant: String,
         identity: String,
+        /// The display name ("" when the participant has none).
+        name: String,
         joined_at_ms: Option<u64>,
     },
     Left {
@@ -55,9 +57,9 @@ pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEv
     for line in timeline::parse(timeline) {
         let running_ns = line.running_ns;
         let event = match line.entry {
-            Entry::ParticipantJoined { participant, identity, joined_at_ms, .. } => {
+            Entry::ParticipantJoined { participant, identity, name, joined_at_ms } => {
                 identities.insert(identity.clone(), participant.clone());
-                RoomEvent::Joined { participant, identity, joined_at_ms }
+                RoomEvent::Joined { participant, identity, name, joined_at_ms }
             }
             Entry::ParticipantLeft { participant } => RoomEvent::Left { participant },
             Entry::TrackPublished { participant, track, kind, source, .. } => RoomEvent::Published { participant, track, kind, source },
@@ -101,7 +103,7 @@ mod tests {
             kinds,
             vec![
                 (1_000, RoomEvent::SessionStarted),
-                (1_100, RoomEvent::Joined { participant: "alice".into(), identity: "alice".into(), joined_at_ms: None }),
+                (1_100, RoomEvent::Joined { participant: "alice".into(), identity: "alice".into(), name: "Alice".into(), joined_at_ms: None }),
                 (1_200, RoomEvent::Published { participant: "alice".into(), track: "TR_1".into(), kind: "video".into(), source: "camera".into() }),
                 (1_300, RoomEvent::Speakers { participants: vec!["alice".into()] }),
                 (1_400, RoomEvent::Muted { participant: "alice".into(), track: "TR_1".into(), muted: true }),

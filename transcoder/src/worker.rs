@@ -51,7 +51,7 @@ fn e2ee_key_pair(config: &TranscoderConfig) -> Result<Option<fleet_e2ee::Transco
             let text = std::fs::read_to_string(path).map_err(|e| SetupError::E2eeKey(path.display().to_string(), e.to_string()))?;
             (text, path.display().to_string())
         }
-        (None, Some(inline)) => (inline.clone(), "e2ee_private_key".to_string()),
+        (None, Some(inline)) => (inline.expose().to_string(), "e2ee_private_key".to_string()),
         (None, None) => return Ok(None),
     };
     fleet_e2ee::TranscoderKeyPair::from_base64(&text).map(Some).map_err(|e| SetupError::E2eeKey(origin, e.to_string()))

@@ -11,7 +11,7 @@ use serde_json::Value;
 /// `notifications.cloud-recording-not-supported-self-key`).
 pub const SELF_INSERTED_KEY_REFUSAL: &str = "Cloud recording is not available when using a custom security key.";
 
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 pub enum RoomE2ee {
     Off,
     /// The server's key (a passphrase).
@@ -19,13 +19,23 @@ pub enum RoomE2ee {
     SelfInsertedKey,
 }
 
+/// Never prints the key.
+impl std::fmt::Debug for RoomE2ee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoomE2ee::Off => f.write_str("Off"),
+            RoomE2ee::ServerKey(_) => f.write_str("ServerKey(<redacted>)"),
+            RoomE2ee::SelfInsertedKey => f.write_str("SelfInsertedKey"),
+        }
+    }
+}
+
 /// Reads it from a `getActiveRoomInfo` answer (`room.room_info.metadata`, itself a JSON string). None
 /// when the answer does not carry the room's metadata.
 pub fn from_active_room_info(answer: &Value) -> Option<RoomE2ee> {
     let metadata: Value = serde_json::from_str(answer.pointer("/room/room_info/metadata")?.as_str()?).ok()?;
-    let features = ["/room_features/end_to_end_encryption_features", "/roomFeatures/endToEndEncryptionFeatures"]
-        .iter()
-        .find_map(|path| metadata.pointer(path));
+    let features =
+        ["/room_features/end_to_end_encryption_features", "/roomFeatures/endToEndEncryptionFeatures"].iter().find_map(|path| metadata.pointer(path));
     let Some(features) = features else { return Some(RoomE2ee::Off) };
     let flag = |snake: &str, camel: &str| features.get(snake).or_else(|| features.get(camel)).and_then(Value::as_bool).unwrap_or(false);
     if !flag("is_enabled", "isEnabled") {

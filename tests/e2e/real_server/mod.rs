@@ -144,4 +144,3 @@ pub fn assert_in_sync(reports: &[SyncReport], senders: &[Sender]) {
         }
     }
 }
-

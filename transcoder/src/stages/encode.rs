@@ -46,6 +46,7 @@ pub(crate) async fn run_with_fallback(
     job_id: &SafeId,
     spec: transcode::TranscodeSpec,
     base_s: f64,
+    before_fallback: impl FnOnce(),
 ) -> Result<(transcode::TranscodeReport, String), TranscodeError> {
     let encoder = spec.encoder.clone();
     let fallback = spec.clone();
@@ -54,6 +55,7 @@ pub(crate) async fn run_with_fallback(
         Err(err) if encoders::is_hardware(&encoder) => {
             let Some(cpu) = ctx.encoders.iter().find(|e| !encoders::is_hardware(e)).cloned() else { return Err(err) };
             tracing::warn!(%encoder, %err, fallback = %cpu, "the GPU encoder failed; encoding on the CPU");
+            before_fallback();
             let mut report = run_pipeline(ctx, job_id, transcode::TranscodeSpec { encoder: cpu.clone(), ..fallback }, base_s).await?;
             report.problems.push(format!("{encoder} failed ({err}); encoded with {cpu} instead"));
             Ok((report, cpu))

@@ -4,8 +4,8 @@
 use crate::context::JobContext;
 use crate::decryption::Decryption;
 use crate::error::{Context, TranscodeError};
-use fleet_e2ee::E2eeKeys;
 use crate::{inputs, layout_plan};
+use fleet_e2ee::{E2eeKeys, OpenError};
 use fleet_pipelines::{segment_reader, transcode};
 use fleet_protocol::{JobRecord, SafeId};
 use std::collections::BTreeMap;
@@ -29,12 +29,18 @@ pub(crate) struct Prepared {
 
 /// Downloads the raw segments and timelines and plans the composite.
 pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, TranscodeError> {
-    let mut inputs = inputs::download(&ctx.storage, record, scratch).await?;
+    // Keys first: keys that cannot open fail the job before any segment is downloaded.
     let keys = open_keys(ctx, record)?;
+    let mut inputs = inputs::download(&ctx.storage, record, scratch).await?;
     let require_keys = record.request.e2ee.as_ref().is_some_and(|e| e.require_keys);
     let decryption = Decryption::attach(&mut inputs.tracks, &inputs.e2ee, keys.as_ref(), require_keys)?;
     if !inputs.e2ee.tracks.is_empty() {
-        tracing::info!(encrypted = inputs.e2ee.tracks.len(), keys = keys.is_some(), left_out = decryption.left_out.len(), "end-to-end encrypted tracks");
+        tracing::info!(
+            encrypted = inputs.e2ee.tracks.len(),
+            keys = keys.is_some(),
+            left_out = decryption.left_out.len(),
+            "end-to-end encrypted tracks"
+        );
     }
     tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
     let audio_only = record.request.audio_only;
@@ -72,6 +78,7 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
         audio_bps: ctx.config.audio_bitrate_bps,
         audio_only,
         schedule,
+        look: Default::default(),
         video_window: None,
         encoder: ctx.encoder_for(record.request.gpu)?,
         speed_preset: ctx.config.x264_speed_preset,
@@ -82,10 +89,18 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
 }
 
 /// The job's end-to-end encryption keys, opened with this node's key pair; none when the job has none.
+/// Keys this node cannot open may open on another (retried); keys that are not a valid set never will.
 fn open_keys(ctx: &JobContext, record: &JobRecord) -> Result<Option<E2eeKeys>, TranscodeError> {
     let Some(sealed) = record.request.e2ee.as_ref().and_then(|e| e.sealed_keys.as_deref()) else { return Ok(None) };
-    let pair = ctx.e2ee.as_ref().ok_or_else(|| {
-        TranscodeError::E2eeNode("the job carries sealed keys and this transcoder has no key pair (e2ee_private_key_file)".into())
+    let pair = ctx
+        .e2ee
+        .as_ref()
+        .ok_or_else(|| TranscodeError::E2eeNode("the job carries sealed keys and this transcoder has no key pair (e2ee_private_key_file)".into()))?;
+    let keys = pair.open(sealed).map_err(|e| match e {
+        OpenError::Open | OpenError::PrivateKey => TranscodeError::E2eeNode(e.to_string()),
+        OpenError::Encoding | OpenError::Contents => TranscodeError::E2eeKeys(e.to_string()),
     })?;
-    pair.open(sealed).map(Some).map_err(|e| TranscodeError::E2eeNode(e.to_string()))
+    // Sealed keys bypass the controller's checks (a client may seal them itself).
+    keys.validate().map_err(|e| TranscodeError::E2eeKeys(e.to_string()))?;
+    Ok(Some(keys))
 }

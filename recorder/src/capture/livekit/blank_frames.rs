@@ -83,5 +83,4 @@ mod tests {
         assert!(!is_blank_keyframe(TrackCodec::Vp8, &vp8(320, 180)));
         assert!(!is_blank_keyframe(TrackCodec::Opus, &[0; 20]));
     }
-
 }

@@ -19,6 +19,15 @@ pub fn published_codecs(track: &proto::TrackInfo) -> String {
     if mimes.is_empty() { "an unnamed codec".into() } else { mimes.join(", ") }
 }
 
+/// A track's end-to-end encryption (`gcm`, `custom`), none when it is sent in the clear.
+pub fn encryption_name(track: &proto::TrackInfo) -> Option<&'static str> {
+    match track.encryption() {
+        proto::encryption::Type::None => None,
+        proto::encryption::Type::Gcm => Some("gcm"),
+        proto::encryption::Type::Custom => Some("custom"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,14 +52,5 @@ mod tests {
         assert_eq!(stored_codec(&track("video/H265", &[])), None);
         assert_eq!(stored_codec(&track("video/AV1", &[])), None);
         assert_eq!(published_codecs(&track("video/AV1", &[])), "video/AV1");
-    }
-}
-
-/// A track's end-to-end encryption (`gcm`, `custom`), none when it is sent in the clear.
-pub fn encryption_name(track: &proto::TrackInfo) -> Option<&'static str> {
-    match track.encryption() {
-        proto::encryption::Type::None => None,
-        proto::encryption::Type::Gcm => Some("gcm"),
-        proto::encryption::Type::Custom => Some("custom"),
     }
 }

@@ -1,0 +1,160 @@
+//! What the composite looks like beyond who is where: names on tiles, initials on placeholders, the
+//! active speaker's outline, the background, a logo and a title. Each part is a small GStreamer element
+//! chain the composite transcode adds; the decisions (which tile, which name) come from the schedule.
+
+use crate::layout::Tile;
+use crate::{PipelineError, make};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Look {
+    /// Each tile carries its participant's name; a placeholder shows their initials.
+    pub names: bool,
+    /// Pango family and style for names, initials and the title, e.g. `Sans Bold`.
+    pub font: String,
+    /// The names' size in points at 720 lines (scaled with the output's height).
+    pub name_points: u32,
+    /// Behind the tiles (ARGB).
+    pub background_argb: u32,
+    /// The active speaker's tile is outlined in this colour (ARGB); `None`: no outline.
+    pub highlight_argb: Option<u32>,
+    /// Drawn at the top centre of the frame.
+    pub title: Option<String>,
+    pub logo: Option<Logo>,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Look {
+            names: true,
+            font: "Sans Bold".into(),
+            name_points: 13,
+            background_argb: 0xff000000,
+            highlight_argb: Some(HIGHLIGHT_ARGB),
+            title: None,
+            logo: None,
+        }
+    }
+}
+
+impl Look {
+    /// Tiles only: no names, no outline, black.
+    pub fn plain() -> Look {
+        Look { names: false, highlight_argb: None, ..Look::default() }
+    }
+}
+
+/// The default outline of the active speaker's tile: amber, visible on dark and light video alike.
+pub const HIGHLIGHT_ARGB: u32 = 0xfff5b400;
+
+/// An image (PNG or JPEG) drawn over the composite at `tile`, its aspect ratio kept inside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logo {
+    pub file: PathBuf,
+    pub tile: Tile,
+}
+
+/// Half the outline's thickness in pixels at 720 lines: it straddles the tile's edge.
+pub const OUTLINE_PX: i32 = 3;
+
+impl Look {
+    /// A Pango font description `points` tall at 720 lines, scaled to `height`.
+    pub fn font_desc(&self, points: u32, height: u32) -> String {
+        let scaled = (points as u64 * height as u64).div_ceil(720).max(6);
+        format!("{} {scaled}", self.font)
+    }
+}
+
+/// A text overlay for a tile's name: bottom left, on a shaded box, its size fixed in pixels (not scaled
+/// with the tile, so a small strip tile's name stays readable).
+pub fn name_overlay(look: &Look, name: &str, output_height: u32) -> Result<gst::Element, PipelineError> {
+    let overlay = make("textoverlay")?;
+    overlay.set_property("text", name);
+    overlay.set_property("font-desc", look.font_desc(look.name_points, output_height));
+    overlay.set_property_from_str("valignment", "bottom");
+    overlay.set_property_from_str("halignment", "left");
+    overlay.set_property("shaded-background", true);
+    overlay.set_property("auto-resize", false);
+    overlay.set_property("xpad", 8i32);
+    overlay.set_property("ypad", 6i32);
+    overlay.set_property("wrap-mode", -1i32);
+    Ok(overlay)
+}
+
+/// A text overlay for a placeholder's initials: large, centred, drawn on the placeholder's own frame
+/// before it is scaled to its tile (so the initials grow and shrink with the tile).
+pub fn initials_overlay(look: &Look, initials: &str) -> Result<gst::Element, PipelineError> {
+    let overlay = make("textoverlay")?;
+    overlay.set_property("text", initials);
+    overlay.set_property("font-desc", format!("{} 64", look.font));
+    overlay.set_property_from_str("valignment", "center");
+    overlay.set_property_from_str("halignment", "center");
+    overlay.set_property("auto-resize", false);
+    overlay.set_property("draw-shadow", false);
+    Ok(overlay)
+}
+
+/// The title across the top of the composite.
+pub fn title_overlay(look: &Look, title: &str, output_height: u32) -> Result<gst::Element, PipelineError> {
+    let overlay = make("textoverlay")?;
+    overlay.set_property("text", title);
+    overlay.set_property("font-desc", look.font_desc(look.name_points * 3 / 2, output_height));
+    overlay.set_property_from_str("valignment", "top");
+    overlay.set_property_from_str("halignment", "center");
+    overlay.set_property("shaded-background", true);
+    overlay.set_property("auto-resize", false);
+    overlay.set_property("ypad", 10i32);
+    Ok(overlay)
+}
+
+/// The logo: decoded and scaled once, then repeated for `frames` frames at `fps`, onto its own
+/// compositor pad at its tile, above everything else.
+pub fn add_logo(pipeline: &gst::Pipeline, compositor: &gst::Element, logo: &Logo, frames: i32, fps: u32) -> Result<(), PipelineError> {
+    if !logo.file.is_file() {
+        return Err(PipelineError::Build(format!("logo {} is not a readable file", logo.file.display())));
+    }
+    let source = make("filesrc")?;
+    source.set_property("location", logo.file.to_string_lossy().to_string());
+    let decode = make("decodebin")?;
+    let convert = make("videoconvert")?;
+    let scale = make("videoscale")?;
+    scale.set_property("add-borders", true);
+    let sized = make("capsfilter")?;
+    sized.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "AYUV")
+            .field("width", logo.tile.width)
+            .field("height", logo.tile.height)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    let freeze = make("imagefreeze")?;
+    freeze.set_property("num-buffers", frames);
+    let rate = make("capsfilter")?;
+    rate.set_property("caps", gst::Caps::builder("video/x-raw").field("framerate", gst::Fraction::new(fps as i32, 1)).build());
+    pipeline.add_many([&source, &decode, &convert, &scale, &sized, &freeze, &rate])?;
+    source.link(&decode)?;
+    gst::Element::link_many([&convert, &scale, &sized, &freeze, &rate])?;
+    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("xpos", logo.tile.x);
+    pad.set_property("ypos", logo.tile.y);
+    pad.set_property("zorder", LOGO_ZORDER);
+    rate.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("logo: {e:?}")))?;
+    let first = convert.static_pad("sink").expect("sink pad");
+    decode.connect_pad_added(move |_, pad| {
+        if !first.is_linked()
+            && let Err(err) = pad.link(&first)
+        {
+            tracing::warn!(?err, "logo's decoded pad did not link");
+        }
+    });
+    Ok(())
+}
+
+/// Above every tile and the outline.
+const LOGO_ZORDER: u32 = 100_001;
+/// Above every tile.
+pub const OUTLINE_ZORDER: u32 = 100_000;
