@@ -79,7 +79,7 @@ pub fn name_overlay(look: &Look, name: &str, output_height: u32) -> Result<gst::
     overlay.set_property("auto-resize", false);
     overlay.set_property("xpad", 8i32);
     overlay.set_property("ypad", 6i32);
-    overlay.set_property("wrap-mode", -1i32);
+    overlay.set_property_from_str("wrap-mode", "none");
     Ok(overlay)
 }
 

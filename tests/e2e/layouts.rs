@@ -1,6 +1,7 @@
 //! Layouts that follow the room (issue 4): three recordings of one devroom room in the speaker,
 //! screen-share and single layouts; frames sampled at known instants of the room's script must show
-//! the right participant in the right tile (each synthetic participant has its own flat colour).
+//! the right participant in the right tile (each synthetic participant has its own flat colour), with
+//! their name on it (the initials on a placeholder) and the active speaker's tile outlined.
 
 use fleet_pipelines::markers;
 use fleet_tests::Setup;
@@ -73,6 +74,26 @@ fn who(path: &Path, t_s: f64, at: (i32, i32), size: i32) -> String {
     "white".into()
 }
 
+/// Columns of near-white text in the `width`×`height` region at (x, y) around `t_s` (stepping past the
+/// white flashes): the first and last such column, if any.
+fn text_columns(path: &Path, t_s: f64, (x, y): (i32, i32), (width, height): (i32, i32)) -> Option<(usize, usize)> {
+    for step in 0..4 {
+        let output = Command::new("ffmpeg")
+            .args(["-v", "error", "-ss", &format!("{:.3}", t_s + step as f64 * 0.13), "-i"])
+            .arg(path)
+            .args(["-frames:v", "1", "-vf", &format!("crop={width}:{height}:{x}:{y},format=gray"), "-f", "rawvideo", "-"])
+            .output()
+            .unwrap();
+        let bright: Vec<usize> = (0..width as usize)
+            .filter(|col| output.stdout.chunks(width as usize).any(|row| row.get(*col).is_some_and(|&v| v > 200)))
+            .collect();
+        if bright.len() < width as usize * 9 / 10 {
+            return bright.first().map(|first| (*first, *bright.last().unwrap()));
+        }
+    }
+    None
+}
+
 /// Centres of the tiles of a strip of `n` below the 1280x576 focus area (pipelines::layout).
 fn strip(n: i32) -> Vec<(i32, i32)> {
     let left = (1280 - 256 * n) / 2;
@@ -136,7 +157,9 @@ async fn layouts_follow_the_room() {
     expect("speaker 3 s focus", speaker.who(3.0, FOCUS, 64), "alice");
     let tiles = strip(2);
     expect("speaker 3 s strip 1", speaker.who(3.0, tiles[0], 32), "bob");
-    expect("speaker 3 s strip 2 (camera off)", speaker.who(3.0, tiles[1], 32), "placeholder");
+    // A placeholder's initials are at its centre: its colour is sampled above and right of them.
+    let off_centre = |(x, y): (i32, i32), by: (i32, i32)| (x + by.0, y - by.1);
+    expect("speaker 3 s strip 2 (camera off)", speaker.who(3.0, off_centre(tiles[1], (80, 40)), 24), "placeholder");
     expect("speaker 8 s focus", speaker.who(8.0, FOCUS, 64), "bob");
     expect("speaker 8 s strip 1", speaker.who(8.0, tiles[0], 32), "alice");
     expect("speaker 8 s strip 2", speaker.who(8.0, tiles[1], 32), "carol");
@@ -145,7 +168,7 @@ async fn layouts_follow_the_room() {
     // Screen share: a grid until carol shares, then her share large and the cameras in a strip.
     expect("share 3 s top left", share.who(3.0, (320, 180), 64), "alice");
     expect("share 3 s top right", share.who(3.0, (960, 180), 64), "bob");
-    expect("share 3 s bottom left (camera off)", share.who(3.0, (320, 540), 64), "placeholder");
+    expect("share 3 s bottom left (camera off)", share.who(3.0, off_centre((320, 540), (200, 110)), 48), "placeholder");
     expect("share 3 s bottom right (no one)", share.who(3.0, (960, 540), 64), "black");
     expect("share 11.5 s focus", share.who(11.5, FOCUS, 64), "carol");
     for (tile, name) in strip(3).into_iter().zip(["alice", "bob", "carol"]) {
@@ -157,5 +180,38 @@ async fn layouts_follow_the_room() {
         expect(&format!("single {t} s"), single.who(t, (640, 360), 64), "bob");
         expect(&format!("single {t} s corner"), single.who(t, (100, 100), 32), "bob");
     }
+    // The outline: amber bars on the speaker's tile edges (the grid's alice at 3 s; bob's focus at 8 s),
+    // none in a silence or around a silent tile.
+    let outline = |seen: String| if classify_outline(&seen) { "outline".to_string() } else { seen };
+    expect("share 3 s alice's right edge (she speaks)", outline(share.who(3.0, (640, 180), 4)), "outline");
+    expect("share 3 s bob's bottom edge (silent)", outline(share.who(3.0, (960, 359), 2)), "bob");
+    expect("speaker 8 s the focus's top edge (bob speaks)", outline(speaker.who(8.0, (640, 2), 4)), "outline");
+    expect("speaker 11.5 s the focus's top edge (silence)", outline(speaker.who(11.5, (640, 2), 4)), "bob");
+    // Names: white text at each tile's bottom left, as long as the name; the placeholder's initials centred.
+    let name_width = |recorded: &Recorded, t: f64, corner: (i32, i32)| {
+        text_columns(&recorded.mp4, t + recorded.opened_s, (corner.0, corner.1 - 30), (120, 30)).map(|(first, last)| last - first + 1)
+    };
+    let alice = name_width(&share, 3.0, (0, 360));
+    let bob = name_width(&share, 3.0, (640, 360));
+    let carol = name_width(&share, 3.0, (0, 720));
+    println!("name widths at 3 s: alice {alice:?}, bob {bob:?}, carol {carol:?} px");
+    match (alice, bob, carol) {
+        (Some(a), Some(b), Some(c)) if a > b && c > b && (20..=80).contains(&a) && (12..=60).contains(&b) => {}
+        _ => wrong.push(format!("names at 3 s: widths alice {alice:?}, bob {bob:?}, carol {carol:?} (5, 3, 5 letters)")),
+    }
+    let initials = text_columns(&share.mp4, 3.0 + share.opened_s, (280, 500), (80, 80));
+    println!("carol's initial at 3 s: columns {initials:?}");
+    if !initials.is_some_and(|(first, last)| first > 10 && last < 70) {
+        wrong.push(format!("carol's placeholder: no centred initial ({initials:?})"));
+    }
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+/// The outline's amber (look::HIGHLIGHT_ARGB), as a classified patch shows it.
+fn classify_outline(seen: &str) -> bool {
+    let Some(rgb) = seen.strip_prefix("unknown [").and_then(|s| s.strip_suffix(']')) else { return false };
+    let rgb: Vec<f64> = rgb.split(", ").filter_map(|v| v.parse().ok()).collect();
+    let amber = fleet_pipelines::look::HIGHLIGHT_ARGB;
+    let target = [((amber >> 16) & 0xff) as f64, ((amber >> 8) & 0xff) as f64, (amber & 0xff) as f64];
+    rgb.len() == 3 && rgb.iter().zip(target).all(|(a, b)| (a - b).abs() < 40.0)
 }
