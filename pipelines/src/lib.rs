@@ -11,6 +11,7 @@ pub mod layout;
 pub mod look;
 pub mod markers;
 pub mod mp4_info;
+pub mod poster;
 pub mod segment_reader;
 pub mod segment_writer;
 pub mod synthetic_room;

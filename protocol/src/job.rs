@@ -369,6 +369,19 @@ pub struct OutputInfo {
     /// With `audio_per_participant`: each participant's own audio.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub participant_audio: Vec<ParticipantAudio>,
+    /// A frame of the recording as a JPEG (none for audio only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster: Option<Poster>,
+}
+
+/// The recording's poster image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Poster {
+    pub key: String,
+    pub location: String,
+    pub size_bytes: u64,
+    /// The instant of the recording it shows.
+    pub at_s: f64,
 }
 
 /// One participant's audio alone, as long as the recording (silence where they were not heard).
@@ -623,6 +636,7 @@ pub(crate) mod fixtures {
             audio_codec: None,
             sha256: "h".into(),
             participant_audio: vec![],
+            poster: None,
         }
     }
 }

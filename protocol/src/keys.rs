@@ -37,6 +37,11 @@ pub fn chunk(job: &SafeId, index: u32) -> String {
     format!("{job}/chunks/{index:05}.mp4")
 }
 
+/// The recording's poster frame (JPEG).
+pub fn poster(job: &SafeId) -> String {
+    format!("{job}/poster.jpg")
+}
+
 pub fn manifest(job: &SafeId) -> String {
     format!("{job}/manifest.json")
 }

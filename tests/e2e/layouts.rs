@@ -52,8 +52,14 @@ fn classify(rgb: [f64; 3]) -> String {
 
 /// The mean colour of a `size`×`size` patch centred on (x, y) of the frame at `t_s`.
 fn patch(path: &Path, t_s: f64, (x, y): (i32, i32), size: i32) -> [f64; 3] {
-    let output = Command::new("ffmpeg")
-        .args(["-v", "error", "-ss", &format!("{t_s:.3}"), "-i"])
+    let mut command = Command::new("ffmpeg");
+    command.args(["-v", "error"]);
+    // A still image (t = 0) has nothing to seek in: ffmpeg gives no frame for `-ss 0` there.
+    if t_s > 0.0 {
+        command.args(["-ss", &format!("{t_s:.3}")]);
+    }
+    let output = command
+        .arg("-i")
         .arg(path)
         .args(["-frames:v", "1", "-vf", &format!("crop={size}:{size}:{}:{},scale=1:1:flags=area,format=rgb24", x - size / 2, y - size / 2)])
         .args(["-f", "rawvideo", "-"])
@@ -84,9 +90,8 @@ fn text_columns(path: &Path, t_s: f64, (x, y): (i32, i32), (width, height): (i32
             .args(["-frames:v", "1", "-vf", &format!("crop={width}:{height}:{x}:{y},format=gray"), "-f", "rawvideo", "-"])
             .output()
             .unwrap();
-        let bright: Vec<usize> = (0..width as usize)
-            .filter(|col| output.stdout.chunks(width as usize).any(|row| row.get(*col).is_some_and(|&v| v > 200)))
-            .collect();
+        let bright: Vec<usize> =
+            (0..width as usize).filter(|col| output.stdout.chunks(width as usize).any(|row| row.get(*col).is_some_and(|&v| v > 200))).collect();
         if bright.len() < width as usize * 9 / 10 {
             return bright.first().map(|first| (*first, *bright.last().unwrap()));
         }
@@ -104,6 +109,7 @@ const FOCUS: (i32, i32) = (640, 288);
 
 struct Recorded {
     mp4: std::path::PathBuf,
+    record: Value,
     /// Where the room's t = 0 sits in the recording, in seconds.
     opened_s: f64,
 }
@@ -124,7 +130,7 @@ async fn finish(setup: &Setup, id: &str, created_ms: f64) -> Recorded {
     let mp4 = setup.root.join(format!("recordings/{id}/{id}.mp4"));
     let errors = decode_errors(&mp4);
     assert!(errors.is_empty(), "{id}: {errors}");
-    Recorded { mp4, opened_s: (created_ms - wall_zero_ms) / 1000.0 }
+    Recorded { mp4, record, opened_s: (created_ms - wall_zero_ms) / 1000.0 }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -204,6 +210,23 @@ async fn layouts_follow_the_room() {
     if !initials.is_some_and(|(first, last)| first > 10 && last < 70) {
         wrong.push(format!("carol's placeholder: no centred initial ({initials:?})"));
     }
+    // The poster: a JPEG of the MP4's size showing the MP4's frame at its instant (its manifest lists it).
+    let poster = &share.record["output"]["poster"];
+    let at_s = poster["at_s"].as_f64().expect("a poster");
+    let jpeg = setup.root.join("recordings").join(poster["key"].as_str().unwrap());
+    let probe = fleet_tests::media::ffprobe(&jpeg);
+    let stream = &probe["streams"][0];
+    println!("poster at {at_s} s: {} {}x{}", stream["codec_name"], stream["width"], stream["height"]);
+    assert_eq!((stream["codec_name"].as_str(), stream["width"].as_u64(), stream["height"].as_u64()), (Some("mjpeg"), Some(1280), Some(720)));
+    for tile in [(320, 180), (960, 180)] {
+        let (in_poster, in_mp4) = (classify(patch(&jpeg, 0.0, tile, 48)), classify(patch(&share.mp4, at_s, tile, 48)));
+        if in_poster != in_mp4 {
+            wrong.push(format!("poster at {tile:?}: {in_poster}, the MP4 at {at_s} s: {in_mp4}"));
+        }
+    }
+    let manifest_key = share.record["output"]["manifest_key"].as_str().unwrap();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(setup.root.join("recordings").join(manifest_key)).unwrap()).unwrap();
+    assert_eq!(manifest["output"]["poster"], *poster, "the manifest lists the poster");
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
 

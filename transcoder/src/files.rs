@@ -66,6 +66,7 @@ pub async fn transcode_files(ctx: &Arc<JobContext>, record: &JobRecord, files: &
         audio_codec: codec("mp4a"),
         sha256: sha256.context("hashing the output")?,
         participant_audio: Vec::new(),
+        poster: None,
     };
     tracing::info!(location = %out.location, duration_s = out.duration_s, size_bytes = out.size_bytes, "file transcode done");
     let complete = Transition::Complete { output: out, warnings: Vec::new() };

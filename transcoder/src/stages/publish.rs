@@ -5,8 +5,8 @@ use super::prepare::Prepared;
 use crate::context::{Done, JobContext};
 use crate::error::{Context, TranscodeError};
 use crate::manifest::{Manifest, codec_name, sha256_file};
-use fleet_pipelines::mp4_info;
-use fleet_protocol::job::{OutputInfo, ParticipantAudio};
+use fleet_pipelines::{mp4_info, poster};
+use fleet_protocol::job::{OutputInfo, ParticipantAudio, Poster};
 use fleet_protocol::{JobRecord, SafeId, Transition, keys};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub(crate) struct Produced {
 
 /// Measures the recording, uploads it (and the participants' audio) and its manifest, and marks the
 /// job complete.
-pub(crate) async fn publish(ctx: &JobContext, record: &JobRecord, prepared: &Prepared, produced: Produced) -> Result<Done, TranscodeError> {
+pub(crate) async fn publish(ctx: &JobContext, record: &JobRecord, prepared: &Prepared, mut produced: Produced) -> Result<Done, TranscodeError> {
     let job_id = &record.id;
     let output_path = &produced.path;
     let info = mp4_info::read(output_path).context("output is not a valid MP4")?;
@@ -44,7 +44,22 @@ pub(crate) async fn publish(ctx: &JobContext, record: &JobRecord, prepared: &Pre
         audio_codec: info.sample_entries.iter().find(|e| *e == "mp4a").map(|e| codec_name(e)),
         sha256,
         participant_audio: Vec::new(),
+        poster: None,
     };
+    let poster_path = output_path.with_extension("jpg");
+    if output.video_codec.is_some() {
+        let (mp4, jpeg) = (output_path.clone(), poster_path.clone());
+        let at_ns = poster::poster_instant_ns((info.duration_s * 1e9) as u64);
+        let written = tokio::task::spawn_blocking(move || poster::write(&mp4, at_ns, &jpeg)).await.context("poster thread")?;
+        match written {
+            Ok(size_bytes) => {
+                let key = keys::poster(job_id);
+                output.poster = Some(Poster { location: ctx.storage.location(&key), key, size_bytes, at_s: at_ns as f64 / 1e9 });
+            }
+            // A poster is a convenience: the recording is published without one, with a warning.
+            Err(err) => produced.problems.push(format!("no poster image: {err}")),
+        }
+    }
     for (participant, path) in &produced.participant_files {
         let key = keys::participant_audio(job_id, participant);
         let size_bytes = std::fs::metadata(path).context("measuring a participant's audio")?.len();
@@ -84,6 +99,9 @@ pub(crate) async fn publish(ctx: &JobContext, record: &JobRecord, prepared: &Pre
     ctx.storage.put_file(&output.key, output_path).await.context("upload")?;
     for ((_, path), audio) in produced.participant_files.iter().zip(&output.participant_audio) {
         ctx.storage.put_file(&audio.key, path).await.context(format!("upload of {}", audio.key))?;
+    }
+    if let Some(poster) = &output.poster {
+        ctx.storage.put_file(&poster.key, &poster_path).await.context("poster upload")?;
     }
     ctx.storage.put_bytes(&manifest_key, manifest.to_json()).await.context("manifest upload")?;
     tracing::info!(location = %output.location, duration_s = output.duration_s, size_bytes, "recording uploaded");
