@@ -2,7 +2,6 @@
 //! active speaker's outline, the background, a logo and a title. Each part is a small GStreamer element
 //! chain the composite transcode adds; the decisions (which tile, which name) come from the schedule.
 
-use crate::layout::Tile;
 use crate::{PipelineError, make};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -49,11 +48,38 @@ impl Look {
 /// The default outline of the active speaker's tile: amber, visible on dark and light video alike.
 pub const HIGHLIGHT_ARGB: u32 = 0xfff5b400;
 
-/// An image (PNG or JPEG) drawn over the composite at `tile`, its aspect ratio kept inside it.
+/// An image (PNG or JPEG, transparency kept) drawn over the composite in a corner, `width` pixels wide
+/// (its height from its aspect ratio), `margin` pixels from the frame's edges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logo {
     pub file: PathBuf,
-    pub tile: Tile,
+    pub corner: Corner,
+    pub width: i32,
+    pub margin: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Corner {
+    TopLeft,
+    #[default]
+    TopRight,
+    BottomLeft,
+    BottomRight,
+}
+
+impl Logo {
+    /// Where a `width`×`height` logo sits in a `frame_width`×`frame_height` frame.
+    pub fn position(&self, (width, height): (i32, i32), (frame_width, frame_height): (i32, i32)) -> (i32, i32) {
+        let right = frame_width - width - self.margin;
+        let bottom = frame_height - height - self.margin;
+        match self.corner {
+            Corner::TopLeft => (self.margin, self.margin),
+            Corner::TopRight => (right, self.margin),
+            Corner::BottomLeft => (self.margin, bottom),
+            Corner::BottomRight => (right, bottom),
+        }
+    }
 }
 
 /// Half the outline's thickness in pixels at 720 lines: it straddles the tile's edge.
@@ -111,7 +137,14 @@ pub fn title_overlay(look: &Look, title: &str, output_height: u32) -> Result<gst
 
 /// The logo: decoded and scaled once, then repeated for `frames` frames at `fps`, onto its own
 /// compositor pad at its tile, above everything else.
-pub fn add_logo(pipeline: &gst::Pipeline, compositor: &gst::Element, logo: &Logo, frames: i32, fps: u32) -> Result<(), PipelineError> {
+pub fn add_logo(
+    pipeline: &gst::Pipeline,
+    compositor: &gst::Element,
+    logo: &Logo,
+    frames: i32,
+    fps: u32,
+    frame: (i32, i32),
+) -> Result<(), PipelineError> {
     if !logo.file.is_file() {
         return Err(PipelineError::Build(format!("logo {} is not a readable file", logo.file.display())));
     }
@@ -120,14 +153,12 @@ pub fn add_logo(pipeline: &gst::Pipeline, compositor: &gst::Element, logo: &Logo
     let decode = make("decodebin")?;
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
-    scale.set_property("add-borders", true);
     let sized = make("capsfilter")?;
     sized.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
             .field("format", "AYUV")
-            .field("width", logo.tile.width)
-            .field("height", logo.tile.height)
+            .field("width", logo.width & !1)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .build(),
     );
@@ -139,9 +170,20 @@ pub fn add_logo(pipeline: &gst::Pipeline, compositor: &gst::Element, logo: &Logo
     source.link(&decode)?;
     gst::Element::link_many([&convert, &scale, &sized, &freeze, &rate])?;
     let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-    pad.set_property("xpos", logo.tile.x);
-    pad.set_property("ypos", logo.tile.y);
     pad.set_property("zorder", LOGO_ZORDER);
+    // Its height is known once the scaler has fixed it (the image's aspect ratio): placed then.
+    let placement = logo.clone();
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        if let Some(gst::EventView::Caps(caps)) = info.event().map(|e| e.view())
+            && let Some(s) = caps.caps().structure(0)
+            && let (Ok(width), Ok(height)) = (s.get::<i32>("width"), s.get::<i32>("height"))
+        {
+            let (x, y) = placement.position((width, height), frame);
+            pad.set_property("xpos", x);
+            pad.set_property("ypos", y);
+        }
+        gst::PadProbeReturn::Ok
+    });
     rate.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("logo: {e:?}")))?;
     let first = convert.static_pad("sink").expect("sink pad");
     decode.connect_pad_added(move |_, pad| {

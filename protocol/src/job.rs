@@ -236,6 +236,9 @@ pub struct JobRequest {
     /// An end-to-end encrypted room: the keys the transcoder decrypts with (stored sealed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e2ee: Option<crate::e2ee::E2eeRequest>,
+    /// Title, colours, names, logo (what it leaves out comes from the transcoder's configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<crate::branding::Branding>,
 }
 
 /// Why a recording request is not valid; the message is shown to the API client.
@@ -295,6 +298,9 @@ impl JobRequest {
             if metadata.to_string().len() > MAX_METADATA_BYTES {
                 return Err(InvalidRequest(format!("metadata must be at most {MAX_METADATA_BYTES} bytes of JSON")));
             }
+        }
+        if let Some(branding) = &self.branding {
+            branding.validate().map_err(|e| InvalidRequest(e.to_string()))?;
         }
         if let Some(e2ee) = &self.e2ee {
             e2ee.validate().map_err(|e| InvalidRequest(e.to_string()))?;

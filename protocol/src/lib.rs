@@ -3,6 +3,7 @@
 //! timeline, and the messages nodes send. No I/O: connections, storage, queues and configuration
 //! loading are in `fleet-runtime`.
 
+pub mod branding;
 pub mod e2ee;
 pub mod events;
 pub mod filepath;

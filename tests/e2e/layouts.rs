@@ -138,19 +138,35 @@ async fn layouts_follow_the_room() {
     let mut setup = Setup::local();
     let devroom = Devroom::start(setup.dir.path(), ROOM);
     setup.fleet.recorder_extra = devroom.recorder_toml(60);
-    let _recorder = setup.fleet.recorder("rec-1", "both", 3);
+    // A logo on the transcoders' disk (the `both` node's too), named by the branded job: a 160x80 magenta PNG in the top right.
+    let logo = setup.dir.path().join("logo.png");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0xff00ff:s=320x160", "-frames:v", "1"])
+        .arg(&logo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    setup.fleet.transcoder_extra =
+        format!("[transcoder.logos.fleet]\nfile = \"{}\"\ncorner = \"top_right\"\nwidth = 160\nmargin = 24\n", logo.display());
+    let _recorder = setup.fleet.recorder("rec-1", "both", 4);
     let _transcoder = setup.fleet.transcoder("tx-1");
 
     let speaker = setup.api.start(r#"{"room":"lk-layouts","layout":"speaker"}"#).await;
     let share = setup.api.start(r#"{"room":"lk-layouts","layout":"screen_share"}"#).await;
     let single = setup.api.start(r#"{"room":"lk-layouts","layout":"single","participant":"bob"}"#).await;
+    let branding = r##"{"title":"Quarterly review","background":"#203040","highlight":"none","logo":"fleet"}"##;
+    let branded = setup.api.start(&format!(r#"{{"room":"lk-layouts","layout":"grid","branding":{branding}}}"#)).await;
     setup.api.wait_for_state(&speaker, &["recording"], Duration::from_secs(30)).await;
     let created_ms = devroom.room_state("lk-layouts").await.expect("room open")["created_ms"].as_f64().unwrap();
 
     let speaker = finish(&setup, &speaker, created_ms).await;
     let share = finish(&setup, &share, created_ms).await;
     let single = finish(&setup, &single, created_ms).await;
-    println!("the room opened at {:.3} / {:.3} / {:.3} s of the recordings", speaker.opened_s, share.opened_s, single.opened_s);
+    let branded = finish(&setup, &branded, created_ms).await;
+    println!(
+        "the room opened at {:.3} / {:.3} / {:.3} / {:.3} s of the recordings",
+        speaker.opened_s, share.opened_s, single.opened_s, branded.opened_s
+    );
 
     let mut wrong = Vec::new();
     let mut expect = |what: &str, seen: String, expected: &str| {
@@ -209,6 +225,37 @@ async fn layouts_follow_the_room() {
     println!("carol's initial at 3 s: columns {initials:?}");
     if !initials.is_some_and(|(first, last)| first > 10 && last < 70) {
         wrong.push(format!("carol's placeholder: no centred initial ({initials:?})"));
+    }
+    // Branding: the background colour where no tile is, the logo where configured, the title at the top
+    // centre, no outline; the logo's absence elsewhere.
+    let colour = |(x, y): (i32, i32), size: i32| {
+        // Past the white flashes, as `who` steps.
+        let frames = (0..4).map(|step| patch(&branded.mp4, 3.0 + branded.opened_s + step as f64 * 0.13, (x, y), size));
+        let rgb = frames.clone().find(|rgb| rgb.iter().any(|v| *v < 200.0)).unwrap_or_else(|| frames.last().unwrap());
+        format!("{:.0},{:.0},{:.0}", rgb[0], rgb[1], rgb[2])
+    };
+    let near = |seen: &str, expected: [f64; 3]| {
+        let seen: Vec<f64> = seen.split(',').map(|v| v.parse().unwrap()).collect();
+        seen.iter().zip(expected).all(|(a, b)| (a - b).abs() < 24.0)
+    };
+    let background = colour((960, 540), 64);
+    let logo_shown = colour((1176, 64), 32);
+    let beside_logo = colour((1040, 64), 16);
+    println!("branded 3 s: background {background}, logo {logo_shown}, beside it {beside_logo}");
+    if !near(&background, [32.0, 48.0, 64.0]) {
+        wrong.push(format!("branded background: {background}, expected #203040"));
+    }
+    if !near(&logo_shown, [255.0, 0.0, 255.0]) || near(&beside_logo, [255.0, 0.0, 255.0]) {
+        wrong.push(format!("logo: {logo_shown} at its place (magenta expected), {beside_logo} beside it"));
+    }
+    let title = text_columns(&branded.mp4, 3.0 + branded.opened_s, (440, 0), (400, 48));
+    println!("branded 3 s: title columns {title:?}");
+    if !title.is_some_and(|(first, last)| last - first > 100) {
+        wrong.push(format!("title: no text at the top centre ({title:?})"));
+    }
+    let edge = branded.who(3.0, (637, 180), 2);
+    if edge != "alice" {
+        wrong.push(format!("highlight none: alice's right edge shows {edge}"));
     }
     // The poster: a JPEG of the MP4's size showing the MP4's frame at its instant (its manifest lists it).
     let poster = &share.record["output"]["poster"];

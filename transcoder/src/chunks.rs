@@ -125,6 +125,7 @@ async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan
     let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {})).await.context("transcode thread")?.context("audio")?;
     let mut problems = report.problems;
     problems.extend(prepared.decryption.report());
+    problems.extend(prepared.look_warnings.iter().cloned());
     let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     let output = scratch.path().join(format!("{}.mp4", record.id));
     let (out, audio_in) = (output.clone(), audio.clone());

@@ -30,6 +30,35 @@ pub struct TranscoderConfig {
     pub e2ee_private_key_file: Option<PathBuf>,
     /// The same key given inline (e.g. `FLEET_TRANSCODER__E2EE_PRIVATE_KEY` from a secret); the file wins.
     pub e2ee_private_key: Option<fleet_protocol::secret::Secret>,
+    /// The look of every composite, field by field, where a job's own `branding` says nothing (jobs
+    /// from plugNmeet and the Egress API carry none).
+    pub branding: fleet_protocol::branding::Branding,
+    /// Logos a branding may name: `[logos.acme] file = "/etc/fleet/acme.png"`, `corner`, `width`, `margin`.
+    pub logos: std::collections::BTreeMap<String, LogoConfig>,
+}
+
+/// A logo image on this node's disk (PNG or JPEG) and where it goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoConfig {
+    pub file: PathBuf,
+    #[serde(default)]
+    pub corner: fleet_pipelines::look::Corner,
+    /// Width in pixels at 720 lines (scaled with the output).
+    #[serde(default = "LogoConfig::default_width")]
+    pub width: u32,
+    /// Distance from the frame's edges in pixels at 720 lines.
+    #[serde(default = "LogoConfig::default_margin")]
+    pub margin: u32,
+}
+
+impl LogoConfig {
+    fn default_width() -> u32 {
+        160
+    }
+    fn default_margin() -> u32 {
+        24
+    }
 }
 
 impl Default for TranscoderConfig {
@@ -46,6 +75,8 @@ impl Default for TranscoderConfig {
             shared_files_root: None,
             e2ee_private_key_file: None,
             e2ee_private_key: None,
+            branding: Default::default(),
+            logos: Default::default(),
         }
     }
 }

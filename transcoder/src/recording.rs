@@ -19,6 +19,7 @@ pub(crate) async fn transcode(ctx: &Arc<JobContext>, record: &JobRecord) -> Resu
     let mut problems = report.problems;
     // The composite read every track once: its counts are the report (own audio reads some again).
     problems.extend(prepared.decryption.report());
+    problems.extend(prepared.look_warnings.iter().cloned());
     let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     publish::publish(ctx, record, &prepared, publish::Produced { path: output_path, extension, encoder, problems, participant_files }).await
 }

@@ -25,6 +25,8 @@ pub(crate) struct Prepared {
     pub own_audio: BTreeMap<String, Vec<segment_reader::TrackInput>>,
     /// The encrypted tracks' decryptors (their counts become warnings).
     pub decryption: Decryption,
+    /// What of the job's branding this node could not draw.
+    pub look_warnings: Vec<String>,
 }
 
 /// Downloads the raw segments and timelines and plans the composite.
@@ -68,6 +70,10 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
         tracing::info!(layout = ?record.request.layout, scenes = schedule.scenes().len(), video_tracks = video_tracks.len(), "layout planned");
         schedule
     });
+    let (look, look_warnings) = crate::look::look_for(record.request.branding.as_ref(), &ctx.config, height);
+    for warning in &look_warnings {
+        tracing::warn!(%warning, "branding");
+    }
     let spec = transcode::TranscodeSpec {
         tracks: inputs.tracks,
         duration_ns: inputs.duration_ns,
@@ -78,14 +84,14 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
         audio_bps: ctx.config.audio_bitrate_bps,
         audio_only,
         schedule,
-        look: Default::default(),
+        look,
         video_window: None,
         encoder: ctx.encoder_for(record.request.gpu)?,
         speed_preset: ctx.config.x264_speed_preset,
         output: scratch.join("output"),
         stall_timeout: Duration::from_secs(ctx.config.stall_timeout_s),
     };
-    Ok(Prepared { spec, missing: inputs.missing, segment_count: inputs.segment_count, own_audio, decryption })
+    Ok(Prepared { spec, missing: inputs.missing, segment_count: inputs.segment_count, own_audio, decryption, look_warnings })
 }
 
 /// The job's end-to-end encryption keys, opened with this node's key pair; none when the job has none.
