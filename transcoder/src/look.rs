@@ -51,8 +51,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("acme.png");
         std::fs::write(&file, b"png").unwrap();
-        let mut config = TranscoderConfig::default();
-        config.branding = Branding { background: Some("#102030".into()), logo: Some("acme".into()), ..Default::default() };
+        let mut config = TranscoderConfig {
+            branding: Branding { background: Some("#102030".into()), logo: Some("acme".into()), ..Default::default() },
+            ..Default::default()
+        };
         config.logos.insert("acme".into(), LogoConfig { file: file.clone(), corner: Default::default(), width: 160, margin: 24 });
         let (look, warnings) = look_for(None, &config, 1080);
         assert!(warnings.is_empty());
