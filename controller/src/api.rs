@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleet_protocol::job::JobRequest;
-use fleet_protocol::{JobRecord, JobState, SafeId};
+use fleet_protocol::{JobRecord, JobState, SafeId, Transition};
 use serde::Deserialize;
 
 const OPENAPI: &str = include_str!("openapi.json");
@@ -22,6 +22,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recordings", post(start_recording).get(list_recordings))
         .route("/v1/recordings/{id}", get(get_recording))
         .route("/v1/recordings/{id}/stop", post(stop_recording))
+        .route("/v1/recordings/{id}/pause", post(pause_recording))
+        .route("/v1/recordings/{id}/resume", post(resume_recording))
         .route("/v1/nodes", get(list_nodes));
     let mut public = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
@@ -87,6 +89,18 @@ async fn stop_recording(State(state): State<AppState>, Path(id): Path<String>) -
     let record = jobs::stop(&state.bus, &id).await?;
     let status = if record.state == JobState::Aborted { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(record)))
+}
+
+/// What follows is left out of the MP4 until the recording resumes (the capture goes on, so a resume
+/// loses nothing). A recording paused longer than its `max_pause_s` ends.
+async fn pause_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Pause).await?))
+}
+
+async fn resume_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Resume).await?))
 }
 
 #[derive(Debug, Deserialize)]

@@ -63,6 +63,14 @@ pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, fil
     Ok(record)
 }
 
+/// Pauses or resumes a capturing recording (the record keeps the spans; the transcoder leaves them out).
+pub async fn pause_or_resume(bus: &Bus, id: &SafeId, transition: Transition) -> Result<JobRecord, ApiError> {
+    let what = if transition == Transition::Pause { "pause" } else { "resume" };
+    let (record, _) = bus.jobs().apply(id, None, transition).await?;
+    tracing::info!(job_id = %id, paused = record.paused_since_ms().is_some(), "{what} requested");
+    Ok(record)
+}
+
 /// Asks a recording to stop: a job no recorder took yet is aborted at once; a capturing one gets
 /// `desired: stop`, which its recorder watches. A job past capture is refused with the reason.
 pub async fn stop(bus: &Bus, id: &SafeId) -> Result<JobRecord, ApiError> {

@@ -70,6 +70,11 @@ impl Schedule {
         self
     }
 
+    /// participant → name, as [`Schedule::with_names`] gave them.
+    pub fn names(&self) -> &BTreeMap<String, String> {
+        &self.names
+    }
+
     /// The name shown on `layer`'s tile: its participant's name, else the participant id.
     pub fn label(&self, layer: &Layer) -> String {
         let participant = layer.participant();

@@ -4,6 +4,7 @@
 
 pub mod avc;
 pub mod clip;
+pub mod cuts;
 pub mod encoders;
 pub mod file_transcode;
 pub mod join;

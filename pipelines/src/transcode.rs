@@ -8,6 +8,7 @@
 //! scaled to its tile in its own branch (its own thread), ahead of time, so the compositor only blends;
 //! a frame that reaches it at another size is scaled there, which is slower but still right.
 
+use crate::cuts::Cuts;
 use crate::layout::{self, Layer, Schedule, Tile};
 use crate::look::{self, Look};
 use crate::segment_reader::{self, Problems, TrackInput};
@@ -29,7 +30,7 @@ const AAC_PRIMING_NS: i64 = 1024 * 1_000_000_000 / AUDIO_RATE as i64;
 #[derive(Debug, Clone)]
 pub struct TranscodeSpec {
     pub tracks: Vec<TrackInput>,
-    /// The recording's length: the output covers exactly this.
+    /// The input recording's length: the output covers exactly this, less the cuts.
     pub duration_ns: u64,
     pub width: u32,
     pub height: u32,
@@ -41,6 +42,9 @@ pub struct TranscodeSpec {
     pub schedule: Option<Schedule>,
     /// Names, outline, background, logo, title.
     pub look: Look,
+    /// Spans of the input left out of the output (pauses): the output is shorter by them. Only for a
+    /// transcode in one piece (a chunk's window is on the output's timeline).
+    pub cuts: Cuts,
     /// Only this part of the recording, video only, its timestamps starting at zero: one chunk of a
     /// chunked transcode. Its ends must sit on the output's frame grid.
     pub video_window: Option<Window>,
@@ -67,6 +71,7 @@ impl TranscodeSpec {
             audio_only: false,
             schedule: None,
             look: Look::default(),
+            cuts: Cuts::default(),
             video_window: None,
             encoder: encoder.to_string(),
             speed_preset: encoders::SpeedPreset::default(),
@@ -86,7 +91,20 @@ pub struct Window {
 impl TranscodeSpec {
     /// The part of the recording this transcode covers.
     fn window(&self) -> Window {
-        self.video_window.unwrap_or(Window { start_ns: 0, end_ns: self.duration_ns })
+        self.video_window.unwrap_or(Window { start_ns: 0, end_ns: self.output_duration_ns() })
+    }
+
+    /// The output's length: the input's, less the cuts.
+    pub fn output_duration_ns(&self) -> u64 {
+        self.cuts.output_duration(self.duration_ns)
+    }
+
+    /// The input a video track is read over: a chunk's (with its pre-roll), else all of it.
+    fn video_input_range(&self) -> std::ops::Range<u64> {
+        match self.video_window {
+            Some(window) => self.composite_start_ns()..window.end_ns,
+            None => 0..self.duration_ns,
+        }
     }
 
     /// Where the composite starts: a chunk's window, less a second of pre-roll. The compositor's first
@@ -143,7 +161,8 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
     let mut frame_counts = Vec::new();
     if !spec.audio_only {
         let names: Vec<String> = videos.iter().map(|(input, _)| input.name.clone()).collect();
-        let schedule = Arc::new(spec.schedule.clone().unwrap_or_else(|| Schedule::static_grid(&names, spec.width, spec.height)));
+        let schedule = spec.schedule.clone().unwrap_or_else(|| Schedule::static_grid(&names, spec.width, spec.height));
+        let schedule = Arc::new(spec.cuts.schedule(&schedule));
         let compositor = build_video_output(spec, &pipeline, &mux)?;
         let mut pads = BTreeMap::new();
         for layer in schedule.layers() {
@@ -153,10 +172,9 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                     let Some((input, caps)) = videos.iter().find(|(input, _)| &input.name == name) else { continue };
                     let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
                     let name = spec.look.names.then(|| look::name_overlay(&spec.look, &schedule.label(&layer), spec.height)).transpose()?;
-                    let (appsrc, decoded, pad) = add_video_input(&pipeline, caps, branch, name)?;
+                    let (appsrc, decoded, pad) = add_video_input(&pipeline, caps, branch, name, &spec.cuts)?;
                     frame_counts.push((input.name.clone(), count_frames(appsrc.static_pad("src").expect("appsrc src")), count_frames(decoded)));
-                    let range = spec.composite_start_ns()..spec.window().end_ns;
-                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), range, problems.clone())?);
+                    feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.video_input_range(), problems.clone())?);
                     pads.insert(layer, pad);
                 }
                 Layer::Placeholder(_) => {
@@ -184,7 +202,7 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
     if spec.video_window.is_none() {
         let mixer = build_audio_output(spec, &pipeline, &mux)?;
         for (input, caps) in &audios {
-            let appsrc = add_audio_input(&pipeline, caps, &mixer)?;
+            let appsrc = add_audio_input(&pipeline, caps, &mixer, &spec.cuts)?;
             feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), 0..spec.duration_ns, problems.clone())?);
         }
     }
@@ -318,7 +336,7 @@ fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let silence = make("audiotestsrc")?;
     silence.set_property_from_str("wave", "silence");
     silence.set_property("samplesperbuffer", SAMPLES_PER_BUFFER as i32);
-    silence.set_property("num-buffers", frames_for(spec.duration_ns, AUDIO_RATE as u64, SAMPLES_PER_BUFFER));
+    silence.set_property("num-buffers", frames_for(spec.output_duration_ns(), AUDIO_RATE as u64, SAMPLES_PER_BUFFER));
     let silence_caps = make("capsfilter")?;
     silence_caps.set_property("caps", mixer_caps());
     let mixer = make("audiomixer")?;
@@ -357,12 +375,14 @@ struct VideoBranch {
     fps: u32,
 }
 
-/// appsrc → decodebin → `tail` (linked once the decoder's pad appears) → `sink_pad`.
+/// appsrc → decodebin → `tail` (linked once the decoder's pad appears) → `sink_pad`. Decoded frames
+/// leave `tail[0]` on the output's timeline: inside a cut they are dropped, after one moved up.
 fn add_decoded_input(
     pipeline: &gst::Pipeline,
     caps: &gst::Caps,
     tail: &[gst::Element],
     sink_pad: &gst::Pad,
+    cuts: &Cuts,
 ) -> Result<gst_app::AppSrc, PipelineError> {
     let appsrc = gst_app::AppSrc::builder().caps(caps).format(gst::Format::Time).is_live(false).block(true).max_bytes(4 * 1024 * 1024).build();
     let decode = make("decodebin")?;
@@ -371,6 +391,22 @@ fn add_decoded_input(
     appsrc.link(&decode)?;
     gst::Element::link_many(tail)?;
     tail.last().expect("a tail").static_pad("src").expect("src pad").link(sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
+    if !cuts.is_empty() {
+        // After the decoder (which needs every frame of a cut for the ones after it), before anything
+        // that places frames in time.
+        let cuts = cuts.clone();
+        tail[0].static_pad("src").expect("src pad").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
+            let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+            match cuts.map(pts.nseconds()) {
+                None => gst::PadProbeReturn::Drop,
+                Some(output) => {
+                    buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output));
+                    gst::PadProbeReturn::Ok
+                }
+            }
+        });
+    }
     let first = tail[0].static_pad("sink").expect("sink pad");
     decode.connect_pad_added(move |_, pad| {
         if !first.is_linked()
@@ -404,6 +440,7 @@ fn add_video_input(
     caps: &gst::Caps,
     branch: VideoBranch,
     name: Option<gst::Element>,
+    cuts: &Cuts,
 ) -> Result<(gst_app::AppSrc, gst::Pad, gst::Pad), PipelineError> {
     let convert = make("videoconvert")?;
     let scale = make("videoscale")?;
@@ -422,7 +459,7 @@ fn add_video_input(
     let mut tail = vec![convert, scale, filter];
     tail.extend(name);
     tail.push(make("queue")?);
-    let appsrc = add_decoded_input(pipeline, caps, &tail, &pad)?;
+    let appsrc = add_decoded_input(pipeline, caps, &tail, &pad, cuts)?;
     Ok((appsrc, decoded, pad))
 }
 
@@ -596,7 +633,7 @@ fn place(pad: &gst::Pad, tile: Tile, zorder: u32) {
 }
 
 /// decoded audio → the mix format → mixer pad.
-fn add_audio_input(pipeline: &gst::Pipeline, caps: &gst::Caps, mixer: &gst::Element) -> Result<gst_app::AppSrc, PipelineError> {
+fn add_audio_input(pipeline: &gst::Pipeline, caps: &gst::Caps, mixer: &gst::Element, cuts: &Cuts) -> Result<gst_app::AppSrc, PipelineError> {
     let filter = make("capsfilter")?;
     filter.set_property("caps", mixer_caps());
     let pad = mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?;
@@ -604,7 +641,7 @@ fn add_audio_input(pipeline: &gst::Pipeline, caps: &gst::Caps, mixer: &gst::Elem
     // edit list, so players would present the audio 21.3 ms late. Feeding the tracks that much earlier
     // puts every sound back on its instant.
     pad.set_offset(-AAC_PRIMING_NS);
-    add_decoded_input(pipeline, caps, &[make("audioconvert")?, make("audioresample")?, filter, make("queue")?], &pad)
+    add_decoded_input(pipeline, caps, &[make("audioconvert")?, make("audioresample")?, filter, make("queue")?], &pad, cuts)
 }
 
 fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl Fn(f64)) -> Result<(), PipelineError> {

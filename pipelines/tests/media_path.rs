@@ -68,6 +68,7 @@ fn spec(tracks: Vec<TrackInput>, duration_ns: u64, output: std::path::PathBuf) -
         audio_only: false,
         schedule: None,
         look: fleet_pipelines::look::Look::plain(),
+        cuts: Default::default(),
         video_window: None,
         encoder: cpu_encoder(),
         speed_preset: Default::default(),

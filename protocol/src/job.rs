@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DURATION_LIMIT_S: u32 = 24 * 3600;
 /// Default cap when a request names none.
 pub const DEFAULT_MAX_DURATION_S: u32 = 6 * 3600;
+/// A pause longer than this (unless the request says otherwise) ends the recording.
+pub const DEFAULT_MAX_PAUSE_S: u32 = 3600;
 pub const MAX_ROOM_NAME_LEN: usize = 128;
 pub const MAX_METADATA_BYTES: usize = 4096;
 pub const MAX_TEST_PARTICIPANTS: u8 = 9;
@@ -222,6 +224,9 @@ pub struct JobRequest {
     pub audio_per_participant: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration_s: Option<u32>,
+    /// A pause longer than this ends the recording (default [`DEFAULT_MAX_PAUSE_S`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pause_s: Option<u32>,
     /// `livekit` source: wait up to this long for the room to exist instead of failing at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_room_s: Option<u32>,
@@ -275,6 +280,9 @@ impl JobRequest {
         if self.wait_for_room_s.is_some_and(|w| w > MAX_ROOM_WAIT_S) {
             return Err(InvalidRequest(format!("wait_for_room_s must be at most {MAX_ROOM_WAIT_S}")));
         }
+        if self.max_pause_s.is_some_and(|max| max == 0 || max > MAX_DURATION_LIMIT_S) {
+            return Err(InvalidRequest(format!("max_pause_s must be between 1 and {MAX_DURATION_LIMIT_S}")));
+        }
         if let Some(max) = self.max_duration_s
             && (max == 0 || max > MAX_DURATION_LIMIT_S)
         {
@@ -314,6 +322,10 @@ impl JobRequest {
         self.max_duration_s.unwrap_or(DEFAULT_MAX_DURATION_S)
     }
 
+    pub fn max_pause_s(&self) -> u32 {
+        self.max_pause_s.unwrap_or(DEFAULT_MAX_PAUSE_S)
+    }
+
     /// The request with its `filepath` template filled in as of `now_ms` (see [`crate::filepath::expand`]):
     /// every door does this when it creates the job, so the key is fixed from then on.
     pub fn expand_filepath(mut self, now_ms: u64) -> Result<JobRequest, crate::filepath::FilepathError> {
@@ -342,6 +354,8 @@ pub enum EndReason {
     Error,
     /// A draining recorder's session, ended once its successor was writing media.
     Handover,
+    /// Paused longer than the request's `max_pause_s`.
+    PauseLimit,
 }
 
 /// One continuous capture by one recorder. A job that fails over gets a second session.
@@ -451,6 +465,18 @@ pub struct JobRecord {
     /// The last node requests that changed this record (see [`AppliedRequest`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_requests: Vec<AppliedRequest>,
+    /// Spans the recording was paused (left out of the MP4), in order; the last may still be open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<Pause>,
+}
+
+/// A paused span of a recording, wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pause {
+    pub from_ms: u64,
+    /// None while paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
 }
 
 /// What applying a transition did.
@@ -516,6 +542,7 @@ impl JobRecord {
             updated_at_ms: now_ms,
             state_log: vec![StateChange { seq: 1, state: JobState::Queued, at_ms: now_ms, node: None }],
             recent_requests: Vec::new(),
+            pauses: Vec::new(),
         }
     }
 
@@ -536,6 +563,25 @@ impl JobRecord {
         let first = self.sessions.first()?.started_at_ms;
         let last = self.sessions.iter().filter_map(|s| s.ended_at_ms).max()?;
         Some(last.saturating_sub(first))
+    }
+
+    /// The open pause's start, while paused.
+    pub fn paused_since_ms(&self) -> Option<u64> {
+        self.pauses.last().filter(|p| p.until_ms.is_none()).map(|p| p.from_ms)
+    }
+
+    /// The paused spans on the recording's timeline (nanoseconds from the first session's start), within
+    /// the recorded span; a pause still open at the end lasts to the end.
+    pub fn paused_spans_ns(&self) -> Vec<(u64, u64)> {
+        let (Some(first), Some(span_ms)) = (self.sessions.first().map(|s| s.started_at_ms), self.recorded_span_ms()) else {
+            return Vec::new();
+        };
+        let on_timeline = |ms: u64| ms.saturating_sub(first).min(span_ms) * 1_000_000;
+        self.pauses
+            .iter()
+            .map(|p| (on_timeline(p.from_ms), p.until_ms.map_or(span_ms * 1_000_000, on_timeline)))
+            .filter(|(from, until)| until > from)
+            .collect()
     }
 }
 

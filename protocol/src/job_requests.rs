@@ -101,7 +101,8 @@ pub fn authorize(record: &JobRecord, requester: &Requester, transition: &Transit
     let recorder_only = || if records { Ok(()) } else { Err(wrong_role()) };
     let transcoder_only = || if transcodes { Ok(()) } else { Err(wrong_role()) };
     match transition {
-        T::RequestStop => Err(wrong_role()),
+        // API clients' transitions (applied by the controller itself), never a node's.
+        T::RequestStop | T::Pause | T::Resume => Err(wrong_role()),
         T::OpenSession { node } => recorder_only().and_then(|_| itself(node)),
         T::MediaWriting { session, .. } | T::EndSession { session, .. } => {
             recorder_only()?;

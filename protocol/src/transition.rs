@@ -47,6 +47,9 @@ pub enum Transition {
     },
     /// An API client asks the recording to stop.
     RequestStop,
+    /// An API client pauses the recording: what follows is left out of the MP4 until it resumes.
+    Pause,
+    Resume,
     /// A stop found no capture running: what is stored is finalized, else the job is aborted.
     StopWithoutCapture {
         media_stored: bool,
@@ -104,6 +107,8 @@ pub enum Refusal {
     JoinClaimed { node: String },
     #[error("the job has ended")]
     Ended,
+    #[error("recording {id} is {}: only a recording still capturing is paused or resumed", state.as_str())]
+    NotPausable { id: SafeId, state: JobState },
 }
 
 impl JobRecord {
@@ -196,6 +201,21 @@ impl JobRecord {
                     Ok(Applied::Changed)
                 }
                 state => Err(Refusal::AlreadyEnded { id: self.id.clone(), state }),
+            },
+            T::Pause | T::Resume if !self.state.is_capturing() || self.desired == Desired::Stop => {
+                Err(Refusal::NotPausable { id: self.id.clone(), state: self.state })
+            }
+            T::Pause if self.paused_since_ms().is_some() => Ok(Applied::Unchanged),
+            T::Pause => {
+                self.pauses.push(crate::job::Pause { from_ms: now_ms, until_ms: None });
+                Ok(Applied::Changed)
+            }
+            T::Resume => match self.pauses.last_mut().filter(|p| p.until_ms.is_none()) {
+                Some(open) => {
+                    open.until_ms = Some(now_ms);
+                    Ok(Applied::Changed)
+                }
+                None => Ok(Applied::Unchanged),
             },
             T::StopWithoutCapture { media_stored } => {
                 if !self.state.is_capturing() {
@@ -364,6 +384,8 @@ mod tests {
             T::MediaWriting { session: s1(), wall_zero_ms: 20 },
             T::EndSession { session: s1(), end: end(true) },
             T::RequestStop,
+            T::Pause,
+            T::Resume,
             T::StopWithoutCapture { media_stored: true },
             T::ClaimTranscode { node: "tx".into(), attempt: 1 },
             T::Progress(progress()),
@@ -376,6 +398,24 @@ mod tests {
             T::NoteRetryError { error: "retry".into() },
             T::Warn { warning: "w".into() },
         ]
+    }
+
+    #[test]
+    fn pauses_open_and_close_and_lie_on_the_recordings_timeline() {
+        let mut r = with_session(JobState::Recording);
+        r.sessions[0].started_at_ms = 1_000;
+        assert_eq!(r.apply(Transition::Resume, 2_000, None), Ok(Applied::Unchanged), "not paused");
+        assert_eq!(r.apply(Transition::Pause, 3_000, None), Ok(Applied::Changed));
+        assert_eq!(r.apply(Transition::Pause, 3_500, None), Ok(Applied::Unchanged), "paused already: the first start stays");
+        assert_eq!(r.paused_since_ms(), Some(3_000));
+        assert_eq!(r.apply(Transition::Resume, 5_000, None), Ok(Applied::Changed));
+        assert_eq!(r.apply(Transition::Pause, 8_000, None), Ok(Applied::Changed));
+        r.sessions[0].ended_at_ms = Some(10_000);
+        // The open pause lasts to the end of the recording.
+        assert_eq!(r.paused_spans_ns(), vec![(2_000_000_000, 4_000_000_000), (7_000_000_000, 9_000_000_000)]);
+        let mut stopping = with_session(JobState::Recording);
+        stopping.apply(Transition::RequestStop, 1, None).unwrap();
+        assert!(matches!(stopping.apply(Transition::Pause, 2, None), Err(Refusal::NotPausable { .. })));
     }
 
     /// The state each transition leads to from each state (`None`: refused); a record with one open
@@ -397,13 +437,15 @@ mod tests {
         let name = |t: &Transition| format!("{t:?}").split([' ', '(']).next().unwrap().to_string();
         // Rows in the order of `every_transition`; columns in `JobState::ALL`'s order:
         //                    Queued      Starting    Recording   Finalizing  Transcoding Complete  Failed    Aborted
-        let table: [[Option<JobState>; 8]; 15] = [
+        let table: [[Option<JobState>; 8]; 17] = [
             /* OpenSession    */ [Some(Starting), Some(Starting), Some(Recording), None, None, None, None, None],
             /* MediaWriting   */
             [Some(Recording), Some(Recording), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
             /* EndSession     */
             [Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
             /* RequestStop    */ [Some(Queued), Some(Starting), Some(Recording), None, None, None, None, None],
+            /* Pause          */ [Some(Queued), Some(Starting), Some(Recording), None, None, None, None, None],
+            /* Resume         */ [Some(Queued), Some(Starting), Some(Recording), None, None, None, None, None],
             /* StopWithout…   */
             [Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
             /* ClaimTranscode */ [None, None, None, Some(Transcoding), Some(Transcoding), None, None, None],

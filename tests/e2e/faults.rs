@@ -373,7 +373,7 @@ async fn killed_transcoder_is_replaced_with_one_output_and_one_webhook_per_state
     eprintln!("completed on another transcoder {:.1} s after the kill; attempts {}", killed_at.elapsed().as_secs_f64(), record["transcode_attempts"]);
     assert_eq!(record["transcode_attempts"], 2, "{record}");
 
-    // Exactly one recording and one manifest next to the raw media, no temporary leftovers.
+    // Exactly one recording, its poster and one manifest next to the raw media, no temporary leftovers.
     let job_dir = setup.root.join(format!("recordings/{id}"));
     let mut outputs: Vec<String> = walk(&job_dir)
         .into_iter()
@@ -381,7 +381,7 @@ async fn killed_transcoder_is_replaced_with_one_output_and_one_webhook_per_state
         .map(|p| p.strip_prefix(&job_dir).unwrap().to_string_lossy().to_string())
         .collect();
     outputs.sort();
-    assert_eq!(outputs, ["manifest.json".to_string(), format!("{id}.mp4")]);
+    assert_eq!(outputs, ["manifest.json".to_string(), "poster.jpg".to_string(), format!("{id}.mp4")]);
     let (mp4, manifest) = setup.read_output(&record);
     let path = setup.dir.path().join("out.mp4");
     std::fs::write(&path, &mp4).unwrap();

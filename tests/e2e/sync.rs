@@ -121,3 +121,90 @@ async fn chunked_transcode_on_two_transcoders_matches_one_node() {
     println!("mean A/V offset: chunked {:.1} ms, one piece {:.1} ms", report.mean_offset_ms, single_report.mean_offset_ms);
     assert!(shift <= 34.0, "chunking moved the pictures against the sound by {shift:.1} ms (more than a frame)");
 }
+
+/// A recording paused for 4 s and resumed: the MP4 leaves the pause out (its length is the capture's
+/// less the pause), its audio and video stay in step across the cut, nothing but the pause is lost (one
+/// flash a second on both sides), and record and manifest list the pause.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_span_is_cut_from_the_mp4_in_sync() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-a", "both", 2);
+    let api = &setup.api;
+    let id = api.start(r#"{"room":"pause","source":{"type":"test","participants":1}}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let pause = |path: &'static str| {
+        let id = id.clone();
+        async move { api.send("POST", &format!("/v1/recordings/{id}/{path}"), Some(fleet_tests::API_KEY), None).await }
+    };
+    let paused = pause("pause").await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(pause("pause").await.status, 200, "pausing a paused recording changes nothing");
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(pause("resume").await.status, 200);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    assert_eq!(pause("pause").await.status, 409, "a stopping recording is not paused");
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let (mp4, manifest) = setup.read_output(&record);
+    let path = setup.dir.path().join("paused.mp4");
+    std::fs::write(&path, mp4).unwrap();
+
+    let pauses = record["pauses"].as_array().expect("the record lists its pauses");
+    assert_eq!(pauses.len(), 1, "{record:#}");
+    assert_eq!(manifest["pauses"], record["pauses"]);
+    let paused_s = (pauses[0]["until_ms"].as_u64().unwrap() - pauses[0]["from_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    let session = &record["sessions"][0];
+    let recorded_s = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    let probe = ffprobe(&path);
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    println!("recorded {recorded_s:.3} s, paused {paused_s:.3} s, MP4 {duration:.3} s");
+    assert!((duration - (recorded_s - paused_s)).abs() <= 0.15, "MP4 {duration} s, recorded {recorded_s} s less {paused_s} s paused");
+    assert_eq!(fleet_tests::media::decode_errors(&path), "", "the MP4 decodes cleanly across the cut");
+    let stream_s = |kind: &str| -> f64 {
+        let streams = probe["streams"].as_array().unwrap();
+        let stream = streams.iter().find(|s| s["codec_type"] == kind).unwrap();
+        stream["duration"].as_str().unwrap().parse().unwrap()
+    };
+    assert!((stream_s("video") - stream_s("audio")).abs() <= 0.1, "video {} s, audio {} s", stream_s("video"), stream_s("audio"));
+
+    // One participant fills the frame: its flashes keep a second apart except across the cut, where the
+    // gap is shorter (what the pause took), never longer (nothing else lost).
+    let onsets = fleet_tests::sync::flash_onsets(&path, "1280:720:0:0", 30.0);
+    let gaps: Vec<f64> = onsets.windows(2).map(|w| w[1] - w[0]).collect();
+    println!("flash onsets {onsets:.2?}");
+    assert!(gaps.iter().all(|g| *g <= 1.07), "a gap longer than a second: {gaps:.3?}");
+    assert!(onsets.len() as f64 >= duration.floor() - 1.0, "{} flashes in {duration} s", onsets.len());
+    let report = fleet_tests::sync::check_paired(&path, &["1280:720:0:0".to_string()], 30.0, 0.5, duration - 0.5);
+    let summary = serde_json::to_value(&report).unwrap();
+    println!("sync across the cut: {summary}");
+    assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
+    assert!(report.found_ratio >= 0.8, "markers paired: {summary}");
+}
+
+/// A pause longer than the request's `max_pause_s` ends the recording; the MP4 holds what came before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_longer_than_max_pause_s_ends_the_recording() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-a", "both", 2);
+    let api = &setup.api;
+    let id = api.start(r#"{"room":"pause-limit","source":{"type":"test","participants":1},"max_pause_s":2}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused = api.send("POST", &format!("/v1/recordings/{id}/pause"), Some(fleet_tests::API_KEY), None).await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    assert_eq!(record["end_reason"], "pause_limit", "{record:#}");
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("limit.mp4");
+    std::fs::write(&path, mp4).unwrap();
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let session = &record["sessions"][0];
+    let before_pause_s = (record["pauses"][0]["from_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    let ended_after_s = (session["ended_at_ms"].as_u64().unwrap() - record["pauses"][0]["from_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    println!("MP4 {duration:.3} s, paused after {before_pause_s:.3} s, ended {ended_after_s:.3} s into the pause");
+    assert!((2.0..4.0).contains(&ended_after_s), "ended {ended_after_s} s into a pause of at most 2 s");
+    assert!((duration - before_pause_s).abs() <= 0.15, "MP4 {duration} s, {before_pause_s} s before the pause");
+}

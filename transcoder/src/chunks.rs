@@ -20,7 +20,9 @@ use std::sync::Arc;
 pub async fn split(ctx: &JobContext, record: &JobRecord) -> Result<bool, TranscodeError> {
     let chunk_ns = ctx.config.chunk_seconds * 1_000_000_000;
     let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
-    if chunk_ns == 0 || record.request.audio_only || duration_ns <= chunk_ns {
+    // Known gap: a paused recording is transcoded in one piece (chunk windows would have to be cut too).
+    let paused = !record.paused_spans_ns().is_empty();
+    if chunk_ns == 0 || record.request.audio_only || duration_ns <= chunk_ns || paused {
         return Ok(false);
     }
     // A redelivered job keeps the plan it already has.

@@ -18,6 +18,9 @@ pub struct Manifest<'a> {
     /// Chunks the video was transcoded in (absent: in one piece).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u32>,
+    /// Spans left out of the recording (wall clock), as paused.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub pauses: &'a [fleet_protocol::job::Pause],
     pub warnings: &'a [String],
     pub metadata: Option<&'a serde_json::Value>,
     pub created_at_ms: u64,

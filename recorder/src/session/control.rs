@@ -32,8 +32,8 @@ pub enum Input {
     SpoolFull(String),
     /// The periodic check found the spool disk (nearly) full.
     DiskFull(String),
-    /// The job record as last read.
-    Record(Box<JobRecord>),
+    /// The job record as last read, and the wall clock then (ms since the epoch).
+    Record(Box<JobRecord>, u64),
     /// The node is shutting down: it drains.
     Shutdown,
     /// Whether the hand-over request asked for after `Shutdown` was queued.
@@ -83,6 +83,8 @@ pub struct CaptureControl {
     overlap_end: Option<Instant>,
     finish_by: Option<Instant>,
     failure: Option<String>,
+    /// While the recording is paused: when the pause outlasts the request's `max_pause_s`.
+    pause_ends: Option<Instant>,
 }
 
 impl CaptureControl {
@@ -100,6 +102,7 @@ impl CaptureControl {
             overlap_end: None,
             finish_by: None,
             failure: None,
+            pause_ends: None,
         }
     }
 
@@ -119,7 +122,7 @@ impl CaptureControl {
             return self.finish_by.expect("set with the stop");
         }
         let max = self.started + self.limits.max_duration;
-        self.overlap_end.map_or(max, |overlap| overlap.min(max))
+        [self.overlap_end, self.pause_ends].into_iter().flatten().fold(max, Instant::min)
     }
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
@@ -154,10 +157,14 @@ impl CaptureControl {
                 actions
             }
             Input::DiskFull(_) => vec![],
-            Input::Record(record) if self.running() => {
+            Input::Record(record, wall_ms) if self.running() => {
                 if record.desired == Desired::Stop {
                     return self.stop_with(EndReason::ApiStop, now);
                 }
+                self.pause_ends = record.paused_since_ms().map(|since| {
+                    let limit_ms = record.request.max_pause_s() as u64 * 1000;
+                    now + Duration::from_millis((since + limit_ms).saturating_sub(wall_ms))
+                });
                 if !self.superseded && successor_writing(&record, &self.session) {
                     // This session records on a little longer: the successor's other tracks may begin later.
                     self.superseded = true;
@@ -165,7 +172,7 @@ impl CaptureControl {
                 }
                 vec![]
             }
-            Input::Record(_) => vec![],
+            Input::Record(..) => vec![],
             Input::Shutdown if self.may_drain() => vec![Action::RequestHandover],
             Input::Shutdown => vec![],
             Input::HandoverRequested(true) => {
@@ -193,6 +200,9 @@ impl CaptureControl {
         }
         if self.overlap_end.is_some_and(|end| now >= end) {
             return self.stop_with(EndReason::Handover, now);
+        }
+        if self.pause_ends.is_some_and(|end| now >= end) {
+            return self.stop_with(EndReason::PauseLimit, now);
         }
         vec![]
     }
@@ -236,6 +246,7 @@ fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::RoomEmpty => "room_empty",
         EndReason::Error => "error",
         EndReason::Handover => "handover",
+        EndReason::PauseLimit => "pause_limit",
     }
 }
 
@@ -286,8 +297,8 @@ mod tests {
     fn an_api_stop_stops_once_then_the_source_has_until_the_finish_timeout() {
         let t0 = Instant::now();
         let mut c = control(t0);
-        assert!(c.handle(Input::Record(record(Desired::Run, &[("s1", true, false)])), t0).is_empty());
-        assert_eq!(c.handle(Input::Record(record(Desired::Stop, &[])), t0), [Action::StopSource(EndReason::ApiStop)]);
+        assert!(c.handle(Input::Record(record(Desired::Run, &[("s1", true, false)]), 0), t0).is_empty());
+        assert_eq!(c.handle(Input::Record(record(Desired::Stop, &[]), 0), t0), [Action::StopSource(EndReason::ApiStop)]);
         assert!(!c.running());
         assert!(c.handle(Input::RoomEnded(EndReason::RoomClosed), t0).is_empty(), "the first reason stands");
         assert_eq!(c.next_deadline(), t0 + LIMITS.finish_timeout);
@@ -295,6 +306,25 @@ mod tests {
         assert_eq!(c.handle(Input::SourceFinished, t0 + Duration::from_secs(19)), [Action::Exit]);
         let ending = c.ending();
         assert_eq!((ending.reason, ending.reason_text, ending.failure), (EndReason::ApiStop, "api_stop", None));
+    }
+
+    #[test]
+    fn a_pause_longer_than_max_pause_ends_the_recording_and_a_resume_cancels_it() {
+        let t0 = Instant::now();
+        let mut c = control(t0);
+        let mut paused = record(Desired::Run, &[("s1", true, false)]);
+        paused.request.max_pause_s = Some(60);
+        paused.pauses.push(fleet_protocol::job::Pause { from_ms: 10_000, until_ms: None });
+        // Read 20 s into the pause: 40 s are left.
+        assert!(c.handle(Input::Record(paused.clone(), 30_000), t0).is_empty());
+        assert_eq!(c.next_deadline(), t0 + Duration::from_secs(40));
+        let mut resumed = paused.clone();
+        resumed.pauses[0].until_ms = Some(35_000);
+        assert!(c.handle(Input::Record(resumed, 35_000), t0 + Duration::from_secs(5)).is_empty());
+        assert!(c.handle(Input::Tick, t0 + Duration::from_secs(41)).is_empty(), "resumed in time");
+        assert!(c.handle(Input::Record(paused, 30_000), t0).is_empty());
+        assert_eq!(c.handle(Input::Tick, t0 + Duration::from_secs(40)), [Action::StopSource(EndReason::PauseLimit)]);
+        assert_eq!(c.ending().reason_text, "pause_limit");
     }
 
     #[test]
@@ -322,11 +352,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = control(t0);
         let later = t0 + Duration::from_secs(10);
-        assert!(c.handle(Input::Record(record(Desired::Run, &[("s1", true, false), ("s2", false, false)])), later).is_empty());
+        assert!(c.handle(Input::Record(record(Desired::Run, &[("s1", true, false), ("s2", false, false)]), 0), later).is_empty());
         assert_eq!(c.next_deadline(), t0 + LIMITS.max_duration, "a successor not yet writing changes nothing");
-        c.handle(Input::Record(record(Desired::Run, &[("s1", true, false), ("s2", true, false)])), later);
+        c.handle(Input::Record(record(Desired::Run, &[("s1", true, false), ("s2", true, false)]), 0), later);
         assert_eq!(c.next_deadline(), later + LIMITS.handover_overlap);
-        c.handle(Input::Record(record(Desired::Run, &[("s1", true, false), ("s2", true, false)])), later + Duration::from_secs(2));
+        c.handle(Input::Record(record(Desired::Run, &[("s1", true, false), ("s2", true, false)]), 0), later + Duration::from_secs(2));
         assert_eq!(c.next_deadline(), later + LIMITS.handover_overlap, "the overlap is not pushed back");
         assert_eq!(c.handle(Input::Tick, later + LIMITS.handover_overlap), [Action::StopSource(EndReason::Handover)]);
         c.handle(Input::SourceFinished, later + Duration::from_secs(4));

@@ -246,7 +246,7 @@ async fn capture(
                 }
                 Some(SourceEvent::TrackLost(warning)) => note_warning(&mut job_notes, warning),
             },
-            Some(record) = next_record(&mut stop_watch), if control.running() => inputs.push(Input::Record(Box::new(record))),
+            Some(record) = next_record(&mut stop_watch), if control.running() => inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms())),
             _ = poll.tick(), if control.running() => {
                 // A full spool disk would stall the capture (writes block or fail).
                 if let Some(reason) = recorder.spool_disk_full() {
@@ -256,7 +256,7 @@ async fn capture(
                 }
                 // Backstop for a missed watch update (e.g. across a NATS reconnect).
                 if let Some((record, _)) = recorder.bus.jobs().get(job_id).await.ok().flatten() {
-                    inputs.push(Input::Record(Box::new(record)));
+                    inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
                 }
             }
             _ = tokio::time::sleep_until(control.next_deadline().into()) => inputs.push(Input::Tick),

@@ -6,6 +6,7 @@ use crate::decryption::Decryption;
 use crate::error::{Context, TranscodeError};
 use crate::{inputs, layout_plan};
 use fleet_e2ee::{E2eeKeys, OpenError};
+use fleet_pipelines::cuts::Cuts;
 use fleet_pipelines::{segment_reader, transcode};
 use fleet_protocol::{JobRecord, SafeId};
 use std::collections::BTreeMap;
@@ -85,6 +86,7 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
         audio_only,
         schedule,
         look,
+        cuts: Cuts::new(record.paused_spans_ns()),
         video_window: None,
         encoder: ctx.encoder_for(record.request.gpu)?,
         speed_preset: ctx.config.x264_speed_preset,

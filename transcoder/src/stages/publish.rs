@@ -90,6 +90,7 @@ pub(crate) async fn publish(ctx: &JobContext, record: &JobRecord, prepared: &Pre
         sessions: &record.sessions,
         segments: prepared.segment_count,
         chunks: record.chunks.as_ref().map(|c| c.count),
+        pauses: &record.pauses,
         warnings: &warnings,
         metadata: record.request.metadata.as_ref(),
         created_at_ms: fleet_protocol::time::now_ms(),
