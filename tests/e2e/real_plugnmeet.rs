@@ -183,6 +183,16 @@ fn assert_publisher_in_sync(mp4: &Path, duration: f64) {
     assert!(median.abs() <= 150.0, "median A/V offset {median} ms: {report:?}");
 }
 
+/// The plugnmeet-server binary, in the test's own network namespace; `None` where the test does not go on
+/// here: there is no binary (reported as not run), or this is the process that ran it in its namespace.
+fn in_its_namespace(test: &str) -> Option<std::path::PathBuf> {
+    let Some(binary) = plugnmeet_server::binary() else {
+        println!("NOT RUN: no plugnmeet-server binary (set FLEET_PLUGNMEET_SERVER; README, \"Use the fleet as plugNmeet's recorder\")");
+        return None;
+    };
+    netns::enter(test).then_some(binary)
+}
+
 /// The whole round with plugNmeet's own server: the fleet registers through plugNmeet's NATS auth callout
 /// and is chosen by the server's recorder selection; recordings started and stopped through plugNmeet's
 /// API appear in its recording list with the right path and size, are served by its download API and
@@ -192,13 +202,7 @@ fn assert_publisher_in_sync(mp4: &Path, duration: f64) {
 /// the fleet registers again, and after plugnmeet-server restarts it is still chosen.
 #[test]
 fn plugnmeet_server_records_through_the_fleet() {
-    let Some(binary) = plugnmeet_server::binary() else {
-        println!("NOT RUN: no plugnmeet-server binary (set FLEET_PLUGNMEET_SERVER; README, \"Use the fleet as plugNmeet's recorder\")");
-        return;
-    };
-    if !netns::enter("plugnmeet_server_records_through_the_fleet") {
-        return;
-    }
+    let Some(binary) = in_its_namespace("plugnmeet_server_records_through_the_fleet") else { return };
     runtime().block_on(async {
         let mut setup = Setup::local();
         let livekit = LiveKitServer::start(setup.dir.path(), &LiveKitOptions { node_ip: netns::SERVER_IP.into(), ..LiveKitOptions::default() });
@@ -375,13 +379,7 @@ async fn wait_for_sessions(setup: &Setup, job: &str, sessions: usize, timeout: D
 /// in sync). A room whose users insert their own key is refused in plugNmeet's words.
 #[test]
 fn plugnmeet_e2ee_rooms_are_recorded_with_the_servers_key() {
-    let Some(binary) = plugnmeet_server::binary() else {
-        println!("NOT RUN: no plugnmeet-server binary (set FLEET_PLUGNMEET_SERVER; README, \"Use the fleet as plugNmeet's recorder\")");
-        return;
-    };
-    if !netns::enter("plugnmeet_e2ee_rooms_are_recorded_with_the_servers_key") {
-        return;
-    }
+    let Some(binary) = in_its_namespace("plugnmeet_e2ee_rooms_are_recorded_with_the_servers_key") else { return };
     runtime().block_on(async {
         let mut setup = Setup::local();
         let livekit = LiveKitServer::start(setup.dir.path(), &LiveKitOptions { node_ip: netns::SERVER_IP.into(), ..LiveKitOptions::default() });
