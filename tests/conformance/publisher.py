@@ -156,6 +156,9 @@ async def main():
     if args.e2ee_key or args.e2ee_own_key:
         shared = args.e2ee_key.encode() if args.e2ee_key else None
         encryption = rtc.E2EEOptions(key_provider_options=rtc.KeyProviderOptions(shared_key=shared))
+    # The server announces the participant while connect() runs (its join precedes the media path):
+    # both ends are logged.
+    log("connecting", room=args.room)
     await room.connect(args.url, token, rtc.RoomOptions(auto_subscribe=False, encryption=encryption))
     if args.e2ee_own_key:
         room.e2ee_manager.key_provider.set_key(args.identity, args.e2ee_own_key.encode(), 0)
