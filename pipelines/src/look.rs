@@ -185,14 +185,7 @@ pub fn add_logo(
         gst::PadProbeReturn::Ok
     });
     rate.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("logo: {e:?}")))?;
-    let first = convert.static_pad("sink").expect("sink pad");
-    decode.connect_pad_added(move |_, pad| {
-        if !first.is_linked()
-            && let Err(err) = pad.link(&first)
-        {
-            tracing::warn!(?err, "logo's decoded pad did not link");
-        }
-    });
+    crate::transcode::link_when_decoded(&decode, convert.static_pad("sink").expect("sink pad"));
     Ok(())
 }
 

@@ -407,7 +407,12 @@ fn add_decoded_input(
             }
         });
     }
-    let first = tail[0].static_pad("sink").expect("sink pad");
+    link_when_decoded(&decode, tail[0].static_pad("sink").expect("sink pad"));
+    Ok(appsrc)
+}
+
+/// Links `decode`'s first decoded pad to `first` once it appears.
+pub(crate) fn link_when_decoded(decode: &gst::Element, first: gst::Pad) {
     decode.connect_pad_added(move |_, pad| {
         if !first.is_linked()
             && let Err(err) = pad.link(&first)
@@ -415,7 +420,13 @@ fn add_decoded_input(
             tracing::warn!(?err, "decoded pad did not link");
         }
     });
-    Ok(appsrc)
+}
+
+/// A new compositor input, shown only once a scene places it.
+fn hidden_pad(compositor: &gst::Element) -> Result<gst::Pad, PipelineError> {
+    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("alpha", 0.0f64);
+    Ok(pad)
 }
 
 /// Every video inside the composite is declared BT.709, like the HD output. Left unsaid, GStreamer
@@ -446,8 +457,7 @@ fn add_video_input(
     let scale = make("videoscale")?;
     scale.set_property("add-borders", true);
     let filter = make("capsfilter")?;
-    let pad = branch.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-    pad.set_property("alpha", 0.0f64);
+    let pad = hidden_pad(&branch.compositor)?;
     pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
     // The compositor shows the latest frame that starts before the output frame ends, i.e. up to a
     // frame early; half an output frame of offset makes that the frame nearest in time.
@@ -500,8 +510,7 @@ fn add_named_placeholder(pipeline: &gst::Pipeline, spec: &TranscodeSpec, branch:
     pipeline.add_many(&chain)?;
     gst::Element::link_many(&chain)?;
     follow_tile(&scale, &filter, &branch, 0);
-    let pad = branch.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-    pad.set_property("alpha", 0.0f64);
+    let pad = hidden_pad(&branch.compositor)?;
     queue.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("placeholder: {e:?}")))?;
     Ok(pad)
 }
@@ -516,8 +525,7 @@ fn add_outline(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &Trans
         let (source, filter) = tiny_solid_source(spec, argb)?;
         pipeline.add_many([&source, &filter])?;
         source.link(&filter)?;
-        let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-        pad.set_property("alpha", 0.0f64);
+        let pad = hidden_pad(compositor)?;
         pad.set_property("zorder", look::OUTLINE_ZORDER);
         filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("outline: {e:?}")))?;
         pads.push(pad);
@@ -530,8 +538,7 @@ fn add_placeholder(pipeline: &gst::Pipeline, compositor: &gst::Element, spec: &T
     let (source, filter) = tiny_solid_source(spec, PLACEHOLDER_ARGB)?;
     pipeline.add_many([&source, &filter])?;
     source.link(&filter)?;
-    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
-    pad.set_property("alpha", 0.0f64);
+    let pad = hidden_pad(compositor)?;
     filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("placeholder: {e:?}")))?;
     Ok(pad)
 }
