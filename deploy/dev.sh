@@ -14,7 +14,8 @@ ROOT=$PWD
 
 APT_PACKAGES=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq)
+  gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq
+  nginx-light libnginx-mod-rtmp)  # nginx: the RTMP server of the streaming tests
 S3S_VERSION=0.14.1
 SCHEMATHESIS_VERSION=4.32.5  # deploy/dev.sh fuzz
 

@@ -9,6 +9,7 @@ pub mod encoders;
 pub mod file_transcode;
 pub mod join;
 pub mod layout;
+pub mod live;
 pub mod look;
 pub mod markers;
 pub mod mp4_info;

@@ -358,7 +358,7 @@ fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     Ok(mixer)
 }
 
-fn mixer_caps() -> gst::Caps {
+pub(crate) fn mixer_caps() -> gst::Caps {
     gst::Caps::builder("audio/x-raw")
         .field("format", "F32LE")
         .field("layout", "interleaved")
@@ -434,7 +434,7 @@ fn hidden_pad(compositor: &gst::Element) -> Result<gst::Pad, PipelineError> {
 /// colours on every frame through their slow generic path: 3x the cost of the plain scaling.
 const COLORIMETRY: &str = "bt709";
 
-fn tile_caps(tile: Tile) -> gst::Caps {
+pub(crate) fn tile_caps(tile: Tile) -> gst::Caps {
     gst::Caps::builder("video/x-raw")
         .field("format", "I420")
         .field("width", tile.width)
@@ -630,7 +630,7 @@ fn apply_scene(schedule: &Schedule, index: Option<usize>, pads: &Pads) {
 }
 
 /// Shows `pad` at `tile`, stacked at `zorder`.
-fn place(pad: &gst::Pad, tile: Tile, zorder: u32) {
+pub(crate) fn place(pad: &gst::Pad, tile: Tile, zorder: u32) {
     pad.set_property("xpos", tile.x);
     pad.set_property("ypos", tile.y);
     pad.set_property("width", tile.width);

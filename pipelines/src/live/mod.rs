@@ -1,0 +1,299 @@
+//! The live composite: a room's tracks decoded as they arrive, laid out in a grid, mixed, encoded once
+//! (H.264 at low latency + AAC) and fanned out to outputs (RTMP servers), each in its own small pipeline
+//! so a server that drops or refuses touches neither the composite nor the other outputs.
+//!
+//! Time: frames carry the capture session's running time; the composite runs on the system clock with
+//! its running time 0 at the session time it started (`session_ns_at_start`), and waits
+//! [`LiveSpec::latency_ms`] for late inputs before it outputs a frame.
+
+mod inputs;
+mod output;
+
+use crate::look::Look;
+use crate::track_writer::TrackCodec;
+use crate::{PipelineError, encoders, make, runtime_error};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use inputs::Inputs;
+use output::RtmpOutput;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct LiveSpec {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub video_kbps: u32,
+    pub audio_bps: u32,
+    /// Encoder element name (see [`encoders`]): x264enc runs with `tune=zerolatency`.
+    pub encoder: String,
+    pub look: Look,
+    /// How long the composite waits for a late input frame.
+    pub latency_ms: u32,
+}
+
+impl LiveSpec {
+    /// 1280x720 at 30 fps, 3000 kbps H.264 + 128 kbps AAC, 300 ms latency.
+    pub fn hd720(encoder: &str) -> LiveSpec {
+        LiveSpec {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            video_kbps: 3000,
+            audio_bps: 128_000,
+            encoder: encoder.into(),
+            look: Look::default(),
+            latency_ms: 300,
+        }
+    }
+}
+
+/// What the live composite tells its owner, from its streaming threads.
+#[derive(Debug)]
+pub enum LiveEvent {
+    /// The output has sent [`output::UP_AFTER_NS`] of media: its server took the stream.
+    OutputUp { id: String },
+    /// The output's pipeline failed (could not connect, refused, dropped); it is stopped and gone.
+    OutputFailed { id: String, error: String },
+    /// One track's input failed (undecodable): it is dropped from the composite, the rest go on.
+    InputFailed { track: String, error: String },
+    /// The composite itself failed: every output is stopped.
+    Failed(PipelineError),
+}
+
+type OnEvent = Arc<dyn Fn(LiveEvent) + Send + Sync>;
+
+/// The latest encoded caps: an output that starts later needs them before its first buffer.
+#[derive(Default)]
+struct Encoded {
+    video_caps: Option<gst::Caps>,
+    audio_caps: Option<gst::Caps>,
+}
+
+struct Shared {
+    outputs: Mutex<BTreeMap<String, RtmpOutput>>,
+    encoded: Mutex<Encoded>,
+    on_event: OnEvent,
+}
+
+pub struct LiveComposite {
+    pipeline: gst::Pipeline,
+    inputs: Mutex<Inputs>,
+    shared: Arc<Shared>,
+    session_ns_at_start: u64,
+}
+
+impl LiveComposite {
+    /// Starts the composite (black and silent until tracks come). `session_ns_now`: the capture session's
+    /// running time now.
+    pub fn start(spec: LiveSpec, session_ns_now: u64, on_event: impl Fn(LiveEvent) + Send + Sync + 'static) -> Result<LiveComposite, PipelineError> {
+        crate::init()?;
+        let pipeline = gst::Pipeline::with_name("live");
+        let shared = Arc::new(Shared { outputs: Mutex::new(BTreeMap::new()), encoded: Mutex::new(Encoded::default()), on_event: Arc::new(on_event) });
+        let compositor = build_video(&pipeline, &spec, &shared)?;
+        let mixer = build_audio(&pipeline, &spec, &shared)?;
+        let inputs = Inputs::new(pipeline.clone(), compositor, mixer, spec);
+        watch_bus(&pipeline, &shared);
+        pipeline.set_state(gst::State::Playing)?;
+        Ok(LiveComposite { pipeline, inputs: Mutex::new(inputs), shared, session_ns_at_start: session_ns_now })
+    }
+
+    /// A track joins the composite; `name` labels its tile. Encrypted tracks cannot be decoded here.
+    pub fn add_track(&self, track: &str, name: &str, codec: TrackCodec) {
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = inputs.add(track, name, codec) {
+            (self.shared.on_event)(LiveEvent::InputFailed { track: track.into(), error: err.to_string() });
+        }
+    }
+
+    /// One frame of a track, at the session's running time `pts_ns`.
+    pub fn push(&self, track: &str, pts_ns: u64, duration_ns: u64, data: &[u8], keyframe: bool) {
+        let Some(pts) = pts_ns.checked_sub(self.session_ns_at_start) else { return };
+        let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        inputs.push(track, pts, duration_ns, data, keyframe);
+    }
+
+    pub fn remove_track(&self, track: &str) {
+        self.inputs.lock().unwrap_or_else(|p| p.into_inner()).remove(track);
+    }
+
+    /// Starts streaming to `url` (an `rtmp://` or `rtmps://` URL). Its outcome comes as events.
+    pub fn add_output(&self, id: &str, url: &str) -> Result<(), PipelineError> {
+        let output = RtmpOutput::start(id, url, self.shared.on_event.clone())?;
+        let encoded = self.shared.encoded.lock().unwrap_or_else(|p| p.into_inner());
+        output.set_caps(encoded.video_caps.as_ref(), encoded.audio_caps.as_ref());
+        drop(encoded);
+        if let Some(replaced) = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).insert(id.into(), output) {
+            replaced.stop();
+        }
+        Ok(())
+    }
+
+    /// Stops streaming to that output (sending the server its end of stream first).
+    pub fn remove_output(&self, id: &str) {
+        let removed = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(output) = removed {
+            output.stop();
+        }
+    }
+
+    pub fn output_ids(&self) -> Vec<String> {
+        self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    /// Ends every output and the composite.
+    pub fn stop(&self) {
+        let outputs = std::mem::take(&mut *self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()));
+        for output in outputs.into_values() {
+            output.stop();
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Drop for LiveComposite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An input's failure is its own (the owner removes that track); any other error fails the composite.
+fn watch_bus(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    let shared = Arc::downgrade(shared);
+    bus.set_sync_handler(move |_, message| {
+        if let (gst::MessageView::Error(err), Some(shared)) = (message.view(), shared.upgrade()) {
+            let event = match err.src().and_then(inputs::input_of) {
+                Some(track) => LiveEvent::InputFailed { track, error: runtime_error(err).to_string() },
+                None => LiveEvent::Failed(runtime_error(err)),
+            };
+            (shared.on_event)(event);
+        }
+        gst::BusSyncReply::Drop
+    });
+}
+
+/// Background → compositor → encoder → appsink; returns the compositor.
+fn build_video(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) -> Result<gst::Element, PipelineError> {
+    let background = make("videotestsrc")?;
+    background.set_property("is-live", true);
+    background.set_property_from_str("pattern", "solid-color");
+    background.set_property("foreground-color", spec.look.background_argb);
+    let background_caps = make("capsfilter")?;
+    background_caps.set_property("caps", raw_video_caps(spec));
+    let compositor = make("compositor")?;
+    compositor.set_property("latency", spec.latency_ms as u64 * 1_000_000);
+    compositor.set_property_from_str("background", "black");
+    compositor.set_property("ignore-inactive-pads", true);
+    let out_caps = make("capsfilter")?;
+    out_caps.set_property("caps", raw_video_caps(spec));
+    let convert = make("videoconvert")?;
+    let queue = make("queue")?;
+    let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps, encoders::SpeedPreset::Veryfast)?;
+    if spec.encoder == "x264enc" {
+        encoder.set_property_from_str("tune", "zerolatency");
+    }
+    let parse = make("h264parse")?;
+    let avc = make("capsfilter")?;
+    avc.set_property("caps", gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build());
+    let sink = encoded_sink(shared.clone(), Stream::Video);
+    pipeline.add_many([&background, &background_caps, &compositor, &out_caps, &convert, &queue, &encoder, &parse, &avc, sink.upcast_ref()])?;
+    gst::Element::link_many([&background, &background_caps])?;
+    let base = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor gave no pad".into()))?;
+    base.set_property("zorder", 0u32);
+    background_caps.static_pad("src").expect("src").link(&base).map_err(|e| PipelineError::Build(format!("background: {e:?}")))?;
+    gst::Element::link_many([&compositor, &out_caps, &convert, &queue, &encoder, &parse, &avc, sink.upcast_ref()])?;
+    Ok(compositor)
+}
+
+/// Silence → audiomixer → AAC → appsink; returns the mixer.
+fn build_audio(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) -> Result<gst::Element, PipelineError> {
+    let silence = make("audiotestsrc")?;
+    silence.set_property("is-live", true);
+    silence.set_property_from_str("wave", "silence");
+    let silence_caps = make("capsfilter")?;
+    silence_caps.set_property("caps", crate::transcode::mixer_caps());
+    let mixer = make("audiomixer")?;
+    mixer.set_property("latency", spec.latency_ms as u64 * 1_000_000);
+    mixer.set_property("ignore-inactive-pads", true);
+    let convert = make("audioconvert")?;
+    let encoder = make("avenc_aac")?;
+    encoder.set_property("bitrate", spec.audio_bps as i32);
+    let parse = make("aacparse")?;
+    let sink = encoded_sink(shared.clone(), Stream::Audio);
+    pipeline.add_many([&silence, &silence_caps, &mixer, &convert, &encoder, &parse, sink.upcast_ref()])?;
+    gst::Element::link_many([&silence, &silence_caps, &mixer, &convert, &encoder, &parse, sink.upcast_ref()])?;
+    Ok(mixer)
+}
+
+fn raw_video_caps(spec: &LiveSpec) -> gst::Caps {
+    gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", spec.width as i32)
+        .field("height", spec.height as i32)
+        .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Stream {
+    Video,
+    Audio,
+}
+
+/// The end of the composite's encoded stream: every sample goes to every output.
+fn encoded_sink(shared: Arc<Shared>, stream: Stream) -> gst_app::AppSink {
+    let sink = gst_app::AppSink::builder().sync(false).max_buffers(64).drop(true).build();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else { return Ok(gst::FlowSuccess::Ok) };
+                let buffer = in_running_time(buffer, sample.segment());
+                {
+                    let mut encoded = shared.encoded.lock().unwrap_or_else(|p| p.into_inner());
+                    let known = match stream {
+                        Stream::Video => &mut encoded.video_caps,
+                        Stream::Audio => &mut encoded.audio_caps,
+                    };
+                    if known.as_ref() != Some(&caps) {
+                        *known = Some(caps.clone());
+                        let outputs = shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
+                        for output in outputs.values() {
+                            output.set_stream_caps(stream, &caps);
+                        }
+                    }
+                }
+                let outputs = shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
+                for output in outputs.values() {
+                    output.push(stream, &buffer);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    sink
+}
+
+/// The buffer with its timestamps in running time: encoders offset theirs (x264enc by 1000 hours, so
+/// decode times never go negative), and outputs share one timeline.
+fn in_running_time(mut buffer: gst::Buffer, segment: Option<&gst::Segment>) -> gst::Buffer {
+    let Some(segment) = segment.and_then(|s| s.downcast_ref::<gst::ClockTime>()) else { return buffer };
+    let (pts, dts) = (buffer.pts(), buffer.dts());
+    let buffer_mut = buffer.make_mut();
+    buffer_mut.set_pts(pts.and_then(|t| segment.to_running_time(t)));
+    buffer_mut.set_dts(dts.and_then(|t| segment.to_running_time(t)));
+    buffer
+}
+
+/// Makes sure the element exists before a job relies on it (`rtmp2sink` is in gst-plugins-bad).
+pub fn check_elements() -> Result<(), PipelineError> {
+    crate::init()?;
+    for factory in ["compositor", "audiomixer", "flvmux", "rtmp2sink", "avenc_aac", "opusdec", "vp8dec"] {
+        make(factory)?;
+    }
+    Ok(())
+}
