@@ -24,6 +24,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recordings/{id}/stop", post(stop_recording))
         .route("/v1/recordings/{id}/pause", post(pause_recording))
         .route("/v1/recordings/{id}/resume", post(resume_recording))
+        .route("/v1/recordings/{id}/streams", post(add_stream))
+        .route("/v1/recordings/{id}/streams/{stream}", axum::routing::delete(remove_stream))
         .route("/v1/nodes", get(list_nodes));
     let mut public = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
@@ -75,32 +77,57 @@ async fn start_recording(
     crate::e2ee::seal_request(&mut request, state.e2ee_seal.as_ref())?;
     let record = jobs::create(&state.bus, request, None, "rec").await?;
     state.metrics.inc("fleet_recordings_created_total");
-    Ok((StatusCode::CREATED, Json(record)))
+    Ok((StatusCode::CREATED, Json(record.for_clients())))
 }
 
 async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
     let (record, _) = state.bus.jobs().get(&id).await?.ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
-    Ok(Json(record))
+    Ok(Json(record.for_clients()))
 }
 
 async fn stop_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let id = parse_id(&id)?;
     let record = jobs::stop(&state.bus, &id).await?;
     let status = if record.state == JobState::Aborted { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(record)))
+    Ok((status, Json(record.for_clients())))
 }
 
 /// What follows is left out of the MP4 until the recording resumes (the capture goes on, so a resume
 /// loses nothing). A recording paused longer than its `max_pause_s` ends.
 async fn pause_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Pause).await?))
+    Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Pause).await?.for_clients()))
 }
 
 async fn resume_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
-    Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Resume).await?))
+    Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Resume).await?.for_clients()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddStream {
+    url: fleet_protocol::streams::StreamUrl,
+}
+
+/// Adds a live stream output to a streaming recording while it captures; 201 with the record (the new
+/// stream last in its `streams`).
+async fn add_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AddStream>,
+) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+    let id = parse_id(&id)?;
+    let record = jobs::change_streams(&state.bus, &id, Transition::AddStream { url: body.url }).await?;
+    Ok((StatusCode::CREATED, Json(record.for_clients())))
+}
+
+/// Stops one stream output; the recording and the other streams go on.
+async fn remove_stream(State(state): State<AppState>, Path((id, stream)): Path<(String, String)>) -> Result<Json<JobRecord>, ApiError> {
+    let id = parse_id(&id)?;
+    let stream = SafeId::parse(stream).map_err(|e| ApiError::bad_request(format!("invalid stream id: {e}")))?;
+    Ok(Json(jobs::change_streams(&state.bus, &id, Transition::RemoveStream { id: stream }).await?.for_clients()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +161,7 @@ async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQue
         .list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s))
         .await?;
     records.truncate(limit);
+    let records: Vec<JobRecord> = records.into_iter().map(JobRecord::for_clients).collect();
     Ok(Json(serde_json::json!({ "recordings": records })))
 }
 

@@ -71,6 +71,16 @@ pub async fn pause_or_resume(bus: &Bus, id: &SafeId, transition: Transition) -> 
     Ok(record)
 }
 
+/// Adds or removes a live stream output (the recorder watching the record follows).
+pub async fn change_streams(bus: &Bus, id: &SafeId, transition: Transition) -> Result<JobRecord, ApiError> {
+    let (record, _) = bus.jobs().apply(id, None, transition).await.map_err(|err| match err {
+        fleet_runtime::bus::BusError::Refused(refusal @ fleet_protocol::Refusal::UnknownStream { .. }) => ApiError::not_found(refusal.to_string()),
+        other => other.into(),
+    })?;
+    tracing::info!(job_id = %id, streams = record.streams.iter().filter(|s| s.state.is_wanted()).count(), "streams changed");
+    Ok(record)
+}
+
 /// Asks a recording to stop: a job no recorder took yet is aborted at once; a capturing one gets
 /// `desired: stop`, which its recorder watches. A job past capture is refused with the reason.
 pub async fn stop(bus: &Bus, id: &SafeId) -> Result<JobRecord, ApiError> {

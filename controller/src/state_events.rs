@@ -31,7 +31,7 @@ pub fn events_for(record: &JobRecord, revision: u64, published: Option<u32>) -> 
                 job_id: record.id.clone(),
                 at_ms: change.at_ms,
                 node: change.node.clone(),
-                kind: EventKind::State { state: change.state, seq: change.seq, revision, record: Box::new(record.clone()) },
+                kind: EventKind::State { state: change.state, seq: change.seq, revision, record: Box::new(record.clone().for_clients()) },
             };
             (change.seq, event)
         })

@@ -244,6 +244,38 @@ pub struct JobRequest {
     /// Title, colours, names, logo (what it leaves out comes from the transcoder's configuration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branding: Option<crate::branding::Branding>,
+    /// An MP4 file (default) and/or live streams.
+    #[serde(default, skip_serializing_if = "Outputs::is_default")]
+    pub outputs: Outputs,
+}
+
+/// What a job produces: the recording's file, live streams, or both from the same capture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    /// The MP4 (default true). A stream-only job ends when its capture does.
+    #[serde(default = "yes")]
+    pub file: bool,
+    /// RTMP URLs the room is streamed to live. Moved into the record's `streams` when the job is
+    /// created (the request as stored never holds them: their stream keys are credentials).
+    #[serde(default, skip_serializing)]
+    pub rtmp: Vec<crate::streams::StreamUrl>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs { file: true, rtmp: Vec::new() }
+    }
+}
+
+impl Outputs {
+    fn is_default(&self) -> bool {
+        self.file && self.rtmp.is_empty()
+    }
 }
 
 /// Why a recording request is not valid; the message is shown to the API client.
@@ -313,9 +345,38 @@ impl JobRequest {
         if let Some(e2ee) = &self.e2ee {
             e2ee.validate().map_err(|e| InvalidRequest(e.to_string()))?;
         }
+        self.validate_outputs()?;
         // A template (as requested) or its expansion (as stored): either expands to a storage key.
         self.clone().expand_filepath(0).map_err(|e| InvalidRequest(e.to_string()))?;
         Ok(())
+    }
+
+    fn validate_outputs(&self) -> Result<(), InvalidRequest> {
+        let streams = &self.outputs.rtmp;
+        if !self.outputs.file && streams.is_empty() {
+            return Err("outputs: a job without its file must stream (outputs.rtmp)".into());
+        }
+        if streams.is_empty() {
+            return Ok(());
+        }
+        if streams.len() > crate::streams::MAX_STREAMS {
+            return Err(InvalidRequest(format!("outputs.rtmp: at most {} URLs", crate::streams::MAX_STREAMS)));
+        }
+        if self.source != Source::Livekit {
+            return Err("outputs.rtmp: live streams need the livekit source".into());
+        }
+        if self.audio_only {
+            return Err("outputs.rtmp: live streams carry video; audio_only applies to files only".into());
+        }
+        if self.e2ee.is_some() {
+            return Err("outputs.rtmp: an end-to-end encrypted room cannot be streamed (recorders hold no keys)".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the job ends in a file (a transcode), not only in live streams.
+    pub fn records_file(&self) -> bool {
+        self.outputs.file
     }
 
     pub fn max_duration_s(&self) -> u32 {
@@ -468,6 +529,9 @@ pub struct JobRecord {
     /// Spans the recording was paused (left out of the MP4), in order; the last may still be open.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pauses: Vec<Pause>,
+    /// Live stream outputs (a streaming job), removed and failed ones included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<crate::streams::StreamOutput>,
 }
 
 /// A paused span of a recording, wall clock.
@@ -521,7 +585,10 @@ pub struct StateChange {
 }
 
 impl JobRecord {
-    pub fn new(id: SafeId, request: JobRequest, now_ms: u64) -> Self {
+    /// A new job; the request's stream URLs become its `streams`.
+    pub fn new(id: SafeId, mut request: JobRequest, now_ms: u64) -> Self {
+        let streams = std::mem::take(&mut request.outputs.rtmp);
+        let streams = streams.iter().enumerate().map(|(i, url)| crate::streams::StreamOutput::new(i + 1, url, now_ms)).collect();
         Self {
             id,
             request,
@@ -543,7 +610,21 @@ impl JobRecord {
             state_log: vec![StateChange { seq: 1, state: JobState::Queued, at_ms: now_ms, node: None }],
             recent_requests: Vec::new(),
             pauses: Vec::new(),
+            streams,
         }
+    }
+
+    /// The record as API clients, webhooks and events see it: stream keys hidden.
+    pub fn for_clients(mut self) -> JobRecord {
+        for stream in &mut self.streams {
+            stream.url = stream.stream_url().map(|url| url.redacted()).unwrap_or_default();
+        }
+        self
+    }
+
+    /// A job that streams live (it was created with stream outputs).
+    pub fn streams_live(&self) -> bool {
+        !self.streams.is_empty()
     }
 
     /// What request `id` did, when this record applied it.

@@ -102,7 +102,12 @@ pub fn authorize(record: &JobRecord, requester: &Requester, transition: &Transit
     let transcoder_only = || if transcodes { Ok(()) } else { Err(wrong_role()) };
     match transition {
         // API clients' transitions (applied by the controller itself), never a node's.
-        T::RequestStop | T::Pause | T::Resume => Err(wrong_role()),
+        T::RequestStop | T::Pause | T::Resume | T::AddStream { .. } | T::RemoveStream { .. } => Err(wrong_role()),
+        // Streams are pushed by the recorder capturing the room.
+        T::ReportStreams { .. } => {
+            recorder_only()?;
+            require(record.sessions.iter().any(|s| s.ended_at_ms.is_none() && requester.is(&s.node)), "an open session")
+        }
         T::OpenSession { node } => recorder_only().and_then(|_| itself(node)),
         T::MediaWriting { session, .. } | T::EndSession { session, .. } => {
             recorder_only()?;

@@ -15,6 +15,7 @@ pub mod names;
 pub mod nats_access;
 pub mod node;
 pub mod secret;
+pub mod streams;
 pub mod time;
 pub mod timeline;
 pub mod transition;

@@ -89,6 +89,18 @@ pub enum Transition {
     Warn {
         warning: String,
     },
+    /// An API client adds a live stream output to a streaming job while it captures.
+    AddStream {
+        url: crate::streams::StreamUrl,
+    },
+    /// An API client stops one stream output (the others and the recording go on).
+    RemoveStream {
+        id: SafeId,
+    },
+    /// The recorder says how its stream outputs are doing.
+    ReportStreams {
+        reports: Vec<crate::streams::StreamReport>,
+    },
 }
 
 /// Why a transition was refused; the record is left as it was.
@@ -109,9 +121,24 @@ pub enum Refusal {
     Ended,
     #[error("recording {id} is {}: only a recording still capturing is paused or resumed", state.as_str())]
     NotPausable { id: SafeId, state: JobState },
+    #[error("recording {id} is {}: streams change only while it captures", state.as_str())]
+    NotLive { id: SafeId, state: JobState },
+    #[error("recording {id} was not started with stream outputs (outputs.rtmp)")]
+    NotStreaming { id: SafeId },
+    #[error("a job has at most {} stream outputs", crate::streams::MAX_STREAMS)]
+    TooManyStreams,
+    #[error("recording {id} has no stream {stream}")]
+    UnknownStream { id: SafeId, stream: SafeId },
 }
 
 impl JobRecord {
+    /// The capture is over: every stream still wanted has ended with it.
+    fn end_streams(&mut self) {
+        for stream in self.streams.iter_mut().filter(|s| s.state.is_wanted()) {
+            stream.state = crate::streams::StreamState::Ended;
+        }
+    }
+
     /// Applies `transition` at `now_ms`. On `Err` and on [`Applied::Unchanged`] the record is untouched;
     /// otherwise its `updated_at_ms` is `now_ms`.
     /// A change of state is added to the record's `state_log`, by `node` when a node asked for it.
@@ -176,10 +203,16 @@ impl JobRecord {
                     return Ok(Applied::Changed);
                 }
                 self.end_reason = Some(end.reason);
+                self.end_streams();
+                let failed = end.failure.is_some();
                 if let Some(failure) = end.failure {
                     self.error = Some(failure);
                 }
-                if end.media_stored {
+                if !self.request.records_file() {
+                    // Nothing to transcode: the streams were the job.
+                    self.state = if failed && !end.media_stored { JobState::Failed } else { JobState::Complete };
+                    Ok(Applied::Changed)
+                } else if end.media_stored {
                     self.state = JobState::Finalizing;
                     Ok(Applied::Finalized)
                 } else {
@@ -217,12 +250,53 @@ impl JobRecord {
                 }
                 None => Ok(Applied::Unchanged),
             },
+            T::AddStream { .. } | T::RemoveStream { .. } if !self.state.is_capturing() || self.desired == Desired::Stop => {
+                Err(Refusal::NotLive { id: self.id.clone(), state: self.state })
+            }
+            T::AddStream { .. } | T::RemoveStream { .. } if !self.streams_live() => Err(Refusal::NotStreaming { id: self.id.clone() }),
+            T::AddStream { url } => {
+                if self.streams.iter().any(|s| s.state.is_wanted() && s.url == url.expose()) {
+                    return Ok(Applied::Unchanged);
+                }
+                if self.streams.len() >= crate::streams::MAX_STREAMS {
+                    return Err(Refusal::TooManyStreams);
+                }
+                self.streams.push(crate::streams::StreamOutput::new(self.streams.len() + 1, &url, now_ms));
+                Ok(Applied::Changed)
+            }
+            T::RemoveStream { id } => {
+                let Some(stream) = self.streams.iter_mut().find(|s| s.id == id) else {
+                    return Err(Refusal::UnknownStream { id: self.id.clone(), stream: id });
+                };
+                if !stream.state.is_wanted() {
+                    return Ok(Applied::Unchanged);
+                }
+                stream.state = crate::streams::StreamState::Removed;
+                Ok(Applied::Changed)
+            }
+            T::ReportStreams { reports } => {
+                let mut changed = false;
+                for report in reports {
+                    // A stream removed (or ended) meanwhile stays so: the report is older than that.
+                    let Some(stream) = self.streams.iter_mut().find(|s| s.id == report.id && s.state.is_wanted()) else { continue };
+                    let before = (stream.state, stream.retries, stream.last_error.clone());
+                    if report.state == crate::streams::StreamState::Live && stream.state != report.state {
+                        stream.live_at_ms = Some(now_ms);
+                    }
+                    stream.state = report.state;
+                    stream.retries = report.retries;
+                    stream.last_error = report.last_error.or(stream.last_error.take());
+                    changed |= before != (stream.state, stream.retries, stream.last_error.clone());
+                }
+                Ok(if changed { Applied::Changed } else { Applied::Unchanged })
+            }
             T::StopWithoutCapture { media_stored } => {
                 if !self.state.is_capturing() {
                     return Ok(Applied::Unchanged);
                 }
                 self.end_reason = Some(EndReason::ApiStop);
-                if media_stored {
+                self.end_streams();
+                if media_stored && self.request.records_file() {
                     self.state = JobState::Finalizing;
                     Ok(Applied::Finalized)
                 } else {
@@ -612,5 +686,45 @@ mod tests {
         assert!(r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 60_000, None).is_err(), "refreshed: still fresh");
         r.apply(Transition::ClaimJoin { node: "tx-b".into() }, NOW + 40_000 + JOIN_STALE_MS, None).unwrap();
         assert_eq!(r.chunks.unwrap().joining, Some(("tx-b".into(), NOW + 40_000 + JOIN_STALE_MS)), "a stale claim is taken over");
+    }
+
+    fn streaming(file: bool) -> JobRecord {
+        let json = format!(r#"{{"room":"r","outputs":{{"file":{file},"rtmp":["rtmp://h/live/k1"]}}}}"#);
+        let mut r = JobRecord::new(SafeId::parse("rec_s").unwrap(), serde_json::from_str(&json).unwrap(), 0);
+        r.sessions.push(session("rec-1", 10));
+        r.state = JobState::Recording;
+        r
+    }
+
+    #[test]
+    fn streams_are_added_reported_removed_and_end_with_the_capture() {
+        use crate::streams::{StreamReport, StreamState, StreamUrl};
+        let mut r = streaming(true);
+        assert_eq!(r.streams.len(), 1);
+        assert_eq!(r.request.outputs.rtmp.len(), 0, "the URL left the request");
+        assert!(!serde_json::to_string(&r.clone().for_clients()).unwrap().contains("k1"), "keys never shown");
+        let url = |k: &str| StreamUrl::parse(&format!("rtmp://h/live/{k}")).unwrap();
+        assert_eq!(r.apply(Transition::AddStream { url: url("k1") }, NOW, None), Ok(Applied::Unchanged), "already streamed there");
+        assert_eq!(r.apply(Transition::AddStream { url: url("k2") }, NOW, None), Ok(Applied::Changed));
+        let rtmp = |n: u32| SafeId::parse(format!("rtmp{n}")).unwrap();
+        assert_eq!(r.streams[1].id, rtmp(2));
+        let live = StreamReport { id: rtmp(1), state: StreamState::Live, retries: 0, last_error: None };
+        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![live.clone()] }, NOW + 5, None), Ok(Applied::Changed));
+        assert_eq!(r.streams[0].live_at_ms, Some(NOW + 5));
+        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![live] }, NOW + 6, None), Ok(Applied::Unchanged));
+        assert_eq!(r.apply(Transition::RemoveStream { id: rtmp(2) }, NOW, None), Ok(Applied::Changed));
+        let late = StreamReport { id: rtmp(2), state: StreamState::Retrying, retries: 1, last_error: Some("refused".into()) };
+        r.apply(Transition::ReportStreams { reports: vec![late] }, NOW, None).unwrap();
+        assert_eq!(r.streams[1].state, StreamState::Removed, "a removed stream stays removed");
+        assert!(matches!(r.apply(Transition::RemoveStream { id: rtmp(9) }, NOW, None), Err(Refusal::UnknownStream { .. })));
+        assert_eq!(r.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW, None), Ok(Applied::Finalized));
+        assert_eq!(r.streams[0].state, StreamState::Ended);
+        assert!(matches!(r.apply(Transition::AddStream { url: url("k3") }, NOW, None), Err(Refusal::NotLive { .. })));
+
+        let mut only = streaming(false);
+        assert_eq!(only.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW, None), Ok(Applied::Changed));
+        assert_eq!(only.state, JobState::Complete, "nothing to transcode");
+        let mut plain = with_session(JobState::Recording);
+        assert!(matches!(plain.apply(Transition::AddStream { url: url("k") }, NOW, None), Err(Refusal::NotStreaming { .. })));
     }
 }

@@ -28,6 +28,25 @@ pub struct RecorderConfig {
     pub handover_overlap_s: u64,
     pub test_source: TestSourceConfig,
     pub livekit: LivekitConfig,
+    pub streaming: StreamingConfig,
+}
+
+/// Live streams (jobs with `outputs.rtmp`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// H.264 encoder of the live composite (`x264enc` runs at zero latency; `nvh264enc` on a GPU).
+    pub encoder: String,
+    /// A stream that was live is reconnected for this long after it drops before it is given up.
+    pub retry_window_s: u64,
+    /// How long the composite waits for a late frame (ms): more absorbs more network jitter.
+    pub latency_ms: u32,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self { encoder: "x264enc".into(), retry_window_s: 60, latency_ms: 300 }
+    }
 }
 
 impl Default for RecorderConfig {
@@ -44,6 +63,7 @@ impl Default for RecorderConfig {
             handover_overlap_s: 2,
             test_source: TestSourceConfig::default(),
             livekit: LivekitConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }

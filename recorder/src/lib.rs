@@ -9,6 +9,7 @@ mod disk;
 mod error;
 mod recovery;
 mod session;
+mod streaming;
 mod timeline;
 mod uploader;
 mod worker;

@@ -9,6 +9,7 @@ use crate::capture::events::SourceEvent;
 use crate::capture::livekit::{LivekitCapture, LivekitParams};
 use crate::context::NodeContext;
 use crate::error::RecordError;
+use crate::streaming::{Notice, Streamer};
 use crate::timeline::{Entry, Timeline};
 use crate::uploader::Uploader;
 use async_nats::jetstream::{self, AckKind};
@@ -18,6 +19,7 @@ use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
 use fleet_protocol::job::{Desired, EndReason, RecordJob, Source, TranscodeJob};
 use fleet_protocol::time::now_ms;
 use fleet_protocol::transition::SessionEnd as SessionEnded;
+use fleet_protocol::streams::StreamReport;
 use fleet_protocol::{Applied, JobState, SafeId, Transition, keys};
 use fleet_runtime::bus::{BusError, parse_message};
 use futures::StreamExt;
@@ -120,7 +122,7 @@ async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bo
     tracing::info!(session = %session_id, "capture session claimed");
 
     let remaining = remaining_duration(&record, fleet_protocol::time::now_ms());
-    capture(recorder, job_id, &session_id, &record.request, remaining, handover_taker, shutdown).await
+    capture(recorder, job_id, &session_id, &record, remaining, handover_taker, shutdown).await
 }
 
 /// Asks another recorder to take this session's recording over: a hand-over message on the record
@@ -136,13 +138,14 @@ async fn capture(
     recorder: &Arc<NodeContext>,
     job_id: &SafeId,
     session_id: &SafeId,
-    request: &fleet_protocol::job::JobRequest,
+    record: &fleet_protocol::JobRecord,
     remaining: Duration,
     handover_taker: bool,
     mut shutdown: watch::Receiver<bool>,
 ) -> Outcome {
     let node = recorder.node_id.as_str();
     let config = &recorder.config;
+    let request = &record.request;
     let spool = config.spool_dir.join(job_id.as_str()).join(session_id.as_str());
     let mut timeline = match Timeline::create(spool.join("timeline.jsonl")) {
         Ok(timeline) => timeline,
@@ -150,6 +153,12 @@ async fn capture(
     };
     let segment_ns = config.segment_seconds as u64 * 1_000_000_000;
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    // A streaming job's composite starts with the session's clock, just before the capture.
+    let mut streamer = match record.streams_live().then(|| start_streamer(config, request)) {
+        None => None,
+        Some(Ok(streamer)) => Some(streamer),
+        Some(Err(err)) => return fail(recorder, job_id, session_id, handover_taker, format!("the live composite did not start: {err}")).await,
+    };
     let room = match &request.source {
         Source::Test { participants } => {
             let room_config = SyntheticRoomConfig {
@@ -175,6 +184,7 @@ async fn capture(
                 identity: format!("recorder-{job_id}-{session_id}"),
                 segment_ns,
                 media_dir: spool.join("media"),
+                live: streamer.as_ref().map(Streamer::composite),
             };
             Capture::Livekit(LivekitCapture::start(params, events_tx))
         }
@@ -208,12 +218,17 @@ async fn capture(
         let (ctx, job_id, warning) = (recorder.clone(), job_id.clone(), format!("{}: {warning}", recorder.node_id));
         job_notes.spawn(async move { warn_on_job(&ctx, &job_id, warning).await });
     };
+    if let Some(streamer) = &mut streamer {
+        streamer.follow(&record.streams);
+    }
+    let stream_reports = StreamReporter::start(recorder.clone(), job_id.clone());
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     // The source's running time when it was told to stop: the session's end.
     let mut stopped_at_ns = None;
 
     'session: loop {
         let mut inputs = Vec::new();
+        let stream_retry_at = streamer.as_ref().and_then(Streamer::next_retry);
         tokio::select! {
             event = events.recv() => match event {
                 Some(SourceEvent::Room { running_ns, entry }) => timeline.write(wall_zero + running_ns / 1_000_000, running_ns, entry),
@@ -246,7 +261,25 @@ async fn capture(
                 }
                 Some(SourceEvent::TrackLost(warning)) => note_warning(&mut job_notes, warning),
             },
-            Some(record) = next_record(&mut stop_watch), if control.running() => inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms())),
+            Some(record) = next_record(&mut stop_watch), if control.running() => {
+                if let Some(streamer) = &mut streamer {
+                    streamer.follow(&record.streams);
+                }
+                inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
+            }
+            Some(event) = next_live_event(&mut streamer) => {
+                let streamer = streamer.as_mut().expect("an event came from it");
+                match streamer.on_event(event, Instant::now()) {
+                    Notice::None => {}
+                    Notice::Warn(warning) => note_warning(&mut job_notes, warning),
+                    Notice::Failed(reason) => note_warning(&mut job_notes, format!("live streaming stopped: {reason}")),
+                }
+            }
+            _ = sleep_until_retry(stream_retry_at) => {
+                if let Some(streamer) = &mut streamer {
+                    streamer.retry_due(Instant::now());
+                }
+            }
             _ = poll.tick(), if control.running() => {
                 // A full spool disk would stall the capture (writes block or fail).
                 if let Some(reason) = recorder.spool_disk_full() {
@@ -256,11 +289,17 @@ async fn capture(
                 }
                 // Backstop for a missed watch update (e.g. across a NATS reconnect).
                 if let Some((record, _)) = recorder.bus.jobs().get(job_id).await.ok().flatten() {
+                    if let Some(streamer) = &mut streamer {
+                        streamer.follow(&record.streams);
+                    }
                     inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
                 }
             }
             _ = tokio::time::sleep_until(control.next_deadline().into()) => inputs.push(Input::Tick),
             _ = shutdown.changed(), if control.may_drain() => inputs.push(Input::Shutdown),
+        }
+        if let Some(reports) = streamer.as_mut().and_then(Streamer::take_reports) {
+            stream_reports.send(reports);
         }
         while !inputs.is_empty() {
             for action in inputs.drain(..).flat_map(|input| control.handle(input, Instant::now())).collect::<Vec<_>>() {
@@ -296,6 +335,10 @@ async fn capture(
     }
 
     let end_running_ns = stopped_at_ns.unwrap_or_else(|| room.running_time_ns());
+    if let Some(streamer) = &streamer {
+        streamer.stop();
+    }
+    stream_reports.finish().await;
     job_notes.join_all().await;
     drop(room);
     let uploaded = uploader.finish().await;
@@ -388,6 +431,66 @@ where
     match watch {
         Some(watch) => watch.next().await,
         None => std::future::pending().await,
+    }
+}
+
+fn start_streamer(config: &crate::config::RecorderConfig, request: &fleet_protocol::job::JobRequest) -> Result<Streamer, fleet_pipelines::PipelineError> {
+    let (width, height, fps, video_kbps) = request.video_preset.params();
+    let spec = fleet_pipelines::live::LiveSpec {
+        width,
+        height,
+        fps,
+        video_kbps,
+        encoder: config.streaming.encoder.clone(),
+        latency_ms: config.streaming.latency_ms,
+        ..fleet_pipelines::live::LiveSpec::hd720(&config.streaming.encoder)
+    };
+    Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s))
+}
+
+async fn next_live_event(streamer: &mut Option<Streamer>) -> Option<fleet_pipelines::live::LiveEvent> {
+    match streamer {
+        Some(streamer) => streamer.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_retry(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Tells the job record how the streams are doing, in order, the latest state only: a report waiting
+/// while the previous one is applied is replaced by a newer one.
+struct StreamReporter {
+    latest: watch::Sender<Option<Vec<StreamReport>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StreamReporter {
+    fn start(recorder: Arc<NodeContext>, job_id: SafeId) -> StreamReporter {
+        let (latest, mut changes) = watch::channel(None::<Vec<StreamReport>>);
+        let task = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let Some(reports) = changes.borrow_and_update().clone() else { continue };
+                if let Err(err) = recorder.jobs.apply(&job_id, Transition::ReportStreams { reports }).await {
+                    tracing::warn!(%err, "could not report the streams on the job");
+                }
+            }
+        });
+        StreamReporter { latest, task }
+    }
+
+    fn send(&self, reports: Vec<StreamReport>) {
+        self.latest.send_replace(Some(reports));
+    }
+
+    /// Applies the last report, then ends.
+    async fn finish(self) {
+        drop(self.latest);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }
 

@@ -59,6 +59,8 @@ pub struct LivekitParams {
     pub segment_ns: u64,
     /// Segments go to `<media_dir>/<participant>/<track>/NNNNN.mkv`.
     pub media_dir: PathBuf,
+    /// A streaming job's live composite, fed every frame as it arrives (its time 0 is the session's).
+    pub live: Option<std::sync::Arc<fleet_pipelines::live::LiveComposite>>,
 }
 
 /// Running time of a capture session: one monotonic clock for every track.
@@ -133,7 +135,7 @@ enum ConnectionEnd {
 
 impl RoomCapture {
     fn new(params: LivekitParams, clock: SessionClock, events: SourceEvents) -> RoomCapture {
-        let tracks = Tracks::new(params.media_dir.clone(), params.segment_ns, clock, events.clone());
+        let tracks = Tracks::new(params.media_dir.clone(), params.segment_ns, clock, events.clone(), params.live.clone());
         RoomCapture { params, clock, events, tracker: RoomTracker::default(), tracks, token: String::new(), connection: 0, empty_since: None }
     }
 

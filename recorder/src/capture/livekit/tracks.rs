@@ -9,11 +9,13 @@ use super::{SessionClock, blank_frames};
 use crate::capture::events::{SourceEvent, SourceEvents};
 use crate::timeline::Entry;
 use fleet_pipelines::PipelineError;
+use fleet_pipelines::live::LiveComposite;
 use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
 use fleet_protocol::SafeId;
 use livekit_protocol as proto;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -99,12 +101,14 @@ pub struct Tracks {
     segment_ns: u64,
     clock: SessionClock,
     events: SourceEvents,
+    /// A streaming job's live composite: every frame written also goes there, as it arrives.
+    live: Option<Arc<LiveComposite>>,
 }
 
 impl Tracks {
-    pub fn new(media_dir: PathBuf, segment_ns: u64, clock: SessionClock, events: SourceEvents) -> Tracks {
+    pub fn new(media_dir: PathBuf, segment_ns: u64, clock: SessionClock, events: SourceEvents, live: Option<Arc<LiveComposite>>) -> Tracks {
         let (notes_tx, notes) = mpsc::unbounded_channel();
-        Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events }
+        Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events, live }
     }
 
     fn timeline(&self, entry: Entry) {
@@ -121,6 +125,9 @@ impl Tracks {
 
     /// The track was unpublished: its writer closes its last segment; frames that still come are dropped.
     pub fn unpublished(&mut self, track_sid: &str) {
+        if let Some(live) = &self.live {
+            live.remove_track(track_sid);
+        }
         if let Some(track) = self.sinks.get_mut(track_sid) {
             match &track.writer {
                 Some(writer) if !track.finishing => writer.finish(),
@@ -182,6 +189,10 @@ impl Tracks {
                 Ok(writer) => {
                     sink.writer = Some(writer);
                     sink.codec = Some(codec);
+                    // Encrypted frames cannot be decoded here (the keys are the transcoder's).
+                    if let Some(live) = self.live.as_ref().filter(|_| sink.encryption.is_none()) {
+                        live.add_track(&track_sid, &display_name(room, &track_sid), codec);
+                    }
                 }
                 Err(reason) => {
                     tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
@@ -233,6 +244,9 @@ impl Tracks {
             && let Err(err) = writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe)
         {
             tracing::warn!(track = %track_sid, %err, "frame not written");
+        }
+        if let Some(live) = &self.live {
+            live.push(&track_sid, placed.pts_ns, placed.duration_ns, &data.data, keyframe);
         }
         // A report sent before the sender's first packet maps nothing (str0m sends RTP time 0 then).
         if let Some(report) = data.last_sender_info.filter(|r| r.sender_packet_count > 0) {
@@ -384,6 +398,11 @@ fn request_keyframe(peer: &mut Peer, sink: &mut TrackSink, mid: str0m::media::Mi
 /// The track's end-to-end encryption as the SFU announced it, if any.
 fn track_encryption(room: &RoomTracker, track_sid: &str) -> Option<&'static str> {
     room.track(track_sid).and_then(|(_, t)| super::codecs::encryption_name(t))
+}
+
+/// What a track's tile is labelled with: its publisher's name, else identity.
+fn display_name(room: &RoomTracker, track_sid: &str) -> String {
+    room.track(track_sid).map(|(p, _)| if p.name.is_empty() { p.identity.clone() } else { p.name.clone() }).unwrap_or_default()
 }
 
 /// Storage ids of a track: its publisher's identity (when it is a safe id) and the track sid.
