@@ -13,6 +13,7 @@ pub mod plugnmeet_nats;
 pub mod plugnmeet_server;
 pub mod procs;
 pub mod publisher;
+pub mod rtmp;
 pub mod sync;
 pub mod tcp_relay;
 pub mod wait;

@@ -17,9 +17,9 @@ use control::{Action, CaptureControl, Input, Limits};
 use fleet_pipelines::segment_writer::segment_seq;
 use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
 use fleet_protocol::job::{Desired, EndReason, RecordJob, Source, TranscodeJob};
+use fleet_protocol::streams::StreamReport;
 use fleet_protocol::time::now_ms;
 use fleet_protocol::transition::SessionEnd as SessionEnded;
-use fleet_protocol::streams::StreamReport;
 use fleet_protocol::{Applied, JobState, SafeId, Transition, keys};
 use fleet_runtime::bus::{BusError, parse_message};
 use futures::StreamExt;
@@ -434,7 +434,10 @@ where
     }
 }
 
-fn start_streamer(config: &crate::config::RecorderConfig, request: &fleet_protocol::job::JobRequest) -> Result<Streamer, fleet_pipelines::PipelineError> {
+fn start_streamer(
+    config: &crate::config::RecorderConfig,
+    request: &fleet_protocol::job::JobRequest,
+) -> Result<Streamer, fleet_pipelines::PipelineError> {
     let (width, height, fps, video_kbps) = request.video_preset.params();
     let spec = fleet_pipelines::live::LiveSpec {
         width,

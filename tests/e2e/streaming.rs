@@ -1,0 +1,160 @@
+//! Live streaming (issue 16): a recorder composites a devroom room live and pushes it to real RTMP
+//! servers (nginx with its RTMP module); the tests pull the streams back with ffprobe/ffmpeg.
+
+use fleet_tests::Setup;
+use fleet_tests::devroom::Devroom;
+use fleet_tests::media::decode_errors;
+use fleet_tests::rtmp::{RtmpServer, capture_stream, probe_stream};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const ROOM: &str = r#"
+[[rooms]]
+name = "live"
+close_after_s = 90
+
+[[rooms.participants]]
+identity = "alice"
+video_codec = "vp8"
+speaking = [[1, 60]]
+
+[[rooms.participants]]
+identity = "bob"
+video_codec = "h264"
+"#;
+
+fn stream<'a>(record: &'a Value, id: &str) -> &'a Value {
+    record["streams"].as_array().and_then(|s| s.iter().find(|s| s["id"] == id)).unwrap_or_else(|| panic!("no stream {id} in {record:#}"))
+}
+
+async fn wait_for_stream(setup: &Setup, job: &str, id: &str, what: &str, ok: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+    fleet_tests::wait::until(&format!("stream {id} {what}"), timeout, || async {
+        let record = setup.api.get(job).await;
+        if ok(stream(&record, id)) { Ok(record) } else { Err(format!("{:#}", record["streams"])) }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_streams_live_to_two_servers_survives_a_restart_and_loses_one_url() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), ROOM);
+    let mut nginx = RtmpServer::start(setup.dir.path());
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+
+    let (one, two) = (nginx.url("live", "one-secret-key"), nginx.url("live", "two-secret-key"));
+    let body = format!(r#"{{"room":"live","outputs":{{"rtmp":["{one}","{two}"]}}}}"#);
+    let reply = setup.api.send("POST", "/v1/recordings", Some(fleet_tests::API_KEY), Some(&body)).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert!(!reply.body.to_string().contains("secret-key"), "stream keys never come back: {}", reply.body);
+    let job = reply.body["id"].as_str().unwrap().to_string();
+
+    let record = wait_for_stream(&setup, &job, "rtmp1", "live", |s| s["state"] == "live", Duration::from_secs(60)).await;
+    assert_eq!(stream(&record, "rtmp1")["url"], format!("rtmp://127.0.0.1:{}/live/…", nginx.port));
+    let probed = probe_stream(&one, Duration::from_secs(15)).expect("the stream plays");
+    println!("pulled: {probed:?}");
+    assert!(probed.contains(&("h264".into(), 1280, 720)), "{probed:?}");
+    assert!(probed.iter().any(|(codec, ..)| codec == "aac"), "{probed:?}");
+
+    // A few seconds as a viewer gets them: every frame decodes, and it keeps real time.
+    let captured = setup.dir.path().join("pulled.flv");
+    let started = Instant::now();
+    capture_stream(&one, 6, &captured).unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let errors = decode_errors(&captured);
+    assert!(errors.is_empty(), "the pulled stream decodes cleanly: {errors}");
+    let probe = fleet_tests::media::ffprobe(&captured);
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    println!("pulled {duration:.2} s of stream in {took:.2} s");
+    assert!(duration >= 5.5, "{probe:#}");
+    assert!(took < 6.0 + 4.0, "6 s of stream arrived within {took:.1} s: the stream keeps real time");
+
+    // One URL removed while live: that stream ends at the server, the other goes on.
+    let removed = setup.api.send("DELETE", &format!("/v1/recordings/{job}/streams/rtmp2"), Some(fleet_tests::API_KEY), None).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(stream(&removed.body, "rtmp2")["state"], "removed");
+    fleet_tests::wait::until("the removed stream gone from the server", Duration::from_secs(15), || async {
+        match probe_stream(&two, Duration::from_secs(4)) {
+            Err(_) => Ok(()),
+            Ok(streams) => Err(format!("still playing: {streams:?}")),
+        }
+    })
+    .await;
+    probe_stream(&one, Duration::from_secs(15)).expect("the other stream still plays");
+
+    // The server goes away for 5 s: the stream comes back and the job says it retried.
+    nginx.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarted = Instant::now();
+    nginx.restart();
+    let record =
+        wait_for_stream(&setup, &job, "rtmp1", "live again", |s| s["state"] == "live" && s["retries"].as_u64() >= Some(1), Duration::from_secs(30))
+            .await;
+    let back = restarted.elapsed().as_secs_f64();
+    let rtmp1 = stream(&record, "rtmp1");
+    println!("live again {back:.1} s after the server restarted: {rtmp1}");
+    assert!(rtmp1["last_error"].as_str().is_some_and(|e| !e.is_empty()), "the drop's reason is kept: {rtmp1}");
+    probe_stream(&one, Duration::from_secs(15)).expect("the stream plays again after the restart");
+
+    // Adding a URL while live.
+    let three = nginx.url("live", "three");
+    let added =
+        setup.api.send("POST", &format!("/v1/recordings/{job}/streams"), Some(fleet_tests::API_KEY), Some(&format!(r#"{{"url":"{three}"}}"#))).await;
+    assert_eq!(added.status, 201, "{}", added.body);
+    wait_for_stream(&setup, &job, "rtmp3", "live", |s| s["state"] == "live", Duration::from_secs(30)).await;
+    probe_stream(&three, Duration::from_secs(15)).expect("the added stream plays");
+
+    // The recording from the same capture is complete, and the streams ended with it.
+    setup.api.stop(&job).await;
+    let record = setup.api.wait_for_state(&job, &["complete", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    assert_eq!(stream(&record, "rtmp1")["state"], "ended");
+    assert_eq!(stream(&record, "rtmp2")["state"], "removed");
+    let (mp4, _) = setup.read_output(&record);
+    assert!(mp4.len() > 100_000, "the recording was written beside the streams");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_refused() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), ROOM);
+    let nginx = RtmpServer::start(setup.dir.path());
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+    let key = Some(fleet_tests::API_KEY);
+
+    for (body, says) in [
+        (r#"{"room":"live","outputs":{"rtmp":["http://x/live/k"]}}"#, "rtmp://"),
+        (r#"{"room":"live","outputs":{"file":false}}"#, "must stream"),
+        (r#"{"room":"live","source":{"type":"test"},"outputs":{"rtmp":["rtmp://h/live/k"]}}"#, "livekit source"),
+    ] {
+        let reply = setup.api.send("POST", "/v1/recordings", key, Some(body)).await;
+        assert!((400..500).contains(&reply.status), "{body}: {} {}", reply.status, reply.body);
+        assert!(reply.body.to_string().contains(says), "{body}: {}", reply.body);
+    }
+
+    // nginx has no application `nope`: it closes the connection, every time.
+    let body = format!(r#"{{"room":"live","outputs":{{"file":false,"rtmp":["{}"]}}}}"#, nginx.url("nope", "k"));
+    let job = setup.api.start(&body).await;
+    let started = Instant::now();
+    let record = wait_for_stream(&setup, &job, "rtmp1", "failed", |s| s["state"] == "failed", Duration::from_secs(60)).await;
+    let rtmp1 = stream(&record, "rtmp1");
+    println!("failed after {:.1} s: {rtmp1}", started.elapsed().as_secs_f64());
+    assert!(rtmp1["last_error"].as_str().unwrap_or("").contains("connect"), "{rtmp1}");
+
+    // Streams change only on a streaming job that captures.
+    let plain = setup.api.start(r#"{"room":"live"}"#).await;
+    let url = r#"{"url":"rtmp://127.0.0.1:1/live/x"}"#;
+    let refused = setup.api.send("POST", &format!("/v1/recordings/{plain}/streams"), key, Some(url)).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    let unknown = setup.api.send("DELETE", &format!("/v1/recordings/{job}/streams/rtmp7"), key, None).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+    setup.api.stop(&plain).await;
+
+    // A stream-only job ends without a transcode.
+    setup.api.stop(&job).await;
+    let record = setup.api.wait_for_state(&job, &["complete", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    assert!(record["output"].is_null(), "no file: {record:#}");
+}
