@@ -417,6 +417,8 @@ pub enum EndReason {
     Handover,
     /// Paused longer than the request's `max_pause_s`.
     PauseLimit,
+    /// A stream-only job's last stream output was removed or failed.
+    StreamsEnded,
 }
 
 /// One continuous capture by one recorder. A job that fails over gets a second session.

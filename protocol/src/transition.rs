@@ -210,7 +210,7 @@ impl JobRecord {
                 }
                 if !self.request.records_file() {
                     // Nothing to transcode: the streams were the job.
-                    self.state = if failed && !end.media_stored { JobState::Failed } else { JobState::Complete };
+                    self.state = if failed { JobState::Failed } else { JobState::Complete };
                     Ok(Applied::Changed)
                 } else if end.media_stored {
                     self.state = JobState::Finalizing;

@@ -121,7 +121,7 @@ async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_
     let devroom = Devroom::start(setup.dir.path(), ROOM);
     let nginx = RtmpServer::start(setup.dir.path());
     setup.fleet.recorder_extra = devroom.recorder_toml(60);
-    let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 3);
     let key = Some(fleet_tests::API_KEY);
 
     for (body, says) in [
@@ -152,9 +152,19 @@ async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     setup.api.stop(&plain).await;
 
-    // A stream-only job ends without a transcode.
-    setup.api.stop(&job).await;
+    // A stream-only job with no stream left has nothing to do: this one failed, so the job did.
     let record = setup.api.wait_for_state(&job, &["complete", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "failed", "{record:#}");
+    assert!(record["error"].as_str().unwrap_or("").contains("every stream output failed"), "{record:#}");
+
+    // One whose last stream is removed ends complete, without a transcode.
+    let body = format!(r#"{{"room":"live","outputs":{{"file":false,"rtmp":["{}"]}}}}"#, nginx.url("live", "solo"));
+    let solo = setup.api.start(&body).await;
+    wait_for_stream(&setup, &solo, "rtmp1", "live", |s| s["state"] == "live", Duration::from_secs(60)).await;
+    let removed = setup.api.send("DELETE", &format!("/v1/recordings/{solo}/streams/rtmp1"), key, None).await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    let record = setup.api.wait_for_state(&solo, &["complete", "failed"], Duration::from_secs(60)).await;
     assert_eq!(record["state"], "complete", "{record:#}");
+    assert_eq!(record["end_reason"], "streams_ended", "{record:#}");
     assert!(record["output"].is_null(), "no file: {record:#}");
 }

@@ -161,6 +161,10 @@ impl CaptureControl {
                 if record.desired == Desired::Stop {
                     return self.stop_with(EndReason::ApiStop, now);
                 }
+                if let Some(failure) = streams_over(&record) {
+                    self.failure = failure;
+                    return self.stop_with(EndReason::StreamsEnded, now);
+                }
                 self.pause_ends = record.paused_since_ms().map(|since| {
                     let limit_ms = record.request.max_pause_s() as u64 * 1000;
                     now + Duration::from_millis((since + limit_ms).saturating_sub(wall_ms))
@@ -232,6 +236,16 @@ impl CaptureControl {
     }
 }
 
+/// A stream-only job none of whose streams is wanted any more has nothing left to do: `Some(None)` when
+/// they were removed, `Some(Some(why))` when one failed.
+fn streams_over(record: &JobRecord) -> Option<Option<String>> {
+    if record.request.records_file() || !record.streams_live() || record.streams.iter().any(|s| s.state.is_wanted()) {
+        return None;
+    }
+    let failed = record.streams.iter().filter(|s| s.state == fleet_protocol::streams::StreamState::Failed);
+    Some(failed.last().map(|s| format!("every stream output failed; {}: {}", s.id, s.last_error.as_deref().unwrap_or("no reason given"))))
+}
+
 /// True when a session that began after `session_id` is writing media: this one ends, after an overlap.
 fn successor_writing(record: &JobRecord, session_id: &SafeId) -> bool {
     let Some(own) = record.sessions.iter().position(|s| &s.id == session_id) else { return false };
@@ -247,6 +261,7 @@ fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::Error => "error",
         EndReason::Handover => "handover",
         EndReason::PauseLimit => "pause_limit",
+        EndReason::StreamsEnded => "streams_ended",
     }
 }
 
