@@ -50,7 +50,7 @@ async def main() -> None:
             out["track"] = failure(err)
         try:
             await lk.egress.start_room_composite_egress(
-                api.RoomCompositeEgressRequest(room_name=args.room, stream_outputs=[api.StreamOutput(urls=["rtmp://x/y"])])
+                api.RoomCompositeEgressRequest(room_name=args.room, stream_outputs=[api.StreamOutput(protocol=api.StreamProtocol.SRT, urls=["srt://x:9000"])])
             )
             out["stream"] = "accepted"
         except api.TwirpError as err:

@@ -140,7 +140,7 @@ async fn livekit_server_sdks_drive_recordings_through_the_egress_api() {
     assert!(listed.contains(&room_id.as_str()) && listed.contains(&participant_id.as_str()), "{listed:?}");
     assert_eq!((py["track"]["code"].as_str(), py["track"]["status"].as_u64()), (Some("unimplemented"), Some(501)));
     assert!(py["track"]["msg"].as_str().unwrap().contains("StartParticipantEgress"));
-    assert_eq!(py["stream"]["code"], "unimplemented");
+    assert_eq!(py["stream"]["code"], "unimplemented", "SRT streams are refused");
     assert_eq!((py["stop_unknown"]["code"].as_str(), py["stop_unknown"]["status"].as_u64()), (Some("not_found"), Some(404)));
     assert_eq!((py["wrong_secret"]["code"].as_str(), py["wrong_secret"]["status"].as_u64()), (Some("unauthenticated"), Some(401)));
 

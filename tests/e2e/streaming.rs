@@ -168,3 +168,69 @@ async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_
     assert_eq!(record["end_reason"], "streams_ended", "{record:#}");
     assert!(record["output"].is_null(), "no file: {record:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn livekit_egress_clients_stream_and_update_streams() {
+    use fleet_tests::devroom::{LIVEKIT_API_KEY, LIVEKIT_API_SECRET};
+    use livekit_api::services::egress::{EgressClient, EgressListFilter, EgressListOptions, EgressOutput, RoomCompositeOptions};
+    use livekit_protocol as lk;
+    let dir = tempfile::tempdir().unwrap();
+    let nats = fleet_tests::Nats::start(dir.path());
+    let devroom = Devroom::start(dir.path(), ROOM);
+    let nginx = RtmpServer::start(dir.path());
+    let mut fleet = fleet_tests::Fleet::new(dir.path(), &nats, fleet_tests::StorageSetup::Local(dir.path().join("storage")));
+    fleet.recorder_extra = devroom.recorder_toml(60);
+    fleet.controller_extra = format!("[controller.egress]\nenabled = true\napi_key = \"{LIVEKIT_API_KEY}\"\napi_secret = \"{LIVEKIT_API_SECRET}\"\n");
+    let port = fleet_tests::procs::free_port();
+    let _controller = fleet.controller(port);
+    let _recorder = fleet.recorder("rec-1", "both", 2);
+    let client = EgressClient::with_api_key(&format!("http://127.0.0.1:{port}"), LIVEKIT_API_KEY, LIVEKIT_API_SECRET);
+
+    // Stream only (no file), as LiveKit's SDK asks for it.
+    let (first, second) = (nginx.url("live", "egress-a"), nginx.url("live", "egress-b"));
+    let output = lk::StreamOutput { protocol: lk::StreamProtocol::Rtmp as i32, urls: vec![first.clone()] };
+    let started =
+        client.start_room_composite_egress("live", vec![EgressOutput::Stream(output)], RoomCompositeOptions::default()).await.expect("started");
+    let id = started.egress_id.clone();
+    let info_of = |id: String| {
+        let client = &client;
+        async move {
+            let options = EgressListOptions { filter: EgressListFilter::Egress(id.clone()), ..Default::default() };
+            client.list_egress(options).await.expect("listed").into_iter().find(|i| i.egress_id == id).expect("listed")
+        }
+    };
+    let info = fleet_tests::wait::until("the egress streaming", Duration::from_secs(60), || async {
+        let info = info_of(id.clone()).await;
+        if info.status == lk::EgressStatus::EgressActive as i32 && info.stream_results.first().is_some_and(|s| s.started_at > 0) {
+            Ok(info)
+        } else {
+            Err(format!("{info:?}"))
+        }
+    })
+    .await;
+    assert_eq!(info.stream_results[0].url, format!("rtmp://127.0.0.1:{}/live/…", nginx.port), "the key is hidden");
+    probe_stream(&first, Duration::from_secs(15)).expect("the egress stream plays");
+
+    // UpdateStream: one URL in, the first out.
+    let updated = client.update_stream(&id, vec![second.clone()], vec![first.clone()]).await.expect("UpdateStream");
+    assert_eq!(updated.stream_results.len(), 2, "{updated:?}");
+    assert_eq!(updated.stream_results[0].status, lk::stream_info::Status::Finished as i32);
+    fleet_tests::wait::until("the added URL streaming", Duration::from_secs(30), || async {
+        let info = info_of(id.clone()).await;
+        if info.stream_results[1].started_at > 0 { Ok(()) } else { Err(format!("{info:?}")) }
+    })
+    .await;
+    probe_stream(&second, Duration::from_secs(15)).expect("the added stream plays");
+    let unknown = client.update_stream(&id, vec![], vec![nginx.url("live", "never")]).await;
+    assert!(unknown.is_err(), "removing a URL the egress does not stream to is refused");
+
+    let stopped = client.stop_egress(&id).await.expect("StopEgress");
+    assert_eq!(stopped.status, lk::EgressStatus::EgressEnding as i32);
+    let done = fleet_tests::wait::until("the egress complete", Duration::from_secs(60), || async {
+        let info = info_of(id.clone()).await;
+        if info.status == lk::EgressStatus::EgressComplete as i32 { Ok(info) } else { Err(format!("{info:?}")) }
+    })
+    .await;
+    assert!(done.file_results.is_empty(), "no file was asked for");
+    assert!(done.stream_results.iter().all(|s| s.status == lk::stream_info::Status::Finished as i32 && s.ended_at > 0), "{done:?}");
+}

@@ -20,24 +20,22 @@ pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobReq
         "speaker" | "speaker-light" | "speaker-dark" | "single-speaker" | "single-speaker-light" | "single-speaker-dark" => Layout::Speaker,
         other => return Err(TwirpError::invalid_argument(format!("layout {other:?}: use grid, speaker or single-speaker"))),
     };
-    let legacy_file = match &request.output {
-        Some(lk::room_composite_egress_request::Output::File(file)) => Some(file),
-        Some(_) => return Err(TwirpError::unimplemented("stream and segmented outputs are not supported: use one file output")),
-        None => None,
+    let (legacy_file, legacy_stream) = match &request.output {
+        Some(lk::room_composite_egress_request::Output::File(file)) => (Some(file), None),
+        Some(lk::room_composite_egress_request::Output::Stream(stream)) => (None, Some(stream)),
+        Some(lk::room_composite_egress_request::Output::Segments(_)) => return Err(segments_refused()),
+        None => (None, None),
     };
-    let filepath = check_outputs(
-        legacy_file,
-        &request.file_outputs,
-        request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(),
-        request.audio_only,
-    )?;
+    let streams: Vec<&lk::StreamOutput> = legacy_stream.into_iter().chain(&request.stream_outputs).collect();
+    let outputs =
+        check_outputs(legacy_file, &request.file_outputs, &streams, request.segment_outputs.len() + request.image_outputs.len(), request.audio_only)?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::room_composite_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
         Some(lk::room_composite_egress_request::Options::Advanced(advanced)) => advanced_preset(advanced)?,
         None => VideoPreset::Hd720p30,
     };
-    job_request(&request.room_name, layout, None, preset, request.audio_only, filepath)
+    job_request(&request.room_name, layout, None, preset, request.audio_only, outputs)
 }
 
 /// Participant egress: one participant full frame (layout `single`).
@@ -48,19 +46,15 @@ pub fn participant(request: &lk::ParticipantEgressRequest) -> Result<JobRequest,
     if request.identity.is_empty() {
         return Err(TwirpError::invalid_argument("identity is required"));
     }
-    let filepath = check_outputs(
-        None,
-        &request.file_outputs,
-        request.stream_outputs.len() + request.segment_outputs.len() + request.image_outputs.len(),
-        false,
-    )?;
+    let streams: Vec<&lk::StreamOutput> = request.stream_outputs.iter().collect();
+    let outputs = check_outputs(None, &request.file_outputs, &streams, request.segment_outputs.len() + request.image_outputs.len(), false)?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::participant_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
         Some(lk::participant_egress_request::Options::Advanced(advanced)) => advanced_preset(advanced)?,
         None => VideoPreset::Hd720p30,
     };
-    job_request(&request.room_name, Layout::Single, Some(request.identity.clone()), preset, false, filepath)
+    job_request(&request.room_name, Layout::Single, Some(request.identity.clone()), preset, false, outputs)
 }
 
 fn job_request(
@@ -69,7 +63,7 @@ fn job_request(
     participant: Option<String>,
     video_preset: VideoPreset,
     audio_only: bool,
-    filepath: String,
+    outputs: Outputs,
 ) -> Result<JobRequest, TwirpError> {
     if room.is_empty() {
         return Err(TwirpError::invalid_argument("room_name is required"));
@@ -81,28 +75,53 @@ fn job_request(
         "video_preset": video_preset,
         "audio_only": audio_only,
         // Filled in and checked when the job is created, as Egress does when it starts.
-        "filepath": filepath,
+        "filepath": outputs.filepath,
+        "outputs": { "file": outputs.filepath.is_some(), "rtmp": outputs.stream_urls },
     }))
     .map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     request.validate().map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     Ok(request)
 }
 
-/// Exactly one file, MP4 (an `.m4a` for audio-only), stored in the fleet's storage under its `filepath`
-/// (a template, as Egress takes it; empty: `{room_name}-{time}`). Returns that filepath.
+/// What an Egress request asks for, in the fleet's terms.
+struct Outputs {
+    /// The file's `filepath` template (empty: `{room_name}-{time}`), when there is a file.
+    filepath: Option<String>,
+    stream_urls: Vec<String>,
+}
+
+fn segments_refused() -> TwirpError {
+    TwirpError::unimplemented("segmented (HLS) outputs are not supported: use a file output and/or RTMP stream outputs")
+}
+
+/// At most one file, MP4 (an `.m4a` for audio-only), stored in the fleet's storage under its `filepath`
+/// (a template, as Egress takes it; empty: `{room_name}-{time}`); RTMP stream outputs; at least one of
+/// the two.
 fn check_outputs(
     legacy: Option<&lk::EncodedFileOutput>,
     files: &[lk::EncodedFileOutput],
+    streams: &[&lk::StreamOutput],
     others: usize,
     audio_only: bool,
-) -> Result<String, TwirpError> {
+) -> Result<Outputs, TwirpError> {
     if others > 0 {
-        return Err(TwirpError::unimplemented("stream, segment and image outputs are not supported: use one file output"));
+        return Err(TwirpError::unimplemented("segment and image outputs are not supported: use a file output and/or RTMP stream outputs"));
+    }
+    let mut stream_urls = Vec::new();
+    for stream in streams {
+        match lk::StreamProtocol::try_from(stream.protocol) {
+            Ok(lk::StreamProtocol::DefaultProtocol | lk::StreamProtocol::Rtmp) => {}
+            _ => return Err(TwirpError::unimplemented("only RTMP stream outputs are supported (rtmp:// and rtmps:// URLs)")),
+        }
+        stream_urls.extend(stream.urls.iter().cloned());
     }
     let all: Vec<&lk::EncodedFileOutput> = legacy.into_iter().chain(files).collect();
-    let [file] = all[..] else {
-        return Err(TwirpError::invalid_argument(format!("exactly one file output is needed (got {})", all.len())));
+    let file = match all[..] {
+        [] if !stream_urls.is_empty() => None,
+        [file] => Some(file),
+        _ => return Err(TwirpError::invalid_argument(format!("one file output and/or stream outputs are needed (got {} files)", all.len()))),
     };
+    let Some(file) = file else { return Ok(Outputs { filepath: None, stream_urls }) };
     match lk::EncodedFileType::try_from(file.file_type) {
         Ok(lk::EncodedFileType::DefaultFiletype | lk::EncodedFileType::Mp4) => {}
         Ok(lk::EncodedFileType::Ogg | lk::EncodedFileType::Mp3) if audio_only => {
@@ -115,7 +134,7 @@ fn check_outputs(
             "per-request upload targets (s3, gcp, azure, aliOSS) are not supported: files go to the fleet's configured storage",
         ));
     }
-    Ok(file.filepath.clone())
+    Ok(Outputs { filepath: Some(file.filepath.clone()), stream_urls })
 }
 
 fn check_webhooks(webhooks: &[lk::WebhookConfig]) -> Result<(), TwirpError> {
@@ -216,6 +235,12 @@ pub fn egress_info(record: &JobRecord) -> lk::EgressInfo {
         size: output.size_bytes as i64,
         location: output.location.clone(),
     });
+    let streams = stream_results(record);
+    let legacy_result = match &file {
+        Some(file) => Some(lk::egress_info::Result::File(file.clone())),
+        None if !streams.is_empty() => Some(lk::egress_info::Result::Stream(lk::StreamInfoList { info: streams.clone() })),
+        None => None,
+    };
     lk::EgressInfo {
         egress_id: record.id.to_string(),
         room_name: record.request.room.clone(),
@@ -226,10 +251,43 @@ pub fn egress_info(record: &JobRecord) -> lk::EgressInfo {
         error: record.error.clone().unwrap_or_default(),
         details: record.warnings.join("; "),
         request: request_of(record),
-        file_results: file.clone().into_iter().collect(),
-        result: file.map(lk::egress_info::Result::File),
+        file_results: file.into_iter().collect(),
+        stream_results: streams,
+        result: legacy_result,
         ..Default::default()
     }
+}
+
+/// The record's streams as Egress reports them: keys hidden, as in every answer to a client.
+fn stream_results(record: &JobRecord) -> Vec<lk::StreamInfo> {
+    use fleet_protocol::streams::StreamState;
+    let ended_at = record.sessions.iter().filter_map(|s| s.ended_at_ms).max();
+    record
+        .streams
+        .iter()
+        .map(|stream| {
+            let status = match stream.state {
+                StreamState::Starting | StreamState::Live | StreamState::Retrying => lk::stream_info::Status::Active,
+                StreamState::Removed | StreamState::Ended => lk::stream_info::Status::Finished,
+                StreamState::Failed => lk::stream_info::Status::Failed,
+            };
+            let started = stream.live_at_ms.map(|ms| ms as i64 * NS_PER_MS).unwrap_or(0);
+            let ended = match (status, ended_at) {
+                (lk::stream_info::Status::Active, _) | (_, None) => 0,
+                (_, Some(ms)) => ms as i64 * NS_PER_MS,
+            };
+            lk::StreamInfo {
+                url: stream.stream_url().map(|u| u.redacted()).unwrap_or_default(),
+                started_at: started,
+                ended_at: ended,
+                duration: if started > 0 && ended > started { ended - started } else { 0 },
+                status: status as i32,
+                error: stream.last_error.clone().filter(|_| status == lk::stream_info::Status::Failed).unwrap_or_default(),
+                retries: stream.retries,
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

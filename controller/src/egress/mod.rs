@@ -3,9 +3,9 @@
 //! as protobuf or JSON, authorised by a LiveKit access token (HS256 with the LiveKit API key/secret)
 //! carrying the `roomRecord` grant; answers use the request's encoding, errors are Twirp JSON.
 //!
-//! Served: StartRoomCompositeEgress, StartParticipantEgress, ListEgress, StopEgress. Refused with a Twirp
-//! `unimplemented` and the reason: StartTrackCompositeEgress, StartTrackEgress, StartWebEgress,
-//! UpdateLayout, UpdateStream, and options the fleet cannot honour (see `convert`).
+//! Served: StartRoomCompositeEgress, StartParticipantEgress (file and/or RTMP stream outputs), ListEgress,
+//! UpdateStream, StopEgress. Refused with a Twirp `unimplemented` and the reason: StartTrackCompositeEgress,
+//! StartTrackEgress, StartWebEgress, UpdateLayout, and options the fleet cannot honour (see `convert`).
 
 pub mod config;
 pub mod convert;
@@ -78,7 +78,10 @@ async fn call(State(state): State<AppState>, Path(method): Path<String>, headers
         )),
         "StartWebEgress" => Err(TwirpError::unimplemented("web egress is not supported: the fleet renders no web pages")),
         "UpdateLayout" => Err(TwirpError::unimplemented("the layout is chosen when the recording starts and cannot change while it runs")),
-        "UpdateStream" => Err(TwirpError::unimplemented("stream outputs are not supported")),
+        "UpdateStream" => match decode::<lk::UpdateStreamRequest>(encoding, &body) {
+            Ok(request) => update_stream(&state, &request).await.map(|i| encode(encoding, &i)),
+            Err(err) => Err(err),
+        },
         other => Err(TwirpError::bad_route(format!("no method {other:?} in livekit.Egress"))),
     };
     match result {
@@ -171,6 +174,28 @@ async fn stop(state: &AppState, egress_id: &str) -> Result<lk::EgressInfo, Twirp
         Err(err) => return Err(TwirpError::unavailable(err.to_string())),
     }
     let record = jobs::stop(&state.bus, &id).await?;
+    Ok(convert::egress_info(&record))
+}
+
+/// Adds and removes RTMP URLs of a streaming egress while it runs.
+async fn update_stream(state: &AppState, request: &lk::UpdateStreamRequest) -> Result<lk::EgressInfo, TwirpError> {
+    let id = SafeId::parse(&request.egress_id).map_err(|e| TwirpError::invalid_argument(format!("egress_id: {e}")))?;
+    let mut record = match state.bus.jobs().get(&id).await {
+        Ok(Some((record, _))) => record,
+        Ok(None) => return Err(TwirpError::not_found("egress does not exist")),
+        Err(err) => return Err(TwirpError::unavailable(err.to_string())),
+    };
+    for url in &request.add_output_urls {
+        let url = fleet_protocol::streams::StreamUrl::parse(url).map_err(|e| TwirpError::invalid_argument(format!("add_output_urls: {e}")))?;
+        record = jobs::change_streams(&state.bus, &id, fleet_protocol::Transition::AddStream { url }).await?;
+    }
+    for url in &request.remove_output_urls {
+        let Some(stream) = record.streams.iter().find(|s| s.state.is_wanted() && &s.url == url) else {
+            return Err(TwirpError::invalid_argument("remove_output_urls: the egress streams to no such URL"));
+        };
+        let transition = fleet_protocol::Transition::RemoveStream { id: stream.id.clone() };
+        record = jobs::change_streams(&state.bus, &id, transition).await?;
+    }
     Ok(convert::egress_info(&record))
 }
 

@@ -242,8 +242,8 @@ fn streams_over(record: &JobRecord) -> Option<Option<String>> {
     if record.request.records_file() || !record.streams_live() || record.streams.iter().any(|s| s.state.is_wanted()) {
         return None;
     }
-    let failed = record.streams.iter().filter(|s| s.state == fleet_protocol::streams::StreamState::Failed);
-    Some(failed.last().map(|s| format!("every stream output failed; {}: {}", s.id, s.last_error.as_deref().unwrap_or("no reason given"))))
+    let mut failed = record.streams.iter().filter(|s| s.state == fleet_protocol::streams::StreamState::Failed);
+    Some(failed.next_back().map(|s| format!("every stream output failed; {}: {}", s.id, s.last_error.as_deref().unwrap_or("no reason given"))))
 }
 
 /// True when a session that began after `session_id` is writing media: this one ends, after an overlap.

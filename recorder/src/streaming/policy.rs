@@ -78,14 +78,9 @@ mod tests {
         policy.on_live();
         let mut at = t0;
         let mut waits = Vec::new();
-        loop {
-            match policy.on_failure(at) {
-                Decision::RetryAt(next) => {
-                    waits.push(next - at);
-                    at = next;
-                }
-                Decision::GiveUp => break,
-            }
+        while let Decision::RetryAt(next) = policy.on_failure(at) {
+            waits.push(next - at);
+            at = next;
         }
         assert_eq!(waits[..3], [Duration::from_millis(500), Duration::from_secs(1), Duration::from_secs(2)]);
         assert!(waits.iter().all(|w| *w <= MAX_BACKOFF));
