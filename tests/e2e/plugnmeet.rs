@@ -22,6 +22,7 @@ use fleet_tests::devroom::Devroom;
 use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat, stream};
 use fleet_tests::plugnmeet_nats::PlugnmeetNats;
 use fleet_tests::procs::free_port;
+use fleet_tests::rtmp::{RtmpServer, probe_stream};
 use fleet_tests::{Fleet, Nats, StorageSetup, bin_path};
 use hmac::{Hmac, Mac};
 use prost::Message;
@@ -34,6 +35,7 @@ const PNM_SECRET: &str = "plugnmeet-secret-0123456789";
 const RECORDER_ID: &str = "fleet-1";
 const ROOM_TABLE_ID: i64 = 42;
 const RECORDING_ID: &str = "RM_pnm-1700000000000";
+const RTMP_ID: &str = "RM_pnm-rtmp-1700000000000";
 
 const SCENARIO: &str = r#"
 [[rooms]]
@@ -182,7 +184,7 @@ async fn plugnmeet_server_records_through_the_fleet() {
     let clash_log = String::from_utf8_lossy(&clash.stderr).to_string() + &String::from_utf8_lossy(&clash.stdout);
     assert!(!clash.status.success() && clash_log.contains("another recorder"), "duplicate id not refused: {clash_log}");
 
-    // Starts for another recorder get no answer; RTMP is refused with a reason.
+    // Starts for another recorder get no answer; RTMP without a URL is refused with a reason.
     assert_eq!(ask(&pnm, &request(RecordingTasks::StartRecording, "other-recorder")).await, None);
     let rtmp = ask(&pnm, &request(RecordingTasks::StartRtmp, RECORDER_ID)).await.expect("RTMP answered");
     assert!(!rtmp.status && rtmp.msg.contains("RTMP"), "{rtmp:?}");
@@ -235,6 +237,23 @@ async fn plugnmeet_server_records_through_the_fleet() {
     let duration: f64 = ffprobe(&mp4)["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!(duration > 5.0, "{duration} s");
     assert_eq!(*notifies.refused.lock().unwrap(), 0, "every notify carries a valid signature");
+
+    // START_RTMP: the room streams live to the URL plugNmeet passes, until STOP_RTMP.
+    let nginx = RtmpServer::start(dir.path());
+    let stream_url = nginx.url("live", "pnm-stream-key");
+    let mut start_rtmp = request(RecordingTasks::StartRtmp, RECORDER_ID);
+    (start_rtmp.recording_id, start_rtmp.rtmp_url) = (RTMP_ID.into(), Some(stream_url.clone()));
+    let started = ask(&pnm, &start_rtmp).await.expect("START_RTMP answered");
+    assert!(started.status, "{started:?}");
+    let live = notifies.wait_for_recording(RecordingTasks::StartRtmp, RTMP_ID, Duration::from_secs(30)).await;
+    assert!(live.status, "{live:?}");
+    let pulled = probe_stream(&stream_url, Duration::from_secs(20)).expect("the RTMP stream plays");
+    assert!(pulled.iter().any(|(codec, ..)| codec == "h264") && pulled.iter().any(|(codec, ..)| codec == "aac"), "{pulled:?}");
+    let stopped = ask(&pnm, &request(RecordingTasks::StopRtmp, "")).await.expect("STOP_RTMP answered by the holder");
+    assert!(stopped.status, "{stopped:?}");
+    let ended = notifies.wait_for_recording(RecordingTasks::EndRtmp, RTMP_ID, Duration::from_secs(30)).await;
+    assert!(ended.status, "{ended:?}");
+    assert_eq!(*notifies.refused.lock().unwrap(), 0);
 
     // A clean shutdown purges the registration at once.
     controller.terminate(Duration::from_secs(10));

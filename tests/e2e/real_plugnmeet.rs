@@ -21,6 +21,7 @@ use fleet_tests::media::{decode_errors, ffprobe, moov_before_mdat};
 use fleet_tests::netns;
 use fleet_tests::plugnmeet_server::{self, PNM_API_SECRET, PlugnmeetServer};
 use fleet_tests::publisher::{Publisher, PublisherSpec};
+use fleet_tests::rtmp::{RtmpServer, probe_stream};
 use hmac::{Hmac, Mac};
 use prost::Message;
 use serde_json::{Value, json};
@@ -196,7 +197,7 @@ fn in_its_namespace(test: &str) -> Option<std::path::PathBuf> {
 /// The whole round with plugNmeet's own server: the fleet registers through plugNmeet's NATS auth callout
 /// and is chosen by the server's recorder selection; recordings started and stopped through plugNmeet's
 /// API appear in its recording list with the right path and size, are served by its download API and
-/// pass the sync checker; its webhooks fire in order. RTMP is refused with a reason. A recorder killed
+/// pass the sync checker; its webhooks fire in order. START_RTMP streams the room live. A recorder killed
 /// mid-recording is replaced without plugNmeet hearing of an end, and ending the room in plugNmeet stops
 /// the recording. plugNmeet's merge request runs on a fleet transcoder. After plugNmeet's NATS restarts,
 /// the fleet registers again, and after plugnmeet-server restarts it is still chosen.
@@ -262,14 +263,18 @@ fn plugnmeet_server_records_through_the_fleet() {
         assert_eq!(served.status(), 200);
         assert_eq!(served.bytes().await.unwrap().to_vec(), std::fs::read(&first_mp4).unwrap(), "plugNmeet serves the file the fleet placed");
 
-        // RTMP: refused. plugNmeet answers its user only that the recorder refused; the reason reaches its
-        // webhooks with an END_RTMP report.
-        let rtmp = recording_task(&pnm, ROOM, "/api/rtmp", &token, RecordingTasks::StartRtmp, &sid, Some("rtmp://127.0.0.1:1935/live/test")).await;
-        assert!(!rtmp.status, "{rtmp:?}");
-        println!("plugNmeet's answer to an RTMP start: {:?}", rtmp.msg);
-        let rtmp_ended = webhooks.wait_for("end_rtmp", 1, Duration::from_secs(15)).await;
-        let reason = rtmp_ended["recording_info"]["recorder_msg"].as_str().unwrap_or("");
-        assert!(reason.contains("RTMP live streaming is not supported"), "{rtmp_ended:#}");
+        // RTMP: plugNmeet's START_RTMP streams the room to the URL its user gave, until STOP_RTMP.
+        let nginx = RtmpServer::start(setup.dir.path());
+        let stream_url = nginx.url("live", "pnm-user-key");
+        let rtmp = recording_task(&pnm, ROOM, "/api/rtmp", &token, RecordingTasks::StartRtmp, &sid, Some(&stream_url)).await;
+        assert!(rtmp.status, "{rtmp:?}\n{}", pnm.log_tail());
+        webhooks.wait_for("start_rtmp", 1, Duration::from_secs(30)).await;
+        let pulled = probe_stream(&stream_url, Duration::from_secs(20)).expect("plugNmeet's RTMP stream plays");
+        println!("pulled plugNmeet's stream: {pulled:?}");
+        assert!(pulled.iter().any(|(codec, ..)| codec == "h264"), "{pulled:?}");
+        let stopped = recording_task(&pnm, ROOM, "/api/rtmp", &token, RecordingTasks::StopRtmp, &sid, None).await;
+        assert!(stopped.status, "{stopped:?}");
+        webhooks.wait_for("end_rtmp", 1, Duration::from_secs(30)).await;
 
         // Recording 2: its recorder is killed mid-recording; a standby takes over and plugNmeet hears no end.
         let started = recording_task(&pnm, ROOM, "/api/recording", &token, RecordingTasks::StartRecording, &sid, None).await;

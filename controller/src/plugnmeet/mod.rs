@@ -4,7 +4,7 @@
 //! placing the finished MP4 where plugNmeet serves recordings from.
 //!
 //! What it cannot do: plugNmeet's recorder films its web page (whiteboard, chat, shared notes); the fleet
-//! records the room's media tracks only. RTMP streaming is refused with a message.
+//! records the room's media tracks only. START_RTMP streams the room live (a stream-only job).
 
 pub mod config;
 pub mod files;
@@ -22,6 +22,7 @@ use async_nats::jetstream::{AckKind, kv};
 use backon::Retryable;
 use config::PlugnmeetConfig;
 use fleet_protocol::job::Origin;
+use fleet_protocol::streams::StreamUrl;
 use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobRequest, SafeId};
 use fleet_runtime::bus::Bus;
@@ -61,7 +62,9 @@ pub struct Door {
     /// NATS restarted without the bucket), so the fleet registers again when the server recreates it.
     registry: tokio::sync::Mutex<Option<kv::Store>>,
     /// plugNmeet room table id -> the fleet job recording it (stops name the room, not the recording).
-    held: Mutex<HashMap<i64, SafeId>>,
+    held: Held,
+    /// The same for the room's RTMP stream (a job of its own: plugNmeet starts and stops it apart).
+    held_rtmp: Held,
     /// Jobs whose START_RECORDING went out (a failover re-enters `recording`).
     started: Mutex<HashSet<SafeId>>,
     starts_and_stops: tokio::sync::Mutex<()>,
@@ -70,6 +73,8 @@ pub struct Door {
     /// Seals the key of a room plugnmeet-server encrypts (none: such rooms are refused).
     e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
 }
+
+type Held = Mutex<HashMap<i64, SafeId>>;
 
 impl Door {
     /// Connects, registers (refusing a duplicate recorder id) and starts serving plugNmeet.
@@ -96,10 +101,11 @@ impl Door {
         };
 
         // Recordings this door started before a restart are still stoppable.
-        let mut held = HashMap::new();
+        let (mut held, mut held_rtmp) = (HashMap::new(), HashMap::new());
         for record in bus.jobs().list(|r| r.state.is_capturing()).await.map_err(|e| DoorError::Nats(e.to_string()))? {
             if let Some(Origin::Plugnmeet { room_table_id, .. }) = &record.origin {
-                held.insert(*room_table_id, record.id.clone());
+                let map = if record.request.records_file() { &mut held } else { &mut held_rtmp };
+                map.insert(*room_table_id, record.id.clone());
             }
         }
         let door = Arc::new(Door {
@@ -110,6 +116,7 @@ impl Door {
             storage,
             registry: tokio::sync::Mutex::new(registry),
             held: Mutex::new(held),
+            held_rtmp: Mutex::new(held_rtmp),
             started: Mutex::new(HashSet::new()),
             starts_and_stops: tokio::sync::Mutex::new(()),
             pinger: Mutex::new(None),
@@ -226,11 +233,23 @@ impl Door {
                 let _one_at_a_time = self.starts_and_stops.lock().await;
                 self.stop_recording(room_table_id).await
             }
+            Action::StartRtmp { room_id, room_sid, recording_id, room_table_id, url } => {
+                let _one_at_a_time = self.starts_and_stops.lock().await;
+                Some(self.start_rtmp(room_id, room_sid, recording_id, room_table_id, url).await)
+            }
+            Action::StopRtmp { room_table_id } => {
+                let _one_at_a_time = self.starts_and_stops.lock().await;
+                let job = self.held_job(&self.held_rtmp, room_table_id).await?;
+                Some(match jobs::stop(&self.bus, &job).await {
+                    Ok(_) => requests::success(),
+                    Err(err) => requests::from_api_error(err),
+                })
+            }
         }
     }
 
     async fn start_recording(&self, room_id: String, room_sid: String, recording_id: String, room_table_id: i64) -> proto::CommonResponse {
-        if let Some(job) = self.held_job(room_table_id).await {
+        if let Some(job) = self.held_job(&self.held, room_table_id).await {
             return requests::refusal(proto::StatusCode::Conflict, format!("this room is already being recorded ({job})"));
         }
         let load = registry::Load::of_fleet(&self.bus.list_nodes().await.unwrap_or_default());
@@ -250,6 +269,27 @@ impl Door {
             Ok(record) => {
                 tracing::info!(job_id = %record.id, %recording_id, room_table_id, "plugNmeet recording started");
                 self.held.lock().unwrap().insert(room_table_id, record.id);
+                requests::success()
+            }
+            Err(err) => requests::from_api_error(err),
+        }
+    }
+
+    /// START_RTMP: a stream-only job of the room (plugNmeet records and streams a room separately).
+    async fn start_rtmp(&self, room_id: String, room_sid: String, recording_id: String, room_table_id: i64, url: StreamUrl) -> proto::CommonResponse {
+        if let Some(job) = self.held_job(&self.held_rtmp, room_table_id).await {
+            return requests::refusal(proto::StatusCode::Conflict, format!("this room is already being streamed ({job})"));
+        }
+        let json = serde_json::json!({ "room": room_id, "outputs": { "file": false, "rtmp": [url.expose()] } });
+        let request: JobRequest = match serde_json::from_value(json) {
+            Ok(request) => request,
+            Err(err) => return requests::refusal(proto::StatusCode::InvalidParameters, err.to_string()),
+        };
+        let origin = Origin::Plugnmeet { recording_id, room_sid, room_table_id, recorder_id: self.config.recorder_id.clone() };
+        match jobs::create(&self.bus, request, Some(origin), "rtmp").await {
+            Ok(record) => {
+                tracing::info!(job_id = %record.id, url = %url.redacted(), room_table_id, "plugNmeet RTMP stream started");
+                self.held_rtmp.lock().unwrap().insert(room_table_id, record.id);
                 requests::success()
             }
             Err(err) => requests::from_api_error(err),
@@ -284,7 +324,7 @@ impl Door {
     }
 
     async fn stop_recording(&self, room_table_id: i64) -> Option<proto::CommonResponse> {
-        let job = self.held_job(room_table_id).await?;
+        let job = self.held_job(&self.held, room_table_id).await?;
         match jobs::stop(&self.bus, &job).await {
             Ok(_) => Some(requests::success()),
             Err(err) => Some(requests::from_api_error(err)),
@@ -292,8 +332,8 @@ impl Door {
     }
 
     /// The job recording this room, if it is still capturing (stale entries are dropped).
-    async fn held_job(&self, room_table_id: i64) -> Option<SafeId> {
-        let job = self.held.lock().unwrap().get(&room_table_id).cloned()?;
+    async fn held_job(&self, held: &Held, room_table_id: i64) -> Option<SafeId> {
+        let job = held.lock().unwrap().get(&room_table_id).cloned()?;
         match self.bus.jobs().get(&job).await {
             Ok(Some((record, _))) if record.state.is_capturing() => Some(job),
             Err(err) => {
@@ -301,7 +341,7 @@ impl Door {
                 Some(job)
             }
             _ => {
-                self.held.lock().unwrap().remove(&room_table_id);
+                held.lock().unwrap().remove(&room_table_id);
                 None
             }
         }
@@ -310,7 +350,7 @@ impl Door {
     /// Sends one report; false when the rest of this event's reports must not follow (the file could
     /// not be placed: plugNmeet then hears of the failure instead of a success).
     async fn report_one(&self, notice: &Notice, record: &JobRecord) -> bool {
-        if *notice == Notice::Started && !self.started.lock().unwrap().insert(record.id.clone()) {
+        if matches!(notice, Notice::Started | Notice::RtmpStarted) && !self.started.lock().unwrap().insert(record.id.clone()) {
             return true;
         }
         let file = match notice {

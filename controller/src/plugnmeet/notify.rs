@@ -1,7 +1,8 @@
 //! Reports to plugnmeet-server: each job state change of a plugNmeet-started job becomes the
 //! `RecorderToPlugNmeet` messages plugNmeet's own recorder would send, in its order (START_RECORDING when
 //! media is being written, END_RECORDING when capture ends, RECORDING_PROCEEDED with the file, then
-//! RECORDING_TRANSCODING_FINISHED), POSTed as protobuf with plugNmeet's HMAC signature.
+//! RECORDING_TRANSCODING_FINISHED; START_RTMP and END_RTMP for a stream), POSTed as protobuf with
+//! plugNmeet's HMAC signature.
 
 use super::proto::{PlugNmeetToRecorder, RecorderToPlugNmeet, RecordingTasks};
 use crate::http_post::{self, PostFailed};
@@ -28,11 +29,25 @@ pub enum Notice {
         ok: bool,
         msg: String,
     },
+    /// A START_RTMP job's stream is going out (its capture writes media).
+    RtmpStarted,
+    RtmpEnded {
+        ok: bool,
+        msg: String,
+    },
 }
 
 /// The reports a job entering `state` owes plugNmeet.
 pub fn notices(state: JobState, record: &JobRecord) -> Vec<Notice> {
     let error = || record.error.clone().unwrap_or_else(|| "failed".into());
+    if !record.request.records_file() {
+        return match state {
+            JobState::Recording => vec![Notice::RtmpStarted],
+            JobState::Complete => vec![Notice::RtmpEnded { ok: true, msg: "success".into() }],
+            JobState::Failed | JobState::Aborted => vec![Notice::RtmpEnded { ok: false, msg: error() }],
+            _ => vec![],
+        };
+    }
     match state {
         JobState::Recording => vec![Notice::Started],
         JobState::Finalizing => vec![Notice::Ended { ok: true, msg: "success".into() }],
@@ -55,6 +70,8 @@ pub fn message(notice: &Notice, record: &JobRecord, file: Option<(String, f32)>)
         Notice::Ended { ok, msg } => (RecordingTasks::EndRecording, *ok, msg.clone()),
         Notice::Proceeded => (RecordingTasks::RecordingProceeded, true, "success".to_string()),
         Notice::TranscodeFinished { ok, msg } => (RecordingTasks::RecordingTranscodingFinished, *ok, msg.clone()),
+        Notice::RtmpStarted => (RecordingTasks::StartRtmp, true, "success".to_string()),
+        Notice::RtmpEnded { ok, msg } => (RecordingTasks::EndRtmp, *ok, msg.clone()),
     };
     let (file_path, file_size) = file.unwrap_or_default();
     Some(RecorderToPlugNmeet {

@@ -5,6 +5,7 @@
 use super::proto::{CommonResponse, PlugNmeetToRecorder, RecordingTasks, StatusCode};
 use crate::error::ApiError;
 use fleet_protocol::SafeId;
+use fleet_protocol::streams::StreamUrl;
 
 /// What a request asks of us, decided without touching NATS or the job store.
 #[derive(Debug, PartialEq)]
@@ -22,6 +23,17 @@ pub enum Action {
     Stop {
         room_table_id: i64,
     },
+    /// START_RTMP: stream the room live to `url`.
+    StartRtmp {
+        room_id: String,
+        room_sid: String,
+        recording_id: String,
+        room_table_id: i64,
+        url: StreamUrl,
+    },
+    StopRtmp {
+        room_table_id: i64,
+    },
 }
 
 pub fn decide(request: &PlugNmeetToRecorder, recorder_id: &str, path_placement: bool) -> Action {
@@ -33,13 +45,27 @@ pub fn decide(request: &PlugNmeetToRecorder, recorder_id: &str, path_placement: 
         Some(RecordingTasks::StartRecording | RecordingTasks::StartRtmp) if request.recorder_id != recorder_id => {
             Action::Ignore("start addressed to another recorder")
         }
-        Some(RecordingTasks::StartRtmp) => Action::Refuse(refusal(
-            StatusCode::InvalidParameters,
-            "this recorder (a LiveKit recording fleet) records rooms to files; RTMP live streaming is not supported",
-        )),
+        Some(RecordingTasks::StartRtmp) => {
+            if let Some(refused) = check_room_id(request) {
+                return refused;
+            }
+            let Some(url) = request.rtmp_url.as_deref().filter(|u| !u.is_empty()) else {
+                return Action::Refuse(refusal(StatusCode::InvalidParameters, "START_RTMP needs rtmp_url"));
+            };
+            match StreamUrl::parse(url) {
+                Ok(url) => Action::StartRtmp {
+                    room_id: request.room_id.clone(),
+                    room_sid: request.room_sid.clone(),
+                    recording_id: request.recording_id.clone(),
+                    room_table_id: request.room_table_id,
+                    url,
+                },
+                Err(err) => Action::Refuse(refusal(StatusCode::InvalidParameters, format!("rtmp_url: RTMP {err}"))),
+            }
+        }
         Some(RecordingTasks::StartRecording) => {
-            if request.room_id.is_empty() || request.room_id.chars().any(char::is_control) || request.room_id.chars().count() > 128 {
-                return Action::Refuse(refusal(StatusCode::InvalidParameters, "room_id must be 1-128 characters without control characters"));
+            if let Some(refused) = check_room_id(request) {
+                return refused;
             }
             // Both become a file name under plugNmeet's recordings root.
             if SafeId::parse(request.recording_id.as_str()).is_err() || (path_placement && SafeId::parse(request.room_id.as_str()).is_err()) {
@@ -56,10 +82,15 @@ pub fn decide(request: &PlugNmeetToRecorder, recorder_id: &str, path_placement: 
             }
         }
         Some(RecordingTasks::StopRecording | RecordingTasks::Stop) => Action::Stop { room_table_id: request.room_table_id },
-        // We never run RTMP, so we never hold one to stop.
-        Some(RecordingTasks::StopRtmp) => Action::Ignore("no RTMP stream held"),
+        Some(RecordingTasks::StopRtmp) => Action::StopRtmp { room_table_id: request.room_table_id },
         _ => Action::Ignore("not a request task"),
     }
+}
+
+fn check_room_id(request: &PlugNmeetToRecorder) -> Option<Action> {
+    let room_id = &request.room_id;
+    let bad = room_id.is_empty() || room_id.chars().any(char::is_control) || room_id.chars().count() > 128;
+    bad.then(|| Action::Refuse(refusal(StatusCode::InvalidParameters, "room_id must be 1-128 characters without control characters")))
 }
 
 pub fn success() -> CommonResponse {
@@ -100,7 +131,7 @@ mod tests {
         assert!(matches!(decide(&request(RecordingTasks::StartRecording, "other"), "fleet", true), Action::Ignore(_)));
         assert_eq!(decide(&request(RecordingTasks::Stop, "other"), "fleet", true), Action::Stop { room_table_id: 7 });
         assert_eq!(decide(&request(RecordingTasks::StopRecording, ""), "fleet", true), Action::Stop { room_table_id: 7 });
-        assert!(matches!(decide(&request(RecordingTasks::StopRtmp, "fleet"), "fleet", true), Action::Ignore(_)));
+        assert_eq!(decide(&request(RecordingTasks::StopRtmp, ""), "fleet", true), Action::StopRtmp { room_table_id: 7 });
         // An unset task is START_RECORDING (proto3 default).
         let mut unset = request(RecordingTasks::StartRecording, "fleet");
         unset.task = 0;
@@ -108,9 +139,15 @@ mod tests {
     }
 
     #[test]
-    fn rtmp_and_unsafe_ids_are_refused_with_a_reason() {
+    fn rtmp_without_a_good_url_and_unsafe_ids_are_refused_with_a_reason() {
         let Action::Refuse(reply) = decide(&request(RecordingTasks::StartRtmp, "fleet"), "fleet", true) else { panic!() };
         assert!(!reply.status && reply.msg.contains("RTMP"));
+        let mut rtmp = request(RecordingTasks::StartRtmp, "fleet");
+        rtmp.rtmp_url = Some("http://example.com/live".into());
+        let Action::Refuse(reply) = decide(&rtmp, "fleet", true) else { panic!() };
+        assert!(reply.msg.contains("rtmp://"), "{reply:?}");
+        rtmp.rtmp_url = Some("rtmp://a.rtmp.youtube.com/live2/key".into());
+        assert!(matches!(decide(&rtmp, "fleet", true), Action::StartRtmp { room_table_id: 7, .. }));
         let mut traversal = request(RecordingTasks::StartRecording, "fleet");
         traversal.room_id = "../../etc".into();
         assert!(matches!(decide(&traversal, "fleet", true), Action::Refuse(_)));
