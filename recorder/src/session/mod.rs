@@ -154,7 +154,9 @@ async fn capture(
     let segment_ns = config.segment_seconds as u64 * 1_000_000_000;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     // A streaming job's composite starts with the session's clock, just before the capture.
-    let mut streamer = match record.streams_live().then(|| start_streamer(config, request)) {
+    // An earlier session (draining, or a crashed recorder) may still hold the streams at their servers.
+    let taking_over = record.sessions.len() > 1;
+    let mut streamer = match record.streams_live().then(|| start_streamer(config, request, taking_over)) {
         None => None,
         Some(Ok(streamer)) => Some(streamer),
         Some(Err(err)) => return fail(recorder, job_id, session_id, handover_taker, format!("the live composite did not start: {err}")).await,
@@ -448,7 +450,7 @@ fn start_streamer(
         latency_ms: config.streaming.latency_ms,
         ..fleet_pipelines::live::LiveSpec::hd720(&config.streaming.encoder)
     };
-    Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s))
+    Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s), taking_over)
 }
 
 async fn next_live_event(streamer: &mut Option<Streamer>) -> Option<fleet_pipelines::live::LiveEvent> {

@@ -28,6 +28,8 @@ pub struct Streamer {
     outputs: BTreeMap<SafeId, Output>,
     events: mpsc::UnboundedReceiver<LiveEvent>,
     retry_window: Duration,
+    /// This session takes the streams over from an earlier one (see [`Reconnect::new`]).
+    taking_over: bool,
     /// Something the record should be told changed.
     unreported: bool,
 }
@@ -43,12 +45,12 @@ pub enum Notice {
 
 impl Streamer {
     /// Starts the composite at the session's time 0 (call it just before the capture starts).
-    pub fn start(spec: LiveSpec, retry_window: Duration) -> Result<Streamer, PipelineError> {
+    pub fn start(spec: LiveSpec, retry_window: Duration, taking_over: bool) -> Result<Streamer, PipelineError> {
         let (tx, events) = mpsc::unbounded_channel();
         let composite = LiveComposite::start(spec, 0, move |event| {
             let _ = tx.send(event);
         })?;
-        Ok(Streamer { composite: Arc::new(composite), outputs: BTreeMap::new(), events, retry_window, unreported: false })
+        Ok(Streamer { composite: Arc::new(composite), outputs: BTreeMap::new(), events, retry_window, taking_over, unreported: false })
     }
 
     pub fn composite(&self) -> Arc<LiveComposite> {
@@ -63,8 +65,13 @@ impl Streamer {
                 (true, false) => {
                     let Some(url) = stream.stream_url() else { continue };
                     tracing::info!(stream = %stream.id, url = %url.redacted(), "stream output starting");
-                    let mut output =
-                        Output { url, policy: Reconnect::new(self.retry_window), state: StreamState::Starting, last_error: None, retry_at: None };
+                    let mut output = Output {
+                        url,
+                        policy: Reconnect::new(self.retry_window, self.taking_over),
+                        state: StreamState::Starting,
+                        last_error: None,
+                        retry_at: None,
+                    };
                     self.connect(&stream.id, &mut output);
                     self.outputs.insert(stream.id.clone(), output);
                 }

@@ -30,8 +30,10 @@ pub struct Reconnect {
 }
 
 impl Reconnect {
-    pub fn new(retry_window: Duration) -> Reconnect {
-        Reconnect { retry_window, ever_live: false, failures: 0, down_since: None, retries: 0 }
+    /// `patient`: retry for the whole window even before it was ever live here (a recorder taking a stream
+    /// over, whose server may still hold the previous recorder's connection for a while).
+    pub fn new(retry_window: Duration, patient: bool) -> Reconnect {
+        Reconnect { retry_window, ever_live: patient, failures: 0, down_since: None, retries: 0 }
     }
 
     pub fn on_live(&mut self) {
@@ -64,7 +66,7 @@ mod tests {
     #[test]
     fn a_url_that_never_worked_fails_after_its_first_tries() {
         let t0 = Instant::now();
-        let mut policy = Reconnect::new(Duration::from_secs(60));
+        let mut policy = Reconnect::new(Duration::from_secs(60), false);
         assert_eq!(policy.on_failure(t0), Decision::RetryAt(t0 + Duration::from_millis(500)));
         assert_eq!(policy.on_failure(t0), Decision::RetryAt(t0 + Duration::from_secs(1)));
         assert_eq!(policy.on_failure(t0), Decision::GiveUp);
@@ -74,7 +76,7 @@ mod tests {
     #[test]
     fn a_dropped_stream_is_retried_with_capped_backoff_until_the_window_passes() {
         let t0 = Instant::now();
-        let mut policy = Reconnect::new(Duration::from_secs(10));
+        let mut policy = Reconnect::new(Duration::from_secs(10), false);
         policy.on_live();
         let mut at = t0;
         let mut waits = Vec::new();
@@ -88,5 +90,8 @@ mod tests {
         // Live again: a new outage starts a new window.
         policy.on_live();
         assert!(matches!(policy.on_failure(at), Decision::RetryAt(_)));
+        // A taker is patient from the start.
+        let mut taker = Reconnect::new(Duration::from_secs(10), true);
+        assert!((0..5).all(|_| matches!(taker.on_failure(t0), Decision::RetryAt(_))));
     }
 }
