@@ -439,6 +439,7 @@ where
 fn start_streamer(
     config: &crate::config::RecorderConfig,
     request: &fleet_protocol::job::JobRequest,
+    taking_over: bool,
 ) -> Result<Streamer, fleet_pipelines::PipelineError> {
     let (width, height, fps, video_kbps) = request.video_preset.params();
     let spec = fleet_pipelines::live::LiveSpec {
