@@ -46,6 +46,8 @@ impl Inputs {
         input.bin.sync_state_with_parent()?;
         self.by_track.insert(track.into(), input);
         self.lay_out();
+        // The new branch's latency counts from now (see `watch_bus`).
+        super::recalculate_latency(&self.pipeline);
         Ok(())
     }
 

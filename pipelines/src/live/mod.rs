@@ -72,7 +72,10 @@ struct Encoded {
     audio_caps: Option<gst::Caps>,
 }
 
+/// Locked in this order: `encoded`, then `outputs`.
 struct Shared {
+    /// Encoded buffers that came out of the composite (video and audio).
+    encoded_buffers: std::sync::atomic::AtomicU64,
     outputs: Mutex<BTreeMap<String, RtmpOutput>>,
     encoded: Mutex<Encoded>,
     on_event: OnEvent,
@@ -91,12 +94,25 @@ impl LiveComposite {
     pub fn start(spec: LiveSpec, session_ns_now: u64, on_event: impl Fn(LiveEvent) + Send + Sync + 'static) -> Result<LiveComposite, PipelineError> {
         crate::init()?;
         let pipeline = gst::Pipeline::with_name("live");
-        let shared = Arc::new(Shared { outputs: Mutex::new(BTreeMap::new()), encoded: Mutex::new(Encoded::default()), on_event: Arc::new(on_event) });
+        let shared = Arc::new(Shared {
+            encoded_buffers: 0.into(),
+            outputs: Mutex::new(BTreeMap::new()),
+            encoded: Mutex::new(Encoded::default()),
+            on_event: Arc::new(on_event),
+        });
         let compositor = build_video(&pipeline, &spec, &shared)?;
         let mixer = build_audio(&pipeline, &spec, &shared)?;
         let inputs = Inputs::new(pipeline.clone(), compositor, mixer, spec);
         watch_bus(&pipeline, &shared);
         pipeline.set_state(gst::State::Playing)?;
+        // Inputs join the running pipeline: before it is PLAYING, a bin added during the state change
+        // could leave the pipeline paused for good (seen: every task parked, nothing encoded).
+        let (reached, state, _) = pipeline.state(gst::ClockTime::from_seconds(5));
+        if reached.is_err() || state != gst::State::Playing {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(PipelineError::Build(format!("the live composite did not start playing (it is {state:?})")));
+        }
+        recalculate_latency(&pipeline);
         Ok(LiveComposite { pipeline, inputs: Mutex::new(inputs), shared, session_ns_at_start: session_ns_now })
     }
 
@@ -122,10 +138,12 @@ impl LiveComposite {
     /// Starts streaming to `url` (an `rtmp://` or `rtmps://` URL). Its outcome comes as events.
     pub fn add_output(&self, id: &str, url: &str) -> Result<(), PipelineError> {
         let output = RtmpOutput::start(id, url, self.shared.on_event.clone())?;
+        // Held until the output is listed: caps that change meanwhile reach it either way.
         let encoded = self.shared.encoded.lock().unwrap_or_else(|p| p.into_inner());
         output.set_caps(encoded.video_caps.as_ref(), encoded.audio_caps.as_ref());
+        let replaced = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).insert(id.into(), output);
         drop(encoded);
-        if let Some(replaced) = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).insert(id.into(), output) {
+        if let Some(replaced) = replaced {
             replaced.stop();
         }
         Ok(())
@@ -137,6 +155,11 @@ impl LiveComposite {
         if let Some(output) = removed {
             output.stop();
         }
+    }
+
+    /// The composite's state and how many encoded buffers it has put out: for a watchdog and logs.
+    pub fn health(&self) -> (gst::State, u64) {
+        (self.pipeline.current_state(), self.shared.encoded_buffers.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub fn output_ids(&self) -> Vec<String> {
@@ -160,19 +183,49 @@ impl Drop for LiveComposite {
 }
 
 /// An input's failure is its own (the owner removes that track); any other error fails the composite.
+/// A latency change (an input joining) is applied at once: until the aggregators have answered a latency
+/// query they are not live, and a non-live compositor waits for every input's next frame instead of the
+/// clock (seen: the composite slowed to a few frames a second, or its audio never started).
 fn watch_bus(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
     let bus = pipeline.bus().expect("pipelines have a bus");
     let shared = Arc::downgrade(shared);
+    let weak_pipeline = pipeline.downgrade();
     bus.set_sync_handler(move |_, message| {
-        if let (gst::MessageView::Error(err), Some(shared)) = (message.view(), shared.upgrade()) {
-            let event = match err.src().and_then(inputs::input_of) {
-                Some(track) => LiveEvent::InputFailed { track, error: runtime_error(err).to_string() },
-                None => LiveEvent::Failed(runtime_error(err)),
-            };
-            (shared.on_event)(event);
+        match message.view() {
+            gst::MessageView::Error(err) => {
+                if let Some(shared) = shared.upgrade() {
+                    let event = match err.src().and_then(inputs::input_of) {
+                        Some(track) => LiveEvent::InputFailed { track, error: runtime_error(err).to_string() },
+                        None => LiveEvent::Failed(runtime_error(err)),
+                    };
+                    (shared.on_event)(event);
+                }
+            }
+            // Posted from a streaming thread, which must not run the query itself.
+            gst::MessageView::Latency(_) => {
+                let pipeline = weak_pipeline.clone();
+                std::thread::spawn(move || {
+                    if let Some(pipeline) = pipeline.upgrade() {
+                        recalculate_latency(&pipeline);
+                    }
+                });
+            }
+            _ => {}
         }
         gst::BusSyncReply::Drop
     });
+}
+
+/// Queries the pipeline's latency again; retried a few times while elements are still starting (a
+/// failed query leaves the aggregators as they were).
+fn recalculate_latency(pipeline: &gst::Pipeline) {
+    for _ in 0..20 {
+        if pipeline.recalculate_latency().is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tracing::warn!("the live composite's latency could not be recalculated");
 }
 
 /// Background → compositor → encoder → appsink; returns the compositor.
@@ -186,7 +239,9 @@ fn build_video(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) 
     let compositor = make("compositor")?;
     compositor.set_property("latency", spec.latency_ms as u64 * 1_000_000);
     compositor.set_property_from_str("background", "black");
-    compositor.set_property("ignore-inactive-pads", true);
+    // No `ignore-inactive-pads`: in 1.22 an aggregator that runs before any pad has data counts its
+    // inactive pads as ended and ends the stream (seen: the audio or video branch stopped at start, now
+    // and then). Live, the clock times inputs without data out anyway.
     let out_caps = make("capsfilter")?;
     out_caps.set_property("caps", raw_video_caps(spec));
     let convert = make("videoconvert")?;
@@ -217,7 +272,6 @@ fn build_audio(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) 
     silence_caps.set_property("caps", crate::transcode::mixer_caps());
     let mixer = make("audiomixer")?;
     mixer.set_property("latency", spec.latency_ms as u64 * 1_000_000);
-    mixer.set_property("ignore-inactive-pads", true);
     let convert = make("audioconvert")?;
     let encoder = make("avenc_aac")?;
     encoder.set_property("bitrate", spec.audio_bps as i32);
@@ -246,13 +300,20 @@ pub(crate) enum Stream {
 
 /// The end of the composite's encoded stream: every sample goes to every output.
 fn encoded_sink(shared: Arc<Shared>, stream: Stream) -> gst_app::AppSink {
+    // Nothing prerolls in a live pipeline: an async sink would only hold the state change up.
     let sink = gst_app::AppSink::builder().sync(false).max_buffers(64).drop(true).build();
+    sink.set_property("async", false);
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                // Never an error back into the encoder: a flow error stops its branch for good, silently.
+                let Ok(sample) = sink.pull_sample() else {
+                    tracing::warn!(?stream, "the composite's encoded sample could not be pulled; skipped");
+                    return Ok(gst::FlowSuccess::Ok);
+                };
                 let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else { return Ok(gst::FlowSuccess::Ok) };
                 let buffer = in_running_time(buffer, sample.segment());
+                shared.encoded_buffers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 {
                     let mut encoded = shared.encoded.lock().unwrap_or_else(|p| p.into_inner());
                     let known = match stream {
@@ -260,6 +321,7 @@ fn encoded_sink(shared: Arc<Shared>, stream: Stream) -> gst_app::AppSink {
                         Stream::Audio => &mut encoded.audio_caps,
                     };
                     if known.as_ref() != Some(&caps) {
+                        tracing::debug!(?stream, %caps, "encoded caps");
                         *known = Some(caps.clone());
                         let outputs = shared.outputs.lock().unwrap_or_else(|p| p.into_inner());
                         for output in outputs.values() {

@@ -90,7 +90,10 @@ impl RtmpOutput {
         let mut zero = self.zero_ns.lock().unwrap_or_else(|p| p.into_inner());
         let zero_ns = match *zero {
             Some(zero) => zero,
-            None if stream == Stream::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) => *zero.insert(pts),
+            None if stream == Stream::Video && !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) => {
+                tracing::debug!(pipeline = %self.pipeline.name(), pts, "output starts at this keyframe");
+                *zero.insert(pts)
+            }
             None => return,
         };
         drop(zero);
@@ -101,7 +104,9 @@ impl RtmpOutput {
             rebased.set_pts(gst::ClockTime::from_nseconds(at));
             rebased.set_dts(buffer.dts().and_then(|dts| dts.nseconds().checked_sub(zero_ns)).map(gst::ClockTime::from_nseconds));
         }
-        let _ = self.source(stream).push_buffer(rebased);
+        if let Err(err) = self.source(stream).push_buffer(rebased) {
+            tracing::debug!(pipeline = %self.pipeline.name(), ?stream, ?err, "output refused a buffer");
+        }
     }
 
     /// Ends the stream: the server gets its end, then the pipeline stops (at most a second later).

@@ -293,6 +293,7 @@ async fn capture(
                 if let Some((record, _)) = recorder.bus.jobs().get(job_id).await.ok().flatten() {
                     if let Some(streamer) = &mut streamer {
                         streamer.follow(&record.streams);
+                        streamer.log_health();
                     }
                     inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
                 }

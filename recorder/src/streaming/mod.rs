@@ -146,6 +146,12 @@ impl Streamer {
         self.outputs.iter_mut().find(|(key, _)| key.as_str() == id).map(|(_, output)| output)
     }
 
+    /// Logs the composite's state (debug): what it has encoded so far.
+    pub fn log_health(&self) {
+        let (state, buffers) = self.composite.health();
+        tracing::debug!(?state, buffers, "live composite");
+    }
+
     pub fn next_retry(&self) -> Option<Instant> {
         self.outputs.values().filter_map(|o| o.retry_at).min()
     }
