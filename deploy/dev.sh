@@ -3,7 +3,7 @@
 #   deploy/dev.sh demo    install what is missing, build, run a local fleet, livekit-server and real publishers, record a 20 s room, print the MP4
 #                         (demo --devroom: the devroom stand-in instead, no root needed)
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
-#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode}.json
+#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode,live}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
 #   deploy/dev.sh chaos   run each fault against real processes; a table of media lost and duplicates, also target/bench/chaos.json
 #   deploy/dev.sh plugnmeet  the fleet as plugNmeet's recorder beside plugnmeet-server (your binary in FLEET_PLUGNMEET_SERVER)
@@ -239,12 +239,14 @@ bench() {
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_livekit_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin transcode_bench
+    FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin live_bench
   else
     build_debug
     cargo run -q -p fleet-tests --bin bench -- "$@"
     cargo run -q -p fleet-tests --bin capture_bench
     cargo run -q -p fleet-tests --bin capture_livekit_bench
     cargo run -q -p fleet-tests --bin transcode_bench
+    cargo run -q -p fleet-tests --bin live_bench
   fi
 }
 
