@@ -148,8 +148,6 @@ async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_
     let url = r#"{"url":"rtmp://127.0.0.1:1/live/x"}"#;
     let refused = setup.api.send("POST", &format!("/v1/recordings/{plain}/streams"), key, Some(url)).await;
     assert_eq!(refused.status, 409, "{}", refused.body);
-    let unknown = setup.api.send("DELETE", &format!("/v1/recordings/{job}/streams/rtmp7"), key, None).await;
-    assert_eq!(unknown.status, 404, "{}", unknown.body);
     setup.api.stop(&plain).await;
 
     // A stream-only job with no stream left has nothing to do: this one failed, so the job did.
@@ -161,6 +159,8 @@ async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_
     let body = format!(r#"{{"room":"live","outputs":{{"file":false,"rtmp":["{}"]}}}}"#, nginx.url("live", "solo"));
     let solo = setup.api.start(&body).await;
     wait_for_stream(&setup, &solo, "rtmp1", "live", |s| s["state"] == "live", Duration::from_secs(60)).await;
+    let unknown = setup.api.send("DELETE", &format!("/v1/recordings/{solo}/streams/rtmp7"), key, None).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
     let removed = setup.api.send("DELETE", &format!("/v1/recordings/{solo}/streams/rtmp1"), key, None).await;
     assert_eq!(removed.status, 200, "{}", removed.body);
     let record = setup.api.wait_for_state(&solo, &["complete", "failed"], Duration::from_secs(60)).await;
