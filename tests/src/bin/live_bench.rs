@@ -70,11 +70,7 @@ async fn main() {
 
     let url = nginx.url("live", "bench");
     let id = api.start(&format!(r#"{{"room":"live-four","outputs":{{"file":false,"rtmp":["{url}"]}}}}"#)).await;
-    fleet_tests::wait::until("the stream live", Duration::from_secs(60), || async {
-        let record = api.get(&id).await;
-        if record["streams"][0]["state"] == "live" { Ok(()) } else { Err(record["streams"].to_string()) }
-    })
-    .await;
+    wait_live(&api, &id).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     eprintln!("[bench] streaming the 4-participant room for {seconds} s");
     let fleet_cost = measure(recorder.pid(), seconds).await;
@@ -104,6 +100,15 @@ async fn main() {
     std::fs::write(&out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     eprintln!("[bench] written to {}", out.display());
+}
+
+/// Until the job's first stream is live.
+async fn wait_live(api: &Api, id: &str) {
+    fleet_tests::wait::until(&format!("{id}'s stream live"), Duration::from_secs(60), || async {
+        let record = api.get(id).await;
+        if record["streams"][0]["state"] == "live" { Ok(()) } else { Err(record["streams"].to_string()) }
+    })
+    .await;
 }
 
 /// CPU (cores) and RSS of `pid` over `seconds`.
@@ -142,11 +147,7 @@ fn pull_realtime(url: &str, dir: &Path) -> Value {
 async fn glass_to_glass(api: &Api, nginx: &RtmpServer, devroom: &Devroom, dir: &Path) -> Value {
     let url = nginx.url("live", "latency");
     let id = api.start(&format!(r#"{{"room":"live-latency","outputs":{{"file":false,"rtmp":["{url}"]}}}}"#)).await;
-    fleet_tests::wait::until("the latency stream live", Duration::from_secs(60), || async {
-        let record = api.get(&id).await;
-        if record["streams"][0]["state"] == "live" { Ok(()) } else { Err(record["streams"].to_string()) }
-    })
-    .await;
+    wait_live(api, &id).await;
     let opened_ms = devroom.room_state("live-latency").await.expect("room open")["created_ms"].as_f64().unwrap();
     let (solo, right) = (dir.join("solo.txt"), dir.join("right.txt"));
     // Regions inside solo's tile both before `late` joins (full frame) and after (left half), and inside
