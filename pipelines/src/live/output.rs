@@ -48,13 +48,16 @@ impl RtmpOutput {
         report_up(id, &sink, on_event.clone());
         let bus = pipeline.bus().expect("pipelines have a bus");
         let (id_owned, reported) = (id.to_string(), failed.clone());
-        bus.set_sync_handler(move |_, message| {
-            if let gst::MessageView::Error(err) = message.view()
-                && !reported.swap(true, Ordering::SeqCst)
-            {
-                on_event(LiveEvent::OutputFailed { id: id_owned.clone(), error: server_reason(&runtime_error(err)) });
+        bus.set_sync_handler(move |_, message| match message.view() {
+            // Left on the bus for `stop`, which waits for it.
+            gst::MessageView::Eos(_) => gst::BusSyncReply::Pass,
+            gst::MessageView::Error(err) => {
+                if !reported.swap(true, Ordering::SeqCst) {
+                    on_event(LiveEvent::OutputFailed { id: id_owned.clone(), error: server_reason(&runtime_error(err)) });
+                }
+                gst::BusSyncReply::Drop
             }
-            gst::BusSyncReply::Drop
+            _ => gst::BusSyncReply::Drop,
         });
         pipeline.set_state(gst::State::Playing)?;
         Ok(RtmpOutput { pipeline, video, audio, zero_ns: Mutex::new(None), failed })
