@@ -6,7 +6,7 @@ fn main() {
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(6);
     let live =
         fleet_pipelines::live::LiveComposite::start(fleet_pipelines::live::LiveSpec::hd720("x264enc"), 0, |event| eprintln!("{event:?}")).unwrap();
-    live.add_output("o1", &url).unwrap();
+    live.add_output("o1", &fleet_pipelines::live::OutputTarget::Rtmp(url)).unwrap();
     std::thread::sleep(std::time::Duration::from_secs(seconds));
     live.stop();
 }

@@ -1,6 +1,7 @@
 //! The live composite: a room's tracks decoded as they arrive, laid out in a grid, mixed, encoded once
-//! (H.264 at low latency + AAC) and fanned out to outputs (RTMP servers), each in its own small pipeline
-//! so a server that drops or refuses touches neither the composite nor the other outputs.
+//! (H.264 at low latency + AAC) and fanned out to outputs (RTMP servers, live HLS segments), each in its
+//! own small pipeline so a server that drops or refuses touches neither the composite nor the other
+//! outputs. Snapshots (JPEG) of the composite can be taken every few seconds.
 //!
 //! Time: frames carry the capture session's running time; the composite runs on the system clock with
 //! its running time 0 at the session time it started (`session_ns_at_start`), and waits
@@ -8,6 +9,7 @@
 
 mod inputs;
 mod output;
+mod snapshots;
 
 use crate::look::Look;
 use crate::track_writer::TrackCodec;
@@ -16,7 +18,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use inputs::Inputs;
-use output::RtmpOutput;
+use output::EncodedOutput;
+pub use output::OutputTarget;
+pub use snapshots::{SnapshotClock, SnapshotSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +36,8 @@ pub struct LiveSpec {
     pub look: Look,
     /// How long the composite waits for a late input frame.
     pub latency_ms: u32,
+    /// JPEG snapshots of the composite every so often ([`LiveEvent::Snapshot`]).
+    pub snapshots: Option<SnapshotSpec>,
 }
 
 impl LiveSpec {
@@ -46,6 +52,7 @@ impl LiveSpec {
             encoder: encoder.into(),
             look: Look::default(),
             latency_ms: 300,
+            snapshots: None,
         }
     }
 }
@@ -59,6 +66,10 @@ pub enum LiveEvent {
     OutputFailed { id: String, error: String },
     /// One track's input failed (undecodable): it is dropped from the composite, the rest go on.
     InputFailed { track: String, error: String },
+    /// An HLS output closed a segment file (complete, ready to upload) holding `duration_ns` of media.
+    SegmentClosed { id: String, path: std::path::PathBuf, duration_ns: u64 },
+    /// A JPEG snapshot of the composite at its running time `pts_ns`.
+    Snapshot { pts_ns: u64, jpeg: Vec<u8> },
     /// The composite itself failed: every output is stopped.
     Failed(PipelineError),
 }
@@ -76,7 +87,7 @@ struct Encoded {
 struct Shared {
     /// Encoded buffers that came out of the composite (video and audio).
     encoded_buffers: std::sync::atomic::AtomicU64,
-    outputs: Mutex<BTreeMap<String, RtmpOutput>>,
+    outputs: Mutex<BTreeMap<String, EncodedOutput>>,
     encoded: Mutex<Encoded>,
     on_event: OnEvent,
 }
@@ -135,16 +146,16 @@ impl LiveComposite {
         self.inputs.lock().unwrap_or_else(|p| p.into_inner()).remove(track);
     }
 
-    /// Starts streaming to `url` (an `rtmp://` or `rtmps://` URL). Its outcome comes as events.
-    pub fn add_output(&self, id: &str, url: &str) -> Result<(), PipelineError> {
-        let output = RtmpOutput::start(id, url, self.shared.on_event.clone())?;
+    /// Starts an output (an RTMP server, HLS segments). Its outcome comes as events.
+    pub fn add_output(&self, id: &str, target: &OutputTarget) -> Result<(), PipelineError> {
+        let output = EncodedOutput::start(id, target, self.shared.on_event.clone())?;
         // Held until the output is listed: caps that change meanwhile reach it either way.
         let encoded = self.shared.encoded.lock().unwrap_or_else(|p| p.into_inner());
         output.set_caps(encoded.video_caps.as_ref(), encoded.audio_caps.as_ref());
         let replaced = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).insert(id.into(), output);
         drop(encoded);
         if let Some(replaced) = replaced {
-            replaced.stop();
+            replaced.stop(false);
         }
         Ok(())
     }
@@ -153,7 +164,7 @@ impl LiveComposite {
     pub fn remove_output(&self, id: &str) {
         let removed = self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(output) = removed {
-            output.stop();
+            output.stop(false);
         }
     }
 
@@ -166,13 +177,15 @@ impl LiveComposite {
         self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
-    /// Ends every output and the composite.
+    /// Ends every output and the composite. Blocks until each output has finished (its last segment
+    /// closed, its server told), a few seconds at most: their last events are sent before it returns.
     pub fn stop(&self) {
-        let outputs = std::mem::take(&mut *self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()));
-        for output in outputs.into_values() {
-            output.stop();
-        }
         let _ = self.pipeline.set_state(gst::State::Null);
+        let outputs = std::mem::take(&mut *self.shared.outputs.lock().unwrap_or_else(|p| p.into_inner()));
+        let finishing: Vec<_> = outputs.into_values().map(|output| std::thread::spawn(move || output.stop(true))).collect();
+        for thread in finishing {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -228,7 +241,7 @@ fn recalculate_latency(pipeline: &gst::Pipeline) {
     tracing::warn!("the live composite's latency could not be recalculated");
 }
 
-/// Background → compositor → encoder → appsink; returns the compositor.
+/// Background → compositor → encoder → appsink (and the snapshots' branch); returns the compositor.
 fn build_video(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) -> Result<gst::Element, PipelineError> {
     let background = make("videotestsrc")?;
     background.set_property("is-live", true);
@@ -259,7 +272,12 @@ fn build_video(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) 
     let base = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor gave no pad".into()))?;
     base.set_property("zorder", 0u32);
     background_caps.static_pad("src").expect("src").link(&base).map_err(|e| PipelineError::Build(format!("background: {e:?}")))?;
-    gst::Element::link_many([&compositor, &out_caps, &convert, &queue, &encoder, &parse, &avc, sink.upcast_ref()])?;
+    let tee = make("tee")?;
+    pipeline.add(&tee)?;
+    gst::Element::link_many([&compositor, &out_caps, &tee, &queue, &convert, &encoder, &parse, &avc, sink.upcast_ref()])?;
+    if let Some(snapshots) = spec.snapshots {
+        snapshots::add_branch(pipeline, &tee, snapshots, shared.on_event.clone())?;
+    }
     Ok(compositor)
 }
 
@@ -354,7 +372,7 @@ fn in_running_time(mut buffer: gst::Buffer, segment: Option<&gst::Segment>) -> g
 /// Makes sure the element exists before a job relies on it (`rtmp2sink` is in gst-plugins-bad).
 pub fn check_elements() -> Result<(), PipelineError> {
     crate::init()?;
-    for factory in ["compositor", "audiomixer", "flvmux", "rtmp2sink", "avenc_aac", "opusdec", "vp8dec"] {
+    for factory in ["compositor", "audiomixer", "flvmux", "rtmp2sink", "avenc_aac", "opusdec", "vp8dec", "splitmuxsink", "mpegtsmux", "jpegenc"] {
         make(factory)?;
     }
     Ok(())
