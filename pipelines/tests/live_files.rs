@@ -11,12 +11,8 @@ const S: u64 = 1_000_000_000;
 fn hls_segments_and_snapshots_come_from_the_running_composite() {
     let dir = tempfile::tempdir().unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
-    let spec = LiveSpec {
-        width: 640,
-        height: 360,
-        snapshots: Some(SnapshotSpec { interval_ns: S, width: 320, height: 180 }),
-        ..LiveSpec::hd720("x264enc")
-    };
+    let spec =
+        LiveSpec { width: 640, height: 360, snapshots: Some(SnapshotSpec { interval_ns: S, width: 320, height: 180 }), ..LiveSpec::hd720("x264enc") };
     let sink = events.clone();
     let live = LiveComposite::start(spec, 0, move |event| sink.lock().unwrap().push(event)).unwrap();
     let target = OutputTarget::Hls { dir: dir.path().join("hls"), segment_ns: 2 * S, first_index: 7 };

@@ -260,6 +260,12 @@ pub struct Outputs {
     /// created (the request as stored never holds them: their stream keys are credentials).
     #[serde(default, skip_serializing)]
     pub rtmp: Vec<crate::streams::StreamUrl>,
+    /// Live HLS written to storage while the room is captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<crate::live_files::HlsRequest>,
+    /// JPEG snapshots of the composite every few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<crate::live_files::ImagesRequest>,
 }
 
 fn yes() -> bool {
@@ -268,13 +274,18 @@ fn yes() -> bool {
 
 impl Default for Outputs {
     fn default() -> Self {
-        Outputs { file: true, rtmp: Vec::new() }
+        Outputs { file: true, rtmp: Vec::new(), hls: None, images: None }
     }
 }
 
 impl Outputs {
     fn is_default(&self) -> bool {
-        self.file && self.rtmp.is_empty()
+        self.file && self.rtmp.is_empty() && !self.live_files()
+    }
+
+    /// HLS or snapshots: files written from the live composite.
+    pub fn live_files(&self) -> bool {
+        self.hls.is_some() || self.images.is_some()
     }
 }
 
@@ -353,23 +364,29 @@ impl JobRequest {
 
     fn validate_outputs(&self) -> Result<(), InvalidRequest> {
         let streams = &self.outputs.rtmp;
-        if !self.outputs.file && streams.is_empty() {
-            return Err("outputs: a job without its file must stream (outputs.rtmp)".into());
+        if !self.outputs.file && streams.is_empty() && !self.outputs.live_files() {
+            return Err("outputs: a job without its file must stream (outputs.rtmp) or write live files (outputs.hls, outputs.images)".into());
         }
-        if streams.is_empty() {
+        if let Some(hls) = &self.outputs.hls {
+            hls.validate().map_err(InvalidRequest)?;
+        }
+        if let Some(images) = &self.outputs.images {
+            images.validate().map_err(InvalidRequest)?;
+        }
+        if streams.is_empty() && !self.outputs.live_files() {
             return Ok(());
         }
         if streams.len() > crate::streams::MAX_STREAMS {
             return Err(InvalidRequest(format!("outputs.rtmp: at most {} URLs", crate::streams::MAX_STREAMS)));
         }
         if self.source != Source::Livekit {
-            return Err("outputs.rtmp: live streams need the livekit source".into());
+            return Err("outputs: live streams, HLS and snapshots need the livekit source".into());
         }
         if self.audio_only {
-            return Err("outputs.rtmp: live streams carry video; audio_only applies to files only".into());
+            return Err("outputs: live streams, HLS and snapshots carry video; audio_only applies to files only".into());
         }
         if self.e2ee.is_some() {
-            return Err("outputs.rtmp: an end-to-end encrypted room cannot be streamed (recorders hold no keys)".into());
+            return Err("outputs: an end-to-end encrypted room cannot be composited live (recorders hold no keys)".into());
         }
         Ok(())
     }
@@ -534,6 +551,12 @@ pub struct JobRecord {
     /// Live stream outputs (a streaming job), removed and failed ones included.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<crate::streams::StreamOutput>,
+    /// The live HLS written so far (`outputs.hls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls: Option<crate::live_files::HlsProgress>,
+    /// The snapshots taken so far (`outputs.images`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<crate::live_files::ImagesProgress>,
 }
 
 /// A paused span of a recording, wall clock.
@@ -613,6 +636,8 @@ impl JobRecord {
             recent_requests: Vec::new(),
             pauses: Vec::new(),
             streams,
+            hls: None,
+            images: None,
         }
     }
 
@@ -627,6 +652,11 @@ impl JobRecord {
     /// A job that streams live (it was created with stream outputs).
     pub fn streams_live(&self) -> bool {
         !self.streams.is_empty()
+    }
+
+    /// A job whose recorder runs the live composite: it streams, writes live HLS or takes snapshots.
+    pub fn composites_live(&self) -> bool {
+        self.streams_live() || self.request.outputs.live_files()
     }
 
     /// What request `id` did, when this record applied it.

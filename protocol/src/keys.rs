@@ -42,6 +42,34 @@ pub fn poster(job: &SafeId) -> String {
     format!("{job}/poster.jpg")
 }
 
+/// Live HLS: the playlist of every segment.
+pub fn hls_playlist(job: &SafeId) -> String {
+    format!("{job}/hls/playlist.m3u8")
+}
+
+/// Live HLS: the sliding-window playlist players follow live.
+pub fn hls_live_playlist(job: &SafeId) -> String {
+    format!("{job}/hls/live.m3u8")
+}
+
+/// Live HLS segment `index` (from 1), named relative to the playlists as `NNNNN.ts`.
+pub fn hls_segment(job: &SafeId, index: u32) -> String {
+    format!("{job}/hls/{}", hls_segment_name(index))
+}
+
+pub fn hls_segment_name(index: u32) -> String {
+    format!("{index:05}.ts")
+}
+
+/// Where snapshots go: `<prefix>NNNNN.jpg`.
+pub fn images_prefix(job: &SafeId) -> String {
+    format!("{job}/images/")
+}
+
+pub fn image(job: &SafeId, index: u32) -> String {
+    format!("{}{index:05}.jpg", images_prefix(job))
+}
+
 pub fn manifest(job: &SafeId) -> String {
     format!("{job}/manifest.json")
 }

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod job;
 pub mod job_requests;
 pub mod keys;
+pub mod live_files;
 pub mod names;
 pub mod nats_access;
 pub mod node;

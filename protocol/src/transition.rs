@@ -97,9 +97,13 @@ pub enum Transition {
     RemoveStream {
         id: SafeId,
     },
-    /// The recorder says how its stream outputs are doing.
+    /// The recorder says how its stream outputs are doing, and what live files it has written.
     ReportStreams {
         reports: Vec<crate::streams::StreamReport>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hls: Option<crate::live_files::HlsProgress>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        images: Option<crate::live_files::ImagesProgress>,
     },
 }
 
@@ -123,7 +127,7 @@ pub enum Refusal {
     NotPausable { id: SafeId, state: JobState },
     #[error("recording {id} is {}: streams change only while it captures", state.as_str())]
     NotLive { id: SafeId, state: JobState },
-    #[error("recording {id} was not started with stream outputs (outputs.rtmp)")]
+    #[error("recording {id} was not started with live outputs (outputs.rtmp, hls or images)")]
     NotStreaming { id: SafeId },
     #[error("a job has at most {} stream outputs", crate::streams::MAX_STREAMS)]
     TooManyStreams,
@@ -253,7 +257,7 @@ impl JobRecord {
             T::AddStream { .. } | T::RemoveStream { .. } if !self.state.is_capturing() || self.desired == Desired::Stop => {
                 Err(Refusal::NotLive { id: self.id.clone(), state: self.state })
             }
-            T::AddStream { .. } | T::RemoveStream { .. } if !self.streams_live() => Err(Refusal::NotStreaming { id: self.id.clone() }),
+            T::AddStream { .. } | T::RemoveStream { .. } if !self.composites_live() => Err(Refusal::NotStreaming { id: self.id.clone() }),
             T::AddStream { url } => {
                 if self.streams.iter().any(|s| s.state.is_wanted() && s.url == url.expose()) {
                     return Ok(Applied::Unchanged);
@@ -274,8 +278,16 @@ impl JobRecord {
                 stream.state = crate::streams::StreamState::Removed;
                 Ok(Applied::Changed)
             }
-            T::ReportStreams { reports } => {
+            T::ReportStreams { reports, hls, images } => {
                 let mut changed = false;
+                if hls.is_some() && hls != self.hls {
+                    self.hls = hls;
+                    changed = true;
+                }
+                if images.is_some() && images != self.images {
+                    self.images = images;
+                    changed = true;
+                }
                 for report in reports {
                     // A stream removed (or ended) meanwhile stays so: the report is older than that.
                     let Some(stream) = self.streams.iter_mut().find(|s| s.id == report.id && s.state.is_wanted()) else { continue };
@@ -709,12 +721,12 @@ mod tests {
         let rtmp = |n: u32| SafeId::parse(format!("rtmp{n}")).unwrap();
         assert_eq!(r.streams[1].id, rtmp(2));
         let live = StreamReport { id: rtmp(1), state: StreamState::Live, retries: 0, last_error: None };
-        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![live.clone()] }, NOW + 5, None), Ok(Applied::Changed));
+        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![live.clone()], hls: None, images: None }, NOW + 5, None), Ok(Applied::Changed));
         assert_eq!(r.streams[0].live_at_ms, Some(NOW + 5));
-        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![live] }, NOW + 6, None), Ok(Applied::Unchanged));
+        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![live], hls: None, images: None }, NOW + 6, None), Ok(Applied::Unchanged));
         assert_eq!(r.apply(Transition::RemoveStream { id: rtmp(2) }, NOW, None), Ok(Applied::Changed));
         let late = StreamReport { id: rtmp(2), state: StreamState::Retrying, retries: 1, last_error: Some("refused".into()) };
-        r.apply(Transition::ReportStreams { reports: vec![late] }, NOW, None).unwrap();
+        r.apply(Transition::ReportStreams { reports: vec![late], hls: None, images: None }, NOW, None).unwrap();
         assert_eq!(r.streams[1].state, StreamState::Removed, "a removed stream stays removed");
         assert!(matches!(r.apply(Transition::RemoveStream { id: rtmp(9) }, NOW, None), Err(Refusal::UnknownStream { .. })));
         assert_eq!(r.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW, None), Ok(Applied::Finalized));
@@ -726,5 +738,54 @@ mod tests {
         assert_eq!(only.state, JobState::Complete, "nothing to transcode");
         let mut plain = with_session(JobState::Recording);
         assert!(matches!(plain.apply(Transition::AddStream { url: url("k") }, NOW, None), Err(Refusal::NotStreaming { .. })));
+    }
+
+    #[test]
+    fn live_files_are_reported_and_a_job_with_them_composites_live() {
+        use crate::live_files::{HlsProgress, ImagesProgress};
+        let json = r#"{"room":"r","outputs":{"file":false,"hls":{},"images":{"interval_s":5}}}"#;
+        let request: JobRequest = serde_json::from_str(json).unwrap();
+        request.validate().unwrap();
+        assert_eq!(request.outputs.hls.unwrap().segment_s, 6);
+        let mut r = JobRecord::new(SafeId::parse("rec_h").unwrap(), request, 0);
+        r.sessions.push(session("rec-1", 10));
+        r.state = JobState::Recording;
+        assert!(r.composites_live() && !r.streams_live());
+        let hls = HlsProgress {
+            playlist: "rec_h/hls/playlist.m3u8".into(),
+            live_playlist: "rec_h/hls/live.m3u8".into(),
+            playlist_location: "s3://b/rec_h/hls/playlist.m3u8".into(),
+            live_playlist_location: "s3://b/rec_h/hls/live.m3u8".into(),
+            segments: 2,
+            duration_ms: 12_000,
+            bytes: 900_000,
+            started_at_ms: Some(NOW),
+            ended_at_ms: None,
+        };
+        let images = ImagesProgress {
+            prefix: "rec_h/images/".into(),
+            location: "s3://b/rec_h/images/".into(),
+            count: 3,
+            first_at_ms: Some(NOW),
+            last_at_ms: Some(NOW + 10_000),
+        };
+        let report = Transition::ReportStreams { reports: vec![], hls: Some(hls.clone()), images: Some(images) };
+        assert_eq!(r.apply(report.clone(), NOW, None), Ok(Applied::Changed));
+        assert_eq!(r.apply(report, NOW, None), Ok(Applied::Unchanged));
+        assert_eq!(r.apply(Transition::ReportStreams { reports: vec![], hls: None, images: None }, NOW, None), Ok(Applied::Unchanged));
+        assert_eq!(r.hls, Some(hls), "a report without files leaves them as they were");
+        // RTMP can join a job that composites for its files.
+        let url = crate::streams::StreamUrl::parse("rtmp://h/live/k").unwrap();
+        assert_eq!(r.apply(Transition::AddStream { url }, NOW, None), Ok(Applied::Changed));
+
+        for bad in [
+            r#"{"room":"r","outputs":{"hls":{"segment_s":0}}}"#,
+            r#"{"room":"r","outputs":{"images":{"interval_s":5,"width":15}}}"#,
+            r#"{"room":"r","audio_only":true,"outputs":{"hls":{}}}"#,
+            r#"{"room":"r","source":{"type":"test"},"outputs":{"images":{}}}"#,
+        ] {
+            let request: JobRequest = serde_json::from_str(bad).unwrap();
+            assert!(request.validate().is_err(), "{bad}");
+        }
     }
 }

@@ -23,6 +23,12 @@ pub enum RecordError {
     },
     #[error("{0}: {1}")]
     Task(&'static str, #[source] tokio::task::JoinError),
+    #[error("spool directory {}: {source}", path.display())]
+    Spool {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("job {0} has no record")]
     NoRecord(SafeId),
 }

@@ -20,15 +20,16 @@ pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobReq
         "speaker" | "speaker-light" | "speaker-dark" | "single-speaker" | "single-speaker-light" | "single-speaker-dark" => Layout::Speaker,
         other => return Err(TwirpError::invalid_argument(format!("layout {other:?}: use grid, speaker or single-speaker"))),
     };
-    let (legacy_file, legacy_stream) = match &request.output {
+    let (legacy_file, legacy) = match &request.output {
         Some(lk::room_composite_egress_request::Output::File(file)) => (Some(file), None),
-        Some(lk::room_composite_egress_request::Output::Stream(stream)) => (None, Some(stream)),
-        Some(lk::room_composite_egress_request::Output::Segments(_)) => return Err(segments_refused()),
+        Some(lk::room_composite_egress_request::Output::Segments(segments)) => (None, Some(Legacy::Segments(segments))),
+        Some(lk::room_composite_egress_request::Output::Stream(stream)) => (None, Some(Legacy::Stream(stream))),
         None => (None, None),
     };
-    let streams: Vec<&lk::StreamOutput> = legacy_stream.into_iter().chain(&request.stream_outputs).collect();
-    let outputs =
-        check_outputs(legacy_file, &request.file_outputs, &streams, request.segment_outputs.len() + request.image_outputs.len(), request.audio_only)?;
+    let streams: Vec<&lk::StreamOutput> = legacy.iter().filter_map(Legacy::stream).chain(&request.stream_outputs).collect();
+    let segments: Vec<&lk::SegmentedFileOutput> = legacy.iter().filter_map(Legacy::segments).chain(&request.segment_outputs).collect();
+    let asked = Asked { legacy_file, files: &request.file_outputs, streams: &streams, segments: &segments, images: &request.image_outputs };
+    let outputs = check_outputs(asked, request.audio_only)?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::room_composite_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
@@ -47,7 +48,9 @@ pub fn participant(request: &lk::ParticipantEgressRequest) -> Result<JobRequest,
         return Err(TwirpError::invalid_argument("identity is required"));
     }
     let streams: Vec<&lk::StreamOutput> = request.stream_outputs.iter().collect();
-    let outputs = check_outputs(None, &request.file_outputs, &streams, request.segment_outputs.len() + request.image_outputs.len(), false)?;
+    let segments: Vec<&lk::SegmentedFileOutput> = request.segment_outputs.iter().collect();
+    let asked = Asked { legacy_file: None, files: &request.file_outputs, streams: &streams, segments: &segments, images: &request.image_outputs };
+    let outputs = check_outputs(asked, false)?;
     check_webhooks(&request.webhooks)?;
     let preset = match &request.options {
         Some(lk::participant_egress_request::Options::Preset(preset)) => preset_of(*preset)?,
@@ -76,11 +79,42 @@ fn job_request(
         "audio_only": audio_only,
         // Filled in and checked when the job is created, as Egress does when it starts.
         "filepath": outputs.filepath,
-        "outputs": { "file": outputs.filepath.is_some(), "rtmp": outputs.stream_urls },
+        "outputs": { "file": outputs.filepath.is_some(), "rtmp": outputs.stream_urls, "hls": outputs.hls, "images": outputs.images },
     }))
     .map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     request.validate().map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     Ok(request)
+}
+
+/// The one-of output of older room composite requests, beside the file.
+enum Legacy<'a> {
+    Stream(&'a lk::StreamOutput),
+    Segments(&'a lk::SegmentedFileOutput),
+}
+
+impl<'a> Legacy<'a> {
+    fn stream(&self) -> Option<&'a lk::StreamOutput> {
+        match self {
+            Legacy::Stream(stream) => Some(stream),
+            Legacy::Segments(_) => None,
+        }
+    }
+
+    fn segments(&self) -> Option<&'a lk::SegmentedFileOutput> {
+        match self {
+            Legacy::Segments(segments) => Some(segments),
+            Legacy::Stream(_) => None,
+        }
+    }
+}
+
+/// Every output an Egress request names.
+struct Asked<'a> {
+    legacy_file: Option<&'a lk::EncodedFileOutput>,
+    files: &'a [lk::EncodedFileOutput],
+    streams: &'a [&'a lk::StreamOutput],
+    segments: &'a [&'a lk::SegmentedFileOutput],
+    images: &'a [lk::ImageOutput],
 }
 
 /// What an Egress request asks for, in the fleet's terms.
@@ -88,25 +122,77 @@ struct Outputs {
     /// The file's `filepath` template (empty: `{room_name}-{time}`), when there is a file.
     filepath: Option<String>,
     stream_urls: Vec<String>,
+    hls: Option<fleet_protocol::live_files::HlsRequest>,
+    images: Option<fleet_protocol::live_files::ImagesRequest>,
 }
 
-fn segments_refused() -> TwirpError {
-    TwirpError::unimplemented("segmented (HLS) outputs are not supported: use a file output and/or RTMP stream outputs")
+/// One HLS output, stored under `<egress_id>/hls/` (`playlist.m3u8`, `live.m3u8`, `NNNNN.ts`): the names
+/// are the fleet's, so a client's own names and per-request uploads are refused by name.
+fn check_segments(segments: &[&lk::SegmentedFileOutput]) -> Result<Option<fleet_protocol::live_files::HlsRequest>, TwirpError> {
+    let segments = match segments {
+        [] => return Ok(None),
+        [one] => one,
+        _ => return Err(TwirpError::invalid_argument("at most one segment output")),
+    };
+    match lk::SegmentedFileProtocol::try_from(segments.protocol) {
+        Ok(lk::SegmentedFileProtocol::DefaultSegmentedFileProtocol | lk::SegmentedFileProtocol::HlsProtocol) => {}
+        _ => return Err(TwirpError::unimplemented("segment outputs: only HLS is supported")),
+    }
+    if !segments.filename_prefix.is_empty() || !segments.playlist_name.is_empty() || !segments.live_playlist_name.is_empty() {
+        return Err(TwirpError::unimplemented(
+            "segment outputs: filename_prefix, playlist_name and live_playlist_name are not supported: HLS is stored under <egress_id>/hls/ (playlist.m3u8, live.m3u8), reported in segment_results",
+        ));
+    }
+    if segments.filename_suffix != lk::SegmentedFileSuffix::Index as i32 {
+        return Err(TwirpError::unimplemented("segment outputs: only the INDEX filename suffix is supported"));
+    }
+    if segments.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            "segment outputs: per-request upload targets are not supported: files go to the fleet's configured storage",
+        ));
+    }
+    let mut hls = fleet_protocol::live_files::HlsRequest::default();
+    if segments.segment_duration > 0 {
+        hls.segment_s = segments.segment_duration;
+    }
+    Ok(Some(hls))
+}
+
+/// One image output: JPEG every `capture_interval` seconds under `<egress_id>/images/`.
+fn check_images(images: &[lk::ImageOutput]) -> Result<Option<fleet_protocol::live_files::ImagesRequest>, TwirpError> {
+    let image = match images {
+        [] => return Ok(None),
+        [one] => one,
+        _ => return Err(TwirpError::invalid_argument("at most one image output")),
+    };
+    if image.capture_interval == 0 {
+        return Err(TwirpError::invalid_argument("image outputs: capture_interval is required"));
+    }
+    match lk::ImageCodec::try_from(image.image_codec) {
+        Ok(lk::ImageCodec::IcDefault | lk::ImageCodec::IcJpeg) => {}
+        _ => return Err(TwirpError::unimplemented("image outputs: only JPEG is supported")),
+    }
+    if !image.filename_prefix.is_empty() || image.filename_suffix != lk::ImageFileSuffix::ImageSuffixIndex as i32 {
+        return Err(TwirpError::unimplemented(
+            "image outputs: filename_prefix and filename_suffix are not supported: images are stored as <egress_id>/images/NNNNN.jpg, reported in image_results",
+        ));
+    }
+    if image.output.is_some() {
+        return Err(TwirpError::unimplemented(
+            "image outputs: per-request upload targets are not supported: files go to the fleet's configured storage",
+        ));
+    }
+    let side = |value: i32| (value > 0).then_some(value as u32);
+    Ok(Some(fleet_protocol::live_files::ImagesRequest { interval_s: image.capture_interval, width: side(image.width), height: side(image.height) }))
 }
 
 /// At most one file, MP4 (an `.m4a` for audio-only), stored in the fleet's storage under its `filepath`
-/// (a template, as Egress takes it; empty: `{room_name}-{time}`); RTMP stream outputs; at least one of
-/// the two.
-fn check_outputs(
-    legacy: Option<&lk::EncodedFileOutput>,
-    files: &[lk::EncodedFileOutput],
-    streams: &[&lk::StreamOutput],
-    others: usize,
-    audio_only: bool,
-) -> Result<Outputs, TwirpError> {
-    if others > 0 {
-        return Err(TwirpError::unimplemented("segment and image outputs are not supported: use a file output and/or RTMP stream outputs"));
-    }
+/// (a template, as Egress takes it; empty: `{room_name}-{time}`); RTMP stream outputs; one HLS output;
+/// one image output; at least one of them.
+fn check_outputs(asked: Asked<'_>, audio_only: bool) -> Result<Outputs, TwirpError> {
+    let Asked { legacy_file: legacy, files, streams, segments, images } = asked;
+    let hls = check_segments(segments)?;
+    let images = check_images(images)?;
     let mut stream_urls = Vec::new();
     for stream in streams {
         match lk::StreamProtocol::try_from(stream.protocol) {
@@ -117,11 +203,16 @@ fn check_outputs(
     }
     let all: Vec<&lk::EncodedFileOutput> = legacy.into_iter().chain(files).collect();
     let file = match all[..] {
-        [] if !stream_urls.is_empty() => None,
+        [] if !stream_urls.is_empty() || hls.is_some() || images.is_some() => None,
         [file] => Some(file),
-        _ => return Err(TwirpError::invalid_argument(format!("one file output and/or stream outputs are needed (got {} files)", all.len()))),
+        _ => {
+            return Err(TwirpError::invalid_argument(format!(
+                "one file output and/or stream, segment or image outputs are needed (got {} files)",
+                all.len()
+            )));
+        }
     };
-    let Some(file) = file else { return Ok(Outputs { filepath: None, stream_urls }) };
+    let Some(file) = file else { return Ok(Outputs { filepath: None, stream_urls, hls, images }) };
     match lk::EncodedFileType::try_from(file.file_type) {
         Ok(lk::EncodedFileType::DefaultFiletype | lk::EncodedFileType::Mp4) => {}
         Ok(lk::EncodedFileType::Ogg | lk::EncodedFileType::Mp3) if audio_only => {
@@ -134,7 +225,7 @@ fn check_outputs(
             "per-request upload targets (s3, gcp, azure, aliOSS) are not supported: files go to the fleet's configured storage",
         ));
     }
-    Ok(Outputs { filepath: Some(file.filepath.clone()), stream_urls })
+    Ok(Outputs { filepath: Some(file.filepath.clone()), stream_urls, hls, images })
 }
 
 fn check_webhooks(webhooks: &[lk::WebhookConfig]) -> Result<(), TwirpError> {
@@ -236,10 +327,28 @@ pub fn egress_info(record: &JobRecord) -> lk::EgressInfo {
         location: output.location.clone(),
     });
     let streams = stream_results(record);
-    let legacy_result = match &file {
-        Some(file) => Some(lk::egress_info::Result::File(file.clone())),
-        None if !streams.is_empty() => Some(lk::egress_info::Result::Stream(lk::StreamInfoList { info: streams.clone() })),
-        None => None,
+    let segments = record.hls.as_ref().map(|hls| lk::SegmentsInfo {
+        playlist_name: hls.playlist.clone(),
+        live_playlist_name: hls.live_playlist.clone(),
+        duration: hls.duration_ms as i64 * NS_PER_MS,
+        size: hls.bytes as i64,
+        playlist_location: hls.playlist_location.clone(),
+        live_playlist_location: hls.live_playlist_location.clone(),
+        segment_count: hls.segments as i64,
+        started_at: hls.started_at_ms.map_or(0, |ms| ms as i64 * NS_PER_MS),
+        ended_at: hls.ended_at_ms.map_or(0, |ms| ms as i64 * NS_PER_MS),
+    });
+    let images = record.images.as_ref().map(|images| lk::ImagesInfo {
+        filename_prefix: images.prefix.clone(),
+        image_count: images.count as i64,
+        started_at: images.first_at_ms.map_or(0, |ms| ms as i64 * NS_PER_MS),
+        ended_at: images.last_at_ms.filter(|_| ended_at > 0).map_or(0, |ms| ms as i64 * NS_PER_MS),
+    });
+    let legacy_result = match (&file, &segments) {
+        (Some(file), _) => Some(lk::egress_info::Result::File(file.clone())),
+        (None, _) if !streams.is_empty() => Some(lk::egress_info::Result::Stream(lk::StreamInfoList { info: streams.clone() })),
+        (None, Some(segments)) => Some(lk::egress_info::Result::Segments(segments.clone())),
+        (None, None) => None,
     };
     lk::EgressInfo {
         egress_id: record.id.to_string(),
@@ -253,6 +362,8 @@ pub fn egress_info(record: &JobRecord) -> lk::EgressInfo {
         request: request_of(record),
         file_results: file.into_iter().collect(),
         stream_results: streams,
+        segment_results: segments.into_iter().collect(),
+        image_results: images.into_iter().collect(),
         result: legacy_result,
         ..Default::default()
     }
@@ -321,6 +432,43 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(room_composite(&advanced).unwrap().video_preset.params(), (640, 360, 25, 3000));
+    }
+
+    #[test]
+    #[allow(deprecated)] // the one-of `output` older clients send
+    fn segment_and_image_outputs_become_live_files() {
+        let hls = lk::SegmentedFileOutput { segment_duration: 4, ..Default::default() };
+        let image = lk::ImageOutput { capture_interval: 5, width: 320, ..Default::default() };
+        let request = lk::RoomCompositeEgressRequest {
+            room_name: "r".into(),
+            segment_outputs: vec![hls.clone()],
+            image_outputs: vec![image.clone()],
+            ..Default::default()
+        };
+        let job = room_composite(&request).unwrap();
+        assert!(!job.outputs.file, "no file asked for");
+        assert_eq!(job.outputs.hls.unwrap().segment_s, 4);
+        assert_eq!(job.outputs.images.unwrap(), fleet_protocol::live_files::ImagesRequest { interval_s: 5, width: Some(320), height: None });
+        let legacy = lk::RoomCompositeEgressRequest {
+            room_name: "r".into(),
+            output: Some(lk::room_composite_egress_request::Output::Segments(hls.clone())),
+            ..Default::default()
+        };
+        assert!(room_composite(&legacy).unwrap().outputs.hls.is_some());
+        let refused = |segments: Vec<lk::SegmentedFileOutput>, images: Vec<lk::ImageOutput>| {
+            room_composite(&lk::RoomCompositeEgressRequest {
+                room_name: "r".into(),
+                segment_outputs: segments,
+                image_outputs: images,
+                ..Default::default()
+            })
+            .unwrap_err()
+            .msg
+        };
+        assert!(refused(vec![lk::SegmentedFileOutput { playlist_name: "my.m3u8".into(), ..hls.clone() }], vec![]).contains("playlist_name"));
+        assert!(refused(vec![hls.clone(), hls], vec![]).contains("at most one"));
+        assert!(refused(vec![], vec![lk::ImageOutput { capture_interval: 0, ..image.clone() }]).contains("capture_interval"));
+        assert!(refused(vec![], vec![lk::ImageOutput { image_codec: 2, ..image }]).contains("JPEG"));
     }
 
     #[test]

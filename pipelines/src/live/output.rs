@@ -77,7 +77,8 @@ impl EncodedOutput {
                         "splitmuxsink-fragment-opened" => *opened_at_ns.lock().unwrap_or_else(|p| p.into_inner()) = running_ns,
                         "splitmuxsink-fragment-closed" => {
                             if let (Ok(path), Some(closed)) = (s.get::<String>("location"), running_ns) {
-                                let duration_ns = closed.saturating_sub(opened_at_ns.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(closed));
+                                let duration_ns =
+                                    closed.saturating_sub(opened_at_ns.lock().unwrap_or_else(|p| p.into_inner()).take().unwrap_or(closed));
                                 on_event(LiveEvent::SegmentClosed { id: id_owned.clone(), path: path.into(), duration_ns });
                             }
                         }
@@ -217,7 +218,10 @@ fn segment_sink(
 fn report_up(id: &str, sink: &gst::Element, on_event: OnEvent) {
     let first = AtomicU64::new(u64::MAX);
     let id = id.to_string();
-    let Some(pad) = sink.static_pad("sink").or_else(|| sink.static_pad("video")).or_else(|| sink.pads().into_iter().find(|p| p.direction() == gst::PadDirection::Sink))
+    let Some(pad) = sink
+        .static_pad("sink")
+        .or_else(|| sink.static_pad("video"))
+        .or_else(|| sink.pads().into_iter().find(|p| p.direction() == gst::PadDirection::Sink))
     else {
         return;
     };

@@ -236,10 +236,11 @@ impl CaptureControl {
     }
 }
 
-/// A stream-only job none of whose streams is wanted any more has nothing left to do: `Some(None)` when
+/// A stream-only job (no file, no live HLS or snapshots) none of whose streams is wanted any more has nothing left to do: `Some(None)` when
 /// they were removed, `Some(Some(why))` when one failed.
 fn streams_over(record: &JobRecord) -> Option<Option<String>> {
-    if record.request.records_file() || !record.streams_live() || record.streams.iter().any(|s| s.state.is_wanted()) {
+    let files_live = record.request.outputs.live_files();
+    if record.request.records_file() || files_live || !record.streams_live() || record.streams.iter().any(|s| s.state.is_wanted()) {
         return None;
     }
     let mut failed = record.streams.iter().filter(|s| s.state == fleet_protocol::streams::StreamState::Failed);

@@ -9,6 +9,7 @@ use crate::capture::events::SourceEvent;
 use crate::capture::livekit::{LivekitCapture, LivekitParams};
 use crate::context::NodeContext;
 use crate::error::RecordError;
+use crate::streaming::live_files::LiveFiles;
 use crate::streaming::{Notice, Streamer};
 use crate::timeline::{Entry, Timeline};
 use crate::uploader::Uploader;
@@ -17,7 +18,6 @@ use control::{Action, CaptureControl, Input, Limits};
 use fleet_pipelines::segment_writer::segment_seq;
 use fleet_pipelines::synthetic_room::SyntheticRoomConfig;
 use fleet_protocol::job::{Desired, EndReason, RecordJob, Source, TranscodeJob};
-use fleet_protocol::streams::StreamReport;
 use fleet_protocol::time::now_ms;
 use fleet_protocol::transition::SessionEnd as SessionEnded;
 use fleet_protocol::{Applied, JobState, SafeId, Transition, keys};
@@ -156,7 +156,11 @@ async fn capture(
     // A streaming job's composite starts with the session's clock, just before the capture.
     // An earlier session (draining, or a crashed recorder) may still hold the streams at their servers.
     let taking_over = record.sessions.len() > 1;
-    let mut streamer = match record.streams_live().then(|| start_streamer(config, request, taking_over)) {
+    let live_files = match LiveFiles::start(&recorder.storage, record, spool.join("live"), Duration::from_secs(config.upload_retry_limit_s)).await {
+        Ok(files) => files,
+        Err(err) => return fail(recorder, job_id, session_id, handover_taker, format!("live files: {err}")).await,
+    };
+    let mut streamer = match record.composites_live().then(|| start_streamer(config, request, taking_over, live_files)) {
         None => None,
         Some(Ok(streamer)) => Some(streamer),
         Some(Err(err)) => return fail(recorder, job_id, session_id, handover_taker, format!("the live composite did not start: {err}")).await,
@@ -301,8 +305,8 @@ async fn capture(
             _ = tokio::time::sleep_until(control.next_deadline().into()) => inputs.push(Input::Tick),
             _ = shutdown.changed(), if control.may_drain() => inputs.push(Input::Shutdown),
         }
-        if let Some(reports) = streamer.as_mut().and_then(Streamer::take_reports) {
-            stream_reports.send(reports);
+        if let Some(report) = streamer.as_mut().and_then(Streamer::take_report) {
+            stream_reports.send(report);
         }
         while !inputs.is_empty() {
             for action in inputs.drain(..).flat_map(|input| control.handle(input, Instant::now())).collect::<Vec<_>>() {
@@ -338,8 +342,11 @@ async fn capture(
     }
 
     let end_running_ns = stopped_at_ns.unwrap_or_else(|| room.running_time_ns());
-    if let Some(streamer) = &streamer {
-        streamer.stop();
+    let mut live_files_failure = None;
+    if let Some(streamer) = streamer.take() {
+        let (report, failure) = streamer.finish().await;
+        stream_reports.send(report);
+        live_files_failure = failure;
     }
     stream_reports.finish().await;
     job_notes.join_all().await;
@@ -347,6 +354,9 @@ async fn capture(
     let uploaded = uploader.finish().await;
     let ending = control.ending();
     let mut failure = ending.failure.clone();
+    if let Some(reason) = live_files_failure {
+        failure.get_or_insert(reason);
+    }
     timeline.write(wall_zero + end_running_ns / 1_000_000, end_running_ns, Entry::SessionEnded { reason: ending.reason_text.into() });
     let timeline_uploaded = upload_timeline(recorder, &timeline_key, &timeline).await;
     if let Err(reason) = &uploaded {
@@ -441,6 +451,7 @@ fn start_streamer(
     config: &crate::config::RecorderConfig,
     request: &fleet_protocol::job::JobRequest,
     taking_over: bool,
+    files: Option<LiveFiles>,
 ) -> Result<Streamer, fleet_pipelines::PipelineError> {
     let (width, height, fps, video_kbps) = request.video_preset.params();
     let spec = fleet_pipelines::live::LiveSpec {
@@ -452,7 +463,7 @@ fn start_streamer(
         latency_ms: config.streaming.latency_ms,
         ..fleet_pipelines::live::LiveSpec::hd720(&config.streaming.encoder)
     };
-    Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s), taking_over)
+    Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s), taking_over, files)
 }
 
 async fn next_live_event(streamer: &mut Option<Streamer>) -> Option<fleet_pipelines::live::LiveEvent> {
@@ -469,20 +480,20 @@ async fn sleep_until_retry(at: Option<Instant>) {
     }
 }
 
-/// Tells the job record how the streams are doing, in order, the latest state only: a report waiting
-/// while the previous one is applied is replaced by a newer one.
+/// Tells the job record how the streams and live files are doing, in order, the latest state only: a
+/// report waiting while the previous one is applied is replaced by a newer one.
 struct StreamReporter {
-    latest: watch::Sender<Option<Vec<StreamReport>>>,
+    latest: watch::Sender<Option<Transition>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl StreamReporter {
     fn start(recorder: Arc<NodeContext>, job_id: SafeId) -> StreamReporter {
-        let (latest, mut changes) = watch::channel(None::<Vec<StreamReport>>);
+        let (latest, mut changes) = watch::channel(None::<Transition>);
         let task = tokio::spawn(async move {
             while changes.changed().await.is_ok() {
-                let Some(reports) = changes.borrow_and_update().clone() else { continue };
-                if let Err(err) = recorder.jobs.apply(&job_id, Transition::ReportStreams { reports }).await {
+                let Some(report) = changes.borrow_and_update().clone() else { continue };
+                if let Err(err) = recorder.jobs.apply(&job_id, report).await {
                     tracing::warn!(%err, "could not report the streams on the job");
                 }
             }
@@ -490,8 +501,8 @@ impl StreamReporter {
         StreamReporter { latest, task }
     }
 
-    fn send(&self, reports: Vec<StreamReport>) {
-        self.latest.send_replace(Some(reports));
+    fn send(&self, report: Transition) {
+        self.latest.send_replace(Some(report));
     }
 
     /// Applies the last report, then ends.

@@ -1,13 +1,18 @@
-//! A streaming job's live side on the recorder: the live composite (fed by the capture's tracks), its
+//! A live job's side on the recorder: the live composite (fed by the capture's tracks), its RTMP
 //! outputs kept as the job record wants them (added and removed while live), each reconnected or given
-//! up by [`policy::Reconnect`], and what the record is told about them.
+//! up by [`policy::Reconnect`], its live files ([`live_files`]: HLS, snapshots), and what the record is
+//! told about them.
 
+pub mod live_files;
+mod playlist;
 pub mod policy;
 
 use fleet_pipelines::PipelineError;
+use fleet_pipelines::live::OutputTarget;
 use fleet_pipelines::live::{LiveComposite, LiveEvent, LiveSpec};
-use fleet_protocol::SafeId;
 use fleet_protocol::streams::{StreamOutput, StreamReport, StreamState, StreamUrl};
+use fleet_protocol::{SafeId, Transition};
+use live_files::LiveFiles;
 use policy::{Decision, Reconnect};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +37,11 @@ pub struct Streamer {
     taking_over: bool,
     /// Something the record should be told changed.
     unreported: bool,
+    files: Option<LiveFiles>,
 }
+
+/// The composite's own HLS output (RTMP outputs are named by their stream ids, `rtmpN`).
+const HLS_OUTPUT: &str = "hls";
 
 /// What the session does about a composite event beyond the streams' states.
 pub enum Notice {
@@ -44,13 +53,18 @@ pub enum Notice {
 }
 
 impl Streamer {
-    /// Starts the composite at the session's time 0 (call it just before the capture starts).
-    pub fn start(spec: LiveSpec, retry_window: Duration, taking_over: bool) -> Result<Streamer, PipelineError> {
+    /// Starts the composite at the session's time 0 (call it just before the capture starts), with the
+    /// live files' HLS output and snapshots when the job has them.
+    pub fn start(mut spec: LiveSpec, retry_window: Duration, taking_over: bool, files: Option<LiveFiles>) -> Result<Streamer, PipelineError> {
         let (tx, events) = mpsc::unbounded_channel();
+        spec.snapshots = files.as_ref().and_then(|f| f.snapshot_spec((spec.width, spec.height)));
         let composite = LiveComposite::start(spec, 0, move |event| {
             let _ = tx.send(event);
         })?;
-        Ok(Streamer { composite: Arc::new(composite), outputs: BTreeMap::new(), events, retry_window, taking_over, unreported: false })
+        if let Some(target) = files.as_ref().and_then(LiveFiles::hls_target) {
+            composite.add_output(HLS_OUTPUT, &target)?;
+        }
+        Ok(Streamer { composite: Arc::new(composite), outputs: BTreeMap::new(), events, retry_window, taking_over, unreported: false, files })
     }
 
     pub fn composite(&self) -> Arc<LiveComposite> {
@@ -87,7 +101,7 @@ impl Streamer {
 
     fn connect(&self, id: &SafeId, output: &mut Output) {
         output.retry_at = None;
-        if let Err(err) = self.composite.add_output(id.as_str(), output.url.expose()) {
+        if let Err(err) = self.composite.add_output(id.as_str(), &OutputTarget::Rtmp(output.url.expose().to_string())) {
             // Not the server's doing: the pipeline could not be built; the same error would come again.
             output.state = StreamState::Failed;
             output.last_error = Some(err.to_string());
@@ -106,6 +120,23 @@ impl Streamer {
                     output.state = StreamState::Live;
                     tracing::info!(stream = %id, retries = output.policy.retries, "stream output live");
                     self.unreported = true;
+                }
+                Notice::None
+            }
+            LiveEvent::OutputFailed { id, error } if id == HLS_OUTPUT => {
+                // A disk or muxer failure: it would fail again the same way. Snapshots and streams go on.
+                self.composite.remove_output(&id);
+                Notice::Warn(format!("live HLS stopped: {error}"))
+            }
+            LiveEvent::SegmentClosed { path, duration_ns, .. } => {
+                if let Some(files) = &mut self.files {
+                    files.on_segment(&path, duration_ns, fleet_protocol::time::now_ms());
+                }
+                Notice::None
+            }
+            LiveEvent::Snapshot { jpeg, .. } => {
+                if let Some(files) = &mut self.files {
+                    files.on_snapshot(&jpeg, fleet_protocol::time::now_ms());
                 }
                 Notice::None
             }
@@ -166,20 +197,37 @@ impl Streamer {
         }
     }
 
-    /// The states to tell the record, when something changed since last asked.
-    pub fn take_reports(&mut self) -> Option<Vec<StreamReport>> {
-        if !std::mem::take(&mut self.unreported) {
+    /// What to tell the record, when something changed since last asked.
+    pub fn take_report(&mut self) -> Option<Transition> {
+        let files = self.files.as_mut().and_then(LiveFiles::take_report);
+        if !std::mem::take(&mut self.unreported) && files.is_none() {
             return None;
         }
-        Some(
-            self.outputs
-                .iter()
-                .map(|(id, o)| StreamReport { id: id.clone(), state: o.state, retries: o.policy.retries, last_error: o.last_error.clone() })
-                .collect(),
-        )
+        let (hls, images) = files.unwrap_or_default();
+        Some(Transition::ReportStreams { reports: self.stream_reports(), hls, images })
     }
 
-    pub fn stop(&self) {
-        self.composite.stop();
+    fn stream_reports(&self) -> Vec<StreamReport> {
+        self.outputs
+            .iter()
+            .map(|(id, o)| StreamReport { id: id.clone(), state: o.state, retries: o.policy.retries, last_error: o.last_error.clone() })
+            .collect()
+    }
+
+    /// Stops the composite and its outputs, stores the live files' last segment, snapshots and closed
+    /// playlists; the last report for the record, and an upload that gave up.
+    pub async fn finish(mut self) -> (Transition, Option<String>) {
+        let composite = self.composite.clone();
+        // Blocks while the outputs finish (the last segment is closed then).
+        let _ = tokio::task::spawn_blocking(move || composite.stop()).await;
+        while let Ok(event) = self.events.try_recv() {
+            self.on_event(event, Instant::now());
+        }
+        let (uploaded, (hls, images)) = match self.files.take() {
+            Some(files) => files.finish(fleet_protocol::time::now_ms()).await,
+            None => (Ok(0), (None, None)),
+        };
+        let failure = uploaded.err().map(|err| format!("live files: {err}"));
+        (Transition::ReportStreams { reports: self.stream_reports(), hls, images }, failure)
     }
 }
