@@ -115,6 +115,100 @@ async fn a_room_streams_live_to_two_servers_survives_a_restart_and_loses_one_url
     assert!(mp4.len() > 100_000, "the recording was written beside the streams");
 }
 
+/// The playlist's segment names (`#EXTINF` then the name), and whether it is closed (`#EXT-X-ENDLIST`).
+fn playlist_segments(text: &str) -> (Vec<String>, bool) {
+    let names = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
+    (names, text.contains("#EXT-X-ENDLIST"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_room_is_written_as_live_hls_and_snapshots_beside_its_recording() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), ROOM);
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+    let key = Some(fleet_tests::API_KEY);
+    for (body, says) in [
+        (r#"{"room":"live","outputs":{"hls":{"segment_s":0}}}"#, "segment_s"),
+        (r#"{"room":"live","outputs":{"images":{"interval_s":0}}}"#, "interval_s"),
+        (r#"{"room":"live","audio_only":true,"outputs":{"hls":{}}}"#, "audio_only"),
+        (r#"{"room":"live","outputs":{"hls":{"segments":3}}}"#, "unknown field"),
+    ] {
+        let reply = setup.api.send("POST", "/v1/recordings", key, Some(body)).await;
+        assert!((400..500).contains(&reply.status), "{body}: {} {}", reply.status, reply.body);
+        assert!(reply.body.to_string().contains(says), "{body}: {}", reply.body);
+    }
+
+    let body = r#"{"room":"live","outputs":{"hls":{"segment_s":2,"live_window":3},"images":{"interval_s":2,"width":320}}}"#;
+    let job = setup.api.start(body).await;
+    let dir = setup.root.join(format!("recordings/{job}"));
+
+    // While live: the live playlist lists the last three segments, each already in storage.
+    let record = fleet_tests::wait::until("four HLS segments", Duration::from_secs(60), || async {
+        let record = setup.api.get(&job).await;
+        if record["hls"]["segments"].as_u64() >= Some(4) { Ok(record) } else { Err(format!("{:#}", record["hls"])) }
+    })
+    .await;
+    assert_eq!(record["hls"]["live_playlist"], format!("{job}/hls/live.m3u8"));
+    let live = std::fs::read_to_string(dir.join("hls/live.m3u8")).expect("the live playlist is stored");
+    let (names, closed) = playlist_segments(&live);
+    assert_eq!(names.len(), 3, "{live}");
+    assert!(!closed, "a live playlist stays open: {live}");
+    for name in &names {
+        assert!(dir.join("hls").join(name).is_file(), "{name} listed before it was stored: {live}");
+    }
+    let first = dir.join("hls/00001.ts");
+    let probed = fleet_tests::media::ffprobe(&first);
+    let codecs: Vec<&str> = probed["streams"].as_array().unwrap().iter().filter_map(|s| s["codec_name"].as_str()).collect();
+    assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{probed:#}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    setup.api.stop(&job).await;
+    let record = setup.api.wait_for_state(&job, &["complete", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let hls = &record["hls"];
+    println!("hls: {hls:#}\nimages: {:#}", record["images"]);
+    assert!(hls["ended_at_ms"].as_u64().is_some(), "{hls:#}");
+
+    // Every segment stored, the playlist closed, and the whole of it plays as one stream.
+    let playlist = dir.join("hls/playlist.m3u8");
+    let (names, closed) = playlist_segments(&std::fs::read_to_string(&playlist).unwrap());
+    assert!(closed, "the playlist ends with the capture");
+    assert_eq!(names.len() as u64, hls["segments"].as_u64().unwrap(), "{names:?}");
+    assert!(names.len() >= 6, "{names:?}");
+    let bytes: u64 = names.iter().map(|n| std::fs::metadata(dir.join("hls").join(n)).expect("stored").len()).sum();
+    assert_eq!(bytes, hls["bytes"].as_u64().unwrap());
+    let errors = decode_errors(&playlist);
+    assert!(errors.is_empty(), "the HLS decodes cleanly: {errors}");
+    let probe = fleet_tests::media::ffprobe(&playlist);
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let listed = hls["duration_ms"].as_f64().unwrap() / 1000.0;
+    println!("HLS: {} segments, {duration:.2} s probed, {listed:.2} s listed", names.len());
+    assert!((duration - listed).abs() < 1.0, "probed {duration} s, the playlist lists {listed} s");
+
+    // A snapshot every 2 s, 320 wide at the composite's shape.
+    let images = &record["images"];
+    let count = images["count"].as_u64().unwrap();
+    assert!(count as f64 >= listed / 2.0 - 1.0, "{count} snapshots over {listed} s");
+    for index in 1..=count {
+        let image = dir.join(format!("images/{index:05}.jpg"));
+        let probed = fleet_tests::media::ffprobe(&image);
+        let stream = &probed["streams"][0];
+        assert_eq!((stream["codec_name"].as_str(), stream["width"].as_u64(), stream["height"].as_u64()), (Some("mjpeg"), Some(320), Some(180)), "{image:?}");
+    }
+
+    // Spooled copies go once stored; the recording from the same capture is there too.
+    let spooled: Vec<_> = walk(&setup.dir.path().join("spool-rec-1")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "ts" || e == "jpg")).collect();
+    assert!(spooled.is_empty(), "left in the spool: {spooled:?}");
+    let (mp4, _) = setup.read_output(&record);
+    assert!(mp4.len() > 100_000);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries.flatten().flat_map(|e| if e.path().is_dir() { walk(&e.path()) } else { vec![e.path()] }).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_refused() {
     let mut setup = Setup::local();
@@ -233,4 +327,31 @@ async fn livekit_egress_clients_stream_and_update_streams() {
     .await;
     assert!(done.file_results.is_empty(), "no file was asked for");
     assert!(done.stream_results.iter().all(|s| s.status == lk::stream_info::Status::Finished as i32 && s.ended_at > 0), "{done:?}");
+
+    // Segment (HLS) and image outputs, and their results.
+    let segments = lk::SegmentedFileOutput { segment_duration: 2, ..Default::default() };
+    let images = lk::ImageOutput { capture_interval: 2, width: 320, height: 180, ..Default::default() };
+    let outputs = vec![EgressOutput::Segments(segments), EgressOutput::Image(images)];
+    let started = client.start_room_composite_egress("live", outputs, RoomCompositeOptions::default()).await.expect("started");
+    let id = started.egress_id.clone();
+    fleet_tests::wait::until("two segments and two images", Duration::from_secs(60), || async {
+        let info = info_of(id.clone()).await;
+        let segments = info.segment_results.first().map_or(0, |s| s.segment_count);
+        let images = info.image_results.first().map_or(0, |s| s.image_count);
+        if segments >= 2 && images >= 2 { Ok(()) } else { Err(format!("{info:?}")) }
+    })
+    .await;
+    client.stop_egress(&id).await.expect("StopEgress");
+    let done = fleet_tests::wait::until("the segment egress complete", Duration::from_secs(60), || async {
+        let info = info_of(id.clone()).await;
+        if info.status == lk::EgressStatus::EgressComplete as i32 { Ok(info) } else { Err(format!("{info:?}")) }
+    })
+    .await;
+    let hls = &done.segment_results[0];
+    println!("segment results: {hls:?}\nimage results: {:?}", done.image_results);
+    assert_eq!(hls.playlist_name, format!("{id}/hls/playlist.m3u8"));
+    assert!(hls.ended_at > hls.started_at && hls.duration > 0 && hls.size > 0, "{hls:?}");
+    let playlist = std::fs::read_to_string(dir.path().join("storage/recordings").join(&hls.playlist_name)).expect("stored");
+    assert_eq!(playlist.matches("#EXTINF").count() as i64, hls.segment_count);
+    assert!(done.image_results[0].image_count >= 2 && done.image_results[0].ended_at > 0, "{done:?}");
 }

@@ -46,10 +46,13 @@ impl LiveFiles {
         }
         let job = record.id.clone();
         std::fs::create_dir_all(dir.join("images")).map_err(|source| RecordError::Spool { path: dir.clone(), source })?;
-        let hls = match outputs.hls {
+        let mut hls = match outputs.hls {
             Some(request) => Some(Hls::continued(storage, &job, request, record.hls.as_ref()).await),
             None => None,
         };
+        if let Some(hls) = &mut hls {
+            hls.progress.started_at_ms.get_or_insert(fleet_protocol::time::now_ms());
+        }
         let images = outputs.images.map(|request| {
             let prefix = keys::images_prefix(&job);
             let fresh = ImagesProgress { location: storage.location(&prefix), prefix, count: 0, first_at_ms: None, last_at_ms: None };
@@ -79,7 +82,7 @@ impl LiveFiles {
         Some(SnapshotSpec { interval_ns: request.interval_s as u64 * 1_000_000_000, width: w, height: h })
     }
 
-    pub fn on_segment(&mut self, path: &Path, duration_ns: u64, now_ms: u64) {
+    pub fn on_segment(&mut self, path: &Path, duration_ns: u64) {
         let Some(hls) = &mut self.hls else { return };
         let Some(index) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()) else {
             tracing::warn!(path = %path.display(), "an HLS segment with an unexpected name; skipped");
@@ -91,7 +94,6 @@ impl LiveFiles {
         hls.progress.segments += 1;
         hls.progress.bytes += bytes;
         hls.progress.duration_ms = hls.playlist.duration_ms();
-        hls.progress.started_at_ms.get_or_insert(now_ms);
         self.write_playlists();
         self.changed = true;
     }

@@ -130,7 +130,7 @@ impl Streamer {
             }
             LiveEvent::SegmentClosed { path, duration_ns, .. } => {
                 if let Some(files) = &mut self.files {
-                    files.on_segment(&path, duration_ns, fleet_protocol::time::now_ms());
+                    files.on_segment(&path, duration_ns);
                 }
                 Notice::None
             }
