@@ -115,6 +115,49 @@ async fn a_room_streams_live_to_two_servers_survives_a_restart_and_loses_one_url
     assert!(mp4.len() > 100_000, "the recording was written beside the streams");
 }
 
+const SYNC_ROOM: &str = r#"
+[[rooms]]
+name = "live-sync"
+close_after_s = 120
+
+[[rooms.participants]]
+identity = "p1"
+
+[[rooms.participants]]
+identity = "p2"
+video_codec = "h264"
+"#;
+
+/// A minute of the stream as a viewer pulls it: each participant's flash and beep, sent together by
+/// devroom, arrive together, and every second's markers are there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_minute_is_in_sync() {
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), SYNC_ROOM);
+    let nginx = RtmpServer::start(setup.dir.path());
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    let _recorder = setup.fleet.recorder("rec-1", "both", 2);
+    let url = nginx.url("live", "sync");
+    let job = setup.api.start(&format!(r#"{{"room":"live-sync","outputs":{{"file":false,"rtmp":["{url}"]}}}}"#)).await;
+    wait_for_stream(&setup, &job, "rtmp1", "live", |s| s["state"] == "live", Duration::from_secs(60)).await;
+    let pulled = setup.dir.path().join("minute.flv");
+    capture_stream(&url, 60, &pulled).unwrap();
+    let duration: f64 = fleet_tests::media::ffprobe(&pulled)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(duration >= 59.0, "{duration} s pulled");
+    // Two 16:9 cameras side by side in a 1280x720 grid: each 640x360, letterboxed in its 640x720 half.
+    let tiles = ["640:360:0:180", "640:360:640:180"].map(String::from);
+    let report = fleet_tests::sync::check_paired(&pulled, &tiles, 30.0, 1.0, duration - 1.0);
+    let mut summary = serde_json::to_value(&report).unwrap();
+    summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
+    println!("streamed minute sync report: {summary}");
+    assert!(report.found_ratio >= 0.95, "markers found: {summary}");
+    assert!(report.p95_abs_offset_ms <= 45.0, "A/V offset: {summary}");
+    assert!(report.max_cadence_drift_ms <= 40.0, "cadence drift: {summary}");
+    setup.api.stop(&job).await;
+    let record = setup.api.wait_for_state(&job, &["complete", "failed"], Duration::from_secs(60)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+}
+
 /// The playlist's segment names (`#EXTINF` then the name), and whether it is closed (`#EXT-X-ENDLIST`).
 fn playlist_segments(text: &str) -> (Vec<String>, bool) {
     let names = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();
@@ -194,11 +237,16 @@ async fn a_room_is_written_as_live_hls_and_snapshots_beside_its_recording() {
         let image = dir.join(format!("images/{index:05}.jpg"));
         let probed = fleet_tests::media::ffprobe(&image);
         let stream = &probed["streams"][0];
-        assert_eq!((stream["codec_name"].as_str(), stream["width"].as_u64(), stream["height"].as_u64()), (Some("mjpeg"), Some(320), Some(180)), "{image:?}");
+        assert_eq!(
+            (stream["codec_name"].as_str(), stream["width"].as_u64(), stream["height"].as_u64()),
+            (Some("mjpeg"), Some(320), Some(180)),
+            "{image:?}"
+        );
     }
 
     // Spooled copies go once stored; the recording from the same capture is there too.
-    let spooled: Vec<_> = walk(&setup.dir.path().join("spool-rec-1")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "ts" || e == "jpg")).collect();
+    let spooled: Vec<_> =
+        walk(&setup.dir.path().join("spool-rec-1")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "ts" || e == "jpg")).collect();
     assert!(spooled.is_empty(), "left in the spool: {spooled:?}");
     let (mp4, _) = setup.read_output(&record);
     assert!(mp4.len() > 100_000);
