@@ -123,6 +123,21 @@ pub fn grid(n: usize, width: u32, height: u32) -> Vec<Tile> {
     (0..n).map(|i| Tile { x: ((i % cols) * tile_w) as i32, y: ((i / cols) * tile_h) as i32, width: tile_w as i32, height: tile_h as i32 }).collect()
 }
 
+/// The tiles shrunk by half of `gap` on every side: `gap` between neighbours, half of it at the edges.
+pub fn with_gap(tiles: Vec<Tile>, gap: i32) -> Vec<Tile> {
+    let half = (gap / 2) & !1;
+    if half <= 0 {
+        return tiles;
+    }
+    tiles
+        .into_iter()
+        .map(|t| {
+            let (width, height) = ((t.width - 2 * half).max(2), (t.height - 2 * half).max(2));
+            Tile { x: t.x + half, y: t.y + half, width, height }
+        })
+        .collect()
+}
+
 /// One large tile above a strip of `strip` small 16:9 tiles along the bottom fifth of the frame,
 /// centred. With an empty strip the focus takes the whole frame.
 pub fn focus_with_strip(strip: usize, width: u32, height: u32) -> (Tile, Vec<Tile>) {

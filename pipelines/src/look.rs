@@ -22,6 +22,8 @@ pub struct Look {
     /// Drawn at the top centre of the frame.
     pub title: Option<String>,
     pub logo: Option<Logo>,
+    /// Space between tiles in pixels at 720 lines (half of it at the frame's edges).
+    pub tile_gap: u32,
 }
 
 impl Default for Look {
@@ -34,6 +36,7 @@ impl Default for Look {
             highlight_argb: Some(HIGHLIGHT_ARGB),
             title: None,
             logo: None,
+            tile_gap: 0,
         }
     }
 }
@@ -86,6 +89,11 @@ impl Logo {
 pub const OUTLINE_PX: i32 = 3;
 
 impl Look {
+    /// The gap between tiles in pixels for an output `height` lines tall (even, so tiles stay even).
+    pub fn gap_px(&self, height: u32) -> i32 {
+        ((self.tile_gap as u64 * height as u64 / 720) as i32) & !1
+    }
+
     /// A Pango font description `points` tall at 720 lines, scaled to `height`.
     pub fn font_desc(&self, points: u32, height: u32) -> String {
         let scaled = (points as u64 * height as u64).div_ceil(720).max(6);
@@ -135,13 +143,13 @@ pub fn title_overlay(look: &Look, title: &str, output_height: u32) -> Result<gst
     Ok(overlay)
 }
 
-/// The logo: decoded and scaled once, then repeated for `frames` frames at `fps`, onto its own
-/// compositor pad at its tile, above everything else.
+/// The logo: decoded and scaled once, then repeated for `frames` frames at `fps` (`None`: live, for as
+/// long as the pipeline runs), onto its own compositor pad at its tile, above everything else.
 pub fn add_logo(
     pipeline: &gst::Pipeline,
     compositor: &gst::Element,
     logo: &Logo,
-    frames: i32,
+    frames: Option<i32>,
     fps: u32,
     frame: (i32, i32),
 ) -> Result<(), PipelineError> {
@@ -163,7 +171,10 @@ pub fn add_logo(
             .build(),
     );
     let freeze = make("imagefreeze")?;
-    freeze.set_property("num-buffers", frames);
+    match frames {
+        Some(frames) => freeze.set_property("num-buffers", frames),
+        None => freeze.set_property("is-live", true),
+    }
     let rate = make("capsfilter")?;
     rate.set_property("caps", gst::Caps::builder("video/x-raw").field("framerate", gst::Fraction::new(fps as i32, 1)).build());
     pipeline.add_many([&source, &decode, &convert, &scale, &sized, &freeze, &rate])?;

@@ -194,7 +194,7 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
         };
         if let Some(logo) = &spec.look.logo {
             let frame = (spec.width as i32, spec.height as i32);
-            look::add_logo(&pipeline, &compositor, logo, frames_for(spec.window().end_ns, spec.fps as u64, 1), spec.fps, frame)?;
+            look::add_logo(&pipeline, &compositor, logo, Some(frames_for(spec.window().end_ns, spec.fps as u64, 1)), spec.fps, frame)?;
         }
         let frame = (spec.width, spec.height);
         follow_schedule(&compositor, schedule, Pads { layers: pads, outline, frame }, spec.composite_start_ns());

@@ -26,6 +26,9 @@ pub struct Branding {
     /// A logo by its name in the transcoders' `logos` configuration (a job never names a file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logo: Option<String>,
+    /// Space between tiles in pixels at 720 lines (0 to 64; default 0: tiles touch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile_gap: Option<u32>,
 }
 
 /// Why a branding is not valid; shown to the API client.
@@ -36,6 +39,7 @@ pub struct InvalidBranding(pub String);
 pub const MAX_TITLE_CHARS: usize = 120;
 const MAX_FONT_CHARS: usize = 64;
 const MAX_LOGO_NAME_CHARS: usize = 64;
+const MAX_TILE_GAP: u32 = 64;
 
 impl Branding {
     pub fn validate(&self) -> Result<(), InvalidBranding> {
@@ -63,6 +67,9 @@ impl Branding {
         {
             return Err(InvalidBranding(format!("logo must be a name of 1-{MAX_LOGO_NAME_CHARS} letters, digits, - or _")));
         }
+        if self.tile_gap.is_some_and(|gap| gap > MAX_TILE_GAP) {
+            return Err(InvalidBranding(format!("tile_gap must be 0 to {MAX_TILE_GAP} pixels")));
+        }
         Ok(())
     }
 
@@ -75,6 +82,7 @@ impl Branding {
             names: self.names.or(defaults.names),
             font: self.font.clone().or_else(|| defaults.font.clone()),
             logo: self.logo.clone().or_else(|| defaults.logo.clone()),
+            tile_gap: self.tile_gap.or(defaults.tile_gap),
         }
     }
 }
@@ -106,6 +114,7 @@ mod tests {
         assert!(bad(Branding { title: Some("a\nb".into()), ..Default::default() }).contains("title"));
         assert!(bad(Branding { font: Some("Sans <b>".into()), ..Default::default() }).contains("font"));
         assert!(bad(Branding { logo: Some("../etc/passwd".into()), ..Default::default() }).contains("logo"));
+        assert!(bad(Branding { tile_gap: Some(65), ..Default::default() }).contains("tile_gap"));
         let unknown = serde_json::from_str::<Branding>(r#"{"logo_file":"/etc/passwd"}"#).unwrap_err().to_string();
         assert!(unknown.contains("logo_file"), "{unknown}");
     }

@@ -41,11 +41,17 @@ pub struct StreamingConfig {
     pub retry_window_s: u64,
     /// How long the composite waits for a late frame (ms): more absorbs more network jitter.
     pub latency_ms: u32,
+    /// The node's look (branding and logos): taken from the same file's `[transcoder]` section, so a
+    /// node draws its streams as it draws its recordings.
+    #[serde(skip)]
+    pub branding: fleet_protocol::branding::Branding,
+    #[serde(skip)]
+    pub logos: std::collections::BTreeMap<String, fleet_transcoder::config::LogoConfig>,
 }
 
 impl Default for StreamingConfig {
     fn default() -> Self {
-        Self { encoder: "x264enc".into(), retry_window_s: 60, latency_ms: 300 }
+        Self { encoder: "x264enc".into(), retry_window_s: 60, latency_ms: 300, branding: Default::default(), logos: Default::default() }
     }
 }
 

@@ -67,7 +67,9 @@ impl Default for Config {
 async fn main() -> anyhow::Result<()> {
     fleet_runtime::tls::install_crypto_provider();
     let args = Args::parse();
-    let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
+    let mut config: Config = fleet_runtime::config::load(args.config.as_deref())?;
+    config.recorder.streaming.branding = config.transcoder.branding.clone();
+    config.recorder.streaming.logos = config.transcoder.logos.clone();
     fleet_runtime::logging::init(&config.log);
     let node_id = args.node_id.or(config.node_id).unwrap_or_else(host_name);
     fleet_protocol::SafeId::parse(node_id.as_str()).context("node id")?;

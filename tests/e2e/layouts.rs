@@ -3,12 +3,11 @@
 //! the right participant in the right tile (each synthetic participant has its own flat colour), with
 //! their name on it (the initials on a placeholder) and the active speaker's tile outlined.
 
-use fleet_pipelines::markers;
 use fleet_tests::Setup;
 use fleet_tests::devroom::Devroom;
+use fleet_tests::frames::{classify, classify_outline, patch, text_columns, who};
 use fleet_tests::media::decode_errors;
 use serde_json::Value;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -33,71 +32,6 @@ video_codec = "vp8"
 mute_camera = [[2, 5]]
 screen_share = [[10, 13]]
 "#;
-
-/// What a sampled patch shows.
-fn classify(rgb: [f64; 3]) -> String {
-    let argb = |c: u32| [((c >> 16) & 0xff) as f64, ((c >> 8) & 0xff) as f64, (c & 0xff) as f64];
-    let candidates = [
-        ("alice", argb(markers::colour(0))),
-        ("bob", argb(markers::colour(1))),
-        ("carol", argb(markers::colour(2))),
-        ("placeholder", argb(fleet_pipelines::transcode::PLACEHOLDER_ARGB)),
-        ("black", [0.0; 3]),
-        ("white", [255.0; 3]),
-    ];
-    let distance = |c: &[f64; 3]| c.iter().zip(rgb).map(|(a, b)| (a - b).powi(2)).sum::<f64>().sqrt();
-    let (name, best) = candidates.iter().map(|(n, c)| (*n, distance(c))).min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
-    if best < 60.0 { name.to_string() } else { format!("unknown {rgb:?}") }
-}
-
-/// The mean colour of a `size`×`size` patch centred on (x, y) of the frame at `t_s`.
-fn patch(path: &Path, t_s: f64, (x, y): (i32, i32), size: i32) -> [f64; 3] {
-    let mut command = Command::new("ffmpeg");
-    command.args(["-v", "error"]);
-    // A still image (t = 0) has nothing to seek in: ffmpeg gives no frame for `-ss 0` there.
-    if t_s > 0.0 {
-        command.args(["-ss", &format!("{t_s:.3}")]);
-    }
-    let output = command
-        .arg("-i")
-        .arg(path)
-        .args(["-frames:v", "1", "-vf", &format!("crop={size}:{size}:{}:{},scale=1:1:flags=area,format=rgb24", x - size / 2, y - size / 2)])
-        .args(["-f", "rawvideo", "-"])
-        .output()
-        .unwrap();
-    assert!(output.stdout.len() >= 3, "no frame at {t_s} s: {}", String::from_utf8_lossy(&output.stderr));
-    [output.stdout[0] as f64, output.stdout[1] as f64, output.stdout[2] as f64]
-}
-
-/// Who is shown at (x, y) around `t_s`, stepping past the once-a-second white flashes.
-fn who(path: &Path, t_s: f64, at: (i32, i32), size: i32) -> String {
-    for step in 0..4 {
-        let seen = classify(patch(path, t_s + step as f64 * 0.13, at, size));
-        if seen != "white" {
-            return seen;
-        }
-    }
-    "white".into()
-}
-
-/// Columns of near-white text in the `width`×`height` region at (x, y) around `t_s` (stepping past the
-/// white flashes): the first and last such column, if any.
-fn text_columns(path: &Path, t_s: f64, (x, y): (i32, i32), (width, height): (i32, i32)) -> Option<(usize, usize)> {
-    for step in 0..4 {
-        let output = Command::new("ffmpeg")
-            .args(["-v", "error", "-ss", &format!("{:.3}", t_s + step as f64 * 0.13), "-i"])
-            .arg(path)
-            .args(["-frames:v", "1", "-vf", &format!("crop={width}:{height}:{x}:{y},format=gray"), "-f", "rawvideo", "-"])
-            .output()
-            .unwrap();
-        let bright: Vec<usize> =
-            (0..width as usize).filter(|col| output.stdout.chunks(width as usize).any(|row| row.get(*col).is_some_and(|&v| v > 200))).collect();
-        if bright.len() < width as usize * 9 / 10 {
-            return bright.first().map(|first| (*first, *bright.last().unwrap()));
-        }
-    }
-    None
-}
 
 /// Centres of the tiles of a strip of `n` below the 1280x576 focus area (pipelines::layout).
 fn strip(n: i32) -> Vec<(i32, i32)> {
@@ -154,7 +88,7 @@ async fn layouts_follow_the_room() {
     let speaker = setup.api.start(r#"{"room":"lk-layouts","layout":"speaker"}"#).await;
     let share = setup.api.start(r#"{"room":"lk-layouts","layout":"screen_share"}"#).await;
     let single = setup.api.start(r#"{"room":"lk-layouts","layout":"single","participant":"bob"}"#).await;
-    let branding = r##"{"title":"Quarterly review","background":"#203040","highlight":"none","logo":"fleet"}"##;
+    let branding = r##"{"title":"Quarterly review","background":"#203040","highlight":"none","logo":"fleet","tile_gap":16}"##;
     let branded = setup.api.start(&format!(r#"{{"room":"lk-layouts","layout":"grid","branding":{branding}}}"#)).await;
     setup.api.wait_for_state(&speaker, &["recording"], Duration::from_secs(30)).await;
     let created_ms = devroom.room_state("lk-layouts").await.expect("room open")["created_ms"].as_f64().unwrap();
@@ -258,9 +192,18 @@ async fn layouts_follow_the_room() {
     if title.is_none_or(|(first, last)| last - first <= 100) {
         wrong.push(format!("title: no text at the top centre ({title:?})"));
     }
-    let edge = branded.who(3.0, (637, 180), 2);
-    if edge != "alice" {
+    // Where the outline would straddle alice's right edge (her tile ends at 632 with the gap).
+    let edge = branded.who(3.0, (631, 180), 2);
+    if classify_outline(&edge) {
         wrong.push(format!("highlight none: alice's right edge shows {edge}"));
+    }
+    // A 16 px gap between tiles (8 at the frame's edges) shows the background.
+    for at in [(640, 180), (4, 180), (320, 360)] {
+        let gap = colour(at, 4);
+        println!("branded 3 s: gap at {at:?} {gap}");
+        if !near(&gap, [32.0, 48.0, 64.0]) {
+            wrong.push(format!("tile gap at {at:?}: {gap}, expected the background #203040"));
+        }
     }
     // The poster: a JPEG of the MP4's size showing the MP4's frame at its instant (its manifest lists it).
     let poster = &share.record["output"]["poster"];
@@ -280,13 +223,4 @@ async fn layouts_follow_the_room() {
     let manifest: Value = serde_json::from_slice(&std::fs::read(setup.root.join("recordings").join(manifest_key)).unwrap()).unwrap();
     assert_eq!(manifest["output"]["poster"], *poster, "the manifest lists the poster");
     assert!(wrong.is_empty(), "{wrong:#?}");
-}
-
-/// The outline's amber (look::HIGHLIGHT_ARGB), as a classified patch shows it.
-fn classify_outline(seen: &str) -> bool {
-    let Some(rgb) = seen.strip_prefix("unknown [").and_then(|s| s.strip_suffix(']')) else { return false };
-    let rgb: Vec<f64> = rgb.split(", ").filter_map(|v| v.parse().ok()).collect();
-    let amber = fleet_pipelines::look::HIGHLIGHT_ARGB;
-    let target = [((amber >> 16) & 0xff) as f64, ((amber >> 8) & 0xff) as f64, (amber & 0xff) as f64];
-    rgb.len() == 3 && rgb.iter().zip(target).all(|(a, b)| (a - b).abs() < 40.0)
 }

@@ -158,6 +158,102 @@ async fn a_streamed_minute_is_in_sync() {
     assert_eq!(record["state"], "complete", "{record:#}");
 }
 
+const LOOK_ROOM: &str = r#"
+[[rooms]]
+name = "live-look"
+close_after_s = 22
+
+[[rooms.participants]]
+identity = "alice"
+video_codec = "vp8"
+speaking = [[2, 10]]
+
+[[rooms.participants]]
+identity = "bob"
+video_codec = "h264"
+speaking = [[12, 20]]
+
+[[rooms.participants]]
+identity = "carol"
+video_codec = "vp8"
+mute_camera = [[0, 11]]
+"#;
+
+/// What viewers of a stream see: the recorder's live composite (written as HLS here, to read frames
+/// back at known room times) in the node's and the job's branding: background, 16 px gaps, logo,
+/// title; carol's placeholder while her camera is off, her camera after; the speaker outlined.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_composite_shows_the_brand_placeholders_and_the_speaker() {
+    use fleet_tests::frames::{classify_outline, patch, text_columns, who};
+    let mut setup = Setup::local();
+    let devroom = Devroom::start(setup.dir.path(), LOOK_ROOM);
+    setup.fleet.recorder_extra = devroom.recorder_toml(60);
+    // The node's logo (its `[transcoder]` look is the live composite's too): magenta, top right.
+    let logo = setup.dir.path().join("logo.png");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=c=0xff00ff:s=320x160", "-frames:v", "1"])
+        .arg(&logo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    setup.fleet.transcoder_extra = format!("[transcoder.logos.fleet]\nfile = \"{}\"\ncorner = \"top_right\"\n", logo.display());
+    let _recorder = setup.fleet.recorder("rec-1", "both", 1);
+    let branding = r##"{"title":"Quarterly review","background":"#203040","logo":"fleet","tile_gap":16}"##;
+    let job = setup.api.start(&format!(r#"{{"room":"live-look","branding":{branding},"outputs":{{"file":false,"hls":{{"segment_s":2}}}}}}"#)).await;
+    setup.api.wait_for_state(&job, &["recording"], Duration::from_secs(30)).await;
+    let created_ms = devroom.room_state("live-look").await.expect("room open")["created_ms"].as_f64().unwrap();
+    let record = setup.api.wait_for_state(&job, &["complete", "failed"], Duration::from_secs(90)).await;
+    assert_eq!(record["state"], "complete", "the room closing ends the stream-only job: {record:#}");
+    let text = std::fs::read_to_string(setup.root.join(format!("recordings/{job}/raw/s1/timeline.jsonl"))).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let wall_zero_ms = first["wall_ms"].as_f64().unwrap() - first["running_ns"].as_f64().unwrap() / 1e6;
+    // The HLS starts with the session: room time t is at t + opened_s in it.
+    let opened_s = (created_ms - wall_zero_ms) / 1000.0;
+    let hls = setup.root.join(format!("recordings/{job}/hls/playlist.m3u8"));
+    let errors = decode_errors(&hls);
+    assert!(errors.is_empty(), "{errors}");
+
+    let mut wrong = Vec::new();
+    let mut verify = |what: &str, seen: String, expected: &str| {
+        println!("{what}: {seen}");
+        if seen != expected {
+            wrong.push(format!("{what}: expected {expected}, saw {seen}"));
+        }
+    };
+    let at = |t: f64| t + opened_s;
+    let colour = |t: f64, point: (i32, i32), size: i32| {
+        let rgb = patch(&hls, at(t), point, size);
+        let near = |expected: [f64; 3]| rgb.iter().zip(expected).all(|(a, b)| (a - b).abs() < 24.0);
+        if near([32.0, 48.0, 64.0]) {
+            "background".to_string()
+        } else if near([255.0, 0.0, 255.0]) {
+            "logo".to_string()
+        } else {
+            format!("{rgb:?}")
+        }
+    };
+    let outlined = |t: f64, point: (i32, i32)| {
+        let seen = who(&hls, at(t), point, 4);
+        if classify_outline(&seen) { "outline".to_string() } else { seen }
+    };
+    // A 2x2 grid: alice, bob / carol, (empty); tiles 624x344 with 8 px margins, cameras letterboxed in them.
+    for t in [6.0, 16.0] {
+        verify(&format!("{t} s gap between alice and bob"), colour(t, (640, 180), 4), "background");
+        verify(&format!("{t} s gap above carol"), colour(t, (320, 360), 4), "background");
+        verify(&format!("{t} s the empty slot"), colour(t, (960, 540), 16), "background");
+        verify(&format!("{t} s the logo"), colour(t, (1176, 64), 16), "logo");
+    }
+    let title = text_columns(&hls, at(6.0), (440, 0), (400, 48));
+    verify("6 s the title at the top centre", format!("{}", title.is_some_and(|(first, last)| last - first > 100)), "true");
+    verify("6 s carol (camera off)", who(&hls, at(6.0), (120, 420), 24), "placeholder");
+    verify("16 s carol (camera on)", who(&hls, at(16.0), (120, 420), 24), "carol");
+    verify("6 s alice's right edge (she speaks)", outlined(6.0, (632, 180)), "outline");
+    verify("6 s inside bob's left edge (silent)", outlined(6.0, (664, 180)), "bob");
+    verify("16 s bob's left edge (he speaks)", outlined(16.0, (648, 180)), "outline");
+    verify("16 s inside alice's right edge (silent)", outlined(16.0, (616, 180)), "alice");
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 /// The playlist's segment names (`#EXTINF` then the name), and whether it is closed (`#EXT-X-ENDLIST`).
 fn playlist_segments(text: &str) -> (Vec<String>, bool) {
     let names = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string).collect();

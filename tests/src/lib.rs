@@ -6,6 +6,7 @@ pub mod api;
 pub mod bench;
 pub mod capture_bench;
 pub mod devroom;
+pub mod frames;
 pub mod livekit_server;
 pub mod media;
 pub mod netns;

@@ -26,6 +26,8 @@ pub struct PlanRequest<'a> {
     pub video_tracks: &'a [String],
     pub width: u32,
     pub height: u32,
+    /// Space between tiles in pixels (`Look::gap_px`).
+    pub gap: i32,
 }
 
 struct TrackState {
@@ -225,11 +227,14 @@ impl Planner<'_> {
                 all.push(layer.clone());
                 all.extend(shares.iter().filter(|(owner, _)| owner == participant).map(|(_, l)| l.clone()));
             }
-            let tiles = layout::grid(all.len(), width, height);
+            let tiles = layout::with_gap(layout::grid(all.len(), width, height), self.request.gap);
             all.into_iter().zip(tiles).collect::<Vec<_>>()
         };
         let focused = |focus: Layer, strip: Vec<Layer>| {
             let (big, small) = layout::focus_with_strip(strip.len(), width, height);
+            let mut tiles = layout::with_gap(std::iter::once(big).chain(small).collect(), self.request.gap).into_iter();
+            let big = tiles.next().expect("the focus tile");
+            let small: Vec<Tile> = tiles.collect();
             let mut layers = vec![(focus, big)];
             layers.extend(strip.into_iter().zip(small));
             layers
@@ -297,7 +302,7 @@ mod tests {
     }
 
     fn request<'a>(layout: Layout, tracks: &'a [String]) -> PlanRequest<'a> {
-        PlanRequest { layout, participant: None, video_tracks: tracks, width: 1280, height: 720 }
+        PlanRequest { layout, participant: None, video_tracks: tracks, width: 1280, height: 720, gap: 0 }
     }
 
     fn tracks(names: &[&str]) -> Vec<String> {

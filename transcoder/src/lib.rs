@@ -12,7 +12,7 @@ mod files;
 mod inputs;
 mod layout_plan;
 mod lipsync;
-mod look;
+pub mod look;
 mod manifest;
 mod recording;
 mod room_history;

@@ -1,26 +1,28 @@
 //! A job's look: its own branding over this node's configured one over the built-in look. A branding
 //! that names a logo this node does not have (or whose file is gone) is drawn without it, with a warning.
 
-use crate::config::TranscoderConfig;
+use crate::config::LogoConfig;
 use fleet_pipelines::look::{Logo, Look};
 use fleet_protocol::branding::{Branding, parse_colour};
+use std::collections::BTreeMap;
 
-/// The look of a composite `height` lines tall, and warnings for what could not be honoured.
-pub(crate) fn look_for(job: Option<&Branding>, config: &TranscoderConfig, height: u32) -> (Look, Vec<String>) {
-    let branding = job.map_or_else(|| config.branding.clone(), |job| job.over(&config.branding));
+/// The look of a composite `height` lines tall from the job's branding over the node's (and the node's
+/// logos), and warnings for what could not be honoured. The recorder's live composite uses it too.
+pub fn look_for(job: Option<&Branding>, node: &Branding, logos: &BTreeMap<String, LogoConfig>, height: u32) -> (Look, Vec<String>) {
+    let branding = job.map_or_else(|| node.clone(), |job| job.over(node));
     let builtin = Look::default();
     let mut warnings = Vec::new();
     let scaled = |px: u32| (px as u64 * height as u64 / 720) as i32;
-    let logo = branding.logo.as_deref().and_then(|name| match config.logos.get(name) {
+    let logo = branding.logo.as_deref().and_then(|name| match logos.get(name) {
         Some(logo) if logo.file.is_file() => {
             Some(Logo { file: logo.file.clone(), corner: logo.corner, width: scaled(logo.width).max(2), margin: scaled(logo.margin) })
         }
         Some(logo) => {
-            warnings.push(format!("logo {name:?}: {} is not a readable file on this transcoder; drawn without it", logo.file.display()));
+            warnings.push(format!("logo {name:?}: {} is not a readable file on this node; drawn without it", logo.file.display()));
             None
         }
         None => {
-            warnings.push(format!("logo {name:?} is not configured on this transcoder; drawn without it"));
+            warnings.push(format!("logo {name:?} is not configured on this node; drawn without it"));
             None
         }
     });
@@ -37,6 +39,7 @@ pub(crate) fn look_for(job: Option<&Branding>, config: &TranscoderConfig, height
         highlight_argb,
         title: branding.title.filter(|t| !t.trim().is_empty()),
         logo,
+        tile_gap: branding.tile_gap.unwrap_or(builtin.tile_gap),
     };
     (look, warnings)
 }
@@ -44,6 +47,7 @@ pub(crate) fn look_for(job: Option<&Branding>, config: &TranscoderConfig, height
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TranscoderConfig;
     use crate::config::LogoConfig;
 
     #[test]
@@ -56,7 +60,7 @@ mod tests {
             ..Default::default()
         };
         config.logos.insert("acme".into(), LogoConfig { file: file.clone(), corner: Default::default(), width: 160, margin: 24 });
-        let (look, warnings) = look_for(None, &config, 1080);
+        let (look, warnings) = look_for(None, &config.branding, &config.logos, 1080);
         assert!(warnings.is_empty());
         assert_eq!(look.background_argb, 0xff102030);
         assert_eq!(look.logo.as_ref().map(|l| (l.width, l.margin)), Some((240, 36)), "scaled to 1080 lines");
@@ -69,7 +73,7 @@ mod tests {
             logo: Some("other".into()),
             ..Default::default()
         };
-        let (look, warnings) = look_for(Some(&job), &config, 720);
+        let (look, warnings) = look_for(Some(&job), &config.branding, &config.logos, 720);
         assert_eq!((look.title.as_deref(), look.highlight_argb, look.names), (Some("Q3"), None, false));
         assert_eq!(look.background_argb, 0xff102030, "the node's background where the job says nothing");
         assert!(look.logo.is_none() && warnings.len() == 1 && warnings[0].contains("\"other\""), "{warnings:?}");

@@ -22,6 +22,49 @@ struct Input {
     pad: gst::Pad,
     /// A video input's size filter (its tile); `None` for audio.
     tile_filter: Option<gst::Element>,
+    /// Its publisher (identity) and the name shown for them.
+    participant: String,
+    name: String,
+    /// A muted camera is not shown: its participant gets a placeholder.
+    muted: bool,
+}
+
+/// A participant without a camera shown: their initials on a flat tile, and their name.
+struct Placeholder {
+    bin: gst::Bin,
+    pad: gst::Pad,
+    tile_filter: gst::Element,
+}
+
+/// What fills one grid tile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// A video input, by track.
+    Video(String),
+    /// A participant's placeholder.
+    Placeholder(String),
+}
+
+/// The grid's slots in order: each participant (by identity) with their shown cameras, or their
+/// placeholder when they have none shown but are heard. `tracks`: (track, participant, is video, muted).
+fn plan_slots<'a>(tracks: impl IntoIterator<Item = (&'a str, &'a str, bool, bool)>) -> Vec<Slot> {
+    let mut by_participant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (track, participant, video, muted) in tracks {
+        let cameras = by_participant.entry(participant).or_default();
+        if video && !muted {
+            cameras.push(track);
+        }
+    }
+    let mut slots = Vec::new();
+    for (participant, mut cameras) in by_participant {
+        cameras.sort_unstable();
+        if cameras.is_empty() {
+            slots.push(Slot::Placeholder(participant.to_string()));
+        } else {
+            slots.extend(cameras.into_iter().map(|t| Slot::Video(t.to_string())));
+        }
+    }
+    slots
 }
 
 pub(super) struct Inputs {
@@ -30,25 +73,55 @@ pub(super) struct Inputs {
     mixer: gst::Element,
     spec: LiveSpec,
     by_track: BTreeMap<String, Input>,
+    placeholders: BTreeMap<String, Placeholder>,
+    /// The active speaker's outline: four bars (none when the look has no outline).
+    outline: Vec<gst::Pad>,
+    speaker: Option<String>,
 }
 
 impl Inputs {
-    pub(super) fn new(pipeline: gst::Pipeline, compositor: gst::Element, mixer: gst::Element, spec: LiveSpec) -> Inputs {
-        Inputs { pipeline, compositor, mixer, spec, by_track: BTreeMap::new() }
+    pub(super) fn new(pipeline: gst::Pipeline, compositor: gst::Element, mixer: gst::Element, spec: LiveSpec) -> Result<Inputs, PipelineError> {
+        let mut outline = Vec::new();
+        if let Some(argb) = spec.look.highlight_argb {
+            for _ in 0..4 {
+                outline.push(live_solid_pad(&pipeline, &compositor, argb, (16, 16), spec.fps)?);
+            }
+        }
+        Ok(Inputs { pipeline, compositor, mixer, spec, by_track: BTreeMap::new(), placeholders: BTreeMap::new(), outline, speaker: None })
     }
 
-    pub(super) fn add(&mut self, track: &str, name: &str, codec: TrackCodec) -> Result<(), PipelineError> {
+    pub(super) fn add(&mut self, track: &str, participant: &str, name: &str, codec: TrackCodec) -> Result<(), PipelineError> {
         self.remove(track);
-        let input = match codec {
+        let mut input = match codec {
             TrackCodec::Opus => self.audio_input(track)?,
             video => self.video_input(track, name, video)?,
         };
+        input.participant = participant.to_string();
+        input.name = name.to_string();
         input.bin.sync_state_with_parent()?;
         self.by_track.insert(track.into(), input);
         self.lay_out();
         // The new branch's latency counts from now (see `watch_bus`).
         super::recalculate_latency(&self.pipeline);
         Ok(())
+    }
+
+    /// A camera muted (or unmuted): shown as its participant's placeholder meanwhile.
+    pub(super) fn set_muted(&mut self, track: &str, muted: bool) {
+        if let Some(input) = self.by_track.get_mut(track)
+            && input.muted != muted
+        {
+            input.muted = muted;
+            self.lay_out();
+        }
+    }
+
+    /// The participant whose tile is outlined (none: no outline).
+    pub(super) fn set_speaker(&mut self, participant: Option<&str>) {
+        if self.speaker.as_deref() != participant {
+            self.speaker = participant.map(str::to_string);
+            self.lay_out();
+        }
     }
 
     pub(super) fn push(&self, track: &str, pts_ns: u64, duration_ns: u64, data: &[u8], keyframe: bool) {
@@ -68,25 +141,103 @@ impl Inputs {
 
     pub(super) fn remove(&mut self, track: &str) {
         let Some(input) = self.by_track.remove(track) else { return };
-        let _ = input.bin.set_state(gst::State::Null);
-        let _ = self.pipeline.remove(&input.bin);
-        let parent = input.pad.parent_element();
-        if let Some(aggregator) = parent {
-            aggregator.release_request_pad(&input.pad);
-        }
+        self.drop_branch(&input.bin, &input.pad);
         self.lay_out();
     }
 
-    /// An even grid of the video inputs in track order.
-    fn lay_out(&self) {
-        let videos: Vec<&Input> = self.by_track.values().filter(|i| i.tile_filter.is_some()).collect();
-        let tiles = layout::grid(videos.len(), self.spec.width, self.spec.height);
-        for (order, (input, tile)) in videos.iter().zip(tiles).enumerate() {
-            if let Some(filter) = &input.tile_filter {
+    /// An even grid of the slots (cameras and placeholders, by participant), the speaker outlined.
+    fn lay_out(&mut self) {
+        let slots = plan_slots(self.by_track.iter().map(|(track, i)| (track.as_str(), i.participant.as_str(), i.tile_filter.is_some(), i.muted)));
+        self.keep_placeholders(&slots);
+        let tiles = layout::with_gap(layout::grid(slots.len(), self.spec.width, self.spec.height), self.spec.look.gap_px(self.spec.height));
+        for input in self.by_track.values().filter(|i| i.tile_filter.is_some()) {
+            input.pad.set_property("alpha", 0.0f64);
+        }
+        let mut speaker_tile = None;
+        for (order, (slot, tile)) in slots.iter().zip(tiles).enumerate() {
+            let (pad, filter, participant) = match slot {
+                Slot::Video(track) => {
+                    let input = &self.by_track[track];
+                    (&input.pad, input.tile_filter.as_ref(), input.participant.as_str())
+                }
+                Slot::Placeholder(participant) => match self.placeholders.get(participant) {
+                    Some(placeholder) => (&placeholder.pad, Some(&placeholder.tile_filter), participant.as_str()),
+                    None => continue,
+                },
+            };
+            if let Some(filter) = filter {
                 filter.set_property("caps", tile_caps(tile));
             }
-            place(&input.pad, tile, order as u32 + 1);
+            place(pad, tile, order as u32 + 1);
+            if speaker_tile.is_none() && self.speaker.as_deref() == Some(participant) {
+                speaker_tile = Some(tile);
+            }
         }
+        match speaker_tile {
+            Some(tile) => {
+                let by = (look::OUTLINE_PX * self.spec.height as i32 / 720).max(1);
+                for (pad, bar) in self.outline.iter().zip(layout::outline(tile, by, self.spec.width, self.spec.height)) {
+                    place(pad, bar, look::OUTLINE_ZORDER);
+                }
+            }
+            None => self.outline.iter().for_each(|pad| pad.set_property("alpha", 0.0f64)),
+        }
+    }
+
+    /// Placeholders come and go with the slots that need them.
+    fn keep_placeholders(&mut self, slots: &[Slot]) {
+        let wanted: Vec<&str> = slots.iter().filter_map(|s| if let Slot::Placeholder(p) = s { Some(p.as_str()) } else { None }).collect();
+        let gone: Vec<String> = self.placeholders.keys().filter(|p| !wanted.contains(&p.as_str())).cloned().collect();
+        for participant in gone {
+            if let Some(placeholder) = self.placeholders.remove(&participant) {
+                self.drop_branch(&placeholder.bin, &placeholder.pad);
+            }
+        }
+        for participant in wanted {
+            if self.placeholders.contains_key(participant) {
+                continue;
+            }
+            let name = self.by_track.values().find(|i| i.participant == participant).map_or(participant, |i| i.name.as_str()).to_string();
+            match self.placeholder(participant, &name) {
+                Ok(placeholder) => {
+                    self.placeholders.insert(participant.to_string(), placeholder);
+                }
+                Err(err) => tracing::warn!(participant, %err, "the live placeholder could not be made"),
+            }
+        }
+    }
+
+    /// A branch leaves the running composite: stopped, removed, its aggregator pad released.
+    fn drop_branch(&self, bin: &gst::Bin, pad: &gst::Pad) {
+        let _ = bin.set_state(gst::State::Null);
+        let _ = self.pipeline.remove(bin);
+        if let Some(aggregator) = pad.parent_element() {
+            aggregator.release_request_pad(pad);
+        }
+    }
+
+    /// A live flat tile with the participant's initials, scaled to its tile, then named.
+    fn placeholder(&self, participant: &str, name: &str) -> Result<Placeholder, PipelineError> {
+        let (source, size) = live_solid_source(crate::transcode::PLACEHOLDER_ARGB, (640, 360), self.spec.fps)?;
+        let mut chain = vec![source, size, look::initials_overlay(&self.spec.look, &layout::initials(name))?];
+        let tile_filter = make("capsfilter")?;
+        tile_filter.set_property("caps", tile_caps(Tile { x: 0, y: 0, width: 320, height: 180 }));
+        chain.extend([make("videoconvert")?, make("videoscale")?, tile_filter.clone()]);
+        if self.spec.look.names {
+            chain.push(look::name_overlay(&self.spec.look, name, self.spec.height)?);
+        }
+        chain.push(make("queue")?);
+        let bin = gst::Bin::with_name(&format!("live-placeholder-{participant}"));
+        bin.add_many(&chain)?;
+        gst::Element::link_many(&chain)?;
+        let ghost = gst::GhostPad::with_target(&chain.last().expect("a chain").static_pad("src").expect("src pad"))?;
+        bin.add_pad(&ghost)?;
+        self.pipeline.add(&bin)?;
+        let pad = self.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+        pad.set_property("alpha", 0.0f64);
+        ghost.link(&pad).map_err(|e| PipelineError::Build(format!("linking a placeholder: {e:?}")))?;
+        bin.sync_state_with_parent()?;
+        Ok(Placeholder { bin, pad, tile_filter })
     }
 
     fn video_input(&self, track: &str, name: &str, codec: TrackCodec) -> Result<Input, PipelineError> {
@@ -112,7 +263,7 @@ impl Inputs {
         let pad = self.compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
         pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
         let (bin, source) = self.input_bin(track, &caps, &chain, &pad)?;
-        Ok(Input { bin, source, pad, tile_filter: Some(filter) })
+        Ok(Input { bin, source, pad, tile_filter: Some(filter), participant: String::new(), name: String::new(), muted: false })
     }
 
     fn audio_input(&self, track: &str) -> Result<Input, PipelineError> {
@@ -125,7 +276,7 @@ impl Inputs {
         let chain = [decoder, make("audioconvert")?, make("audioresample")?, filter, make("queue")?];
         let pad = self.mixer.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("mixer pad".into()))?;
         let (bin, source) = self.input_bin(track, &caps, &chain, &pad)?;
-        Ok(Input { bin, source, pad, tile_filter: None })
+        Ok(Input { bin, source, pad, tile_filter: None, participant: String::new(), name: String::new(), muted: false })
     }
 
     /// `appsrc → chain` in a bin named after the track, its end linked to `pad`.
@@ -156,4 +307,56 @@ pub(super) fn input_of(object: &gst::Object) -> Option<String> {
         at = object.parent();
     }
     None
+}
+
+/// A live source of one colour, `width`×`height` at `fps`: source and caps filter, not yet added.
+fn live_solid_source(argb: u32, (width, height): (i32, i32), fps: u32) -> Result<(gst::Element, gst::Element), PipelineError> {
+    let source = make("videotestsrc")?;
+    source.set_property("is-live", true);
+    source.set_property_from_str("pattern", "solid-color");
+    source.set_property("foreground-color", argb);
+    let size = make("capsfilter")?;
+    size.set_property(
+        "caps",
+        gst::Caps::builder("video/x-raw")
+            .field("format", "I420")
+            .field("width", width)
+            .field("height", height)
+            .field("framerate", gst::Fraction::new(fps as i32, 1))
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+            .build(),
+    );
+    Ok((source, size))
+}
+
+/// A live solid-colour frame on its own hidden compositor pad (scaled there to where it is placed).
+fn live_solid_pad(pipeline: &gst::Pipeline, compositor: &gst::Element, argb: u32, size: (i32, i32), fps: u32) -> Result<gst::Pad, PipelineError> {
+    let (source, filter) = live_solid_source(argb, size, fps)?;
+    pipeline.add_many([&source, &filter])?;
+    source.link(&filter)?;
+    let pad = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor pad".into()))?;
+    pad.set_property("alpha", 0.0f64);
+    filter.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("outline: {e:?}")))?;
+    Ok(pad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn participants_show_their_cameras_or_a_placeholder_when_heard_only() {
+        let slots = plan_slots([
+            ("TR_b2", "bob", true, false),
+            ("TR_a1", "alice", true, false),
+            ("TR_a0", "alice", false, false),
+            ("TR_c0", "carol", false, false),
+            ("TR_d1", "dana", true, true),
+            ("TR_b1", "bob", true, false),
+        ]);
+        let video = |t: &str| Slot::Video(t.into());
+        let placeholder = |p: &str| Slot::Placeholder(p.into());
+        assert_eq!(slots, vec![video("TR_a1"), video("TR_b1"), video("TR_b2"), placeholder("carol"), placeholder("dana")]);
+        assert!(plan_slots([]).is_empty());
+    }
 }

@@ -113,7 +113,7 @@ impl LiveComposite {
         });
         let compositor = build_video(&pipeline, &spec, &shared)?;
         let mixer = build_audio(&pipeline, &spec, &shared)?;
-        let inputs = Inputs::new(pipeline.clone(), compositor, mixer, spec);
+        let inputs = Inputs::new(pipeline.clone(), compositor, mixer, spec)?;
         watch_bus(&pipeline, &shared);
         pipeline.set_state(gst::State::Playing)?;
         // Inputs join the running pipeline: before it is PLAYING, a bin added during the state change
@@ -127,10 +127,11 @@ impl LiveComposite {
         Ok(LiveComposite { pipeline, inputs: Mutex::new(inputs), shared, session_ns_at_start: session_ns_now })
     }
 
-    /// A track joins the composite; `name` labels its tile. Encrypted tracks cannot be decoded here.
-    pub fn add_track(&self, track: &str, name: &str, codec: TrackCodec) {
+    /// A track of `participant` (identity) joins the composite; `name` labels their tile. Encrypted
+    /// tracks cannot be decoded here.
+    pub fn add_track(&self, track: &str, participant: &str, name: &str, codec: TrackCodec) {
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(err) = inputs.add(track, name, codec) {
+        if let Err(err) = inputs.add(track, participant, name, codec) {
             (self.shared.on_event)(LiveEvent::InputFailed { track: track.into(), error: err.to_string() });
         }
     }
@@ -140,6 +141,16 @@ impl LiveComposite {
         let Some(pts) = pts_ns.checked_sub(self.session_ns_at_start) else { return };
         let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         inputs.push(track, pts, duration_ns, data, keyframe);
+    }
+
+    /// A camera turned off (or on again): its participant's placeholder stands in meanwhile.
+    pub fn set_track_muted(&self, track: &str, muted: bool) {
+        self.inputs.lock().unwrap_or_else(|p| p.into_inner()).set_muted(track, muted);
+    }
+
+    /// The loudest speaker (identity), outlined; `None`: nobody speaks.
+    pub fn set_speaker(&self, participant: Option<&str>) {
+        self.inputs.lock().unwrap_or_else(|p| p.into_inner()).set_speaker(participant);
     }
 
     pub fn remove_track(&self, track: &str) {
@@ -256,7 +267,13 @@ fn build_video(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) 
     // inactive pads as ended and ends the stream (seen: the audio or video branch stopped at start, now
     // and then). Live, the clock times inputs without data out anyway.
     let out_caps = make("capsfilter")?;
-    out_caps.set_property("caps", raw_video_caps(spec));
+    // An opaque output format offers the inputs no alpha: a logo's transparency then could not link. With
+    // a logo the compositor picks its format (converted for the encoder after); without, I420 throughout.
+    let mut composite_caps = raw_video_caps(spec);
+    if spec.look.logo.is_some() {
+        composite_caps.make_mut().structure_mut(0).expect("one structure").remove_field("format");
+    }
+    out_caps.set_property("caps", composite_caps);
     let convert = make("videoconvert")?;
     let queue = make("queue")?;
     let encoder = encoders::make_h264(&spec.encoder, spec.video_kbps, spec.fps, encoders::SpeedPreset::Veryfast)?;
@@ -267,14 +284,35 @@ fn build_video(pipeline: &gst::Pipeline, spec: &LiveSpec, shared: &Arc<Shared>) 
     let avc = make("capsfilter")?;
     avc.set_property("caps", gst::Caps::builder("video/x-h264").field("stream-format", "avc").field("alignment", "au").build());
     let sink = encoded_sink(shared.clone(), Stream::Video);
-    pipeline.add_many([&background, &background_caps, &compositor, &out_caps, &convert, &queue, &encoder, &parse, &avc, sink.upcast_ref()])?;
+    pipeline.add_many([
+        &background,
+        &background_caps,
+        &compositor,
+        &out_caps,
+        &convert,
+        &queue,
+        &encoder,
+        &parse,
+        &avc,
+        sink.upcast_ref::<gst::Element>(),
+    ])?;
     gst::Element::link_many([&background, &background_caps])?;
     let base = compositor.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("compositor gave no pad".into()))?;
     base.set_property("zorder", 0u32);
     background_caps.static_pad("src").expect("src").link(&base).map_err(|e| PipelineError::Build(format!("background: {e:?}")))?;
     let tee = make("tee")?;
     pipeline.add(&tee)?;
-    gst::Element::link_many([&compositor, &out_caps, &tee, &queue, &convert, &encoder, &parse, &avc, sink.upcast_ref()])?;
+    let mut branded = vec![compositor.clone(), out_caps];
+    if let Some(title) = &spec.look.title {
+        let overlay = crate::look::title_overlay(&spec.look, title, spec.height)?;
+        pipeline.add(&overlay)?;
+        branded.push(overlay);
+    }
+    branded.extend([tee.clone(), queue, convert, encoder, parse, avc, sink.upcast()]);
+    gst::Element::link_many(&branded)?;
+    if let Some(logo) = &spec.look.logo {
+        crate::look::add_logo(pipeline, &compositor, logo, None, spec.fps, (spec.width as i32, spec.height as i32))?;
+    }
     if let Some(snapshots) = spec.snapshots {
         snapshots::add_branch(pipeline, &tee, snapshots, shared.on_event.clone())?;
     }

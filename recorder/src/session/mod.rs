@@ -454,7 +454,13 @@ fn start_streamer(
     files: Option<LiveFiles>,
 ) -> Result<Streamer, fleet_pipelines::PipelineError> {
     let (width, height, fps, video_kbps) = request.video_preset.params();
+    let streaming = &config.streaming;
+    let (look, warnings) = fleet_transcoder::look::look_for(request.branding.as_ref(), &streaming.branding, &streaming.logos, height);
+    for warning in warnings {
+        tracing::warn!(%warning, "the live composite's branding");
+    }
     let spec = fleet_pipelines::live::LiveSpec {
+        look,
         width,
         height,
         fps,

@@ -58,6 +58,7 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
             own_audio.entry(participant).or_default().push(track.clone());
         }
     }
+    let (look, look_warnings) = crate::look::look_for(record.request.branding.as_ref(), &ctx.config.branding, &ctx.config.logos, height);
     let schedule = (!audio_only).then(|| {
         let video_tracks: Vec<String> = inputs.tracks.iter().filter(|t| is_kind(t, "video/")).map(|t| t.name.clone()).collect();
         let request = layout_plan::PlanRequest {
@@ -66,12 +67,12 @@ pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std:
             video_tracks: &video_tracks,
             width,
             height,
+            gap: look.gap_px(height),
         };
         let schedule = layout_plan::plan(&inputs.room_events, &request);
         tracing::info!(layout = ?record.request.layout, scenes = schedule.scenes().len(), video_tracks = video_tracks.len(), "layout planned");
         schedule
     });
-    let (look, look_warnings) = crate::look::look_for(record.request.branding.as_ref(), &ctx.config, height);
     for warning in &look_warnings {
         tracing::warn!(%warning, "branding");
     }

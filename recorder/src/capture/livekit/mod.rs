@@ -302,6 +302,9 @@ impl RoomCapture {
                         }
                         Response::SpeakersChanged(speakers) => {
                             let participants = self.tracker.speakers_changed(&speakers.speakers);
+                            if let Some(live) = self.tracks.live() {
+                                live.set_speaker(participants.first().map(String::as_str));
+                            }
                             self.timeline(Entry::ActiveSpeakers { participants });
                         }
                         Response::RefreshToken(token) => self.token = token,
@@ -461,6 +464,9 @@ impl RoomCapture {
                     self.tracks.unpublished(&t.sid);
                 }
                 Change::Muted(p, t, muted) => {
+                    if let Some(live) = self.tracks.live() {
+                        live.set_track_muted(&t.sid, muted);
+                    }
                     self.timeline(Entry::TrackMuted { participant: participant_key(&p).to_string(), track: self.tracks.storage_id(&t.sid), muted });
                 }
             }

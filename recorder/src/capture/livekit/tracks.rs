@@ -106,6 +106,11 @@ pub struct Tracks {
 }
 
 impl Tracks {
+    /// The live composite, when the job has one.
+    pub fn live(&self) -> Option<&Arc<LiveComposite>> {
+        self.live.as_ref()
+    }
+
     pub fn new(media_dir: PathBuf, segment_ns: u64, clock: SessionClock, events: SourceEvents, live: Option<Arc<LiveComposite>>) -> Tracks {
         let (notes_tx, notes) = mpsc::unbounded_channel();
         Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events, live }
@@ -191,7 +196,9 @@ impl Tracks {
                     sink.codec = Some(codec);
                     // Encrypted frames cannot be decoded here (the keys are the transcoder's).
                     if let Some(live) = self.live.as_ref().filter(|_| sink.encryption.is_none()) {
-                        live.add_track(&track_sid, &display_name(room, &track_sid), codec);
+                        let (identity, muted) = room.track(&track_sid).map(|(p, t)| (p.identity.clone(), t.muted)).unwrap_or_default();
+                        live.add_track(&track_sid, &identity, &display_name(room, &track_sid), codec);
+                        live.set_track_muted(&track_sid, muted);
                     }
                 }
                 Err(reason) => {
