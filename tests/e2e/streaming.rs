@@ -23,6 +23,14 @@ identity = "bob"
 video_codec = "h264"
 "#;
 
+/// Each test here runs a live composite (decode, composite and encode at 720p): on 2 cores two of them
+/// side by side starve each other, so they run one at a time and each measures only itself.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
 fn stream<'a>(record: &'a Value, id: &str) -> &'a Value {
     record["streams"].as_array().and_then(|s| s.iter().find(|s| s["id"] == id)).unwrap_or_else(|| panic!("no stream {id} in {record:#}"))
 }
@@ -37,6 +45,7 @@ async fn wait_for_stream(setup: &Setup, job: &str, id: &str, what: &str, ok: imp
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_room_streams_live_to_two_servers_survives_a_restart_and_loses_one_url() {
+    let _one_at_a_time = one_at_a_time().await;
     let mut setup = Setup::local();
     let devroom = Devroom::start(setup.dir.path(), ROOM);
     let mut nginx = RtmpServer::start(setup.dir.path());
@@ -132,6 +141,7 @@ video_codec = "h264"
 /// devroom, arrive together, and every second's markers are there.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_minute_is_in_sync() {
+    let _one_at_a_time = one_at_a_time().await;
     let mut setup = Setup::local();
     let devroom = Devroom::start(setup.dir.path(), SYNC_ROOM);
     let nginx = RtmpServer::start(setup.dir.path());
@@ -184,6 +194,7 @@ mute_camera = [[0, 11]]
 /// title; carol's placeholder while her camera is off, her camera after; the speaker outlined.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_composite_shows_the_brand_placeholders_and_the_speaker() {
+    let _one_at_a_time = one_at_a_time().await;
     use fleet_tests::frames::{classify_outline, patch, text_columns, who};
     let mut setup = Setup::local();
     let devroom = Devroom::start(setup.dir.path(), LOOK_ROOM);
@@ -262,6 +273,7 @@ fn playlist_segments(text: &str) -> (Vec<String>, bool) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_room_is_written_as_live_hls_and_snapshots_beside_its_recording() {
+    let _one_at_a_time = one_at_a_time().await;
     let mut setup = Setup::local();
     let devroom = Devroom::start(setup.dir.path(), ROOM);
     setup.fleet.recorder_extra = devroom.recorder_toml(60);
@@ -355,6 +367,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_refused() {
+    let _one_at_a_time = one_at_a_time().await;
     let mut setup = Setup::local();
     let devroom = Devroom::start(setup.dir.path(), ROOM);
     let nginx = RtmpServer::start(setup.dir.path());
@@ -409,6 +422,7 @@ async fn a_url_that_never_works_fails_fast_with_the_reason_and_bad_requests_are_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn livekit_egress_clients_stream_and_update_streams() {
+    let _one_at_a_time = one_at_a_time().await;
     use fleet_tests::devroom::{LIVEKIT_API_KEY, LIVEKIT_API_SECRET};
     use livekit_api::services::egress::{EgressClient, EgressListFilter, EgressListOptions, EgressOutput, RoomCompositeOptions};
     use livekit_protocol as lk;

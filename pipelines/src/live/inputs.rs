@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 
 /// Input bins are named this plus their track's key, so a failure is traced to its track.
 const BIN_PREFIX: &str = "live-input-";
+/// Placeholder bins are named this plus their participant.
+const PLACEHOLDER_PREFIX: &str = "live-placeholder-";
+/// A placeholder that failed this often is not made again (its tile stays empty).
+const PLACEHOLDER_ATTEMPTS: u32 = 3;
 
 struct Input {
     bin: gst::Bin,
@@ -77,6 +81,8 @@ pub(super) struct Inputs {
     /// The active speaker's outline: four bars (none when the look has no outline).
     outline: Vec<gst::Pad>,
     speaker: Option<String>,
+    /// Placeholders that failed, by participant: how often.
+    failed_placeholders: BTreeMap<String, u32>,
 }
 
 impl Inputs {
@@ -87,7 +93,17 @@ impl Inputs {
                 outline.push(live_solid_pad(&pipeline, &compositor, argb, (16, 16), spec.fps)?);
             }
         }
-        Ok(Inputs { pipeline, compositor, mixer, spec, by_track: BTreeMap::new(), placeholders: BTreeMap::new(), outline, speaker: None })
+        Ok(Inputs {
+            pipeline,
+            compositor,
+            mixer,
+            spec,
+            by_track: BTreeMap::new(),
+            placeholders: BTreeMap::new(),
+            outline,
+            speaker: None,
+            failed_placeholders: BTreeMap::new(),
+        })
     }
 
     pub(super) fn add(&mut self, track: &str, participant: &str, name: &str, codec: TrackCodec) -> Result<(), PipelineError> {
@@ -184,6 +200,15 @@ impl Inputs {
         }
     }
 
+    /// A placeholder's branch failed: it goes, and is made again (a few times at most).
+    pub(super) fn placeholder_failed(&mut self, participant: &str) {
+        if let Some(placeholder) = self.placeholders.remove(participant) {
+            self.drop_branch(&placeholder.bin, &placeholder.pad);
+        }
+        *self.failed_placeholders.entry(participant.to_string()).or_default() += 1;
+        self.lay_out();
+    }
+
     /// Placeholders come and go with the slots that need them.
     fn keep_placeholders(&mut self, slots: &[Slot]) {
         let wanted: Vec<&str> = slots.iter().filter_map(|s| if let Slot::Placeholder(p) = s { Some(p.as_str()) } else { None }).collect();
@@ -194,7 +219,7 @@ impl Inputs {
             }
         }
         for participant in wanted {
-            if self.placeholders.contains_key(participant) {
+            if self.placeholders.contains_key(participant) || self.failed_placeholders.get(participant) >= Some(&PLACEHOLDER_ATTEMPTS) {
                 continue;
             }
             let name = self.by_track.values().find(|i| i.participant == participant).map_or(participant, |i| i.name.as_str()).to_string();
@@ -227,7 +252,7 @@ impl Inputs {
             chain.push(look::name_overlay(&self.spec.look, name, self.spec.height)?);
         }
         chain.push(make("queue")?);
-        let bin = gst::Bin::with_name(&format!("live-placeholder-{participant}"));
+        let bin = gst::Bin::with_name(&format!("{PLACEHOLDER_PREFIX}{participant}"));
         bin.add_many(&chain)?;
         gst::Element::link_many(&chain)?;
         let ghost = gst::GhostPad::with_target(&chain.last().expect("a chain").static_pad("src").expect("src pad"))?;
@@ -299,10 +324,19 @@ impl Inputs {
 
 /// The track whose input bin holds `object`, if any.
 pub(super) fn input_of(object: &gst::Object) -> Option<String> {
+    bin_named(object, BIN_PREFIX)
+}
+
+/// The participant whose placeholder bin holds `object`, if any.
+pub(super) fn placeholder_of(object: &gst::Object) -> Option<String> {
+    bin_named(object, PLACEHOLDER_PREFIX)
+}
+
+fn bin_named(object: &gst::Object, prefix: &str) -> Option<String> {
     let mut at = Some(object.clone());
     while let Some(object) = at {
-        if let Some(track) = object.name().strip_prefix(BIN_PREFIX) {
-            return Some(track.to_string());
+        if let Some(key) = object.name().strip_prefix(prefix) {
+            return Some(key.to_string());
         }
         at = object.parent();
     }

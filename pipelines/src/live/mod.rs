@@ -94,7 +94,7 @@ struct Shared {
 
 pub struct LiveComposite {
     pipeline: gst::Pipeline,
-    inputs: Mutex<Inputs>,
+    inputs: Arc<Mutex<Inputs>>,
     shared: Arc<Shared>,
     session_ns_at_start: u64,
 }
@@ -113,8 +113,8 @@ impl LiveComposite {
         });
         let compositor = build_video(&pipeline, &spec, &shared)?;
         let mixer = build_audio(&pipeline, &spec, &shared)?;
-        let inputs = Inputs::new(pipeline.clone(), compositor, mixer, spec)?;
-        watch_bus(&pipeline, &shared);
+        let inputs = Arc::new(Mutex::new(Inputs::new(pipeline.clone(), compositor, mixer, spec)?));
+        watch_bus(&pipeline, &shared, &inputs);
         pipeline.set_state(gst::State::Playing)?;
         // Inputs join the running pipeline: before it is PLAYING, a bin added during the state change
         // could leave the pipeline paused for good (seen: every task parked, nothing encoded).
@@ -124,7 +124,7 @@ impl LiveComposite {
             return Err(PipelineError::Build(format!("the live composite did not start playing (it is {state:?})")));
         }
         recalculate_latency(&pipeline);
-        Ok(LiveComposite { pipeline, inputs: Mutex::new(inputs), shared, session_ns_at_start: session_ns_now })
+        Ok(LiveComposite { pipeline, inputs, shared, session_ns_at_start: session_ns_now })
     }
 
     /// A track of `participant` (identity) joins the composite; `name` labels their tile. Encrypted
@@ -206,16 +206,29 @@ impl Drop for LiveComposite {
     }
 }
 
-/// An input's failure is its own (the owner removes that track); any other error fails the composite.
+/// An input's failure is its own (the owner removes that track); a placeholder's is mended here (it is
+/// made again); any other error fails the composite.
 /// A latency change (an input joining) is applied at once: until the aggregators have answered a latency
 /// query they are not live, and a non-live compositor waits for every input's next frame instead of the
 /// clock (seen: the composite slowed to a few frames a second, or its audio never started).
-fn watch_bus(pipeline: &gst::Pipeline, shared: &Arc<Shared>) {
+fn watch_bus(pipeline: &gst::Pipeline, shared: &Arc<Shared>, inputs: &Arc<Mutex<Inputs>>) {
     let bus = pipeline.bus().expect("pipelines have a bus");
     let shared = Arc::downgrade(shared);
+    let weak_inputs = Arc::downgrade(inputs);
     let weak_pipeline = pipeline.downgrade();
     bus.set_sync_handler(move |_, message| {
         match message.view() {
+            gst::MessageView::Error(err) if err.src().and_then(inputs::placeholder_of).is_some() => {
+                let participant = err.src().and_then(inputs::placeholder_of).expect("matched");
+                tracing::warn!(participant, error = %runtime_error(err), "a live placeholder failed; making it again");
+                // Not from the streaming thread that posted it: dropping the branch stops that thread.
+                let inputs = weak_inputs.clone();
+                std::thread::spawn(move || {
+                    if let Some(inputs) = inputs.upgrade() {
+                        inputs.lock().unwrap_or_else(|p| p.into_inner()).placeholder_failed(&participant);
+                    }
+                });
+            }
             gst::MessageView::Error(err) => {
                 if let Some(shared) = shared.upgrade() {
                     let event = match err.src().and_then(inputs::input_of) {

@@ -6,6 +6,7 @@ mod blank_frames;
 mod codecs;
 mod error;
 mod ice_tcp;
+mod live_sync;
 mod peer;
 mod recovery;
 mod redact;

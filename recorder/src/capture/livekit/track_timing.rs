@@ -35,7 +35,13 @@ pub enum Restart {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Placement {
+    /// Where the frame is stored: its track's first arrival and RTP time since (a later lip sync from
+    /// sender reports lines tracks up).
     pub pts_ns: u64,
+    /// Where the live composite shows it: the earliest arrival RTP time allows (the track's lowest delay
+    /// seen so far), so a first frame that arrived late does not keep its track late for good (tracks of
+    /// one sender share a path, so their lowest delays line them up; seen: ±40 ms A/V under load).
+    pub live_pts_ns: u64,
     /// Until the next frame, which has not arrived: the last interval.
     pub duration_ns: u64,
     pub restart: Option<Restart>,
@@ -46,6 +52,7 @@ pub struct TrackTiming {
     clock_rate: u64,
     anchor: Option<Anchor>,
     last_pts_ns: Option<u64>,
+    last_live_pts_ns: Option<u64>,
     frame_interval_ns: u64,
 }
 
@@ -55,6 +62,7 @@ impl TrackTiming {
             clock_rate: clock_rate.max(1) as u64,
             anchor: None,
             last_pts_ns: None,
+            last_live_pts_ns: None,
             frame_interval_ns: if video { 33_333_333 } else { 20_000_000 },
         }
     }
@@ -105,7 +113,12 @@ impl TrackTiming {
             self.frame_interval_ns = (pts - last).min(MAX_FRAME_DURATION_NS);
         }
         self.last_pts_ns = Some(pts);
-        Placement { pts_ns: pts, duration_ns: self.frame_interval_ns, restart }
+        let mut live_pts = (anchor.baseline_ns + rtp_ns(rtp as i128 - anchor.rtp as i128, self.clock_rate)).max(0) as u64;
+        if let Some(last) = self.last_live_pts_ns {
+            live_pts = live_pts.max(last + MIN_FRAME_SPACING_NS);
+        }
+        self.last_live_pts_ns = Some(live_pts);
+        Placement { pts_ns: pts, live_pts_ns: live_pts, duration_ns: self.frame_interval_ns, restart }
     }
 }
 
@@ -127,11 +140,32 @@ mod tests {
     #[test]
     fn the_first_frame_sits_at_its_arrival_and_rtp_time_places_the_rest() {
         let mut timing = audio();
-        assert_eq!(timing.place(1_000, 500 * MS), Placement { pts_ns: 500 * MS, duration_ns: 20 * MS, restart: Some(Restart::First) });
+        let first = timing.place(1_000, 500 * MS);
+        assert_eq!((first.pts_ns, first.duration_ns, first.restart), (500 * MS, 20 * MS, Some(Restart::First)));
         // Jitter in arrival does not move frames.
         let second = timing.place(1_960, 527 * MS);
         assert_eq!((second.pts_ns, second.restart), (520 * MS, None));
         assert_eq!(timing.place(2_920, 539 * MS).pts_ns, 540 * MS);
+    }
+
+    #[test]
+    fn live_frames_sit_at_the_lowest_delay_seen_stored_ones_at_the_first_arrival() {
+        let mut timing = audio();
+        // The first frame arrived 40 ms late; the next ones on time.
+        let first = timing.place(0, 40 * MS);
+        assert_eq!((first.pts_ns, first.live_pts_ns), (40 * MS, 40 * MS));
+        // Live: at the lower delay at once, but never before a frame already shown.
+        let second = timing.place(960, 20 * MS);
+        assert_eq!((second.pts_ns, second.live_pts_ns), (60 * MS, 41 * MS));
+        assert_eq!(timing.place(2 * 960, 43 * MS).live_pts_ns, 42 * MS);
+        for k in 3..=50u64 {
+            let placed = timing.place(k * 960, k * 20 * MS + 3 * MS);
+            assert_eq!((placed.pts_ns, placed.live_pts_ns), (40 * MS + k * 20 * MS, k * 20 * MS), "frame {k}");
+        }
+        // A frame seen with even less delay moves live frames earlier, never back past one shown.
+        let quick = timing.place(51 * 960, 51 * 20 * MS - 15 * MS);
+        assert_eq!(quick.live_pts_ns, 51 * 20 * MS - 15 * MS);
+        assert!(timing.place(52 * 960, 52 * 20 * MS).live_pts_ns > quick.live_pts_ns);
     }
 
     #[test]
@@ -168,7 +202,8 @@ mod tests {
         let ahead = 960 + 70 * 48_000;
         let jumped = timing.place(ahead, 40 * MS);
         assert_eq!((jumped.pts_ns, jumped.restart), (40 * MS, Some(Restart::Jumped { by_ms: 69_980 })));
-        assert_eq!(timing.place(ahead + 960, 60 * MS), Placement { pts_ns: 60 * MS, duration_ns: 20 * MS, restart: None });
+        let next = timing.place(ahead + 960, 60 * MS);
+        assert_eq!((next.pts_ns, next.duration_ns, next.restart), (60 * MS, 20 * MS, None));
         // Back by those 70 s: restarts after the last frame written, and only once.
         let back = timing.place(960, 80 * MS);
         assert!(matches!(back.restart, Some(Restart::Jumped { by_ms }) if by_ms < -69_000), "{back:?}");

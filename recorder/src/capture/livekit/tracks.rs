@@ -103,6 +103,8 @@ pub struct Tracks {
     events: SourceEvents,
     /// A streaming job's live composite: every frame written also goes there, as it arrives.
     live: Option<Arc<LiveComposite>>,
+    /// Where the live composite shows each frame (participants' tracks lined up by sender reports).
+    live_sync: super::live_sync::LiveSync,
 }
 
 impl Tracks {
@@ -113,7 +115,7 @@ impl Tracks {
 
     pub fn new(media_dir: PathBuf, segment_ns: u64, clock: SessionClock, events: SourceEvents, live: Option<Arc<LiveComposite>>) -> Tracks {
         let (notes_tx, notes) = mpsc::unbounded_channel();
-        Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events, live }
+        Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events, live, live_sync: Default::default() }
     }
 
     fn timeline(&self, entry: Entry) {
@@ -133,6 +135,7 @@ impl Tracks {
         if let Some(live) = &self.live {
             live.remove_track(track_sid);
         }
+        self.live_sync.forget(track_sid);
         if let Some(track) = self.sinks.get_mut(track_sid) {
             match &track.writer {
                 Some(writer) if !track.finishing => writer.finish(),
@@ -160,6 +163,7 @@ impl Tracks {
         if !self.sinks.contains_key(&track_sid) {
             let (participant, track) = track_ids(room, &track_sid);
             let video = codec.is_some_and(|c| c.kind() == fleet_pipelines::segment_writer::TrackKind::Video);
+            self.live_sync.track(&track_sid, participant.as_str(), clock_rate);
             let mut sink = TrackSink::new(participant, track, clock_rate, video, track_encryption(room, &track_sid));
             if codec.is_none() {
                 tracing::warn!(track = %track_sid, codec = codec_name, "codec not recordable here; track skipped");
@@ -252,11 +256,17 @@ impl Tracks {
         {
             tracing::warn!(track = %track_sid, %err, "frame not written");
         }
-        if let Some(live) = &self.live {
-            live.push(&track_sid, placed.pts_ns, placed.duration_ns, &data.data, keyframe);
-        }
         // A report sent before the sender's first packet maps nothing (str0m sends RTP time 0 then).
-        if let Some(report) = data.last_sender_info.filter(|r| r.sender_packet_count > 0) {
+        let report = data.last_sender_info.filter(|r| r.sender_packet_count > 0);
+        if let Some(live) = &self.live {
+            if let Some(report) = &report {
+                let sender_ns = report.ntp_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+                self.live_sync.on_sender_report(&track_sid, report.rtp_time.numer(), sender_ns);
+            }
+            let shown = self.live_sync.place(&track_sid, rtp, now_ns, placed.live_pts_ns);
+            live.push(&track_sid, shown, placed.duration_ns, &data.data, keyframe);
+        }
+        if let Some(report) = report {
             let due = sink.last_sender_report.is_none_or(|(at, ntp)| ntp != report.ntp_time && at.elapsed() >= SENDER_REPORT_LOG_INTERVAL);
             if due {
                 sink.last_sender_report = Some((Instant::now(), report.ntp_time));
