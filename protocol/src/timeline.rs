@@ -87,6 +87,11 @@ pub enum Entry {
     SessionEnded {
         reason: String,
     },
+    /// An API client paused the recording here (wall clock: the line's `wall_ms`); the job record's
+    /// `pauses` are what the transcoder cuts by, this marks them among the room's events.
+    RecordingPaused,
+    /// The recording was resumed here.
+    RecordingResumed,
     /// An entry this reader does not know (a newer recorder's): skipped by readers, never written.
     #[serde(other)]
     Unknown,

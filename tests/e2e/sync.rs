@@ -154,6 +154,19 @@ async fn a_paused_span_is_cut_from_the_mp4_in_sync() {
     let pauses = record["pauses"].as_array().expect("the record lists its pauses");
     assert_eq!(pauses.len(), 1, "{record:#}");
     assert_eq!(manifest["pauses"], record["pauses"]);
+    // The capture's timeline marks the pause and the resume at the record's times.
+    let timeline = std::fs::read_to_string(setup.root.join(format!("recordings/{id}/raw/s1/timeline.jsonl"))).unwrap();
+    let marks: Vec<(String, u64)> = timeline
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["type"].as_str().is_some_and(|t| t.starts_with("recording_")))
+        .map(|line| (line["type"].as_str().unwrap().to_string(), line["wall_ms"].as_u64().unwrap()))
+        .collect();
+    let expected = vec![
+        ("recording_paused".to_string(), pauses[0]["from_ms"].as_u64().unwrap()),
+        ("recording_resumed".to_string(), pauses[0]["until_ms"].as_u64().unwrap()),
+    ];
+    assert_eq!(marks, expected, "the timeline's pause marks");
     let paused_s = (pauses[0]["until_ms"].as_u64().unwrap() - pauses[0]["from_ms"].as_u64().unwrap()) as f64 / 1000.0;
     let session = &record["sessions"][0];
     let recorded_s = (session["ended_at_ms"].as_u64().unwrap() - session["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;

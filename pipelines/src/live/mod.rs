@@ -381,7 +381,10 @@ fn encoded_sink(shared: Arc<Shared>, stream: Stream) -> gst_app::AppSink {
                     return Ok(gst::FlowSuccess::Ok);
                 };
                 let (Some(buffer), Some(caps)) = (sample.buffer_owned(), sample.caps_owned()) else { return Ok(gst::FlowSuccess::Ok) };
-                let buffer = in_running_time(buffer, sample.segment());
+                let mut buffer = in_running_time(buffer, sample.segment());
+                if stream == Stream::Audio {
+                    buffer = earlier_by(buffer, AAC_PRIMING_NS);
+                }
                 shared.encoded_buffers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 {
                     let mut encoded = shared.encoded.lock().unwrap_or_else(|p| p.into_inner());
@@ -407,6 +410,20 @@ fn encoded_sink(shared: Arc<Shared>, stream: Stream) -> gst_app::AppSink {
             .build(),
     );
     sink
+}
+
+/// The AAC encoder's priming (1024 samples at 48 kHz): decoders play that much silence before the first
+/// sample, and neither FLV nor MPEG-TS tells them to skip it, so the audio would reach viewers this much
+/// after the video shown with it.
+const AAC_PRIMING_NS: u64 = 1024 * 1_000_000_000 / 48_000;
+
+/// The buffer `by_ns` earlier (not before zero).
+fn earlier_by(mut buffer: gst::Buffer, by_ns: u64) -> gst::Buffer {
+    let (pts, dts) = (buffer.pts(), buffer.dts());
+    let buffer_mut = buffer.make_mut();
+    buffer_mut.set_pts(pts.map(|t| gst::ClockTime::from_nseconds(t.nseconds().saturating_sub(by_ns))));
+    buffer_mut.set_dts(dts.map(|t| gst::ClockTime::from_nseconds(t.nseconds().saturating_sub(by_ns))));
+    buffer
 }
 
 /// The buffer with its timestamps in running time: encoders offset theirs (x264enc by 1000 hours, so

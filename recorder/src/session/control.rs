@@ -266,6 +266,29 @@ fn end_reason_name(reason: EndReason) -> &'static str {
     }
 }
 
+/// The pause and resume marks the timeline lacks, given the record's pauses and those already marked
+/// (`marked`, updated): `(wall_ms, entry)` in order.
+pub fn pause_marks(
+    marked: &mut Vec<fleet_protocol::job::Pause>,
+    pauses: &[fleet_protocol::job::Pause],
+) -> Vec<(u64, fleet_protocol::timeline::Entry)> {
+    use fleet_protocol::timeline::Entry;
+    let mut marks = Vec::new();
+    for (index, pause) in pauses.iter().enumerate() {
+        let known = marked.get(index).copied();
+        if known.is_none() {
+            marks.push((pause.from_ms, Entry::RecordingPaused));
+        }
+        if let Some(until) = pause.until_ms
+            && known.is_none_or(|k| k.until_ms.is_none())
+        {
+            marks.push((until, Entry::RecordingResumed));
+        }
+    }
+    *marked = pauses.to_vec();
+    marks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +437,22 @@ mod tests {
         let ending = failed_write.ending();
         assert!(ending.handing_back);
         assert_eq!(ending.failure.as_deref(), Some("no space"));
+    }
+
+    #[test]
+    fn pauses_are_marked_once_each_in_order() {
+        use fleet_protocol::job::Pause;
+        use fleet_protocol::timeline::Entry;
+        let mut marked = Vec::new();
+        assert!(pause_marks(&mut marked, &[]).is_empty());
+        let open = [Pause { from_ms: 100, until_ms: None }];
+        assert_eq!(pause_marks(&mut marked, &open), vec![(100, Entry::RecordingPaused)]);
+        assert!(pause_marks(&mut marked, &open).is_empty(), "marked once");
+        let closed = [Pause { from_ms: 100, until_ms: Some(200) }, Pause { from_ms: 300, until_ms: Some(400) }];
+        assert_eq!(
+            pause_marks(&mut marked, &closed),
+            vec![(200, Entry::RecordingResumed), (300, Entry::RecordingPaused), (400, Entry::RecordingResumed)]
+        );
+        assert!(pause_marks(&mut marked, &closed).is_empty());
     }
 }

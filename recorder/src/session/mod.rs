@@ -231,6 +231,8 @@ async fn capture(
     let mut poll = tokio::time::interval(Duration::from_secs(2));
     // The source's running time when it was told to stop: the session's end.
     let mut stopped_at_ns = None;
+    // Pauses already marked in the timeline (an earlier session marked those before it began).
+    let mut pauses_marked = record.pauses.clone();
 
     'session: loop {
         let mut inputs = Vec::new();
@@ -271,6 +273,7 @@ async fn capture(
                 if let Some(streamer) = &mut streamer {
                     streamer.follow(&record.streams);
                 }
+                mark_pauses(&mut timeline, &mut pauses_marked, &record, wall_zero);
                 inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
             }
             Some(event) = next_live_event(&mut streamer) => {
@@ -299,6 +302,7 @@ async fn capture(
                         streamer.follow(&record.streams);
                         streamer.log_health();
                     }
+                    mark_pauses(&mut timeline, &mut pauses_marked, &record, wall_zero);
                     inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
                 }
             }
@@ -515,6 +519,13 @@ impl StreamReporter {
     async fn finish(self) {
         drop(self.latest);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Marks the record's new pauses and resumes in the timeline (at their wall-clock times).
+fn mark_pauses(timeline: &mut Timeline, marked: &mut Vec<fleet_protocol::job::Pause>, record: &fleet_protocol::JobRecord, wall_zero: u64) {
+    for (wall_ms, entry) in control::pause_marks(marked, &record.pauses) {
+        timeline.write(wall_ms, wall_ms.saturating_sub(wall_zero) * 1_000_000, entry);
     }
 }
 
