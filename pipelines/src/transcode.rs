@@ -550,14 +550,20 @@ fn tiny_solid_source(spec: &TranscodeSpec, argb: u32) -> Result<(gst::Element, g
 }
 
 /// A frame of one colour, `width`×`height`, for every output frame of the transcode's window.
-fn solid_source(spec: &TranscodeSpec, argb: u32, (width, height): (i32, i32)) -> Result<(gst::Element, gst::Element), PipelineError> {
-    let source = make("videotestsrc")?;
-    source.set_property_from_str("pattern", "solid-color");
-    source.set_property("foreground-color", argb);
+fn solid_source(spec: &TranscodeSpec, argb: u32, size: (i32, i32)) -> Result<(gst::Element, gst::Element), PipelineError> {
+    let (source, filter) = solid_colour(argb, size, spec.fps)?;
     let window = spec.window();
     let start = spec.composite_start_ns();
     source.set_property("num-buffers", frames_for(window.end_ns - start, spec.fps as u64, 1));
     source.set_property("timestamp-offset", start as i64);
+    Ok((source, filter))
+}
+
+/// A source of one colour, `width`×`height` at `fps`, and its caps filter (not yet in a pipeline).
+pub(crate) fn solid_colour(argb: u32, (width, height): (i32, i32), fps: u32) -> Result<(gst::Element, gst::Element), PipelineError> {
+    let source = make("videotestsrc")?;
+    source.set_property_from_str("pattern", "solid-color");
+    source.set_property("foreground-color", argb);
     let filter = make("capsfilter")?;
     filter.set_property(
         "caps",
@@ -566,7 +572,7 @@ fn solid_source(spec: &TranscodeSpec, argb: u32, (width, height): (i32, i32)) ->
             .field("width", width)
             .field("height", height)
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
+            .field("framerate", gst::Fraction::new(fps as i32, 1))
             .field("colorimetry", COLORIMETRY)
             .build(),
     );

@@ -107,6 +107,11 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// PEM CA certificate(s) trusted for an `https://` endpoint besides the system's (a private CA).
     pub ca_file: Option<PathBuf>,
+    /// Files at least this large (MiB) upload in parts: S3 refuses a single PUT above 5 GiB (a 720p
+    /// recording passes that after about 3.8 hours), and a failed part is sent again alone.
+    pub multipart_threshold_mb: u64,
+    /// The size of each part (MiB; S3's minimum is 5).
+    pub multipart_part_mb: u64,
 }
 
 impl Default for S3Config {
@@ -119,6 +124,8 @@ impl Default for S3Config {
             access_key_id: None,
             secret_access_key: None,
             ca_file: None,
+            multipart_threshold_mb: 64,
+            multipart_part_mb: 16,
         }
     }
 }

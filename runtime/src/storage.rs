@@ -47,8 +47,19 @@ pub struct Storage {
 #[derive(Clone, Debug)]
 enum Backend {
     Local { root: PathBuf },
-    S3 { client: aws_sdk_s3::Client, bucket: String },
+    S3 { client: aws_sdk_s3::Client, bucket: String, parts: Parts },
 }
+
+/// When and how files upload in parts.
+#[derive(Clone, Copy, Debug)]
+struct Parts {
+    threshold: u64,
+    size: u64,
+}
+
+const MIB: u64 = 1 << 20;
+/// S3's smallest part (but the last).
+const MIN_PART: u64 = 5 * MIB;
 
 impl Storage {
     pub async fn from_config(config: &StorageConfig) -> Result<Self, StorageError> {
@@ -61,7 +72,11 @@ impl Storage {
                 tokio::fs::create_dir_all(&config.local_root).await?;
                 Backend::Local { root: config.local_root.clone() }
             }
-            StorageKind::S3 => Backend::S3 { client: s3_client(config).await?, bucket: config.s3.bucket.clone() },
+            StorageKind::S3 => {
+                let parts =
+                    Parts { threshold: config.s3.multipart_threshold_mb.max(5) * MIB, size: (config.s3.multipart_part_mb * MIB).max(MIN_PART) };
+                Backend::S3 { client: s3_client(config).await?, bucket: config.s3.bucket.clone(), parts }
+            }
         };
         Ok(Self { prefix, backend })
     }
@@ -93,7 +108,11 @@ impl Storage {
                 tokio::fs::rename(&tmp, &dest).await?;
                 Ok(())
             }
-            Backend::S3 { client, bucket } => {
+            Backend::S3 { client, bucket, parts } => {
+                let size = tokio::fs::metadata(path).await?.len();
+                if size >= parts.threshold {
+                    return put_in_parts(client, bucket, &full, path, size, parts.size).await;
+                }
                 let body = ByteStream::from_path(path).await.map_err(s3_error)?;
                 client.put_object().bucket(bucket).key(full).body(body).send().await.map_err(s3_error)?;
                 Ok(())
@@ -114,7 +133,7 @@ impl Storage {
                 tokio::fs::rename(&tmp, &dest).await?;
                 Ok(())
             }
-            Backend::S3 { client, bucket } => {
+            Backend::S3 { client, bucket, .. } => {
                 client.put_object().bucket(bucket).key(full).body(ByteStream::from(bytes)).send().await.map_err(s3_error)?;
                 Ok(())
             }
@@ -132,7 +151,7 @@ impl Storage {
                     other => Ok(other?),
                 }
             }
-            Backend::S3 { client, bucket } => {
+            Backend::S3 { client, bucket, .. } => {
                 let response = client.get_object().bucket(bucket).key(&full).send().await.map_err(|e| {
                     if e.as_service_error().is_some_and(|s| s.is_no_such_key()) { StorageError::NotFound(key.into()) } else { s3_error(e) }
                 })?;
@@ -152,7 +171,7 @@ impl Storage {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(key.into())),
                 other => Ok(other?),
             },
-            Backend::S3 { client, bucket } => {
+            Backend::S3 { client, bucket, .. } => {
                 let response = client.get_object().bucket(bucket).key(&full).send().await.map_err(|e| {
                     if e.as_service_error().is_some_and(|s| s.is_no_such_key()) { StorageError::NotFound(key.into()) } else { s3_error(e) }
                 })?;
@@ -187,7 +206,7 @@ impl Storage {
                     }
                 }
             }
-            Backend::S3 { client, bucket } => {
+            Backend::S3 { client, bucket, .. } => {
                 let mut token = None;
                 loop {
                     let page = client
@@ -251,12 +270,63 @@ impl Storage {
                 tokio::fs::metadata(root).await?;
                 Ok(())
             }
-            Backend::S3 { client, bucket } => {
+            Backend::S3 { client, bucket, .. } => {
                 client.head_bucket().bucket(bucket).send().await.map_err(s3_error)?;
                 Ok(())
             }
         }
     }
+}
+
+/// A multipart upload of `path` (`size` bytes) in parts of `part_size`; aborted (its parts freed) when a
+/// part or the completion fails, so a retry starts clean and nothing half-written is left billed.
+async fn put_in_parts(client: &aws_sdk_s3::Client, bucket: &str, key: &str, path: &Path, size: u64, part_size: u64) -> Result<(), StorageError> {
+    let created = client.create_multipart_upload().bucket(bucket).key(key).send().await.map_err(s3_error)?;
+    let upload_id = created.upload_id().ok_or_else(|| StorageError::S3(format!("no upload id for {key}")))?.to_string();
+    let uploaded = upload_parts(client, bucket, key, &upload_id, path, size, part_size).await;
+    let completed = match uploaded {
+        Ok(parts) => client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(s3_error),
+        Err(err) => Err(err),
+    };
+    if completed.is_err()
+        && let Err(err) = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await
+    {
+        tracing::warn!(key, err = %s3_error(err), "a failed multipart upload could not be aborted");
+    }
+    completed
+}
+
+async fn upload_parts(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    path: &Path,
+    size: u64,
+    part_size: u64,
+) -> Result<Vec<aws_sdk_s3::types::CompletedPart>, StorageError> {
+    use aws_sdk_s3::primitives::Length;
+    let mut parts = Vec::new();
+    let mut offset = 0;
+    let mut number = 1;
+    while offset < size {
+        let length = part_size.min(size - offset);
+        let body = ByteStream::read_from().path(path).offset(offset).length(Length::Exact(length)).build().await.map_err(s3_error)?;
+        let part = client.upload_part().bucket(bucket).key(key).upload_id(upload_id).part_number(number).body(body).send().await.map_err(s3_error)?;
+        parts.push(aws_sdk_s3::types::CompletedPart::builder().part_number(number).set_e_tag(part.e_tag().map(str::to_string)).build());
+        offset += length;
+        number += 1;
+    }
+    Ok(parts)
 }
 
 const TEMP_MARKER: &str = ".fleet-tmp-";

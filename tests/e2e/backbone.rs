@@ -527,3 +527,48 @@ async fn api_nats_and_s3_over_tls_record_and_refuse_clients_that_skip_it() {
     let unkeyed = setup.api.send("GET", "/v1/recordings", None, None).await;
     assert_eq!(unkeyed.status, 401, "{}", unkeyed.body);
 }
+
+/// Files past the multipart threshold go up in parts (S3 refuses a single PUT above 5 GiB): stored
+/// byte for byte, as a multipart object; smaller ones in one PUT. (s3s-fs cannot list open uploads, so
+/// the abort of a failed one is not checked here.)
+#[tokio::test(flavor = "multi_thread")]
+async fn large_files_upload_to_s3_in_parts() {
+    use fleet_runtime::config::{S3Config, StorageConfig, StorageKind};
+    use fleet_runtime::storage::Storage;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3::start(dir.path());
+    let config = StorageConfig {
+        kind: StorageKind::S3,
+        prefix: "recordings".into(),
+        s3: S3Config {
+            bucket: fleet_tests::S3_BUCKET.into(),
+            endpoint: Some(s3.endpoint()),
+            access_key_id: Some(fleet_tests::S3_ACCESS_KEY.into()),
+            secret_access_key: Some(fleet_tests::S3_SECRET_KEY.into()),
+            multipart_threshold_mb: 5,
+            multipart_part_mb: 5,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let storage = Storage::from_config(&config).await.unwrap();
+    // 12 MiB and a bit: three parts (5, 5, 2 MiB + 123 bytes).
+    let big: Vec<u8> = (0..(12 << 20) + 123u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let path = dir.path().join("big.mp4");
+    std::fs::write(&path, &big).unwrap();
+    storage.put_file("job_1/job_1.mp4", &path).await.unwrap();
+    let small = dir.path().join("small.json");
+    std::fs::write(&small, b"{}").unwrap();
+    storage.put_file("job_1/manifest.json", &small).await.unwrap();
+
+    let client = s3.client().await;
+    let etag = |key: &'static str| {
+        let client = client.clone();
+        async move { client.head_object().bucket(fleet_tests::S3_BUCKET).key(key).send().await.unwrap().e_tag().unwrap_or_default().to_string() }
+    };
+    let (big_etag, small_etag) = (etag("recordings/job_1/job_1.mp4").await, etag("recordings/job_1/manifest.json").await);
+    println!("ETags: {big_etag} (12 MiB), {small_etag} (2 bytes)");
+    assert!(big_etag.trim_matches('"').ends_with("-3"), "a three-part object: {big_etag}");
+    assert!(!small_etag.contains('-'), "one PUT: {small_etag}");
+    assert!(s3.get("recordings/job_1/job_1.mp4").await == big, "stored byte for byte");
+}

@@ -344,23 +344,10 @@ fn bin_named(object: &gst::Object, prefix: &str) -> Option<String> {
 }
 
 /// A live source of one colour, `width`×`height` at `fps`: source and caps filter, not yet added.
-fn live_solid_source(argb: u32, (width, height): (i32, i32), fps: u32) -> Result<(gst::Element, gst::Element), PipelineError> {
-    let source = make("videotestsrc")?;
+fn live_solid_source(argb: u32, size: (i32, i32), fps: u32) -> Result<(gst::Element, gst::Element), PipelineError> {
+    let (source, filter) = crate::transcode::solid_colour(argb, size, fps)?;
     source.set_property("is-live", true);
-    source.set_property_from_str("pattern", "solid-color");
-    source.set_property("foreground-color", argb);
-    let size = make("capsfilter")?;
-    size.set_property(
-        "caps",
-        gst::Caps::builder("video/x-raw")
-            .field("format", "I420")
-            .field("width", width)
-            .field("height", height)
-            .field("framerate", gst::Fraction::new(fps as i32, 1))
-            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-            .build(),
-    );
-    Ok((source, size))
+    Ok((source, filter))
 }
 
 /// A live solid-colour frame on its own hidden compositor pad (scaled there to where it is placed).
