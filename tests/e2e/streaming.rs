@@ -291,7 +291,9 @@ async fn a_room_is_written_as_live_hls_and_snapshots_beside_its_recording() {
         assert!(reply.body.to_string().contains(says), "{body}: {}", reply.body);
     }
 
-    let body = r#"{"room":"live","outputs":{"hls":{"segment_s":2,"live_window":3},"images":{"interval_s":2,"width":320}}}"#;
+    // A logo this node does not have: drawn without it, and the job says so.
+    let body =
+        r#"{"room":"live","branding":{"logo":"absent"},"outputs":{"hls":{"segment_s":2,"live_window":3},"images":{"interval_s":2,"width":320}}}"#;
     let job = setup.api.start(body).await;
     let dir = setup.root.join(format!("recordings/{job}"));
 
@@ -321,6 +323,8 @@ async fn a_room_is_written_as_live_hls_and_snapshots_beside_its_recording() {
     let hls = &record["hls"];
     println!("hls: {hls:#}\nimages: {:#}", record["images"]);
     assert!(hls["ended_at_ms"].as_u64().is_some(), "{hls:#}");
+    let warnings = record["warnings"].to_string();
+    assert!(warnings.contains("live composite: logo \\\"absent\\\" is not configured on this node"), "{warnings}");
 
     // Every segment stored, the playlist closed, and the whole of it plays as one stream.
     let playlist = dir.join("hls/playlist.m3u8");

@@ -160,9 +160,9 @@ async fn capture(
         Ok(files) => files,
         Err(err) => return fail(recorder, job_id, session_id, handover_taker, format!("live files: {err}")).await,
     };
-    let mut streamer = match record.composites_live().then(|| start_streamer(config, request, taking_over, live_files)) {
-        None => None,
-        Some(Ok(streamer)) => Some(streamer),
+    let (mut streamer, look_warnings) = match record.composites_live().then(|| start_streamer(config, request, taking_over, live_files)) {
+        None => (None, Vec::new()),
+        Some(Ok((streamer, warnings))) => (Some(streamer), warnings),
         Some(Err(err)) => return fail(recorder, job_id, session_id, handover_taker, format!("the live composite did not start: {err}")).await,
     };
     let room = match &request.source {
@@ -224,6 +224,9 @@ async fn capture(
         let (ctx, job_id, warning) = (recorder.clone(), job_id.clone(), format!("{}: {warning}", recorder.node_id));
         job_notes.spawn(async move { warn_on_job(&ctx, &job_id, warning).await });
     };
+    for warning in look_warnings {
+        note_warning(&mut job_notes, format!("live composite: {warning}"));
+    }
     if let Some(streamer) = &mut streamer {
         streamer.follow(&record.streams);
     }
@@ -456,11 +459,11 @@ fn start_streamer(
     request: &fleet_protocol::job::JobRequest,
     taking_over: bool,
     files: Option<LiveFiles>,
-) -> Result<Streamer, fleet_pipelines::PipelineError> {
+) -> Result<(Streamer, Vec<String>), fleet_pipelines::PipelineError> {
     let (width, height, fps, video_kbps) = request.video_preset.params();
     let streaming = &config.streaming;
     let (look, warnings) = fleet_transcoder::look::look_for(request.branding.as_ref(), &streaming.branding, &streaming.logos, height);
-    for warning in warnings {
+    for warning in &warnings {
         tracing::warn!(%warning, "the live composite's branding");
     }
     let spec = fleet_pipelines::live::LiveSpec {
@@ -473,7 +476,7 @@ fn start_streamer(
         latency_ms: config.streaming.latency_ms,
         ..fleet_pipelines::live::LiveSpec::hd720(&config.streaming.encoder)
     };
-    Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s), taking_over, files)
+    Ok((Streamer::start(spec, Duration::from_secs(config.streaming.retry_window_s), taking_over, files)?, warnings))
 }
 
 async fn next_live_event(streamer: &mut Option<Streamer>) -> Option<fleet_pipelines::live::LiveEvent> {
