@@ -20,14 +20,14 @@ pub fn room_composite(request: &lk::RoomCompositeEgressRequest) -> Result<JobReq
         "speaker" | "speaker-light" | "speaker-dark" | "single-speaker" | "single-speaker-light" | "single-speaker-dark" => Layout::Speaker,
         other => return Err(TwirpError::invalid_argument(format!("layout {other:?}: use grid, speaker or single-speaker"))),
     };
-    let (legacy_file, legacy) = match &request.output {
-        Some(lk::room_composite_egress_request::Output::File(file)) => (Some(file), None),
-        Some(lk::room_composite_egress_request::Output::Segments(segments)) => (None, Some(Legacy::Segments(segments))),
-        Some(lk::room_composite_egress_request::Output::Stream(stream)) => (None, Some(Legacy::Stream(stream))),
-        None => (None, None),
+    let (legacy_file, legacy_stream, legacy_segments) = match &request.output {
+        Some(lk::room_composite_egress_request::Output::File(file)) => (Some(file), None, None),
+        Some(lk::room_composite_egress_request::Output::Stream(stream)) => (None, Some(stream), None),
+        Some(lk::room_composite_egress_request::Output::Segments(segments)) => (None, None, Some(segments)),
+        None => (None, None, None),
     };
-    let streams: Vec<&lk::StreamOutput> = legacy.iter().filter_map(Legacy::stream).chain(&request.stream_outputs).collect();
-    let segments: Vec<&lk::SegmentedFileOutput> = legacy.iter().filter_map(Legacy::segments).chain(&request.segment_outputs).collect();
+    let streams: Vec<&lk::StreamOutput> = legacy_stream.into_iter().chain(&request.stream_outputs).collect();
+    let segments: Vec<&lk::SegmentedFileOutput> = legacy_segments.into_iter().chain(&request.segment_outputs).collect();
     let asked = Asked { legacy_file, files: &request.file_outputs, streams: &streams, segments: &segments, images: &request.image_outputs };
     let outputs = check_outputs(asked, request.audio_only)?;
     check_webhooks(&request.webhooks)?;
@@ -84,28 +84,6 @@ fn job_request(
     .map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     request.validate().map_err(|e| TwirpError::invalid_argument(e.to_string()))?;
     Ok(request)
-}
-
-/// The one-of output of older room composite requests, beside the file.
-enum Legacy<'a> {
-    Stream(&'a lk::StreamOutput),
-    Segments(&'a lk::SegmentedFileOutput),
-}
-
-impl<'a> Legacy<'a> {
-    fn stream(&self) -> Option<&'a lk::StreamOutput> {
-        match self {
-            Legacy::Stream(stream) => Some(stream),
-            Legacy::Segments(_) => None,
-        }
-    }
-
-    fn segments(&self) -> Option<&'a lk::SegmentedFileOutput> {
-        match self {
-            Legacy::Segments(segments) => Some(segments),
-            Legacy::Stream(_) => None,
-        }
-    }
 }
 
 /// Every output an Egress request names.

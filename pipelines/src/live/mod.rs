@@ -218,19 +218,17 @@ fn watch_bus(pipeline: &gst::Pipeline, shared: &Arc<Shared>, inputs: &Arc<Mutex<
     let weak_pipeline = pipeline.downgrade();
     bus.set_sync_handler(move |_, message| {
         match message.view() {
-            gst::MessageView::Error(err) if err.src().and_then(inputs::placeholder_of).is_some() => {
-                let participant = err.src().and_then(inputs::placeholder_of).expect("matched");
-                tracing::warn!(participant, error = %runtime_error(err), "a live placeholder failed; making it again");
-                // Not from the streaming thread that posted it: dropping the branch stops that thread.
-                let inputs = weak_inputs.clone();
-                std::thread::spawn(move || {
-                    if let Some(inputs) = inputs.upgrade() {
-                        inputs.lock().unwrap_or_else(|p| p.into_inner()).placeholder_failed(&participant);
-                    }
-                });
-            }
             gst::MessageView::Error(err) => {
-                if let Some(shared) = shared.upgrade() {
+                if let Some(participant) = err.src().and_then(inputs::placeholder_of) {
+                    tracing::warn!(participant, error = %runtime_error(err), "a live placeholder failed; making it again");
+                    // Not from the streaming thread that posted it: dropping the branch stops that thread.
+                    let inputs = weak_inputs.clone();
+                    std::thread::spawn(move || {
+                        if let Some(inputs) = inputs.upgrade() {
+                            inputs.lock().unwrap_or_else(|p| p.into_inner()).placeholder_failed(&participant);
+                        }
+                    });
+                } else if let Some(shared) = shared.upgrade() {
                     let event = match err.src().and_then(inputs::input_of) {
                         Some(track) => LiveEvent::InputFailed { track, error: runtime_error(err).to_string() },
                         None => LiveEvent::Failed(runtime_error(err)),

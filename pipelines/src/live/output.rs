@@ -49,7 +49,7 @@ impl EncodedOutput {
         video.set_property_from_str("leaky-type", "downstream");
         audio.set_property_from_str("leaky-type", "downstream");
         pipeline.add_many([video.upcast_ref::<gst::Element>(), audio.upcast_ref()])?;
-        let (sink, finish_timeout) = match target {
+        let (counted, finish_timeout) = match target {
             OutputTarget::Rtmp(url) => (rtmp_sink(&pipeline, &video, &audio, url)?, gst::ClockTime::from_seconds(1)),
             OutputTarget::Hls { dir, segment_ns, first_index } => {
                 (segment_sink(&pipeline, &video, &audio, dir, *segment_ns, *first_index)?, gst::ClockTime::from_seconds(5))
@@ -57,7 +57,7 @@ impl EncodedOutput {
         };
 
         let failed = Arc::new(AtomicBool::new(false));
-        report_up(id, &sink, on_event.clone());
+        report_up(id, &counted, on_event.clone());
         let bus = pipeline.bus().expect("pipelines have a bus");
         let (id_owned, reported) = (id.to_string(), failed.clone());
         let opened_at_ns = Mutex::new(None::<u64>);
@@ -166,8 +166,8 @@ impl EncodedOutput {
     }
 }
 
-/// `flvmux → rtmp2sink`; returns the sink.
-fn rtmp_sink(pipeline: &gst::Pipeline, video: &gst_app::AppSrc, audio: &gst_app::AppSrc, url: &str) -> Result<gst::Element, PipelineError> {
+/// `flvmux → rtmp2sink`; returns the sink's pad (media past it reached the server).
+fn rtmp_sink(pipeline: &gst::Pipeline, video: &gst_app::AppSrc, audio: &gst_app::AppSrc, url: &str) -> Result<gst::Pad, PipelineError> {
     let mux = make("flvmux")?;
     mux.set_property("streamable", true);
     let sink = make("rtmp2sink")?;
@@ -178,10 +178,10 @@ fn rtmp_sink(pipeline: &gst::Pipeline, video: &gst_app::AppSrc, audio: &gst_app:
     video.link_pads(None, &mux, Some("video"))?;
     audio.link_pads(None, &mux, Some("audio"))?;
     mux.link(&sink)?;
-    Ok(sink)
+    Ok(sink.static_pad("sink").expect("sink pad"))
 }
 
-/// `h264parse → splitmuxsink (mpegtsmux)` and `aacparse →` it; returns the splitmuxsink.
+/// `h264parse → splitmuxsink (mpegtsmux)` and `aacparse →` it; returns the splitmuxsink's video pad.
 fn segment_sink(
     pipeline: &gst::Pipeline,
     video: &gst_app::AppSrc,
@@ -189,7 +189,7 @@ fn segment_sink(
     dir: &std::path::Path,
     segment_ns: u64,
     first_index: u32,
-) -> Result<gst::Element, PipelineError> {
+) -> Result<gst::Pad, PipelineError> {
     std::fs::create_dir_all(dir).map_err(|e| PipelineError::Build(format!("segment directory {}: {e}", dir.display())))?;
     let video_parse = make("h264parse")?;
     // MPEG-TS carries H.264 as a byte stream with its parameter sets before every keyframe.
@@ -211,20 +211,13 @@ fn segment_sink(
     byte_stream.link_pads(None, &sink, Some("video"))?;
     audio.link(&audio_parse)?;
     audio_parse.link_pads(None, &sink, Some("audio_%u"))?;
-    Ok(sink)
+    Ok(byte_stream.static_pad("src").and_then(|pad| pad.peer()).expect("linked to the splitmuxsink"))
 }
 
-/// Counts the media reaching the sink; `OutputUp` once it passed [`UP_AFTER_NS`].
-fn report_up(id: &str, sink: &gst::Element, on_event: OnEvent) {
+/// Counts the media reaching the sink's `pad`; `OutputUp` once it passed [`UP_AFTER_NS`].
+fn report_up(id: &str, pad: &gst::Pad, on_event: OnEvent) {
     let first = AtomicU64::new(u64::MAX);
     let id = id.to_string();
-    let Some(pad) = sink
-        .static_pad("sink")
-        .or_else(|| sink.static_pad("video"))
-        .or_else(|| sink.pads().into_iter().find(|p| p.direction() == gst::PadDirection::Sink))
-    else {
-        return;
-    };
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(pts) = info.buffer().and_then(|b| b.pts()).map(|t| t.nseconds()) else { return gst::PadProbeReturn::Ok };
         let _ = first.compare_exchange(u64::MAX, pts, Ordering::SeqCst, Ordering::SeqCst);
