@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::job_index::{Cursor, Filter};
 use crate::jobs;
 pub use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
@@ -136,6 +137,8 @@ struct ListParams {
     room: Option<String>,
     state: Option<String>,
     limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
 }
 
 async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQuery<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -155,14 +158,18 @@ async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQue
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let mut records = state
-        .bus
-        .jobs()
-        .list(|r| params.room.as_ref().is_none_or(|room| &r.request.room == room) && wanted_state.is_none_or(|s| r.state == s))
-        .await?;
-    records.truncate(limit);
-    let records: Vec<JobRecord> = records.into_iter().map(JobRecord::for_clients).collect();
-    Ok(Json(serde_json::json!({ "recordings": records })))
+    let after: Option<Cursor> = match params.after {
+        Some(after) => Some(after.parse().map_err(|e| ApiError::bad_request(format!("after: {e}")))?),
+        None => None,
+    };
+    let filter = Filter { room: params.room, state: wanted_state, unfinished: false };
+    let page = state.index.page(&state.bus, &filter, after.as_ref(), limit).await?;
+    let records: Vec<JobRecord> = page.records.into_iter().map(JobRecord::for_clients).collect();
+    let mut body = serde_json::json!({ "recordings": records });
+    if let Some(next) = page.next {
+        body["next"] = next.to_string().into();
+    }
+    Ok(Json(body))
 }
 
 async fn list_nodes(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

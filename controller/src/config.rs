@@ -23,6 +23,10 @@ pub struct ControllerConfig {
     /// The transcoders' public key (base64, printed by `transcoder e2ee-keygen`): E2EE keys in requests are
     /// sealed to it. Absent: requests with plaintext keys are refused (ready-sealed keys still pass).
     pub e2ee_public_key: Option<String>,
+    /// Finding killed recorders before AckWait.
+    pub failover: crate::failover::FailoverConfig,
+    /// How long ended jobs' records are kept.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Default for ControllerConfig {
@@ -38,6 +42,8 @@ impl Default for ControllerConfig {
             egress: Default::default(),
             auto_record: Default::default(),
             e2ee_public_key: None,
+            failover: Default::default(),
+            retention: Default::default(),
         }
     }
 }

@@ -63,3 +63,12 @@ impl From<fleet_runtime::bus::BusError> for ApiError {
         }
     }
 }
+
+impl From<crate::job_index::ListError> for ApiError {
+    fn from(err: crate::job_index::ListError) -> Self {
+        match err {
+            crate::job_index::ListError::Bus(err) => err.into(),
+            not_ready => ApiError::unavailable(not_ready.to_string()),
+        }
+    }
+}

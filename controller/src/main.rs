@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use fleet_controller::api::{AppState, router};
 use fleet_controller::auth::{ApiKeys, hash_key};
 use fleet_controller::metrics::Metrics;
-use fleet_controller::{ControllerConfig, event_sinks, node_requests, state_events, webhooks};
+use fleet_controller::job_index::JobIndex;
+use fleet_controller::{ControllerConfig, event_sinks, failover, node_requests, retention, state_events, webhooks};
 use fleet_controller::{egress, plugnmeet, tls};
 use fleet_runtime::bus::{Bus, QueueSettings, Topology};
 use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
@@ -119,7 +120,14 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&config.controller.listen).await.with_context(|| format!("listening on {}", config.controller.listen))?;
     tracing::info!(address = %listener.local_addr()?, https = tls.is_some(), "controller listening");
-    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller), e2ee_seal };
+    let index = Arc::new(JobIndex::default());
+    tokio::spawn({
+        let (index, bus) = (index.clone(), bus.clone());
+        async move { index.follow(bus).await }
+    });
+    tokio::spawn(failover::run(bus.clone(), index.clone(), config.controller.failover.clone(), metrics.clone()));
+    tokio::spawn(retention::run(bus.clone(), index.clone(), config.controller.retention.clone()));
+    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller), e2ee_seal, index };
     match tls {
         Some(acceptor) => tls::serve(listener, acceptor, router(state), fleet_runtime::process::shutdown_signal()).await,
         None => axum::serve(listener, router(state)).with_graceful_shutdown(fleet_runtime::process::shutdown_signal()).await?,

@@ -2,6 +2,7 @@
 
 use crate::auth::ApiKeys;
 use crate::config::ControllerConfig;
+use crate::job_index::JobIndex;
 use crate::metrics::Metrics;
 use fleet_runtime::bus::Bus;
 use std::sync::Arc;
@@ -14,4 +15,6 @@ pub struct AppState {
     pub config: Arc<ControllerConfig>,
     /// Seals E2EE keys in requests to the transcoders (none: requests with plaintext keys are refused).
     pub e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
+    /// The job records, indexed for listings.
+    pub index: Arc<JobIndex>,
 }

@@ -98,6 +98,10 @@ async fn handle(bus: &Bus, events: &jetstream::stream::Stream, prefix: &str, pub
         }
         None => None,
     };
+    if !is_put && let Ok(id) = SafeId::parse(key) {
+        // Deleted or purged (retention): nothing more to publish for it.
+        published.remove(&id);
+    }
     if let Some(record) = record {
         let newest = record.state_log.last().map_or(0, |change| change.seq);
         let mut known = published.get(&record.id).copied();

@@ -27,6 +27,9 @@ pub struct FleetNames {
     pub events_stream: String,
     /// Nodes ask the controller to change job records on `<job_requests_prefix>.<role>.<node id>`.
     pub job_requests_prefix: String,
+    /// A recorder answers `<alive_prefix>.<node id>.<job id>` while it captures that job: the controller's
+    /// probe finds a killed recorder by the server's "no responders", long before AckWait.
+    pub alive_prefix: String,
 }
 
 impl Default for FleetNames {
@@ -48,6 +51,7 @@ impl Default for FleetNames {
             events_prefix: "fleet.events".into(),
             events_stream: "FLEET_EVENTS".into(),
             job_requests_prefix: "fleet.jobs.apply".into(),
+            alive_prefix: "fleet.alive".into(),
         }
     }
 }
@@ -64,6 +68,11 @@ impl FleetNames {
 
     pub fn progress_event_subject(&self, job_id: &str) -> String {
         format!("{}.{}.progress", self.events_prefix, job_id)
+    }
+
+    /// Where `node` answers while it captures `job_id`.
+    pub fn alive_subject(&self, node: &str, job_id: &str) -> String {
+        format!("{}.{node}.{job_id}", self.alive_prefix)
     }
 
     pub fn events_wildcard(&self) -> String {

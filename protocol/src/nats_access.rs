@@ -99,6 +99,8 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
         queue_consumer(&names.record_stream, &names.recorder_consumer, &mut publish);
         // A draining recorder asks another to take its recording over (an existing job only).
         publish.push(names.record_handover_subject.clone());
+        // Before taking a redelivered job over it asks whether the recorder holding it is alive.
+        publish.push(format!("{}.*.*", names.alive_prefix));
     }
     if role.transcodes() {
         for consumer in [&names.transcoder_consumer, &names.transcoder_gpu_consumer, &names.transcoder_files_consumer] {
@@ -113,7 +115,12 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
     bucket_reads(&names.jobs_bucket, &mut publish);
     publish.push(format!("$KV.{}.{node_id}", names.nodes_bucket));
     bucket_reads(&names.nodes_bucket, &mut publish);
-    Permissions { publish, subscribe: vec!["_INBOX.>".into()] }
+    let mut subscribe = vec!["_INBOX.>".to_string()];
+    if role.records() {
+        // It answers alive probes for the jobs it captures (the answers go out as responses).
+        subscribe.push(names.alive_subject(node_id, "*"));
+    }
+    Permissions { publish, subscribe }
 }
 
 /// The `authorization { users = [...] }` block for nats-server, one user per process. Passwords are
@@ -126,7 +133,7 @@ pub fn authorization_block(names: &FleetNames, users: &[NatsUser]) -> String {
         let permissions = permissions(names, user.role, &user.name);
         let _ = writeln!(
             out,
-            "    {{ user: {}, password: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }} }} }}",
+            "    {{ user: {}, password: {}, permissions: {{ publish: {{ allow: [{}] }}, subscribe: {{ allow: [{}] }}, allow_responses: true }} }}",
             quote(&user.name),
             quote(&user.password),
             list(&permissions.publish),
@@ -151,6 +158,7 @@ mod tests {
         assert!(!recorder.publish.iter().any(|s| s.contains("transcoders")));
         assert!(!recorder.publish.iter().any(|s| s.starts_with("$KV.fleet-jobs")), "job records are the controller's to write");
         assert!(recorder.publish.contains(&"fleet.jobs.apply.recorder.rec-a".to_string()));
+        assert_eq!(recorder.subscribe, ["_INBOX.>", "fleet.alive.rec-a.*"], "it answers for its own jobs only");
         let transcoder = permissions(&names, Role::Transcoder, "tx-a");
         assert!(transcoder.publish.contains(&"$JS.API.CONSUMER.MSG.NEXT.FLEET_TRANSCODE.transcoders-gpu".to_string()));
         assert!(!transcoder.publish.iter().any(|s| s.contains(".recorders")));

@@ -468,6 +468,36 @@ impl JobStore {
         Ok(records)
     }
 
+    /// Every key's current value, then every change as it happens: for an index kept in memory.
+    /// `caught_up` is true from the change that brought the watcher to the bucket's present on.
+    pub async fn changes_with_history(&self) -> Result<impl futures::Stream<Item = Result<RecordChange, BusError>> + use<>, BusError> {
+        let watch = self.kv.watch_with_history(">").await.map_err(nats_err)?;
+        Ok(watch.map(|entry| {
+            let entry = entry.map_err(nats_err)?;
+            let record = match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice(&entry.value) {
+                    Ok(record) => Some(record),
+                    Err(err) => {
+                        tracing::warn!(key = entry.key, %err, "job record is not valid JSON; left out of the index");
+                        None
+                    }
+                },
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            Ok(RecordChange { key: entry.key, revision: entry.revision, record, caught_up: entry.delta == 0 || entry.seen_current })
+        }))
+    }
+
+    /// Whether the bucket holds no message at all (its watch would deliver nothing to catch up on).
+    pub async fn is_empty(&self) -> Result<bool, BusError> {
+        Ok(self.kv.status().await.map_err(nats_err)?.values() == 0)
+    }
+
+    /// Removes a record and its history, unless it changed since `revision`.
+    pub async fn purge_if_unchanged(&self, id: &SafeId, revision: u64) -> Result<(), BusError> {
+        self.kv.purge_expect_revision(id.as_str(), Some(revision)).await.map_err(nats_err)
+    }
+
     /// Future changes of one job's record (not the current value).
     pub async fn watch(&self, id: &SafeId) -> Result<impl futures::Stream<Item = JobRecord> + use<>, BusError> {
         let watch = self.kv.watch(id.as_str()).await.map_err(nats_err)?;
@@ -476,6 +506,15 @@ impl JobStore {
             serde_json::from_slice(&entry.value).ok()
         }))
     }
+}
+
+/// One key of the job bucket as it now is: its record, or `None` once deleted (or unreadable).
+#[derive(Debug)]
+pub struct RecordChange {
+    pub key: String,
+    pub revision: u64,
+    pub record: Option<JobRecord>,
+    pub caught_up: bool,
 }
 
 /// Parses a queue message body, naming what was wrong so the worker can log it and terminate the message.

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod config;
 pub mod cpu;
 pub mod job_client;
+pub mod liveness;
 pub mod logging;
 pub mod process;
 pub mod queue;

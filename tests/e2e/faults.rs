@@ -38,8 +38,9 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
     assert_eq!(resumed["node"], "rec-b");
     let takeover_ms = resumed["started_at_ms"].as_u64().unwrap() - killed_at;
     eprintln!("takeover: capture resumed {takeover_ms} ms after the kill");
-    // AckWait (5 s) + the next fetch + capture start-up.
-    assert!(takeover_ms < 8000, "takeover took {takeover_ms} ms");
+    // The controller finds rec-a gone ("no responders" for 750 ms, probed every 250 ms) and queues the
+    // job at once; AckWait (5 s) no longer decides. Plus rec-b's fetch and capture start-up.
+    assert!(takeover_ms < 2500, "takeover took {takeover_ms} ms");
 
     // The killed node comes back (as systemd would restart it) and uploads what it had spooled.
     let raw = setup.root.join(format!("recordings/{id}/raw"));
@@ -95,6 +96,31 @@ async fn killed_recorder_is_replaced_and_the_recording_covers_the_whole_span() {
     let mid_gap = (killed_at - first_start + takeover_ms / 2) as f64 / 1000.0;
     let brightness = tile_brightness(&path, "640:360:0:180", mid_gap);
     assert!(brightness < 30.0, "tile brightness {brightness} at {mid_gap} s, inside the failover gap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_recorder_is_slow_not_dead_and_keeps_its_recording() {
+    let setup = Setup::local();
+    let api = &setup.api;
+    let recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let _transcoder = setup.fleet.transcoder("tx");
+    let id = api.start(r#"{"room":"r","source":{"type":"test","participants":1}}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    let _recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Frozen for 4 s: its connection stays up, so probes time out instead of finding no responders; the
+    // controller must not call that dead (AckWait, 5 s, has not passed either).
+    recorder_a.freeze();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    recorder_a.thaw();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let record = api.get(&id).await;
+    let nodes: Vec<&str> = record["sessions"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["rec-a"], "a slow recorder was replaced: {record}");
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete"], Duration::from_secs(90)).await;
+    assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "{record}");
 }
 
 fn tile_brightness(path: &std::path::Path, crop: &str, at_s: f64) -> f64 {

@@ -92,6 +92,16 @@ impl Proc {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
     }
 
+    /// Freezes the process (SIGSTOP): alive, connected, answering nothing, like a node starved of CPU.
+    pub fn freeze(&self) {
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGSTOP) };
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub fn thaw(&self) {
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
+    }
+
     /// True once the process has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

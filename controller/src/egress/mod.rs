@@ -12,6 +12,7 @@ pub mod convert;
 pub mod twirp;
 pub mod webhooks;
 
+use crate::job_index::{Filter, Page};
 use crate::jobs;
 use crate::state::AppState;
 use axum::Router;
@@ -20,7 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use fleet_protocol::SafeId;
+use fleet_protocol::{JobRecord, SafeId};
 use livekit_api::access_token::TokenVerifier;
 use livekit_protocol as lk;
 use prost::Message;
@@ -153,18 +154,29 @@ async fn start(
 }
 
 async fn list(state: &AppState, request: &lk::ListEgressRequest) -> Result<lk::ListEgressResponse, TwirpError> {
-    let records = state
-        .bus
-        .jobs()
-        .list(|r| {
-            (request.room_name.is_empty() || r.request.room == request.room_name)
-                && (request.egress_id.is_empty() || r.id.as_str() == request.egress_id)
-                && (!request.active || !r.state.is_terminal())
-        })
-        .await
-        .map_err(|e| TwirpError::unavailable(e.to_string()))?;
-    Ok(lk::ListEgressResponse { items: records.iter().map(convert::egress_info).collect(), next_page_token: None })
+    let after = match request.page_token.as_ref().filter(|t| !t.token.is_empty()) {
+        Some(token) => Some(token.token.parse().map_err(|e| TwirpError::invalid_argument(format!("page_token: {e}")))?),
+        None => None,
+    };
+    let records = if request.egress_id.is_empty() {
+        let filter = Filter { room: (!request.room_name.is_empty()).then(|| request.room_name.clone()), state: None, unfinished: request.active };
+        state.index.page(&state.bus, &filter, after.as_ref(), EGRESS_PAGE).await.map_err(|e| TwirpError::unavailable(e.to_string()))?
+    } else {
+        let id = SafeId::parse(&request.egress_id).map_err(|e| TwirpError::invalid_argument(format!("egress_id: {e}")))?;
+        let record = state.bus.jobs().get(&id).await.map_err(|e| TwirpError::unavailable(e.to_string()))?.map(|(record, _)| record);
+        let wanted = |r: &JobRecord| {
+            (request.room_name.is_empty() || r.request.room == request.room_name) && (!request.active || !r.state.is_terminal())
+        };
+        Page { records: record.into_iter().filter(wanted).collect(), next: None }
+    };
+    Ok(lk::ListEgressResponse {
+        items: records.records.iter().map(convert::egress_info).collect(),
+        next_page_token: records.next.map(|next| lk::TokenPagination { token: next.to_string() }),
+    })
 }
+
+/// Egress clients that ignore page tokens see everything up to this many.
+const EGRESS_PAGE: usize = 1000;
 
 async fn stop(state: &AppState, egress_id: &str) -> Result<lk::EgressInfo, TwirpError> {
     let id = SafeId::parse(egress_id).map_err(|e| TwirpError::invalid_argument(format!("egress_id: {e}")))?;

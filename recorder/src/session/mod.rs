@@ -22,6 +22,7 @@ use fleet_protocol::time::now_ms;
 use fleet_protocol::transition::SessionEnd as SessionEnded;
 use fleet_protocol::{Applied, JobState, SafeId, Transition, keys};
 use fleet_runtime::bus::{BusError, parse_message};
+use fleet_runtime::liveness::{self, AliveResponder, Probe};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,7 +58,15 @@ pub async fn handle_delivery(recorder: Arc<NodeContext>, message: jetstream::Mes
         if let Some(from) = &job.handover_from {
             tracing::info!(from_session = %from, "taking a recording over from a draining recorder");
         }
-        let outcome = record(&recorder, &job.job_id, job.handover_from.is_some(), shutdown).await;
+        // Answering before the session exists in the record: a probe never finds a session without its answerer.
+        let outcome = match AliveResponder::start(&recorder.bus, &recorder.node_id, job.job_id.as_str()).await {
+            Ok(alive) => {
+                let outcome = record(&recorder, &job.job_id, job.handover_from.is_some(), shutdown).await;
+                drop(alive);
+                outcome
+            }
+            Err(err) => Outcome::Retry(RecordError::Bus(BusError::Nats(format!("answering alive probes: {err}")))),
+        };
         recorder.release(&job.job_id);
         keepalive.abort();
         let message = delivery.borrow().clone();
@@ -111,6 +120,12 @@ async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bo
     if record.desired == Desired::Stop {
         return stop_without_capture(recorder, job_id).await;
     }
+    // A delivery that comes back after AckWait while another recorder already carries the job (it took
+    // over when the controller found the first one dead, or the first one is only slow) is stale.
+    if !handover_taker && let Some(holder) = live_holder(recorder, &record).await {
+        tracing::info!(holder, "another recorder captures this job: dropping the stale delivery");
+        return Outcome::Done;
+    }
 
     // Claim: a new capture session in the job record.
     let (record, session_id) = match recorder.jobs.apply(job_id, Transition::OpenSession { node: node.to_string() }).await {
@@ -124,6 +139,19 @@ async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bo
     let remaining = remaining_duration(&record, fleet_protocol::time::now_ms());
     capture(recorder, job_id, &session_id, &record, remaining, handover_taker, shutdown).await
 }
+
+/// The node of an open capture session, other than this one, that answers its alive probe.
+async fn live_holder(recorder: &NodeContext, record: &fleet_protocol::JobRecord) -> Option<String> {
+    for session in record.sessions.iter().rev().filter(|s| s.ended_at_ms.is_none() && s.node != recorder.node_id) {
+        if liveness::probe(&recorder.bus, &session.node, record.id.as_str(), ALIVE_PROBE_TIMEOUT).await == Probe::Alive {
+            return Some(session.node.clone());
+        }
+    }
+    None
+}
+
+/// A recorder that cannot answer in this long is treated as gone, as AckWait's redelivery always did.
+const ALIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Asks another recorder to take this session's recording over: a hand-over message on the record
 /// queue (de-duplicated per session), taken by any recorder with a free slot.
