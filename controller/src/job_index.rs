@@ -136,7 +136,9 @@ impl Jobs {
             None => &self.newest_first,
         };
         let from = match after {
-            Some(after) => candidates.range((std::ops::Bound::Excluded((Reverse(after.created_at_ms), after.id.clone())), std::ops::Bound::Unbounded)),
+            Some(after) => {
+                candidates.range((std::ops::Bound::Excluded((Reverse(after.created_at_ms), after.id.clone())), std::ops::Bound::Unbounded))
+            }
             None => candidates.range(..),
         };
         from.filter(|(_, id)| self.by_id.get(id).is_some_and(|s| filter.keeps(s)))
@@ -156,11 +158,7 @@ impl Jobs {
     /// Jobs that ended (complete, failed, aborted) and have not changed since `cutoff_ms`, with the
     /// revision they were seen at.
     pub fn ended_before(&self, cutoff_ms: u64) -> Vec<(SafeId, u64)> {
-        self.by_id
-            .iter()
-            .filter(|(_, s)| s.state.is_terminal() && s.updated_at_ms < cutoff_ms)
-            .map(|(id, s)| (id.clone(), s.revision))
-            .collect()
+        self.by_id.iter().filter(|(_, s)| s.state.is_terminal() && s.updated_at_ms < cutoff_ms).map(|(id, s)| (id.clone(), s.revision)).collect()
     }
 }
 
@@ -288,7 +286,9 @@ mod tests {
     #[test]
     fn lists_newest_first_by_room_and_state_with_a_cursor() {
         let mut jobs = Jobs::default();
-        for (n, room, state) in [(1, "a", JobState::Complete), (2, "b", JobState::Recording), (3, "a", JobState::Recording), (4, "a", JobState::Failed)] {
+        for (n, room, state) in
+            [(1, "a", JobState::Complete), (2, "b", JobState::Recording), (3, "a", JobState::Recording), (4, "a", JobState::Failed)]
+        {
             let job = format!("j{n}");
             jobs.apply(id(&job), n, Some(&record(&job, room, n * 10, state)));
         }

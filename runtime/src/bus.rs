@@ -48,11 +48,21 @@ pub struct QueueSettings {
     pub transcode_max_deliver: i64,
     /// How long events are kept for a controller that was down.
     pub events_max_age_s: u64,
+    /// Copies of every stream and bucket on a NATS cluster (3 on a 3-server cluster: one server may be
+    /// lost with nothing lost). Existing streams are brought to it by the controller.
+    pub replicas: usize,
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        Self { record_ack_wait_s: 5, record_max_deliver: 20, transcode_ack_wait_s: 30, transcode_max_deliver: 3, events_max_age_s: 7 * 24 * 3600 }
+        Self {
+            record_ack_wait_s: 5,
+            record_max_deliver: 20,
+            transcode_ack_wait_s: 30,
+            transcode_max_deliver: 3,
+            events_max_age_s: 7 * 24 * 3600,
+            replicas: 1,
+        }
     }
 }
 
@@ -233,9 +243,10 @@ async fn ensure_topology(
 ) -> Result<(kv::Store, kv::Store, consumer::PullConsumer, [consumer::PullConsumer; 3]), BusError> {
     // The record stream also carries hand-over requests; the transcode stream has its GPU and file queues.
     let record_subjects = vec![names.record_subject.clone(), names.record_handover_subject.clone()];
-    let record = work_queue_stream(js, &names.record_stream, record_subjects).await?;
+    let replicas = queues.replicas.max(1);
+    let record = work_queue_stream(js, &names.record_stream, record_subjects, replicas).await?;
     let transcode_subjects = vec![names.transcode_subject.clone(), names.transcode_gpu_subject.clone(), names.transcode_files_subject.clone()];
-    let transcode = work_queue_stream(js, &names.transcode_stream, transcode_subjects).await?;
+    let transcode = work_queue_stream(js, &names.transcode_stream, transcode_subjects, replicas).await?;
     let mut events = js
         .get_or_create_stream(stream::Config {
             name: names.events_stream.clone(),
@@ -245,6 +256,7 @@ async fn ensure_topology(
             max_age: Duration::from_secs(queues.events_max_age_s),
             max_messages: 1_000_000,
             duplicate_window: event_dedup_window(queues),
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
@@ -296,7 +308,13 @@ async fn ensure_topology(
 
     let jobs = get_or_create_bucket(
         js,
-        kv::Config { bucket: names.jobs_bucket.clone(), history: 10, storage: stream::StorageType::File, ..Default::default() },
+        kv::Config {
+            bucket: names.jobs_bucket.clone(),
+            history: 10,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        },
     )
     .await?;
     let nodes = get_or_create_bucket(
@@ -306,22 +324,31 @@ async fn ensure_topology(
             history: 1,
             max_age: Duration::from_secs(10),
             storage: stream::StorageType::Memory,
+            num_replicas: replicas,
             ..Default::default()
         },
     )
     .await?;
+    if topology == Topology::Own {
+        let streams = [&names.record_stream, &names.transcode_stream, &names.events_stream].map(String::clone);
+        let buckets = [&names.jobs_bucket, &names.nodes_bucket].map(|bucket| format!("KV_{bucket}"));
+        for name in streams.iter().chain(&buckets) {
+            ensure_replicas(js, name, replicas).await?;
+        }
+    }
     Ok((jobs, nodes, record_consumer, transcode_consumers))
 }
 
 /// A work-queue stream on `subjects`, created when missing. One made by an older version, with fewer
 /// subjects, gets the new ones.
-async fn work_queue_stream(js: &jetstream::Context, name: &str, subjects: Vec<String>) -> Result<stream::Stream, BusError> {
+async fn work_queue_stream(js: &jetstream::Context, name: &str, subjects: Vec<String>, replicas: usize) -> Result<stream::Stream, BusError> {
     let config = stream::Config {
         name: name.to_string(),
         subjects: subjects.clone(),
         retention: stream::RetentionPolicy::WorkQueue,
         storage: stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     };
     let mut stream = js.get_or_create_stream(config).await.map_err(nats_err)?;
@@ -330,6 +357,18 @@ async fn work_queue_stream(js: &jetstream::Context, name: &str, subjects: Vec<St
         js.update_stream(stream::Config { subjects, ..current }).await.map_err(nats_err)?;
     }
     Ok(stream)
+}
+
+/// Brings an existing stream to `replicas` copies (the server moves the data; a stream made on a single
+/// server before the fleet moved to a cluster gets its copies this way).
+async fn ensure_replicas(js: &jetstream::Context, name: &str, replicas: usize) -> Result<(), BusError> {
+    let mut stream = js.get_stream(name).await.map_err(nats_err)?;
+    let current = stream.info().await.map_err(nats_err)?.config.clone();
+    if current.num_replicas != replicas {
+        tracing::info!(stream = name, from = current.num_replicas, to = replicas, "changing the stream's replicas");
+        js.update_stream(stream::Config { num_replicas: replicas, ..current }).await.map_err(nats_err)?;
+    }
+    Ok(())
 }
 
 /// Opens a bucket, creating it when missing; an existing bucket is used as it is.

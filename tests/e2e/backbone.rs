@@ -216,6 +216,25 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     assert!(listed.body["recordings"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str()));
     let none = api.send("GET", "/v1/recordings?room=other-room", key, None).await;
     assert_eq!(none.body["recordings"].as_array().unwrap().len(), 0);
+    // Pages: newest first, `next` leads to the rest, each job once.
+    let paged = good.replace("room-a", "room-paged");
+    let mut started = Vec::new();
+    for _ in 0..3 {
+        started.push(api.start(&paged).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    started.reverse();
+    let mut seen = Vec::new();
+    let mut query = "/v1/recordings?room=room-paged&limit=2".to_string();
+    for _ in 0..3 {
+        let page = api.send("GET", &query, key, None).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        seen.extend(page.body["recordings"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        let Some(next) = page.body["next"].as_str() else { break };
+        query = format!("/v1/recordings?room=room-paged&limit=2&after={next}");
+    }
+    assert_eq!(seen, started, "pages in order, newest first");
+    expect(api.send("GET", "/v1/recordings?after=nonsense", key, None).await, 400);
     // Found by the schemathesis fuzz: an over-long room filter is refused, as the document says.
     expect(api.send("GET", &format!("/v1/recordings?room={}", "r".repeat(129)), key, None).await, 400);
 
@@ -226,7 +245,7 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     assert_eq!(openapi.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
     let metrics = api.send("GET", "/metrics", key, None).await;
     let text = metrics.body.as_str().unwrap();
-    assert!(text.contains("fleet_recordings_created_total 1"), "{text}");
+    assert!(text.contains("fleet_recordings_created_total 4"), "one, then three to page through: {text}");
     assert!(text.contains("fleet_http_requests_total{route=\"/v1/recordings\",status=\"401\"} 1"), "{text}");
 }
 

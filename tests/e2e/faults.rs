@@ -123,6 +123,54 @@ async fn a_frozen_recorder_is_slow_not_dead_and_keeps_its_recording() {
     assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "{record}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_cluster_loses_a_server_mid_recording_without_loss_or_duplicates() {
+    let mut setup = Setup::local_on_nats_cluster();
+    let hooks = fleet_tests::webhook::Receiver::start(fleet_tests::WEBHOOK_SECRET).await;
+    let _recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let _transcoder = setup.fleet.transcoder("tx");
+    let body = format!(r#"{{"room":"r","source":{{"type":"test","participants":2}},"webhook_url":"{}"}}"#, hooks.url());
+    let id = setup.api.start(&body).await;
+    setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    // A standby: a redelivery during the outage would reach it, and it must not record twice.
+    let _recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The server leading the job bucket goes: the harshest one to lose (its replicas elect a new leader).
+    let client = async_nats::connect(setup.fleet.nats_url.split(',').collect::<Vec<_>>()).await.unwrap();
+    let mut bucket = jetstream::new(client).get_stream("KV_fleet-jobs").await.unwrap();
+    let info = bucket.info().await.unwrap().clone();
+    assert_eq!(info.config.num_replicas, 3, "the job bucket has a copy on every server");
+    let leader = info.cluster.and_then(|c| c.leader).expect("a leader");
+    let killed = std::iter::once(&mut setup.nats).chain(setup.nats_peers.iter_mut()).find(|n| n.is_named(&leader)).expect("the leader is ours");
+    killed.kill();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    killed.restart();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let api = &setup.api;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete"], Duration::from_secs(120)).await;
+    let nodes: Vec<&str> = record["sessions"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, ["rec-a"], "the recorder kept its recording through the server's loss: {record}");
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("out.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let span = (record["sessions"][0]["ended_at_ms"].as_u64().unwrap() - record["sessions"][0]["started_at_ms"].as_u64().unwrap()) as f64 / 1000.0;
+    assert!((duration - span).abs() < 0.5, "MP4 {duration} s against {span} s recorded");
+    let seconds = duration.floor() as usize;
+    let flashes = flash_seconds(&path, "640:360:0:180", seconds);
+    let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
+    assert!(lost.is_empty(), "seconds without a flash: {lost:?}");
+    // Let a late duplicate show, then one webhook per state.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let states: Vec<String> = hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
+    let distinct: std::collections::BTreeSet<&String> = states.iter().collect();
+    assert_eq!(states.len(), distinct.len(), "duplicate webhooks: {states:?}");
+    assert!(distinct.contains(&"complete".to_string()), "{states:?}");
+}
+
 fn tile_brightness(path: &std::path::Path, crop: &str, at_s: f64) -> f64 {
     let out = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-ss", &format!("{at_s:.3}"), "-i"])

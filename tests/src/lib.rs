@@ -75,8 +75,53 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// A JetStream cluster of `size` servers on loopback, each with its own store, routed to each other.
+    pub fn start_cluster(dir: &Path, size: usize) -> Vec<Nats> {
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports.iter().map(|(_, route)| format!("\"nats-route://127.0.0.1:{route}\"")).collect();
+        let members: Vec<Nats> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, route))| {
+                let member = dir.join(format!("nats-{}", i + 1));
+                std::fs::create_dir_all(&member).unwrap();
+                let config = member.join("nats-server.conf");
+                let text = format!(
+                    "server_name: n{}\ncluster {{\n  name: fleet-test\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+                    i + 1,
+                    routes.join(", ")
+                );
+                std::fs::write(&config, text).unwrap();
+                Self { port: *port, store: member.join("jetstream"), proc: None, logs: member.clone(), config: Some(config) }
+            })
+            .collect();
+        let mut members = members;
+        for member in &mut members {
+            member.spawn();
+        }
+        for member in &members {
+            wait_for_port(member.port, Duration::from_secs(10));
+        }
+        members
+    }
+
+    /// The URLs of several servers, as the fleet's `[nats] url` takes them.
+    pub fn urls(members: &[Nats]) -> String {
+        members.iter().map(Nats::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The server name a cluster member runs under (`n1`, ...).
+    pub fn is_named(&self, name: &str) -> bool {
+        self.config.as_ref().is_some_and(|c| std::fs::read_to_string(c).unwrap_or_default().contains(&format!("server_name: {name}\n")))
+    }
+
     /// Starts (again) on the same port and store.
     pub fn restart(&mut self) {
+        self.spawn();
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    fn spawn(&mut self) {
         self.proc = None;
         let (port, store) = (self.port.to_string(), self.store.to_string_lossy().to_string());
         let mut args = vec!["-js", "-a", "127.0.0.1", "-p", &port, "-sd", &store];
@@ -84,9 +129,7 @@ impl Nats {
         if let Some(config) = &config {
             args.extend(["-c", config]);
         }
-        let proc = Proc::spawn("nats-server", Path::new("nats-server"), &args, &[], &self.logs);
-        wait_for_port(self.port, Duration::from_secs(10));
-        self.proc = Some(proc);
+        self.proc = Some(Proc::spawn("nats-server", Path::new("nats-server"), &args, &[], &self.logs));
     }
 
     pub fn kill(&mut self) {
@@ -211,6 +254,8 @@ pub struct Fleet {
     pub nats_tls_ca: Option<PathBuf>,
     /// The controller's HTTPS certificate chain and key.
     pub controller_tls: Option<(PathBuf, PathBuf)>,
+    /// Appended to every process's config (e.g. `[queues]\nreplicas = 3\n` on a NATS cluster).
+    pub common_extra: String,
 }
 
 impl Fleet {
@@ -228,6 +273,7 @@ impl Fleet {
             nats_logins: None,
             nats_tls_ca: None,
             controller_tls: None,
+            common_extra: String::new(),
         }
     }
 
@@ -242,7 +288,7 @@ impl Fleet {
             Some(ca) => format!("tls_required = true\ntls_ca_file = \"{}\"\n", ca.display()),
             None => String::new(),
         };
-        let common = format!("[nats]\nurl = \"{}\"\n{credentials}{tls}[log]\nlevel = \"info\"\n", self.nats_url);
+        let common = format!("[nats]\nurl = \"{}\"\n{credentials}{tls}[log]\nlevel = \"info\"\n{}", self.nats_url, self.common_extra);
         std::fs::write(&path, format!("{common}{body}")).unwrap();
         path
     }
@@ -311,6 +357,8 @@ impl Fleet {
 pub struct Setup {
     pub controller: Option<Proc>,
     pub nats: Nats,
+    /// The other servers when NATS is a cluster.
+    pub nats_peers: Vec<Nats>,
     pub fleet: Fleet,
     pub api: Api,
     pub root: std::path::PathBuf,
@@ -331,6 +379,21 @@ impl Setup {
         let nats = Nats::start(dir.path());
         let fleet = Fleet::new(dir.path(), &nats, storage);
         Self::assemble(dir, nats, fleet, root)
+    }
+
+    /// Local storage and a 3-server JetStream cluster; every process is given all three servers, and
+    /// every stream and bucket has 3 replicas.
+    pub fn local_on_nats_cluster() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("storage");
+        let mut members = Nats::start_cluster(dir.path(), 3);
+        let mut fleet = Fleet::new(dir.path(), &members[0], StorageSetup::Local(root.clone()));
+        fleet.nats_url = Nats::urls(&members);
+        fleet.common_extra = "[queues]\nreplicas = 3\n".into();
+        let first = members.remove(0);
+        let mut setup = Self::assemble(dir, first, fleet, root);
+        setup.nats_peers = members;
+        setup
     }
 
     /// Local storage and a NATS server that requires logins: `controller nats-users` makes one user per
@@ -378,7 +441,7 @@ impl Setup {
         }
         let port = free_port();
         let controller = Some(fleet.controller(port));
-        Self { controller, nats, fleet, api: Api::new(port), root, port, dir }
+        Self { controller, nats, nats_peers: Vec::new(), fleet, api: Api::new(port), root, port, dir }
     }
 
     pub fn read_output(&self, record: &serde_json::Value) -> (Vec<u8>, serde_json::Value) {

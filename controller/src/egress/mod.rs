@@ -164,9 +164,8 @@ async fn list(state: &AppState, request: &lk::ListEgressRequest) -> Result<lk::L
     } else {
         let id = SafeId::parse(&request.egress_id).map_err(|e| TwirpError::invalid_argument(format!("egress_id: {e}")))?;
         let record = state.bus.jobs().get(&id).await.map_err(|e| TwirpError::unavailable(e.to_string()))?.map(|(record, _)| record);
-        let wanted = |r: &JobRecord| {
-            (request.room_name.is_empty() || r.request.room == request.room_name) && (!request.active || !r.state.is_terminal())
-        };
+        let wanted =
+            |r: &JobRecord| (request.room_name.is_empty() || r.request.room == request.room_name) && (!request.active || !r.state.is_terminal());
         Page { records: record.into_iter().filter(wanted).collect(), next: None }
     };
     Ok(lk::ListEgressResponse {

@@ -58,6 +58,9 @@ struct Outcome {
     /// Seconds during which two capture sessions of the recording ran at once (a hand-over overlaps 2 s).
     concurrent_capture_s: f64,
     sessions: Vec<String>,
+    /// The job's objects outside its raw media, and the states its webhooks reported, in order.
+    outputs: Vec<String>,
+    webhook_states: Vec<String>,
     note: String,
     wall_s: f64,
 }
@@ -193,7 +196,8 @@ async fn run(fault: Fault) -> Outcome {
     let states: Vec<String> = world.hooks.events_for(&id).iter().map(|d| d.body["state"].as_str().unwrap_or("").to_string()).collect();
     let distinct: std::collections::BTreeSet<&String> = states.iter().collect();
     let outputs = output_keys(&world.s3, &id).await;
-    let duplicates = (states.len() - distinct.len()) + outputs.len().saturating_sub(2);
+    // The MP4, its manifest and its poster are the outputs; anything beyond is doubled.
+    let duplicates = (states.len() - distinct.len()) + outputs.len().saturating_sub(3);
     let media_lost_s = if final_state == "complete" {
         let mp4 = world.s3.get(&format!("recordings/{id}/{id}.mp4")).await;
         let path = world.setup.dir.path().join("out.mp4");
@@ -210,6 +214,8 @@ async fn run(fault: Fault) -> Outcome {
         final_state,
         concurrent_capture_s: concurrent_capture_s(&record),
         sessions,
+        outputs,
+        webhook_states: states,
         note,
         wall_s: started.elapsed().as_secs_f64(),
     }
