@@ -55,7 +55,7 @@ pub async fn create_file_job(bus: &Bus, request: JobRequest, origin: Origin, fil
         }
         Err(err) => return Err(err.into()),
     }
-    let message = TranscodeJob { job_id: record.id.clone(), chunk: None };
+    let message = TranscodeJob { job_id: record.id.clone(), chunk: None, catch_up: false };
     bus.enqueue(bus.transcode_subject_for(&record), record.id.as_str(), &message)
         .await
         .map_err(|e| ApiError::unavailable(format!("could not queue the transcode: {e}")))?;

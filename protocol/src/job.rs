@@ -738,6 +738,10 @@ pub struct TranscodeJob {
     /// One chunk of a chunked transcode (the job record's `chunks` says which part); absent: the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<u32>,
+    /// Progressive transcode while the recording runs: without `chunk`, "queue what is final now"; with
+    /// it, that chunk of the open plan. Never fails the job (the transcode after the stop redoes it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catch_up: bool,
 }
 
 /// A long recording's video transcoded in parts by several transcoders, then joined.
@@ -752,12 +756,29 @@ pub struct ChunkPlan {
     /// The transcoder joining the chunks, and since when (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joining: Option<(String, u64)>,
+    /// The recording still runs: chunks are done as their part becomes final, `count` is not known yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
 }
 
 impl ChunkPlan {
     /// Chunks of `chunk_ns` covering `duration_ns`.
     pub fn new(duration_ns: u64, chunk_ns: u64) -> ChunkPlan {
-        ChunkPlan { chunk_ns, count: duration_ns.div_ceil(chunk_ns.max(1)) as u32, done: Vec::new(), joining: None }
+        ChunkPlan { chunk_ns, count: duration_ns.div_ceil(chunk_ns.max(1)) as u32, done: Vec::new(), joining: None, open: false }
+    }
+
+    /// The plan of a recording still running: chunks of `chunk_ns`, done as they become final.
+    pub fn open(chunk_ns: u64) -> ChunkPlan {
+        ChunkPlan { chunk_ns, count: 0, done: Vec::new(), joining: None, open: true }
+    }
+
+    /// This open plan closed by `closed` (the plan for the final length): the chunks done while recording
+    /// are kept where their part is whole in it (all but its last chunk, which may be shorter).
+    pub fn closed_into(&self, mut closed: ChunkPlan) -> ChunkPlan {
+        if self.chunk_ns == closed.chunk_ns {
+            closed.done = self.done.iter().copied().filter(|&index| index + 1 < closed.count).collect();
+        }
+        closed
     }
 
     /// The part of the recording chunk `index` covers.
@@ -766,8 +787,9 @@ impl ChunkPlan {
         (start.min(duration_ns), (start + self.chunk_ns).min(duration_ns))
     }
 
+    /// Every chunk done, once the recording's length is known.
     pub fn is_complete(&self) -> bool {
-        (0..self.count).all(|i| self.done.contains(&i))
+        !self.open && (0..self.count).all(|i| self.done.contains(&i))
     }
 }
 

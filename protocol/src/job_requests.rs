@@ -127,6 +127,8 @@ pub fn authorize(record: &JobRecord, requester: &Requester, transition: &Transit
         }
         T::PlanChunks(_) => transcoder_only().and_then(|_| require(holds_transcode, "the transcode")),
         T::ChunkDone { .. } => transcoder_only().and_then(|_| require(chunked, "a chunk")),
+        // Any transcoder may start the progressive transcode of a running recording.
+        T::OpenChunks { .. } => transcoder_only(),
         T::Complete { .. } => transcoder_only().and_then(|_| require(holds_transcode || holds_join, "the transcode")),
         T::Fail { .. } | T::NoteRetryError { .. } => {
             transcoder_only().and_then(|_| require(holds_transcode || holds_join || chunked, "the transcode"))

@@ -62,6 +62,10 @@ pub enum Transition {
     Progress(Progress),
     /// A long recording is split into chunks (kept when a plan exists: a redelivery).
     PlanChunks(ChunkPlan),
+    /// Progressive transcode: an open plan while the recording runs (none is made once it ended).
+    OpenChunks {
+        chunk_ns: u64,
+    },
     ChunkDone {
         index: u32,
         problems: Vec<String>,
@@ -333,11 +337,24 @@ impl JobRecord {
                 self.progress = Some(progress);
                 Ok(Applied::Changed)
             }
-            T::PlanChunks(plan) => {
-                if self.chunks.is_some() {
+            T::PlanChunks(plan) => match &self.chunks {
+                // The recording's length is known now: the chunks done while it ran are kept.
+                Some(open) if open.open => {
+                    self.chunks = Some(open.closed_into(plan));
+                    Ok(Applied::Changed)
+                }
+                // A redelivered job keeps the plan it has.
+                Some(_) => Ok(Applied::Unchanged),
+                None => {
+                    self.chunks = Some(plan);
+                    Ok(Applied::Changed)
+                }
+            },
+            T::OpenChunks { chunk_ns } => {
+                if !self.state.is_capturing() || self.chunks.is_some() {
                     return Ok(Applied::Unchanged);
                 }
-                self.chunks = Some(plan);
+                self.chunks = Some(ChunkPlan::open(chunk_ns));
                 Ok(Applied::Changed)
             }
             T::ChunkDone { index, problems } => {
@@ -476,6 +493,7 @@ mod tests {
             T::ClaimTranscode { node: "tx".into(), attempt: 1 },
             T::Progress(progress()),
             T::PlanChunks(plan()),
+            T::OpenChunks { chunk_ns: 10_000_000_000 },
             T::ChunkDone { index: 0, problems: vec![] },
             T::ClaimJoin { node: "tx".into() },
             T::RefreshJoin { node: "tx".into() },
@@ -484,6 +502,31 @@ mod tests {
             T::NoteRetryError { error: "retry".into() },
             T::Warn { warning: "w".into() },
         ]
+    }
+
+    #[test]
+    fn chunks_done_while_recording_are_kept_when_the_plan_closes() {
+        let mut r = with_session(JobState::Recording);
+        let s = 10_000_000_000;
+        assert_eq!(r.apply(Transition::OpenChunks { chunk_ns: s }, NOW, None), Ok(Applied::Changed));
+        assert_eq!(r.apply(Transition::OpenChunks { chunk_ns: 5 }, NOW, None), Ok(Applied::Unchanged), "one plan");
+        r.apply(Transition::ChunkDone { index: 0, problems: vec![] }, NOW, None).unwrap();
+        r.apply(Transition::ChunkDone { index: 1, problems: vec![] }, NOW, None).unwrap();
+        assert!(r.chunks.as_ref().unwrap().open && !r.chunks.as_ref().unwrap().is_complete(), "an open plan is never complete");
+        // 25 s recorded: chunks 0 and 1 are whole, chunk 2 (20-25 s) is left to do.
+        assert_eq!(r.apply(Transition::PlanChunks(ChunkPlan::new(25_000_000_000, s)), NOW, None), Ok(Applied::Changed));
+        let closed = r.chunks.clone().unwrap();
+        assert_eq!((closed.open, closed.count, closed.done.clone()), (false, 3, vec![0, 1]));
+        // 20 s recorded: chunk 1 is the last one, done again (it could have been cut differently).
+        let mut short = with_session(JobState::Recording);
+        short.chunks = Some(ChunkPlan { done: vec![0, 1], ..ChunkPlan::open(s) });
+        short.apply(Transition::PlanChunks(ChunkPlan::new(20_000_000_000, s)), NOW, None).unwrap();
+        assert_eq!(short.chunks.unwrap().done, vec![0]);
+        // Another chunk length: nothing done fits.
+        let mut other = with_session(JobState::Recording);
+        other.chunks = Some(ChunkPlan { done: vec![0], ..ChunkPlan::open(s) });
+        other.apply(Transition::PlanChunks(ChunkPlan::new(25_000_000_000, 5_000_000_000)), NOW, None).unwrap();
+        assert!(other.chunks.unwrap().done.is_empty());
     }
 
     #[test]
@@ -523,7 +566,7 @@ mod tests {
         let name = |t: &Transition| format!("{t:?}").split([' ', '(']).next().unwrap().to_string();
         // Rows in the order of `every_transition`; columns in `JobState::ALL`'s order:
         //                    Queued      Starting    Recording   Finalizing  Transcoding Complete  Failed    Aborted
-        let table: [[Option<JobState>; 8]; 17] = [
+        let table: [[Option<JobState>; 8]; 18] = [
             /* OpenSession    */ [Some(Starting), Some(Starting), Some(Recording), None, None, None, None, None],
             /* MediaWriting   */
             [Some(Recording), Some(Recording), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
@@ -538,6 +581,8 @@ mod tests {
             /* Progress       */
             [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
             /* PlanChunks     */
+            [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
+            /* OpenChunks     */
             [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
             /* ChunkDone      */
             [Some(Queued), Some(Starting), Some(Recording), Some(Finalizing), Some(Transcoding), Some(Complete), Some(Failed), Some(Aborted)],
@@ -687,6 +732,7 @@ mod tests {
         let mut other = plan();
         other.count = 99;
         assert_eq!(r.apply(Transition::PlanChunks(other), NOW, None), Ok(Applied::Unchanged), "a redelivery keeps the plan");
+        assert_eq!(r.apply(Transition::OpenChunks { chunk_ns: 1 }, NOW, None), Ok(Applied::Unchanged), "not while transcoding");
         r.apply(Transition::ChunkDone { index: 1, problems: vec!["p".into()] }, NOW, None).unwrap();
         assert_eq!(r.apply(Transition::ChunkDone { index: 1, problems: vec![] }, NOW, None), Ok(Applied::Unchanged));
         assert_eq!(r.warnings, ["p"]);

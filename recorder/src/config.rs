@@ -26,6 +26,10 @@ pub struct RecorderConfig {
     /// (the successor's tracks may start one by one); the transcode cuts each track where the
     /// successor has it.
     pub handover_overlap_s: u64,
+    /// Progressive transcode: while recording, the transcoders are asked this often to transcode the
+    /// chunks whose media is all in storage, so at the stop only the last chunk and the join remain.
+    /// 0: the transcode starts after the stop.
+    pub progressive_interval_s: u64,
     pub test_source: TestSourceConfig,
     pub livekit: LivekitConfig,
     pub streaming: StreamingConfig,
@@ -67,6 +71,7 @@ impl Default for RecorderConfig {
             max_spool_mb: 10_240.0,
             min_free_spool_mb: 256.0,
             handover_overlap_s: 2,
+            progressive_interval_s: 30,
             test_source: TestSourceConfig::default(),
             livekit: LivekitConfig::default(),
             streaming: StreamingConfig::default(),

@@ -190,10 +190,13 @@ fn flash_seconds(path: &std::path::Path, crop: &str, seconds: usize) -> Vec<usiz
         .output()
         .unwrap();
     let frames: Vec<f64> = out.stdout.chunks_exact(16).map(|f| f.iter().map(|&v| v as f64).sum::<f64>() / 16.0).collect();
-    // A flash is white at the second (give or take a frame) and gone 200 ms later: a tile stuck on a
-    // white frame does not count.
+    // A flash turns white and is gone 200 ms later (a tile stuck on a white frame does not count). Each
+    // capture session flashes on its own clock, so after a failover the flashes fall anywhere in the
+    // second: a second counts as covered when a flash begins in it.
     let white = |i: usize| frames.get(i).is_some_and(|&v| v > 200.0);
-    (0..=seconds).filter(|&s| ((s * 30).saturating_sub(1)..=s * 30 + 1).any(white) && !white(s * 30 + 6)).collect()
+    let onsets: std::collections::BTreeSet<usize> =
+        (0..frames.len()).filter(|&i| white(i) && (i == 0 || !white(i - 1)) && !white(i + 6)).map(|i| i / 30).collect();
+    (0..=seconds).filter(|s| onsets.contains(s)).collect()
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

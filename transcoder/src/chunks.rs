@@ -33,7 +33,7 @@ pub async fn split(ctx: &JobContext, record: &JobRecord) -> Result<bool, Transco
     for index in (0..plan.count).filter(|i| !plan.done.contains(i)) {
         // Fixed message ids: queueing again after a crash does not duplicate a chunk.
         let message_id = format!("transcode-{}-chunk-{index}", record.id);
-        let message = TranscodeJob { job_id: record.id.clone(), chunk: Some(index) };
+        let message = TranscodeJob { job_id: record.id.clone(), chunk: Some(index), catch_up: false };
         ctx.bus.enqueue(&subject, &message_id, &message).await?;
     }
     tracing::info!(chunks = plan.count, chunk_s = ctx.config.chunk_seconds, "recording split into chunks");
@@ -41,22 +41,27 @@ pub async fn split(ctx: &JobContext, record: &JobRecord) -> Result<bool, Transco
 }
 
 /// Transcodes chunk `index` (unless it is done already) and joins the recording if that completed it.
-pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u32) -> Result<Done, TranscodeError> {
+/// `progressive`: a chunk of the open plan of a recording still running (see [`crate::progressive`]).
+pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u32, progressive: bool) -> Result<Done, TranscodeError> {
     // A chunk message that does not fit the record is foreign or stale: dropped, the job untouched.
-    let Some(plan) = record.chunks.clone().filter(|plan| index < plan.count) else {
+    let fits = |plan: &ChunkPlan| if progressive { plan.open } else { !plan.open && index < plan.count };
+    let Some(plan) = record.chunks.clone().filter(fits) else {
         tracing::warn!(index, plan = ?record.chunks, "chunk message that does not match the job's chunk plan; dropped");
         return Ok(Done::NothingToDo);
     };
-    if record.state != JobState::Transcoding {
-        tracing::info!(state = record.state.as_str(), "job is not transcoding; chunk dropped");
+    let wanted_now = if progressive { crate::progressive::applies_to(&record) } else { record.state == JobState::Transcoding };
+    if !wanted_now {
+        tracing::info!(state = record.state.as_str(), progressive, "chunk not wanted in this state; dropped");
         return Ok(Done::NothingToDo);
     }
     let mut record = record;
     if !plan.done.contains(&index) {
-        let duration_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
+        // A running recording is transcoded up to this chunk's end, where its media is final.
+        let duration_ns = if progressive { (index as u64 + 1) * plan.chunk_ns } else { record.recorded_span_ms().unwrap_or(0) * 1_000_000 };
         let (start_ns, end_ns) = plan.window(index, duration_ns);
         let scratch = prepare::scratch_dir(ctx, &record.id).await?;
-        let prepared = prepare::prepare(ctx, &record, scratch.path()).await?;
+        let upto_ms = progressive.then_some(duration_ns / 1_000_000);
+        let prepared = prepare::prepare_upto(ctx, &record, scratch.path(), upto_ms).await?;
         let path = scratch.path().join(format!("chunk-{index}.mp4"));
         let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
         let (report, _encoder) =

@@ -4,7 +4,7 @@
 
 use crate::context::{Done, JobContext};
 use crate::error::{Disposition, TranscodeError};
-use crate::{chunks, files, recording};
+use crate::{chunks, files, progressive, recording};
 use async_nats::jetstream::{self, AckKind};
 use fleet_protocol::job::TranscodeJob;
 use fleet_protocol::{SafeId, Transition};
@@ -25,9 +25,10 @@ pub async fn handle_delivery(ctx: &Arc<JobContext>, message: jetstream::Message)
     let span = tracing::info_span!("transcode", job_id = %job.job_id, chunk = ?job.chunk, node_id = %ctx.node_id);
     async {
         // Chunks of one job may run side by side on one node; each chunk only once.
-        let claim_key = match job.chunk {
-            Some(index) => format!("{}#{index}", job.job_id),
-            None => job.job_id.to_string(),
+        let claim_key = match (job.chunk, job.catch_up) {
+            (Some(index), _) => format!("{}#{index}", job.job_id),
+            (None, true) => format!("{}#catch-up", job.job_id),
+            (None, false) => job.job_id.to_string(),
         };
         if !ctx.running.claim(&claim_key) {
             // Already running here (a redelivery while we work): let the running one finish.
@@ -83,8 +84,19 @@ async fn transcode_job(ctx: &Arc<JobContext>, job: &TranscodeJob, delivered: i64
         tracing::info!(state = record.state.as_str(), "job already ended; nothing to do");
         return Ok(Done::NothingToDo);
     }
+    if job.catch_up {
+        // Progressive work never fails the job: the transcode after the stop does what this did not.
+        let done = match job.chunk {
+            Some(index) => chunks::transcode_chunk(ctx, record, index, true).await,
+            None => progressive::catch_up(ctx, &record).await,
+        };
+        return Ok(done.unwrap_or_else(|err| {
+            tracing::warn!(reason = %err, "progressive transcode step failed; the transcode after the stop does it");
+            Done::NothingToDo
+        }));
+    }
     if let Some(index) = job.chunk {
-        return chunks::transcode_chunk(ctx, record, index).await;
+        return chunks::transcode_chunk(ctx, record, index, false).await;
     }
     let claim = Transition::ClaimTranscode { node: node.to_string(), attempt: delivered.try_into().unwrap_or(u32::MAX) };
     let record = match ctx.jobs.apply(job_id, claim).await {

@@ -35,9 +35,10 @@ pub struct Inputs {
     pub e2ee: TimelineE2ee,
 }
 
-pub async fn download(storage: &Storage, record: &JobRecord, into: &Path) -> Result<Inputs, InputError> {
+/// `upto_ms`: the recording's length so far, for one still running (its record has no end yet).
+pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_ms: Option<u64>) -> Result<Inputs, InputError> {
     let first_start = record.sessions.first().ok_or(InputError::NoSession)?.started_at_ms;
-    let duration_ms = record.recorded_span_ms().ok_or(InputError::NoSession)?;
+    let duration_ms = upto_ms.or_else(|| record.recorded_span_ms()).ok_or(InputError::NoSession)?;
     let prefix = keys::raw_prefix(&record.id);
     let objects = storage.list(&prefix).await?;
     let stored: BTreeSet<String> = objects.iter().map(|o| o.key.clone()).collect();

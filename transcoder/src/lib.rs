@@ -14,6 +14,7 @@ mod layout_plan;
 mod lipsync;
 pub mod look;
 mod manifest;
+mod progressive;
 mod recording;
 mod room_history;
 mod stages;

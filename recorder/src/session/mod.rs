@@ -260,6 +260,10 @@ async fn capture(
     }
     let stream_reports = StreamReporter::start(recorder.clone(), job_id.clone());
     let mut poll = tokio::time::interval(Duration::from_secs(2));
+    let progressive = config.progressive_interval_s > 0 && record.request.records_file() && !record.request.audio_only;
+    let mut catch_up = tokio::time::interval(Duration::from_secs(config.progressive_interval_s.max(1)));
+    catch_up.tick().await; // the first tick is immediate: nothing is final yet
+    let mut catch_ups = 0u64;
     // The source's running time when it was told to stop: the session's end.
     let mut stopped_at_ns = None;
     // Pauses already marked in the timeline (an earlier session marked those before it began).
@@ -319,6 +323,17 @@ async fn capture(
                 if let Some(streamer) = &mut streamer {
                     streamer.retry_due(Instant::now());
                 }
+            }
+            _ = catch_up.tick(), if progressive && control.running() => {
+                catch_ups += 1;
+                let (ctx, subject) = (recorder.clone(), recorder.bus.transcode_subject_for(record).to_string());
+                let message_id = format!("catch-up-{job_id}-{session_id}-{catch_ups}");
+                let message = TranscodeJob { job_id: job_id.clone(), chunk: None, catch_up: true };
+                tokio::spawn(async move {
+                    if let Err(err) = ctx.bus.enqueue(&subject, &message_id, &message).await {
+                        tracing::debug!(%err, "progressive transcode not asked for this time");
+                    }
+                });
             }
             _ = poll.tick(), if control.running() => {
                 // A full spool disk would stall the capture (writes block or fail).
@@ -587,7 +602,7 @@ async fn enqueue_transcode(recorder: &NodeContext, job_id: &SafeId) -> Outcome {
         warn_when_no_gpu_transcoder(recorder, job_id).await;
     }
     let message_id = format!("transcode-{job_id}");
-    match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone(), chunk: None }).await {
+    match recorder.bus.enqueue(&subject, &message_id, &TranscodeJob { job_id: job_id.clone(), chunk: None, catch_up: false }).await {
         Ok(()) => Outcome::Done,
         Err(err) => Outcome::Retry(RecordError::JobStore("could not queue the transcode", err)),
     }
