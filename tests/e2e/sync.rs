@@ -63,6 +63,52 @@ async fn chunked_transcode_on_two_transcoders_matches_one_node() {
     assert!(by_a > 0 && by_b > 0, "both transcoders took chunks: tx-a {by_a}, tx-b {by_b}");
     let (mp4, manifest) = setup.read_output(&record);
     assert_eq!(manifest["chunks"].as_u64(), Some(count));
+    matches_one_piece(&setup, &record, &mp4);
+}
+
+/// The progressive transcode: chunks are transcoded while the room still records (asked every 2 s), so
+/// at the stop only the rest is; the joined MP4 is the one-piece transcode's, frame for frame.
+#[tokio::test(flavor = "multi_thread")]
+async fn progressive_transcode_while_recording_matches_one_node() {
+    let mut setup = Setup::local();
+    setup.fleet.transcoder_extra = "chunk_seconds = 4\n".into();
+    setup.fleet.recorder_settings = "progressive_interval_s = 2\n".into();
+    let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let tx = setup.fleet.transcoder("tx-a");
+    let api = &setup.api;
+    let id = api.start(r#"{"room":"progressive","source":{"type":"test","participants":3}}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    // 4 s chunks, final once their segments are uploaded: two are done well within 14 s of recording.
+    let recording = fleet_tests::wait::until("chunks done while recording", Duration::from_secs(14), || async {
+        let record = api.get(&id).await;
+        let done = record["chunks"]["done"].as_array().map_or(0, Vec::len);
+        if done >= 2 && record["state"] == "recording" { Ok(record) } else { Err(record.to_string()) }
+    })
+    .await;
+    assert_eq!(recording["chunks"]["open"], true, "{recording:#}");
+    let done_while_recording: Vec<u64> = recording["chunks"]["done"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(180)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let count = record["chunks"]["count"].as_u64().unwrap();
+    let done: Vec<u64> = record["chunks"]["done"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(done_while_recording.iter().all(|i| done.contains(i)), "chunks done while recording were kept: {done:?}");
+    // Each chunk transcoded once: the stop redid none of the ones done while recording.
+    let log = without_colours(&tx.log_text());
+    for index in 0..count {
+        let times = log.lines().filter(|l| l.contains("chunk done") && l.contains(&format!("index={index} "))).count();
+        assert_eq!(times, 1, "chunk {index} transcoded {times} times");
+    }
+    let (mp4, manifest) = setup.read_output(&record);
+    assert_eq!(manifest["chunks"].as_u64(), Some(count));
+    matches_one_piece(&setup, &record, &mp4);
+}
+
+/// The chunked MP4 of `record` against the same segments transcoded in one piece: same frames, same
+/// pictures, same sync.
+fn matches_one_piece(setup: &Setup, record: &serde_json::Value, mp4: &[u8]) {
+    let id = record["id"].as_str().unwrap();
     let chunked = setup.dir.path().join("chunked.mp4");
     std::fs::write(&chunked, mp4).unwrap();
     assert_eq!(fleet_tests::media::decode_errors(&chunked), "");
@@ -220,4 +266,18 @@ async fn a_pause_longer_than_max_pause_s_ends_the_recording() {
     println!("MP4 {duration:.3} s, paused after {before_pause_s:.3} s, ended {ended_after_s:.3} s into the pause");
     assert!((2.0..4.0).contains(&ended_after_s), "ended {ended_after_s} s into a pause of at most 2 s");
     assert!((duration - before_pause_s).abs() <= 0.15, "MP4 {duration} s, {before_pause_s} s before the pause");
+}
+
+/// Log text without its terminal colour codes.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
