@@ -3,8 +3,9 @@
 #   deploy/dev.sh demo    install what is missing, build, run a local fleet, livekit-server and real publishers, record a 20 s room, print the MP4
 #                         (demo --devroom: the devroom stand-in instead, no root needed)
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
-#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode,live}.json
+#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode,live,list}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
+#   deploy/dev.sh bench-time-to-mp4 [--minutes 10,60]   stop -> MP4, progressive transcode on and off; target/bench/time-to-mp4.json
 #   deploy/dev.sh chaos   run each fault against real processes; a table of media lost and duplicates, also target/bench/chaos.json
 #   deploy/dev.sh plugnmeet  the fleet as plugNmeet's recorder beside plugnmeet-server (your binary in FLEET_PLUGNMEET_SERVER)
 #   deploy/dev.sh deps    only install what is missing
@@ -240,6 +241,7 @@ bench() {
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin capture_livekit_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin transcode_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin live_bench
+    FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin list_bench
   else
     build_debug
     cargo run -q -p fleet-tests --bin bench -- "$@"
@@ -247,6 +249,7 @@ bench() {
     cargo run -q -p fleet-tests --bin capture_livekit_bench
     cargo run -q -p fleet-tests --bin transcode_bench
     cargo run -q -p fleet-tests --bin live_bench
+    cargo run -q -p fleet-tests --bin list_bench
   fi
 }
 
@@ -269,13 +272,22 @@ chaos() {
   target/debug/chaos "$@"
 }
 
+# Stop -> MP4 with the progressive transcode on and off (tests/src/bin/time_to_mp4.rs): real-time
+# recordings, so `--minutes 10,60` takes about 2 x 70 minutes of recording. The tests' build, as `bench`.
+time_to_mp4() {
+  ensure_deps
+  build_debug
+  target/debug/time_to_mp4 "$@"
+}
+
 case "${1:-}" in
   demo) shift; demo "$@" ;;
+  bench-time-to-mp4) shift; time_to_mp4 "$@" ;;
   fuzz) fuzz ;;
   chaos) shift; chaos "$@" ;;
   test) run_tests ;;
   plugnmeet) plugnmeet_trial ;;
   bench) shift; bench "$@" ;;
   deps) ensure_deps; ensure_s3s; ensure_livekit_sdk; ensure_livekit_server; ensure_lk; ensure_browser ;;
-  *) sed -n '2,10p' "$0"; exit 2 ;;
+  *) sed -n '2,11p' "$0"; exit 2 ;;
 esac

@@ -20,7 +20,8 @@ pub struct TranscoderConfig {
     pub stall_timeout_s: u64,
     pub audio_bitrate_bps: u32,
     /// Recordings longer than this are transcoded in chunks of this length by every free transcoder
-    /// at once, then joined. 0: never. Rounded down to whole seconds.
+    /// at once, then joined; a recording still running is transcoded progressively in these chunks
+    /// (what is left at the stop is at most one chunk). 0: never. Rounded down to whole seconds.
     pub chunk_seconds: u64,
     /// plugNmeet's recordings root (`main_path`) as mounted here: file jobs (plugNmeet's post-recording
     /// and merge tasks) read and write below it. Absent: file jobs fail with that reason.
@@ -71,7 +72,7 @@ impl Default for TranscoderConfig {
             x264_speed_preset: Default::default(),
             stall_timeout_s: 120,
             audio_bitrate_bps: 128_000,
-            chunk_seconds: 600,
+            chunk_seconds: 30,
             shared_files_root: None,
             e2ee_private_key_file: None,
             e2ee_private_key: None,
