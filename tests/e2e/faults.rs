@@ -139,10 +139,8 @@ async fn a_nats_cluster_loses_a_server_mid_recording_without_loss_or_duplicates(
     // The server leading the job bucket goes: the harshest one to lose (its replicas elect a new leader).
     let client = async_nats::connect(setup.fleet.nats_url.split(',').collect::<Vec<_>>()).await.unwrap();
     let mut bucket = jetstream::new(client).get_stream("KV_fleet-jobs").await.unwrap();
-    let info = bucket.info().await.unwrap().clone();
-    assert_eq!(info.config.num_replicas, 3, "the job bucket has a copy on every server");
-    let leader = info.cluster.and_then(|c| c.leader).expect("a leader");
-    let killed = std::iter::once(&mut setup.nats).chain(setup.nats_peers.iter_mut()).find(|n| n.is_named(&leader)).expect("the leader is ours");
+    assert_eq!(bucket.info().await.unwrap().config.num_replicas, 3, "the job bucket has a copy on every server");
+    let killed = fleet_tests::Nats::leader_of(std::iter::once(&mut setup.nats).chain(setup.nats_peers.iter_mut()), "KV_fleet-jobs").await;
     killed.kill();
     tokio::time::sleep(Duration::from_secs(6)).await;
     killed.restart();

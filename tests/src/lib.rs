@@ -110,6 +110,16 @@ impl Nats {
         members.iter().map(Nats::url).collect::<Vec<_>>().join(",")
     }
 
+    /// The cluster member leading `stream` (asked of the cluster itself), among `members`.
+    pub async fn leader_of<'a>(members: impl IntoIterator<Item = &'a mut Nats>, stream: &str) -> &'a mut Nats {
+        let members: Vec<&'a mut Nats> = members.into_iter().collect();
+        let urls: Vec<String> = members.iter().map(|m| m.url()).collect();
+        let client = async_nats::connect(urls).await.unwrap();
+        let mut found = async_nats::jetstream::new(client).get_stream(stream).await.unwrap();
+        let leader = found.info().await.unwrap().cluster.clone().and_then(|c| c.leader).expect("a leader");
+        members.into_iter().find(|m| m.is_named(&leader)).expect("the leader is one of the members")
+    }
+
     /// The server name a cluster member runs under (`n1`, ...).
     pub fn is_named(&self, name: &str) -> bool {
         self.config.as_ref().is_some_and(|c| std::fs::read_to_string(c).unwrap_or_default().contains(&format!("server_name: {name}\n")))
@@ -256,6 +266,8 @@ pub struct Fleet {
     pub controller_tls: Option<(PathBuf, PathBuf)>,
     /// Appended to every process's config (e.g. `[queues]\nreplicas = 3\n` on a NATS cluster).
     pub common_extra: String,
+    /// The recorders' admission limit: 1.0 (none) in tests, so a loaded test machine never holds a job.
+    pub recorder_max_cpu_load: f64,
 }
 
 impl Fleet {
@@ -274,6 +286,7 @@ impl Fleet {
             nats_tls_ca: None,
             controller_tls: None,
             common_extra: String::new(),
+            recorder_max_cpu_load: 1.0,
         }
     }
 
@@ -329,8 +342,9 @@ impl Fleet {
             &format!("recorder-{node_id}"),
             node_id,
             &format!(
-                "{}[recorder]\nslots = {slots}\nmax_cpu_load = 1.0\nspool_dir = \"{}\"\nsegment_seconds = 2\n{}[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}{}",
+                "{}[recorder]\nslots = {slots}\nmax_cpu_load = {:?}\nspool_dir = \"{}\"\nsegment_seconds = 2\n{}[recorder.test_source]\nwidth = 320\nheight = 180\nvideo_bitrate_bps = 300000\n[transcoder]\nmax_cpu_load = 1.0\nscratch_dir = \"{}\"\n{}{}",
                 self.storage.toml(),
+                self.recorder_max_cpu_load,
                 spool.display(),
                 self.recorder_settings,
                 scratch.display(),
@@ -386,8 +400,13 @@ impl Setup {
     pub fn local_on_nats_cluster() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("storage");
+        Self::on_nats_cluster(dir, StorageSetup::Local(root.clone()), root)
+    }
+
+    /// [`Self::local_on_nats_cluster`] with the given storage.
+    pub fn on_nats_cluster(dir: tempfile::TempDir, storage: StorageSetup, root: PathBuf) -> Self {
         let mut members = Nats::start_cluster(dir.path(), 3);
-        let mut fleet = Fleet::new(dir.path(), &members[0], StorageSetup::Local(root.clone()));
+        let mut fleet = Fleet::new(dir.path(), &members[0], storage);
         fleet.nats_url = Nats::urls(&members);
         fleet.common_extra = "[queues]\nreplicas = 3\n".into();
         let first = members.remove(0);

@@ -22,16 +22,18 @@ enum Fault {
     RecorderDrained,
     TranscoderKilled,
     NatsRestarted,
+    NatsClusterMemberKilled,
     ObjectStoreDown,
     ControllerRestarted,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::RecorderKilled,
         Fault::RecorderDrained,
         Fault::TranscoderKilled,
         Fault::NatsRestarted,
+        Fault::NatsClusterMemberKilled,
         Fault::ObjectStoreDown,
         Fault::ControllerRestarted,
     ];
@@ -42,6 +44,7 @@ impl Fault {
             Fault::RecorderDrained => "recorder SIGTERM mid-recording (drain, hand-over)",
             Fault::TranscoderKilled => "transcoder SIGKILL mid-transcode",
             Fault::NatsRestarted => "nats-server down 8 s mid-recording",
+            Fault::NatsClusterMemberKilled => "3-server NATS cluster: the job bucket's leader killed 8 s mid-recording",
             Fault::ObjectStoreDown => "S3 server down 15 s mid-recording",
             Fault::ControllerRestarted => "controller down 5 s mid-recording",
         }
@@ -75,13 +78,21 @@ struct World {
 }
 
 impl World {
-    async fn start() -> Self {
+    /// `cluster`: NATS as a 3-server cluster (streams and buckets with 3 replicas).
+    async fn start(cluster: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let s3 = S3::start(dir.path());
-        let mut setup = Setup::with_storage(dir, StorageSetup::S3 { endpoint: s3.endpoint(), ca_file: None }, Default::default());
+        let storage = StorageSetup::S3 { endpoint: s3.endpoint(), ca_file: None };
+        let mut setup =
+            if cluster { Setup::on_nats_cluster(dir, storage, Default::default()) } else { Setup::with_storage(dir, storage, Default::default()) };
         // A 4 s transcode AckWait so a killed transcoder's job moves on quickly (the controller owns it).
         setup.controller = None;
-        setup.fleet.controller_extra = "[queues]\ntranscode_ack_wait_s = 4\n".into();
+        if cluster {
+            // Its `[queues]` section is every process's already.
+            setup.fleet.common_extra.push_str("transcode_ack_wait_s = 4\n");
+        } else {
+            setup.fleet.controller_extra = "[queues]\ntranscode_ack_wait_s = 4\n".into();
+        }
         setup.controller = Some(setup.fleet.controller(setup.port));
         let recorders = ["rec-a", "rec-b"].map(|id| (id.to_string(), setup.fleet.recorder(id, "recorder-only", 1))).into();
         let transcoders = ["tx-a", "tx-b"].map(|id| (id.to_string(), setup.fleet.transcoder(id))).into();
@@ -106,7 +117,7 @@ impl World {
 
 async fn run(fault: Fault) -> Outcome {
     let started = Instant::now();
-    let mut world = World::start().await;
+    let mut world = World::start(matches!(fault, Fault::NatsClusterMemberKilled)).await;
     let api = fleet_tests::api::Api::new(world.setup.port);
     let body = format!(r#"{{"room":"chaos","source":{{"type":"test","participants":2}},"webhook_url":"{}"}}"#, world.hooks.url());
     let id = api.start(&body).await;
@@ -140,6 +151,14 @@ async fn run(fault: Fault) -> Outcome {
             tokio::time::sleep(Duration::from_secs(8)).await;
             world.setup.nats.restart();
             tokio::time::sleep(Duration::from_secs(10)).await;
+        }
+        Fault::NatsClusterMemberKilled => {
+            let setup = &mut world.setup;
+            let leader = fleet_tests::Nats::leader_of(std::iter::once(&mut setup.nats).chain(setup.nats_peers.iter_mut()), "KV_fleet-jobs").await;
+            leader.kill();
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            leader.restart();
+            tokio::time::sleep(Duration::from_secs(6)).await;
         }
         Fault::ObjectStoreDown => {
             world.s3.kill();
