@@ -254,12 +254,12 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
     api.wait_for_state(&id, &["complete"], Duration::from_secs(60)).await;
 
     // Each bad message was refused with a log line saying where it came from.
-    let recorder_log = without_colours(&recorder.log_text());
+    let recorder_log = fleet_tests::procs::without_colours(&recorder.log_text());
     for subject in ["subject=fleet.record reason=malformed", "subject=fleet.record.handover reason=malformed"] {
         assert_eq!(recorder_log.matches(subject).count(), 2, "{subject}");
     }
     assert!(recorder_log.contains("recording message for an unknown job"));
-    let controller_log = without_colours(&setup.controller.as_ref().unwrap().log_text());
+    let controller_log = fleet_tests::procs::without_colours(&setup.controller.as_ref().unwrap().log_text());
     assert_eq!(controller_log.matches("ignoring malformed event").count(), 2, "malformed events on fleet.events.>");
 
     // Nothing is left pending or unacknowledged in either queue: bad messages were terminated.
@@ -268,20 +268,6 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
         let info = consumer.info().await.unwrap();
         assert_eq!((info.num_pending, info.num_ack_pending), (0, 0), "{stream}: {info:?}");
     }
-}
-
-/// A log's text without its ANSI colour codes (`ESC [ ... m`).
-fn without_colours(text: &str) -> String {
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            plain.push(c);
-        }
-    }
-    plain
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -95,7 +95,7 @@ async fn progressive_transcode_while_recording_matches_one_node() {
     let done: Vec<u64> = record["chunks"]["done"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(done_while_recording.iter().all(|i| done.contains(i)), "chunks done while recording were kept: {done:?}");
     // Each chunk transcoded once: the stop redid none of the ones done while recording.
-    let log = without_colours(&tx.log_text());
+    let log = fleet_tests::procs::without_colours(&tx.log_text());
     for index in 0..count {
         let times = log.lines().filter(|l| l.contains("chunk done") && l.contains(&format!("index={index} "))).count();
         assert_eq!(times, 1, "chunk {index} transcoded {times} times");
@@ -266,18 +266,4 @@ async fn a_pause_longer_than_max_pause_s_ends_the_recording() {
     println!("MP4 {duration:.3} s, paused after {before_pause_s:.3} s, ended {ended_after_s:.3} s into the pause");
     assert!((2.0..4.0).contains(&ended_after_s), "ended {ended_after_s} s into a pause of at most 2 s");
     assert!((duration - before_pause_s).abs() <= 0.15, "MP4 {duration} s, {before_pause_s} s before the pause");
-}
-
-/// Log text without its terminal colour codes.
-fn without_colours(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|&c| c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -136,3 +136,17 @@ pub fn wait_for_port(port: u16, timeout: Duration) {
         TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map(drop).map_err(|e| e.to_string())
     })
 }
+
+/// A log's text without its ANSI colour codes (`ESC [ ... m`).
+pub fn without_colours(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&c| c == 'm');
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}

@@ -40,9 +40,21 @@ pub fn stored_horizon_ns(timeline: &str, is_stored: impl Fn(&str) -> bool, job: 
     open.values().fold(last_line.min(limit), |horizon, &opened| horizon.min(opened))
 }
 
-/// The chunks of an open plan that are whole before `horizon_ns` and not done yet.
-pub fn ready_chunks(plan: &ChunkPlan, horizon_ns: u64) -> Vec<u32> {
-    (0u32..).take_while(|&index| (index as u64 + 1) * plan.chunk_ns <= horizon_ns).filter(|index| !plan.done.contains(index)).collect()
+/// The chunks of an open plan that lie between `floor_ns` and `horizon_ns` and are not done yet.
+pub fn ready_chunks(plan: &ChunkPlan, floor_ns: u64, horizon_ns: u64) -> Vec<u32> {
+    (0u32..)
+        .take_while(|&index| (index as u64 + 1) * plan.chunk_ns <= horizon_ns)
+        .filter(|&index| index as u64 * plan.chunk_ns >= floor_ns && !plan.done.contains(&index))
+        .collect()
+}
+
+/// Where progressive chunks may begin: after a failover, an older session that never ended (its
+/// recorder was killed) may still get segments back from that recorder's spool, so the time before the
+/// newest session is left to the transcode after the stop.
+fn floor_ns(record: &JobRecord) -> u64 {
+    let (Some(first), Some(newest)) = (record.sessions.first(), record.sessions.last()) else { return 0 };
+    let older_open = record.sessions[..record.sessions.len() - 1].iter().any(|s| s.ended_at_ms.is_none());
+    if older_open { newest.started_at_ms.saturating_sub(first.started_at_ms) * 1_000_000 } else { 0 }
 }
 
 /// Whether a recording is transcoded progressively at all: video recorded to a file, without pauses
@@ -65,7 +77,7 @@ pub async fn catch_up(ctx: &JobContext, record: &JobRecord) -> Result<Done, Tran
     let horizon_ns = newest.started_at_ms.saturating_sub(first.started_at_ms) * 1_000_000 + session_horizon;
     let (record, _) = ctx.jobs.apply(&record.id, Transition::OpenChunks { chunk_ns }).await?;
     let Some(plan) = record.chunks.as_ref().filter(|plan| plan.open) else { return Ok(Done::NothingToDo) };
-    let ready = ready_chunks(plan, horizon_ns);
+    let ready = ready_chunks(plan, floor_ns(&record), horizon_ns);
     let subject = ctx.bus.transcode_subject_for(&record).to_string();
     for &index in &ready {
         // De-duplicated while one is queued or running (the stream's window): later asks do not pile up.
@@ -124,11 +136,33 @@ mod tests {
     }
 
     #[test]
+    fn after_a_crash_the_time_before_the_newest_session_waits_for_the_stop() {
+        let request: fleet_protocol::JobRequest = serde_json::from_value(serde_json::json!({ "room": "r" })).unwrap();
+        let mut record = JobRecord::new(id("rec_1"), request, 0);
+        let session = |n: &str, start: u64, end: Option<u64>| fleet_protocol::job::CaptureSession {
+            id: id(n),
+            node: "rec".into(),
+            started_at_ms: start,
+            ended_at_ms: end,
+            segments: 0,
+            end_reason: None,
+            writing: true,
+        };
+        record.sessions = vec![session("s1", 1_000, None)];
+        assert_eq!(floor_ns(&record), 0);
+        record.sessions.push(session("s2", 21_000, None));
+        assert_eq!(floor_ns(&record), 20_000_000_000, "s1 was killed: its spool may still bring segments back");
+        record.sessions[0].ended_at_ms = Some(21_500);
+        assert_eq!(floor_ns(&record), 0, "a hand-over ended s1 properly");
+    }
+
+    #[test]
     fn only_whole_chunks_before_the_horizon_are_ready() {
         let mut plan = ChunkPlan::open(10_000_000_000);
-        assert!(ready_chunks(&plan, 9_999_999_999).is_empty());
-        assert_eq!(ready_chunks(&plan, 30_000_000_000), [0, 1, 2]);
+        assert!(ready_chunks(&plan, 0, 9_999_999_999).is_empty());
+        assert_eq!(ready_chunks(&plan, 0, 30_000_000_000), [0, 1, 2]);
+        assert_eq!(ready_chunks(&plan, 12_000_000_000, 40_000_000_000), [2, 3], "none before a failover's session");
         plan.done = vec![0, 2];
-        assert_eq!(ready_chunks(&plan, 35_000_000_000), [1]);
+        assert_eq!(ready_chunks(&plan, 0, 35_000_000_000), [1]);
     }
 }
