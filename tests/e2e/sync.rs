@@ -154,7 +154,9 @@ fn matches_one_piece(setup: &Setup, record: &serde_json::Value, mp4: &[u8]) {
     let mut summary = serde_json::to_value(&report).unwrap();
     summary["offsets_ms"] = serde_json::json!(report.offsets_ms.len());
     eprintln!("chunked sync report: {summary}");
-    eprintln!("one-piece markers missing: {:?}", single_report.missing);
+    let mut single_summary = serde_json::to_value(&single_report).unwrap();
+    single_summary["offsets_ms"] = serde_json::json!(single_report.offsets_ms.len());
+    eprintln!("one-piece sync report: {single_summary}");
     // What is tested here is the chunking: every marker of the one-piece transcode is in the chunked one.
     // The capture itself is held to the 99 % by the minute-long test above; this short one runs
     // beside it, and on a loaded 2-core CI machine the chunked output once had 38 of 39 markers (with identical
@@ -162,7 +164,13 @@ fn matches_one_piece(setup: &Setup, record: &serde_json::Value, mp4: &[u8]) {
     let lost_by_chunking: Vec<&String> = report.missing.iter().filter(|m| !single_report.missing.contains(m)).collect();
     assert!(lost_by_chunking.is_empty(), "markers lost by chunking: {lost_by_chunking:?}; {summary}");
     assert!(single_report.found_ratio >= 0.95, "markers found in the one-piece transcode: {:?}", single_report.missing);
-    assert!(report.p95_abs_offset_ms <= 40.0 && report.max_cadence_drift_ms <= 20.0, "{summary}");
+    // The capture's own jitter (a test machine's busy moment delays a frame of the synthetic source) is in
+    // both transcodes alike; chunking may add none of its own.
+    assert!(report.p95_abs_offset_ms <= 40.0, "{summary}");
+    assert!(
+        report.max_cadence_drift_ms <= single_report.max_cadence_drift_ms.max(20.0) + 1.0,
+        "chunking moved markers off their cadence: chunked {summary}, one piece {single_summary}"
+    );
     let shift = (report.mean_offset_ms - single_report.mean_offset_ms).abs();
     println!("mean A/V offset: chunked {:.1} ms, one piece {:.1} ms", report.mean_offset_ms, single_report.mean_offset_ms);
     assert!(shift <= 34.0, "chunking moved the pictures against the sound by {shift:.1} ms (more than a frame)");
