@@ -382,7 +382,6 @@ fn add_decoded_input(
     caps: &gst::Caps,
     tail: &[gst::Element],
     sink_pad: &gst::Pad,
-    cuts: &Cuts,
 ) -> Result<gst_app::AppSrc, PipelineError> {
     let appsrc = gst_app::AppSrc::builder().caps(caps).format(gst::Format::Time).is_live(false).block(true).max_bytes(4 * 1024 * 1024).build();
     let decode = make("decodebin")?;
@@ -391,24 +390,60 @@ fn add_decoded_input(
     appsrc.link(&decode)?;
     gst::Element::link_many(tail)?;
     tail.last().expect("a tail").static_pad("src").expect("src pad").link(sink_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
-    if !cuts.is_empty() {
-        // After the decoder (which needs every frame of a cut for the ones after it), before anything
-        // that places frames in time.
-        let cuts = cuts.clone();
-        tail[0].static_pad("src").expect("src pad").add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
-            let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
-            match cuts.map(pts.nseconds()) {
-                None => gst::PadProbeReturn::Drop,
-                Some(output) => {
-                    buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output));
-                    gst::PadProbeReturn::Ok
-                }
-            }
-        });
-    }
     link_when_decoded(&decode, tail[0].static_pad("sink").expect("sink pad"));
     Ok(appsrc)
+}
+
+/// Drops the decoded frames inside a cut and moves the rest back over it. On a pad after the decoder
+/// (which needs every frame of a cut for the ones after it), before anything that places frames in time.
+fn cut_frames(pad: &gst::Pad, cuts: &Cuts) {
+    if cuts.is_empty() {
+        return;
+    }
+    let cuts = cuts.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
+        let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+        match cuts.map(pts.nseconds()) {
+            None => gst::PadProbeReturn::Drop,
+            Some(output) => {
+                buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output));
+                gst::PadProbeReturn::Ok
+            }
+        }
+    });
+}
+
+/// [`cut_frames`] for interleaved audio of `frame_bytes` per sample frame at `rate`: buffers at a cut's
+/// edge keep exactly their samples outside it.
+fn cut_samples(pad: &gst::Pad, cuts: &Cuts, rate: u32, frame_bytes: usize) {
+    if cuts.is_empty() {
+        return;
+    }
+    let cuts = cuts.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
+        let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+        let count = buffer.size() / frame_bytes;
+        let Some((output_ns, kept)) = cuts.kept_samples(pts.nseconds(), count, rate) else { return gst::PadProbeReturn::Drop };
+        if kept.len() == 1 && kept[0] == (0..count) {
+            buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output_ns));
+            return gst::PadProbeReturn::Ok;
+        }
+        let Ok(map) = buffer.map_readable() else { return gst::PadProbeReturn::Drop };
+        let bytes: Vec<u8> = kept.iter().flat_map(|range| &map[range.start * frame_bytes..range.end * frame_bytes]).copied().collect();
+        drop(map);
+        let samples = (bytes.len() / frame_bytes) as u64;
+        let mut trimmed = gst::Buffer::from_mut_slice(bytes);
+        {
+            let trimmed = trimmed.get_mut().expect("a new buffer is writable");
+            trimmed.set_pts(gst::ClockTime::from_nseconds(output_ns));
+            trimmed.set_duration(gst::ClockTime::from_nseconds(samples * 1_000_000_000 / rate as u64));
+            trimmed.set_flags(gst::BufferFlags::DISCONT);
+        }
+        *buffer = trimmed;
+        gst::PadProbeReturn::Ok
+    });
 }
 
 /// Links `decode`'s first decoded pad to `first` once it appears.
@@ -469,7 +504,8 @@ fn add_video_input(
     let mut tail = vec![convert, scale, filter];
     tail.extend(name);
     tail.push(make("queue")?);
-    let appsrc = add_decoded_input(pipeline, caps, &tail, &pad, cuts)?;
+    cut_frames(&tail[0].static_pad("src").expect("videoconvert src"), cuts);
+    let appsrc = add_decoded_input(pipeline, caps, &tail, &pad)?;
     Ok((appsrc, decoded, pad))
 }
 
@@ -654,7 +690,8 @@ fn add_audio_input(pipeline: &gst::Pipeline, caps: &gst::Caps, mixer: &gst::Elem
     // edit list, so players would present the audio 21.3 ms late. Feeding the tracks that much earlier
     // puts every sound back on its instant.
     pad.set_offset(-AAC_PRIMING_NS);
-    add_decoded_input(pipeline, caps, &[make("audioconvert")?, make("audioresample")?, filter, make("queue")?], &pad, cuts)
+    cut_samples(&filter.static_pad("src").expect("capsfilter src"), cuts, AUDIO_RATE as u32, 4 * AUDIO_CHANNELS as usize);
+    add_decoded_input(pipeline, caps, &[make("audioconvert")?, make("audioresample")?, filter, make("queue")?], &pad)
 }
 
 fn run_to_eos(pipeline: &gst::Pipeline, spec: &TranscodeSpec, on_progress: &impl Fn(f64)) -> Result<(), PipelineError> {

@@ -248,6 +248,10 @@ async fn a_paused_span_is_cut_from_the_mp4_in_sync() {
     println!("sync across the cut: {summary}");
     assert!(report.p95_abs_offset_ms <= 40.0, "A/V offset: {summary}");
     assert!(report.found_ratio >= 0.8, "markers paired: {summary}");
+    // The cut moves neither track against the other: audio is cut to the sample and the cut spans whole
+    // frames, so the offsets after it are those before it.
+    let (lowest, highest) = report.offsets_ms.iter().fold((f64::MAX, f64::MIN), |(lo, hi), o| (lo.min(*o), hi.max(*o)));
+    assert!(highest - lowest <= 8.0, "the offset moved across the cut: {summary}");
 }
 
 /// A pause longer than the request's `max_pause_s` ends the recording; the MP4 holds what came before it.

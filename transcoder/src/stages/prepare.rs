@@ -97,7 +97,7 @@ pub(crate) async fn prepare_upto(
         audio_only,
         schedule,
         look,
-        cuts: Cuts::new(record.paused_spans_ns()),
+        cuts: Cuts::new(record.paused_spans_ns()).in_whole_frames(if audio_only { 0 } else { 1_000_000_000 / fps as u64 }),
         video_window: None,
         encoder: ctx.encoder_for(record.request.gpu)?,
         speed_preset: ctx.config.x264_speed_preset,
