@@ -153,6 +153,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // a list of sample ranges that holds one
     fn audio_is_cut_to_the_sample() {
         const MS: u64 = 1_000_000;
         let cuts = Cuts::new(vec![(100 * MS, 200 * MS)]);
