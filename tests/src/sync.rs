@@ -131,7 +131,14 @@ pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)
 /// flash lasts a few frames, but an encoder short of bits (OpenH264's rate control skips up to 9 frames
 /// after a costly one) freezes the picture on it: runs up to 0.6 s count.
 pub fn flash_onsets(path: &Path, tile: &str, fps: f64) -> Vec<f64> {
-    let white: Vec<bool> = crate::media::tile_luma(path, tile).into_iter().map(|luma| luma > 200.0).collect();
+    let luma = crate::media::tile_luma(path, tile);
+    // A flash is white against the tile's usual picture: above 200, and above halfway from the usual
+    // luma to full white (a yellow camera is brighter than 200 on its own).
+    let mut sorted = luma.clone();
+    sorted.sort_by(f64::total_cmp);
+    let usual = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let threshold = 200f64.max((usual + 255.0) / 2.0);
+    let white: Vec<bool> = luma.into_iter().map(|luma| luma > threshold).collect();
     let longest = (0.6 * fps).round() as usize;
     (0..white.len())
         .filter(|&i| white[i] && (i == 0 || !white[i - 1]) && !white.get(i + longest).copied().unwrap_or(false))
