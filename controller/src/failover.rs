@@ -6,8 +6,10 @@
 
 use crate::job_index::{Held, JobIndex};
 use crate::metrics::Metrics;
-use fleet_protocol::job::RecordJob;
+use fleet_protocol::Transition;
+use fleet_protocol::job::{EndReason, RecordJob};
 use fleet_protocol::time::now_ms;
+use fleet_protocol::transition::SessionEnd;
 use fleet_runtime::bus::Bus;
 use fleet_runtime::liveness::{self, Probe};
 use serde::{Deserialize, Serialize};
@@ -86,17 +88,31 @@ pub async fn run(bus: Bus, index: Arc<JobIndex>, config: FailoverConfig, metrics
 /// Queues the job again for any recorder, once per lost session (the message id de-duplicates what
 /// several controllers send), after checking the record still shows that session holding it.
 async fn requeue(bus: &Bus, lost: &Held, metrics: &Metrics) {
-    let still_held = match bus.jobs().get(&lost.job).await {
-        Ok(Some((record, _))) => {
-            record.state.is_capturing() && record.sessions.iter().rev().find(|s| s.ended_at_ms.is_none()).is_some_and(|s| s.id == lost.session)
-        }
-        _ => false,
+    let record = match bus.jobs().get(&lost.job).await {
+        Ok(Some((record, _))) => record,
+        _ => return,
     };
-    if !still_held {
+    let newest_of_its_capture = record.sessions.iter().rev().find(|s| s.replica == lost.replica);
+    if !record.state.is_capturing() || !newest_of_its_capture.is_some_and(|s| s.id == lost.session && s.ended_at_ms.is_none()) {
         return;
     }
-    tracing::warn!(job_id = %lost.job, session = %lost.session, node = lost.node, "recorder gone (no responders): queueing the recording for another recorder");
-    let message = RecordJob { job_id: lost.job.clone(), handover_from: None };
+    tracing::warn!(job_id = %lost.job, session = %lost.session, node = lost.node, replica = lost.replica, "recorder gone (no responders): queueing the recording for another recorder");
+    if record.request.replicas() > 1 {
+        // A redundant job ends with its last running capture: a dead one must not keep it open.
+        let end = SessionEnd {
+            ended_at_ms: now_ms(),
+            segments: record.sessions.iter().find(|s| s.id == lost.session).map_or(0, |s| s.segments),
+            reason: EndReason::RecorderLost,
+            failure: None,
+            continues_elsewhere: true,
+            handover_taker: false,
+            media_stored: false,
+        };
+        if let Err(err) = bus.jobs().apply(&lost.job, None, Transition::EndSession { session: lost.session.clone(), end }).await {
+            tracing::warn!(%err, job_id = %lost.job, "could not end the lost session");
+        }
+    }
+    let message = RecordJob { job_id: lost.job.clone(), handover_from: None, replica: lost.replica };
     let message_id = format!("lost-{}-{}", lost.job, lost.session);
     match bus.enqueue(&bus.names().record_subject, &message_id, &message).await {
         Ok(()) => metrics.inc("fleet_recorders_lost_total"),
@@ -110,7 +126,7 @@ mod tests {
     use fleet_protocol::SafeId;
 
     fn held() -> Held {
-        Held { job: SafeId::parse("j1").unwrap(), session: SafeId::parse("s1").unwrap(), node: "rec-a".into() }
+        Held { job: SafeId::parse("j1").unwrap(), session: SafeId::parse("s1").unwrap(), node: "rec-a".into(), replica: 0 }
     }
 
     #[test]

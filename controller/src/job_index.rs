@@ -2,12 +2,12 @@
 //! job bucket's change stream: lists read the index (and then only the records of the page), never every
 //! record. Each controller keeps its own; a reloaded index replaces the old one only once complete.
 
-use fleet_protocol::job::JobRecord;
+use fleet_protocol::job::{CaptureSession, JobRecord};
 use fleet_protocol::{JobState, SafeId};
 use fleet_runtime::bus::{Bus, RecordChange};
 use futures::StreamExt;
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,8 +23,8 @@ struct Summary {
     created_at_ms: u64,
     updated_at_ms: u64,
     revision: u64,
-    /// The newest capture session still open while the job captures: `(session, node)`.
-    holder: Option<(SafeId, String)>,
+    /// Per simultaneous capture, its newest session while it is open and the job captures.
+    holders: Vec<Held>,
 }
 
 /// The index without I/O: changes in, queries out.
@@ -82,24 +82,32 @@ pub struct Held {
     pub job: SafeId,
     pub session: SafeId,
     pub node: String,
+    /// Which simultaneous capture of the job (0 unless the job is redundant).
+    pub replica: u8,
 }
 
 impl Jobs {
     pub fn apply(&mut self, id: SafeId, revision: u64, record: Option<&JobRecord>) {
         self.remove(&id);
         let Some(record) = record else { return };
-        let holder = record
-            .state
-            .is_capturing()
-            .then(|| record.sessions.iter().rev().find(|s| s.ended_at_ms.is_none()).map(|s| (s.id.clone(), s.node.clone())))
-            .flatten();
+        let mut newest: BTreeMap<u8, &CaptureSession> = BTreeMap::new();
+        if record.state.is_capturing() {
+            for session in &record.sessions {
+                newest.insert(session.replica, session);
+            }
+        }
+        let holders = newest
+            .into_values()
+            .filter(|s| s.ended_at_ms.is_none())
+            .map(|s| Held { job: id.clone(), session: s.id.clone(), node: s.node.clone(), replica: s.replica })
+            .collect();
         let summary = Summary {
             room: record.request.room.clone(),
             state: record.state,
             created_at_ms: record.created_at_ms,
             updated_at_ms: record.updated_at_ms,
             revision,
-            holder,
+            holders,
         };
         let order = (Reverse(summary.created_at_ms), id.clone());
         self.newest_first.insert(order.clone());
@@ -149,10 +157,7 @@ impl Jobs {
 
     /// Every capturing job's newest open session.
     pub fn held(&self) -> Vec<Held> {
-        self.by_id
-            .iter()
-            .filter_map(|(job, s)| s.holder.as_ref().map(|(session, node)| Held { job: job.clone(), session: session.clone(), node: node.clone() }))
-            .collect()
+        self.by_id.values().flat_map(|s| s.holders.iter().cloned()).collect()
     }
 
     /// Jobs that ended (complete, failed, aborted) and have not changed since `cutoff_ms`, with the
@@ -334,15 +339,31 @@ mod tests {
             segments: 0,
             end_reason: None,
             writing: true,
+            replica: 0,
         };
         let mut recording = record("j1", "a", 10, JobState::Recording);
         recording.sessions = vec![session("s1", "rec-a", None), session("s2", "rec-b", None), session("s3", "rec-c", Some(5))];
+        recording.sessions[2].replica = 1;
+        let mut redundant = record("j3", "a", 30, JobState::Recording);
+        redundant.sessions = vec![session("s1", "rec-a", None), CaptureSession { replica: 1, ..session("s2", "rec-b", None) }];
         let mut finalizing = record("j2", "a", 20, JobState::Finalizing);
         finalizing.sessions = vec![session("s1", "rec-a", None)];
         let mut jobs = Jobs::default();
         jobs.apply(id("j1"), 1, Some(&recording));
         jobs.apply(id("j2"), 2, Some(&finalizing));
-        assert_eq!(jobs.held(), [Held { job: id("j1"), session: id("s2"), node: "rec-b".into() }]);
+        assert_eq!(jobs.held(), [Held { job: id("j1"), session: id("s2"), node: "rec-b".into(), replica: 0 }], "replica 1's newest session ended");
+        jobs.apply(id("j3"), 3, Some(&redundant));
+        let mut held = jobs.held();
+        held.retain(|h| h.job == id("j3"));
+        held.sort_by_key(|h| h.replica);
+        assert_eq!(
+            held,
+            [
+                Held { job: id("j3"), session: id("s1"), node: "rec-a".into(), replica: 0 },
+                Held { job: id("j3"), session: id("s2"), node: "rec-b".into(), replica: 1 }
+            ],
+            "each capture of a redundant job is held on its own"
+        );
     }
 
     #[test]

@@ -28,11 +28,15 @@ pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: 
         Err(fleet_runtime::bus::BusError::AlreadyExists(id)) => return Err(ApiError::conflict(format!("recording {id} exists already"))),
         Err(err) => return Err(err.into()),
     }
-    let message = RecordJob { job_id: record.id.clone(), handover_from: None };
-    if let Err(err) = bus.enqueue(&bus.names().record_subject, record.id.as_str(), &message).await {
-        let reason = format!("could not queue the recording: {err}");
-        let _ = bus.jobs().apply(&record.id, None, Transition::Fail { error: reason.clone() }).await;
-        return Err(ApiError::unavailable(reason));
+    // One message per simultaneous capture; each recorder takes at most one of a job's.
+    for replica in 0..record.request.replicas() {
+        let message = RecordJob { job_id: record.id.clone(), handover_from: None, replica };
+        let message_id = if replica == 0 { record.id.to_string() } else { format!("{}-replica-{replica}", record.id) };
+        if let Err(err) = bus.enqueue(&bus.names().record_subject, &message_id, &message).await {
+            let reason = format!("could not queue the recording: {err}");
+            let _ = bus.jobs().apply(&record.id, None, Transition::Fail { error: reason.clone() }).await;
+            return Err(ApiError::unavailable(reason));
+        }
     }
     tracing::info!(job_id = %record.id, room = %record.request.room, "recording requested");
     Ok(record)

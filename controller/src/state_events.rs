@@ -169,7 +169,7 @@ mod tests {
     fn every_state_change_not_yet_published_becomes_one_event() {
         let request: JobRequest = serde_json::from_str(r#"{"room":"r"}"#).unwrap();
         let mut record = JobRecord::new(SafeId::parse("rec_a").unwrap(), request, 10);
-        record.apply(Transition::OpenSession { node: "rec-1".into() }, 20, Some("rec-1")).unwrap();
+        record.apply(Transition::OpenSession { node: "rec-1".into(), replica: 0 }, 20, Some("rec-1")).unwrap();
         record.apply(Transition::RequestStop, 30, None).unwrap();
         let ids = |events: &[(u32, JobEvent)]| events.iter().map(|(seq, e)| state_event_id(&e.job_id, *seq)).collect::<Vec<_>>();
         let states = |events: &[(u32, JobEvent)]| {

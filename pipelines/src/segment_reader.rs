@@ -20,6 +20,16 @@ pub struct SegmentFile {
     /// Frames at or after this (recording time, offset applied) are dropped: a later capture session
     /// that overlapped this one (a hand-over) has the track from here on.
     pub until_ns: Option<u64>,
+    /// Frames before this are not shown: the segment fills in for another capture's lost media from
+    /// here. The video frames from the keyframe before it are still decoded (and not shown).
+    pub from_ns: Option<u64>,
+}
+
+impl SegmentFile {
+    /// The whole segment, placed `offset_ns` into the recording.
+    pub fn whole(path: PathBuf, offset_ns: u64) -> SegmentFile {
+        SegmentFile { path, offset_ns, until_ns: None, from_ns: None }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +84,7 @@ pub fn session_tracks(dir: &Path) -> std::io::Result<Vec<TrackInput>> {
     let mut tracks = Vec::new();
     for participant in sorted(dir)?.into_iter().filter(|p| p.is_dir()) {
         for track in sorted(&participant)?.into_iter().filter(|t| t.is_dir()) {
-            let segments = sorted(&track)?.into_iter().map(|path| SegmentFile { path, offset_ns: 0, until_ns: None }).collect();
+            let segments = sorted(&track)?.into_iter().map(|path| SegmentFile::whole(path, 0)).collect();
             let name = format!(
                 "{}/{}",
                 participant.file_name().unwrap_or_default().to_string_lossy(),
@@ -204,6 +214,8 @@ pub fn spawn_feeder(
         let mut held: Option<Frame> = None;
         // Frames before the range since the last keyframe.
         let mut lead_in: Vec<Frame> = Vec::new();
+        // Frames of a filling-in segment before its `from_ns`, since the last keyframe.
+        let mut fill_lead_in: Vec<Frame> = Vec::new();
         'segments: for segment in &input.segments {
             let demuxer = match SegmentDemuxer::open(&segment.path) {
                 Ok(demuxer) => demuxer,
@@ -261,8 +273,26 @@ pub fn spawn_feeder(
                         None => continue,
                     }
                 }
+                let is_keyframe = !frame.0.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                if segment.from_ns.is_some_and(|from| pts.nseconds() < from) {
+                    if is_keyframe {
+                        fill_lead_in.clear();
+                    }
+                    fill_lead_in.push(frame);
+                    continue;
+                }
+                if !fill_lead_in.is_empty() {
+                    // Filling in mid-stream: the frames since the keyframe are decoded, never shown. A
+                    // keyframe (or audio, all keyframes) needs none of them.
+                    let decode_only: Vec<Frame> = if is_keyframe { Vec::new() } else { std::mem::take(&mut fill_lead_in) };
+                    fill_lead_in.clear();
+                    if !deliver_after(&appsrc, &mut held, frame, decode_only) {
+                        return;
+                    }
+                    continue;
+                }
                 if pts.nseconds() < range.start {
-                    if !frame.0.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    if is_keyframe {
                         lead_in.clear();
                     }
                     lead_in.push(frame);
@@ -291,6 +321,30 @@ fn push(appsrc: &gst_app::AppSrc, (buffer, caps): Frame) -> bool {
         sample = sample.caps(caps);
     }
     appsrc.push_sample(&sample.build()).is_ok()
+}
+
+/// [`deliver`], with `decode_only` pushed between the held frame and `frame`: frames the decoder needs
+/// for `frame` (they lead up to it from a keyframe) that are not to be shown.
+fn deliver_after(appsrc: &gst_app::AppSrc, held: &mut Option<Frame>, frame: Frame, decode_only: Vec<Frame>) -> bool {
+    if decode_only.is_empty() {
+        return deliver(appsrc, held, frame);
+    }
+    let pts = frame.0.pts().map(|p| p.nseconds()).unwrap_or(0);
+    if let Some(mut previous) = held.take() {
+        let previous_pts = previous.0.pts().map(|p| p.nseconds()).unwrap_or(0);
+        previous.0.make_mut().set_duration(gst::ClockTime::from_nseconds(pts.saturating_sub(previous_pts).min(MAX_FRAME_HOLD_NS)));
+        if !push(appsrc, previous) {
+            return false;
+        }
+    }
+    for (mut buffer, caps) in decode_only {
+        buffer.make_mut().set_flags(gst::BufferFlags::DECODE_ONLY);
+        if !push(appsrc, (buffer, caps)) {
+            return false;
+        }
+    }
+    *held = Some(frame);
+    true
 }
 
 /// Pushes the frame held back before `frame`, now that its duration is known, and holds `frame`.

@@ -45,7 +45,7 @@ fn capture(dir: &std::path::Path, participants: u8, millis: u64, offset_ns: u64)
             files.sort();
             TrackInput::new(
                 format!("{}/{}", track.participant, track.track),
-                files.into_iter().map(|path| SegmentFile { path, offset_ns, until_ns: None }).collect(),
+                files.into_iter().map(|path| SegmentFile::whole(path, offset_ns)).collect(),
             )
         })
         .collect();

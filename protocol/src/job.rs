@@ -13,6 +13,8 @@ pub const DEFAULT_MAX_PAUSE_S: u32 = 3600;
 pub const MAX_ROOM_NAME_LEN: usize = 128;
 pub const MAX_METADATA_BYTES: usize = 4096;
 pub const MAX_TEST_PARTICIPANTS: u8 = 9;
+/// Most recorders a job may ask to capture its room at once.
+pub const MAX_REDUNDANCY: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -247,6 +249,10 @@ pub struct JobRequest {
     /// An MP4 file (default) and/or live streams.
     #[serde(default, skip_serializing_if = "Outputs::is_default")]
     pub outputs: Outputs,
+    /// How many recorders capture the room at once (1 or 2; default 1). With 2, each on its own node,
+    /// the transcode takes every instant from whichever capture has it: a recorder dying loses nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<u8>,
 }
 
 /// What a job produces: the recording's file, live streams, or both from the same capture.
@@ -357,6 +363,14 @@ impl JobRequest {
             e2ee.validate().map_err(|e| InvalidRequest(e.to_string()))?;
         }
         self.validate_outputs()?;
+        if let Some(redundancy) = self.redundancy {
+            if !(1..=MAX_REDUNDANCY).contains(&redundancy) {
+                return Err(InvalidRequest(format!("redundancy must be between 1 and {MAX_REDUNDANCY}")));
+            }
+            if redundancy > 1 && (!self.outputs.rtmp.is_empty() || self.outputs.live_files()) {
+                return Err("redundancy: live streams, HLS and snapshots come from one capture; ask for redundancy 1 with them".into());
+            }
+        }
         // A template (as requested) or its expansion (as stored): either expands to a storage key.
         self.clone().expand_filepath(0).map_err(|e| InvalidRequest(e.to_string()))?;
         Ok(())
@@ -394,6 +408,11 @@ impl JobRequest {
     /// Whether the job ends in a file (a transcode), not only in live streams.
     pub fn records_file(&self) -> bool {
         self.outputs.file
+    }
+
+    /// Captures running at once (see `redundancy`).
+    pub fn replicas(&self) -> u8 {
+        self.redundancy.unwrap_or(1).clamp(1, MAX_REDUNDANCY)
     }
 
     pub fn max_duration_s(&self) -> u32 {
@@ -436,6 +455,8 @@ pub enum EndReason {
     PauseLimit,
     /// A stream-only job's last stream output was removed or failed.
     StreamsEnded,
+    /// The recorder stopped answering (killed, or cut off): the controller's failover ended the session.
+    RecorderLost,
 }
 
 /// One continuous capture by one recorder. A job that fails over gets a second session.
@@ -453,6 +474,13 @@ pub struct CaptureSession {
     /// Media is being written (the first segment opened).
     #[serde(default)]
     pub writing: bool,
+    /// Which of the job's simultaneous captures this session carries on (0 unless `redundancy` > 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replica: u8,
+}
+
+pub(crate) fn is_zero(value: &u8) -> bool {
+    *value == 0
 }
 
 /// The finished recording as measured from the file.
@@ -672,8 +700,15 @@ impl JobRecord {
     }
 
     /// Total media time captured, from the first session's start to the last session's end.
+    /// When the recording's timeline begins: its earliest session's start (a redundant job's second
+    /// capture may begin before the first).
+    pub fn first_started_at_ms(&self) -> Option<u64> {
+        let writing = self.sessions.iter().filter(|s| s.writing).map(|s| s.started_at_ms).min();
+        writing.or_else(|| self.sessions.first().map(|s| s.started_at_ms))
+    }
+
     pub fn recorded_span_ms(&self) -> Option<u64> {
-        let first = self.sessions.first()?.started_at_ms;
+        let first = self.first_started_at_ms()?;
         let last = self.sessions.iter().filter_map(|s| s.ended_at_ms).max()?;
         Some(last.saturating_sub(first))
     }
@@ -686,7 +721,7 @@ impl JobRecord {
     /// The paused spans on the recording's timeline (nanoseconds from the first session's start), within
     /// the recorded span; a pause still open at the end lasts to the end.
     pub fn paused_spans_ns(&self) -> Vec<(u64, u64)> {
-        let (Some(first), Some(span_ms)) = (self.sessions.first().map(|s| s.started_at_ms), self.recorded_span_ms()) else {
+        let (Some(first), Some(span_ms)) = (self.first_started_at_ms(), self.recorded_span_ms()) else {
             return Vec::new();
         };
         let on_timeline = |ms: u64| ms.saturating_sub(first).min(span_ms) * 1_000_000;
@@ -728,6 +763,9 @@ pub struct RecordJob {
     /// while that session still records, which ends once the taker writes media.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover_from: Option<SafeId>,
+    /// Which simultaneous capture of a `redundancy` > 1 job this message asks for (0: the first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replica: u8,
 }
 
 /// Message on the transcode queue: "turn this job's raw segments into the final recording".
@@ -809,6 +847,7 @@ pub(crate) mod fixtures {
             segments: 0,
             end_reason: None,
             writing: false,
+            replica: 0,
         }
     }
 

@@ -108,7 +108,7 @@ pub fn authorize(record: &JobRecord, requester: &Requester, transition: &Transit
             recorder_only()?;
             require(record.sessions.iter().any(|s| s.ended_at_ms.is_none() && requester.is(&s.node)), "an open session")
         }
-        T::OpenSession { node } => recorder_only().and_then(|_| itself(node)),
+        T::OpenSession { node, .. } => recorder_only().and_then(|_| itself(node)),
         T::MediaWriting { session, .. } | T::EndSession { session, .. } => {
             recorder_only()?;
             require(holds_session(session), &format!("session {session}"))
@@ -194,10 +194,10 @@ mod tests {
         assert_eq!(authorize(&r, &who(Role::Recorder, "rec-a"), &end()), Ok(()));
         assert!(matches!(authorize(&r, &who(Role::Recorder, "rec-b"), &end()), Err(Forbidden::NotHolder { .. })));
         assert!(matches!(authorize(&r, &who(Role::Transcoder, "rec-a"), &end()), Err(Forbidden::WrongRole { .. })));
-        let open = Transition::OpenSession { node: "rec-a".into() };
+        let open = Transition::OpenSession { node: "rec-a".into(), replica: 0 };
         assert_eq!(authorize(&r, &who(Role::Recorder, "rec-a"), &open), Ok(()));
         assert!(matches!(authorize(&r, &who(Role::Recorder, "rec-b"), &open), Err(Forbidden::NotItself { .. })));
-        let stop = Transition::StopWithoutCapture { media_stored: false };
+        let stop = Transition::StopWithoutCapture { media_stored: false, replica: 0 };
         assert!(authorize(&r, &who(Role::Recorder, "rec-b"), &stop).is_err(), "a job nobody asked to stop");
         let mut to_stop = r.clone();
         to_stop.desired = Desired::Stop;

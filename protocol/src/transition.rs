@@ -4,7 +4,7 @@
 
 use crate::ids::SafeId;
 pub use crate::job::Applied;
-use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress, StateChange};
+use crate::job::{CaptureSession, ChunkPlan, Desired, EndReason, JobRecord, JobState, OutputInfo, Progress, StateChange, is_zero};
 use serde::{Deserialize, Serialize};
 
 /// A join claim not refreshed for this long belongs to a joiner that died.
@@ -35,6 +35,9 @@ pub enum Transition {
     /// A recorder starts a capture session.
     OpenSession {
         node: String,
+        /// Which simultaneous capture of a redundant job the session carries on.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        replica: u8,
     },
     /// The session's first segment opened; `wall_zero_ms` is its media's time zero.
     MediaWriting {
@@ -53,6 +56,9 @@ pub enum Transition {
     /// A stop found no capture running: what is stored is finalized, else the job is aborted.
     StopWithoutCapture {
         media_stored: bool,
+        /// The capture the recorder was asked for: another one still running ends the job itself.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        replica: u8,
     },
     /// A transcoder takes the captured job (`attempt`: the delivery count of its message).
     ClaimTranscode {
@@ -140,6 +146,16 @@ pub enum Refusal {
 }
 
 impl JobRecord {
+    /// Whether a capture other than `replica` still runs (its newest session is open): a redundant job
+    /// ends with its last capture. A capture whose recorder died is ended by the controller's failover.
+    fn another_capture_runs(&self, replica: u8) -> bool {
+        let mut newest: std::collections::BTreeMap<u8, &CaptureSession> = std::collections::BTreeMap::new();
+        for session in &self.sessions {
+            newest.insert(session.replica, session);
+        }
+        newest.iter().any(|(other, session)| *other != replica && session.ended_at_ms.is_none())
+    }
+
     /// The capture is over: every stream still wanted has ended with it.
     fn end_streams(&mut self) {
         for stream in self.streams.iter_mut().filter(|s| s.state.is_wanted()) {
@@ -166,7 +182,7 @@ impl JobRecord {
     fn change(&mut self, transition: Transition, now_ms: u64) -> Result<Applied, Refusal> {
         use Transition as T;
         match transition {
-            T::OpenSession { node } => {
+            T::OpenSession { node, replica } => {
                 if !self.state.is_capturing() || self.desired == Desired::Stop {
                     return Err(Refusal::CaptureNotWanted);
                 }
@@ -179,6 +195,7 @@ impl JobRecord {
                     segments: 0,
                     end_reason: None,
                     writing: false,
+                    replica,
                 });
                 if self.state == JobState::Queued {
                     self.state = JobState::Starting;
@@ -206,8 +223,10 @@ impl JobRecord {
                     ended.end_reason = Some(end.reason);
                 }
                 // The job's state is not this session's to change when the job goes on in another session.
-                let draining_one_records = end.handover_taker && self.sessions.iter().any(|s| s.id != session && s.ended_at_ms.is_none());
-                if end.continues_elsewhere || draining_one_records || !self.state.is_capturing() {
+                let replica = self.sessions.iter().find(|s| s.id == session).map_or(0, |s| s.replica);
+                let draining_one_records =
+                    end.handover_taker && self.sessions.iter().any(|s| s.id != session && s.replica == replica && s.ended_at_ms.is_none());
+                if end.continues_elsewhere || draining_one_records || self.another_capture_runs(replica) || !self.state.is_capturing() {
                     return Ok(Applied::Changed);
                 }
                 self.end_reason = Some(end.reason);
@@ -306,8 +325,8 @@ impl JobRecord {
                 }
                 Ok(if changed { Applied::Changed } else { Applied::Unchanged })
             }
-            T::StopWithoutCapture { media_stored } => {
-                if !self.state.is_capturing() {
+            T::StopWithoutCapture { media_stored, replica } => {
+                if !self.state.is_capturing() || self.another_capture_runs(replica) {
                     return Ok(Applied::Unchanged);
                 }
                 self.end_reason = Some(EndReason::ApiStop);
@@ -483,13 +502,13 @@ mod tests {
     fn every_transition() -> Vec<Transition> {
         use Transition as T;
         vec![
-            T::OpenSession { node: "rec-1".into() },
+            T::OpenSession { node: "rec-1".into(), replica: 0 },
             T::MediaWriting { session: s1(), wall_zero_ms: 20 },
             T::EndSession { session: s1(), end: end(true) },
             T::RequestStop,
             T::Pause,
             T::Resume,
-            T::StopWithoutCapture { media_stored: true },
+            T::StopWithoutCapture { media_stored: true, replica: 0 },
             T::ClaimTranscode { node: "tx".into(), attempt: 1 },
             T::Progress(progress()),
             T::PlanChunks(plan()),
@@ -648,9 +667,32 @@ mod tests {
     }
 
     #[test]
+    fn a_redundant_job_ends_with_its_last_capture() {
+        let mut r = record(JobState::Queued);
+        let s2 = SafeId::parse("s2").unwrap();
+        r.apply(Transition::OpenSession { node: "rec-1".into(), replica: 0 }, NOW, None).unwrap();
+        r.apply(Transition::OpenSession { node: "rec-2".into(), replica: 1 }, NOW, None).unwrap();
+        assert_eq!(r.sessions[1].replica, 1);
+        r.apply(Transition::RequestStop, NOW, None).unwrap();
+        // A late delivery of either capture finds the other still running: it does not end the job.
+        let mut late = r.clone();
+        assert_eq!(late.apply(Transition::StopWithoutCapture { media_stored: true, replica: 1 }, NOW, None), Ok(Applied::Unchanged));
+        assert_eq!(r.apply(Transition::EndSession { session: s1(), end: end(true) }, NOW, None), Ok(Applied::Changed));
+        assert!(r.state.is_capturing(), "the other capture is still uploading");
+        assert_eq!(r.apply(Transition::EndSession { session: s2.clone(), end: end(true) }, NOW, None), Ok(Applied::Finalized));
+        // A capture that failed (or was lost) leaves the job to the other.
+        let mut failing = record(JobState::Recording);
+        failing.apply(Transition::OpenSession { node: "rec-1".into(), replica: 0 }, NOW, None).unwrap();
+        failing.apply(Transition::OpenSession { node: "rec-2".into(), replica: 1 }, NOW, None).unwrap();
+        let failure = SessionEnd { failure: Some("could not join".into()), ..end(false) };
+        assert_eq!(failing.apply(Transition::EndSession { session: s2, end: failure }, NOW, None), Ok(Applied::Changed));
+        assert_eq!((failing.state, failing.error.as_deref()), (JobState::Recording, None));
+    }
+
+    #[test]
     fn sessions_open_and_end() {
         let mut r = record(JobState::Queued);
-        assert_eq!(r.apply(Transition::OpenSession { node: "rec-1".into() }, NOW, None), Ok(Applied::SessionOpened(s1())));
+        assert_eq!(r.apply(Transition::OpenSession { node: "rec-1".into(), replica: 0 }, NOW, None), Ok(Applied::SessionOpened(s1())));
         assert_eq!((r.state, r.record_attempts, r.sessions[0].started_at_ms), (JobState::Starting, 1, NOW));
         r.apply(Transition::MediaWriting { session: s1(), wall_zero_ms: NOW + 50 }, NOW + 60, None).unwrap();
         assert!(r.sessions[0].writing && r.sessions[0].started_at_ms == NOW + 50);
@@ -658,7 +700,7 @@ mod tests {
         // The next session of a failover is s2.
         let mut next = r.clone();
         assert_eq!(
-            next.apply(Transition::OpenSession { node: "rec-2".into() }, NOW, None).unwrap(),
+            next.apply(Transition::OpenSession { node: "rec-2".into(), replica: 0 }, NOW, None).unwrap(),
             Applied::SessionOpened(SafeId::parse("s2").unwrap())
         );
 
@@ -680,13 +722,13 @@ mod tests {
 
         let mut stopped = r.clone();
         stopped.apply(Transition::RequestStop, NOW, None).unwrap();
-        assert_eq!(stopped.apply(Transition::OpenSession { node: "rec-2".into() }, NOW, None), Err(Refusal::CaptureNotWanted));
+        assert_eq!(stopped.apply(Transition::OpenSession { node: "rec-2".into(), replica: 0 }, NOW, None), Err(Refusal::CaptureNotWanted));
     }
 
     #[test]
     fn a_hand_over_taker_does_not_end_the_job_while_the_draining_session_records() {
         let mut r = with_session(JobState::Recording);
-        r.apply(Transition::OpenSession { node: "rec-2".into() }, NOW, None).unwrap();
+        r.apply(Transition::OpenSession { node: "rec-2".into(), replica: 0 }, NOW, None).unwrap();
         let s2 = SafeId::parse("s2").unwrap();
         let taker_failed = SessionEnd { handover_taker: true, failure: Some("no media".into()), ..end(false) };
         r.apply(Transition::EndSession { session: s2, end: taker_failed }, NOW, None).unwrap();
@@ -697,9 +739,9 @@ mod tests {
     #[test]
     fn a_stop_without_capture_finalizes_what_is_stored() {
         let mut stored = with_session(JobState::Starting);
-        assert_eq!(stored.apply(Transition::StopWithoutCapture { media_stored: true }, NOW, None), Ok(Applied::Finalized));
+        assert_eq!(stored.apply(Transition::StopWithoutCapture { media_stored: true, replica: 0 }, NOW, None), Ok(Applied::Finalized));
         let mut nothing = with_session(JobState::Starting);
-        assert_eq!(nothing.apply(Transition::StopWithoutCapture { media_stored: false }, NOW, None), Ok(Applied::Changed));
+        assert_eq!(nothing.apply(Transition::StopWithoutCapture { media_stored: false, replica: 0 }, NOW, None), Ok(Applied::Changed));
         assert_eq!((nothing.state, nothing.end_reason), (JobState::Aborted, Some(EndReason::ApiStop)));
     }
 

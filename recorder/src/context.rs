@@ -22,7 +22,8 @@ pub(crate) struct NodeContext {
     pub config: RecorderConfig,
     pub node_id: String,
     /// Jobs recording here, each with its newest delivery (keep-alives and the final ack go to it).
-    running: Mutex<BTreeMap<String, watch::Sender<jetstream::Message>>>,
+    /// Jobs capturing here: which of the job's captures, and its newest delivery.
+    running: Mutex<BTreeMap<String, (u8, watch::Sender<jetstream::Message>)>>,
     /// Bytes in the spool, measured with each heartbeat.
     spool_bytes: AtomicU64,
     /// When a capture last handed its recording back for a full disk: the node holds for a while after,
@@ -76,23 +77,38 @@ impl NodeContext {
         !self.running.lock().unwrap().is_empty()
     }
 
-    /// Registers a delivery of `job_id`. `None` when the job already records here (JetStream redelivered it,
-    /// e.g. after a NATS outage longer than AckWait): the running capture adopts the newer delivery instead
-    /// of a second capture starting. Otherwise the receiver always holds the newest delivery.
-    pub fn claim(&self, job_id: &SafeId, delivery: jetstream::Message) -> Option<watch::Receiver<jetstream::Message>> {
+    /// Registers a delivery of capture `replica` of `job_id`. When that capture already records here
+    /// (JetStream redelivered it, e.g. after a NATS outage longer than AckWait), the running capture
+    /// adopts the newer delivery instead of a second one starting; the receiver always holds the newest.
+    pub fn claim(&self, job_id: &SafeId, replica: u8, delivery: jetstream::Message) -> Claim {
         let mut running = self.running.lock().unwrap();
-        if let Some(current) = running.get(job_id.as_str()) {
-            let _ = current.send(delivery);
-            return None;
+        match running.get(job_id.as_str()) {
+            Some((running_replica, current)) if *running_replica == replica => {
+                let _ = current.send(delivery);
+                Claim::Adopted
+            }
+            Some(_) => Claim::OtherCaptureHere,
+            None => {
+                let (sender, receiver) = watch::channel(delivery);
+                running.insert(job_id.to_string(), (replica, sender));
+                Claim::New(receiver)
+            }
         }
-        let (sender, receiver) = watch::channel(delivery);
-        running.insert(job_id.to_string(), sender);
-        Some(receiver)
     }
 
     pub fn release(&self, job_id: &SafeId) {
         self.running.lock().unwrap().remove(job_id.as_str());
     }
+}
+
+/// What became of a recording delivery at [`NodeContext::claim`].
+pub enum Claim {
+    /// The capture starts here; the receiver follows its newest delivery.
+    New(watch::Receiver<jetstream::Message>),
+    /// This capture runs here already and took the delivery over.
+    Adopted,
+    /// Another capture of the same (redundant) job runs here: this one belongs on another node.
+    OtherCaptureHere,
 }
 
 /// How long a node takes no recording after a capture of it ran out of disk.

@@ -236,6 +236,7 @@ async fn poison_and_malformed_jobs_end_with_a_reason_and_workers_keep_serving() 
         segments: 3,
         end_reason: None,
         writing: true,
+        replica: 0,
     });
     let jobs = js.get_key_value("fleet-jobs").await.unwrap();
     jobs.put(poison.as_str(), serde_json::to_vec(&record).unwrap().into()).await.unwrap();
@@ -606,4 +607,71 @@ async fn hand_back_on_a_full_disk(recorder_a_settings: &str, fill_the_disk: bool
     let lost = fleet_tests::media::black_seconds(&path, "640:360:0:180", 30.0);
     println!("media lost at the hand-back: {lost:.2} s");
     warning.expect("a disk-full warning on the job")
+}
+
+/// `redundancy: 2`: two recorders capture the room at once, and killing either loses nothing: the
+/// transcode takes each instant from whichever capture has it.
+async fn redundant_capture_survives_losing(replica_killed: u8) {
+    let setup = Setup::local();
+    let api = &setup.api;
+    // rec-a may take both messages of the job: it must leave the second capture to rec-b.
+    let recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 2);
+    let recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    let _transcoder = setup.fleet.transcoder("tx");
+    let id = api.start(r#"{"room":"r","source":{"type":"test","participants":2},"redundancy":2}"#).await;
+    let writing = |r: &Value| r["sessions"].as_array().unwrap().iter().filter(|s| s["writing"] == true).count() == 2;
+    let record = wait_for(api, &id, Duration::from_secs(30), writing).await;
+    let sessions = record["sessions"].as_array().unwrap();
+    let nodes: std::collections::BTreeSet<&str> = sessions.iter().map(|s| s["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "the two captures run on two nodes: {record:#}");
+    let replicas: std::collections::BTreeSet<u64> = sessions.iter().map(|s| s["replica"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(replicas, [0, 1].into(), "{record:#}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let victim = sessions.iter().find(|s| s["replica"].as_u64().unwrap_or(0) == replica_killed as u64).unwrap()["node"].as_str().unwrap().to_string();
+    let killed_at = now_ms();
+    let (_survivor, killed) = if victim == "rec-a" { (recorder_b, recorder_a) } else { (recorder_a, recorder_b) };
+    drop(killed); // SIGKILL: its open segments never reach storage
+    // The controller finds the capture lost and ends its session; the other capture carries the job.
+    let lost = |r: &Value| r["sessions"].as_array().unwrap().iter().any(|s| s["end_reason"] == "recorder_lost");
+    let record = wait_for(api, &id, Duration::from_secs(15), lost).await;
+    assert_eq!(record["state"], "recording", "{record:#}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("redundant.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let first_start = record["sessions"].as_array().unwrap().iter().filter_map(|s| s["started_at_ms"].as_u64()).min().unwrap();
+    let last_end = record["sessions"].as_array().unwrap().iter().filter_map(|s| s["ended_at_ms"].as_u64()).max().unwrap();
+    let span = (last_end - first_start) as f64 / 1000.0;
+    assert!((duration - span).abs() < 0.5, "MP4 {duration} s must cover the whole span {span} s");
+    assert_eq!(fleet_tests::media::decode_errors(&path), "", "the MP4 decodes cleanly across the switch");
+
+    // Nothing lost: a flash in every second, for both participants, and no black around the kill.
+    let seconds = duration.floor() as usize;
+    for tile in ["640:360:0:180", "640:360:640:180"] {
+        let flashes = flash_seconds(&path, tile, seconds);
+        let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
+        assert!(
+            lost.is_empty(),
+            "tile {tile}: seconds without a flash {lost:?} (capture {replica_killed} killed at {:.1} s)",
+            (killed_at - first_start) as f64 / 1000.0
+        );
+        let black = fleet_tests::media::black_seconds(&path, tile, 30.0);
+        assert!(black < 0.1, "tile {tile}: {black} s black");
+    }
+    eprintln!("redundant capture, capture {replica_killed} ({victim}) killed: MP4 {duration:.2} s of a {span:.2} s span, nothing lost");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redundant_capture_loses_nothing_when_the_first_recorder_dies() {
+    redundant_capture_survives_losing(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redundant_capture_loses_nothing_when_the_second_recorder_dies() {
+    redundant_capture_survives_losing(1).await;
 }

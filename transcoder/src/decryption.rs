@@ -185,10 +185,7 @@ mod tests {
 {"wall_ms":1,"running_ns":0,"type":"track_published","participant":"bob","track":"TR_c","kind":"video","codec":"vp8","source":"camera"}"#;
 
     fn inputs() -> Vec<TrackInput> {
-        ["alice/TR_a", "bob/TR_b", "bob/TR_c"]
-            .iter()
-            .map(|n| TrackInput::new(n.to_string(), vec![SegmentFile { path: "x".into(), offset_ns: 0, until_ns: None }]))
-            .collect()
+        ["alice/TR_a", "bob/TR_b", "bob/TR_c"].iter().map(|n| TrackInput::new(n.to_string(), vec![SegmentFile::whole("x".into(), 0)])).collect()
     }
 
     #[test]

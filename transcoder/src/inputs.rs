@@ -1,6 +1,7 @@
 //! Finds a job's raw segments in storage, downloads them, and places each capture session on the
 //! recording's timeline (its offset from the first session's start).
 
+use crate::coverage::{self, Candidate, Pick};
 use crate::decryption::TimelineE2ee;
 use crate::room_history::{self, RoomEvent, TimedEvent};
 use fleet_pipelines::segment_reader::{SegmentFile, TrackInput};
@@ -37,8 +38,9 @@ pub struct Inputs {
 
 /// `upto_ms`: the recording's length so far, for one still running (its record has no end yet).
 pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_ms: Option<u64>) -> Result<Inputs, InputError> {
-    let first_start = record.sessions.first().ok_or(InputError::NoSession)?.started_at_ms;
+    let first_start = record.first_started_at_ms().ok_or(InputError::NoSession)?;
     let duration_ms = upto_ms.or_else(|| record.recorded_span_ms()).ok_or(InputError::NoSession)?;
+    let duration_ns = duration_ms * 1_000_000;
     let prefix = keys::raw_prefix(&record.id);
     let objects = storage.list(&prefix).await?;
     let stored: BTreeSet<String> = objects.iter().map(|o| o.key.clone()).collect();
@@ -55,19 +57,34 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_m
         return Err(InputError::NoSegments(storage.location(&prefix)));
     }
 
+    // Where each session lies on the recording's timeline; a hand-over overlaps two sessions of one
+    // capture, and the room is the newer session's from its start.
+    let windows: Vec<(u64, u64)> = record
+        .sessions
+        .iter()
+        .enumerate()
+        .map(|(index, session)| {
+            let start_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000;
+            let end_ns = session.ended_at_ms.map(|end| end.saturating_sub(first_start) * 1_000_000).unwrap_or(duration_ns);
+            let next_start_ns = record.sessions[index + 1..]
+                .iter()
+                .find(|next| next.replica == session.replica)
+                .map(|next| next.started_at_ms.saturating_sub(first_start) * 1_000_000);
+            (start_ns, next_start_ns.map_or(end_ns, |next| end_ns.min(next.max(start_ns))).max(start_ns))
+        })
+        .collect();
+    let event_windows = room_windows(record, &windows);
+
     // Per session, from its timeline (absent for an old recorder or a lost upload): the lip-sync
-    // corrections and the room's events.
+    // corrections, the room's events and where each segment's media lies.
     let mut corrections: BTreeMap<SafeId, crate::lipsync::Corrections> = BTreeMap::new();
     // Recording time of each session's first frame per track, for cutting an overlapped session.
     let mut first_frames: BTreeMap<SafeId, BTreeMap<(String, String), u64>> = BTreeMap::new();
+    let mut spans: BTreeMap<SafeId, BTreeMap<(String, String, u32), Span>> = BTreeMap::new();
     let mut room_events = Vec::new();
     let mut e2ee = TimelineE2ee::default();
     for (index, session) in record.sessions.iter().enumerate() {
-        let start_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000;
-        let end_ns = session.ended_at_ms.map(|end| end.saturating_sub(first_start) * 1_000_000).unwrap_or(duration_ms * 1_000_000);
-        // A hand-over overlaps two sessions: the room is the newer session's from its start.
-        let next_start_ns = record.sessions.get(index + 1).map(|next| next.started_at_ms.saturating_sub(first_start) * 1_000_000);
-        let end_ns = next_start_ns.map_or(end_ns, |next| end_ns.min(next.max(start_ns)));
+        let (start_ns, _) = windows[index];
         let key = keys::timeline(&record.id, &session.id);
         let path = into.join(&key);
         tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
@@ -85,8 +102,11 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_m
         }
         corrections.insert(session.id.clone(), found);
         first_frames.insert(session.id.clone(), first_segment_times(&text).into_iter().map(|(track, ns)| (track, start_ns + ns)).collect());
+        spans.insert(session.id.clone(), segment_spans(&text));
         missing.extend(closed_segment_keys(&text, &record.id, &session.id).into_iter().filter(|key| !stored.contains(key)));
-        room_events.extend(room_history::session_events(&text, start_ns, end_ns.max(start_ns)));
+        for &(from_ns, end_ns) in &event_windows[index] {
+            room_events.extend(room_history::session_events_from(&text, start_ns, from_ns, end_ns));
+        }
     }
     // Sessions do not overlap, but a clock step between nodes could make them: keep time order, and
     // a session's end before the next one's start at the same instant.
@@ -99,26 +119,144 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_m
             let start = |s: &SegmentKey| record.sessions.iter().position(|x| x.id == s.session);
             start(&a.0).cmp(&start(&b.0)).then(a.0.seq.cmp(&b.0.seq))
         });
-        let mut files = Vec::new();
+        let track_key = (participant.to_string(), track.to_string());
+        let mut placed = Vec::new();
         for (segment, key) in segments {
             let index =
                 record.sessions.iter().position(|s| s.id == segment.session).ok_or_else(|| InputError::UnknownSession(segment.session.clone()))?;
             let session = &record.sessions[index];
-            // Where a later session (a hand-over that overlapped this one) has this track: this one ends there.
-            let track_key = (participant.to_string(), track.to_string());
-            let until_ns =
-                record.sessions[index + 1..].iter().filter_map(|later| first_frames.get(&later.id).and_then(|f| f.get(&track_key)).copied()).min();
-            let path = into.join(&key);
+            // Where a later session of the same capture (a hand-over that overlapped this one) has this
+            // track: this one ends there.
+            let until_ns = record.sessions[index + 1..]
+                .iter()
+                .filter(|later| later.replica == session.replica)
+                .filter_map(|later| first_frames.get(&later.id).and_then(|f| f.get(&track_key)).copied())
+                .min();
+            let lipsync_ns = corrections.get(&session.id).and_then(|c| c.get(&track_key)).copied().unwrap_or(0);
+            let offset_ns = windows[index].0 + lipsync_ns;
+            let span = spans.get(&session.id).and_then(|s| s.get(&(track_key.0.clone(), track_key.1.clone(), segment.seq))).copied();
+            placed.push(Placed { key, session: index, offset_ns, until_ns, replica: session.replica, span, session_end_ns: windows[index].1 });
+        }
+        let mut files = Vec::new();
+        for pick in pick_segments(&placed) {
+            let chosen = &placed[pick.index];
+            let path = into.join(&chosen.key);
             tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
-            storage.get_to_file(&key, &path).await?;
-            let lipsync_ns = corrections.get(&session.id).and_then(|c| c.get(&(participant.to_string(), track.to_string()))).copied().unwrap_or(0);
-            let offset_ns = session.started_at_ms.saturating_sub(first_start) * 1_000_000 + lipsync_ns;
-            files.push(SegmentFile { path, offset_ns, until_ns });
+            storage.get_to_file(&chosen.key, &path).await?;
+            let until_ns = match (chosen.until_ns, pick.until_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            files.push(SegmentFile { path, offset_ns: chosen.offset_ns, until_ns, from_ns: pick.from_ns });
             segment_count += 1;
         }
         tracks.push(TrackInput::new(format!("{participant}/{track}"), files));
     }
-    Ok(Inputs { tracks, missing, room_events, duration_ns: duration_ms * 1_000_000, segment_count, e2ee })
+    Ok(Inputs { tracks, missing, room_events, duration_ns, segment_count, e2ee })
+}
+
+/// A stored segment of a track, placed on the recording's timeline.
+struct Placed {
+    key: String,
+    /// Its session's index in the record.
+    session: usize,
+    offset_ns: u64,
+    until_ns: Option<u64>,
+    replica: u8,
+    /// Its media's open and close in its session's running time, from the timeline.
+    span: Option<Span>,
+    session_end_ns: u64,
+}
+
+/// A segment's open and (once closed) close, in its session's running time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    open_ns: u64,
+    close_ns: Option<u64>,
+}
+
+/// Which segments of a track play. One capture: all of them, in order. Several (a redundant job): the
+/// first capture's, with the others filling its gaps (see [`crate::coverage`]); that needs every
+/// segment's span, so without a timeline the first capture's segments are played alone.
+fn pick_segments(placed: &[Placed]) -> Vec<Pick> {
+    let whole = |index| Pick { index, from_ns: None, until_ns: None };
+    let first_replica = placed.iter().map(|p| p.replica).min().unwrap_or(0);
+    if placed.iter().all(|p| p.replica == first_replica) {
+        return (0..placed.len()).map(whole).collect();
+    }
+    let mut candidates = Vec::with_capacity(placed.len());
+    for (index, segment) in placed.iter().enumerate() {
+        let Some(span) = segment.span else {
+            tracing::warn!(key = segment.key, "a segment of a redundant recording without its timeline entry: only the first capture is used");
+            return (0..placed.len()).filter(|&i| placed[i].replica == first_replica).map(whole).collect();
+        };
+        // A segment whose close was never written (its recorder died) lasts until the next one of its
+        // session opens, or the session's end.
+        let next_open = placed[index + 1..].iter().find(|p| p.session == segment.session).and_then(|p| p.span);
+        let start_ns = segment.offset_ns + span.open_ns;
+        let close_ns = span.close_ns.or(next_open.map(|n| n.open_ns)).map_or(segment.session_end_ns, |close| segment.offset_ns + close);
+        let end_ns = segment.until_ns.map_or(close_ns, |until| until.min(close_ns)).max(start_ns);
+        candidates.push(Candidate { replica: segment.replica, start_ns, end_ns });
+    }
+    coverage::plan(&candidates)
+}
+
+/// Per session, the spans of the recording whose room events it gives: the first capture's sessions
+/// their own windows; another capture's sessions only where no session of an earlier capture was open.
+fn room_windows(record: &JobRecord, windows: &[(u64, u64)]) -> Vec<Vec<(u64, u64)>> {
+    let mut covered: Vec<(u64, u64)> = Vec::new();
+    let mut replicas: Vec<u8> = record.sessions.iter().map(|s| s.replica).collect();
+    replicas.sort_unstable();
+    replicas.dedup();
+    let mut result = vec![Vec::new(); windows.len()];
+    for replica in replicas {
+        let own: Vec<usize> = (0..windows.len()).filter(|&i| record.sessions[i].replica == replica).collect();
+        for &index in &own {
+            let (start, end) = windows[index];
+            result[index] = if covered.is_empty() { vec![(start, end)] } else { outside(&covered, start, end) };
+        }
+        covered.extend(own.iter().map(|&i| windows[i]));
+        covered.sort_unstable();
+    }
+    result
+}
+
+/// The parts of `start..end` outside every span of `covered`, each of some length.
+fn outside(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut parts = Vec::new();
+    let mut at = start;
+    for &(from, until) in covered {
+        if until <= at || from >= end {
+            continue;
+        }
+        if from > at {
+            parts.push((at, from));
+        }
+        at = at.max(until);
+    }
+    if at < end {
+        parts.push((at, end));
+    }
+    parts
+}
+
+/// Per (participant, track, seq): where the segment opened and closed, in session running time.
+fn segment_spans(timeline: &str) -> BTreeMap<(String, String, u32), Span> {
+    let mut spans: BTreeMap<(String, String, u32), Span> = BTreeMap::new();
+    for line in timeline::parse(timeline) {
+        match line.entry {
+            Entry::SegmentOpened { participant, track, seq } => {
+                spans.insert((participant, track, seq), Span { open_ns: line.running_ns, close_ns: None });
+            }
+            Entry::SegmentClosed { participant, track, seq } => {
+                if let Some(span) = spans.get_mut(&(participant, track, seq)) {
+                    span.close_ns = Some(line.running_ns);
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
 }
 
 /// Per (participant, track): the session running time at which its first segment opened.

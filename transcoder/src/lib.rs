@@ -5,6 +5,7 @@
 mod chunks;
 pub mod config;
 mod context;
+mod coverage;
 mod decryption;
 mod delivery;
 mod error;

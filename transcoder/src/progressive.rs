@@ -60,7 +60,12 @@ fn floor_ns(record: &JobRecord) -> u64 {
 /// Whether a recording is transcoded progressively at all: video recorded to a file, without pauses
 /// (a paused recording is transcoded in one piece, as after the stop).
 pub fn applies_to(record: &JobRecord) -> bool {
-    record.state.is_capturing() && record.request.records_file() && !record.request.audio_only && record.pauses.is_empty() && record.files.is_none()
+    record.state.is_capturing()
+        && record.request.records_file()
+        && !record.request.audio_only
+        && record.request.replicas() == 1
+        && record.pauses.is_empty()
+        && record.files.is_none()
 }
 
 /// One ask of a recorder: queue every chunk that became final.
@@ -147,6 +152,7 @@ mod tests {
             segments: 0,
             end_reason: None,
             writing: true,
+            replica: 0,
         };
         record.sessions = vec![session("s1", 1_000, None)];
         assert_eq!(floor_ns(&record), 0);

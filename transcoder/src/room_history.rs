@@ -51,9 +51,16 @@ pub struct TimedEvent {
 
 /// One session's room events, from its timeline text, shifted to start at `start_ns` and cut at
 /// `end_ns`. Lines that do not parse (a line torn by a crash, a newer recorder's entries) are skipped.
+#[cfg(test)]
 pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEvent> {
+    session_events_from(timeline, start_ns, start_ns, end_ns)
+}
+
+/// As [`session_events`] for the part of the session from `from_ns` on (a redundant job's second
+/// capture standing in for the first): what it saw before is the room as it stands at `from_ns`.
+pub fn session_events_from(timeline: &str, start_ns: u64, from_ns: u64, end_ns: u64) -> Vec<TimedEvent> {
     let mut identities: BTreeMap<String, String> = BTreeMap::new();
-    let mut events = vec![TimedEvent { at_ns: start_ns, event: RoomEvent::SessionStarted }];
+    let mut events = vec![TimedEvent { at_ns: from_ns, event: RoomEvent::SessionStarted }];
     for line in timeline::parse(timeline) {
         let running_ns = line.running_ns;
         let event = match line.entry {
@@ -72,7 +79,7 @@ pub fn session_events(timeline: &str, start_ns: u64, end_ns: u64) -> Vec<TimedEv
             }
             _ => continue,
         };
-        let at_ns = start_ns.saturating_add(running_ns);
+        let at_ns = start_ns.saturating_add(running_ns).max(from_ns);
         if at_ns < end_ns {
             events.push(TimedEvent { at_ns, event });
         }
@@ -111,6 +118,16 @@ mod tests {
                 (2_000, RoomEvent::SessionEnded),
             ]
         );
+    }
+
+    #[test]
+    fn a_stand_in_session_starts_with_the_room_as_it_stands() {
+        let timeline = r#"{"wall_ms":1,"running_ns":100,"type":"participant_joined","participant":"alice","identity":"alice","name":""}
+{"wall_ms":1,"running_ns":900,"type":"participant_left","participant":"alice"}"#;
+        let events = session_events_from(timeline, 1_000, 1_500, 3_000);
+        let at: Vec<u64> = events.iter().map(|e| e.at_ns).collect();
+        assert_eq!(at, [1_500, 1_500, 1_900, 3_000], "the join before the window is placed at its start");
+        assert!(matches!(events[1].event, RoomEvent::Joined { .. }));
     }
 
     #[test]

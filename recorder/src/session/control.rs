@@ -247,10 +247,12 @@ fn streams_over(record: &JobRecord) -> Option<Option<String>> {
     Some(failed.next_back().map(|s| format!("every stream output failed; {}: {}", s.id, s.last_error.as_deref().unwrap_or("no reason given"))))
 }
 
-/// True when a session that began after `session_id` is writing media: this one ends, after an overlap.
+/// True when a session of the same capture that began after `session_id` is writing media: this one
+/// ends, after an overlap. (A redundant job's other capture runs beside this one, never instead.)
 fn successor_writing(record: &JobRecord, session_id: &SafeId) -> bool {
     let Some(own) = record.sessions.iter().position(|s| &s.id == session_id) else { return false };
-    record.sessions[own + 1..].iter().any(|s| s.writing && s.ended_at_ms.is_none())
+    let replica = record.sessions[own].replica;
+    record.sessions[own + 1..].iter().any(|s| s.replica == replica && s.writing && s.ended_at_ms.is_none())
 }
 
 fn end_reason_name(reason: EndReason) -> &'static str {
@@ -263,6 +265,7 @@ fn end_reason_name(reason: EndReason) -> &'static str {
         EndReason::Handover => "handover",
         EndReason::PauseLimit => "pause_limit",
         EndReason::StreamsEnded => "streams_ended",
+        EndReason::RecorderLost => "recorder_lost",
     }
 }
 
@@ -315,6 +318,7 @@ mod tests {
                 segments: 0,
                 end_reason: None,
                 writing: *writing,
+                replica: 0,
             })
             .collect();
         Box::new(record)
@@ -402,6 +406,16 @@ mod tests {
         let ending = c.ending();
         assert!(ending.superseded && !ending.handing_back);
         assert_eq!(ending.reason_text, "handover");
+    }
+
+    #[test]
+    fn the_other_capture_of_a_redundant_job_is_no_successor() {
+        let t0 = Instant::now();
+        let mut c = control(t0);
+        let mut both = record(Desired::Run, &[("s1", true, false), ("s2", true, false)]);
+        both.sessions[1].replica = 1;
+        assert!(c.handle(Input::Record(both, 0), t0 + Duration::from_secs(10)).is_empty());
+        assert_eq!(c.next_deadline(), t0 + LIMITS.max_duration, "both captures record on");
     }
 
     #[test]

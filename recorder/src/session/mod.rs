@@ -7,7 +7,7 @@ mod control;
 use crate::capture::Capture;
 use crate::capture::events::SourceEvent;
 use crate::capture::livekit::{LivekitCapture, LivekitParams};
-use crate::context::NodeContext;
+use crate::context::{Claim, NodeContext};
 use crate::error::RecordError;
 use crate::streaming::live_files::LiveFiles;
 use crate::streaming::{Notice, Streamer};
@@ -50,9 +50,18 @@ pub async fn handle_delivery(recorder: Arc<NodeContext>, message: jetstream::Mes
     };
     let span = tracing::info_span!("recording", job_id = %job.job_id, node_id = %recorder.node_id);
     async move {
-        let Some(delivery) = recorder.claim(&job.job_id, message) else {
-            tracing::info!("redelivered while recording here: the running capture adopts the new delivery");
-            return;
+        let delivery = match recorder.claim(&job.job_id, job.replica, message.clone()) {
+            Claim::New(delivery) => delivery,
+            Claim::Adopted => {
+                tracing::info!("redelivered while recording here: the running capture adopts the new delivery");
+                return;
+            }
+            Claim::OtherCaptureHere => {
+                // Two captures on one node would fail together: wait for another node to take it.
+                tracing::debug!(replica = job.replica, "another capture of this job runs here: leaving this one to another recorder");
+                let _ = message.ack_with(AckKind::Nak(Some(OTHER_NODE_WAIT))).await;
+                return;
+            }
         };
         let keepalive = tokio::spawn(keep_alive(delivery.clone()));
         if let Some(from) = &job.handover_from {
@@ -61,7 +70,7 @@ pub async fn handle_delivery(recorder: Arc<NodeContext>, message: jetstream::Mes
         // Answering before the session exists in the record: a probe never finds a session without its answerer.
         let outcome = match AliveResponder::start(&recorder.bus, &recorder.node_id, job.job_id.as_str()).await {
             Ok(alive) => {
-                let outcome = record(&recorder, &job.job_id, job.handover_from.is_some(), shutdown).await;
+                let outcome = record(&recorder, &job, shutdown).await;
                 drop(alive);
                 outcome
             }
@@ -98,8 +107,13 @@ async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
     }
 }
 
-/// `handover_taker`: this delivery is a draining recorder's request to take its capture over.
-async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bool, shutdown: watch::Receiver<bool>) -> Outcome {
+/// A redundant job's capture that finds only the node holding its other capture waits this long
+/// between offers, for another recorder to take it.
+const OTHER_NODE_WAIT: Duration = Duration::from_secs(2);
+
+/// `job.handover_from`: this delivery is a draining recorder's request to take its capture over.
+async fn record(recorder: &Arc<NodeContext>, job: &RecordJob, shutdown: watch::Receiver<bool>) -> Outcome {
+    let (job_id, replica, handover_taker) = (&job.job_id, job.replica, job.handover_from.is_some());
     let node = recorder.node_id.as_str();
     let record = match recorder.bus.jobs().get(job_id).await {
         Ok(Some((record, _))) => record,
@@ -118,20 +132,20 @@ async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bo
         _ => return Outcome::Done,
     }
     if record.desired == Desired::Stop {
-        return stop_without_capture(recorder, job_id).await;
+        return stop_without_capture(recorder, job_id, replica).await;
     }
     // A delivery that comes back after AckWait while another recorder already carries the job (it took
     // over when the controller found the first one dead, or the first one is only slow) is stale.
-    if !handover_taker && let Some(holder) = live_holder(recorder, &record).await {
+    if !handover_taker && let Some(holder) = live_holder(recorder, &record, replica).await {
         tracing::info!(holder, "another recorder captures this job: dropping the stale delivery");
         return Outcome::Done;
     }
 
     // Claim: a new capture session in the job record.
-    let (record, session_id) = match recorder.jobs.apply(job_id, Transition::OpenSession { node: node.to_string() }).await {
+    let (record, session_id) = match recorder.jobs.apply(job_id, Transition::OpenSession { node: node.to_string(), replica }).await {
         Ok((record, Applied::SessionOpened(session_id))) => (record, session_id),
         Ok((_, applied)) => unreachable!("opening a session answers its id, not {applied:?}"),
-        Err(fleet_runtime::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id).await,
+        Err(fleet_runtime::bus::BusError::Refused(_)) => return stop_without_capture(recorder, job_id, replica).await,
         Err(err) => return Outcome::Retry(err.into()),
     };
     tracing::info!(session = %session_id, "capture session claimed");
@@ -140,9 +154,9 @@ async fn record(recorder: &Arc<NodeContext>, job_id: &SafeId, handover_taker: bo
     capture(recorder, job_id, &session_id, &record, remaining, handover_taker, shutdown).await
 }
 
-/// The node of an open capture session, other than this one, that answers its alive probe.
-async fn live_holder(recorder: &NodeContext, record: &fleet_protocol::JobRecord) -> Option<String> {
-    for session in record.sessions.iter().rev().filter(|s| s.ended_at_ms.is_none() && s.node != recorder.node_id) {
+/// The node of an open session of capture `replica`, other than this one, that answers its alive probe.
+async fn live_holder(recorder: &NodeContext, record: &fleet_protocol::JobRecord, replica: u8) -> Option<String> {
+    for session in record.sessions.iter().rev().filter(|s| s.replica == replica && s.ended_at_ms.is_none() && s.node != recorder.node_id) {
         if liveness::probe(&recorder.bus, &session.node, record.id.as_str(), ALIVE_PROBE_TIMEOUT).await == Probe::Alive {
             return Some(session.node.clone());
         }
@@ -155,8 +169,8 @@ const ALIVE_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Asks another recorder to take this session's recording over: a hand-over message on the record
 /// queue (de-duplicated per session), taken by any recorder with a free slot.
-async fn request_handover(recorder: &NodeContext, job_id: &SafeId, session_id: &SafeId) -> Result<(), BusError> {
-    let message = RecordJob { job_id: job_id.clone(), handover_from: Some(session_id.clone()) };
+async fn request_handover(recorder: &NodeContext, job_id: &SafeId, session_id: &SafeId, replica: u8) -> Result<(), BusError> {
+    let message = RecordJob { job_id: job_id.clone(), handover_from: Some(session_id.clone()), replica };
     let message_id = format!("handover-{job_id}-{session_id}");
     recorder.bus.enqueue(&recorder.bus.names().record_handover_subject, &message_id, &message).await
 }
@@ -174,6 +188,7 @@ async fn capture(
     let node = recorder.node_id.as_str();
     let config = &recorder.config;
     let request = &record.request;
+    let replica = record.sessions.iter().find(|s| s.id == *session_id).map_or(0, |s| s.replica);
     let spool = config.spool_dir.join(job_id.as_str()).join(session_id.as_str());
     let mut timeline = match Timeline::create(spool.join("timeline.jsonl")) {
         Ok(timeline) => timeline,
@@ -260,7 +275,10 @@ async fn capture(
     }
     let stream_reports = StreamReporter::start(recorder.clone(), job_id.clone());
     let mut poll = tokio::time::interval(Duration::from_secs(2));
-    let progressive = config.progressive_interval_s > 0 && record.request.records_file() && !record.request.audio_only;
+    // Known gap: a redundant job is transcoded after its stop (the chunks of a running one would have
+    // to be cut from two captures).
+    let progressive =
+        config.progressive_interval_s > 0 && record.request.records_file() && !record.request.audio_only && record.request.replicas() == 1;
     let mut catch_up = tokio::time::interval(Duration::from_secs(config.progressive_interval_s.max(1)));
     catch_up.tick().await; // the first tick is immediate: nothing is final yet
     let mut catch_ups = 0u64;
@@ -372,7 +390,7 @@ async fn capture(
                     }
                     Action::RequestHandover => {
                         // Drain: keep recording until another recorder writes this room too (or the job ends).
-                        let requested = match request_handover(recorder, job_id, session_id).await {
+                        let requested = match request_handover(recorder, job_id, session_id, replica).await {
                             Ok(()) => {
                                 tracing::info!(session = %session_id, "draining: asked another recorder to take the recording over; recording on until it does");
                                 true
@@ -629,12 +647,12 @@ async fn warn_when_no_gpu_transcoder(recorder: &NodeContext, job_id: &SafeId) {
 
 /// A stop arrived while no capture ran: abort when nothing was recorded, else finalize what exists
 /// (a killed recorder's segments are in storage even though its session never recorded its count).
-async fn stop_without_capture(recorder: &NodeContext, job_id: &SafeId) -> Outcome {
+async fn stop_without_capture(recorder: &NodeContext, job_id: &SafeId, replica: u8) -> Outcome {
     let media_stored = match media_stored(recorder, job_id).await {
         Ok(stored) => stored,
         Err(reason) => return Outcome::Retry(reason),
     };
-    match recorder.jobs.apply(job_id, Transition::StopWithoutCapture { media_stored }).await {
+    match recorder.jobs.apply(job_id, Transition::StopWithoutCapture { media_stored, replica }).await {
         Ok((_, Applied::Finalized)) => enqueue_transcode(recorder, job_id).await,
         Ok(_) => Outcome::Done,
         Err(err) => Outcome::Retry(err.into()),
