@@ -76,7 +76,7 @@ async fn start_recording(
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }
     crate::e2ee::seal_request(&mut request, state.e2ee_seal.as_ref())?;
-    let record = jobs::create(&state.bus, request, None, "rec").await?;
+    let record = jobs::create(&state.bus, request, None, "rec", jobs::Defaults::of(&state.config)).await?;
     state.metrics.inc("fleet_recordings_created_total");
     Ok((StatusCode::CREATED, Json(record.for_clients())))
 }

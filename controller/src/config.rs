@@ -27,6 +27,9 @@ pub struct ControllerConfig {
     pub failover: crate::failover::FailoverConfig,
     /// How long ended jobs' records are kept.
     pub retention: crate::retention::RetentionConfig,
+    /// Recorders capturing each room at once when a request does not say (`redundancy`, 1 or 2); jobs
+    /// with live outputs always have one.
+    pub default_redundancy: u8,
 }
 
 impl Default for ControllerConfig {
@@ -44,6 +47,7 @@ impl Default for ControllerConfig {
             e2ee_public_key: None,
             failover: Default::default(),
             retention: Default::default(),
+            default_redundancy: 1,
         }
     }
 }

@@ -7,14 +7,40 @@ use fleet_protocol::time::now_ms;
 use fleet_protocol::{JobRecord, JobRequest, JobState, SafeId, Transition};
 use fleet_runtime::bus::Bus;
 
+/// What a request that leaves it out gets, the same through every door.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    pub redundancy: u8,
+}
+
+impl Defaults {
+    pub fn of(config: &crate::config::ControllerConfig) -> Defaults {
+        Defaults { redundancy: config.default_redundancy }
+    }
+
+    fn apply(self, request: &mut JobRequest) {
+        let live = !request.outputs.rtmp.is_empty() || request.outputs.live_files();
+        if request.redundancy.is_none() && self.redundancy > 1 && !live {
+            request.redundancy = Some(self.redundancy);
+        }
+    }
+}
+
 /// Validates `request`, stores the new job record and queues it for a recorder.
 /// `id_prefix` makes ids readable per door (`rec`, `EG`).
-pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_prefix: &str) -> Result<JobRecord, ApiError> {
-    create_with_id(bus, SafeId::random(id_prefix), request, origin).await
+pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_prefix: &str, defaults: Defaults) -> Result<JobRecord, ApiError> {
+    create_with_id(bus, SafeId::random(id_prefix), request, origin, defaults).await
 }
 
 /// As [`create`], under an id the caller derived (so a repeated request finds its job: a conflict).
-pub async fn create_with_id(bus: &Bus, id: SafeId, request: JobRequest, origin: Option<Origin>) -> Result<JobRecord, ApiError> {
+pub async fn create_with_id(
+    bus: &Bus,
+    id: SafeId,
+    mut request: JobRequest,
+    origin: Option<Origin>,
+    defaults: Defaults,
+) -> Result<JobRecord, ApiError> {
+    defaults.apply(&mut request);
     if request.e2ee.as_ref().is_some_and(|e| e.keys.is_some()) {
         // A door forgot `e2ee::seal_request`: storing would silently drop the keys (they never serialize).
         return Err(ApiError::invalid("e2ee: keys must be sealed before the recording is stored"));

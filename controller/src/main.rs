@@ -93,6 +93,8 @@ async fn main() -> anyhow::Result<()> {
 
     config.controller.egress.check()?;
     config.controller.auto_record.check()?;
+    let max = fleet_protocol::job::MAX_REDUNDANCY;
+    anyhow::ensure!((1..=max).contains(&config.controller.default_redundancy), "controller.default_redundancy must be between 1 and {max}");
     if config.controller.egress.enabled && !config.controller.egress.webhook_urls.is_empty() {
         let egress_webhooks = Arc::new(egress::webhooks::EgressWebhooks::new(config.controller.egress.clone()));
         event_sinks::prepare(&bus, egress_webhooks.as_ref()).await.map_err(|e| anyhow::anyhow!("creating the egress webhook consumer: {e}"))?;
@@ -104,9 +106,15 @@ async fn main() -> anyhow::Result<()> {
             None => None,
         };
         Some(
-            plugnmeet::Door::start(bus.clone(), config.controller.plugnmeet.clone(), storage, e2ee_seal.clone())
-                .await
-                .context("plugNmeet drop-in")?,
+            plugnmeet::Door::start(
+                bus.clone(),
+                config.controller.plugnmeet.clone(),
+                storage,
+                e2ee_seal.clone(),
+                fleet_controller::jobs::Defaults::of(&config.controller),
+            )
+            .await
+            .context("plugNmeet drop-in")?,
         )
     } else {
         None

@@ -939,6 +939,13 @@ mod tests {
         r.webhook_url = None;
         r.metadata = Some(serde_json::json!([1]));
         assert!(r.validate().is_err());
+        r.metadata = None;
+        for (redundancy, valid) in [(0, false), (1, true), (2, true), (3, false)] {
+            r.redundancy = Some(redundancy);
+            assert_eq!(r.validate().is_ok(), valid, "redundancy {redundancy}");
+        }
+        let streamed = request(r#"{"room":"r1","redundancy":2,"outputs":{"rtmp":["rtmp://127.0.0.1/live/k"]}}"#).unwrap();
+        assert!(streamed.validate().unwrap_err().to_string().contains("redundancy"));
     }
 
     #[test]

@@ -189,6 +189,8 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":""}"#)).await, 422);
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","source":{"type":"test"},"max_duration_s":99999999}"#)).await, 422);
     expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","wait_for_room_s":100000}"#)).await, 422);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","redundancy":3}"#)).await, 422);
+    expect(api.send("POST", "/v1/recordings", key, Some(r#"{"room":"r","redundancy":2,"outputs":{"rtmp":["rtmp://127.0.0.1/live/k"]}}"#)).await, 422);
     for filepath in ["../up.mp4", "{room_id}.mp4", "{date}.mp4", "rec_x/raw/a.mp4", "sp ace.mp4"] {
         let body = serde_json::json!({ "room": "r", "filepath": filepath }).to_string();
         let refused = api.send("POST", "/v1/recordings", key, Some(&body)).await;

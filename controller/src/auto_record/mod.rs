@@ -48,7 +48,7 @@ async fn receive(State(state): State<AppState>, headers: HeaderMap, body: String
             };
             let request = request_for(rule, &room.name).map_err(|e| ApiError::invalid(e.to_string()))?;
             let origin = Origin::AutoRecord { room_sid: room.sid.clone() };
-            match jobs::create_with_id(&state.bus, job_id(&room.sid)?, request, Some(origin)).await {
+            match jobs::create_with_id(&state.bus, job_id(&room.sid)?, request, Some(origin), jobs::Defaults::of(&state.config)).await {
                 Ok(record) => tracing::info!(job_id = %record.id, room = %room.name, "auto-record: recording the room"),
                 Err(err) if err.is_conflict() => tracing::info!(room = %room.name, "auto-record: the room is recorded already"),
                 Err(err) => return Err(err),

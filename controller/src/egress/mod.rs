@@ -148,7 +148,7 @@ async fn start(
     job: Result<fleet_protocol::JobRequest, TwirpError>,
     request: lk::egress_info::Request,
 ) -> Result<lk::EgressInfo, TwirpError> {
-    let record = jobs::create(&state.bus, job?, Some(convert::origin_of(request)), "EG").await?;
+    let record = jobs::create(&state.bus, job?, Some(convert::origin_of(request)), "EG", jobs::Defaults::of(&state.config)).await?;
     state.metrics.inc("fleet_recordings_created_total");
     Ok(convert::egress_info(&record))
 }

@@ -72,6 +72,7 @@ pub struct Door {
     pinger: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Seals the key of a room plugnmeet-server encrypts (none: such rooms are refused).
     e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
+    defaults: jobs::Defaults,
 }
 
 type Held = Mutex<HashMap<i64, SafeId>>;
@@ -83,6 +84,7 @@ impl Door {
         config: PlugnmeetConfig,
         storage: Option<Storage>,
         e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
+        defaults: jobs::Defaults,
     ) -> Result<Arc<Door>, DoorError> {
         config.check()?;
         if config.main_path.is_some() && storage.is_none() {
@@ -121,6 +123,7 @@ impl Door {
             starts_and_stops: tokio::sync::Mutex::new(()),
             pinger: Mutex::new(None),
             e2ee_seal,
+            defaults,
         });
         let subscription = door.pnm.subscribe(door.config.recorder_channel.clone()).await.map_err(|e| DoorError::Nats(e.to_string()))?;
         *door.pinger.lock().unwrap() = Some(tokio::spawn(door.clone().ping()));
@@ -265,7 +268,7 @@ impl Door {
             return refusal;
         }
         let origin = Origin::Plugnmeet { recording_id: recording_id.clone(), room_sid, room_table_id, recorder_id: self.config.recorder_id.clone() };
-        match jobs::create(&self.bus, request, Some(origin), "rec").await {
+        match jobs::create(&self.bus, request, Some(origin), "rec", self.defaults).await {
             Ok(record) => {
                 tracing::info!(job_id = %record.id, %recording_id, room_table_id, "plugNmeet recording started");
                 self.held.lock().unwrap().insert(room_table_id, record.id);
@@ -286,7 +289,7 @@ impl Door {
             Err(err) => return requests::refusal(proto::StatusCode::InvalidParameters, err.to_string()),
         };
         let origin = Origin::Plugnmeet { recording_id, room_sid, room_table_id, recorder_id: self.config.recorder_id.clone() };
-        match jobs::create(&self.bus, request, Some(origin), "rtmp").await {
+        match jobs::create(&self.bus, request, Some(origin), "rtmp", self.defaults).await {
             Ok(record) => {
                 tracing::info!(job_id = %record.id, url = %url.redacted(), room_table_id, "plugNmeet RTMP stream started");
                 self.held_rtmp.lock().unwrap().insert(room_table_id, record.id);
