@@ -675,3 +675,27 @@ async fn redundant_capture_loses_nothing_when_the_first_recorder_dies() {
 async fn redundant_capture_loses_nothing_when_the_second_recorder_dies() {
     redundant_capture_survives_losing(1).await;
 }
+
+/// A redundant job on a one-recorder fleet records with one capture; the second waits for a node of
+/// its own (past JetStream's delivery limit) and starts when one joins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redundant_capture_waits_for_a_second_recorder() {
+    let setup = Setup::local();
+    let api = &setup.api;
+    let _recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 2);
+    let _transcoder = setup.fleet.transcoder("tx");
+    let id = api.start(r#"{"room":"r","source":{"type":"test","participants":1},"redundancy":2}"#).await;
+    api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    // Longer than 20 offers 2 s apart: the record queue's max_deliver would have dropped it by now.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let record = api.get(&id).await;
+    assert_eq!(record["sessions"].as_array().unwrap().len(), 1, "one node, one capture: {record:#}");
+    let _recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    let both = |r: &Value| r["sessions"].as_array().unwrap().iter().filter(|s| s["writing"] == true && s["ended_at_ms"].is_null()).count() == 2;
+    let record = wait_for(api, &id, Duration::from_secs(20), both).await;
+    assert_eq!(record["sessions"][1]["node"], "rec-b", "{record:#}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+}

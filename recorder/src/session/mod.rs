@@ -59,7 +59,7 @@ pub async fn handle_delivery(recorder: Arc<NodeContext>, message: jetstream::Mes
             Claim::OtherCaptureHere => {
                 // Two captures on one node would fail together: wait for another node to take it.
                 tracing::debug!(replica = job.replica, "another capture of this job runs here: leaving this one to another recorder");
-                let _ = message.ack_with(AckKind::Nak(Some(OTHER_NODE_WAIT))).await;
+                offer_elsewhere(&recorder, &job, message).await;
                 return;
             }
         };
@@ -110,6 +110,31 @@ async fn keep_alive(delivery: watch::Receiver<jetstream::Message>) {
 /// A redundant job's capture that finds only the node holding its other capture waits this long
 /// between offers, for another recorder to take it.
 const OTHER_NODE_WAIT: Duration = Duration::from_secs(2);
+
+/// Puts a redundant job's capture back for another node. JetStream drops a message after its last
+/// allowed delivery, and a fleet may take long to get a second node: before that, the message is queued
+/// again afresh (then this delivery is acked), so the capture waits as long as its job records.
+async fn offer_elsewhere(recorder: &NodeContext, job: &RecordJob, message: jetstream::Message) {
+    let delivered = message.info().map_or(0, |info| info.delivered);
+    if delivered < REOFFER_AFTER_DELIVERIES {
+        let _ = message.ack_with(AckKind::Nak(Some(OTHER_NODE_WAIT))).await;
+        return;
+    }
+    tokio::time::sleep(OTHER_NODE_WAIT).await;
+    let message_id = format!("{}-replica-{}-again-{}", job.job_id, job.replica, now_ms());
+    match recorder.bus.enqueue(&recorder.bus.names().record_subject, &message_id, job).await {
+        Ok(()) => {
+            let _ = message.double_ack().await;
+        }
+        Err(err) => {
+            tracing::warn!(%err, "could not queue the capture again; it is offered once more");
+            let _ = message.ack_with(AckKind::Nak(Some(OTHER_NODE_WAIT))).await;
+        }
+    }
+}
+
+/// Well below the record queue's `max_deliver` (20 by default).
+const REOFFER_AFTER_DELIVERIES: i64 = 10;
 
 /// `job.handover_from`: this delivery is a draining recorder's request to take its capture over.
 async fn record(recorder: &Arc<NodeContext>, job: &RecordJob, shutdown: watch::Receiver<bool>) -> Outcome {
