@@ -25,10 +25,12 @@ enum Fault {
     NatsClusterMemberKilled,
     ObjectStoreDown,
     ControllerRestarted,
+    /// `redundancy: 2`, and the recorder of capture 0 or 1 killed (not restarted).
+    RedundantRecorderKilled(u8),
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const ALL: [Fault; 9] = [
         Fault::RecorderKilled,
         Fault::RecorderDrained,
         Fault::TranscoderKilled,
@@ -36,6 +38,8 @@ impl Fault {
         Fault::NatsClusterMemberKilled,
         Fault::ObjectStoreDown,
         Fault::ControllerRestarted,
+        Fault::RedundantRecorderKilled(0),
+        Fault::RedundantRecorderKilled(1),
     ];
 
     fn describe(self) -> &'static str {
@@ -47,6 +51,8 @@ impl Fault {
             Fault::NatsClusterMemberKilled => "3-server NATS cluster: the job bucket's leader killed 8 s mid-recording",
             Fault::ObjectStoreDown => "S3 server down 15 s mid-recording",
             Fault::ControllerRestarted => "controller down 5 s mid-recording",
+            Fault::RedundantRecorderKilled(0) => "redundancy 2: the first capture's recorder SIGKILL mid-recording",
+            Fault::RedundantRecorderKilled(_) => "redundancy 2: the second capture's recorder SIGKILL mid-recording",
         }
     }
 }
@@ -119,9 +125,15 @@ async fn run(fault: Fault) -> Outcome {
     let started = Instant::now();
     let mut world = World::start(matches!(fault, Fault::NatsClusterMemberKilled)).await;
     let api = fleet_tests::api::Api::new(world.setup.port);
-    let body = format!(r#"{{"room":"chaos","source":{{"type":"test","participants":2}},"webhook_url":"{}"}}"#, world.hooks.url());
+    let mut note = String::new();
+    let redundancy = if matches!(fault, Fault::RedundantRecorderKilled(_)) { 2 } else { 1 };
+    let body = format!(
+        r#"{{"room":"chaos","source":{{"type":"test","participants":2}},"webhook_url":"{}","redundancy":{redundancy}}}"#,
+        world.hooks.url()
+    );
     let id = api.start(&body).await;
-    let record = world.wait_for(&id, Duration::from_secs(30), |r| r["state"] == "recording").await;
+    let writing = |r: &Value| r["sessions"].as_array().is_some_and(|s| s.iter().filter(|s| s["writing"] == true).count() == redundancy);
+    let record = world.wait_for(&id, Duration::from_secs(30), |r| r["state"] == "recording" && writing(r)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let holder = record["sessions"][0]["node"].as_str().unwrap_or_default().to_string();
 
@@ -146,6 +158,14 @@ async fn run(fault: Fault) -> Outcome {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         Fault::TranscoderKilled => {}
+        Fault::RedundantRecorderKilled(replica) => {
+            let sessions = record["sessions"].as_array().cloned().unwrap_or_default();
+            let of_capture = sessions.iter().find(|s| s["replica"].as_u64().unwrap_or(0) == replica as u64);
+            let node = of_capture.and_then(|s| s["node"].as_str()).unwrap_or_default().to_string();
+            world.recorders.remove(&node);
+            note = format!("killed {node}, not restarted");
+            tokio::time::sleep(Duration::from_secs(8)).await;
+        }
         Fault::NatsRestarted => {
             world.setup.nats.kill();
             tokio::time::sleep(Duration::from_secs(8)).await;
@@ -180,7 +200,6 @@ async fn run(fault: Fault) -> Outcome {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut note = String::new();
     if let Fault::TranscoderKilled = fault {
         world.wait_for(&id, Duration::from_secs(60), |r| r["state"] == "transcoding" && r["progress"]["node"].is_string()).await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -273,7 +292,7 @@ async fn output_keys(s3: &S3, id: &str) -> Vec<String> {
 /// plus any shortfall of the MP4 against the recorded span.
 fn lost_seconds(path: &std::path::Path, record: &Value) -> f64 {
     let sessions = record["sessions"].as_array().cloned().unwrap_or_default();
-    let first = sessions.first().and_then(|s| s["started_at_ms"].as_u64()).unwrap_or(0);
+    let first = sessions.iter().filter_map(|s| s["started_at_ms"].as_u64()).min().unwrap_or(0);
     let last = sessions.iter().filter_map(|s| s["ended_at_ms"].as_u64()).max().unwrap_or(first);
     let span = (last - first) as f64 / 1000.0;
     let duration: f64 = fleet_tests::media::ffprobe(path)["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
