@@ -127,10 +127,8 @@ async fn run(fault: Fault) -> Outcome {
     let api = fleet_tests::api::Api::new(world.setup.port);
     let mut note = String::new();
     let redundancy = if matches!(fault, Fault::RedundantRecorderKilled(_)) { 2 } else { 1 };
-    let body = format!(
-        r#"{{"room":"chaos","source":{{"type":"test","participants":2}},"webhook_url":"{}","redundancy":{redundancy}}}"#,
-        world.hooks.url()
-    );
+    let body =
+        format!(r#"{{"room":"chaos","source":{{"type":"test","participants":2}},"webhook_url":"{}","redundancy":{redundancy}}}"#, world.hooks.url());
     let id = api.start(&body).await;
     let writing = |r: &Value| r["sessions"].as_array().is_some_and(|s| s.iter().filter(|s| s["writing"] == true).count() == redundancy);
     let record = world.wait_for(&id, Duration::from_secs(30), |r| r["state"] == "recording" && writing(r)).await;

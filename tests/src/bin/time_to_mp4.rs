@@ -89,7 +89,7 @@ async fn main() {
     }
     let result = json!({
         "machine": machine(),
-        "what": "API stop -> job complete for a recording of the given length: 4 participants VP8 1280x720 30 fps ~1.5 Mbps + Opus (devroom), \
+        "what": "API stop -> job complete for a recording of the given length: 4 participants VP8 1280x720 30 fps + Opus (devroom: flat-colour clips, about 0.2 Mbps of video each), \
                  recorder-only node, one transcoder node (x264 veryfast 720p), the product's defaults (30 s chunks, asked every 10 s), local storage; progressive on and off in the same run",
         "target": "MP4 complete within 15 s of the stop for a 60-minute recording",
         "runs": runs,
