@@ -75,13 +75,16 @@ impl ApiKeys {
 mod tests {
     use super::*;
     use crate::config::ApiKeyEntry;
+    use axum::response::IntoResponse;
 
     #[test]
     fn keys_are_checked_by_hash() {
         let config = AuthConfig { keys: vec![ApiKeyEntry { name: "ops".into(), sha256: hash_key("s3cret") }], ..Default::default() };
         let keys = ApiKeys::from_config(&config).unwrap();
         let mut headers = HeaderMap::new();
-        assert_eq!(keys.check(&headers).unwrap_err().status, StatusCode::UNAUTHORIZED);
+        let missing = keys.check(&headers).unwrap_err().into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.headers()["www-authenticate"], r#"Bearer realm="fleet""#, "a 401 names its scheme");
         headers.insert("authorization", "Bearer wrong".parse().unwrap());
         assert_eq!(keys.check(&headers).unwrap_err().status, StatusCode::FORBIDDEN);
         headers.insert("authorization", "Bearer s3cret".parse().unwrap());

@@ -323,33 +323,15 @@ fn push(appsrc: &gst_app::AppSrc, (buffer, caps): Frame) -> bool {
     appsrc.push_sample(&sample.build()).is_ok()
 }
 
-/// [`deliver`], with `decode_only` pushed between the held frame and `frame`: frames the decoder needs
-/// for `frame` (they lead up to it from a keyframe) that are not to be shown.
-fn deliver_after(appsrc: &gst_app::AppSrc, held: &mut Option<Frame>, frame: Frame, decode_only: Vec<Frame>) -> bool {
-    if decode_only.is_empty() {
-        return deliver(appsrc, held, frame);
-    }
-    let pts = frame.0.pts().map(|p| p.nseconds()).unwrap_or(0);
-    if let Some(mut previous) = held.take() {
-        let previous_pts = previous.0.pts().map(|p| p.nseconds()).unwrap_or(0);
-        previous.0.make_mut().set_duration(gst::ClockTime::from_nseconds(pts.saturating_sub(previous_pts).min(MAX_FRAME_HOLD_NS)));
-        if !push(appsrc, previous) {
-            return false;
-        }
-    }
-    for (mut buffer, caps) in decode_only {
-        buffer.make_mut().set_flags(gst::BufferFlags::DECODE_ONLY);
-        if !push(appsrc, (buffer, caps)) {
-            return false;
-        }
-    }
-    *held = Some(frame);
-    true
-}
-
 /// Pushes the frame held back before `frame`, now that its duration is known, and holds `frame`.
 /// False once the pipeline no longer takes frames.
 fn deliver(appsrc: &gst_app::AppSrc, held: &mut Option<Frame>, frame: Frame) -> bool {
+    deliver_after(appsrc, held, frame, Vec::new())
+}
+
+/// [`deliver`], with `decode_only` pushed between the held frame and `frame`: frames the decoder needs
+/// for `frame` (they lead up to it from a keyframe) that are not to be shown.
+fn deliver_after(appsrc: &gst_app::AppSrc, held: &mut Option<Frame>, frame: Frame, decode_only: Vec<Frame>) -> bool {
     let pts = frame.0.pts().map(|p| p.nseconds()).unwrap_or(0);
     if let Some(mut previous) = held.take() {
         let previous_pts = previous.0.pts().map(|p| p.nseconds()).unwrap_or(0);
@@ -365,6 +347,12 @@ fn deliver(appsrc: &gst_app::AppSrc, held: &mut Option<Frame>, frame: Frame) -> 
                 .duration(gst::ClockTime::from_nseconds(until_next - shown))
                 .build();
             appsrc.send_event(gap);
+        }
+    }
+    for (mut buffer, caps) in decode_only {
+        buffer.make_mut().set_flags(gst::BufferFlags::DECODE_ONLY);
+        if !push(appsrc, (buffer, caps)) {
+            return false;
         }
     }
     *held = Some(frame);

@@ -180,7 +180,9 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
             assert!(reply.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "no reason: {}", reply.body);
         }
     };
-    expect(api.send("POST", "/v1/recordings", None, Some(&good)).await, 401);
+    let anonymous = api.send("POST", "/v1/recordings", None, Some(&good)).await;
+    assert_eq!(anonymous.www_authenticate.as_deref(), Some(r#"Bearer realm="fleet""#), "a 401 names its scheme");
+    expect(anonymous, 401);
     expect(api.send("POST", "/v1/recordings", Some("wrong"), Some(&good)).await, 403);
     expect(api.send("GET", "/v1/nodes", None, None).await, 401);
     expect(api.send("POST", "/v1/recordings", key, Some("{not json")).await, 400);

@@ -11,6 +11,8 @@ pub struct Api {
 pub struct Reply {
     pub status: u16,
     pub body: Value,
+    /// `WWW-Authenticate`, when the reply has one.
+    pub www_authenticate: Option<String>,
 }
 
 impl Api {
@@ -38,9 +40,10 @@ impl Api {
         }
         let response = request.send().await.expect("controller answers");
         let status = response.status().as_u16();
+        let www_authenticate = response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).map(String::from);
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, body }
+        Reply { status, body, www_authenticate }
     }
 
     /// POST /v1/recordings with the test key; panics unless 201. Returns the job id.
