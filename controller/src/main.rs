@@ -28,8 +28,9 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the SHA-256 hash of an API key, for the `auth.keys` configuration.
-    HashKey { key: String },
+    /// Print the SHA-256 hash of an API key, for the `auth.keys` configuration. The key is read from
+    /// standard input (its first line) unless given: an argument shows in `ps` and shell history.
+    HashKey { key: Option<String> },
     /// Write nats-server users with least-privilege permissions, one per fleet process, and a fresh
     /// password file for each (see deploy/nats-server.conf).
     NatsUsers {
@@ -68,6 +69,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Some(Command::HashKey { key }) => {
+            let key = match key.filter(|k| k != "-") {
+                Some(key) => key,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line).context("reading the key from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!key.is_empty(), "no key given (pass it on standard input)");
             println!("{}", hash_key(&key));
             return Ok(());
         }

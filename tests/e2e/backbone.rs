@@ -595,3 +595,27 @@ async fn large_files_upload_to_s3_in_parts() {
     assert!(!small_etag.contains('-'), "one PUT: {small_etag}");
     assert!(s3.get("recordings/job_1/job_1.mp4").await == big, "stored byte for byte");
 }
+
+/// `controller hash-key` takes the key on standard input (an argument shows in `ps`), and prints the
+/// same hash as with the argument.
+#[test]
+fn hash_key_reads_the_key_from_standard_input() {
+    use std::io::Write;
+    let controller = fleet_tests::bin_path("controller");
+    let mut child = std::process::Command::new(&controller)
+        .arg("hash-key")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert!(from_stdin.status.success());
+    let from_argument = std::process::Command::new(&controller).args(["hash-key", "s3cret"]).output().unwrap();
+    // sha256("s3cret"), as `printf %s s3cret | sha256sum` prints it.
+    let expected = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0\n";
+    assert_eq!(String::from_utf8_lossy(&from_stdin.stdout), expected);
+    assert_eq!(String::from_utf8_lossy(&from_argument.stdout), expected);
+    let empty = std::process::Command::new(&controller).arg("hash-key").stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(!empty.status.success(), "no key is an error, not the hash of nothing");
+}
