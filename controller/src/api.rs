@@ -6,8 +6,8 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::job_index::{Cursor, Filter};
 use crate::jobs;
 pub use crate::state::AppState;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -50,12 +50,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     match state.keys.check(request.headers()) {
-        Ok(_) => next.run(request).await,
+        Ok(name) => {
+            request.extensions_mut().insert(KeyName(name));
+            next.run(request).await
+        }
         Err(err) => err.into_response(),
     }
 }
+
+/// The name of the API key a request was made with.
+#[derive(Debug, Clone)]
+struct KeyName(String);
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
@@ -68,18 +75,39 @@ fn parse_id(raw: &str) -> Result<SafeId, ApiError> {
     SafeId::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))
 }
 
+/// With an `Idempotency-Key`, the job's id is derived from it (and the API key's name): a retried POST
+/// finds the job the first one made and answers it with 200 instead of starting a second recording.
 async fn start_recording(
     State(state): State<AppState>,
+    Extension(KeyName(key_name)): Extension<KeyName>,
+    headers: HeaderMap,
     ApiJson(mut request): ApiJson<JobRequest>,
-) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+) -> Result<Response, ApiError> {
+    let idempotent_id = headers.get(IDEMPOTENCY_KEY).map(|value| jobs::idempotent_id(&key_name, value.as_bytes())).transpose()?;
     if request.webhook_url.is_some() && state.config.webhooks.secret.is_empty() {
         return Err(ApiError::invalid("webhook_url given, but this controller has no webhook signing secret configured"));
     }
     crate::e2ee::seal_request(&mut request, state.e2ee_seal.as_ref())?;
-    let record = jobs::create(&state.bus, request, None, "rec", jobs::Defaults::of(&state.config)).await?;
-    state.metrics.inc("fleet_recordings_created_total");
-    Ok((StatusCode::CREATED, Json(record.for_clients())))
+    let defaults = jobs::Defaults::of(&state.config);
+    let created = match &idempotent_id {
+        Some(id) => jobs::create_with_id(&state.bus, id.clone(), request, None, defaults).await,
+        None => jobs::create(&state.bus, request, None, "rec", defaults).await,
+    };
+    match (created, idempotent_id) {
+        (Ok(record), _) => {
+            state.metrics.inc("fleet_recordings_created_total");
+            Ok((StatusCode::CREATED, Json(record.for_clients())).into_response())
+        }
+        (Err(err), Some(id)) if err.is_conflict() => {
+            let (record, _) = state.bus.jobs().get(&id).await?.ok_or_else(|| ApiError::unavailable("the job of this Idempotency-Key is gone"))?;
+            Ok((StatusCode::OK, [(IDEMPOTENT_REPLAYED, "true")], Json(record.for_clients())).into_response())
+        }
+        (Err(err), _) => Err(err),
+    }
 }
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;

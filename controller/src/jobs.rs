@@ -26,6 +26,17 @@ impl Defaults {
     }
 }
 
+/// The id of the job an `Idempotency-Key` names, per API key: `rec_` and 32 hex digits of a hash.
+/// A key is 1-255 visible ASCII characters.
+pub fn idempotent_id(api_key_name: &str, idempotency_key: &[u8]) -> Result<SafeId, ApiError> {
+    use sha2::Digest;
+    if idempotency_key.is_empty() || idempotency_key.len() > 255 || !idempotency_key.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request("Idempotency-Key must be 1-255 visible ASCII characters"));
+    }
+    let digest = sha2::Sha256::new().chain_update(api_key_name.as_bytes()).chain_update([0]).chain_update(idempotency_key).finalize();
+    SafeId::parse(format!("rec_{}", &hex::encode(digest)[..32])).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
 /// Validates `request`, stores the new job record and queues it for a recorder.
 /// `id_prefix` makes ids readable per door (`rec`, `EG`).
 pub async fn create(bus: &Bus, request: JobRequest, origin: Option<Origin>, id_prefix: &str, defaults: Defaults) -> Result<JobRecord, ApiError> {
@@ -117,4 +128,21 @@ pub async fn stop(bus: &Bus, id: &SafeId) -> Result<JobRecord, ApiError> {
     let (record, _) = bus.jobs().apply(id, None, Transition::RequestStop).await?;
     tracing::info!(job_id = %id, state = record.state.as_str(), "stop requested");
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idempotency_key_names_one_job_per_api_key() {
+        let id = idempotent_id("ops", b"order-42").unwrap();
+        assert!(id.as_str().starts_with("rec_") && id.as_str().len() == 36, "{id}");
+        assert_eq!(idempotent_id("ops", b"order-42").unwrap(), id, "the same key, the same job");
+        assert_ne!(idempotent_id("ops", b"order-43").unwrap(), id);
+        assert_ne!(idempotent_id("plugnmeet", b"order-42").unwrap(), id, "another API key's namespace");
+        for bad in [&b""[..], b"has space", &[b'k'; 256][..], "é".as_bytes()] {
+            assert_eq!(idempotent_id("ops", bad).unwrap_err().status, axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
 }

@@ -199,6 +199,31 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
         assert!(refused.body.to_string().contains("filepath"), "{filepath}: {:?}", refused.body);
         expect(refused, 422);
     }
+    // A retried start with the same Idempotency-Key finds the job the first one made.
+    let idempotent = |key: &'static str| {
+        let good = good.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(format!("http://127.0.0.1:{}/v1/recordings", setup.port))
+                .bearer_auth(API_KEY)
+                .header("idempotency-key", key)
+                .header("content-type", "application/json")
+                .body(good)
+                .send()
+                .await
+                .unwrap();
+            let replayed = response.headers().get("idempotent-replayed").is_some();
+            (response.status().as_u16(), replayed, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, replayed, first) = idempotent("retry-me-1").await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, replayed, again) = idempotent("retry-me-1").await;
+    assert_eq!((status, replayed, &again["id"]), (200, true, &first["id"]), "{again}");
+    let (status, _, other) = idempotent("retry-me-2").await;
+    assert!(status == 201 && other["id"] != first["id"], "{other}");
+    let (status, _, refused) = idempotent("no spaces").await;
+    assert_eq!(status, 400, "{refused}");
     let huge = format!(r#"{{"room":"r","metadata":{{"x":"{}"}}}}"#, "a".repeat(200_000));
     expect(api.send("POST", "/v1/recordings", key, Some(&huge)).await, 413);
     expect(api.send("GET", "/v1/recordings/..%2Fetc", key, None).await, 400);
@@ -249,7 +274,7 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     assert_eq!(openapi.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
     let metrics = api.send("GET", "/metrics", key, None).await;
     let text = metrics.body.as_str().unwrap();
-    assert!(text.contains("fleet_recordings_created_total 4"), "one, then three to page through: {text}");
+    assert!(text.contains("fleet_recordings_created_total 6"), "two idempotent ones (the replay made none), one, then three to page through: {text}");
     assert!(text.contains("fleet_http_requests_total{route=\"/v1/recordings\",status=\"401\"} 1"), "{text}");
 }
 
