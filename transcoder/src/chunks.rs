@@ -61,7 +61,7 @@ pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u3
         let (start_ns, end_ns) = plan.window(index, duration_ns);
         let scratch = prepare::scratch_dir(ctx, &record.id).await?;
         let upto_ms = progressive.then_some(duration_ns / 1_000_000);
-        let prepared = prepare::prepare_upto(ctx, &record, scratch.path(), upto_ms).await?;
+        let prepared = prepare::prepare_chunk(ctx, &record, scratch.path(), upto_ms, Some(start_ns..end_ns)).await?;
         let path = scratch.path().join(format!("chunk-{index}.mp4"));
         let spec = transcode::TranscodeSpec { video_window: Some(Window { start_ns, end_ns }), output: path.clone(), ..prepared.spec.clone() };
         let (report, _encoder) =

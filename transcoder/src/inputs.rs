@@ -37,7 +37,15 @@ pub struct Inputs {
 }
 
 /// `upto_ms`: the recording's length so far, for one still running (its record has no end yet).
-pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_ms: Option<u64>) -> Result<Inputs, InputError> {
+/// `window`: only the segments with media in this part of the recording (a chunk's), and per track at
+/// least one (a track's caps come from its files); `None`: all of them.
+pub async fn download(
+    storage: &Storage,
+    record: &JobRecord,
+    into: &Path,
+    upto_ms: Option<u64>,
+    window: Option<std::ops::Range<u64>>,
+) -> Result<Inputs, InputError> {
     let first_start = record.first_started_at_ms().ok_or(InputError::NoSession)?;
     let duration_ms = upto_ms.or_else(|| record.recorded_span_ms()).ok_or(InputError::NoSession)?;
     let duration_ns = duration_ms * 1_000_000;
@@ -137,8 +145,12 @@ pub async fn download(storage: &Storage, record: &JobRecord, into: &Path, upto_m
             let span = spans.get(&session.id).and_then(|s| s.get(&(track_key.0.clone(), track_key.1.clone(), segment.seq))).copied();
             placed.push(Placed { key, session: index, offset_ns, until_ns, replica: session.replica, span, session_end_ns: windows[index].1 });
         }
+        let mut picks = pick_segments(&placed);
+        if let Some(window) = &window {
+            picks = within(&placed, picks, window);
+        }
         let mut files = Vec::new();
-        for pick in pick_segments(&placed) {
+        for pick in picks {
             let chosen = &placed[pick.index];
             let path = into.join(&chosen.key);
             tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
@@ -186,19 +198,43 @@ fn pick_segments(placed: &[Placed]) -> Vec<Pick> {
     }
     let mut candidates = Vec::with_capacity(placed.len());
     for (index, segment) in placed.iter().enumerate() {
-        let Some(span) = segment.span else {
+        let Some((start_ns, end_ns)) = media_span(placed, index) else {
             tracing::warn!(key = segment.key, "a segment of a redundant recording without its timeline entry: only the first capture is used");
             return (0..placed.len()).filter(|&i| placed[i].replica == first_replica).map(whole).collect();
         };
-        // A segment whose close was never written (its recorder died) lasts until the next one of its
-        // session opens, or the session's end.
-        let next_open = placed[index + 1..].iter().find(|p| p.session == segment.session).and_then(|p| p.span);
-        let start_ns = segment.offset_ns + span.open_ns;
-        let close_ns = span.close_ns.or(next_open.map(|n| n.open_ns)).map_or(segment.session_end_ns, |close| segment.offset_ns + close);
-        let end_ns = segment.until_ns.map_or(close_ns, |until| until.min(close_ns)).max(start_ns);
         candidates.push(Candidate { replica: segment.replica, start_ns, end_ns });
     }
     coverage::plan(&candidates)
+}
+
+/// Where segment `index`'s media lies on the recording's timeline (cut where a later session of its
+/// capture took over), from its timeline entries; `None` without them. A segment whose close was never
+/// written (its recorder died) lasts until the next one of its session opens, or the session's end.
+fn media_span(placed: &[Placed], index: usize) -> Option<(u64, u64)> {
+    let segment = &placed[index];
+    let span = segment.span?;
+    let next_open = placed[index + 1..].iter().find(|p| p.session == segment.session).and_then(|p| p.span);
+    let start_ns = segment.offset_ns + span.open_ns;
+    let close_ns = span.close_ns.or(next_open.map(|n| n.open_ns)).map_or(segment.session_end_ns, |close| segment.offset_ns + close);
+    let end_ns = segment.until_ns.map_or(close_ns, |until| until.min(close_ns)).max(start_ns);
+    Some((start_ns, end_ns))
+}
+
+/// Slack around a window for the lip-sync shifts and timestamps a little off the timeline's.
+const WINDOW_SLACK_NS: u64 = 1_000_000_000;
+
+/// The picks with media in `window` (widened by the slack), or without a known span. A track with none
+/// there keeps its nearest segment before the window (else its first): the transcode takes a track's
+/// caps from its files, and a chunk must see the same tracks as the whole recording does.
+fn within(placed: &[Placed], picks: Vec<Pick>, window: &std::ops::Range<u64>) -> Vec<Pick> {
+    let (from, until) = (window.start.saturating_sub(WINDOW_SLACK_NS), window.end.saturating_add(WINDOW_SLACK_NS));
+    let overlaps = |pick: &Pick| media_span(placed, pick.index).is_none_or(|(start, end)| start < until && end > from);
+    let kept: Vec<Pick> = picks.iter().copied().filter(overlaps).collect();
+    if !kept.is_empty() || picks.is_empty() {
+        return kept;
+    }
+    let before = picks.iter().rev().find(|p| media_span(placed, p.index).is_some_and(|(start, _)| start < from));
+    vec![*before.unwrap_or(&picks[0])]
 }
 
 /// Per session, the spans of the recording whose room events it gives: the first capture's sessions
@@ -289,6 +325,25 @@ fn storage_io(err: std::io::Error) -> InputError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn segment(seq: u64) -> Placed {
+        let span = Span { open_ns: seq * 2 * S, close_ns: Some((seq + 1) * 2 * S) };
+        Placed { key: format!("{seq}"), session: 0, offset_ns: 0, until_ns: None, replica: 0, span: Some(span), session_end_ns: 6 * S }
+    }
+
+    #[test]
+    fn a_chunk_downloads_only_the_segments_of_its_window() {
+        let placed = [segment(0), segment(1), segment(2)];
+        let all = pick_segments(&placed);
+        let indices = |picks: Vec<Pick>| picks.into_iter().map(|p| p.index).collect::<Vec<_>>();
+        assert_eq!(indices(within(&placed, all.clone(), &(4 * S + S / 2..5 * S + S / 2))), [1, 2], "its own and the one a second before");
+        assert_eq!(indices(within(&placed, all.clone(), &(0..S))), [0]);
+        assert_eq!(indices(within(&placed, all, &(10 * S..12 * S))), [2], "none in the window: the nearest before, for its caps");
+        let unknown = Placed { span: None, ..segment(0) };
+        assert_eq!(indices(within(&[unknown], vec![Pick { index: 0, from_ns: None, until_ns: None }], &(10 * S..12 * S))), [0], "no span: kept");
+    }
 
     #[test]
     fn closed_segments_become_storage_keys() {

@@ -32,19 +32,21 @@ pub(crate) struct Prepared {
 
 /// Downloads the raw segments and timelines and plans the composite.
 pub(crate) async fn prepare(ctx: &JobContext, record: &JobRecord, scratch: &std::path::Path) -> Result<Prepared, TranscodeError> {
-    prepare_upto(ctx, record, scratch, None).await
+    prepare_chunk(ctx, record, scratch, None, None).await
 }
 
-/// [`prepare`] for the first `upto_ms` of a recording (one still running has no length yet).
-pub(crate) async fn prepare_upto(
+/// [`prepare`] for the first `upto_ms` of a recording (one still running has no length yet), with
+/// only the segments a chunk's `window` of it needs downloaded.
+pub(crate) async fn prepare_chunk(
     ctx: &JobContext,
     record: &JobRecord,
     scratch: &std::path::Path,
     upto_ms: Option<u64>,
+    window: Option<std::ops::Range<u64>>,
 ) -> Result<Prepared, TranscodeError> {
     // Keys first: keys that cannot open fail the job before any segment is downloaded.
     let keys = open_keys(ctx, record)?;
-    let mut inputs = inputs::download(&ctx.storage, record, scratch, upto_ms).await?;
+    let mut inputs = inputs::download(&ctx.storage, record, scratch, upto_ms, window).await?;
     let require_keys = record.request.e2ee.as_ref().is_some_and(|e| e.require_keys);
     let decryption = Decryption::attach(&mut inputs.tracks, &inputs.e2ee, keys.as_ref(), require_keys)?;
     if !inputs.e2ee.tracks.is_empty() {
