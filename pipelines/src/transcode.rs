@@ -397,6 +397,17 @@ fn add_decoded_input(
 /// Drops the decoded frames inside a cut and moves the rest back over it. On a pad after the decoder
 /// (which needs every frame of a cut for the ones after it), before anything that places frames in time.
 fn cut_frames(pad: &gst::Pad, cuts: &Cuts) {
+    on_timed_buffers(pad, cuts, |cuts, buffer, pts_ns| match cuts.map(pts_ns) {
+        None => gst::PadProbeReturn::Drop,
+        Some(output) => {
+            buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output));
+            gst::PadProbeReturn::Ok
+        }
+    });
+}
+
+/// Runs `apply` on every timestamped buffer through `pad`, unless there are no cuts.
+fn on_timed_buffers(pad: &gst::Pad, cuts: &Cuts, apply: impl Fn(&Cuts, &mut gst::Buffer, u64) -> gst::PadProbeReturn + Send + Sync + 'static) {
     if cuts.is_empty() {
         return;
     }
@@ -404,28 +415,16 @@ fn cut_frames(pad: &gst::Pad, cuts: &Cuts) {
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
         let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
         let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
-        match cuts.map(pts.nseconds()) {
-            None => gst::PadProbeReturn::Drop,
-            Some(output) => {
-                buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output));
-                gst::PadProbeReturn::Ok
-            }
-        }
+        apply(&cuts, buffer, pts.nseconds())
     });
 }
 
 /// [`cut_frames`] for interleaved audio of `frame_bytes` per sample frame at `rate`: buffers at a cut's
 /// edge keep exactly their samples outside it.
 fn cut_samples(pad: &gst::Pad, cuts: &Cuts, rate: u32, frame_bytes: usize) {
-    if cuts.is_empty() {
-        return;
-    }
-    let cuts = cuts.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else { return gst::PadProbeReturn::Ok };
-        let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Ok };
+    on_timed_buffers(pad, cuts, move |cuts, buffer, pts_ns| {
         let count = buffer.size() / frame_bytes;
-        let Some((output_ns, kept)) = cuts.kept_samples(pts.nseconds(), count, rate) else { return gst::PadProbeReturn::Drop };
+        let Some((output_ns, kept)) = cuts.kept_samples(pts_ns, count, rate) else { return gst::PadProbeReturn::Drop };
         if kept.len() == 1 && kept[0] == (0..count) {
             buffer.make_mut().set_pts(gst::ClockTime::from_nseconds(output_ns));
             return gst::PadProbeReturn::Ok;

@@ -5,6 +5,17 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The value of a bench's one option (`--<flag> VALUE`), or `default` without arguments; any other
+/// argument is a usage error.
+pub fn single_option<T: std::str::FromStr>(flag: &str, default: T) -> T {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => default,
+        [given, value] if given.as_str() == format!("--{flag}") => value.parse().unwrap_or_else(|_| panic!("--{flag}: not a valid value: {value}")),
+        _ => panic!("usage: [--{flag} VALUE]"),
+    }
+}
+
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values[values.len() / 2]

@@ -16,18 +16,9 @@ use futures::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn records() -> usize {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => 100_000,
-        [flag, n] if flag == "--records" => n.parse().expect("a number"),
-        _ => panic!("usage: [--records N]"),
-    }
-}
-
 #[tokio::main]
 async fn main() {
-    let count = records();
+    let count: usize = fleet_tests::bench::single_option("records", 100_000);
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(dir.path());
     let bus = Bus::connect(&NatsConfig { url: nats.url(), ..Default::default() }, &QueueSettings::default(), "bench", Topology::Own).await.unwrap();

@@ -13,15 +13,6 @@ use fleet_tests::{Fleet, Nats, StorageSetup};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-fn seconds() -> u64 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => 60,
-        [flag, value] if flag == "--seconds" => value.parse().expect("seconds"),
-        _ => panic!("usage: [--seconds 60]"),
-    }
-}
-
 async fn one_run(redundancy: u8, seconds: u64) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(dir.path());
@@ -68,7 +59,7 @@ async fn one_run(redundancy: u8, seconds: u64) -> Value {
 
 #[tokio::main]
 async fn main() {
-    let seconds = seconds();
+    let seconds: u64 = fleet_tests::bench::single_option("seconds", 60);
     let one = one_run(1, seconds).await;
     let two = one_run(2, seconds).await;
     let ratio = |field: &str| two[field].as_f64().unwrap_or(0.0) / one[field].as_f64().unwrap_or(f64::NAN);

@@ -17,15 +17,6 @@ use std::time::{Duration, Instant};
 
 const SAMPLE_EVERY_S: u64 = 30;
 
-fn minutes() -> u64 {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => 60,
-        [flag, value] if flag == "--minutes" => value.parse().expect("minutes"),
-        _ => panic!("usage: [--minutes 60]"),
-    }
-}
-
 /// Median of the samples whose minute lies in `from..to`.
 fn median_between(samples: &[(f64, f64)], from_min: f64, to_min: f64) -> Option<f64> {
     let mut values: Vec<f64> = samples.iter().filter(|(minute, _)| (from_min..to_min).contains(minute)).map(|(_, v)| *v).collect();
@@ -42,7 +33,7 @@ fn flatness(samples: &[(f64, f64)], minutes: f64) -> Value {
 
 #[tokio::main]
 async fn main() {
-    let minutes = minutes();
+    let minutes: u64 = fleet_tests::bench::single_option("minutes", 60);
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(dir.path());
     let root = dir.path().join("storage");
