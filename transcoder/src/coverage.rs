@@ -71,6 +71,13 @@ fn merge(mut spans: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 
 /// The parts of `start..end` outside `covered` (sorted, merged), each longer than the tolerance.
 fn uncovered(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut parts = outside(covered, start, end);
+    parts.retain(|(from, until)| until - from > GAP_TOLERANCE_NS);
+    parts
+}
+
+/// The parts of `start..end` outside every span of `covered` (sorted by start; they may overlap).
+pub(crate) fn outside(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
     let mut parts = Vec::new();
     let mut at = start;
     for &(from, until) in covered {
@@ -88,7 +95,6 @@ fn uncovered(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
     if at < end {
         parts.push((at, end));
     }
-    parts.retain(|(from, until)| until - from > GAP_TOLERANCE_NS);
     parts
 }
 

@@ -249,31 +249,12 @@ fn room_windows(record: &JobRecord, windows: &[(u64, u64)]) -> Vec<Vec<(u64, u64
         let own: Vec<usize> = (0..windows.len()).filter(|&i| record.sessions[i].replica == replica).collect();
         for &index in &own {
             let (start, end) = windows[index];
-            result[index] = if covered.is_empty() { vec![(start, end)] } else { outside(&covered, start, end) };
+            result[index] = if covered.is_empty() { vec![(start, end)] } else { coverage::outside(&covered, start, end) };
         }
         covered.extend(own.iter().map(|&i| windows[i]));
         covered.sort_unstable();
     }
     result
-}
-
-/// The parts of `start..end` outside every span of `covered`, each of some length.
-fn outside(covered: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
-    let mut parts = Vec::new();
-    let mut at = start;
-    for &(from, until) in covered {
-        if until <= at || from >= end {
-            continue;
-        }
-        if from > at {
-            parts.push((at, from));
-        }
-        at = at.max(until);
-    }
-    if at < end {
-        parts.push((at, end));
-    }
-    parts
 }
 
 /// Per (participant, track, seq): where the segment opened and closed, in session running time.
