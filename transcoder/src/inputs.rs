@@ -109,8 +109,9 @@ pub async fn download(
             tracing::info!(session = %session.id, ?found, "lip-sync corrections from sender reports (ns)");
         }
         corrections.insert(session.id.clone(), found);
-        first_frames.insert(session.id.clone(), first_segment_times(&text).into_iter().map(|(track, ns)| (track, start_ns + ns)).collect());
-        spans.insert(session.id.clone(), segment_spans(&text));
+        let session_spans = segment_spans(&text);
+        first_frames.insert(session.id.clone(), first_segment_times(&session_spans).into_iter().map(|(track, ns)| (track, start_ns + ns)).collect());
+        spans.insert(session.id.clone(), session_spans);
         missing.extend(closed_segment_keys(&text, &record.id, &session.id).into_iter().filter(|key| !stored.contains(key)));
         for &(from_ns, end_ns) in &event_windows[index] {
             room_events.extend(room_history::session_events_from(&text, start_ns, from_ns, end_ns));
@@ -277,12 +278,11 @@ fn segment_spans(timeline: &str) -> BTreeMap<(String, String, u32), Span> {
 }
 
 /// Per (participant, track): the session running time at which its first segment opened.
-fn first_segment_times(timeline: &str) -> BTreeMap<(String, String), u64> {
-    let mut first = BTreeMap::new();
-    for line in timeline::parse(timeline) {
-        if let Entry::SegmentOpened { participant, track, .. } = line.entry {
-            first.entry((participant, track)).or_insert(line.running_ns);
-        }
+fn first_segment_times(spans: &BTreeMap<(String, String, u32), Span>) -> BTreeMap<(String, String), u64> {
+    let mut first: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for ((participant, track, _), span) in spans {
+        let earliest = first.entry((participant.clone(), track.clone())).or_insert(span.open_ns);
+        *earliest = (*earliest).min(span.open_ns);
     }
     first
 }
