@@ -6,11 +6,14 @@
 //
 // usage: node publish.mjs --url WS_URL --token JWT --video CLIP.y4m --audio CLIP.wav --seconds S
 //                         [--screen-share FROM:TO] [--codec vp8|vp9|av1|h264] [--chromium /usr/bin/chromium]
+//                         [--schedule-from FILE]
+// The share's times and --seconds count from the start, or with --schedule-from from when FILE appears (so
+// a test can line up several publishers' events however late each one started).
 // Prints one JSON line per event ({"event": ..., "t": ...}).
 
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,6 +28,7 @@ for (const required of ['url', 'token', 'video', 'audio']) {
 }
 const seconds = Number(args.seconds ?? 20);
 const start = Date.now();
+let scheduleStart = start;
 const log = (event, fields = {}) => console.log(JSON.stringify({ event, t: (Date.now() - start) / 1000, ...fields }));
 
 const sdk = readFileSync(join(here, 'node_modules/livekit-client/dist/livekit-client.umd.js'));
@@ -91,7 +95,12 @@ try {
 
   const [shareFrom, shareTo] = (args['screen-share'] ?? '').split(':').map(Number);
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const elapsed = () => (Date.now() - start) / 1000;
+  if (args['schedule-from']) {
+    while (!existsSync(args['schedule-from'])) await sleep(20);
+    scheduleStart = Date.now();
+    log('schedule_started');
+  }
+  const elapsed = () => (Date.now() - scheduleStart) / 1000;
   if (args['screen-share']) {
     await sleep(Math.max(0, shareFrom - elapsed()) * 1000);
     const sid = await tab.evaluate(async () => {

@@ -13,12 +13,14 @@ seconds, key index 1 becomes TEXT and is used from then on).
 
 Events are given as seconds from the start of publishing: --mute-camera FROM:TO, --leave-at S,
 --screen-share FROM:TO (a second video track, source screen share), --resize-at S:WxH (the camera
-continues at a new size). Prints one JSON line per event on stdout ({"event": ..., "t": ...}).
+continues at a new size). With --schedule-from FILE they (and --seconds) count from when FILE appears
+instead, so a test can line up several publishers' events however late each one started. Prints one JSON line per event on stdout ({"event": ..., "t": ...}).
 """
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -136,6 +138,7 @@ async def main():
     parser.add_argument("--mute-camera", type=span)
     parser.add_argument("--screen-share", type=span)
     parser.add_argument("--resize-at")
+    parser.add_argument("--schedule-from", help="events count from when this file appears (default: the start)")
     parser.add_argument("--no-audio", action="store_true")
     parser.add_argument("--phase", type=float, help="markers at this fraction of each second (default: 0.3 * index)")
     parser.add_argument("--audio-queue-ms", type=int, default=40)
@@ -208,6 +211,9 @@ async def main():
     # own task, so an audio frame waiting for its queue never delays a video frame's capture time.
     t0 = time.monotonic()
     video_n = 0
+    # Events and the end count from `schedule_start` on the media clock: its start, or the moment the
+    # --schedule-from file appeared (never, until then).
+    schedule_start = 0.0 if args.schedule_from is None else float("inf")
 
     async def sleep_until(t):
         await asyncio.sleep(max(0.0, t - (time.monotonic() - t0)))
@@ -215,7 +221,7 @@ async def main():
     async def send_audio():
         # 10 ms frames: a tone burst inside markers, faint noise elsewhere.
         k = 0
-        while k / RATE < end:
+        while k / RATE < schedule_start + end:
             await sleep_until(k / RATE)
             t = (k + np.arange(480)) / RATE
             samples = rng.normal(0, 30, 480)
@@ -227,9 +233,12 @@ async def main():
 
     audio_task = asyncio.ensure_future(send_audio()) if audio_source is not None else None
     muted = False
-    while video_n / args.fps < end:
+    while video_n / args.fps < schedule_start + end:
         await sleep_until(video_n / args.fps)
-        now = time.monotonic() - t0
+        if schedule_start == float("inf") and os.path.exists(args.schedule_from):
+            schedule_start = time.monotonic() - t0
+            log("schedule_started")
+        now = time.monotonic() - t0 - schedule_start
         if key_change and now >= key_change[0]:
             provider = room.e2ee_manager.key_provider
             if args.e2ee_own_key:

@@ -6,7 +6,7 @@ use fleet_tests::Setup;
 use fleet_tests::livekit_server::{LiveKitOptions, LiveKitServer};
 use fleet_tests::media::{decode_errors, ffprobe};
 use fleet_tests::netns;
-use fleet_tests::publisher::{BrowserPublisher, Publisher, PublisherSpec};
+use fleet_tests::publisher::{BrowserPublisher, BrowserSpec, Publisher, PublisherSpec};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -440,14 +440,17 @@ fn a_room_of_real_publishers_is_recorded() {
         let (setup, server, _recorder) = fleet_on_real_server();
         let room = "real-room";
 
-        // Times from the recording's start (publishers that are there first start 2 s before it).
-        // Each publisher's times count from its own start.
-        let ana = BrowserPublisher::start(&server, room, "ana", 0, 40.0, Some((22.0, 27.0)), setup.dir.path());
+        // Ana's share and ben's mute and leave count from `schedule`, made once cal publishes: however
+        // late a loaded machine starts each publisher, three cameras are up for a few seconds before them.
+        let schedule = setup.dir.path().join("schedule-start");
+        let ana_spec = BrowserSpec { screen_share: Some((14.0, 19.0)), schedule_from: Some(schedule.clone()), ..BrowserSpec::new("ana", 0, 40.0) };
+        let ana = BrowserPublisher::start(&server, room, &ana_spec, setup.dir.path());
         ana.wait_published(Duration::from_secs(60));
         // Three live encoders share 2 cores here: the Python publishers send 320x180 so none of them starves.
         let mut ben_spec = PublisherSpec::new("ben", 1, "h264");
         (ben_spec.width, ben_spec.height) = (320, 180);
-        ben_spec.flags = ["--mute-camera", "17:19", "--leave-at", "21"].map(String::from).to_vec();
+        ben_spec.flags = vec!["--mute-camera".into(), "9:11".into(), "--leave-at".into(), "13".into()];
+        ben_spec.flags.extend(["--schedule-from".into(), schedule.to_string_lossy().into()]);
         let ben = Publisher::start(&server, room, &ben_spec, setup.dir.path());
         ben.wait_published(Duration::from_secs(30));
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -455,9 +458,11 @@ fn a_room_of_real_publishers_is_recorded() {
         setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let mut cal_spec = PublisherSpec::new("cal", 2, "vp8");
-        (cal_spec.width, cal_spec.height, cal_spec.seconds) = (320, 180, 30.0);
+        (cal_spec.width, cal_spec.height, cal_spec.seconds) = (320, 180, 40.0);
         let cal = Publisher::start(&server, room, &cal_spec, setup.dir.path());
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        cal.wait_published(Duration::from_secs(30));
+        std::fs::write(&schedule, b"").unwrap();
+        tokio::time::sleep(Duration::from_secs(22)).await;
         let record = stop_and_complete(&setup, &id, Duration::from_secs(240)).await;
         for events in [ana.events(), ben.events(), cal.events()] {
             let (stats, events): (Vec<Value>, Vec<Value>) = events.into_iter().partition(|e| e["event"] == "stats");
@@ -737,9 +742,9 @@ fn av1_falls_back_to_vp8_vp9_svc_is_recorded_and_av1_alone_is_reported() {
     runtime().block_on(async {
         let (setup, server, _recorder) = fleet_on_real_server();
         let room = "real-codecs";
-        let ava = BrowserPublisher::start_with_codec(&server, room, "ava", 0, 40.0, None, Some("av1"), setup.dir.path());
+        let ava = BrowserPublisher::start(&server, room, &BrowserSpec { codec: Some("av1"), ..BrowserSpec::new("ava", 0, 40.0) }, setup.dir.path());
         ava.wait_published(Duration::from_secs(60));
-        let vic = BrowserPublisher::start_with_codec(&server, room, "vic", 1, 40.0, None, Some("vp9"), setup.dir.path());
+        let vic = BrowserPublisher::start(&server, room, &BrowserSpec { codec: Some("vp9"), ..BrowserSpec::new("vic", 1, 40.0) }, setup.dir.path());
         vic.wait_published(Duration::from_secs(60));
         let mut lone = PublisherSpec::new("lone", 2, "av1");
         (lone.width, lone.height, lone.seconds) = (320, 180, 40.0);

@@ -102,32 +102,30 @@ pub struct BrowserPublisher {
     pub proc: Proc,
 }
 
-impl BrowserPublisher {
-    /// `screen_share`: seconds (from the start) during which a canvas is shared as a screen.
-    pub fn start(
-        server: &LiveKitServer,
-        room: &str,
-        identity: &str,
-        index: usize,
-        seconds: f64,
-        screen_share: Option<(f64, f64)>,
-        dir: &Path,
-    ) -> Self {
-        Self::start_with_codec(server, room, identity, index, seconds, screen_share, None, dir)
-    }
+/// A browser publisher's settings.
+#[derive(Clone)]
+pub struct BrowserSpec {
+    pub identity: String,
+    /// Marker colour and tone, as [`PublisherSpec::index`].
+    pub index: usize,
+    pub seconds: f64,
+    /// Seconds during which a canvas is shared as a screen.
+    pub screen_share: Option<(f64, f64)>,
+    /// The JS SDK's `videoCodec` (`vp9`, `av1`: the SDK adds a VP8 backup); its default when `None`.
+    pub codec: Option<&'static str>,
+    /// The share and `seconds` count from when this file appears, not from the start.
+    pub schedule_from: Option<PathBuf>,
+}
 
-    /// `codec`: the JS SDK's `videoCodec` (`vp9`, `av1`: the SDK adds a VP8 backup).
-    #[allow(clippy::too_many_arguments)]
-    pub fn start_with_codec(
-        server: &LiveKitServer,
-        room: &str,
-        identity: &str,
-        index: usize,
-        seconds: f64,
-        screen_share: Option<(f64, f64)>,
-        codec: Option<&str>,
-        dir: &Path,
-    ) -> Self {
+impl BrowserSpec {
+    pub fn new(identity: &str, index: usize, seconds: f64) -> Self {
+        BrowserSpec { identity: identity.into(), index, seconds, screen_share: None, codec: None, schedule_from: None }
+    }
+}
+
+impl BrowserPublisher {
+    pub fn start(server: &LiveKitServer, room: &str, spec: &BrowserSpec, dir: &Path) -> Self {
+        let (identity, index) = (spec.identity.as_str(), spec.index);
         let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
         assert!(
             browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
@@ -163,13 +161,16 @@ impl BrowserPublisher {
             "--audio".into(),
             clip.join("microphone.wav").to_string_lossy().into(),
             "--seconds".into(),
-            seconds.to_string(),
+            spec.seconds.to_string(),
         ];
-        if let Some((from, to)) = screen_share {
+        if let Some((from, to)) = spec.screen_share {
             args.extend(["--screen-share".into(), format!("{from}:{to}")]);
         }
-        if let Some(codec) = codec {
+        if let Some(codec) = spec.codec {
             args.extend(["--codec".into(), codec.into()]);
+        }
+        if let Some(file) = &spec.schedule_from {
+            args.extend(["--schedule-from".into(), file.to_string_lossy().into()]);
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         BrowserPublisher { proc: Proc::spawn_remote(&format!("browser-{identity}"), Path::new("node"), &args, &[], dir) }
