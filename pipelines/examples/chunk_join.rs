@@ -24,8 +24,5 @@ fn main() {
         chunks.push(path);
         start = end;
     }
-    let audio = dir.join("audio.m4a");
-    let spec = TranscodeSpec { audio_only: true, ..TranscodeSpec::hd720(tracks, duration_ns, "x264enc", audio.clone()) };
-    run(&spec, |_| {}).unwrap();
-    fleet_pipelines::join::run(&chunks, Some(&audio), &out).unwrap();
+    fleet_pipelines::join::run(&chunks, &out).unwrap();
 }

@@ -1,17 +1,26 @@
-//! Joins the video chunks of a chunked transcode, in order, with the recording's audio into one
-//! faststart MP4, without re-encoding: each chunk starts on a keyframe and was encoded with the same
-//! settings, so their H.264 streams follow on from each other.
+//! Joins the chunks of a chunked transcode, in order, into one faststart MP4 without re-encoding:
+//! each chunk's video starts on a keyframe and was encoded with the same settings, so their H.264
+//! streams follow on from each other; each chunk's audio is its share of the recording's AAC frames
+//! (see [`crate::aac_frames`]), so those follow on too.
 
-use crate::{PipelineError, make, runtime_error};
+use crate::{PipelineError, make, mp4_info, runtime_error};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// `chunks`: MP4 files holding one H.264 track each, in time order. `audio`: an M4A as long as the
-/// whole recording (absent for no audio).
-pub fn run(chunks: &[PathBuf], audio: Option<&Path>, output: &Path) -> Result<(), PipelineError> {
+/// `chunks`: MP4 files holding one H.264 and one AAC track each, in time order.
+pub fn run(chunks: &[PathBuf], output: &Path) -> Result<(), PipelineError> {
     if chunks.is_empty() {
         return Err(PipelineError::Input("no chunks to join".into()));
+    }
+    // A chunk without both tracks would stall its stream's concat: refused before anything runs.
+    for (index, chunk) in chunks.iter().enumerate() {
+        let info = mp4_info::read(chunk).map_err(|e| PipelineError::Input(format!("chunk {index}: {e}")))?;
+        for (entry, what) in [("avc", "H.264 video"), ("mp4a", "AAC audio")] {
+            if !info.sample_entries.iter().any(|e| e.starts_with(entry)) {
+                return Err(PipelineError::Input(format!("chunk {index} has no {what} track (made by an older transcoder?)")));
+            }
+        }
     }
     let pipeline = gst::Pipeline::with_name("join");
     let mux = make("mp4mux")?;
@@ -21,28 +30,15 @@ pub fn run(chunks: &[PathBuf], audio: Option<&Path>, output: &Path) -> Result<()
     }
     let sink = make("filesink")?;
     sink.set_property("location", output.to_string_lossy().to_string());
-    // `concat` plays its inputs one after the other, each continuing the running time of the last.
-    let concat = make("concat")?;
-    let video_queue = make("queue")?;
-    pipeline.add_many([&mux, &sink, &concat, &video_queue])?;
+    pipeline.add_many([&mux, &sink])?;
     mux.link(&sink)?;
-    concat.link(&video_queue)?;
-    link_to_mux(&video_queue, &mux, "video_%u")?;
-
+    // `concat` plays its inputs one after the other, each continuing the running time of the last.
+    let video = concat_into(&pipeline, &mux, "video_%u")?;
+    let audio = concat_into(&pipeline, &mux, "audio_%u")?;
     for chunk in chunks {
-        let parse = make("h264parse")?;
-        pipeline.add(&parse)?;
-        let concat_pad = concat.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("concat pad".into()))?;
-        parse.static_pad("src").expect("src pad").link(&concat_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
-        add_demuxed_file(&pipeline, chunk, "video/", &parse)?;
-    }
-    if let Some(audio) = audio {
-        let parse = make("aacparse")?;
-        let queue = make("queue")?;
-        pipeline.add_many([&parse, &queue])?;
-        parse.link(&queue)?;
-        link_to_mux(&queue, &mux, "audio_%u")?;
-        add_demuxed_file(&pipeline, audio, "audio/", &parse)?;
+        let video_parse = parse_into(&pipeline, &video, "h264parse")?;
+        let audio_parse = parse_into(&pipeline, &audio, "aacparse")?;
+        add_demuxed_file(&pipeline, chunk, vec![("video/", video_parse), ("audio/", audio_parse)])?;
     }
 
     let bus = pipeline.bus().expect("pipelines have a bus");
@@ -58,14 +54,33 @@ pub fn run(chunks: &[PathBuf], audio: Option<&Path>, output: &Path) -> Result<()
     result
 }
 
+/// concat → queue → a new `template` pad of the mux; returns the concat.
+fn concat_into(pipeline: &gst::Pipeline, mux: &gst::Element, template: &str) -> Result<gst::Element, PipelineError> {
+    let concat = make("concat")?;
+    let queue = make("queue")?;
+    pipeline.add_many([&concat, &queue])?;
+    concat.link(&queue)?;
+    link_to_mux(&queue, mux, template)?;
+    Ok(concat)
+}
+
+/// A new `parser` feeding a new sink pad of `concat` (pads are played in the order they were made).
+fn parse_into(pipeline: &gst::Pipeline, concat: &gst::Element, parser: &str) -> Result<gst::Element, PipelineError> {
+    let parse = make(parser)?;
+    pipeline.add(&parse)?;
+    let concat_pad = concat.request_pad_simple("sink_%u").ok_or_else(|| PipelineError::Build("concat pad".into()))?;
+    parse.static_pad("src").expect("src pad").link(&concat_pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
+    Ok(parse)
+}
+
 fn link_to_mux(from: &gst::Element, mux: &gst::Element, template: &str) -> Result<(), PipelineError> {
     let pad = mux.request_pad_simple(template).ok_or_else(|| PipelineError::Build(format!("mp4mux {template} pad")))?;
     from.static_pad("src").expect("src pad").link(&pad).map_err(|e| PipelineError::Build(format!("{e:?}")))?;
     Ok(())
 }
 
-/// filesrc → qtdemux, its first stream of `media` linked to `to` once it appears.
-fn add_demuxed_file(pipeline: &gst::Pipeline, path: &Path, media: &'static str, to: &gst::Element) -> Result<(), PipelineError> {
+/// filesrc → qtdemux, its first stream of each media type linked to that type's element once it appears.
+fn add_demuxed_file(pipeline: &gst::Pipeline, path: &Path, streams: Vec<(&'static str, gst::Element)>) -> Result<(), PipelineError> {
     if !path.exists() {
         return Err(PipelineError::Input(format!("{} does not exist", path.display())));
     }
@@ -74,13 +89,11 @@ fn add_demuxed_file(pipeline: &gst::Pipeline, path: &Path, media: &'static str, 
     let demux = make("qtdemux")?;
     pipeline.add_many([&source, &demux])?;
     source.link(&demux)?;
-    let sink = to.static_pad("sink").expect("sink pad");
+    let sinks: Vec<(&'static str, gst::Pad)> = streams.into_iter().map(|(media, to)| (media, to.static_pad("sink").expect("sink pad"))).collect();
     demux.connect_pad_added(move |_, pad| {
-        let wanted = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().starts_with(media))).unwrap_or(false);
-        if wanted
-            && !sink.is_linked()
-            && let Err(err) = pad.link(&sink)
-        {
+        let Some(name) = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().to_string())) else { return };
+        let Some((_, sink)) = sinks.iter().find(|(media, sink)| name.starts_with(media) && !sink.is_linked()) else { return };
+        if let Err(err) = pad.link(sink) {
             tracing::warn!(?err, "demuxed pad did not link");
         }
     });

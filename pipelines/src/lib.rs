@@ -2,6 +2,7 @@
 //! what they want (a synthetic room to capture, tracks to composite, files to re-encode) and this crate builds
 //! and runs it.
 
+pub mod aac_frames;
 pub mod avc;
 pub mod clip;
 pub mod cuts;

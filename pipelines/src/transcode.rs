@@ -8,6 +8,7 @@
 //! scaled to its tile in its own branch (its own thread), ahead of time, so the compositor only blends;
 //! a frame that reaches it at another size is scaled there, which is slower but still right.
 
+use crate::aac_frames::{self, ChunkFrames};
 use crate::cuts::Cuts;
 use crate::layout::{self, Layer, Schedule, Tile};
 use crate::look::{self, Look};
@@ -45,8 +46,9 @@ pub struct TranscodeSpec {
     /// Spans of the input left out of the output (pauses): the output is shorter by them. Only for a
     /// transcode in one piece (a chunk's window is on the output's timeline).
     pub cuts: Cuts,
-    /// Only this part of the recording, video only, its timestamps starting at zero: one chunk of a
-    /// chunked transcode. Its ends must sit on the output's frame grid.
+    /// Only this part of the recording, its timestamps starting at zero: one chunk of a chunked
+    /// transcode, with its video frames and its share of the AAC frames ([`crate::aac_frames`]). Its ends
+    /// must sit on the output's frame grid, as frames are stamped (`k * 1e9 / fps` ns, rounded down).
     pub video_window: Option<Window>,
     /// Encoder element name (see [`encoders`]).
     pub encoder: String,
@@ -199,12 +201,11 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
         let frame = (spec.width, spec.height);
         follow_schedule(&compositor, schedule, Pads { layers: pads, outline, frame }, spec.composite_start_ns());
     }
-    if spec.video_window.is_none() {
-        let mixer = build_audio_output(spec, &pipeline, &mux)?;
-        for (input, caps) in &audios {
-            let appsrc = add_audio_input(&pipeline, caps, &mixer, &spec.cuts)?;
-            feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), 0..spec.duration_ns, problems.clone())?);
-        }
+    let audio = AudioSpan::of(spec);
+    let mixer = build_audio_output(spec, &audio, &pipeline, &mux)?;
+    for (input, caps) in &audios {
+        let appsrc = add_audio_input(&pipeline, caps, &mixer, &spec.cuts)?;
+        feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), audio.input_range(spec), problems.clone())?);
     }
 
     let result = run_to_eos(&pipeline, spec, &on_progress);
@@ -330,13 +331,62 @@ fn keep_video_window(pad: &gst::Pad, window: Window, fps: u32) {
     });
 }
 
+const SAMPLES_PER_BUFFER: u64 = 960;
+
+/// The audio a transcode encodes, in samples of the mixer's timeline (the output's, less the AAC
+/// priming): all of it, or for a chunk its frames with their pre- and post-roll.
+struct AudioSpan {
+    start_sample: u64,
+    end_sample: u64,
+    /// A chunk's frames, kept after the encoder; `None` keeps everything.
+    chunk: Option<ChunkFrames>,
+}
+
+impl AudioSpan {
+    fn of(spec: &TranscodeSpec) -> Self {
+        let rate = AUDIO_RATE as u64;
+        let whole_end = frames_for(spec.output_duration_ns(), rate, SAMPLES_PER_BUFFER) as u64 * SAMPLES_PER_BUFFER;
+        let Some(window) = spec.video_window else { return AudioSpan { start_sample: 0, end_sample: whole_end, chunk: None } };
+        // A window reaching the output's end is the last chunk, whatever `whole_end`'s rounding says.
+        let end_ns = (window.end_ns < spec.output_duration_ns()).then_some(window.end_ns);
+        let chunk = ChunkFrames::for_window(window.start_ns, end_ns, whole_end, rate);
+        let start_sample = chunk.encode_from() * aac_frames::FRAME_SAMPLES;
+        let end_sample = chunk.encode_until_sample(whole_end).max(start_sample);
+        AudioSpan { start_sample, end_sample, chunk: Some(chunk) }
+    }
+
+    fn start_ns(&self) -> u64 {
+        aac_frames::samples_to_ns(self.start_sample, AUDIO_RATE as u64)
+    }
+
+    /// What the audio tracks are read over: the span on the recording's timeline (tracks are fed a
+    /// priming ahead, see [`add_audio_input`]), with half a second before a chunk for the decoders to settle.
+    fn input_range(&self, spec: &TranscodeSpec) -> std::ops::Range<u64> {
+        match self.chunk {
+            None => 0..spec.duration_ns,
+            Some(_) => {
+                let end_ns = aac_frames::samples_to_ns(self.end_sample, AUDIO_RATE as u64) + AAC_PRIMING_NS as u64;
+                (self.start_ns() + AAC_PRIMING_NS as u64).saturating_sub(AUDIO_DECODER_LEAD_NS)..end_ns.min(spec.duration_ns)
+            }
+        }
+    }
+}
+
+/// See [`AudioSpan::input_range`].
+const AUDIO_DECODER_LEAD_NS: u64 = 500_000_000;
+
 /// Silent base layer → mixer → AAC encoder → mux. Returns the mixer for track inputs.
-fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst::Element) -> Result<gst::Element, PipelineError> {
-    const SAMPLES_PER_BUFFER: u64 = 960;
+fn build_audio_output(spec: &TranscodeSpec, span: &AudioSpan, pipeline: &gst::Pipeline, mux: &gst::Element) -> Result<gst::Element, PipelineError> {
     let silence = make("audiotestsrc")?;
     silence.set_property_from_str("wave", "silence");
-    silence.set_property("samplesperbuffer", SAMPLES_PER_BUFFER as i32);
-    silence.set_property("num-buffers", frames_for(spec.output_duration_ns(), AUDIO_RATE as u64, SAMPLES_PER_BUFFER));
+    // The base layer ends exactly at the span's end (the encoder's last frame is as long as the
+    // one-piece transcode's): whole buffers of a size that divides the span (a multiple of 64 samples,
+    // as starts sit on 1024 and ends on 960 or 1024).
+    let samples = span.end_sample - span.start_sample;
+    let per_buffer = [SAMPLES_PER_BUFFER, 1024, 512, 320, 256, 192, 128].into_iter().find(|b| samples.is_multiple_of(*b)).unwrap_or(64);
+    silence.set_property("samplesperbuffer", per_buffer as i32);
+    silence.set_property("num-buffers", samples.div_ceil(per_buffer) as i32);
+    silence.set_property("timestamp-offset", span.start_ns() as i64);
     let silence_caps = make("capsfilter")?;
     silence_caps.set_property("caps", mixer_caps());
     let mixer = make("audiomixer")?;
@@ -346,6 +396,12 @@ fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     // off. The threshold stays above the container's 1 ms timestamp rounding.
     mixer.set_property("alignment-threshold", 3_000_000u64);
     mixer.set_property("discont-wait", 0u64);
+    if span.chunk.is_some() {
+        // A chunk's mix starts at its pre-roll; the tracks' frames before it (fed to settle the
+        // decoders) are dropped.
+        mixer.set_property_from_str("start-time-selection", "set");
+        mixer.set_property("start-time", span.start_ns());
+    }
     let convert = make("audioconvert")?;
     let encoder = make("avenc_aac")?;
     encoder.set_property("bitrate", spec.audio_bps as i32);
@@ -355,7 +411,38 @@ fn build_audio_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     gst::Element::link_many([&silence, &silence_caps, &mixer, &convert, &encoder, &parse, &queue])?;
     let mux_pad = mux.request_pad_simple("audio_%u").ok_or_else(|| PipelineError::Build("mp4mux audio pad".into()))?;
     queue.static_pad("src").expect("queue src").link(&mux_pad).map_err(|e| PipelineError::Build(format!("audio to mux: {e:?}")))?;
+    if let Some(chunk) = span.chunk {
+        keep_chunk_frames(&parse.static_pad("src").expect("aacparse src"), chunk);
+    }
     Ok(mixer)
+}
+
+/// Keeps a chunk's own AAC frames (its pre- and post-roll are dropped), stamped from zero, so the
+/// join lays the chunks' frames end to end.
+fn keep_chunk_frames(pad: &gst::Pad, chunk: ChunkFrames) {
+    let rate = AUDIO_RATE as u64;
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        match info.data.as_mut() {
+            Some(gst::PadProbeData::Buffer(buffer)) => {
+                let Some(pts) = buffer.pts() else { return gst::PadProbeReturn::Drop };
+                let frame = aac_frames::nearest_frame(pts.nseconds(), rate);
+                if !chunk.keeps(frame) {
+                    return gst::PadProbeReturn::Drop;
+                }
+                let buffer = buffer.make_mut();
+                let ns = |frame: u64| aac_frames::samples_to_ns(frame * aac_frames::FRAME_SAMPLES, rate);
+                buffer.set_pts(gst::ClockTime::from_nseconds(ns(frame - chunk.first)));
+                buffer.set_dts(gst::ClockTime::from_nseconds(ns(frame - chunk.first)));
+                gst::PadProbeReturn::Ok
+            }
+            // The chunk's frames are on a timeline of their own, from zero.
+            Some(gst::PadProbeData::Event(event)) if event.type_() == gst::EventType::Segment => {
+                *event = gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new());
+                gst::PadProbeReturn::Ok
+            }
+            _ => gst::PadProbeReturn::Ok,
+        }
+    });
 }
 
 pub(crate) fn mixer_caps() -> gst::Caps {

@@ -249,3 +249,90 @@ fn a_mistimed_first_audio_packet_does_not_shift_the_rest() {
         assert!(offset_ms.abs() <= 1.0, "the beep at {second} s starts {offset_ms:.2} ms off its second");
     }
 }
+
+/// Decoded audio of `path`: 48 kHz stereo, as 16-bit samples (interleaved).
+fn decoded_audio(path: &std::path::Path) -> Vec<i16> {
+    let out =
+        Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-vn", "-ac", "2", "-ar", "48000", "-f", "s16le", "-"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]])).collect()
+}
+
+/// Power ratio, in dB, of `reference` to its difference from `other` over the samples `range`.
+fn snr_db(reference: &[i16], other: &[i16], range: std::ops::Range<usize>) -> f64 {
+    let (mut signal, mut noise) = (0f64, 0f64);
+    for i in range {
+        let (a, b) = (reference[i] as f64, other[i] as f64);
+        signal += a * a;
+        noise += (a - b) * (a - b);
+    }
+    10.0 * (signal / noise.max(1.0)).log10()
+}
+
+/// A recording transcoded in chunks and joined has the audio of the one-piece transcode: the same
+/// length, every sound in its place, and no click where two chunks meet (each chunk encodes its own
+/// AAC frames with a pre- and post-roll; the join only lays them end to end).
+#[test]
+fn chunked_audio_joins_into_the_one_piece_audio() {
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tracks, recorded_ns, _) = capture(&dir.path().join("raw"), 2, 7000, 0);
+    let whole = dir.path().join("whole.mp4");
+    // The fleet's CPU encoder: its chunks' streams follow on from each other.
+    let spec = |tracks, duration_ns, output| transcode::TranscodeSpec { encoder: "x264enc".into(), ..spec(tracks, duration_ns, output) };
+    transcode::run(&spec(tracks.clone(), recorded_ns, whole.clone()), |_| {}).unwrap();
+    let reference = decoded_audio(&whole);
+    // Seams inside two tones (a click shows there, not in silence), on the 30 fps frame grid: 40 ms
+    // into the first tone after 1 s, and into the next one at least 1 s later.
+    let onset_after = |from_s: f64| -> f64 {
+        let from = (from_s * 48_000.0) as usize * 2;
+        let at = reference[from..].iter().position(|s| s.unsigned_abs() > 2000).expect("a tone") + from;
+        (at / 2) as f64 / 48_000.0
+    };
+    // (Frame starts as the compositor stamps them: k * 1e9 / 30 rounded down.)
+    let on_grid = |s: f64| (s * 30.0).floor() as u64 * 1_000_000_000 / 30;
+    let first = on_grid(onset_after(1.0) + 0.04);
+    let second = on_grid(onset_after(first as f64 / 1e9 + 1.0) + 0.04);
+    let seams = [first, second];
+    let mut chunks = Vec::new();
+    for (start_ns, end_ns) in [(0, first), (first, second), (second, recorded_ns)] {
+        let path = dir.path().join(format!("chunk-{}.mp4", chunks.len()));
+        let window = Some(transcode::Window { start_ns, end_ns });
+        transcode::run(&transcode::TranscodeSpec { video_window: window, ..spec(tracks.clone(), recorded_ns, path.clone()) }, |_| {}).unwrap();
+        chunks.push(path);
+    }
+    let joined = dir.path().join("joined.mp4");
+    fleet_pipelines::join::run(&chunks, &joined).unwrap();
+    assert_eq!(decode_errors(&joined), "");
+
+    let audio_duration = |path: &std::path::Path| {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "a", "-show_entries", "stream=duration,nb_frames", "-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(audio_duration(&joined), audio_duration(&whole), "the audio track's length and frames, chunked vs one piece");
+    let chunked = decoded_audio(&joined);
+    println!("samples: one piece {}, chunked {}", reference.len() / 2, chunked.len() / 2);
+    assert!(reference.len().abs_diff(chunked.len()) <= 2 * 1024 * 2, "lengths differ by more than a frame: {} vs {}", reference.len(), chunked.len());
+    let len = reference.len().min(chunked.len());
+    let overall = snr_db(&reference, &chunked, 0..len);
+    // Around each seam (two frames each side of it), against the one-piece audio.
+    let at_seams: Vec<f64> = seams
+        .iter()
+        .map(|&ns| {
+            let centre = (ns as u128 * 48_000 / 1_000_000_000) as usize * 2;
+            snr_db(&reference, &chunked, centre - 2 * 2048..(centre + 2 * 2048).min(len))
+        })
+        .collect();
+    println!("chunked vs one-piece audio: {overall:.1} dB overall, at the seams {at_seams:.1?} dB");
+    assert!(overall >= 30.0, "the chunked audio differs from the one-piece audio: {overall:.1} dB");
+    assert!(at_seams.iter().all(|&db| db >= 25.0), "a seam differs from the one-piece audio: {at_seams:.1?} dB");
+}
+
+fn decode_errors(path: &std::path::Path) -> String {
+    let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

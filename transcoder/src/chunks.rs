@@ -2,8 +2,8 @@
 //! video into chunks of `chunk_seconds`, records the plan in the job record and queues one message per
 //! chunk, so every free transcoder takes one. Each chunk is composited and encoded on its own, starting
 //! on a keyframe; its ctx uploads it and marks it done in the record (compare-and-set). The ctx
-//! whose mark completes the plan joins the chunks without re-encoding, with the audio mixed once for the
-//! whole recording (cheap, and AAC frames never straddle a cut), and finishes the job as usual.
+//! whose mark completes the plan joins the chunks without re-encoding (each chunk carries its share of
+//! the recording's AAC frames, see `fleet_pipelines::aac_frames`) and finishes the job as usual.
 
 use crate::context::{Done, JobContext};
 use crate::error::{Context, TranscodeError};
@@ -56,8 +56,13 @@ pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u3
     }
     let mut record = record;
     if !plan.done.contains(&index) {
-        // A running recording is transcoded up to this chunk's end, where its media is final.
-        let duration_ns = if progressive { (index as u64 + 1) * plan.chunk_ns } else { record.recorded_span_ms().unwrap_or(0) * 1_000_000 };
+        // A running recording is transcoded up to a little past this chunk's end, where its media is final
+        // (the chunk's audio reaches past its end).
+        let duration_ns = if progressive {
+            (index as u64 + 1) * plan.chunk_ns + crate::progressive::FINAL_PAST_CHUNK_NS
+        } else {
+            record.recorded_span_ms().unwrap_or(0) * 1_000_000
+        };
         let (start_ns, end_ns) = plan.window(index, duration_ns);
         let scratch = prepare::scratch_dir(ctx, &record.id).await?;
         let upto_ms = progressive.then_some(duration_ns / 1_000_000);
@@ -99,7 +104,7 @@ pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u3
 /// How often a running join refreshes its claim.
 const JOIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Joins every chunk with the whole recording's audio and finishes the job.
+/// Joins every chunk and finishes the job.
 async fn join(ctx: &Arc<JobContext>, record: &JobRecord) -> Result<Done, TranscodeError> {
     let plan = record.chunks.as_ref().expect("joined only with a complete plan");
     tracing::info!(chunks = plan.count, "joining the chunks");
@@ -120,23 +125,26 @@ async fn join(ctx: &Arc<JobContext>, record: &JobRecord) -> Result<Done, Transco
 
 async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan) -> Result<Done, TranscodeError> {
     let scratch = prepare::scratch_dir(ctx, &record.id).await?;
-    let prepared = prepare::prepare(ctx, record, scratch.path()).await?;
+    // The chunks carry the video and the mixed audio: only each participant's own audio (when asked
+    // for) needs the segments again, so otherwise the join downloads just the last of each track's.
+    let prepared = if record.request.audio_per_participant {
+        prepare::prepare(ctx, record, scratch.path()).await?
+    } else {
+        let end_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
+        prepare::prepare_chunk(ctx, record, scratch.path(), None, Some(end_ns..end_ns)).await?
+    };
     let mut chunks = Vec::new();
     for index in 0..plan.count {
         let path = scratch.path().join(format!("chunk-{index:05}.mp4"));
         ctx.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.context(format!("chunk {index}"))?;
         chunks.push(path);
     }
-    let audio = scratch.path().join("audio.m4a");
-    let spec = transcode::TranscodeSpec { audio_only: true, schedule: None, video_window: None, output: audio.clone(), ..prepared.spec.clone() };
-    let report = tokio::task::spawn_blocking(move || transcode::run(&spec, |_| {})).await.context("transcode thread")?.context("audio")?;
-    let mut problems = report.problems;
-    problems.extend(prepared.decryption.report());
-    problems.extend(prepared.look_warnings.iter().cloned());
+    // The chunks' problems (decryption included) are in the record already.
+    let mut problems = prepared.look_warnings.clone();
     let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;
     let output = scratch.path().join(format!("{}.mp4", record.id));
-    let (out, audio_in) = (output.clone(), audio.clone());
-    tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, Some(&audio_in), &out)).await.context("join thread")?.context("join")?;
+    let out = output.clone();
+    tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, &out)).await.context("join thread")?.context("join")?;
     // Assumes every chunk used this node's encoder. Known gap: chunks made by different encoders (a GPU
     // node and a CPU node, or a GPU fallback) have different H.264 parameter sets and fail to join.
     let encoder = prepared.spec.encoder.clone();

@@ -31,6 +31,7 @@ pub struct Inputs {
     /// Every session's room events, in recording time.
     pub room_events: Vec<TimedEvent>,
     pub duration_ns: u64,
+    /// Segments the recording is made of (downloaded or not: a chunk's inputs are some of them).
     pub segment_count: usize,
     /// The end-to-end encrypted tracks and the room's trailer, from the timelines.
     pub e2ee: TimelineE2ee,
@@ -147,6 +148,7 @@ pub async fn download(
             placed.push(Placed { key, session: index, offset_ns, until_ns, replica: session.replica, span, session_end_ns: windows[index].1 });
         }
         let mut picks = pick_segments(&placed);
+        segment_count += picks.len();
         if let Some(window) = &window {
             picks = within(&placed, picks, window);
         }
@@ -161,7 +163,6 @@ pub async fn download(
                 (a, b) => a.or(b),
             };
             files.push(SegmentFile { path, offset_ns: chosen.offset_ns, until_ns, from_ns: pick.from_ns });
-            segment_count += 1;
         }
         tracks.push(TrackInput::new(format!("{participant}/{track}"), files));
     }

@@ -40,10 +40,15 @@ pub fn stored_horizon_ns(timeline: &str, is_stored: impl Fn(&str) -> bool, job: 
     open.values().fold(last_line.min(limit), |horizon, &opened| horizon.min(opened))
 }
 
-/// The chunks of an open plan that lie between `floor_ns` and `horizon_ns` and are not done yet.
+/// How far past its end a chunk's media must be final: a chunk encodes its audio a little past its end
+/// (the AAC post-roll of `fleet_pipelines::aac_frames`), so that the next chunk's first frame joins on.
+pub const FINAL_PAST_CHUNK_NS: u64 = 500_000_000;
+
+/// The chunks of an open plan that lie between `floor_ns` and `horizon_ns` (with
+/// [`FINAL_PAST_CHUNK_NS`] to spare) and are not done yet.
 pub fn ready_chunks(plan: &ChunkPlan, floor_ns: u64, horizon_ns: u64) -> Vec<u32> {
     (0u32..)
-        .take_while(|&index| (index as u64 + 1) * plan.chunk_ns <= horizon_ns)
+        .take_while(|&index| (index as u64 + 1) * plan.chunk_ns + FINAL_PAST_CHUNK_NS <= horizon_ns)
         .filter(|&index| index as u64 * plan.chunk_ns >= floor_ns && !plan.done.contains(&index))
         .collect()
 }
@@ -165,9 +170,10 @@ mod tests {
     #[test]
     fn only_whole_chunks_before_the_horizon_are_ready() {
         let mut plan = ChunkPlan::open(10_000_000_000);
-        assert!(ready_chunks(&plan, 0, 9_999_999_999).is_empty());
-        assert_eq!(ready_chunks(&plan, 0, 30_000_000_000), [0, 1, 2]);
-        assert_eq!(ready_chunks(&plan, 12_000_000_000, 40_000_000_000), [2, 3], "none before a failover's session");
+        assert!(ready_chunks(&plan, 0, 10_000_000_000).is_empty(), "the audio past the chunk's end is not final yet");
+        assert_eq!(ready_chunks(&plan, 0, 10_500_000_000), [0]);
+        assert_eq!(ready_chunks(&plan, 0, 30_500_000_000), [0, 1, 2]);
+        assert_eq!(ready_chunks(&plan, 12_000_000_000, 40_500_000_000), [2, 3], "none before a failover's session");
         plan.done = vec![0, 2];
         assert_eq!(ready_chunks(&plan, 0, 35_000_000_000), [1]);
     }

@@ -57,7 +57,7 @@ pub(crate) async fn prepare_chunk(
             "end-to-end encrypted tracks"
         );
     }
-    tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs downloaded");
+    tracing::info!(segments = inputs.segment_count, tracks = inputs.tracks.len(), duration_ms = inputs.duration_ns / 1_000_000, "inputs ready");
     let audio_only = record.request.audio_only;
     let (width, height, fps, video_kbps) = record.request.video_preset.params();
     let is_kind = |t: &segment_reader::TrackInput, kind: &str| {
