@@ -5,7 +5,7 @@
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
 #   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode,live,list}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
-#   deploy/dev.sh bench-time-to-mp4 [--minutes 10,60]   stop -> MP4, progressive transcode on and off; target/bench/time-to-mp4.json
+#   deploy/dev.sh bench-time-to-mp4 [--minutes 10,60] [--progressive on|off|both]   stop -> MP4; target/bench/time-to-mp4.json
 #   deploy/dev.sh chaos   run each fault against real processes; a table of media lost and duplicates, also target/bench/chaos.json
 #   deploy/dev.sh plugnmeet  the fleet as plugNmeet's recorder beside plugnmeet-server (your binary in FLEET_PLUGNMEET_SERVER)
 #   deploy/dev.sh deps    only install what is missing
