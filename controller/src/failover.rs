@@ -115,7 +115,7 @@ async fn requeue(bus: &Bus, lost: &Held, metrics: &Metrics) {
     let message = RecordJob { job_id: lost.job.clone(), handover_from: None, replica: lost.replica };
     let message_id = format!("lost-{}-{}", lost.job, lost.session);
     match bus.enqueue(&bus.names().record_subject, &message_id, &message).await {
-        Ok(()) => metrics.inc("fleet_recorders_lost_total"),
+        Ok(()) => metrics.recorder_lost(),
         Err(err) => tracing::warn!(%err, job_id = %lost.job, "could not queue the recording again; AckWait's redelivery still will"),
     }
 }

@@ -51,7 +51,7 @@ impl EventSink for FleetWebhooks {
 
     async fn handle(&self, event: StateEvent) {
         let StateEvent { job_id, state, seq, revision, at_ms, record } = event;
-        self.metrics.state_transition(state.as_str());
+        self.metrics.state_transition(state, &record);
         let Some(url) = record.request.webhook_url.clone() else { return };
         if self.config.secret.is_empty() {
             tracing::warn!(%job_id, "webhook requested but no webhook secret is configured; not sent");
@@ -69,7 +69,7 @@ impl EventSink for FleetWebhooks {
         .expect("webhook body serializes");
         let delivery = format!("{job_id}-{seq}");
         let delivered = deliver(&self.http, &self.config, &url, &event_name, &delivery, body).await;
-        self.metrics.inc(if delivered { "fleet_webhooks_delivered_total" } else { "fleet_webhooks_failed_total" });
+        self.metrics.webhook_sent(delivered);
     }
 }
 

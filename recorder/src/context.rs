@@ -3,14 +3,15 @@
 //! and spool recovery get it instead of the worker.
 
 use crate::config::RecorderConfig;
+use crate::metrics::RecorderMetrics;
 use async_nats::jetstream;
 use fleet_protocol::SafeId;
 use fleet_runtime::bus::Bus;
 use fleet_runtime::job_client::JobRequests;
 use fleet_runtime::storage::Storage;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -21,6 +22,7 @@ pub(crate) struct NodeContext {
     pub storage: Storage,
     pub config: RecorderConfig,
     pub node_id: String,
+    pub metrics: Arc<RecorderMetrics>,
     /// Jobs recording here, each with its newest delivery (keep-alives and the final ack go to it).
     /// Jobs capturing here: which of the job's captures, and its newest delivery.
     running: Mutex<BTreeMap<String, (u8, watch::Sender<jetstream::Message>)>>,
@@ -32,8 +34,18 @@ pub(crate) struct NodeContext {
 }
 
 impl NodeContext {
-    pub fn new(bus: Bus, jobs: JobRequests, storage: Storage, config: RecorderConfig, node_id: String) -> Self {
-        Self { bus, jobs, storage, config, node_id, running: Mutex::default(), spool_bytes: AtomicU64::new(0), disk_full_at: Mutex::new(None) }
+    pub fn new(bus: Bus, jobs: JobRequests, storage: Storage, config: RecorderConfig, node_id: String, metrics: Arc<RecorderMetrics>) -> Self {
+        Self {
+            bus,
+            jobs,
+            storage,
+            config,
+            node_id,
+            metrics,
+            running: Mutex::default(),
+            spool_bytes: AtomicU64::new(0),
+            disk_full_at: Mutex::new(None),
+        }
     }
 
     pub fn running_jobs(&self) -> Vec<String> {
@@ -42,6 +54,7 @@ impl NodeContext {
 
     pub fn set_spool_bytes(&self, bytes: u64) {
         self.spool_bytes.store(bytes, Ordering::Relaxed);
+        self.metrics.set_spool_bytes(bytes);
     }
 
     /// Why no new recording should start here: the spool's disk is (nearly) full, or the spool holds

@@ -7,6 +7,7 @@ pub mod config;
 mod context;
 mod disk;
 mod error;
+pub mod metrics;
 mod recovery;
 mod session;
 mod streaming;

@@ -8,9 +8,12 @@ use fleet_recorder::{Recorder, RecorderConfig};
 use fleet_runtime::bus::{Bus, QueueSettings, Topology};
 use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
 use fleet_runtime::job_client::JobRequests;
+use fleet_runtime::node_endpoints::{self, MetricsConfig};
 use fleet_runtime::process::{host_name, shutdown_signal};
 use fleet_runtime::storage::Storage;
+use fleet_transcoder::metrics::TranscoderMetrics;
 use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -46,6 +49,7 @@ struct Config {
     /// The embedded transcoder of mode `both`.
     transcoder: TranscoderConfig,
     log: LogConfig,
+    metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -59,6 +63,7 @@ impl Default for Config {
             // As plugNmeet's `both` mode: leave the CPU to live recordings above 80 %.
             transcoder: TranscoderConfig { max_cpu_load: 0.8, ..TranscoderConfig::default() },
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -82,19 +87,36 @@ async fn main() -> anyhow::Result<()> {
         Mode::RecorderOnly => "recorder-only",
     };
     let role = if args.mode == Mode::Both { Role::Both } else { Role::Recorder };
-    let recorder =
-        Recorder::new(bus.clone(), JobRequests::for_node(&bus, role, &node_id), storage.clone(), config.recorder, node_id.clone(), mode_name.into())?;
+    // One registry for the node: the embedded transcoder of mode `both` adds its own metrics to it.
+    let mut registry = Registry::default();
+    let recorder_metrics = fleet_recorder::metrics::RecorderMetrics::register(&mut registry);
+    let transcoder_metrics = (args.mode == Mode::Both).then(|| TranscoderMetrics::register(&mut registry));
+    let jobs = JobRequests::for_node(&bus, role, &node_id);
+    let recorder = Recorder::new(bus.clone(), jobs, storage.clone(), config.recorder, node_id.clone(), mode_name.into(), recorder_metrics)?;
     let mut workers = tokio::task::JoinSet::new();
     workers.spawn(recorder.clone().run(shutdown_rx.clone()));
-    if args.mode == Mode::Both {
+    if let Some(metrics) = transcoder_metrics {
         let identity = WorkerIdentity { node_id: embedded_transcoder_id(&node_id), mode: "both".into() };
         let recording = recorder.clone();
         let yield_to: fleet_runtime::queue::UrgentWork = std::sync::Arc::new(move || recording.is_recording());
-        let transcoder =
-            Transcoder::new(bus.clone(), JobRequests::for_node(&bus, Role::Both, &node_id), storage, config.transcoder, identity, Some(yield_to))
-                .await?;
-        workers.spawn(transcoder.run(shutdown_rx));
+        let transcoder = Transcoder::new(
+            bus.clone(),
+            JobRequests::for_node(&bus, Role::Both, &node_id),
+            storage,
+            config.transcoder,
+            identity,
+            Some(yield_to),
+            metrics,
+        )
+        .await?;
+        workers.spawn(transcoder.run(shutdown_rx.clone()));
     }
+    let endpoints = node_endpoints::serve(config.metrics.clone(), std::sync::Arc::new(registry), bus.clone(), shutdown_rx);
+    tokio::spawn(async move {
+        if let Err(err) = endpoints.await {
+            tracing::error!(%err, "the metrics and health endpoints stopped");
+        }
+    });
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested");

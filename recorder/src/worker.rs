@@ -3,6 +3,7 @@
 
 use crate::config::RecorderConfig;
 use crate::context::NodeContext;
+use crate::metrics::RecorderMetrics;
 use crate::session;
 use fleet_protocol::node::{NodeInfo, NodeRole};
 use fleet_protocol::time::now_ms;
@@ -30,10 +31,12 @@ impl Recorder {
         config: RecorderConfig,
         node_id: String,
         mode: String,
+        metrics: Arc<RecorderMetrics>,
     ) -> Result<Arc<Self>, fleet_pipelines::PipelineError> {
         fleet_pipelines::init()?;
         std::fs::create_dir_all(&config.spool_dir)?;
-        Ok(Arc::new(Self { ctx: Arc::new(NodeContext::new(bus, jobs, storage, config, node_id)), mode, started_at_ms: now_ms() }))
+        let ctx = Arc::new(NodeContext::new(bus, jobs, storage, config, node_id, metrics));
+        Ok(Arc::new(Self { ctx, mode, started_at_ms: now_ms() }))
     }
 
     /// Serves recording jobs until `shutdown` turns true; running recordings are then stopped, their
@@ -75,13 +78,16 @@ impl Recorder {
             let spool = ctx.config.spool_dir.clone();
             let spool_bytes = tokio::task::spawn_blocking(move || tree_size(&spool)).await.unwrap_or(0);
             ctx.set_spool_bytes(spool_bytes);
+            let running_jobs = ctx.running_jobs();
+            ctx.metrics.set_captures(running_jobs.len());
+            ctx.metrics.refresh_upload_lag(std::time::Instant::now());
             let info = NodeInfo {
                 id: ctx.node_id.clone(),
                 role: NodeRole::Recorder,
                 mode: self.mode.clone(),
                 version: fleet_protocol::VERSION.into(),
                 slots: ctx.config.slots,
-                running_jobs: ctx.running_jobs(),
+                running_jobs,
                 cpu_load: sampler.sample(),
                 cores: cores(),
                 encoders: Vec::new(),

@@ -644,3 +644,72 @@ fn hash_key_reads_the_key_from_standard_input() {
     let empty = std::process::Command::new(&controller).arg("hash-key").stdin(std::process::Stdio::null()).output().unwrap();
     assert!(!empty.status.success(), "no key is an error, not the hash of nothing");
 }
+
+/// Names a Prometheus text exposition declares (`# TYPE` lines), as queries see them: a counter with
+/// `_total`, a histogram with `_bucket`, `_sum` and `_count`. Every declared name also has a HELP line.
+fn exported_metric_names(exposition: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        assert!(exposition.contains(&format!("# HELP {name} ")), "{name} has no HELP line");
+        match kind {
+            "counter" => names.insert(format!("{name}_total")),
+            "histogram" => ["_bucket", "_sum", "_count"].iter().all(|suffix| names.insert(format!("{name}{suffix}"))),
+            _ => names.insert(name.to_string()),
+        };
+    }
+    names
+}
+
+/// Every role serves Prometheus metrics with HELP lines (the recorder and transcoder on `[metrics]
+/// listen`, with /healthz and /readyz beside them), and the Grafana dashboard in deploy/ queries only
+/// metrics the processes export.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_queries_only_exported_metrics() {
+    let mut setup = Setup::local();
+    let (recorder_port, transcoder_port) = (fleet_tests::procs::free_port(), fleet_tests::procs::free_port());
+    setup.fleet.recorder_extra = format!("[metrics]\nlisten = \"127.0.0.1:{recorder_port}\"\n");
+    let _recorder = setup.fleet.recorder("rec-metrics", "both", 1);
+    setup.fleet.recorder_extra.clear();
+    setup.fleet.transcoder_extra = format!("[metrics]\nlisten = \"127.0.0.1:{transcoder_port}\"\n");
+    let _transcoder = setup.fleet.transcoder("tx-metrics");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut exported = std::collections::BTreeSet::new();
+    for port in [recorder_port, transcoder_port] {
+        fleet_tests::procs::wait_for_port(port, Duration::from_secs(30));
+        let get = |path: &str| http.get(format!("http://127.0.0.1:{port}{path}")).send();
+        assert_eq!(get("/healthz").await.unwrap().status(), 200);
+        // Ready once connected to NATS, which the process did before it started serving.
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let metrics = get("/metrics").await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        exported.extend(exported_metric_names(&metrics.text().await.unwrap()));
+    }
+    // The second scrape counts the first: the API's own series exist once a request was served.
+    setup.api.send("GET", "/metrics", Some(API_KEY), None).await;
+    let controller = setup.api.send("GET", "/metrics", Some(API_KEY), None).await;
+    assert_eq!(controller.status, 200);
+    exported.extend(exported_metric_names(controller.body.as_str().unwrap()));
+    for prefix in ["fleet_recorder_", "fleet_transcoder_", "fleet_http_", "fleet_queue_"] {
+        assert!(exported.iter().any(|name| name.starts_with(prefix)), "no {prefix} metric exported: {exported:?}");
+    }
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/fleet-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("fleet_") {
+                let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + name.len()..];
+                queried.insert((panel["title"].as_str().unwrap().to_string(), name));
+            }
+        }
+    }
+    assert!(queried.len() >= 20, "the dashboard queries {} metrics", queried.len());
+    let unknown: Vec<&(String, String)> = queried.iter().filter(|(_, name)| !exported.contains(name)).collect();
+    assert!(unknown.is_empty(), "panels query metrics no process exports: {unknown:?}\nexported: {exported:?}");
+}

@@ -26,6 +26,7 @@ pub(crate) struct JobContext {
     pub running: Running,
     /// Opens the end-to-end encryption keys jobs carry sealed; none configured: such jobs fail here.
     pub e2ee: Option<fleet_e2ee::TranscoderKeyPair>,
+    pub metrics: std::sync::Arc<crate::metrics::TranscoderMetrics>,
 }
 
 impl JobContext {

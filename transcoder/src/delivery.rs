@@ -4,6 +4,7 @@
 
 use crate::context::{Done, JobContext};
 use crate::error::{Disposition, TranscodeError};
+use crate::metrics::{Outcome, Work};
 use crate::{chunks, files, progressive, recording};
 use async_nats::jetstream::{self, AckKind};
 use fleet_protocol::job::TranscodeJob;
@@ -34,27 +35,38 @@ pub async fn handle_delivery(ctx: &Arc<JobContext>, message: jetstream::Message)
             // Already running here (a redelivery while we work): let the running one finish.
             return;
         }
+        ctx.metrics.set_running(ctx.running.keys().len());
+        let work = match (job.chunk, job.catch_up) {
+            (Some(_), _) => Work::Chunk,
+            (None, true) => Work::CatchUp,
+            (None, false) => Work::Recording,
+        };
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
         let keepalive = tokio::spawn(keep_alive(message.clone()));
         let outcome = transcode_job(ctx, &job, delivered).await;
         keepalive.abort();
         ctx.running.release(&claim_key);
+        ctx.metrics.set_running(ctx.running.keys().len());
         let max_deliver = ctx.bus.transcode_consumer().cached_info().config.max_deliver;
         match outcome {
             Ok(Done::Completed) | Ok(Done::NothingToDo) => {
+                ctx.metrics.delivery(work, Outcome::Done);
                 let _ = message.ack().await;
             }
             Ok(Done::Later(delay)) => {
+                ctx.metrics.delivery(work, Outcome::Later);
                 let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
             }
             Err(err) => match err.disposition(delivered, max_deliver) {
                 Disposition::GiveUp => {
                     tracing::error!(reason = %err, delivered, permanent = err.is_permanent(), "transcode failed for good");
+                    ctx.metrics.delivery(work, Outcome::Failed);
                     mark_failed(ctx, &job.job_id, &err.to_string()).await;
                     let _ = message.ack_with(AckKind::Term).await;
                 }
                 Disposition::Retry => {
                     tracing::warn!(reason = %err, delivered, "transcode failed; will retry");
+                    ctx.metrics.delivery(work, Outcome::Retried);
                     note_error(ctx, &job.job_id, &err.to_string()).await;
                     let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
                 }

@@ -15,6 +15,7 @@ mod layout_plan;
 mod lipsync;
 pub mod look;
 mod manifest;
+pub mod metrics;
 mod progressive;
 mod recording;
 mod room_history;

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use fleet_runtime::bus::{Bus, QueueSettings, Topology};
 use fleet_runtime::config::{LogConfig, NatsConfig, StorageConfig};
+use fleet_runtime::node_endpoints::{self, MetricsConfig};
 use fleet_runtime::storage::Storage;
 use fleet_transcoder::{Transcoder, TranscoderConfig, WorkerIdentity};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,7 @@ struct Config {
     storage: StorageConfig,
     transcoder: TranscoderConfig,
     log: LogConfig,
+    metrics: MetricsConfig,
 }
 
 #[tokio::main]
@@ -61,8 +63,16 @@ async fn main() -> anyhow::Result<()> {
     let storage = Storage::from_config(&config.storage).await.context("opening storage")?;
     let identity = WorkerIdentity { node_id, mode: "transcoder-only".into() };
     let jobs = fleet_runtime::job_client::JobRequests::for_node(&bus, fleet_protocol::nats_access::Role::Transcoder, &identity.node_id);
-    let transcoder = Transcoder::new(bus, jobs, storage, config.transcoder, identity, None).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = fleet_transcoder::metrics::TranscoderMetrics::register(&mut registry);
+    let transcoder = Transcoder::new(bus.clone(), jobs, storage, config.transcoder, identity, None, metrics).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let endpoints = node_endpoints::serve(config.metrics.clone(), std::sync::Arc::new(registry), bus, shutdown_rx.clone());
+    tokio::spawn(async move {
+        if let Err(err) = endpoints.await {
+            tracing::error!(%err, "the metrics and health endpoints stopped");
+        }
+    });
     tokio::spawn(async move {
         fleet_runtime::process::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing running transcodes");

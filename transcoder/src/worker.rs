@@ -4,6 +4,7 @@
 use crate::config::TranscoderConfig;
 use crate::context::{JobContext, Running};
 use crate::delivery;
+use crate::metrics::TranscoderMetrics;
 use async_nats::jetstream::consumer::PullConsumer;
 use fleet_pipelines::encoders;
 use fleet_protocol::node::{NodeInfo, NodeRole};
@@ -66,6 +67,7 @@ impl Transcoder {
         config: TranscoderConfig,
         identity: WorkerIdentity,
         yield_to: Option<UrgentWork>,
+        metrics: Arc<TranscoderMetrics>,
     ) -> Result<Arc<Self>, SetupError> {
         fleet_pipelines::init()?;
         let working = tokio::task::spawn_blocking(encoders::probe).await.unwrap_or_default();
@@ -81,7 +83,8 @@ impl Transcoder {
         };
         let e2ee = e2ee_key_pair(&config)?;
         tracing::info!(node_id = %identity.node_id, ?encoders, e2ee_public_key = ?e2ee.as_ref().map(|p| p.public().to_base64()), "transcoder ready");
-        let ctx = JobContext { bus, jobs, storage, config, node_id: identity.node_id.clone(), encoders, running: Running::default(), e2ee };
+        metrics.set_encoders(&encoders);
+        let ctx = JobContext { bus, jobs, storage, config, node_id: identity.node_id.clone(), encoders, running: Running::default(), e2ee, metrics };
         Ok(Arc::new(Self { ctx: Arc::new(ctx), identity, started_at_ms: now_ms(), yield_to }))
     }
 

@@ -149,7 +149,7 @@ async fn start(
     request: lk::egress_info::Request,
 ) -> Result<lk::EgressInfo, TwirpError> {
     let record = jobs::create(&state.bus, job?, Some(convert::origin_of(request)), "EG", jobs::Defaults::of(&state.config)).await?;
-    state.metrics.inc("fleet_recordings_created_total");
+    state.metrics.recording_created();
     Ok(convert::egress_info(&record))
 }
 

@@ -259,6 +259,7 @@ async fn capture(
                 segment_ns,
                 media_dir: spool.join("media"),
                 live: streamer.as_ref().map(Streamer::composite),
+                metrics: recorder.metrics.clone(),
             };
             Capture::Livekit(LivekitCapture::start(params, events_tx))
         }
@@ -270,7 +271,7 @@ async fn capture(
         Entry::SessionStarted { session: session_id.to_string(), node: node.to_string(), source: room.source_name().into() },
     );
 
-    let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s));
+    let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s), Some(recorder.metrics.clone()));
     let timeline_key = keys::timeline(job_id, session_id);
     let mut stop_watch = match recorder.bus.jobs().watch(job_id).await {
         Ok(watch) => Some(Box::pin(watch)),

@@ -59,7 +59,7 @@ impl LiveFiles {
             let progress = record.images.clone().unwrap_or(fresh);
             Images { request, next_index: progress.count + 1, progress }
         });
-        let uploader = Uploader::start(storage.clone(), retry_limit);
+        let uploader = Uploader::start(storage.clone(), retry_limit, None);
         Ok(Some(LiveFiles { job, dir, uploader, hls, images, changed: false }))
     }
 

@@ -55,6 +55,7 @@ pub(crate) async fn run_with_fallback(
         Err(err) if encoders::is_hardware(&encoder) => {
             let Some(cpu) = ctx.encoders.iter().find(|e| !encoders::is_hardware(e)).cloned() else { return Err(err) };
             tracing::warn!(%encoder, %err, fallback = %cpu, "the GPU encoder failed; encoding on the CPU");
+            ctx.metrics.fallback();
             before_fallback();
             let mut report = run_pipeline(ctx, job_id, transcode::TranscodeSpec { encoder: cpu.clone(), ..fallback }, base_s).await?;
             report.problems.push(format!("{encoder} failed ({err}); encoded with {cpu} instead"));
@@ -72,6 +73,9 @@ pub(crate) async fn run_pipeline(
     base_s: f64,
 ) -> Result<transcode::TranscodeReport, TranscodeError> {
     let duration_s = (spec.duration_ns as f64 / 1e9).max(0.001);
+    let encoder = spec.encoder.clone();
+    let media_s = spec.video_window.map_or(spec.output_duration_ns(), |w| w.end_ns - w.start_ns) as f64 / 1e9;
+    let encoding_since = Instant::now();
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0.0f64);
     let pipeline = tokio::task::spawn_blocking(move || {
         transcode::run(&spec, |done_s| {
@@ -97,5 +101,8 @@ pub(crate) async fn run_pipeline(
     };
     let result = pipeline.await.context("transcode thread")?;
     publisher.abort();
+    if result.is_ok() {
+        ctx.metrics.encoded(&encoder, media_s, encoding_since.elapsed().as_secs_f64());
+    }
     result.context("transcode")
 }

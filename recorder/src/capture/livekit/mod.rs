@@ -62,6 +62,8 @@ pub struct LivekitParams {
     pub media_dir: PathBuf,
     /// A streaming job's live composite, fed every frame as it arrives (its time 0 is the session's).
     pub live: Option<std::sync::Arc<fleet_pipelines::live::LiveComposite>>,
+    /// The node's metrics: what arrives and what is written, per track kind.
+    pub metrics: std::sync::Arc<crate::metrics::RecorderMetrics>,
 }
 
 /// Running time of a capture session: one monotonic clock for every track.
@@ -136,7 +138,7 @@ enum ConnectionEnd {
 
 impl RoomCapture {
     fn new(params: LivekitParams, clock: SessionClock, events: SourceEvents) -> RoomCapture {
-        let tracks = Tracks::new(params.media_dir.clone(), params.segment_ns, clock, events.clone(), params.live.clone());
+        let tracks = Tracks::new(params.media_dir.clone(), params.segment_ns, clock, events.clone(), params.live.clone(), params.metrics.clone());
         RoomCapture { params, clock, events, tracker: RoomTracker::default(), tracks, token: String::new(), connection: 0, empty_since: None }
     }
 

@@ -7,6 +7,7 @@ use super::room::RoomTracker;
 use super::track_timing::{Restart, TrackTiming};
 use super::{SessionClock, blank_frames};
 use crate::capture::events::{SourceEvent, SourceEvents};
+use crate::metrics::{DropReason, Kind, RecorderMetrics};
 use crate::timeline::Entry;
 use fleet_pipelines::PipelineError;
 use fleet_pipelines::live::LiveComposite;
@@ -105,6 +106,7 @@ pub struct Tracks {
     live: Option<Arc<LiveComposite>>,
     /// Where the live composite shows each frame (participants' tracks lined up by sender reports).
     live_sync: super::live_sync::LiveSync,
+    metrics: Arc<RecorderMetrics>,
 }
 
 impl Tracks {
@@ -113,9 +115,16 @@ impl Tracks {
         self.live.as_ref()
     }
 
-    pub fn new(media_dir: PathBuf, segment_ns: u64, clock: SessionClock, events: SourceEvents, live: Option<Arc<LiveComposite>>) -> Tracks {
+    pub fn new(
+        media_dir: PathBuf,
+        segment_ns: u64,
+        clock: SessionClock,
+        events: SourceEvents,
+        live: Option<Arc<LiveComposite>>,
+        metrics: Arc<RecorderMetrics>,
+    ) -> Tracks {
         let (notes_tx, notes) = mpsc::unbounded_channel();
-        Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events, live, live_sync: Default::default() }
+        Tracks { sinks: HashMap::new(), notes_tx, notes, media_dir, segment_ns, clock, events, live, live_sync: Default::default(), metrics }
     }
 
     fn timeline(&self, entry: Entry) {
@@ -156,8 +165,11 @@ impl Tracks {
         let keyframe = spec.codec == str0m::format::Codec::Opus || data.is_keyframe();
         let now_ns = self.clock.running_ns_at(data.network_time);
         let codec = TrackCodec::from_name(codec_name);
+        let kind = Kind::of(spec.codec.is_video());
+        self.metrics.frame_received(kind);
         if keyframe && codec.is_some_and(|c| blank_frames::is_blank_keyframe(c, &data.data)) {
             tracing::debug!(track = %track_sid, "the SFU's blank frame; not recorded");
+            self.metrics.frame_dropped(kind, DropReason::SfuBlank);
             return;
         }
         if !self.sinks.contains_key(&track_sid) {
@@ -174,6 +186,7 @@ impl Tracks {
         }
         let sink = self.sinks.get(&track_sid).expect("inserted above");
         if sink.finished || sink.finishing {
+            self.metrics.frame_dropped(kind, DropReason::NotWritable);
             return;
         }
         if let (Some(writing), Some(arriving)) = (sink.codec, codec)
@@ -185,11 +198,15 @@ impl Tracks {
         }
         let sink = self.sinks.get(&track_sid).expect("present");
         if sink.writer.is_none() {
-            let Some(codec) = codec else { return };
+            let Some(codec) = codec else {
+                self.metrics.frame_dropped(kind, DropReason::NotWritable);
+                return;
+            };
             if sink.video && !keyframe {
                 // Video that began with a delta frame: wait for the keyframe asked for.
                 let sink = self.sinks.get_mut(&track_sid).expect("present");
                 request_keyframe(peer, sink, data.mid);
+                self.metrics.frame_dropped(kind, DropReason::AwaitingKeyframe);
                 return;
             }
             let started = self.start_writer(&track_sid, sink, codec, &data.data);
@@ -209,6 +226,7 @@ impl Tracks {
                     tracing::warn!(track = %track_sid, %reason, "could not start the track writer; track skipped");
                     sink.finishing = true;
                     sink.finished = true;
+                    self.metrics.frame_dropped(kind, DropReason::NotWritable);
                     return;
                 }
             }
@@ -217,6 +235,7 @@ impl Tracks {
         if !data.contiguous {
             sink.waiting_for_keyframe |= sink.video;
             if sink.timing.is_anchored() {
+                self.metrics.sequence_gap(kind);
                 sink.gaps += 1;
                 if sink.gaps.is_power_of_two() {
                     tracing::warn!(track = %track_sid, gaps = sink.gaps, "packets missing from the track");
@@ -228,12 +247,14 @@ impl Tracks {
                 sink.waiting_for_keyframe = false;
             } else {
                 request_keyframe(peer, sink, data.mid);
+                self.metrics.frame_dropped(kind, DropReason::AwaitingKeyframe);
                 return;
             }
         }
         let rtp = data.time.numer();
         if !sink.video && sink.timing.steps_back(rtp) {
             tracing::debug!(track = %track_sid, rtp, "audio frame at or before the last one written; dropped");
+            self.metrics.frame_dropped(kind, DropReason::SteppedBack);
             return;
         }
         let placed = sink.timing.place(rtp, now_ns);
@@ -251,10 +272,14 @@ impl Tracks {
                 },
             });
         }
-        if let Some(writer) = &sink.writer
-            && let Err(err) = writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe)
-        {
-            tracing::warn!(track = %track_sid, %err, "frame not written");
+        if let Some(writer) = &sink.writer {
+            match writer.push(placed.pts_ns, placed.duration_ns, &data.data, keyframe) {
+                Ok(()) => self.metrics.frame_written(kind),
+                Err(err) => {
+                    tracing::warn!(track = %track_sid, %err, "frame not written");
+                    self.metrics.frame_dropped(kind, DropReason::NotWritable);
+                }
+            }
         }
         // A report sent before the sender's first packet maps nothing (str0m sends RTP time 0 then).
         let report = data.last_sender_info.filter(|r| r.sender_packet_count > 0);
