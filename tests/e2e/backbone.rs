@@ -713,3 +713,48 @@ async fn the_dashboard_queries_only_exported_metrics() {
     let unknown: Vec<&(String, String)> = queried.iter().filter(|(_, name)| !exported.contains(name)).collect();
     assert!(unknown.is_empty(), "panels query metrics no process exports: {unknown:?}\nexported: {exported:?}");
 }
+
+/// `fleetctl` against a real controller and nodes: start, get, list, nodes, stop, then watch to the
+/// MP4; an API refusal is an error with the API's reason; completions and the man page come out.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleetctl_drives_a_recording_from_start_to_mp4() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-ctl", "both", 1);
+    let url = setup.api.base.clone();
+    let fleetctl = |args: &[&str]| {
+        let output = std::process::Command::new(fleet_tests::bin_path("fleetctl"))
+            .args(args)
+            .env("FLEET_URL", &url)
+            .env("FLEET_API_KEY", API_KEY)
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, out, err) = fleetctl(&["start", "--request", r#"{"room":"ctl-room","source":{"type":"test","participants":1}}"#]);
+    assert!(ok, "{err}");
+    let id = out.split('\t').next().unwrap().to_string();
+    setup.api.wait_for_state(&id, &["recording"], Duration::from_secs(30)).await;
+    let (ok, out, _) = fleetctl(&["--json", "get", &id]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["request"]["room"], "ctl-room");
+    let (ok, out, _) = fleetctl(&["list", "--room", "ctl-room"]);
+    assert!(ok && out.lines().nth(1).is_some_and(|l| l.starts_with(&id) && l.contains("recording")), "{out}");
+    let (ok, out, _) = fleetctl(&["nodes"]);
+    assert!(ok && out.contains("rec-ctl") && out.contains("recorder"), "{out}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ok, out, err) = fleetctl(&["stop", &id]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&id));
+    let (ok, out, err) = fleetctl(&["watch", &id, "--interval-ms", "200"]);
+    assert!(ok, "watch ends 0 on complete: {err}");
+    assert!(out.contains("complete") && out.contains(".mp4"), "{out}");
+
+    let (ok, _, err) = fleetctl(&["get", "not a valid id"]);
+    assert!(!ok && err.contains("400"), "{err}");
+    let (ok, _, err) = fleetctl(&["--api-key", "wrong", "nodes"]);
+    assert!(!ok && err.contains("403") && err.contains("not valid"), "{err}");
+    let (ok, out, _) = fleetctl(&["completions", "bash"]);
+    assert!(ok && out.contains("fleetctl") && out.contains("watch"));
+    let (ok, out, _) = fleetctl(&["man"]);
+    assert!(ok && out.contains(".TH fleetctl 1"), "{out}");
+}
