@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         // Authorised by LiveKit access tokens, not API keys.
         .merge(crate::egress::routes())
         .merge(crate::auto_record::routes())
+        .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod auto_record;
 pub mod config;
+pub mod dashboard;
 pub mod e2ee;
 pub mod egress;
 pub mod error;

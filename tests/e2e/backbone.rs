@@ -758,3 +758,37 @@ async fn fleetctl_drives_a_recording_from_start_to_mp4() {
     let (ok, out, _) = fleetctl(&["man"]);
     assert!(ok && out.contains(".TH fleetctl 1"), "{out}");
 }
+
+/// The dashboard in headless Chromium: connect with a key, start a synthetic-room recording from its
+/// form, stop it with its button, see the MP4; no console or page error (the Content-Security-Policy
+/// allows the page's own script and styles only). Screenshots are kept in target/test-artifacts/dashboard.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_starts_and_stops_a_recording_in_a_browser() {
+    let setup = Setup::local();
+    let _recorder = setup.fleet.recorder("rec-dash", "both", 1);
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
+        "the browser is not installed: run `deploy/dev.sh deps` (Debian's chromium, npm packages in tests/browser)"
+    );
+    let artefacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/dashboard");
+    let _ = std::fs::remove_dir_all(&artefacts);
+    let page = reqwest::get(format!("{}/dashboard", setup.api.base)).await.unwrap();
+    let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(policy.contains("script-src 'self'") && policy.contains("frame-ancestors 'none'"), "{policy}");
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .args(["--url", &setup.api.base, "--key", API_KEY, "--out"])
+        .arg(&artefacts)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the dashboard run failed: {stdout}");
+    assert!(stdout.contains("\"event\":\"complete\""), "{stdout}");
+    for shot in ["recording.png", "complete.png"] {
+        let bytes = std::fs::read(artefacts.join(shot)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{shot}: {} bytes", bytes.len());
+    }
+}
