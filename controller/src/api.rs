@@ -47,6 +47,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auto_record::routes())
         .merge(crate::dashboard::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

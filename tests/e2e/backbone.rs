@@ -267,6 +267,11 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     // Found by the schemathesis fuzz: an over-long room filter is refused, as the document says.
     expect(api.send("GET", &format!("/v1/recordings?room={}", "r".repeat(129)), key, None).await, 400);
 
+    // A route asked with a method it does not take: 405 with the API's error body.
+    let wrong_method = api.send("DELETE", "/v1/nodes", key, None).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.body["error"]["code"], "method_not_allowed", "{}", wrong_method.body);
+
     // Public endpoints.
     assert_eq!(api.send("GET", "/healthz", None, None).await.status, 200);
     assert_eq!(api.send("GET", "/readyz", None, None).await.status, 200);
