@@ -246,3 +246,26 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(&by_role, running, bus.is_connected(), &queues);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The paths the controller's routers serve, read from their sources (an axum router does not list
+    /// its routes): the path of every route call in the files that build them.
+    fn served_paths() -> BTreeSet<String> {
+        let sources = [include_str!("api.rs"), include_str!("egress/mod.rs"), include_str!("auto_record/mod.rs"), include_str!("dashboard.rs")];
+        let marker = concat!(".route", "(\"");
+        sources.iter().flat_map(|source| source.split(marker).skip(1).map(|rest| rest.split('"').next().unwrap_or_default().to_string())).collect()
+    }
+
+    #[test]
+    fn every_served_route_is_documented_and_every_documented_one_served() {
+        let document: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented: BTreeSet<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
+        let served = served_paths();
+        assert!(served.len() >= 15, "{served:?}");
+        assert_eq!(served.difference(&documented).collect::<Vec<_>>(), Vec::<&String>::new(), "served but not in openapi.json");
+        assert_eq!(documented.difference(&served).collect::<Vec<_>>(), Vec::<&String>::new(), "in openapi.json but not served");
+    }
+}
