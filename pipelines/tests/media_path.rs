@@ -328,8 +328,10 @@ fn chunked_audio_joins_into_the_one_piece_audio() {
         })
         .collect();
     println!("chunked vs one-piece audio: {overall:.1} dB overall, at the seams {at_seams:.1?} dB");
-    assert!(overall >= 30.0, "the chunked audio differs from the one-piece audio: {overall:.1} dB");
-    assert!(at_seams.iter().all(|&db| db >= 25.0), "a seam differs from the one-piece audio: {at_seams:.1?} dB");
+    // Measured 36-71 dB overall and 38-90 dB at the seams over runs (each run captures anew); without the
+    // pre-roll 15 dB overall and 8-10 dB at the seams.
+    assert!(overall >= 25.0, "the chunked audio differs from the one-piece audio: {overall:.1} dB");
+    assert!(at_seams.iter().all(|&db| db >= 20.0), "a seam differs from the one-piece audio: {at_seams:.1?} dB");
 }
 
 fn decode_errors(path: &std::path::Path) -> String {
