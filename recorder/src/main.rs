@@ -111,12 +111,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         workers.spawn(transcoder.run(shutdown_rx.clone()));
     }
-    let endpoints = node_endpoints::serve(config.metrics.clone(), std::sync::Arc::new(registry), bus.clone(), shutdown_rx);
-    tokio::spawn(async move {
-        if let Err(err) = endpoints.await {
-            tracing::error!(%err, "the metrics and health endpoints stopped");
-        }
-    });
+    node_endpoints::spawn(config.metrics.clone(), registry, bus.clone(), shutdown_rx);
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested");

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Kind {
-    Audio,
-    Video,
+    Audio = 0,
+    Video = 1,
 }
 
 impl Kind {
@@ -72,6 +72,9 @@ pub struct RecorderMetrics {
     frames_written: Family<KindLabel, Counter>,
     frames_dropped: Family<DropLabels, Counter>,
     sequence_gaps: Family<KindLabel, Counter>,
+    /// The per-frame series, looked up once ([audio, video]): counting a frame is then one atomic add.
+    received_by_kind: [Counter; 2],
+    written_by_kind: [Counter; 2],
     spool: Gauge,
     uploads: Counter,
     upload_retries: Counter,
@@ -85,7 +88,11 @@ pub struct RecorderMetrics {
 impl RecorderMetrics {
     /// The metrics, registered under `fleet_recorder_`.
     pub fn register(registry: &mut Registry) -> std::sync::Arc<Self> {
-        let metrics = std::sync::Arc::new(RecorderMetrics::default());
+        let mut metrics = RecorderMetrics::default();
+        let by_kind = |family: &Family<KindLabel, Counter>| [Kind::Audio, Kind::Video].map(|kind| family.get_or_create(&KindLabel { kind }).clone());
+        metrics.received_by_kind = by_kind(&metrics.frames_received);
+        metrics.written_by_kind = by_kind(&metrics.frames_written);
+        let metrics = std::sync::Arc::new(metrics);
         let r = registry.sub_registry_with_prefix("fleet_recorder");
         r.register("captures", "Recordings this node is capturing now", metrics.captures.clone());
         r.register("frames_received", "Media frames that arrived from the SFU, per track kind", metrics.frames_received.clone());
@@ -98,9 +105,7 @@ impl RecorderMetrics {
         r.register("segment_upload_failures", "Segments given up on after retrying for the configured limit", metrics.upload_failures.clone());
         // Every known series starts at zero: rates work from the first frame, and dashboards see the names.
         for kind in [Kind::Audio, Kind::Video] {
-            let label = KindLabel { kind };
-            let _ = (metrics.frames_received.get_or_create(&label), metrics.frames_written.get_or_create(&label));
-            let _ = metrics.sequence_gaps.get_or_create(&label);
+            let _ = metrics.sequence_gaps.get_or_create(&KindLabel { kind });
             for reason in [DropReason::SfuBlank, DropReason::AwaitingKeyframe, DropReason::SteppedBack, DropReason::NotWritable] {
                 let _ = metrics.frames_dropped.get_or_create(&DropLabels { kind, reason });
             }
@@ -123,11 +128,11 @@ impl RecorderMetrics {
     }
 
     pub fn frame_received(&self, kind: Kind) {
-        self.frames_received.get_or_create(&KindLabel { kind }).inc();
+        self.received_by_kind[kind as usize].inc();
     }
 
     pub fn frame_written(&self, kind: Kind) {
-        self.frames_written.get_or_create(&KindLabel { kind }).inc();
+        self.written_by_kind[kind as usize].inc();
     }
 
     pub fn frame_dropped(&self, kind: Kind, reason: DropReason) {

@@ -47,6 +47,15 @@ pub async fn serve(config: MetricsConfig, registry: Arc<Registry>, bus: Bus, mut
         .await
 }
 
+/// [`serve`] on a task of its own; a failure is logged (the node goes on working without its endpoints).
+pub fn spawn(config: MetricsConfig, registry: Registry, bus: Bus, shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        if let Err(err) = serve(config, Arc::new(registry), bus, shutdown).await {
+            tracing::error!(%err, "the metrics and health endpoints stopped");
+        }
+    });
+}
+
 async fn metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &endpoints.registry) {

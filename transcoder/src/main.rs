@@ -67,12 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = fleet_transcoder::metrics::TranscoderMetrics::register(&mut registry);
     let transcoder = Transcoder::new(bus.clone(), jobs, storage, config.transcoder, identity, None, metrics).await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let endpoints = node_endpoints::serve(config.metrics.clone(), std::sync::Arc::new(registry), bus, shutdown_rx.clone());
-    tokio::spawn(async move {
-        if let Err(err) = endpoints.await {
-            tracing::error!(%err, "the metrics and health endpoints stopped");
-        }
-    });
+    node_endpoints::spawn(config.metrics.clone(), registry, bus, shutdown_rx.clone());
     tokio::spawn(async move {
         fleet_runtime::process::shutdown_signal().await;
         tracing::info!("shutdown requested: finishing running transcodes");
