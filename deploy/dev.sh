@@ -3,7 +3,7 @@
 #   deploy/dev.sh demo    install what is missing, build, run a local fleet, livekit-server and real publishers, record a 20 s room, print the MP4
 #                         (demo --devroom: the devroom stand-in instead, no root needed)
 #   deploy/dev.sh test    install what is missing (incl. the S3 test server) and run the whole test suite
-#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode,live,list}.json
+#   deploy/dev.sh bench   run the benchmarks; figures go to target/bench/{backbone,capture,transcode,live,list,join}.json
 #   deploy/dev.sh fuzz    fuzz the controller's API from its OpenAPI document (schemathesis); figures to target/bench/api-fuzz.json
 #   deploy/dev.sh bench-time-to-mp4 [--minutes 10,60] [--progressive on|off|both]   stop -> MP4; target/bench/time-to-mp4.json
 #   deploy/dev.sh chaos   run each fault against real processes; a table of media lost and duplicates, also target/bench/chaos.json
@@ -332,6 +332,7 @@ bench() {
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin transcode_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin live_bench
     FLEET_BIN_DIR="$ROOT/target/release" cargo run --release -q -p fleet-tests --bin list_bench
+    cargo run --release -q -p fleet-tests --bin join_bench
   else
     build_debug
     cargo run -q -p fleet-tests --bin bench -- "$@"
@@ -340,6 +341,7 @@ bench() {
     cargo run -q -p fleet-tests --bin transcode_bench
     cargo run -q -p fleet-tests --bin live_bench
     cargo run -q -p fleet-tests --bin list_bench
+    cargo run -q -p fleet-tests --bin join_bench
   fi
 }
 

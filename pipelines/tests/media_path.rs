@@ -302,8 +302,17 @@ fn chunked_audio_joins_into_the_one_piece_audio() {
         chunks.push(path);
     }
     let joined = dir.path().join("joined.mp4");
-    fleet_pipelines::join::run(&chunks, &joined).unwrap();
+    fleet_pipelines::join::concat::run(&chunks, &joined).unwrap();
     assert_eq!(decode_errors(&joined), "");
+    assert!(fleet_pipelines::mp4_info::read(&joined).unwrap().faststart, "the joined MP4 is not faststart");
+    // Box by box, the chunks join into what the GStreamer remux makes of them: packet for packet.
+    let remuxed = dir.path().join("remuxed.mp4");
+    fleet_pipelines::join::remux::run(&chunks, &remuxed).unwrap();
+    // (Each stream in decode order; the two interleave the streams differently in the file.)
+    let (concat_packets, remux_packets) = (packets(&joined), packets(&remuxed));
+    assert!(concat_packets.len() > 300, "few packets: {concat_packets:?}");
+    let differing: Vec<_> = concat_packets.iter().zip(&remux_packets).filter(|(a, b)| a != b).take(5).collect();
+    assert!(differing.is_empty() && concat_packets.len() == remux_packets.len(), "concat vs remux packets differ: {differing:?}");
 
     let audio_duration = |path: &std::path::Path| {
         let out = Command::new("ffprobe")
@@ -334,7 +343,77 @@ fn chunked_audio_joins_into_the_one_piece_audio() {
     assert!(at_seams.iter().all(|&db| db >= 20.0), "a seam differs from the one-piece audio: {at_seams:.1?} dB");
 }
 
+/// Every packet of the file: stream, timestamps, duration, size, flags and a hash of its bytes.
+/// Stream by stream, each in decode order.
+fn packets(path: &std::path::Path) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_data_hash",
+            "CRC32",
+            "-show_entries",
+            "packet=stream_index,pts,dts,duration,size,flags,data_hash",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    lines.sort_by_key(|line| line.split(',').next().unwrap_or_default().to_string());
+    lines
+}
+
 fn decode_errors(path: &std::path::Path) -> String {
     let out = Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "null", "-"]).output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Chunks made by different encoders (a GPU node's and a CPU node's, or a fallback) join box by box:
+/// each keeps its own H.264 parameter sets (the track gets one sample description per encoder) and its
+/// frames stay in place though the encoders delay them differently (x264 reorders, OpenH264 does not).
+#[test]
+fn chunks_from_two_encoders_join_into_one_playable_track() {
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (tracks, recorded_ns, _) = capture(&dir.path().join("raw"), 1, 4500, 0);
+    let seams = [1_500_000_000, 3_000_000_000];
+    let windows = [(0, seams[0], "x264enc"), (seams[0], seams[1], "openh264enc"), (seams[1], recorded_ns, "x264enc")];
+    let mut chunks = Vec::new();
+    for (start_ns, end_ns, encoder) in windows {
+        let path = dir.path().join(format!("chunk-{}.mp4", chunks.len()));
+        let window = Some(transcode::Window { start_ns, end_ns });
+        let spec = transcode::TranscodeSpec { encoder: encoder.into(), video_window: window, ..spec(tracks.clone(), recorded_ns, path.clone()) };
+        transcode::run(&spec, |_| {}).unwrap();
+        chunks.push(path);
+    }
+    let joined = dir.path().join("joined.mp4");
+    fleet_pipelines::join::concat::run(&chunks, &joined).unwrap();
+    assert_eq!(decode_errors(&joined), "");
+    let video = |path: &std::path::Path| -> Vec<f64> {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v", "-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .unwrap();
+        // (A frame with side data gets a second column, and a line of its own.)
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split(',').next().unwrap_or_default().trim().parse().unwrap_or_else(|_| panic!("frame line {l:?}")))
+            .collect()
+    };
+    let frames = video(&joined);
+    let per_chunk: Vec<usize> = chunks.iter().map(|c| video(c).len()).collect();
+    println!("frames: joined {}, chunks {per_chunk:?}", frames.len());
+    assert_eq!(frames.len(), per_chunk.iter().sum::<usize>(), "every chunk's frames are in the joined track");
+    // Shown one frame period (1/30 s) apart, from 0, with no frame moved by the other encoder's delay.
+    let steps: Vec<f64> = frames.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(frames[0].abs() < 0.001, "the first frame shows at {} s", frames[0]);
+    assert!(steps.iter().all(|s| (s - 1.0 / 30.0).abs() < 0.002), "frames not evenly spaced: {steps:?}");
+    // The moov comes first (faststart) and holds one avcC per distinct parameter set.
+    let bytes = std::fs::read(&joined).unwrap();
+    let moov = &bytes[..bytes.windows(4).position(|w| w == b"mdat").unwrap()];
+    assert_eq!(moov.windows(4).filter(|w| w == b"avcC").count(), 2, "two sample descriptions for the video");
 }

@@ -145,8 +145,8 @@ async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan
     let output = scratch.path().join(format!("{}.mp4", record.id));
     let out = output.clone();
     tokio::task::spawn_blocking(move || fleet_pipelines::join::run(&chunks, &out)).await.context("join thread")?.context("join")?;
-    // Assumes every chunk used this node's encoder. Known gap: chunks made by different encoders (a GPU
-    // node and a CPU node, or a GPU fallback) have different H.264 parameter sets and fail to join.
+    // Chunks made by other encoders (a GPU node and a CPU node, or a GPU fallback) join too, each with
+    // its own parameter sets; the record names this node's encoder.
     let encoder = prepared.spec.encoder.clone();
     publish::publish(ctx, record, &prepared, Produced { path: output, extension: "mp4", encoder, problems, participant_files }).await
 }

@@ -1,7 +1,5 @@
-//! Joins the chunks of a chunked transcode, in order, into one faststart MP4 without re-encoding:
-//! each chunk's video starts on a keyframe and was encoded with the same settings, so their H.264
-//! streams follow on from each other; each chunk's audio is its share of the recording's AAC frames
-//! (see [`crate::aac_frames`]), so those follow on too.
+//! The join as a GStreamer remux (demux, parse, concat, mux): slower than the box-level concat (every
+//! sample passes through the elements), kept for chunks that concat refuses.
 
 use crate::{PipelineError, make, mp4_info, runtime_error};
 use gstreamer as gst;
