@@ -7,7 +7,8 @@ fn main() {
         Some("opus") => ClipCodec::Opus,
         _ => ClipCodec::Vp8,
     };
-    let spec = ClipSpec { codec, participant_index: 0, width: 1280, height: 720, fps: 30, video_bitrate_bps: 1_500_000, seconds: 2 };
+    let spec =
+        ClipSpec { codec, participant_index: 0, width: 1280, height: 720, fps: 30, video_bitrate_bps: 1_500_000, seconds: 2, camera_like: false };
     let dir = tempfile::tempdir().expect("temp dir");
     match Clip::load_or_encode(&spec, dir.path()) {
         Ok(clip) => {

@@ -42,19 +42,23 @@ pub struct ClipSpec {
     pub video_bitrate_bps: u32,
     /// Whole seconds, so markers stay one second apart across loops.
     pub seconds: u32,
+    /// A noisy picture, so the encoder spends its whole bitrate as a camera's stream does (the flat
+    /// colours otherwise encode to a fraction of it).
+    pub camera_like: bool,
 }
 
 impl ClipSpec {
     fn cache_name(&self) -> String {
         format!(
-            "clip-v4-{}-p{}-{}x{}-{}fps-{}bps-{}s.bin",
+            "clip-v4-{}-p{}-{}x{}-{}fps-{}bps-{}s{}.bin",
             self.codec.as_str(),
             self.participant_index,
             self.width,
             self.height,
             self.fps,
             self.video_bitrate_bps,
-            self.seconds
+            self.seconds,
+            if self.camera_like { "-camera" } else { "" }
         )
     }
 }
@@ -148,6 +152,9 @@ fn encode(spec: &ClipSpec) -> Result<Clip, PipelineError> {
 
 fn video_chain(spec: &ClipSpec) -> Result<Vec<gst::Element>, PipelineError> {
     let source = markers::video_source(spec.participant_index, spec.width, spec.height, spec.fps, Some(spec.seconds * spec.fps))?;
+    if spec.camera_like {
+        source[0].set_property_from_str("pattern", "snow");
+    }
     // Short GOPs stand in for keyframe requests, which a replayed clip cannot honour: a subscriber that
     // joins or loses packets gets a keyframe within 0.1 s, about as fast as a live publisher answers a
     // PLI. Flat colours keep keyframes small (a few KB at 720p).

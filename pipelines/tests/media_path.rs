@@ -211,7 +211,16 @@ fn a_mistimed_first_audio_packet_does_not_shift_the_rest() {
     use fleet_pipelines::track_writer::{TrackCodec, TrackWriter, TrackWriterEvent};
     fleet_pipelines::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let clip_spec = ClipSpec { codec: ClipCodec::Opus, participant_index: 0, width: 320, height: 180, fps: 30, video_bitrate_bps: 0, seconds: 3 };
+    let clip_spec = ClipSpec {
+        codec: ClipCodec::Opus,
+        participant_index: 0,
+        width: 320,
+        height: 180,
+        fps: 30,
+        video_bitrate_bps: 0,
+        seconds: 3,
+        camera_like: false,
+    };
     let clip = Clip::load_or_encode(&clip_spec, &dir.path().join("clips")).unwrap();
     let track_dir = dir.path().join("raw/participant-1/microphone");
     std::fs::create_dir_all(&track_dir).unwrap();

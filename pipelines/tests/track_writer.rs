@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 fn clip(codec: ClipCodec, cache: &Path) -> Clip {
-    let spec = ClipSpec { codec, participant_index: 0, width: 320, height: 180, fps: 30, video_bitrate_bps: 300_000, seconds: 2 };
+    let spec = ClipSpec { codec, participant_index: 0, width: 320, height: 180, fps: 30, video_bitrate_bps: 300_000, seconds: 2, camera_like: false };
     Clip::load_or_encode(&spec, cache).unwrap()
 }
 

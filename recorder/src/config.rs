@@ -71,7 +71,7 @@ impl Default for RecorderConfig {
             max_spool_mb: 10_240.0,
             min_free_spool_mb: 256.0,
             handover_overlap_s: 2,
-            progressive_interval_s: 10,
+            progressive_interval_s: 2,
             test_source: TestSourceConfig::default(),
             livekit: LivekitConfig::default(),
             streaming: StreamingConfig::default(),

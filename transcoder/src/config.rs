@@ -72,7 +72,7 @@ impl Default for TranscoderConfig {
             x264_speed_preset: Default::default(),
             stall_timeout_s: 120,
             audio_bitrate_bps: 128_000,
-            chunk_seconds: 30,
+            chunk_seconds: 10,
             shared_files_root: None,
             e2ee_private_key_file: None,
             e2ee_private_key: None,

@@ -31,17 +31,17 @@ impl ClipSet {
         let mut set = ClipSet::default();
         for room in &scenario.rooms {
             for (index, participant) in room.participants.iter().enumerate() {
-                set.ensure(Kind::Video(participant.video_codec), index, cache_dir)?;
+                set.ensure(Kind::Video(participant.video_codec), index, scenario.camera_like, cache_dir)?;
                 if participant.switch_codec_at_s.is_some() {
-                    set.ensure(Kind::Video(participant.video_codec.other()), index, cache_dir)?;
+                    set.ensure(Kind::Video(participant.video_codec.other()), index, scenario.camera_like, cache_dir)?;
                 }
-                set.ensure(Kind::Audio, index, cache_dir)?;
+                set.ensure(Kind::Audio, index, false, cache_dir)?;
             }
         }
         Ok(set)
     }
 
-    fn ensure(&mut self, kind: Kind, index: usize, cache_dir: &Path) -> anyhow::Result<()> {
+    fn ensure(&mut self, kind: Kind, index: usize, camera_like: bool, cache_dir: &Path) -> anyhow::Result<()> {
         if self.clips.contains_key(&(kind, index)) {
             return Ok(());
         }
@@ -58,6 +58,7 @@ impl ClipSet {
             fps: FPS,
             video_bitrate_bps: VIDEO_BITRATE_BPS,
             seconds: SECONDS,
+            camera_like,
         };
         let started = std::time::Instant::now();
         let clip = Clip::load_or_encode(&spec, cache_dir)?;

@@ -12,6 +12,10 @@ pub struct Scenario {
     pub auto_create: bool,
     #[serde(default)]
     pub rooms: Vec<RoomScript>,
+    /// Every camera sends a noisy picture at the full clip bitrate (1.5 Mb/s at 720p30), as a real
+    /// camera does, instead of flat colours (about 0.2 Mb/s).
+    #[serde(default)]
+    pub camera_like: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +128,10 @@ impl Scenario {
                 switch_codec_at_s: None,
             })
             .collect();
-        Scenario { auto_create: false, rooms: vec![RoomScript { name: room.into(), close_after_s: None, loss_percent: 0.0, participants }] }
+        Scenario {
+            auto_create: false,
+            camera_like: false,
+            rooms: vec![RoomScript { name: room.into(), close_after_s: None, loss_percent: 0.0, participants }],
+        }
     }
 }

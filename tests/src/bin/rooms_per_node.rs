@@ -4,7 +4,9 @@
 //! (no new room above 90 % machine CPU). Measured over `seconds` of recording: rooms admitted, recorder
 //! CPU and RSS, devroom's CPU beside it (the publishers, on the same 2 cores), the spool backlog (what
 //! waits for upload), and per video track the frames stored per second of media (30 when nothing is
-//! lost). Written to `target/bench/rooms-per-node.json` with the machine it ran on.
+//! lost). Written to `target/bench/rooms-per-node.json` with the machine it ran on; with `--camera-like`
+//! every camera sends a noisy picture at the full 1.5 Mb/s a 720p camera does, to
+//! `target/bench/rooms-per-node-camera.json`.
 
 use fleet_tests::api::Api;
 use fleet_tests::bench::{cpu_seconds, machine, median, status_kb};
@@ -18,23 +20,29 @@ use std::time::{Duration, Instant};
 struct Options {
     rooms: Vec<usize>,
     seconds: u64,
+    /// Cameras at their full 1.5 Mb/s (devroom's `camera_like`), not flat colours.
+    camera_like: bool,
 }
 
 fn options() -> Options {
-    let mut options = Options { rooms: vec![5, 10, 20, 30], seconds: 30 };
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut options = Options { rooms: vec![5, 10, 20, 30], seconds: 30, camera_like: false };
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--camera-like") {
+        args.remove(at);
+        options.camera_like = true;
+    }
     for pair in args.chunks(2) {
         match (pair[0].as_str(), pair.get(1)) {
             ("--rooms", Some(list)) => options.rooms = list.split(',').map(|n| n.trim().parse().expect("room counts")).collect(),
             ("--seconds", Some(s)) => options.seconds = s.parse().expect("seconds"),
-            _ => panic!("usage: [--rooms 5,10,20,30] [--seconds 30]"),
+            _ => panic!("usage: [--rooms 5,10,20,30] [--seconds 30] [--camera-like]"),
         }
     }
     options
 }
 
-fn scenario(rooms: usize) -> String {
-    let mut toml = String::new();
+fn scenario(rooms: usize, camera_like: bool) -> String {
+    let mut toml = format!("camera_like = {camera_like}\n");
     for room in 0..rooms {
         toml.push_str(&format!("[[rooms]]\nname = \"room-{room}\"\n"));
         for p in 1..=4 {
@@ -44,15 +52,15 @@ fn scenario(rooms: usize) -> String {
     toml
 }
 
-/// Video frames per second of media stored for each video track of the job (packets over the
-/// segments' durations), by `ffprobe`.
-fn stored_fps(root: &Path, job: &str) -> Vec<f64> {
+/// For each video track of the job: frames per second of media stored (packets over the segments'
+/// durations, by `ffprobe`) and kilobits per second stored (the segments' bytes over those durations).
+fn stored_video(root: &Path, job: &str) -> Vec<(f64, f64)> {
     let mut per_track = Vec::new();
     let raw = root.join(format!("recordings/{job}/raw"));
     for session in std::fs::read_dir(&raw).into_iter().flatten().flatten() {
         for participant in std::fs::read_dir(session.path()).into_iter().flatten().flatten() {
             for track in std::fs::read_dir(participant.path()).into_iter().flatten().flatten() {
-                let (mut packets, mut seconds, mut video) = (0u64, 0f64, false);
+                let (mut packets, mut seconds, mut bytes, mut video) = (0u64, 0f64, 0u64, false);
                 for segment in std::fs::read_dir(track.path()).into_iter().flatten().flatten() {
                     let out = std::process::Command::new("ffprobe")
                         .args([
@@ -75,12 +83,13 @@ fn stored_fps(root: &Path, job: &str) -> Vec<f64> {
                         && let (Ok(count), Ok(duration)) = (count.trim().trim_end_matches(',').parse::<u64>(), duration.trim().parse::<f64>())
                     {
                         video = true;
+                        bytes += segment.metadata().map(|m| m.len()).unwrap_or(0);
                         packets += count;
                         seconds += duration;
                     }
                 }
                 if video && seconds > 0.0 {
-                    per_track.push(packets as f64 / seconds);
+                    per_track.push((packets as f64 / seconds, bytes as f64 * 8.0 / 1000.0 / seconds));
                 }
             }
         }
@@ -88,12 +97,12 @@ fn stored_fps(root: &Path, job: &str) -> Vec<f64> {
     per_track
 }
 
-async fn one_step(rooms: usize, seconds: u64) -> Value {
+async fn one_step(rooms: usize, seconds: u64, camera_like: bool) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let nats = Nats::start(dir.path());
     let root = dir.path().join("storage");
     let mut fleet = Fleet::new(dir.path(), &nats, StorageSetup::Local(root.clone()));
-    let devroom = Devroom::start(dir.path(), &scenario(rooms));
+    let devroom = Devroom::start(dir.path(), &scenario(rooms, camera_like));
     fleet.recorder_extra = devroom.recorder_toml(3600);
     // The product's admission: take a room only below 90 % machine CPU (the harness sets 1.0).
     fleet.recorder_max_cpu_load = 0.9;
@@ -134,14 +143,17 @@ async fn one_step(rooms: usize, seconds: u64) -> Value {
     for job in &admitted {
         api.wait_for_state(job, &["finalizing"], Duration::from_secs(120)).await;
     }
-    let mut fps: Vec<f64> = admitted.iter().flat_map(|job| stored_fps(&root, job)).collect();
+    let stored: Vec<(f64, f64)> = admitted.iter().flat_map(|job| stored_video(&root, job)).collect();
+    let mut fps: Vec<f64> = stored.iter().map(|(fps, _)| *fps).collect();
+    let mut kbps: Vec<f64> = stored.iter().map(|(_, kbps)| *kbps).collect();
+    let median_kbps = if kbps.is_empty() { 0.0 } else { median(&mut kbps) };
     let min_fps = fps.iter().copied().fold(f64::INFINITY, f64::min);
     let tracks = fps.len();
     let median_fps = if fps.is_empty() { 0.0 } else { median(&mut fps) };
     let max_spool = spool_mb.iter().copied().fold(0.0, f64::max);
     eprintln!(
         "[bench] {rooms} rooms asked, {} admitted: recorder {recorder_cores:.2} cores, median RSS {:.0} MB; devroom {devroom_cores:.2} cores; \
-         video fps stored min {min_fps:.2} median {median_fps:.2} over {tracks} tracks; spool up to {max_spool:.1} MB",
+         video fps stored min {min_fps:.2} median {median_fps:.2} over {tracks} tracks ({median_kbps:.0} kb/s median); spool up to {max_spool:.1} MB",
         admitted.len(),
         median(&mut rss.clone())
     );
@@ -156,6 +168,7 @@ async fn one_step(rooms: usize, seconds: u64) -> Value {
         "video_tracks": tracks,
         "stored_video_fps_min": min_fps,
         "stored_video_fps_median": median_fps,
+        "stored_video_kbps_median": median_kbps,
         "spool_backlog_max_mb": max_spool,
     })
 }
@@ -165,17 +178,19 @@ async fn main() {
     let options = options();
     let mut steps = Vec::new();
     for &rooms in &options.rooms {
-        steps.push(one_step(rooms, options.seconds).await);
+        steps.push(one_step(rooms, options.seconds, options.camera_like).await);
     }
     let result = json!({
         "machine": machine(),
-        "what": "N rooms of 4 devroom publishers (VP8 1280x720 30 fps + Opus; devroom's pre-encoded flat-colour clips, far below camera bitrates) \
+        "what": format!("N rooms of 4 devroom publishers (VP8 1280x720 30 fps + Opus; {}) \
                  recorded at once by one recorder-only node with the default admission (90 % CPU); devroom runs on the same machine",
+                 if options.camera_like { "camera-like: noisy pictures at the clips' full 1.5 Mb/s" } else { "devroom's flat-colour clips, about 0.2 Mb/s, far below camera bitrates" }),
         "reference": "plugNmeet's browser recorder: 2-3 rooms per 2 vCPU; target here: at least 30 rooms on this 2-core machine, none losing a frame",
         "steps": steps,
     });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("rooms-per-node.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    let name = if options.camera_like { "rooms-per-node-camera.json" } else { "rooms-per-node.json" };
+    std::fs::write(out.join(name), serde_json::to_string_pretty(&result).unwrap()).unwrap();
     println!("{}", serde_json::to_string_pretty(&result).unwrap());
 }
