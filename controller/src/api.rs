@@ -28,10 +28,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recordings/{id}/resume", post(resume_recording))
         .route("/v1/recordings/{id}/streams", post(add_stream))
         .route("/v1/recordings/{id}/streams/{stream}", axum::routing::delete(remove_stream))
+        .route("/v1/recordings/{id}/media/{file}", get(crate::media::link))
         .route("/v1/nodes", get(list_nodes));
     let mut public = Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route("/readyz", get(ready))
+        // Authorised by the link's own signature (see `media`).
+        .route("/media/{id}/{file}", get(crate::media::serve))
         .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
     if state.config.auth.public_metrics {
         public = public.route("/metrics", get(metrics));

@@ -16,6 +16,7 @@ pub mod failover;
 pub mod http_post;
 pub mod job_index;
 pub mod jobs;
+pub mod media;
 pub mod metrics;
 pub mod node_requests;
 pub mod plugnmeet;

@@ -145,7 +145,16 @@ async fn main() -> anyhow::Result<()> {
     });
     tokio::spawn(failover::run(bus.clone(), index.clone(), config.controller.failover.clone(), metrics.clone()));
     tokio::spawn(retention::run(bus.clone(), index.clone(), config.controller.retention.clone()));
-    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller), e2ee_seal, index };
+    // The recordings' storage, for links to finished files; without it the controller still runs.
+    let storage = match fleet_runtime::storage::Storage::from_config(&config.storage).await {
+        Ok(storage) => Some(storage),
+        Err(err) => {
+            tracing::warn!(%err, "cannot open the recordings' storage: links to recordings' files are off");
+            None
+        }
+    };
+    let media = Arc::new(fleet_controller::media::MediaLinks::new(storage));
+    let state = AppState { bus, keys, metrics, config: Arc::new(config.controller), e2ee_seal, index, media };
     match tls {
         Some(acceptor) => tls::serve(listener, acceptor, router(state), fleet_runtime::process::shutdown_signal()).await,
         None => axum::serve(listener, router(state)).with_graceful_shutdown(fleet_runtime::process::shutdown_signal()).await?,

@@ -17,4 +17,6 @@ pub struct AppState {
     pub e2ee_seal: Option<fleet_e2ee::TranscoderPublicKey>,
     /// The job records, indexed for listings.
     pub index: Arc<JobIndex>,
+    /// Links to finished recordings' files.
+    pub media: Arc<crate::media::MediaLinks>,
 }

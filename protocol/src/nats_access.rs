@@ -101,6 +101,8 @@ pub fn permissions(names: &FleetNames, role: Role, node_id: &str) -> Permissions
         publish.push(names.record_handover_subject.clone());
         // Before taking a redelivered job over it asks whether the recorder holding it is alive.
         publish.push(format!("{}.*.*", names.alive_prefix));
+        // It asks for a progressive transcode again only once its last ask left the queue.
+        publish.push(format!("$JS.API.STREAM.MSG.GET.{}", names.transcode_stream));
     }
     if role.transcodes() {
         for consumer in [&names.transcoder_consumer, &names.transcoder_gpu_consumer, &names.transcoder_files_consumer] {

@@ -188,10 +188,24 @@ impl Bus {
 
     /// Publishes a job message on a work queue, de-duplicated by `message_id` within the stream's window.
     pub async fn enqueue(&self, subject: &str, message_id: &str, body: &impl Serialize) -> Result<(), BusError> {
+        self.enqueue_at(subject, message_id, body).await.map(|_| ())
+    }
+
+    /// [`Bus::enqueue`], answering where the message is in its stream.
+    pub async fn enqueue_at(&self, subject: &str, message_id: &str, body: &impl Serialize) -> Result<u64, BusError> {
         let payload = serde_json::to_vec(body).expect("job messages serialize");
         let publish = jetstream::message::PublishMessage::build().message_id(message_id).payload(payload.into());
-        self.js.send_publish(subject.to_string(), publish).await.map_err(nats_err)?.await.map_err(nats_err)?;
-        Ok(())
+        let ack = self.js.send_publish(subject.to_string(), publish).await.map_err(nats_err)?.await.map_err(nats_err)?;
+        Ok(ack.sequence)
+    }
+
+    /// Whether the transcode queue still holds its message at `sequence` (a work queue drops a message
+    /// once a transcoder has acknowledged it). False when that cannot be read.
+    pub async fn transcode_queued(&self, sequence: u64) -> bool {
+        match self.js.get_stream_no_info(&self.names.transcode_stream).await {
+            Ok(stream) => stream.get_raw_message(sequence).await.is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// The transcode queue's subject for a job: its transcoders must be able to run it (a GPU encoder

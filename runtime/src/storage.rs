@@ -38,6 +38,13 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
+/// See [`Storage::reader_access`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReaderAccess {
+    Url(String),
+    File(PathBuf),
+}
+
 #[derive(Clone, Debug)]
 pub struct Storage {
     prefix: String,
@@ -92,6 +99,20 @@ impl Storage {
         match &self.backend {
             Backend::Local { root } => root.join(full).display().to_string(),
             Backend::S3 { bucket, .. } => format!("s3://{bucket}/{full}"),
+        }
+    }
+
+    /// How someone outside the fleet reads an object: an S3 URL presigned for `ttl`, or the file of
+    /// local storage (for the holder of this handle to serve).
+    pub async fn reader_access(&self, key: &str, ttl: std::time::Duration) -> Result<ReaderAccess, StorageError> {
+        let full = self.full_key(key)?;
+        match &self.backend {
+            Backend::Local { root } => Ok(ReaderAccess::File(root.join(full))),
+            Backend::S3 { client, bucket, .. } => {
+                let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl).map_err(s3_error)?;
+                let request = client.get_object().bucket(bucket).key(&full).presigned(presigning).await.map_err(s3_error)?;
+                Ok(ReaderAccess::Url(request.uri().to_string()))
+            }
         }
     }
 

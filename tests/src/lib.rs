@@ -316,7 +316,7 @@ impl Fleet {
             "controller",
             "controller",
             &format!(
-                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n{}{}",
+                "[controller]\nlisten = \"127.0.0.1:{port}\"\n{}{}[[controller.auth.keys]]\nname = \"test\"\nsha256 = \"{hash}\"\n{}{}{}",
                 self.controller_settings,
                 match &self.controller_tls {
                     Some((cert, key)) => format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert.display(), key.display()),
@@ -326,7 +326,9 @@ impl Fleet {
                     Some(secret) => format!("[controller.webhooks]\nsecret = \"{secret}\"\n"),
                     None => String::new(),
                 },
-                self.controller_extra
+                self.controller_extra,
+                // The fleet's storage (links to recordings' files), unless the test gave the controller its own.
+                if self.controller_extra.contains("[storage]") { String::new() } else { self.storage.toml() }
             ),
         );
         let proc = Proc::spawn("controller", &bin_path("controller"), &["--config", &config.to_string_lossy()], &[], &self.dir);

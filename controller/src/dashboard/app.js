@@ -25,17 +25,26 @@ function cell(row, text, className) {
   return td;
 }
 
-function link(td, href, text) {
-  if (!href) return;
-  if (/^https?:\/\//.test(href)) {
-    const a = document.createElement('a');
-    a.href = href;
-    a.textContent = text;
-    a.rel = 'noopener';
-    td.append(a, ' ');
-  } else {
-    td.append(`${text}: ${href} `);
-  }
+// A button that asks the API for a short-lived link to one of the recording's files (the MP4 or its
+// poster) and opens it in a new tab, where the browser plays or shows it; `download` saves it instead.
+function mediaButton(td, id, file, text, download) {
+  const button = document.createElement('button');
+  button.textContent = text;
+  button.className = `media ${file}${download ? ' download' : ''}`;
+  button.onclick = async () => {
+    try {
+      const link = await api('GET', `/v1/recordings/${encodeURIComponent(id)}/media/${file}`);
+      const a = document.createElement('a');
+      a.href = link.url;
+      a.target = '_blank';
+      a.rel = 'noopener';
+      if (download) a.download = `${id}.mp4`;
+      a.click();
+    } catch (err) {
+      status(err.message, true);
+    }
+  };
+  td.append(button, ' ');
 }
 
 function mb(bytes) {
@@ -76,9 +85,13 @@ function showRecordings(recordings) {
     }
     cell(row, String(record.sessions?.length ?? 0));
     cell(row, (record.warnings ?? []).join('; '), 'warnings');
-    const output = cell(row, '');
-    link(output, record.output?.location, 'MP4');
-    link(output, record.output?.poster?.location, 'poster');
+    const output = cell(row, '', 'output');
+    if (record.output) {
+      mediaButton(output, record.id, 'mp4', 'Play', false);
+      mediaButton(output, record.id, 'mp4', 'Download', true);
+      if (record.output.poster) mediaButton(output, record.id, 'poster', 'Poster', false);
+      output.title = record.output.location;
+    }
     const actions = cell(row, '');
     if (['queued', 'starting', 'recording'].includes(record.state)) {
       const stop = document.createElement('button');

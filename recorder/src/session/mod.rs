@@ -308,6 +308,9 @@ async fn capture(
     let mut catch_up = tokio::time::interval(Duration::from_secs(config.progressive_interval_s.max(1)));
     catch_up.tick().await; // the first tick is immediate: nothing is final yet
     let mut catch_ups = 0u64;
+    // Where this session's last ask waits in the transcode queue: one ask at a time, so that asks do not
+    // pile up while no transcoder takes them (all busy, or none serves this job's queue).
+    let pending_ask = Arc::new(tokio::sync::Mutex::new(None::<u64>));
     // The source's running time when it was told to stop: the session's end.
     let mut stopped_at_ns = None;
     // Pauses already marked in the timeline (an earlier session marked those before it began).
@@ -373,9 +376,17 @@ async fn capture(
                 let (ctx, subject) = (recorder.clone(), recorder.bus.transcode_subject_for(record).to_string());
                 let message_id = format!("catch-up-{job_id}-{session_id}-{catch_ups}");
                 let message = TranscodeJob { job_id: job_id.clone(), chunk: None, catch_up: true };
+                let pending_ask = pending_ask.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = ctx.bus.enqueue(&subject, &message_id, &message).await {
-                        tracing::debug!(%err, "progressive transcode not asked for this time");
+                    let Ok(mut pending) = pending_ask.try_lock() else { return };
+                    if let Some(sequence) = *pending
+                        && ctx.bus.transcode_queued(sequence).await
+                    {
+                        return;
+                    }
+                    match ctx.bus.enqueue_at(&subject, &message_id, &message).await {
+                        Ok(sequence) => *pending = Some(sequence),
+                        Err(err) => tracing::debug!(%err, "progressive transcode not asked for this time"),
                     }
                 });
             }
