@@ -273,7 +273,7 @@ pub fn spawn_feeder(
                         None => continue,
                     }
                 }
-                let is_keyframe = !frame.0.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                let is_keyframe = is_keyframe(&frame);
                 if segment.from_ns.is_some_and(|from| pts.nseconds() < from) {
                     if is_keyframe {
                         fill_lead_in.clear();
@@ -313,6 +313,19 @@ pub fn spawn_feeder(
         }
         let _ = appsrc.end_of_stream();
     })
+}
+
+/// Whether a frame starts a picture the decoder can begin at. VP8 says so in its first byte (and
+/// LiveKit's frame encryption leaves that byte clear): `matroskademux` reads every VP8 frame of the
+/// fleet's segments as a keyframe, so a chunk's lead-in began at the frame just before its window, which
+/// the decoder could not decode (the tile stayed black until the publisher's next keyframe, with
+/// browsers' and SDKs' cameras often none at all).
+fn is_keyframe((buffer, caps): &Frame) -> bool {
+    let vp8 = caps.as_ref().and_then(|c| c.structure(0)).is_some_and(|s| s.name() == "video/x-vp8");
+    if vp8 && let Ok(map) = buffer.map_readable() {
+        return map.first().is_some_and(|tag| tag & 1 == 0);
+    }
+    !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT)
 }
 
 fn push(appsrc: &gst_app::AppSrc, (buffer, caps): Frame) -> bool {
@@ -378,4 +391,30 @@ fn report(problems: &Problems, problem: String) {
 
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(bytes: &[u8], media: &str, delta: bool) -> Frame {
+        let mut buffer = gst::Buffer::from_slice(bytes.to_vec());
+        if delta {
+            buffer.get_mut().unwrap().set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+        (buffer, Some(gst::Caps::builder(media).build()))
+    }
+
+    #[test]
+    fn a_vp8_keyframe_is_told_by_its_first_byte_not_by_the_demuxer() {
+        crate::init().unwrap();
+        // The frame tag's lowest bit: 0 for a keyframe, 1 for an interframe; the buffer flags as
+        // matroskademux leaves them (no delta flag on either).
+        assert!(is_keyframe(&frame(&[0x50, 0x2a, 0x01, 0x9d, 0x01, 0x2a], "video/x-vp8", false)));
+        assert!(!is_keyframe(&frame(&[0x51, 0x0c, 0x00], "video/x-vp8", false)));
+        assert!(!is_keyframe(&frame(&[], "video/x-vp8", false)));
+        // Other codecs: the demuxer's flag.
+        assert!(is_keyframe(&frame(&[0, 0, 0, 1, 0x65], "video/x-h264", false)));
+        assert!(!is_keyframe(&frame(&[0, 0, 0, 1, 0x41], "video/x-h264", true)));
+    }
 }

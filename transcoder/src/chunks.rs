@@ -13,6 +13,7 @@ use fleet_pipelines::transcode::{self, Window};
 use fleet_protocol::job::{ChunkPlan, TranscodeJob};
 use fleet_protocol::transition::JOIN_STALE_MS;
 use fleet_protocol::{JobRecord, JobState, Refusal, Transition, keys};
+use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 
 /// Splits the job into chunks when it is long enough; true when the chunks were queued (the job's own
@@ -101,6 +102,9 @@ pub async fn transcode_chunk(ctx: &Arc<JobContext>, record: JobRecord, index: u3
     }
 }
 
+/// Chunks downloaded at once for the join.
+const CHUNK_DOWNLOADS: usize = 8;
+
 /// How often a running join refreshes its claim.
 const JOIN_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -133,12 +137,18 @@ async fn join_chunks(ctx: &Arc<JobContext>, record: &JobRecord, plan: &ChunkPlan
         let end_ns = record.recorded_span_ms().unwrap_or(0) * 1_000_000;
         prepare::prepare_chunk(ctx, record, scratch.path(), None, Some(end_ns..end_ns)).await?
     };
-    let mut chunks = Vec::new();
-    for index in 0..plan.count {
-        let path = scratch.path().join(format!("chunk-{index:05}.mp4"));
-        ctx.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.context(format!("chunk {index}"))?;
-        chunks.push(path);
-    }
+    // An hour is 360 chunks: fetched several at a time (one by one, an object store's round trips add up).
+    let chunks: Vec<std::path::PathBuf> = futures::stream::iter(0..plan.count)
+        .map(|index| {
+            let path = scratch.path().join(format!("chunk-{index:05}.mp4"));
+            async move {
+                ctx.storage.get_to_file(&keys::chunk(&record.id, index), &path).await.context(format!("chunk {index}"))?;
+                Ok::<_, TranscodeError>(path)
+            }
+        })
+        .buffered(CHUNK_DOWNLOADS)
+        .try_collect()
+        .await?;
     // The chunks' problems (decryption included) are in the record already.
     let mut problems = prepared.look_warnings.clone();
     let participant_files = encode::participant_audio(&prepared, scratch.path(), &mut problems).await?;

@@ -40,7 +40,12 @@ pub async fn stop_and_complete(setup: &Setup, id: &str, timeout: Duration) -> Va
 pub fn keep_mp4(setup: &Setup, record: &Value, name: &str) -> std::path::PathBuf {
     let (mp4, _) = setup.read_output(record);
     let path = setup.dir.path().join(name);
-    std::fs::write(&path, mp4).unwrap();
+    std::fs::write(&path, &mp4).unwrap();
+    // For a look afterwards: the test's directory goes with it.
+    if let Some(dir) = std::env::var_os("FLEET_KEEP_MP4_DIR") {
+        let _ = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(Path::new(&dir).join(name), &mp4));
+        let _ = std::process::Command::new("cp").arg("-r").arg(&setup.root).arg(Path::new(&dir).join("storage")).status();
+    }
     assert_eq!(decode_errors(&path), "");
     path
 }

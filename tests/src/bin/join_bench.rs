@@ -1,5 +1,5 @@
 //! Join benchmark (`deploy/dev.sh bench`), written to `target/bench/join.json` with the machine it ran
-//! on: the chunks of an N-minute recording (30 s chunks, 1280x720 30 fps H.264 from the transcoder's own
+//! on: the chunks of an N-minute recording (10 s chunks, the default; 1280x720 30 fps H.264 from the transcoder's own
 //! encoder settings at its default 3000 kb/s, AAC 128 kb/s) joined into one faststart MP4, box by box (the
 //! fleet's join) and by the GStreamer remux (the join before it, and still its fallback), alternately,
 //! in the same run. Reports each one's medians and the ratio; both outputs are checked to hold every
@@ -25,7 +25,7 @@ struct Options {
 
 fn options() -> Options {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut o = Options { minutes: 60, chunk_seconds: 30, repeats: 3 };
+    let mut o = Options { minutes: 60, chunk_seconds: 10, repeats: 3 };
     for pair in args.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok());
         match (pair[0].as_str(), value) {
