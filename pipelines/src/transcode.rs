@@ -109,6 +109,15 @@ impl TranscodeSpec {
         }
     }
 
+    /// Frames fed and decoded are compared up to here: a chunk's pipeline ends with its window, while the
+    /// frames fed just before the end may still be in a decoder; a second before it, they are through.
+    fn counted_until_ns(&self) -> u64 {
+        match self.video_window {
+            Some(window) => window.end_ns.saturating_sub(1_000_000_000),
+            None => u64::MAX,
+        }
+    }
+
     /// Where the composite starts: a chunk's window, less a second of pre-roll. The compositor's first
     /// output frames can come before every input has delivered (a chunk's first frame came out black
     /// now and then), so a chunk composites from a second earlier and keeps only its window.
@@ -175,7 +184,9 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
                     let branch = VideoBranch { compositor: compositor.clone(), layer: layer.clone(), schedule: schedule.clone(), fps: spec.fps };
                     let name = spec.look.names.then(|| look::name_overlay(&spec.look, &schedule.label(&layer), spec.height)).transpose()?;
                     let (appsrc, decoded, pad) = add_video_input(&pipeline, caps, branch, name, &spec.cuts)?;
-                    frame_counts.push((input.name.clone(), count_frames(appsrc.static_pad("src").expect("appsrc src")), count_frames(decoded)));
+                    let counted_until = spec.counted_until_ns();
+                    let fed = count_frames(appsrc.static_pad("src").expect("appsrc src"), counted_until);
+                    frame_counts.push((input.name.clone(), fed, count_frames(decoded, counted_until)));
                     feeders.push(segment_reader::spawn_feeder(appsrc, input.clone(), spec.video_input_range(), problems.clone())?);
                     pads.insert(layer, pad);
                 }
@@ -215,26 +226,26 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
     }
     result?;
     // A decoder drops what it cannot decode without a word (VP8 garbage, a broken reference): a track that
-    // lost more than half a second of frames so is named. A chunk is left out: its window ends while
-    // frames past it are still on their way.
-    if spec.video_window.is_none() {
-        for (name, fed, decoded) in &frame_counts {
-            let (fed, decoded) = (fed.load(Ordering::Relaxed), decoded.load(Ordering::Relaxed));
-            if fed.saturating_sub(decoded) >= spec.fps as u64 / 2 {
-                problems.lock().unwrap().push(format!("{name}: {} of its {fed} video frames could not be decoded", fed - decoded));
-            }
+    // lost more than half a second of frames so is named.
+    for (name, fed, decoded) in &frame_counts {
+        let (fed, decoded) = (fed.load(Ordering::Relaxed), decoded.load(Ordering::Relaxed));
+        if fed.saturating_sub(decoded) >= spec.fps as u64 / 2 {
+            problems.lock().unwrap().push(format!("{name}: {} of its {fed} video frames could not be decoded", fed - decoded));
         }
     }
     let problems = problems.lock().unwrap().clone();
     Ok(TranscodeReport { video_tracks: videos.len(), audio_tracks: audios.len(), problems })
 }
 
-/// Counts the buffers passing `pad`.
-fn count_frames(pad: gst::Pad) -> Arc<AtomicU64> {
+/// Counts the buffers passing `pad` stamped before `until_ns`.
+fn count_frames(pad: gst::Pad, until_ns: u64) -> Arc<AtomicU64> {
     let count = Arc::new(AtomicU64::new(0));
     let counter = count.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let before = info.buffer().and_then(|b| b.pts()).is_none_or(|pts| pts.nseconds() < until_ns);
+        if before {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         gst::PadProbeReturn::Ok
     });
     count

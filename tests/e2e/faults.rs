@@ -415,6 +415,9 @@ async fn killed_transcoder_is_replaced_with_one_output_and_one_webhook_per_state
     setup.controller = None;
     setup.fleet.controller_extra = "[queues]\ntranscode_ack_wait_s = 4\n".into();
     setup.controller = Some(setup.fleet.controller(setup.port));
+    // The one-piece transcode's hand-over (its claim counts attempts); a 12 s recording would otherwise
+    // go in 10 s chunks, whose messages are handed over one by one.
+    setup.fleet.transcoder_extra = "chunk_seconds = 0\n".into();
     let hooks = fleet_tests::webhook::Receiver::start(fleet_tests::WEBHOOK_SECRET).await;
     let _recorder = setup.fleet.recorder("rec-a", "recorder-only", 1);
     let transcoder_a = setup.fleet.transcoder("tx-a");
