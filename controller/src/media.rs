@@ -33,8 +33,7 @@ impl MediaLinks {
 }
 
 /// A recording's file that has a link.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MediaFile {
     Mp4,
     Poster,
@@ -82,12 +81,11 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-async fn file_of(state: &AppState, id: &SafeId, file: MediaFile) -> Result<(ReaderAccess, &'static str), ApiError> {
+async fn file_of(state: &AppState, id: &SafeId, file: MediaFile) -> Result<ReaderAccess, ApiError> {
     let (record, _) = state.bus.jobs().get(id).await?.ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
     let key = file.key(&record).ok_or_else(|| ApiError::not_found(format!("recording {id} has no {} (yet)", file.name())))?;
     let storage = state.media.storage.as_ref().ok_or_else(|| ApiError::unavailable("this controller cannot open the recordings' storage"))?;
-    let access = storage.reader_access(&key, LINK_TTL).await.map_err(|e| ApiError::unavailable(format!("storage: {e}")))?;
-    Ok((access, file.name()))
+    storage.reader_access(&key, LINK_TTL).await.map_err(|e| ApiError::unavailable(format!("storage: {e}")))
 }
 
 /// `GET /v1/recordings/{id}/media/{file}`: a link to the file.
@@ -95,7 +93,7 @@ pub async fn link(State(state): State<AppState>, Path((id, file)): Path<(String,
     let id = SafeId::parse(&id).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))?;
     let file = parse_file(&file)?;
     let expires_at_ms = now_ms() + LINK_TTL.as_millis() as u64;
-    let url = match file_of(&state, &id, file).await?.0 {
+    let url = match file_of(&state, &id, file).await? {
         ReaderAccess::Url(url) => url,
         ReaderAccess::File(_) => {
             let signature = signature(&state.media.key, &id, file, expires_at_ms);
@@ -106,7 +104,11 @@ pub async fn link(State(state): State<AppState>, Path((id, file)): Path<(String,
 }
 
 fn parse_file(raw: &str) -> Result<MediaFile, ApiError> {
-    serde_json::from_value(serde_json::Value::String(raw.into())).map_err(|_| ApiError::not_found(format!("no file {raw:?}: mp4 or poster")))
+    match raw {
+        "mp4" => Ok(MediaFile::Mp4),
+        "poster" => Ok(MediaFile::Poster),
+        _ => Err(ApiError::not_found(format!("no file {raw:?}: mp4 or poster"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,11 +130,11 @@ pub async fn serve(
         return forbidden();
     }
     match file_of(&state, &id, file).await {
-        Ok((ReaderAccess::File(path), _)) => match tower_http::services::ServeFile::new(path).oneshot(request).await {
+        Ok(ReaderAccess::File(path)) => match tower_http::services::ServeFile::new(path).oneshot(request).await {
             Ok(response) => response.into_response(),
             Err(never) => match never {},
         },
-        Ok((ReaderAccess::Url(_), _)) => forbidden(),
+        Ok(ReaderAccess::Url(_)) => forbidden(),
         Err(err) => err.into_response(),
     }
 }
