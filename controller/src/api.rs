@@ -14,10 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fleet_protocol::job::JobRequest;
+use fleet_protocol::node::NodeInfo;
 use fleet_protocol::{JobRecord, JobState, SafeId, Transition};
-use serde::Deserialize;
-
-const OPENAPI: &str = include_str!("openapi.json");
+use serde::{Deserialize, Serialize};
 
 pub fn router(state: AppState) -> Router {
     let mut protected = Router::new()
@@ -31,11 +30,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/recordings/{id}/media/{file}", get(crate::media::link))
         .route("/v1/nodes", get(list_nodes));
     let mut public = Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         // Authorised by the link's own signature (see `media`).
         .route("/media/{id}/{file}", get(crate::media::serve))
-        .route("/v1/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }));
+        .route("/v1/openapi.json", get(openapi));
     if state.config.auth.public_metrics {
         public = public.route("/metrics", get(metrics));
     } else {
@@ -70,7 +69,7 @@ async fn require_key(State(state): State<AppState>, mut request: Request, next: 
 
 /// The name of the API key a request was made with.
 #[derive(Debug, Clone)]
-struct KeyName(String);
+pub(crate) struct KeyName(String);
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
@@ -80,13 +79,38 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
+/// The `id` path parameter, for the document (handlers take the raw text and answer 400 themselves).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct RecordingId {
+    /// The recording's id.
+    id: SafeId,
+}
+
 fn parse_id(raw: &str) -> Result<SafeId, ApiError> {
     SafeId::parse(raw).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))
 }
 
-/// With an `Idempotency-Key`, the job's id is derived from it (and the API key's name): a retried POST
-/// finds the job the first one made and answers it with 200 instead of starting a second recording.
-async fn start_recording(
+/// Start a recording
+///
+/// With an `Idempotency-Key` header, a retried request finds the job the first one made (per API key) and
+/// answers it with 200 and `Idempotent-Replayed: true`; the retry's body is not looked at.
+#[utoipa::path(post, path = "/v1/recordings", tag = "recordings", operation_id = "startRecording",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "names this start: the same key (with the same API key) never starts a second recording")),
+    request_body = JobRequest,
+    responses(
+        (status = 200, description = "The job an earlier request with this Idempotency-Key made", body = JobRecord,
+            headers(("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 201, description = "Queued", body = JobRecord),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::NotJson),
+        (status = 422, response = crate::openapi::Invalid),
+    ))]
+pub(crate) async fn start_recording(
     State(state): State<AppState>,
     Extension(KeyName(key_name)): Extension<KeyName>,
     headers: HeaderMap,
@@ -118,40 +142,79 @@ async fn start_recording(
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
-async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+/// Get one recording
+#[utoipa::path(get, path = "/v1/recordings/{id}", tag = "recordings", operation_id = "getRecording",
+    security(("bearer" = [])), params(RecordingId),
+    responses((status = 200, description = "The job record", body = JobRecord), (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound)))]
+pub(crate) async fn get_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
     let (record, _) = state.bus.jobs().get(&id).await?.ok_or_else(|| ApiError::not_found(format!("recording {id} not found")))?;
     Ok(Json(record.for_clients()))
 }
 
-async fn stop_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
+/// Stop a recording
+///
+/// A job no recorder has picked yet becomes `aborted` (200). A running one is asked to stop (202); it then
+/// finalizes and transcodes. A job past capture gives 409.
+#[utoipa::path(post, path = "/v1/recordings/{id}/stop", tag = "recordings", operation_id = "stopRecording",
+    security(("bearer" = [])), params(RecordingId),
+    responses(
+        (status = 200, description = "Aborted before capture", body = JobRecord),
+        (status = 202, description = "Stop requested", body = JobRecord),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict),
+    ))]
+pub(crate) async fn stop_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let id = parse_id(&id)?;
     let record = jobs::stop(&state.bus, &id).await?;
     let status = if record.state == JobState::Aborted { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(record.for_clients())))
 }
 
-/// What follows is left out of the MP4 until the recording resumes (the capture goes on, so a resume
-/// loses nothing). A recording paused longer than its `max_pause_s` ends.
-async fn pause_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+/// Pause a recording
+///
+/// What follows is left out of the MP4 (clean cuts, audio and video) until the recording resumes; the
+/// capture goes on meanwhile, so a resume loses nothing. Pausing a paused recording changes nothing. A
+/// pause longer than the request's `max_pause_s` ends the recording (`end_reason` `pause_limit`). 409
+/// once the recording is stopping or past capture.
+#[utoipa::path(post, path = "/v1/recordings/{id}/pause", tag = "recordings", operation_id = "pauseRecording",
+    security(("bearer" = [])), params(RecordingId),
+    responses((status = 200, description = "The record, with its pauses", body = JobRecord),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
+pub(crate) async fn pause_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
     Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Pause).await?.for_clients()))
 }
 
-async fn resume_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
+/// Resume a paused recording
+///
+/// Closes the open pause; resuming a recording that is not paused changes nothing. 409 once the recording
+/// is stopping or past capture.
+#[utoipa::path(post, path = "/v1/recordings/{id}/resume", tag = "recordings", operation_id = "resumeRecording",
+    security(("bearer" = [])), params(RecordingId),
+    responses((status = 200, description = "The record, with its pauses", body = JobRecord),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
+pub(crate) async fn resume_recording(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
     Ok(Json(jobs::pause_or_resume(&state.bus, &id, Transition::Resume).await?.for_clients()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddStream {
+pub(crate) struct AddStream {
     url: fleet_protocol::streams::StreamUrl,
 }
 
-/// Adds a live stream output to a streaming recording while it captures; 201 with the record (the new
-/// stream last in its `streams`).
-async fn add_stream(
+/// Add a live stream output
+///
+/// Starts pushing the room's live composite to one more RTMP URL while the recording captures. Only a
+/// recording created with `outputs.rtmp` streams. The answer lists the stream last in `streams`, its URL's
+/// stream key hidden. 409 when the recording does not stream, is past capture, or has 8 streams already.
+#[utoipa::path(post, path = "/v1/recordings/{id}/streams", tag = "streams", operation_id = "addStream",
+    security(("bearer" = [])), params(RecordingId), request_body = AddStream,
+    responses((status = 201, description = "The record with the new stream", body = JobRecord),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::TooLarge), (status = 415, response = crate::openapi::NotJson), (status = 422, response = crate::openapi::Invalid)))]
+pub(crate) async fn add_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AddStream>,
@@ -161,24 +224,53 @@ async fn add_stream(
     Ok((StatusCode::CREATED, Json(record.for_clients())))
 }
 
-/// Stops one stream output; the recording and the other streams go on.
-async fn remove_stream(State(state): State<AppState>, Path((id, stream)): Path<(String, String)>) -> Result<Json<JobRecord>, ApiError> {
+/// Stop one live stream output
+///
+/// The stream ends at its server (state `removed`); the recording and the other streams go on. A
+/// stream-only recording whose last stream is removed ends (`end_reason` `streams_ended`).
+#[utoipa::path(delete, path = "/v1/recordings/{id}/streams/{stream}", tag = "streams", operation_id = "removeStream",
+    security(("bearer" = [])),
+    params(RecordingId, ("stream" = SafeId, Path, description = "the stream's id (`rtmp1`…)")),
+    responses((status = 200, description = "The record", body = JobRecord),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound), (status = 409, response = crate::openapi::Conflict)))]
+pub(crate) async fn remove_stream(State(state): State<AppState>, Path((id, stream)): Path<(String, String)>) -> Result<Json<JobRecord>, ApiError> {
     let id = parse_id(&id)?;
     let stream = SafeId::parse(stream).map_err(|e| ApiError::bad_request(format!("invalid stream id: {e}")))?;
     Ok(Json(jobs::change_streams(&state.bus, &id, Transition::RemoveStream { id: stream }).await?.for_clients()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Only this room's recordings.
+    #[param(max_length = 128)]
     room: Option<String>,
+    /// Only recordings in this state.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
+    /// Most records on the page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// The `next` of the previous page.
+    /// The `next` of the previous page: the listing goes on after it.
+    #[param(max_length = 100, pattern = "^[0-9]+\\.[A-Za-z0-9][A-Za-z0-9_-]*$")]
     after: Option<String>,
 }
 
-async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQuery<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
+/// One page of recordings, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct RecordingPage {
+    recordings: Vec<JobRecord>,
+    /// Present when there may be more: pass it as `after` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// List recordings, newest first
+#[utoipa::path(get, path = "/v1/recordings", tag = "recordings", operation_id = "listRecordings",
+    security(("bearer" = [])), params(ListParams),
+    responses((status = 200, description = "A page of recordings", body = RecordingPage), (status = 400, response = crate::openapi::BadRequest)))]
+pub(crate) async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQuery<ListParams>) -> Result<Json<RecordingPage>, ApiError> {
     let wanted_state = match params.state.as_deref() {
         Some(s) => Some(JobState::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown state {s:?}")))?),
         None => None,
@@ -201,30 +293,63 @@ async fn list_recordings(State(state): State<AppState>, ApiQuery(params): ApiQue
     };
     let filter = Filter { room: params.room, state: wanted_state, unfinished: false };
     let page = state.index.page(&state.bus, &filter, after.as_ref(), limit).await?;
-    let records: Vec<JobRecord> = page.records.into_iter().map(JobRecord::for_clients).collect();
-    let mut body = serde_json::json!({ "recordings": records });
-    if let Some(next) = page.next {
-        body["next"] = next.to_string().into();
-    }
-    Ok(Json(body))
+    let recordings = page.records.into_iter().map(JobRecord::for_clients).collect();
+    Ok(Json(RecordingPage { recordings, next: page.next.map(|next| next.to_string()) }))
 }
 
-async fn list_nodes(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let nodes = state.bus.list_nodes().await?;
-    Ok(Json(serde_json::json!({ "nodes": nodes })))
+/// The node registry.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct NodeList {
+    nodes: Vec<NodeInfo>,
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+/// Live recorder and transcoder nodes
+#[utoipa::path(get, path = "/v1/nodes", tag = "nodes", operation_id = "listNodes", security(("bearer" = [])),
+    responses((status = 200, description = "Every node heartbeating into the registry", body = NodeList)))]
+pub(crate) async fn list_nodes(State(state): State<AppState>) -> Result<Json<NodeList>, ApiError> {
+    Ok(Json(NodeList { nodes: state.bus.list_nodes().await? }))
+}
+
+/// What the probes answer when all is well.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// `ok` (alive) or `ready`.
+    status: &'static str,
+}
+
+/// Liveness
+#[utoipa::path(get, path = "/healthz", tag = "operations", operation_id = "health",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness (NATS reachable)
+#[utoipa::path(get, path = "/readyz", tag = "operations", operation_id = "ready",
+    responses((status = 200, description = "Ready", body = Health), (status = 503, response = crate::openapi::Unavailable)))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if !state.bus.is_connected() {
         return ApiError::unavailable("not connected to NATS").into_response();
     }
     match state.bus.list_nodes().await {
-        Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Ok(_) => Json(Health { status: "ready" }).into_response(),
         Err(err) => ApiError::unavailable(format!("NATS not answering: {err}")).into_response(),
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// This document
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::json()).into_response()
+}
+
+/// Prometheus metrics
+///
+/// In the OpenMetrics text format. Public (no key) when `auth.public_metrics` is set.
+#[utoipa::path(get, path = "/metrics", tag = "operations", operation_id = "metrics", security(("bearer" = [])),
+    responses((status = 200, description = "The controller's metrics", content_type = "application/openmetrics-text", body = String)))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let nodes = state.bus.list_nodes().await.unwrap_or_default();
     let mut by_role = std::collections::BTreeMap::<String, usize>::new();
     for node in &nodes {
@@ -264,11 +389,11 @@ mod tests {
 
     #[test]
     fn every_served_route_is_documented_and_every_documented_one_served() {
-        let document: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
-        let documented: BTreeSet<String> = document["paths"].as_object().unwrap().keys().cloned().collect();
+        let document = crate::openapi::document();
+        let documented: BTreeSet<String> = document.paths.paths.keys().cloned().collect();
         let served = served_paths();
         assert!(served.len() >= 15, "{served:?}");
-        assert_eq!(served.difference(&documented).collect::<Vec<_>>(), Vec::<&String>::new(), "served but not in openapi.json");
-        assert_eq!(documented.difference(&served).collect::<Vec<_>>(), Vec::<&String>::new(), "in openapi.json but not served");
+        assert_eq!(served.difference(&documented).collect::<Vec<_>>(), Vec::<&String>::new(), "served but not documented");
+        assert_eq!(documented.difference(&served).collect::<Vec<_>>(), Vec::<&String>::new(), "documented but not served");
     }
 }

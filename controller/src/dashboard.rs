@@ -16,10 +16,38 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; c
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/dashboard", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
-        .route("/dashboard/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
-        .route("/dashboard/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
-        .route("/dashboard/icon.svg", get(|| async { asset("image/svg+xml", ICON) }))
+        .route("/dashboard", get(page))
+        .route("/dashboard/app.js", get(script))
+        .route("/dashboard/style.css", get(style))
+        .route("/dashboard/icon.svg", get(icon))
+}
+
+/// The dashboard in the browser (its script asks for an API key)
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard", operation_id = "dashboard",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
+pub(crate) async fn page() -> impl IntoResponse {
+    asset("text/html; charset=utf-8", INDEX)
+}
+
+/// The dashboard's script
+#[utoipa::path(get, path = "/dashboard/app.js", tag = "dashboard", operation_id = "dashboardScript",
+    responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+pub(crate) async fn script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// The dashboard's styles
+#[utoipa::path(get, path = "/dashboard/style.css", tag = "dashboard", operation_id = "dashboardStyle",
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
+pub(crate) async fn style() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// The dashboard's icon
+#[utoipa::path(get, path = "/dashboard/icon.svg", tag = "dashboard", operation_id = "dashboardIcon",
+    responses((status = 200, description = "SVG", content_type = "image/svg+xml", body = String)))]
+pub(crate) async fn icon() -> impl IntoResponse {
+    asset("image/svg+xml", ICON)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

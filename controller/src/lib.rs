@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod media;
 pub mod metrics;
 pub mod node_requests;
+pub mod openapi;
 pub mod plugnmeet;
 pub mod retention;
 pub mod state;

@@ -50,6 +50,8 @@ enum Command {
         #[arg(long = "both")]
         both: Vec<String>,
     },
+    /// Print the API's OpenAPI document (what `/v1/openapi.json` serves; docs/openapi.json is a copy).
+    Openapi,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -84,6 +86,10 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::NatsUsers { out, controller, recorders, transcoders, both }) => {
             let config: Config = fleet_runtime::config::load(args.config.as_deref())?;
             return nats_users::write(&config.nats.names, &out, controller, recorders, transcoders, both);
+        }
+        Some(Command::Openapi) => {
+            println!("{}", fleet_controller::openapi::json());
+            return Ok(());
         }
         None => {}
     }

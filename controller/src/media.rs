@@ -32,8 +32,9 @@ impl MediaLinks {
     }
 }
 
-/// A recording's file that has a link.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A recording's file that has a link: `mp4` (the recording) or `poster` (its JPEG).
+#[derive(Debug, Clone, Copy, PartialEq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum MediaFile {
     Mp4,
     Poster,
@@ -57,7 +58,8 @@ impl MediaFile {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A link that opens a file without an API key until it expires.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Link {
     /// Absolute (S3), or a path on this controller's origin (local storage).
     pub url: String,
@@ -88,7 +90,15 @@ async fn file_of(state: &AppState, id: &SafeId, file: MediaFile) -> Result<Reade
     storage.reader_access(&key, LINK_TTL).await.map_err(|e| ApiError::unavailable(format!("storage: {e}")))
 }
 
-/// `GET /v1/recordings/{id}/media/{file}`: a link to the file.
+/// A short-lived link to a finished recording's MP4 or poster
+///
+/// A URL that opens the file without an API key for 15 minutes: the store's presigned URL with S3 storage,
+/// or a signed path on this controller (`/media/...`) with local storage.
+#[utoipa::path(get, path = "/v1/recordings/{id}/media/{file}", tag = "recordings", operation_id = "getMediaLink",
+    security(("bearer" = [])),
+    params(crate::api::RecordingId, ("file" = MediaFile, Path)),
+    responses((status = 200, description = "The link", body = Link),
+        (status = 400, response = crate::openapi::BadRequest), (status = 404, response = crate::openapi::NotFound)))]
 pub async fn link(State(state): State<AppState>, Path((id, file)): Path<(String, String)>) -> Result<Json<Link>, ApiError> {
     let id = SafeId::parse(&id).map_err(|e| ApiError::bad_request(format!("invalid recording id: {e}")))?;
     let file = parse_file(&file)?;
@@ -111,13 +121,29 @@ fn parse_file(raw: &str) -> Result<MediaFile, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Signed {
+    /// When the link stops working (ms since the epoch).
     expires: u64,
+    /// The link's signature.
     signature: String,
 }
 
-/// `GET /media/{id}/{file}?expires&signature`: a local-storage file, for whoever holds a valid link.
+/// A local-storage recording's file, for the holder of a link
+///
+/// Served with local storage only, authorised by the link's signature (from `getMediaLink`), not an API
+/// key. Answers ranges, so players seek.
+#[utoipa::path(get, path = "/media/{id}/{file}", tag = "recordings", operation_id = "getMedia",
+    params(crate::api::RecordingId, ("file" = MediaFile, Path), Signed),
+    responses(
+        (status = 200, description = "The file", content(("video/mp4"), ("image/jpeg"))),
+        (status = 206, description = "A range of the file", content(("video/mp4"), ("image/jpeg"))),
+        (status = 403, description = "The link is not valid or has expired", body = crate::error::ErrorBody),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 416, description = "The range is not in the file"),
+        (status = 503, response = crate::openapi::Unavailable),
+    ))]
 pub async fn serve(
     State(state): State<AppState>,
     Path((id, file)): Path<(String, String)>,

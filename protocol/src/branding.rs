@@ -5,29 +5,35 @@
 use serde::{Deserialize, Serialize};
 
 /// Every field optional: the job's, then the transcoder's, then the built-in look.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Branding {
     /// Drawn across the top of the picture.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 120)]
     pub title: Option<String>,
     /// Behind the tiles, `#rrggbb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^#[0-9a-fA-F]{6}$")]
     pub background: Option<String>,
     /// The active speaker's outline, `#rrggbb`, or `none` for no outline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(#[0-9a-fA-F]{6}|none)$")]
     pub highlight: Option<String>,
     /// Names on tiles and initials on placeholders (default on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<bool>,
     /// Pango font family and style for names and title, e.g. `Sans Bold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9 -]+$")]
     pub font: Option<String>,
     /// A logo by its name in the transcoders' `logos` configuration (a job never names a file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     pub logo: Option<String>,
     /// Space between tiles in pixels at 720 lines (0 to 64; default 0: tiles touch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 64)]
     pub tile_gap: Option<u32>,
 }
 

@@ -18,16 +18,18 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_SEALED_CHARS: usize = 256 * 1024;
 
 /// The `e2ee` part of a recording request.
-#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct E2eeRequest {
-    /// The room's keys in plaintext, as the client sends them. Sealed by the controller before the job is
-    /// stored; never serialized.
-    #[serde(default, skip_serializing)]
+    /// The room's keys in plaintext, as the client sends them. The controller seals them (to the
+    /// transcoders' public key) before the job is stored: no record, event or answer ever shows them.
+    #[serde(default, skip_serializing_if = "crate::never_serialized")]
+    #[schema(write_only)]
     pub keys: Option<E2eeKeys>,
     /// The keys sealed to the transcoders' public key (base64 of an X25519 sealed box of the keys' JSON),
     /// set by the controller or sent ready-sealed by a client that never shows the controller its keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 262144)]
     pub sealed_keys: Option<String>,
     /// Fail the job when an encrypted track has no key (default: record it as a placeholder tile and warn).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -45,7 +47,7 @@ impl std::fmt::Debug for E2eeRequest {
 }
 
 /// How a publisher turned its key material into the AES key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kdf {
     /// PBKDF2-HMAC-SHA256: passphrases (`setKey(string)` in the JS SDK; the Python/Rust SDKs' default).
@@ -56,16 +58,18 @@ pub enum Kdf {
 }
 
 /// One key of a key ring: its index (the frame trailer names it) and its material.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct E2eeKey {
     #[serde(default)]
     pub index: u8,
     /// The material as text (a passphrase: plugNmeet's room key, `shared_key=b"text"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1024)]
     pub passphrase: Option<String>,
     /// The material as bytes, base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 1400)]
     pub base64: Option<String>,
     #[serde(default)]
     pub kdf: Kdf,
@@ -78,18 +82,22 @@ impl std::fmt::Debug for E2eeKey {
 }
 
 /// The keys of a room: shared by everyone, and per participant (by identity), which win for their owner.
-#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct E2eeKeys {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub shared: Vec<E2eeKey>,
+    /// Per-participant keys by identity; they win over shared keys for their owner.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub participants: BTreeMap<String, Vec<E2eeKey>>,
     /// Ratchets tried per key when a frame does not decrypt (default 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 256)]
     pub ratchet_window: Option<u32>,
     /// The KDF salt (LiveKit's default `LKFrameEncryptionKey`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 256)]
     pub ratchet_salt: Option<String>,
 }
 

@@ -67,6 +67,23 @@ impl From<SafeId> for String {
     }
 }
 
+/// Documented as the string it is on the wire, with the rule [`SafeId::parse`] checks.
+impl utoipa::PartialSchema for SafeId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(SAFE_ID_PATTERN))
+            .max_length(Some(MAX_ID_LEN))
+            .description(Some("ASCII letters, digits, '_' and '-', starting with a letter or digit"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SafeId {}
+
+/// What [`SafeId::parse`] accepts, as a regular expression (for the API's document).
+pub const SAFE_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
+
 impl fmt::Display for SafeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -16,7 +16,7 @@ pub const MAX_TEST_PARTICIPANTS: u8 = 9;
 /// Most recorders a job may ask to capture its room at once.
 pub const MAX_REDUNDANCY: u8 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -68,7 +68,7 @@ impl JobState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Desired {
     Run,
@@ -76,9 +76,8 @@ pub enum Desired {
 }
 
 /// Where the media comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-#[derive(Default)]
 pub enum Source {
     /// Join the LiveKit room named in the request as a hidden subscriber.
     #[default]
@@ -86,6 +85,7 @@ pub enum Source {
     /// A synthetic room made with GStreamer test sources: the fleet's smoke test.
     Test {
         #[serde(default = "default_test_participants")]
+        #[schema(minimum = 1, maximum = 9)]
         participants: u8,
     },
 }
@@ -94,7 +94,7 @@ fn default_test_participants() -> u8 {
     2
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
     #[default]
@@ -115,12 +115,37 @@ pub enum VideoPreset {
     Custom(CustomPreset),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Documented as it is written: a name or the custom fields.
+impl utoipa::PartialSchema for VideoPreset {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Ref, Type};
+        let names = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["720p30", "1080p30"]));
+        OneOfBuilder::new()
+            .item(names)
+            .item(Ref::from_schema_name("CustomPreset"))
+            .description(Some("The output's picture: `720p30` (default), `1080p30`, or custom"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for VideoPreset {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        use utoipa::PartialSchema;
+        schemas.push((<CustomPreset as utoipa::ToSchema>::name().into(), CustomPreset::schema()));
+        <CustomPreset as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomPreset {
+    #[schema(minimum = 160, maximum = 3840, multiple_of = 2)]
     pub width: u32,
+    #[schema(minimum = 90, maximum = 2160, multiple_of = 2)]
     pub height: u32,
+    #[schema(minimum = 1, maximum = 60)]
     pub fps: u32,
+    #[schema(minimum = 100, maximum = 50000)]
     pub video_kbps: u32,
 }
 
@@ -181,7 +206,7 @@ impl VideoPreset {
 }
 
 /// Whether the transcode may, must or must not use a GPU encoder.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GpuPolicy {
     /// The node's best encoder, GPU first.
@@ -203,9 +228,10 @@ impl GpuPolicy {
 /// Longest a job may ask a recorder to wait for its LiveKit room to appear.
 pub const MAX_ROOM_WAIT_S: u32 = 3600;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub room: String,
     #[serde(default)]
     pub source: Source,
@@ -213,6 +239,7 @@ pub struct JobRequest {
     pub layout: Layout,
     /// Layout `single`: the participant (identity) to show; the first one present when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 128)]
     pub participant: Option<String>,
     #[serde(default)]
     pub video_preset: VideoPreset,
@@ -225,20 +252,28 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audio_per_participant: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub max_duration_s: Option<u32>,
-    /// A pause longer than this ends the recording (default [`DEFAULT_MAX_PAUSE_S`]).
+    /// A pause longer than this ends the recording (default 3600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86400)]
     pub max_pause_s: Option<u32>,
     /// `livekit` source: wait up to this long for the room to exist instead of failing at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 3600)]
     pub wait_for_room_s: Option<u32>,
+    /// Where this job's state changes are posted, signed with the controller's webhook secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uri", max_length = 2048)]
     pub webhook_url: Option<String>,
+    /// Returned in the record, webhooks and manifest; at most 4096 bytes of JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
-    /// Where the recording is stored (a key under the storage prefix; `filepath::expand` fills a
-    /// template in when the recording is requested). Default: `<job>/<job>.mp4`.
+    /// Where the recording is stored: a key under the storage prefix (default `<job>/<job>.mp4`). LiveKit
+    /// Egress template fields `{room_name}`, `{time}`, `{utc}`, `{publisher_identity}` are filled in when
+    /// the job is created; the extension is the recording's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
     pub filepath: Option<String>,
     /// An end-to-end encrypted room: the keys the transcoder decrypts with (stored sealed only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -252,11 +287,12 @@ pub struct JobRequest {
     /// How many recorders capture the room at once (1 or 2; default 1). With 2, each on its own node,
     /// the transcode takes every instant from whichever capture has it: a recorder dying loses nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 2)]
     pub redundancy: Option<u8>,
 }
 
 /// What a job produces: the recording's file, live streams, or both from the same capture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Outputs {
     /// The MP4 (default true). A stream-only job ends when its capture does.
@@ -264,7 +300,8 @@ pub struct Outputs {
     pub file: bool,
     /// RTMP URLs the room is streamed to live. Moved into the record's `streams` when the job is
     /// created (the request as stored never holds them: their stream keys are credentials).
-    #[serde(default, skip_serializing)]
+    #[serde(default, skip_serializing_if = "crate::never_serialized")]
+    #[schema(write_only, max_items = 8)]
     pub rtmp: Vec<crate::streams::StreamUrl>,
     /// Live HLS written to storage while the room is captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -441,7 +478,7 @@ impl JobRequest {
 }
 
 /// Why a capture session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     ApiStop,
@@ -460,7 +497,7 @@ pub enum EndReason {
 }
 
 /// One continuous capture by one recorder. A job that fails over gets a second session.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CaptureSession {
     pub id: SafeId,
     pub node: String,
@@ -484,7 +521,7 @@ pub(crate) fn is_zero(value: &u8) -> bool {
 }
 
 /// The finished recording as measured from the file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OutputInfo {
     pub key: String,
     pub location: String,
@@ -503,7 +540,7 @@ pub struct OutputInfo {
 }
 
 /// The recording's poster image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Poster {
     pub key: String,
     pub location: String,
@@ -513,7 +550,7 @@ pub struct Poster {
 }
 
 /// One participant's audio alone, as long as the recording (silence where they were not heard).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParticipantAudio {
     pub participant: String,
     pub key: String,
@@ -521,7 +558,7 @@ pub struct ParticipantAudio {
     pub size_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     pub percent: f64,
     /// Media seconds processed per wall second.
@@ -531,7 +568,7 @@ pub struct Progress {
 
 /// The job record stored (as JSON) under the job id in the `fleet-jobs` bucket. Small on purpose:
 /// anything that grows with the recording's length lives in storage next to the media.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: SafeId,
     pub request: JobRequest,
@@ -570,7 +607,7 @@ pub struct JobRecord {
     /// has not published yet, from the bucket's change stream (so no writer publishes, and none is lost).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state_log: Vec<StateChange>,
-    /// The last node requests that changed this record (see [`AppliedRequest`]).
+    /// The last node requests that changed this record (internal: a node's retry gets the first answer).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_requests: Vec<AppliedRequest>,
     /// Spans the recording was paused (left out of the MP4), in order; the last may still be open.
@@ -588,7 +625,7 @@ pub struct JobRecord {
 }
 
 /// A paused span of a recording, wall clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Pause {
     pub from_ms: u64,
     /// None while paused.
@@ -597,13 +634,13 @@ pub struct Pause {
 }
 
 /// What applying a transition did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "applied", content = "session", rename_all = "snake_case")]
 pub enum Applied {
     /// Nothing to write: the record already says it (a duplicate, or a job that moved on).
     Unchanged,
     Changed,
-    /// `Transition::OpenSession`: the new session's id.
+    /// A capture session was opened: its id.
     SessionOpened(SafeId),
     /// The job entered `finalizing` here: the caller queues its transcode.
     Finalized,
@@ -616,7 +653,7 @@ impl Applied {
 }
 
 /// A node request applied to a record: a retry of it gets this answer instead of being applied again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AppliedRequest {
     pub id: String,
     pub applied: Applied,
@@ -625,8 +662,8 @@ pub struct AppliedRequest {
 /// How many applied requests a record remembers (a node retries within seconds).
 const REMEMBERED_REQUESTS: usize = 16;
 
-/// One entry of [`JobRecord::state_log`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One entry of a record's `state_log`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateChange {
     /// 1 for the state the job was created in, then one more for each change.
     pub seq: u32,
@@ -734,7 +771,7 @@ impl JobRecord {
 }
 
 /// Which front door created a job, with what that door needs to answer the server that asked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "door", rename_all = "snake_case")]
 pub enum Origin {
     /// plugnmeet-server's recorder protocol (START_RECORDING on the recorder channel).
@@ -747,7 +784,7 @@ pub enum Origin {
 
 /// Whole media files re-encoded, one after another, into one MP4. Paths are relative to the transcoders'
 /// shared recordings root (`transcoder.shared_files_root`) and were checked to stay below it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileJob {
     pub inputs: Vec<String>,
@@ -783,7 +820,7 @@ pub struct TranscodeJob {
 }
 
 /// A long recording's video transcoded in parts by several transcoders, then joined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChunkPlan {
     /// Length of each chunk but the last (a whole number of output frames).
     pub chunk_ns: u64,
@@ -793,10 +830,24 @@ pub struct ChunkPlan {
     pub done: Vec<u32>,
     /// The transcoder joining the chunks, and since when (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = joining_schema)]
     pub joining: Option<(String, u64)>,
     /// The recording still runs: chunks are done as their part becomes final, `count` is not known yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub open: bool,
+}
+
+/// `[node, since_ms]`.
+fn joining_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, ObjectBuilder, Schema, Type};
+    let node = Schema::from(ObjectBuilder::new().schema_type(Type::String));
+    let since_ms = Schema::from(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)));
+    ArrayBuilder::new()
+        .items(ArrayItems::False)
+        .prefix_items([node, since_ms])
+        .min_items(Some(2))
+        .description(Some("the transcoder joining the chunks, and since when (ms)"))
+        .into()
 }
 
 impl ChunkPlan {

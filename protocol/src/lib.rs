@@ -25,5 +25,11 @@ pub use ids::SafeId;
 pub use job::{Applied, JobRecord, JobRequest, JobState};
 pub use transition::{Refusal, Transition};
 
+/// For `skip_serializing_if` on what a client may send but no record ever holds (plaintext keys, stream
+/// URLs): unlike `skip_serializing`, the API's document still lists such a field (as write-only).
+pub(crate) fn never_serialized<T>(_: &T) -> bool {
+    true
+}
+
 /// The fleet's version, advertised in the node registry.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,14 +5,16 @@
 use serde::{Deserialize, Serialize};
 
 /// `outputs.hls`: live HLS in storage under `<job>/hls/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HlsRequest {
     /// Target segment length (segments are cut at the next keyframe after it; keyframes come every 2 s).
     #[serde(default = "default_segment_s")]
+    #[schema(minimum = 1, maximum = 60)]
     pub segment_s: u32,
     /// Segments listed in the live (sliding-window) playlist `live.m3u8`; `playlist.m3u8` lists all.
     #[serde(default = "default_live_window")]
+    #[schema(minimum = 1, maximum = 100)]
     pub live_window: u32,
 }
 
@@ -31,15 +33,18 @@ fn default_live_window() -> u32 {
 }
 
 /// `outputs.images`: a JPEG of the composite every `interval_s`, under `<job>/images/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImagesRequest {
     #[serde(default = "default_interval_s")]
+    #[schema(minimum = 1, maximum = 3600)]
     pub interval_s: u32,
     /// The images' size; default the composite's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 3840, multiple_of = 2)]
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 16, maximum = 3840, multiple_of = 2)]
     pub height: Option<u32>,
 }
 
@@ -73,7 +78,7 @@ impl ImagesRequest {
 }
 
 /// What a job's live HLS holds so far (uploaded in order: a segment before the playlists naming it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HlsProgress {
     /// Storage keys: every segment (`playlist`), the last few (`live_playlist`).
     pub playlist: String,
@@ -92,7 +97,7 @@ pub struct HlsProgress {
 }
 
 /// The snapshots taken so far: `<prefix>00001.jpg` and on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImagesProgress {
     pub prefix: String,
     /// Where they are, for people (a path or an `s3://` URL).

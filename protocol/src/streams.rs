@@ -57,6 +57,19 @@ impl From<StreamUrl> for String {
     }
 }
 
+impl utoipa::PartialSchema for StreamUrl {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^rtmps?://[^/@\\s]+/\\S+$"))
+            .max_length(Some(MAX_URL_LEN))
+            .description(Some("an rtmp:// or rtmps:// URL with a host and an application; its stream key is never shown back"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamUrl {}
+
 impl std::fmt::Debug for StreamUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StreamUrl({})", self.redacted())
@@ -64,7 +77,7 @@ impl std::fmt::Debug for StreamUrl {
 }
 
 /// Where a stream output is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StreamState {
     /// Asked for; the recorder is connecting.
@@ -89,11 +102,12 @@ impl StreamState {
 }
 
 /// One stream output of a job, as its record keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StreamOutput {
     /// `rtmp1`, `rtmp2`… in the order they were added.
     pub id: SafeId,
-    /// In full in the job record (recorders need it); [`crate::JobRecord::for_clients`] hides the key.
+    /// Scheme, host and application as clients see it (the stream key hidden); in full only in the stored
+    /// record, which recorders read.
     pub url: String,
     pub state: StreamState,
     /// Reconnections after a drop (or failed first tries).

@@ -76,6 +76,7 @@ async fn recording_lands_in_s3_with_signed_webhooks() {
     let body =
         format!(r#"{{"room":"room-a","source":{{"type":"test","participants":2}},"webhook_url":"{}","metadata":{{"course":"math"}}}}"#, hooks.url());
     let record = record_and_finish(api, &body).await;
+    api.assert_documented("JobRecord", &record).await;
     let id = record["id"].as_str().unwrap();
     assert_eq!(record["end_reason"], "api_stop");
     assert_eq!(record["output"]["key"], format!("{id}/{id}.mp4"));
@@ -87,6 +88,7 @@ async fn recording_lands_in_s3_with_signed_webhooks() {
     // nothing opens it without the signature.
     let link = api.send("GET", &format!("/v1/recordings/{id}/media/mp4"), Some(API_KEY), None).await;
     assert_eq!(link.status, 200, "{}", link.body);
+    api.assert_documented("Link", &link.body).await;
     let url = link.body["url"].as_str().unwrap();
     assert!(url.starts_with(&s3.endpoint()) && url.contains("X-Amz-Signature="), "{url}");
     let fetched = reqwest::get(url).await.unwrap();
@@ -144,6 +146,7 @@ async fn separate_recorder_and_transcoder_processes_give_the_same_result() {
         if roles.contains(&("rec-only".into(), "recorder".into())) && roles.contains(&("tx-a".into(), "transcoder".into())) {
             let tx = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "tx-a").unwrap();
             assert!(tx["encoders"].as_array().unwrap().iter().any(|e| e == "x264enc"), "{tx}");
+            api.assert_documented("NodeList", &nodes).await;
             return Ok(());
         }
         Err(nodes.to_string())
@@ -288,6 +291,8 @@ async fn api_refuses_bad_requests_and_aborts_unstarted_jobs() {
     assert_eq!(api.send("GET", "/readyz", None, None).await.status, 200);
     let openapi = api.send("GET", "/v1/openapi.json", None, None).await;
     assert_eq!(openapi.body["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    api.assert_documented("RecordingPage", &listed.body).await;
+    api.assert_documented("ErrorBody", &wrong_method.body).await;
     let metrics = api.send("GET", "/metrics", key, None).await;
     let text = metrics.body.as_str().unwrap();
     assert!(text.contains("fleet_recordings_created_total 6"), "two idempotent ones (the replay made none), one, then three to page through: {text}");

@@ -46,6 +46,16 @@ impl Api {
         Reply { status, body, www_authenticate }
     }
 
+    /// Panics unless `value` validates against schema `name` of the document this controller serves, with
+    /// every object closed (a field the document does not list fails).
+    pub async fn assert_documented(&self, name: &str, value: &Value) {
+        let document = self.send("GET", "/v1/openapi.json", None, None).await.body;
+        let validator =
+            jsonschema::validator_for(&fleet_controller::openapi::strict_schema(&document, name)).expect("the document's schemas compile");
+        let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{e} at {}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "{name} does not match the served document: {errors:?}\n{value}");
+    }
+
     /// POST /v1/recordings with the test key; panics unless 201. Returns the job id.
     pub async fn start(&self, body: &str) -> String {
         let reply = self.send("POST", "/v1/recordings", Some(crate::API_KEY), Some(body)).await;

@@ -31,7 +31,21 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/livekit/webhook", post(receive))
 }
 
-async fn receive(State(state): State<AppState>, headers: HeaderMap, body: String) -> Result<StatusCode, ApiError> {
+/// livekit-server's webhooks, for auto-recording rooms
+///
+/// With `[controller.auto_record]`: a room matching a rule starts recording on `room_started` and stops on
+/// `room_finished`. Authorised by the `Authorization` header livekit-server signs (a JWT over the body's
+/// SHA-256) with the key of `[controller.auto_record]`.
+#[utoipa::path(post, path = "/livekit/webhook", tag = "livekit", operation_id = "livekitWebhook",
+    request_body(description = "livekit-server's WebhookEvent", content((Object = "application/webhook+json"))),
+    responses(
+        (status = 200, description = "Taken (a recording started or stopped, or nothing to do)"),
+        (status = 401, description = "Unsigned, wrongly signed or stale", body = crate::error::ErrorBody),
+        (status = 404, description = "Auto-recording is not enabled", body = crate::error::ErrorBody),
+        (status = 422, description = "The room's rule makes an invalid recording request", body = crate::error::ErrorBody),
+        (status = 503, response = crate::openapi::Unavailable),
+    ))]
+pub(crate) async fn receive(State(state): State<AppState>, headers: HeaderMap, body: String) -> Result<StatusCode, ApiError> {
     let config = &state.config.auto_record;
     if !config.enabled {
         return Err(ApiError::not_found("auto-record is not enabled on this controller (controller.auto_record.enabled)"));

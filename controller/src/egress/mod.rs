@@ -40,7 +40,29 @@ enum Encoding {
     Json,
 }
 
-async fn call(State(state): State<AppState>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+/// LiveKit's Egress API (Twirp)
+///
+/// `StartRoomCompositeEgress`, `StartParticipantEgress`, `UpdateStream`, `ListEgress` and `StopEgress`,
+/// with protobuf or JSON bodies, answered as livekit-server's own egress service answers them
+/// (`EgressInfo`, or `ListEgressResponse`, in the request's encoding). `StartTrackCompositeEgress`,
+/// `StartTrackEgress`, `StartWebEgress` and `UpdateLayout` answer `unimplemented`. Authorised by a LiveKit
+/// access token (Bearer) with the `roomRecord` grant, signed with the key of `[controller.egress]`, not by
+/// the fleet's API keys.
+#[utoipa::path(post, path = "/twirp/livekit.Egress/{method}", tag = "livekit", operation_id = "egressTwirp",
+    params(("method" = String, Path, description = "the Twirp method",
+        pattern = "^(StartRoomCompositeEgress|StartParticipantEgress|StartTrackCompositeEgress|StartTrackEgress|StartWebEgress|UpdateLayout|UpdateStream|ListEgress|StopEgress)$")),
+    request_body(description = "The method's request message (livekit_egress.proto)",
+        content((Vec<u8> = "application/protobuf"), (Object = "application/json"))),
+    responses(
+        (status = 200, description = "The method's answer, in the request's encoding", content((Vec<u8> = "application/protobuf"), (Object = "application/json"))),
+        (status = 400, description = "Malformed request", body = twirp::TwirpErrorBody),
+        (status = 401, description = "No or invalid access token", body = twirp::TwirpErrorBody),
+        (status = 404, description = "No such method or egress, or the Egress API is off", body = twirp::TwirpErrorBody),
+        (status = 412, description = "The egress is past the point the request needs", body = twirp::TwirpErrorBody),
+        (status = 501, description = "A method the fleet does not implement", body = twirp::TwirpErrorBody),
+        (status = 503, description = "NATS unavailable", body = twirp::TwirpErrorBody),
+    ))]
+pub(crate) async fn call(State(state): State<AppState>, Path(method): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let encoding = match headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|v| v.split(';').next().unwrap_or("").trim()) {
         Some("application/protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,

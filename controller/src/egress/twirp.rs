@@ -66,8 +66,18 @@ impl From<crate::error::ApiError> for TwirpError {
     }
 }
 
+/// How a Twirp error travels.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TwirpErrorBody {
+    /// Twirp's code: `invalid_argument`, `malformed`, `not_found`, `bad_route`, `unauthenticated`,
+    /// `failed_precondition`, `unimplemented`, `unavailable`…
+    code: String,
+    msg: String,
+}
+
 impl IntoResponse for TwirpError {
     fn into_response(self) -> Response {
-        (self.status(), Json(serde_json::json!({ "code": self.code, "msg": self.msg }))).into_response()
+        let status = self.status();
+        (status, Json(TwirpErrorBody { code: self.code.to_string(), msg: self.msg })).into_response()
     }
 }
