@@ -210,6 +210,7 @@ pub fn run(spec: &TranscodeSpec, on_progress: impl Fn(f64)) -> Result<TranscodeR
             look::add_logo(&pipeline, &compositor, logo, Some(frames_for(spec.window().end_ns, spec.fps as u64, 1)), spec.fps, frame)?;
         }
         let frame = (spec.width, spec.height);
+        shift_compositor_inputs(&compositor, spec.composite_start_ns());
         follow_schedule(&compositor, schedule, Pads { layers: pads, outline, frame }, spec.composite_start_ns());
     }
     let audio = AudioSpan::of(spec);
@@ -284,14 +285,14 @@ fn build_video_output(spec: &TranscodeSpec, pipeline: &gst::Pipeline, mux: &gst:
     let (background, background_caps) = tiny_solid_source(spec, spec.look.background_argb)?;
     let compositor = make("compositor")?;
     compositor.set_property_from_str("background", "black");
-    keep_video_window(&compositor.static_pad("src").expect("compositor src"), window, spec.fps);
-    // A chunk's compositor still starts at zero, as the one-piece transcode's does: started at the chunk
-    // (`start-time-selection=set`) it picked, for some input frame phases, the input frame before the
-    // one the one-piece transcode shows, moving those tiles a frame late. Before the pre-roll nothing
-    // has input, so those frames are empty and cheap (a black fill each), and dropped before encoding.
-    if window.start_ns > 0 {
-        // The chunk's file starts at zero; the joiner puts it back in its place.
-        compositor.static_pad("src").expect("compositor src").set_offset(-(window.start_ns as i64));
+    let on_compositor_clock = Window { start_ns: window.start_ns - spec.composite_start_ns(), end_ns: window.end_ns - spec.composite_start_ns() };
+    keep_video_window(&compositor.static_pad("src").expect("compositor src"), on_compositor_clock, spec.fps);
+    // A chunk's compositor runs on the chunk's own clock: zero at its pre-roll (see
+    // `shift_compositor_inputs`), so it makes no frame of the recording before it. The chunk's file starts
+    // at zero; the joiner puts it back in its place.
+    let origin = spec.composite_start_ns();
+    if window.start_ns > origin {
+        compositor.static_pad("src").expect("compositor src").set_offset(-((window.start_ns - origin) as i64));
     }
     let title = spec.look.title.as_deref().map(|t| look::title_overlay(&spec.look, t, spec.height)).transpose()?;
     let convert = make("videoconvert")?;
@@ -724,17 +725,51 @@ struct Pads {
     frame: (u32, u32),
 }
 
+/// Puts the compositor on a clock that starts at `origin_ns` of the recording: every input's running
+/// time moves back by it. A chunk's compositor then starts at its pre-roll instead of making (and
+/// dropping) a black frame for every frame of the recording before it, which made a chunk near the end
+/// of an hour cost twice one at its start. `origin_ns` is whole seconds, so the output frames fall on
+/// the one-piece transcode's grid, and each shows the input frame the one-piece transcode shows there
+/// (a compositor started with `start-time-selection=set` picked, for some input phases, the frame
+/// before it).
+fn shift_compositor_inputs(compositor: &gst::Element, origin_ns: u64) {
+    if origin_ns == 0 {
+        return;
+    }
+    for pad in compositor.sink_pads() {
+        pad.set_offset(pad.offset() - origin_ns as i64);
+        // What comes before the new zero (a track's frames from the keyframe before the chunk) has no
+        // running time, which the compositor does not take: it is dropped here.
+        pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, |pad, info| {
+            let pts = match &info.data {
+                Some(gst::PadProbeData::Buffer(buffer)) => buffer.pts(),
+                Some(gst::PadProbeData::Event(event)) => match event.view() {
+                    gst::EventView::Gap(gap) => Some(gap.get().0),
+                    _ => return gst::PadProbeReturn::Ok,
+                },
+                _ => return gst::PadProbeReturn::Ok,
+            };
+            let Some(pts) = pts else { return gst::PadProbeReturn::Ok };
+            // The pad's segment has the offset applied: before the new zero, no running time.
+            let Some(event) = pad.sticky_event::<gst::event::Segment>(0) else { return gst::PadProbeReturn::Ok };
+            let Some(segment) = event.segment().downcast_ref::<gst::ClockTime>().cloned() else { return gst::PadProbeReturn::Ok };
+            if segment.to_running_time(pts).is_none() { gst::PadProbeReturn::Drop } else { gst::PadProbeReturn::Ok }
+        });
+    }
+}
+
 /// Applies the scene of each output frame to the compositor's pads, just before the frame is blended.
-fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: Pads, start_ns: u64) {
+/// `origin_ns`: where on the recording the compositor's clock starts (see [`shift_compositor_inputs`]).
+fn follow_schedule(compositor: &gst::Element, schedule: Arc<Schedule>, pads: Pads, origin_ns: u64) {
     // The first frame's scene is set before the pipeline runs: the signal is not emitted for every
     // first frame (a chunk's first frame came out black without this).
-    let first = schedule.index_at(start_ns);
+    let first = schedule.index_at(origin_ns);
     apply_scene(&schedule, first, &pads);
     compositor.set_property("emit-signals", true);
     let shown = Mutex::new(first);
     compositor.connect("samples-selected", false, move |args| {
         let pts = args.get(2).and_then(|v| v.get::<u64>().ok())?;
-        let index = schedule.index_at(pts);
+        let index = schedule.index_at(pts + origin_ns);
         let mut shown = shown.lock().unwrap();
         if *shown != index {
             *shown = index;
