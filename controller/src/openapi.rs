@@ -39,7 +39,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr};
         crate::dashboard::icon,
     ),
     components(
-        schemas(ErrorBody),
+        schemas(ErrorBody, crate::media::MediaFile),
         responses(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, NotJson, Invalid, Unavailable)
     ),
     modifiers(&KeyedOperations, &OptionalParameters)
@@ -308,6 +308,30 @@ mod tests {
         let nodes = json!({ "nodes": [node] });
         assert_all_properties("NodeInfo", &nodes["nodes"][0]);
         assert_eq!(errors(&strict("NodeList"), &nodes), Vec::<String>::new());
+    }
+
+    /// Every reference in the document names a component it has.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs(value: &Value, found: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(target)) = map.get("$ref") {
+                        found.push(target.clone());
+                    }
+                    map.values().for_each(|v| refs(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+                _ => {}
+            }
+        }
+        let document: Value = serde_json::from_str(super::json()).unwrap();
+        let mut found = Vec::new();
+        refs(&document, &mut found);
+        assert!(found.len() > 50, "{found:?}");
+        let dangling: Vec<&String> =
+            found.iter().filter(|target| target.strip_prefix('#').is_none_or(|pointer| document.pointer(pointer).is_none())).collect();
+        assert!(dangling.is_empty(), "references to nothing: {dangling:?}");
     }
 
     /// docs/openapi.json is the served document, for readers of the repository.

@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
     request_body(description = "livekit-server's WebhookEvent", content((Object = "application/webhook+json"))),
     responses(
         (status = 200, description = "Taken (a recording started or stopped, or nothing to do)"),
+        (status = 400, description = "The body is not UTF-8 text (axum's plain-text rejection)", content_type = "text/plain", body = String),
         (status = 401, description = "Unsigned, wrongly signed or stale", body = crate::error::ErrorBody),
         (status = 404, description = "Auto-recording is not enabled", body = crate::error::ErrorBody),
         (status = 422, description = "The room's rule makes an invalid recording request", body = crate::error::ErrorBody),

@@ -26,6 +26,9 @@ fn main() {
     let nats = Nats::start(dir);
     let mut fleet = Fleet::new(dir, &nats, StorageSetup::Local(dir.join("storage")));
     fleet.webhook_secret = None;
+    // Above the document's largest field (sealed e2ee keys, 256 KiB), so its limits are what refuses
+    // an over-long request, not the body limit.
+    fleet.controller_settings = "max_body_bytes = 1048576\n".into();
     let port = free_port();
     let controller = fleet.controller(port);
 
