@@ -139,6 +139,7 @@ pub struct Signed {
     responses(
         (status = 200, description = "The file", content(("video/mp4"), ("image/jpeg"))),
         (status = 206, description = "A range of the file", content(("video/mp4"), ("image/jpeg"))),
+        (status = 400, description = "`expires` or `signature` missing or malformed (axum's plain-text rejection)", content_type = "text/plain", body = String),
         (status = 403, description = "The link is not valid or has expired", body = crate::error::ErrorBody),
         (status = 404, response = crate::openapi::NotFound),
         (status = 416, description = "The range is not in the file"),
