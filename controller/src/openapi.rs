@@ -95,15 +95,9 @@ impl utoipa::Modify for KeyedOperations {
             .description(Some("An API key (`auth.keys`); the `X-API-Key` header is accepted too."))
             .build();
         openapi.components.get_or_insert_with(Default::default).add_security_scheme("bearer", SecurityScheme::Http(scheme));
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
-            for operation in operations.into_iter().flatten() {
-                if operation.security.as_ref().is_none_or(Vec::is_empty) {
-                    continue;
-                }
-                for (status, name) in [("401", "Unauthorized"), ("403", "Forbidden"), ("503", "Unavailable")] {
-                    operation.responses.responses.entry(status.into()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
-                }
+        for operation in operations(openapi).filter(|operation| operation.security.as_ref().is_some_and(|s| !s.is_empty())) {
+            for (status, name) in [("401", "Unauthorized"), ("403", "Forbidden"), ("503", "Unavailable")] {
+                operation.responses.responses.entry(status.into()).or_insert_with(|| RefOr::Ref(Ref::from_response_name(name)));
             }
         }
     }
@@ -116,13 +110,7 @@ impl utoipa::Modify for OptionalParameters {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::schema::{Schema, SchemaType, Type};
         use utoipa::openapi::{Required, path::Parameter};
-        let parameters = openapi.paths.paths.values_mut().flat_map(|item| {
-            [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch]
-                .into_iter()
-                .flatten()
-                .flat_map(|operation| operation.parameters.iter_mut().flatten())
-        });
-        for parameter in parameters {
+        for parameter in operations(openapi).flat_map(|operation| operation.parameters.iter_mut().flatten()) {
             let RefOr::T(Parameter { required: Required::False, schema: Some(RefOr::T(Schema::Object(object))), .. }) = parameter else {
                 continue;
             };
@@ -134,6 +122,15 @@ impl utoipa::Modify for OptionalParameters {
             }
         }
     }
+}
+
+/// Every operation of the document.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi
+        .paths
+        .paths
+        .values_mut()
+        .flat_map(|item| [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten())
 }
 
 fn error_response(description: &str) -> Response {
