@@ -426,3 +426,48 @@ fn chunks_from_two_encoders_join_into_one_playable_track() {
     let moov = &bytes[..bytes.windows(4).position(|w| w == b"mdat").unwrap()];
     assert_eq!(moov.windows(4).filter(|w| w == b"avcC").count(), 2, "two sample descriptions for the video");
 }
+
+/// The remux (the join's fallback) finishes when each chunk's audio outlasts its video: one demuxer
+/// feeds both streams, so they drift apart by the difference at every chunk, and a bounded queue that
+/// filled with one stream while the muxer waited for the other stopped the join for good (an hour of
+/// 10 s chunks with 5 ms of extra audio each stalled after about 1 s of drift). Here 2 s per chunk.
+#[test]
+fn remux_joins_chunks_whose_audio_outlasts_their_video() {
+    fleet_pipelines::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = dir.path().join("chunk.mp4");
+    // 1 s of video, about 3 s of audio (141 AAC frames).
+    let description = format!(
+        "videotestsrc num-buffers=30 ! video/x-raw,width=320,height=240,framerate=30/1 ! x264enc ! h264parse ! \
+         mp4mux name=mux faststart=true ! filesink location={} \
+         audiotestsrc num-buffers=141 samplesperbuffer=1024 ! audioconvert ! audio/x-raw,rate=48000,channels=2 ! \
+         avenc_aac ! aacparse ! mux.",
+        chunk.display()
+    );
+    let pipeline = gstreamer::parse::launch(&description).unwrap();
+    use gstreamer::prelude::*;
+    pipeline.set_state(gstreamer::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let end = bus.timed_pop_filtered(gstreamer::ClockTime::from_seconds(60), &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error]);
+    assert!(matches!(end.as_ref().map(|m| m.view()), Some(gstreamer::MessageView::Eos(_))), "encoding the chunk: {end:?}");
+    pipeline.set_state(gstreamer::State::Null).unwrap();
+
+    let chunks = vec![chunk.clone(), chunk.clone(), chunk];
+    let remuxed = dir.path().join("remuxed.mp4");
+    let (done, finished) = mpsc::channel();
+    let (from, to) = (chunks.clone(), remuxed.clone());
+    std::thread::spawn(move || done.send(fleet_pipelines::join::remux::run(&from, &to)));
+    let result = finished.recv_timeout(Duration::from_secs(60)).expect("the remux stalled");
+    result.unwrap();
+    assert_eq!(decode_errors(&remuxed), "");
+    let counts = |path: &std::path::Path| -> Vec<u64> {
+        let out = Command::new("ffprobe")
+            .args(["-v", "error", "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().trim_end_matches(',').parse().ok()).collect()
+    };
+    let per_chunk = counts(&chunks[0]);
+    assert_eq!(counts(&remuxed), per_chunk.iter().map(|c| c * 3).collect::<Vec<_>>(), "every chunk's packets in the remux");
+}

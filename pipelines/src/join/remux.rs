@@ -56,6 +56,15 @@ pub fn run(chunks: &[PathBuf], output: &Path) -> Result<(), PipelineError> {
 fn concat_into(pipeline: &gst::Pipeline, mux: &gst::Element, template: &str) -> Result<gst::Element, PipelineError> {
     let concat = make("concat")?;
     let queue = make("queue")?;
+    // Unbounded: one demuxer feeds both concats, and where a chunk's audio outlasts its video (or the
+    // reverse) the streams drift apart by that much per chunk; a queue that filled up with one stream
+    // while the mux waited for the other would stop the join for good (an hour of 10 s chunks whose
+    // audio was 5 ms longer than their video did, after about 1 s of drift). The mux takes both in
+    // time order, so a queue holds at most the drift.
+    for limit in ["max-size-buffers", "max-size-bytes"] {
+        queue.set_property(limit, 0u32);
+    }
+    queue.set_property("max-size-time", 0u64);
     pipeline.add_many([&concat, &queue])?;
     concat.link(&queue)?;
     link_to_mux(&queue, mux, template)?;
