@@ -679,6 +679,62 @@ async fn redundant_capture_loses_nothing_when_the_second_recorder_dies() {
     redundant_capture_survives_losing(1).await;
 }
 
+/// A redundant recording is transcoded while it records: a chunk waits until both captures' media of
+/// it is in storage. Then the first capture's recorder dies: its media stops where its uploads did, so
+/// the chunks after that wait for the stop and take the second capture's media. Nothing is lost and no
+/// chunk is transcoded twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redundant_recording_is_transcoded_while_it_records() {
+    let mut setup = Setup::local();
+    setup.fleet.transcoder_extra = "chunk_seconds = 4\n".into();
+    setup.fleet.recorder_settings = "progressive_interval_s = 2\n".into();
+    let recorder_a = setup.fleet.recorder("rec-a", "recorder-only", 1);
+    let recorder_b = setup.fleet.recorder("rec-b", "recorder-only", 1);
+    let transcoder = setup.fleet.transcoder("tx");
+    let api = &setup.api;
+    let id = api.start(r#"{"room":"r","source":{"type":"test","participants":2},"redundancy":2}"#).await;
+    let writing = |r: &Value| r["sessions"].as_array().unwrap().iter().filter(|s| s["writing"] == true).count() == 2;
+    wait_for(api, &id, Duration::from_secs(30), writing).await;
+    // Two 4 s chunks final in both captures (within about 14 s on a quiet machine).
+    let progressed = |r: &Value| r["chunks"]["done"].as_array().map_or(0, Vec::len) >= 2 && r["state"] == "recording";
+    let recording = wait_for(api, &id, Duration::from_secs(45), progressed).await;
+    let done_while_recording: Vec<u64> = recording["chunks"]["done"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+
+    let sessions = recording["sessions"].as_array().unwrap();
+    let first_capture = sessions.iter().find(|s| s["replica"].as_u64().unwrap_or(0) == 0).unwrap()["node"].as_str().unwrap().to_string();
+    let (_survivor, killed) = if first_capture == "rec-a" { (recorder_b, recorder_a) } else { (recorder_a, recorder_b) };
+    drop(killed); // SIGKILL
+    let lost = |r: &Value| r["sessions"].as_array().unwrap().iter().any(|s| s["end_reason"] == "recorder_lost");
+    wait_for(api, &id, Duration::from_secs(15), lost).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(api.stop(&id).await.status, 202);
+    let record = api.wait_for_state(&id, &["complete", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(record["state"], "complete", "{record:#}");
+    let count = record["chunks"]["count"].as_u64().unwrap();
+    let done: Vec<u64> = record["chunks"]["done"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(done_while_recording.iter().all(|i| done.contains(i)), "chunks done while recording were kept: {done:?}");
+    let log = fleet_tests::procs::without_colours(&transcoder.log_text());
+    for index in 0..count {
+        let times = log.lines().filter(|l| l.contains("chunk done") && l.contains(&format!("index={index} "))).count();
+        assert_eq!(times, 1, "chunk {index} transcoded {times} times");
+    }
+
+    let (mp4, _) = setup.read_output(&record);
+    let path = setup.dir.path().join("redundant-progressive.mp4");
+    std::fs::write(&path, &mp4).unwrap();
+    assert_eq!(fleet_tests::media::decode_errors(&path), "");
+    let duration: f64 = ffprobe(&path)["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let seconds = duration.floor() as usize;
+    for tile in ["640:360:0:180", "640:360:640:180"] {
+        let flashes = flash_seconds(&path, tile, seconds);
+        let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
+        assert!(lost.is_empty(), "tile {tile}: seconds without a flash {lost:?}");
+        let black = fleet_tests::media::black_seconds(&path, tile, 30.0);
+        assert!(black < 0.1, "tile {tile}: {black} s black");
+    }
+    eprintln!("redundant, progressive: {} of {count} chunks done while recording, MP4 {duration:.2} s, nothing lost", done_while_recording.len());
+}
+
 /// A redundant job on a one-recorder fleet records with one capture; the second waits for a node of
 /// its own (past JetStream's delivery limit) and starts when one joins.
 #[tokio::test(flavor = "multi_thread")]

@@ -301,10 +301,8 @@ async fn capture(
     }
     let stream_reports = StreamReporter::start(recorder.clone(), job_id.clone());
     let mut poll = tokio::time::interval(Duration::from_secs(2));
-    // Known gap: a redundant job is transcoded after its stop (the chunks of a running one would have
-    // to be cut from two captures).
-    let progressive =
-        config.progressive_interval_s > 0 && record.request.records_file() && !record.request.audio_only && record.request.replicas() == 1;
+    // (Every capture of a redundant job asks: the asks go on while one of them is alive.)
+    let progressive = config.progressive_interval_s > 0 && record.request.records_file() && !record.request.audio_only;
     let mut catch_up = tokio::time::interval(Duration::from_secs(config.progressive_interval_s.max(1)));
     catch_up.tick().await; // the first tick is immediate: nothing is final yet
     let mut catch_ups = 0u64;
