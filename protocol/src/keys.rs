@@ -23,6 +23,16 @@ pub fn timeline(job: &SafeId, session: &SafeId) -> String {
     format!("{job}/raw/{session}/timeline.jsonl")
 }
 
+/// Part `index` of a session's timeline, as uploaded while the session runs (the whole
+/// [`timeline`] replaces them at its end).
+pub fn timeline_part(job: &SafeId, session: &SafeId, index: usize) -> String {
+    format!("{}{index:05}.jsonl", timeline_parts_prefix(job, session))
+}
+
+pub fn timeline_parts_prefix(job: &SafeId, session: &SafeId) -> String {
+    format!("{job}/raw/{session}/timeline-parts/")
+}
+
 pub fn recording(job: &SafeId, extension: &str) -> String {
     format!("{job}/{job}.{extension}")
 }
@@ -124,6 +134,7 @@ mod tests {
         assert_eq!(parsed.seq, 7);
         assert_eq!(parsed.track, id("video"));
         assert!(parse_segment_key(&id("j1"), "j1/raw/s1/timeline.jsonl").is_none());
+        assert!(parse_segment_key(&id("j1"), &timeline_part(&id("j1"), &id("s1"), 3)).is_none());
         assert!(parse_segment_key(&id("j2"), &key).is_none());
     }
 

@@ -94,13 +94,14 @@ pub async fn download(
     let mut e2ee = TimelineE2ee::default();
     for (index, session) in record.sessions.iter().enumerate() {
         let (start_ns, _) = windows[index];
-        let key = keys::timeline(&record.id, &session.id);
-        let path = into.join(&key);
-        tokio::fs::create_dir_all(path.parent().expect("keys have parents")).await.map_err(storage_io)?;
-        let text = match storage.get_to_file(&key, &path).await {
-            Ok(_) => tokio::fs::read_to_string(&path).await.unwrap_or_default(),
+        let text = match crate::stored_timeline::read(storage, &record.id, &session.id).await {
+            Ok(Some(text)) => text,
+            Ok(None) => {
+                tracing::warn!(session = %session.id, "no timeline for this session; its tracks are laid out without room events");
+                String::new()
+            }
             Err(err) => {
-                tracing::warn!(session = %session.id, %err, "no timeline for this session; its tracks are laid out without room events");
+                tracing::warn!(session = %session.id, %err, "timeline unreadable; this session's tracks are laid out without room events");
                 String::new()
             }
         };

@@ -20,6 +20,7 @@ mod progressive;
 mod recording;
 mod room_history;
 mod stages;
+mod stored_timeline;
 mod worker;
 
 pub use config::TranscoderConfig;

@@ -107,8 +107,8 @@ pub async fn catch_up(ctx: &JobContext, record: &JobRecord) -> Result<Done, Tran
         ctx.storage.list(&keys::raw_prefix(&record.id)).await.context("listing segments")?.into_iter().map(|o| o.key).collect();
     let mut timelines = BTreeMap::new();
     for session in newest_sessions(record) {
-        if let Ok(timeline) = ctx.storage.get_bytes(&keys::timeline(&record.id, &session.id)).await {
-            let horizon = stored_horizon_ns(&String::from_utf8_lossy(&timeline), |key| stored.contains(key), &record.id, &session.id);
+        if let Ok(Some(timeline)) = crate::stored_timeline::read(&ctx.storage, &record.id, &session.id).await {
+            let horizon = stored_horizon_ns(&timeline, |key| stored.contains(key), &record.id, &session.id);
             timelines.insert(session.id.clone(), horizon);
         }
     }

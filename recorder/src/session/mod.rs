@@ -11,7 +11,7 @@ use crate::context::{Claim, NodeContext};
 use crate::error::RecordError;
 use crate::streaming::live_files::LiveFiles;
 use crate::streaming::{Notice, Streamer};
-use crate::timeline::{Entry, Timeline};
+use crate::timeline::{Entry, LiveParts, Timeline};
 use crate::uploader::Uploader;
 use async_nats::jetstream::{self, AckKind};
 use control::{Action, CaptureControl, Input, Limits};
@@ -273,6 +273,7 @@ async fn capture(
 
     let uploader = Uploader::start(recorder.storage.clone(), Duration::from_secs(config.upload_retry_limit_s), Some(recorder.metrics.clone()));
     let timeline_key = keys::timeline(job_id, session_id);
+    let mut live_timeline = LiveParts::default();
     let mut stop_watch = match recorder.bus.jobs().watch(job_id).await {
         Ok(watch) => Some(Box::pin(watch)),
         Err(err) => {
@@ -335,7 +336,7 @@ async fn capture(
                     } else {
                         timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.to_string(), track: track_id.to_string(), seq });
                         uploader.push(fragment.location.clone(), keys::raw_segment(job_id, session_id, participant, track_id, seq));
-                        upload_timeline(recorder, &timeline_key, &timeline).await;
+                        upload_live_timeline(recorder, job_id, session_id, &timeline, &mut live_timeline).await;
                         inputs.push(Input::SegmentClosed);
                     }
                 }
@@ -404,6 +405,8 @@ async fn capture(
                     mark_pauses(&mut timeline, &mut pauses_marked, &record, wall_zero);
                     inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
                 }
+                // What the last segment's close held back (sent at most every second).
+                upload_live_timeline(recorder, job_id, session_id, &timeline, &mut live_timeline).await;
             }
             _ = tokio::time::sleep_until(control.next_deadline().into()) => inputs.push(Input::Tick),
             _ = shutdown.changed(), if control.may_drain() => inputs.push(Input::Shutdown),
@@ -632,6 +635,27 @@ async fn mark_recording(recorder: &NodeContext, job_id: &SafeId, session_id: &Sa
     let transition = Transition::MediaWriting { session: session_id.clone(), wall_zero_ms: wall_zero };
     if let Err(err) = recorder.jobs.apply(job_id, transition).await {
         tracing::warn!(%err, "could not mark the job recording");
+    }
+}
+
+/// Uploads the parts of a running session's timeline that changed (see [`LiveParts`]); a failed
+/// upload is tried again with the next change.
+async fn upload_live_timeline(recorder: &NodeContext, job: &SafeId, session: &SafeId, timeline: &Timeline, live: &mut LiveParts) {
+    let parts = timeline.parts();
+    for index in live.due(&parts, Instant::now()) {
+        let range = parts[index].clone();
+        let bytes = match timeline.read(&range) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::warn!(%err, "timeline part unreadable in the spool");
+                return;
+            }
+        };
+        if let Err(err) = recorder.storage.put_bytes(&keys::timeline_part(job, session, index), bytes).await {
+            tracing::warn!(%err, index, "timeline part upload failed; will retry with the next change");
+            return;
+        }
+        live.uploaded(index, range, Instant::now());
     }
 }
 
