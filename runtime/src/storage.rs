@@ -216,11 +216,19 @@ impl Storage {
                         other => other?,
                     };
                     while let Some(entry) = entries.next_entry().await? {
-                        let meta = entry.metadata().await?;
                         let path = entry.path();
+                        // An upload in flight is no object yet, and its file is renamed away at any
+                        // moment (a listing that stat-ed it failed now and then mid-recording).
+                        if is_temp(&path) {
+                            continue;
+                        }
+                        let meta = match entry.metadata().await {
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            other => other?,
+                        };
                         if meta.is_dir() {
                             pending.push(path);
-                        } else if !is_temp(&path) {
+                        } else {
                             let rel = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
                             objects.push(ObjectInfo { key: strip(&rel), size: meta.len() });
                         }
