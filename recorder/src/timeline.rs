@@ -1,11 +1,13 @@
 //! `timeline.jsonl`: one JSON line per room or capture event, with wall-clock time and media running
 //! time, kept in the spool and uploaded next to the segments (DESIGN.md section 6).
 //!
-//! While the session runs, the timeline reaches storage in parts ([`keys::timeline_part`]): lines cut
+//! While the session runs, the timeline reaches storage in parts (`keys::timeline_part`): lines cut
 //! into parts of about [`PART_BYTES`], each sealed part uploaded once and the growing last one again as
-//! it grows, at most every [`LIVE_UPLOAD_INTERVAL`]. An upload then costs the same an hour into a
-//! recording as at its start (the whole file, uploaded at every closed segment, grew to megabytes and
-//! was sent several times a second). The session's end uploads the whole file once.
+//! it grows. An upload then costs the same an hour into a recording as at its start (the whole file,
+//! uploaded at every closed segment, grew to megabytes and was sent several times a second). A closed
+//! segment's lines are uploaded before the segment is queued, as the transcode places a stored
+//! segment by them (a redundant recording's dead capture's last segments too); other lines go at most
+//! every [`LIVE_UPLOAD_INTERVAL`]. The session's end uploads the whole file once.
 
 pub use fleet_protocol::timeline::Entry;
 use fleet_protocol::timeline::Line;
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A part is sealed once it holds this many bytes (whole lines: a part ends after a line).
-pub const PART_BYTES: u64 = 256 * 1024;
+pub const PART_BYTES: u64 = 128 * 1024;
 
 /// The live parts are uploaded at most this often (sealed parts are never held back).
 pub const LIVE_UPLOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,11 +82,15 @@ pub struct LiveParts {
 
 impl LiveParts {
     /// The parts to upload now, in order (a part before the next one, so that a reader that sees a
-    /// part sees every earlier one whole): each one whose bytes grew since its last upload, unless the
-    /// last upload was less than [`LIVE_UPLOAD_INTERVAL`] ago and only the open part changed.
-    /// `now` is an argument so that the rule is tested without waiting.
+    /// part sees every earlier one whole): each one whose bytes grew since its last upload.
+    pub fn changed(&self, parts: &[Range<u64>]) -> Vec<usize> {
+        (0..parts.len()).filter(|&i| !parts[i].is_empty() && self.uploaded.get(i) != Some(&parts[i])).collect()
+    }
+
+    /// [`Self::changed`], held back while the last upload was less than [`LIVE_UPLOAD_INTERVAL`] ago
+    /// and only the open part changed. `now` is an argument so that the rule is tested without waiting.
     pub fn due(&self, parts: &[Range<u64>], now: Instant) -> Vec<usize> {
-        let changed: Vec<usize> = (0..parts.len()).filter(|&i| !parts[i].is_empty() && self.uploaded.get(i) != Some(&parts[i])).collect();
+        let changed = self.changed(parts);
         let sealed_changed = changed.iter().any(|&i| i + 1 < parts.len());
         let recently = self.last_upload.is_some_and(|at| now.duration_since(at) < LIVE_UPLOAD_INTERVAL);
         if recently && !sealed_changed { Vec::new() } else { changed }
@@ -144,6 +150,7 @@ mod tests {
         let grown = [Range { start: 0, end: 150 }];
         assert!(live.due(&grown, start + Duration::from_millis(300)).is_empty(), "sent 0.3 s ago");
         assert_eq!(live.due(&grown, start + LIVE_UPLOAD_INTERVAL), [0]);
+        assert_eq!(live.changed(&grown), [0], "a closed segment's lines go at once");
         // The part was sealed and a new one began: the sealed part's last bytes go at once, then the new part.
         let sealed = [0..300, 300..340];
         assert_eq!(live.due(&sealed, start + Duration::from_millis(300)), [0, 1]);

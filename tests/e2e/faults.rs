@@ -728,7 +728,8 @@ async fn a_redundant_recording_is_transcoded_while_it_records() {
     for tile in ["640:360:0:180", "640:360:640:180"] {
         let flashes = flash_seconds(&path, tile, seconds);
         let lost: Vec<usize> = (1..seconds).filter(|s| !flashes.contains(s)).collect();
-        assert!(lost.is_empty(), "tile {tile}: seconds without a flash {lost:?}");
+        let warnings = || log.lines().filter(|l| l.contains("WARN") || l.contains("chunk done")).collect::<Vec<_>>().join("\n");
+        assert!(lost.is_empty(), "tile {tile}: seconds without a flash {lost:?}; the transcoder's warnings and chunks:\n{}", warnings());
         let black = fleet_tests::media::black_seconds(&path, tile, 30.0);
         assert!(black < 0.1, "tile {tile}: {black} s black");
     }

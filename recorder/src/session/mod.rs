@@ -335,8 +335,9 @@ async fn capture(
                         let _ = tokio::fs::remove_file(&fragment.location).await;
                     } else {
                         timeline.write(wall_ms, running_ns, Entry::SegmentClosed { participant: participant.to_string(), track: track_id.to_string(), seq });
+                        // Its lines before the segment: the transcode places a stored segment by them.
+                        upload_live_timeline(recorder, job_id, session_id, &timeline, &mut live_timeline, Upload::Now).await;
                         uploader.push(fragment.location.clone(), keys::raw_segment(job_id, session_id, participant, track_id, seq));
-                        upload_live_timeline(recorder, job_id, session_id, &timeline, &mut live_timeline).await;
                         inputs.push(Input::SegmentClosed);
                     }
                 }
@@ -406,7 +407,7 @@ async fn capture(
                     inputs.push(Input::Record(Box::new(record), fleet_protocol::time::now_ms()));
                 }
                 // What the last segment's close held back (sent at most every second).
-                upload_live_timeline(recorder, job_id, session_id, &timeline, &mut live_timeline).await;
+                upload_live_timeline(recorder, job_id, session_id, &timeline, &mut live_timeline, Upload::Throttled).await;
             }
             _ = tokio::time::sleep_until(control.next_deadline().into()) => inputs.push(Input::Tick),
             _ = shutdown.changed(), if control.may_drain() => inputs.push(Input::Shutdown),
@@ -638,11 +639,21 @@ async fn mark_recording(recorder: &NodeContext, job_id: &SafeId, session_id: &Sa
     }
 }
 
+enum Upload {
+    Now,
+    /// At most every `timeline::LIVE_UPLOAD_INTERVAL`.
+    Throttled,
+}
+
 /// Uploads the parts of a running session's timeline that changed (see [`LiveParts`]); a failed
 /// upload is tried again with the next change.
-async fn upload_live_timeline(recorder: &NodeContext, job: &SafeId, session: &SafeId, timeline: &Timeline, live: &mut LiveParts) {
+async fn upload_live_timeline(recorder: &NodeContext, job: &SafeId, session: &SafeId, timeline: &Timeline, live: &mut LiveParts, when: Upload) {
     let parts = timeline.parts();
-    for index in live.due(&parts, Instant::now()) {
+    let due = match when {
+        Upload::Now => live.changed(&parts),
+        Upload::Throttled => live.due(&parts, Instant::now()),
+    };
+    for index in due {
         let range = parts[index].clone();
         let bytes = match timeline.read(&range) {
             Ok(bytes) => bytes,
