@@ -1,9 +1,9 @@
 //! Progressive transcode: while a recording runs, the chunks of it whose media is all in storage are
 //! transcoded (by any free transcoder), so after the stop only the last chunk and the join remain. A
 //! recorder asks every `progressive_interval_s`; the transcoder that takes the ask works out how far
-//! the media is final from the newest session's timeline and the objects in storage, and queues each
-//! chunk that is whole before that point. Nothing here fails the job: what is not done now is done by
-//! the transcode after the stop.
+//! the media is final from the timeline of each capture's newest session and the objects in storage,
+//! and queues each chunk that is whole before that point. Nothing here fails the job: what is not done
+//! now is done by the transcode after the stop.
 
 use crate::context::{Done, JobContext};
 use crate::error::{Context, TranscodeError};
