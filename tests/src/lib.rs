@@ -5,6 +5,7 @@
 pub mod api;
 pub mod bench;
 pub mod capture_bench;
+pub mod chunks;
 pub mod devroom;
 pub mod frames;
 pub mod livekit_server;
