@@ -18,6 +18,8 @@ pub struct SyncReport {
     pub found_ratio: f64,
     /// Audio minus video onset, per paired marker, in ms.
     pub offsets_ms: Vec<f64>,
+    /// Where in the file each of those markers' flash is, in s (same order), so an offset can be traced to its chunk.
+    pub marker_video_s: Vec<f64>,
     pub p95_abs_offset_ms: f64,
     pub mean_offset_ms: f64,
     /// Largest deviation of the interval between consecutive markers from 1 s, on either stream, in ms.
@@ -32,7 +34,7 @@ pub struct SyncReport {
 /// whole seconds `first..=last`.
 pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize) -> SyncReport {
     let audio = decode_audio(path);
-    let mut offsets = Vec::new();
+    let (mut offsets, mut times) = (Vec::new(), Vec::new());
     let (mut drift, mut position): (f64, f64) = (0.0, 0.0);
     let mut found = 0;
     let mut missing = Vec::new();
@@ -54,6 +56,7 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
             };
             found += 1;
             offsets.push((audio - video) * 1000.0);
+            times.push(video);
             position = position.max((video - second as f64).abs() * 1000.0);
             if let Some((_, v, a)) = previous.filter(|(s, _, _)| *s + 1 == second) {
                 drift = drift.max(((video - v) - 1.0).abs() * 1000.0).max(((audio - a) - 1.0).abs() * 1000.0);
@@ -61,10 +64,10 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
             previous = Some((second, video, audio));
         }
     }
-    summarize(tiles.len() * (last + 1 - first), found, offsets, drift, position, missing)
+    summarize(tiles.len() * (last + 1 - first), found, (offsets, times), drift, position, missing)
 }
 
-fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, position: f64, missing: Vec<String>) -> SyncReport {
+fn summarize(expected: usize, found: usize, (offsets, times): (Vec<f64>, Vec<f64>), drift: f64, position: f64, missing: Vec<String>) -> SyncReport {
     let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
@@ -74,6 +77,7 @@ fn summarize(expected: usize, found: usize, offsets: Vec<f64>, drift: f64, posit
         found_markers: found,
         found_ratio: found as f64 / expected.max(1) as f64,
         offsets_ms: offsets,
+        marker_video_s: times,
         p95_abs_offset_ms: p95,
         mean_offset_ms: mean,
         max_cadence_drift_ms: drift,
@@ -99,7 +103,7 @@ pub fn check_paired_indexed(path: &Path, tiles: &[(String, usize)], fps: f64, fr
 /// As [`check_paired_indexed`], with the beeps looked for in `audio` (e.g. a participant's own audio file of
 /// the same recording, where no other participant's beep can overlap).
 pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
-    let mut offsets = Vec::new();
+    let (mut offsets, mut times) = (Vec::new(), Vec::new());
     let mut drift: f64 = 0.0;
     let mut found = 0;
     let mut missing = Vec::new();
@@ -118,13 +122,14 @@ pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)
             };
             found += 1;
             offsets.push((audio - video) * 1000.0);
+            times.push(video);
             if let Some((v, a)) = previous.filter(|(v, _)| (video - v - 1.0).abs() < 0.5) {
                 drift = drift.max(((video - v) - 1.0).abs() * 1000.0).max(((audio - a) - 1.0).abs() * 1000.0);
             }
             previous = Some((video, audio));
         }
     }
-    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, offsets, drift, 0.0, missing)
+    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, (offsets, times), drift, 0.0, missing)
 }
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash). A
@@ -191,11 +196,15 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     if strongest < 1e-6 {
         return None;
     }
-    // Walk back from the strongest block, not forward from the window's start: a louder beep of another
-    // tone earlier in the window leaks into this tone's power (a 20 ms block resolves 50 Hz; tones are
-    // 110 Hz apart) and could pass the threshold there, but a quieter gap lies between the two.
+    // Walk back from the strongest block to the quiet before the beep, not forward from the window's
+    // start: a louder beep of another tone earlier in the window leaks into this tone's power (a 20 ms
+    // block resolves 50 Hz; tones are 110 Hz apart) and could pass the threshold there, but a quiet gap
+    // lies between the two. Quiet is far below a quarter: inside a beep the tone's power dips to a
+    // quarter and less where AAC frames and the other tones beat (every 8 s, when the 1 s markers and the
+    // 1024-sample frames fall in the same phase), which put the onset 28 ms late at those seconds.
     let strongest_at = powers.iter().position(|(_, p)| *p == strongest)?;
-    let first = powers[..=strongest_at].iter().rposition(|(_, p)| *p < strongest / 4.0).map_or(0, |i| i + 1);
+    let quiet = powers[..=strongest_at].iter().rposition(|(_, p)| *p < strongest / 50.0).map_or(0, |i| i + 1);
+    let first = quiet + powers[quiet..=strongest_at].iter().position(|(_, p)| *p >= strongest / 4.0)?;
     let rough = powers[first].0 + block / 2;
     // Codec noise moves that block estimate by several ms: the onset is the first sample from 15 ms before
     // to 5 ms after it above a tenth of the burst's peak (another participant's beep misleads this only

@@ -4,7 +4,7 @@
 //! recorder's RSS and CPU are sampled; flat means the last ten minutes' medians are within 10 % of
 //! those of minutes 2-12 (after warm-up). After the stop: the time to the MP4, the MP4's duration
 //! against the recorded span, and A/V sync of every participant over the last minute. Written to
-//! `target/bench/soak.json` with the machine it ran on.
+//! `target/bench/soak.json` with the machine it ran on. `SOAK_KEEP=1` keeps the run's directory.
 
 use fleet_tests::api::Api;
 use fleet_tests::bench::{cpu_seconds, machine, median, status_kb};
@@ -87,14 +87,18 @@ async fn main() {
         let tiles = ["640:360:0:0", "640:360:640:0", "640:360:0:360", "640:360:640:360"].map(String::from);
         let report = fleet_tests::sync::check_paired(&path, &tiles, 30.0, duration_s - 61.0, duration_s - 1.0);
         let mut sync = serde_json::to_value(&report).unwrap();
-        sync["offsets_ms"] = json!(report.offsets_ms.len());
+        // Each marker's offset with its place in the MP4, so a jump can be traced to its chunk.
+        sync["offsets_ms"] =
+            json!(report.marker_video_s.iter().zip(&report.offsets_ms).map(|(t, o)| [(t * 1000.0).round() / 1000.0, o.round()]).collect::<Vec<_>>());
+        sync.as_object_mut().unwrap().remove("marker_video_s");
         result["recorded_s"] = json!(recorded_s);
         result["mp4_duration_s"] = json!(duration_s);
         result["duration_error_ms"] = json!((duration_s - recorded_s) * 1000.0);
         result["sync_last_minute"] = sync;
-        if std::env::var_os("SOAK_KEEP").is_some() {
-            std::fs::copy(&path, "/tmp/soak.mp4").unwrap();
-        }
+    }
+    // SOAK_KEEP: the run's directory (storage with raw segments, chunks and the MP4, logs) stays, for a look afterwards.
+    if std::env::var_os("SOAK_KEEP").is_some() {
+        eprintln!("[soak] kept {}", dir.keep().display());
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&out).unwrap();
