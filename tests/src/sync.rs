@@ -196,15 +196,14 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     if strongest < 1e-6 {
         return None;
     }
-    // Walk back from the strongest block to the quiet before the beep, not forward from the window's
+    // Walk back from the strongest block to the gap before the beep, not forward from the window's
     // start: a louder beep of another tone earlier in the window leaks into this tone's power (a 20 ms
-    // block resolves 50 Hz; tones are 110 Hz apart) and could pass the threshold there, but a quiet gap
-    // lies between the two. Quiet is far below a quarter: inside a beep the tone's power dips to a
-    // quarter and less where AAC frames and the other tones beat (every 8 s, when the 1 s markers and the
-    // 1024-sample frames fall in the same phase), which put the onset 28 ms late at those seconds.
+    // block resolves 50 Hz; tones are 110 Hz apart) and could pass the threshold there, but a quieter gap
+    // lies between the two. A gap lasts 5 ms at least: inside a beep the tone's power dips below a
+    // quarter for up to 3 ms where AAC frames and the other tones beat (every 8 s, when the 1 s markers and
+    // the 1024-sample frames fall in the same phase), which put the onset 28 ms late at those seconds.
     let strongest_at = powers.iter().position(|(_, p)| *p == strongest)?;
-    let quiet = powers[..=strongest_at].iter().rposition(|(_, p)| *p < strongest / 50.0).map_or(0, |i| i + 1);
-    let first = quiet + powers[quiet..=strongest_at].iter().position(|(_, p)| *p >= strongest / 4.0)?;
+    let first = first_after_gap(&powers[..=strongest_at].iter().map(|(_, p)| *p < strongest / 4.0).collect::<Vec<_>>(), 10);
     let rough = powers[first].0 + block / 2;
     // Codec noise moves that block estimate by several ms: the onset is the first sample from 15 ms before
     // to 5 ms after it above a tenth of the burst's peak (another participant's beep misleads this only
@@ -216,4 +215,33 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     let own = tone_power(burst, tone);
     let off = tone_power(burst, tone + 55.0).max(tone_power(burst, tone - 55.0));
     (peak >= 0.01 && own > 4.0 * off && own > 1e-6).then(|| onset as f64 / RATE as f64)
+}
+
+/// Walking back from the end of `quiet` (one flag per block, the last one loud), the first block after
+/// the first run of at least `gap` quiet blocks; a shorter run at the start counts as a gap too.
+fn first_after_gap(quiet: &[bool], gap: usize) -> usize {
+    let mut run = 0;
+    for (index, &is_quiet) in quiet.iter().enumerate().rev() {
+        run = if is_quiet { run + 1 } else { 0 };
+        if run == gap {
+            return index + gap;
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_after_gap;
+
+    #[test]
+    fn a_short_dip_inside_a_beep_is_no_gap() {
+        //            gap (3 quiet)   beep, dip of 2, beep
+        let quiet = [true, true, true, false, false, true, true, false, false];
+        assert_eq!(first_after_gap(&quiet, 3), 3);
+        assert_eq!(first_after_gap(&quiet, 2), 7);
+        // A window that starts inside the gap, or loud.
+        assert_eq!(first_after_gap(&[true, false, false], 3), 1);
+        assert_eq!(first_after_gap(&[false, false], 3), 0);
+    }
 }
