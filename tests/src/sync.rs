@@ -201,9 +201,10 @@ fn beep_onset_near(audio: &[f32], tone: f64, at_s: f64) -> Option<f64> {
     // block resolves 50 Hz; tones are 110 Hz apart) and could pass the threshold there, but a quieter gap
     // lies between the two. A gap lasts 5 ms at least: inside a beep the tone's power dips below a
     // quarter for up to 3 ms where AAC frames and the other tones beat (every 8 s, when the 1 s markers and
-    // the 1024-sample frames fall in the same phase), which put the onset 28 ms late at those seconds.
+    // the 1024-sample frames fall in the same phase), which put the onset 28-51 ms late at those seconds.
     let strongest_at = powers.iter().position(|(_, p)| *p == strongest)?;
-    let first = first_after_gap(&powers[..=strongest_at].iter().map(|(_, p)| *p < strongest / 4.0).collect::<Vec<_>>(), 10);
+    let gap_blocks = RATE / 200 / step;
+    let first = first_after_gap(&powers[..=strongest_at].iter().map(|(_, p)| *p < strongest / 4.0).collect::<Vec<_>>(), gap_blocks);
     let rough = powers[first].0 + block / 2;
     // Codec noise moves that block estimate by several ms: the onset is the first sample from 15 ms before
     // to 5 ms after it above a tenth of the burst's peak (another participant's beep misleads this only
