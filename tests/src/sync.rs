@@ -34,7 +34,7 @@ pub struct SyncReport {
 /// whole seconds `first..=last`.
 pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize) -> SyncReport {
     let audio = decode_audio(path);
-    let (mut offsets, mut times) = (Vec::new(), Vec::new());
+    let mut markers = Vec::new();
     let (mut drift, mut position): (f64, f64) = (0.0, 0.0);
     let mut found = 0;
     let mut missing = Vec::new();
@@ -55,8 +55,7 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
                 continue;
             };
             found += 1;
-            offsets.push((audio - video) * 1000.0);
-            times.push(video);
+            markers.push((video, (audio - video) * 1000.0));
             position = position.max((video - second as f64).abs() * 1000.0);
             if let Some((_, v, a)) = previous.filter(|(s, _, _)| *s + 1 == second) {
                 drift = drift.max(((video - v) - 1.0).abs() * 1000.0).max(((audio - a) - 1.0).abs() * 1000.0);
@@ -64,10 +63,12 @@ pub fn check(path: &Path, tiles: &[String], fps: f64, first: usize, last: usize)
             previous = Some((second, video, audio));
         }
     }
-    summarize(tiles.len() * (last + 1 - first), found, (offsets, times), drift, position, missing)
+    summarize(tiles.len() * (last + 1 - first), found, markers, drift, position, missing)
 }
 
-fn summarize(expected: usize, found: usize, (offsets, times): (Vec<f64>, Vec<f64>), drift: f64, position: f64, missing: Vec<String>) -> SyncReport {
+/// `markers`: (video onset in s, audio minus video in ms) of each paired marker.
+fn summarize(expected: usize, found: usize, markers: Vec<(f64, f64)>, drift: f64, position: f64, missing: Vec<String>) -> SyncReport {
+    let (times, offsets): (Vec<f64>, Vec<f64>) = markers.into_iter().unzip();
     let mut sorted: Vec<f64> = offsets.iter().map(|o| o.abs()).collect();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p95 = sorted.get(((sorted.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f64::INFINITY);
@@ -103,7 +104,7 @@ pub fn check_paired_indexed(path: &Path, tiles: &[(String, usize)], fps: f64, fr
 /// As [`check_paired_indexed`], with the beeps looked for in `audio` (e.g. a participant's own audio file of
 /// the same recording, where no other participant's beep can overlap).
 pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)], fps: f64, from_s: f64, to_s: f64) -> SyncReport {
-    let (mut offsets, mut times) = (Vec::new(), Vec::new());
+    let mut markers = Vec::new();
     let mut drift: f64 = 0.0;
     let mut found = 0;
     let mut missing = Vec::new();
@@ -121,15 +122,14 @@ pub fn check_paired_against(path: &Path, audio: &[f32], tiles: &[(String, usize)
                 continue;
             };
             found += 1;
-            offsets.push((audio - video) * 1000.0);
-            times.push(video);
+            markers.push((video, (audio - video) * 1000.0));
             if let Some((v, a)) = previous.filter(|(v, _)| (video - v - 1.0).abs() < 0.5) {
                 drift = drift.max(((video - v) - 1.0).abs() * 1000.0).max(((audio - a) - 1.0).abs() * 1000.0);
             }
             previous = Some((video, audio));
         }
     }
-    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, (offsets, times), drift, 0.0, missing)
+    summarize(tiles.len() * (to_s - from_s).floor() as usize, found, markers, drift, 0.0, missing)
 }
 
 /// Times of the first frame of each short white run in the tile (a stuck white tile is no flash). A
